@@ -1,0 +1,255 @@
+"""The durable store's interface: what the runtime and the server need, nothing more.
+
+Every method is async. Implementations: `sqlite.SQLiteStore` (the embedded default) and, later,
+a PostgreSQL one; the executor and the server only ever see `Store`.
+
+Invariants every implementation keeps:
+- `accept` commits the event, its runs and their dedup keys in one transaction: an event that was
+  acknowledged is never lost, and a duplicate (flow, key) never creates a second run.
+- `checkpoint` commits a step's result, its attempts, the run's new state and any emitted events
+  (the outbox) in one transaction.
+- Writes from many concurrent callers are group-committed: one commit carries whatever queued
+  while the previous commit ran.
+- The audit log is append-only.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RunState = Literal[
+    "pending", "running", "waiting", "succeeded", "filtered", "parked",
+    "dead-lettered", "compensated", "cancelled", "failed",
+]
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {"succeeded", "filtered", "dead-lettered", "compensated", "cancelled", "failed"}
+)
+# `parked` is not terminal: an operator resumes or cancels it. It still blocks its ordering key.
+RUNNABLE_STATES: frozenset[str] = frozenset({"pending", "running", "waiting"})
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An accepted inbound (or emitted) event, CloudEvents-shaped."""
+
+    id: str                      # unique event id (ce id, webhook-id, or generated)
+    type: str                    # CloudEvents type, or "webhook:<path>" / "api:<path>"
+    source: str
+    data: Any                    # the parsed payload
+    subject: str | None = None
+    time: str | None = None      # RFC 3339
+    attributes: dict[str, Any] = field(default_factory=dict)  # other ce attributes, headers kept
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create together with its event."""
+
+    id: str
+    flow: str
+    flow_version: int
+    plan_digest: str
+    key: str                     # idempotency key: (flow, key) is unique
+    ordering_key: str | None
+    correlation_id: str
+    traceparent: str | None = None
+    state: RunState = "pending"  # "filtered" for a filter non-match (recorded, never executed)
+    replay_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What `accept` did for one NewRun."""
+
+    run_id: str                  # the new run, or the existing one for a duplicate
+    status: Literal["accepted", "duplicate", "filtered"]
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a run is parked / dead-lettered / failed."""
+
+    code: str
+    step: str | None
+    message: str
+
+
+@dataclass
+class RunRecord:
+    id: str
+    flow: str
+    flow_version: int
+    plan_digest: str
+    event_id: str
+    state: str
+    key: str
+    ordering_key: str | None
+    correlation_id: str
+    traceparent: str | None
+    created_at: float            # unix seconds
+    updated_at: float
+    seq: int                     # arrival order (monotonic)
+    next_attempt_at: float | None = None
+    reason: Reason | None = None
+    replay_of: str | None = None
+    replayed_by: list[str] = field(default_factory=list)
+    data_override: Any = None    # corrected data given on resume (None: use the event's data)
+    has_override: bool = False
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of a step (a call attempt, or the single execution of a local step)."""
+
+    n: int
+    started_at: float
+    finished_at: float
+    outcome: str                 # ok | retry | error | park | timeout ...
+    status: int | None = None
+    error: str | None = None
+    request: Any = None          # what was sent (headers without secrets, body)
+    response: Any = None
+
+
+@dataclass
+class StepRecord:
+    run_id: str
+    step_id: str
+    state: str                   # succeeded | skipped | failed | waiting | compensated
+    output: Any = None
+    input_digest: str | None = None
+    error: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One atomic write after a step: its record, the run's new state, and emitted events."""
+
+    run_id: str
+    step: StepRecord | None
+    run_state: str | None = None          # new state, None = unchanged
+    next_attempt_at: float | None = None
+    reason: Reason | None = None
+    emitted: Sequence[EventRecord] = ()   # go to the outbox in the same transaction
+    clear_lease: bool = False
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    seq: int
+    run_id: str
+    event: EventRecord
+
+
+class Store(abc.ABC):
+    """Durable state of the runtime. Implementations must be safe for concurrent async callers."""
+
+    # lifecycle -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply numbered schema migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending group commits and close."""
+
+    # plans -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def save_plan(self, digest: str, bundle: dict[str, Any]) -> None:
+        """Keep a compiled bundle by digest (idempotent)."""
+
+    @abc.abstractmethod
+    async def load_plan(self, digest: str) -> dict[str, Any] | None: ...
+
+    # ingest ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def accept(self, event: EventRecord, runs: Sequence[NewRun]) -> list[Acceptance]:
+        """Store the event and create its runs atomically; (flow, key) duplicates create nothing
+        and answer `duplicate` with the existing run id. Returns once durably committed."""
+
+    # claiming work ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim(self, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:
+        """Lease up to `limit` runs that may execute now: state pending, or waiting with
+        next_attempt_at <= now, or running with an expired lease (a crashed worker). A run is
+        claimable only if no older (lower seq) run with the same ordering key is still non-terminal
+        (pending/running/waiting/parked). Claimed runs become `running`, leased until now+lease."""
+
+    @abc.abstractmethod
+    async def renew(self, worker: str, run_ids: Sequence[str], until: float) -> None: ...
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """Earliest next_attempt_at of a waiting run (for the scheduler's sleep)."""
+
+    # execution -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def checkpoint(self, cp: Checkpoint) -> None:
+        """Commit a step result + run state + outbox atomically (group-committed)."""
+
+    @abc.abstractmethod
+    async def get_event(self, event_id: str) -> EventRecord | None: ...
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    @abc.abstractmethod
+    async def get_steps(self, run_id: str) -> dict[str, StepRecord]: ...
+
+    @abc.abstractmethod
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        key: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Newest first; `before_seq` is the cursor."""
+
+    @abc.abstractmethod
+    async def count_runs(self) -> dict[tuple[str, str], int]:
+        """(flow, state) -> count, for metrics and reports."""
+
+    # operator actions --------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def set_run_state(
+        self,
+        run_id: str,
+        state: str,
+        *,
+        expect: Sequence[str] = (),
+        reason: Reason | None = None,
+        data_override: Any = None,
+        set_override: bool = False,
+        reset_steps: Sequence[str] = (),
+        actor: str = "system",
+        action: str | None = None,
+    ) -> RunRecord:
+        """Change a run's state (only if it is in one of `expect`, when given; else StoreError),
+        optionally store corrected data, delete the named step records (so they run again), and
+        append an audit entry `action` by `actor` in the same transaction."""
+
+    # events out ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def outbox(self, limit: int) -> list[OutboxItem]:
+        """Emitted events not yet dispatched, oldest first."""
+
+    @abc.abstractmethod
+    async def dispatch(self, item: OutboxItem, runs: Sequence[NewRun]) -> list[Acceptance]:
+        """Store the emitted event, create its runs (deduplicated) and mark the item dispatched,
+        in one transaction."""
+
+    # audit -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None: ...
+
+    @abc.abstractmethod
+    async def audit_log(self, run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
