@@ -1,0 +1,23 @@
+"""Pydantic models of the definition language, one module per kind. No I/O."""
+
+from __future__ import annotations
+
+from engine.model.flow import Flow
+from engine.model.mapping import Mapping
+from engine.model.policy import GovernancePolicy, RetryPolicy
+from engine.model.project import Project
+from engine.model.resource import Resource
+from engine.model.schema import Schema
+from engine.model.system import System
+
+MODELS: dict[str, type[Resource]] = {
+    "Schema": Schema,
+    "Mapping": Mapping,
+    "Flow": Flow,
+    "System": System,
+    "RetryPolicy": RetryPolicy,
+    "GovernancePolicy": GovernancePolicy,
+}
+
+__all__ = ["MODELS", "Flow", "GovernancePolicy", "Mapping", "Project", "Resource", "RetryPolicy",
+           "Schema", "System"]

@@ -1,0 +1,131 @@
+"""The `syncline` command: parses arguments, calls the stages, prints. Exit codes: 0 success,
+1 the checked thing failed (invalid definitions, failing tests), 2 usage error."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.compiler import compile_loaded
+from engine.compiler.plan import Plan
+from engine.errors import DefinitionErrors
+from engine.loader import load_project
+from engine.source import Diagnostic
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                      show_default=True, help="Output format.")
+ENV = click.option("--env", "environment", default=None, envvar="SYNCLINE_ENV",
+                   help="Environment of syncline.yaml (default: SYNCLINE_ENV, else the first).")
+PROJECT = click.argument("project", type=click.Path(file_okay=False, path_type=Path),
+                         default=".", required=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="syncline")
+def main() -> None:
+    """Syncline: declarative integration-as-code for quote-to-cash."""
+
+
+def compile_or_report(project: Path, environment: str | None, fmt: str = "text"
+                      ) -> tuple[Plan | None, list[Diagnostic]]:
+    """Compile a project; on failure print every diagnostic and return (None, diagnostics)."""
+    loaded = load_project(project)
+    try:
+        plan = compile_loaded(loaded, environment=environment, environ=os.environ)
+    except DefinitionErrors as exc:
+        if fmt == "text":
+            print_diagnostics(exc.diagnostics)
+        return None, exc.diagnostics
+    if fmt == "text":
+        print_diagnostics(plan.warnings)
+    return plan, list(plan.warnings)
+
+
+def print_diagnostics(diagnostics: Any) -> None:
+    for diagnostic in sorted(diagnostics):
+        click.echo(diagnostic.format())
+    errors = sum(1 for d in diagnostics if d.severity == "error")
+    if errors:
+        click.echo(f"{errors} error{'s' if errors != 1 else ''}", err=True)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@main.command()
+@PROJECT
+@ENV
+@FORMAT
+def validate(project: Path, environment: str | None, fmt: str) -> None:
+    """Compile a project and report every error as FILE:LINE:COL: error[CODE] message."""
+    plan, diagnostics = compile_or_report(project, environment, fmt)
+    if fmt == "json":
+        emit_json({
+            "ok": plan is not None,
+            "digest": plan.digest if plan else None,
+            "environment": plan.environment if plan else environment,
+            "diagnostics": [d.as_dict() for d in sorted(diagnostics)],
+        })
+    elif plan is not None:
+        click.echo(f"ok: {len(plan.flow_versions)} flows, {len(plan.mappings)} mappings, "
+                   f"{len(plan.schemas)} schemas, {len(plan.systems)} systems "
+                   f"[{plan.environment}] {plan.digest}")
+    sys.exit(0 if plan is not None else 1)
+
+
+@main.command()
+@PROJECT
+@ENV
+@click.option("-k", "pattern", default=None, help="Only tests whose id contains PATTERN.")
+@FORMAT
+def test(project: Path, environment: str | None, pattern: str | None, fmt: str) -> None:
+    """Run every Mapping's and Flow's `tests:`; pytest-like summary, exit 1 on failure."""
+    from engine.testing import run_tests
+
+    plan, _ = compile_or_report(project, environment)
+    if plan is None:
+        sys.exit(1)
+    results = run_tests(plan, project.resolve(), pattern)
+    failed = [r for r in results if not r.passed]
+    if fmt == "json":
+        emit_json([{"id": r.id, "passed": r.passed, "detail": r.detail} for r in results])
+    else:
+        _print_test_report(results, failed)
+    sys.exit(1 if failed else 0)
+
+
+def _print_test_report(results: list[Any], failed: list[Any]) -> None:
+    click.echo("".join("." if r.passed else "F" for r in results))
+    for r in failed:
+        click.echo(f"\n___ {r.id} ___")
+        if r.location:
+            click.echo(f"{r.location}")
+        click.echo(r.detail)
+    passed = len(results) - len(failed)
+    summary = f"{passed} passed, {len(failed)} failed" if failed else f"{passed} passed"
+    click.echo(f"\n{summary}")
+
+
+@main.command()
+@PROJECT
+@ENV
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "json"]), default="mermaid",
+              show_default=True)
+def graph(project: Path, environment: str | None, fmt: str) -> None:
+    """Print the plan's flows, steps, systems and events as a graph."""
+    from engine.render import RENDERERS
+
+    plan, _ = compile_or_report(project, environment)
+    if plan is None:
+        sys.exit(1)
+    click.echo(RENDERERS[fmt](plan), nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""The compiled objects a Plan is made of: frozen, with every expression, template and validator
+built once. The runtime only touches these fields; it never reads YAML or resolves a name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.compiler.expressions import Expression, Template
+from engine.compiler.graph import DependencyGraph
+from engine.errors import FieldProblem, MappingError
+from engine.model.flow import FlowTest
+from engine.model.mapping import MappingTest
+from engine.model.policy import RetryPolicySpec
+from engine.model.system import Auth, Operation, RateLimit, Webhooks
+from engine.source import SourceLocation
+
+
+class Value(Protocol):
+    """A compiled value: evaluated against a run context `{data, event, steps, run, env}`."""
+
+    refs: frozenset[str]
+
+    def evaluate(self, context: Mapping[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExprValue:
+    expression: Expression
+    refs: frozenset[str]
+
+    def evaluate(self, context: Mapping[str, Any]) -> Any:
+        return self.expression.search(context)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateValue:
+    template: Template
+    refs: frozenset[str]
+
+    def evaluate(self, context: Mapping[str, Any]) -> Any:
+        return self.template.render(context)
+
+
+@dataclass(frozen=True, slots=True)
+class ConstValue:
+    value: Any
+    refs: frozenset[str] = frozenset()
+
+    def evaluate(self, context: Mapping[str, Any]) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class MapValue:
+    mapping: CompiledMapping
+    input: Expression
+    refs: frozenset[str]
+
+    def evaluate(self, context: Mapping[str, Any]) -> Any:
+        return self.mapping.apply(self.input.search(context))
+
+
+@dataclass(frozen=True)
+class CompiledSchema:
+    name: str
+    version: int
+    owner: str | None
+    key: str | None
+    json_schema: Mapping[str, Any]
+    validator: Any = field(repr=False, compare=False)     # jsonschema_rs validator
+    location: SourceLocation | None = None
+
+    def problems(self, instance: Any) -> list[FieldProblem]:
+        """Every way `instance` breaks the schema (empty when valid)."""
+        if self.validator.is_valid(instance):
+            return []
+        return [
+            FieldProblem(".".join(str(p) for p in error.instance_path), error.message, "SCHEMA")
+            for error in self.validator.iter_errors(instance)
+        ]
+
+
+@dataclass(frozen=True)
+class CompiledMapping:
+    name: str
+    version: int
+    source: CompiledSchema | None
+    target: CompiledSchema | None
+    transform: Callable[[Any], dict[str, Any]] = field(repr=False, compare=False)
+    tests: tuple[MappingTest, ...] = ()
+    location: SourceLocation | None = None
+
+    @property
+    def ident(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def apply(self, data: Any) -> dict[str, Any]:
+        """Validate the input, transform it, validate the output. Raises MappingError."""
+        if self.source is not None and (problems := self.source.problems(data)):
+            raise MappingError(self.ident, [_coded(p, "SOURCE_SCHEMA") for p in problems])
+        result = self.transform(data)
+        if self.target is not None and (problems := self.target.problems(result)):
+            raise MappingError(self.ident, [_coded(p, "TARGET_SCHEMA") for p in problems])
+        return result
+
+
+def _coded(problem: FieldProblem, code: str) -> FieldProblem:
+    return FieldProblem(problem.path, problem.message, code)
+
+
+@dataclass(frozen=True)
+class CompiledRetry:
+    name: str
+    version: int
+    policy: RetryPolicySpec
+
+
+@dataclass(frozen=True)
+class CompiledSystem:
+    """A System with references resolved. Secret placeholders stay unresolved here."""
+
+    name: str
+    version: int
+    base_url: str
+    auth: Auth
+    timeout: float
+    rate_limit: RateLimit | None
+    retry: CompiledRetry | None
+    idempotency_header: str | None
+    headers: Mapping[str, str]
+    operations: Mapping[str, Operation]
+    webhooks: Webhooks | None
+    location: SourceLocation | None = None
+
+
+# --- step actions: one frozen class per step kind ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapAction:
+    mapping: CompiledMapping
+    input: Expression
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    check: Expression
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ValidateAction:
+    schema: CompiledSchema | None
+    input: Expression
+    rules: tuple[RuleCheck, ...]
+    code: str
+
+
+@dataclass(frozen=True)
+class CallAction:
+    system: CompiledSystem
+    operation: str
+    method: str
+    path: str                          # with {name} placeholders filled from params
+    params: Mapping[str, Value]
+    query: Mapping[str, Value]
+    headers: Mapping[str, Value]
+    body: Value | None
+    is_write: bool
+
+
+@dataclass(frozen=True)
+class EmitAction:
+    type: str
+    data: Value
+    subject: Expression | None
+
+
+@dataclass(frozen=True)
+class SetAction:
+    values: Mapping[str, Value]
+
+
+@dataclass(frozen=True)
+class ParkAction:
+    code: str
+    message: str
+
+
+Action = MapAction | ValidateAction | CallAction | EmitAction | SetAction | ParkAction
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    id: str
+    kind: str                          # map | validate | call | emit | set | park
+    action: Action
+    needs: frozenset[str]              # every step this one waits for (explicit and implicit)
+    when: Expression | None
+    retry: CompiledRetry | None        # calls: the step's, else the System's, else the default
+    compensate: CallAction | None
+    index: int                         # declaration order
+    location: SourceLocation | None = None
+
+
+@dataclass(frozen=True)
+class CompiledTrigger:
+    kind: str                          # webhook | event | api
+    path: str | None = None            # webhook / api
+    system: CompiledSystem | None = None   # webhook sender
+    event: str | None = None           # event type
+    timeout: float | None = None       # api
+
+
+@dataclass(frozen=True)
+class CompiledFlow:
+    name: str
+    version: int
+    owner: str | None
+    trigger: CompiledTrigger
+    filter: Expression | None
+    idempotency_key: Expression | None
+    ordering_key: Expression | None
+    steps: tuple[CompiledStep, ...]    # a topological order
+    graph: DependencyGraph = field(repr=False, compare=False)
+    on_failure: str
+    output: Expression | None
+    allow_loop: bool
+    emits: tuple[str, ...]
+    tests: tuple[FlowTest, ...] = ()
+    location: SourceLocation | None = None
+
+    @property
+    def ident(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def step(self, step_id: str) -> CompiledStep:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)

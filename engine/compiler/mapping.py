@@ -1,0 +1,143 @@
+"""Compile Schemas (JSON Schema validators) and Mappings (one generated function each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema_rs
+
+from engine.compiler.codegen import MISSING, FieldRule, compile_rules
+from engine.compiler.compiled import CompiledMapping, CompiledSchema
+from engine.compiler.expressions import ExpressionSyntaxError, compile_expression, compile_template
+from engine.compiler.resolve import Registry
+from engine.loader import Document
+from engine.model.mapping import FieldRuleSpec, Mapping
+from engine.model.schema import Schema
+from engine.source import Diagnostic
+
+Report = Callable[[Diagnostic], None]
+
+
+def compile_schema(schema: Schema, doc: Document, report: Report) -> CompiledSchema | None:
+    """Check the JSON Schema against the 2020-12 meta-schema and build its validator once."""
+    body = schema.spec.json_schema
+    where = doc.locate(("spec", "jsonSchema"))
+    try:
+        jsonschema_rs.meta.validate(body)
+        validator = jsonschema_rs.Draft202012Validator(body)
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        message = str(getattr(exc, "message", exc)).splitlines()[0]
+        path = "/".join(str(p) for p in getattr(exc, "instance_path", []))
+        at = f" at '{path}'" if path else ""
+        report(Diagnostic(where, "E_JSONSCHEMA", f"invalid JSON Schema{at}: {message}"))
+        return None
+    return CompiledSchema(schema.name, schema.version, schema.spec.owner, schema.spec.key, body,
+                          validator, doc.locate())
+
+
+def compile_mapping(
+    mapping: Mapping,
+    doc: Document,
+    registry: Registry,
+    schemas: dict[tuple[str, int], CompiledSchema],
+    report: Report,
+) -> CompiledMapping | None:
+    spec = mapping.spec
+    source = _schema_ref(spec.source, "source", doc, registry, schemas)
+    target = _schema_ref(spec.target, "target", doc, registry, schemas)
+    rules: list[FieldRule] = []
+    ok = True
+    for target_path, raw in spec.fields.items():
+        rule = raw if isinstance(raw, FieldRuleSpec) else FieldRuleSpec(expr=raw)
+        built = _field_rule(target_path, rule, mapping, doc, target, report)
+        ok = ok and built is not None
+        if built is not None:
+            rules.append(built)
+    if not ok or (spec.source and source is None) or (spec.target and target is None):
+        return None
+    transform = compile_rules(mapping.ident, rules)
+    return CompiledMapping(mapping.name, mapping.version, source, target, transform,
+                           tuple(spec.tests), doc.locate())
+
+
+def _schema_ref(ref: str | None, field: str, doc: Document, registry: Registry,
+                schemas: dict[tuple[str, int], CompiledSchema]) -> CompiledSchema | None:
+    if ref is None:
+        return None
+    found = registry.lookup("Schema", ref, doc.locate(("spec", field)), f"mapping {field}")
+    return schemas.get((found.name, found.version)) if found is not None else None
+
+
+def _field_rule(path: str, rule: FieldRuleSpec, mapping: Mapping, doc: Document,
+                target: CompiledSchema | None, report: Report) -> FieldRule | None:
+    where = doc.locate(("spec", "fields", path))
+    parts = tuple(path.split("."))
+    lookup = None
+    if rule.lookup is not None:
+        lookup = mapping.spec.lookups.get(rule.lookup)
+        if lookup is None:
+            report(Diagnostic(where, "E_REF", f"field '{path}' uses unknown lookup '{rule.lookup}'"
+                              f" (lookups: {', '.join(sorted(mapping.spec.lookups)) or 'none'})"))
+            return None
+    field_type, required_by_schema = MISSING, False
+    if target is not None:
+        found = _target_field(target.json_schema, parts)
+        if found is None:
+            report(Diagnostic(where, "E_TARGET", f"target field '{path}' does not exist in "
+                              f"schema '{target.name}@{target.version}'"))
+            return None
+        field_type, required_by_schema = found
+    if rule.expr is not None:
+        kind, source = "expr", rule.expr
+        if not _check(lambda: compile_expression(rule.expr or ""), "E_JMESPATH", where, report):
+            return None
+    elif rule.template is not None:
+        kind, source = "template", rule.template
+        if not _check(lambda: compile_template(rule.template or ""), "E_TEMPLATE", where, report):
+            return None
+    else:
+        kind, source = "const", rule.const
+    return FieldRule(
+        target=parts, kind=kind, source=source,
+        default=rule.default if "default" in rule.model_fields_set else MISSING,
+        lookup=lookup, required=rule.required or required_by_schema,
+        native=field_type != "string",
+    )
+
+
+def _check(build: Callable[[], Any], code: str, where: Any, report: Report) -> bool:
+    try:
+        build()
+    except ExpressionSyntaxError as exc:
+        kind = "JMESPath" if code == "E_JMESPATH" else "template"
+        report(Diagnostic(where, code, f"invalid {kind}: {exc.message}"))
+        return False
+    return True
+
+
+def _target_field(schema: Any, parts: tuple[str, ...]) -> tuple[Any, bool] | None:
+    """(declared type, required by its parent) of a dotted path, or None if it cannot exist.
+
+    An object level without `properties` accepts any field (it is free-form)."""
+    node, required, root = schema, False, schema
+    for part in parts:
+        node = _deref(node, root)
+        properties = node.get("properties") if isinstance(node, dict) else None
+        if properties is None:
+            return MISSING, False
+        if part not in properties:
+            return None
+        required = part in node.get("required", [])
+        node = properties[part]
+    node = _deref(node, root)
+    return (node.get("type", MISSING) if isinstance(node, dict) else MISSING), required
+
+
+def _deref(node: Any, root: Any) -> Any:
+    ref = node.get("$ref") if isinstance(node, dict) else None
+    if isinstance(ref, str) and ref.startswith("#/"):
+        for part in ref[2:].split("/"):
+            root = root.get(part, {}) if isinstance(root, dict) else {}
+        return root
+    return node

@@ -1,0 +1,286 @@
+"""Files -> raw documents with locations. Safe YAML; no validation of meaning.
+
+Only plain data comes out: dicts with string keys, lists, str, int, float, bool, None. Each
+document keeps a map from its data paths to (line, col), so every later stage can say where a
+problem is. Hostile input is refused with a diagnostic, never a hang or a crash: custom tags,
+duplicate keys, recursive aliases, alias expansion beyond a node budget, oversized files and
+over-deep nesting.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from engine.source import Diagnostic, SourceLocation
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 100_000           # per document, after alias expansion
+MAX_DEPTH = 64
+PROJECT_FILE = "syncline.yaml"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+_CORE = "tag:yaml.org,2002:"
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document: its plain data and where each part of it stands in the file."""
+
+    path: str                                  # relative to the project root, '/'-separated
+    index: int                                 # 0-based position of the document in its file
+    data: Any
+    locations: Mapping[Path_, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    def locate(self, loc: Sequence[Any] = ()) -> SourceLocation:
+        """The location of `loc`, or of its nearest ancestor that has one."""
+        parts = tuple(loc)
+        while parts:
+            if parts in self.locations:
+                line, col = self.locations[parts]
+                return SourceLocation(self.path, line, col)
+            parts = parts[:-1]
+        line, col = self.locations.get((), (1, 1))
+        return SourceLocation(self.path, line, col)
+
+
+@dataclass(frozen=True)
+class LoadedProject:
+    """Everything read from a project directory, plus what could not be read."""
+
+    root: Path
+    project: Document | None
+    documents: tuple[Document, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str, node: Node | None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.node = code, message, node
+
+
+class _Converter:
+    """Turns a composed node tree into plain data, recording locations and enforcing limits."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+        self.active: set[int] = set()
+        self.locations: dict[Path_, tuple[int, int]] = {}
+
+    def convert(self, node: Node, path: Path_, depth: int = 0) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _Refused("E_YAML_ALIAS", f"document expands to more than {MAX_NODES} nodes "
+                           "(an alias/anchor bomb?)", node)
+        if depth > MAX_DEPTH:
+            raise _Refused("E_YAML", f"nesting deeper than {MAX_DEPTH} levels", node)
+        if id(node) in self.active:
+            raise _Refused("E_YAML_ALIAS", "an alias refers to a node that contains it", node)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path, depth)
+            if isinstance(node, SequenceNode):
+                self._check_tag(node, "seq")
+                return [self._item(child, path + (i,), depth) for i, child in enumerate(node.value)]
+            return _scalar(node)
+        finally:
+            self.active.discard(id(node))
+
+    def _item(self, node: Node, path: Path_, depth: int) -> Any:
+        self.locations.setdefault(path, _mark(node))
+        return self.convert(node, path, depth + 1)
+
+    def _mapping(self, node: MappingNode, path: Path_, depth: int) -> dict[str, Any]:
+        self._check_tag(node, "map")
+        result: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if str(key_node.tag) == _CORE + "merge":
+                merged.update(self._merge(value_node, path, depth))
+                continue
+            if not isinstance(key_node, ScalarNode):
+                raise _Refused("E_YAML", "mapping keys must be plain scalars", key_node)
+            key = _key(key_node)
+            if key in result:
+                raise _Refused("E_YAML_DUPKEY", f"duplicate key '{key}'", key_node)
+            self.locations[path + (key,)] = _mark(key_node)
+            result[key] = self.convert(value_node, path + (key,), depth + 1)
+        return {**{k: v for k, v in merged.items() if k not in result}, **result}
+
+    def _merge(self, node: Node, path: Path_, depth: int) -> dict[str, Any]:
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        merged: dict[str, Any] = {}
+        for source in reversed(sources):
+            if not isinstance(source, MappingNode):
+                raise _Refused("E_YAML", "a merge key '<<' takes a mapping or a list of them", source)
+            merged.update(self.convert(source, path, depth + 1))
+        return merged
+
+    @staticmethod
+    def _check_tag(node: Node, expected: str) -> None:
+        tag = str(node.tag)
+        if tag != _CORE + expected:
+            raise _Refused("E_YAML_TAG", f"tag '{tag}' is not allowed (plain YAML data only)", node)
+
+
+def _mark(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _key(node: ScalarNode) -> str:
+    value = _scalar(node)
+    if isinstance(value, bool | float) or value is None:
+        return str(node.value)
+    return str(value)
+
+
+def _scalar(node: Node) -> Any:
+    tag = str(node.tag)
+    text: str = node.value
+    if tag in (_CORE + "str", _CORE + "timestamp", "!"):
+        return text
+    if tag == _CORE + "null":
+        return None
+    if tag == _CORE + "bool":
+        return text.lower() in ("true", "yes", "on", "y")
+    if tag == _CORE + "int":
+        return _int(text, node)
+    if tag == _CORE + "float":
+        return _float(text, node)
+    raise _Refused("E_YAML_TAG", f"tag '{tag}' is not allowed (plain YAML data only)", node)
+
+
+def _int(text: str, node: Node) -> int:
+    digits = text.replace("_", "")
+    try:
+        return int(digits, 0)
+    except ValueError:
+        try:
+            return int(digits, 10)
+        except ValueError as exc:
+            raise _Refused("E_YAML", f"'{text}' is not an integer", node) from exc
+
+
+def _float(text: str, node: Node) -> float:
+    lowered = text.replace("_", "").lower()
+    specials = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+    if lowered in specials:
+        return specials[lowered]
+    try:
+        return float(lowered)
+    except ValueError as exc:
+        raise _Refused("E_YAML", f"'{text}' is not a number", node) from exc
+
+
+def load_yaml(text: str, path: str) -> tuple[list[Document], list[Diagnostic]]:
+    """Parse every document of one file. Returns what parsed and one diagnostic per refusal."""
+    documents: list[Document] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, node in enumerate(_compose_all(text)):
+                if node is None:
+                    continue
+                documents.append(_document(node, path, index))
+    except _Refused as exc:
+        where = _mark(exc.node) if exc.node is not None else (1, 1)
+        return documents, [Diagnostic(SourceLocation(path, *where), exc.code, exc.message)]
+    except MarkedYAMLError as exc:
+        return documents, [_syntax_diagnostic(exc, path)]
+    except (YAMLError, RecursionError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        # ruamel raises plain Python errors on some malformed inputs; they are still bad YAML.
+        message = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+        return documents, [Diagnostic(SourceLocation(path), "E_YAML", f"invalid YAML: {message}")]
+    return documents, []
+
+
+def _compose_all(text: str) -> Iterator[Node | None]:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = True   # we report duplicates ourselves, with their location
+    yield from yaml.compose_all(text)
+
+
+def _document(node: Node, path: str, index: int) -> Document:
+    converter = _Converter()
+    converter.locations[()] = _mark(node)
+    data = converter.convert(node, ())
+    return Document(path, index, data, converter.locations)
+
+
+def _syntax_diagnostic(exc: MarkedYAMLError, path: str) -> Diagnostic:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    problem = exc.problem or exc.context or "syntax error"
+    return Diagnostic(SourceLocation(path, line, col), "E_YAML", f"invalid YAML: {problem}")
+
+
+def read_file(file: Path, root: Path) -> tuple[list[Document], list[Diagnostic]]:
+    """Read one definition file (size-bounded) and parse it."""
+    rel = file.relative_to(root).as_posix()
+    try:
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:
+            message = f"file is {size} bytes; definitions files are limited to {MAX_FILE_BYTES}"
+            return [], [Diagnostic(SourceLocation(rel), "E_YAML_SIZE", message)]
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [], [Diagnostic(SourceLocation(rel), "E_YAML", f"not UTF-8 text: {exc.reason}")]
+    except OSError as exc:
+        return [], [Diagnostic(SourceLocation(rel), "E_PROJECT", f"cannot read: {exc.strerror}")]
+    return load_yaml(text, rel)
+
+
+def definition_files(root: Path, paths: Sequence[str]) -> list[Path]:
+    """Every YAML file under the project's `paths`, sorted, the project file excluded."""
+    found: set[Path] = set()
+    for entry in paths:
+        base = root / entry
+        candidates = [base] if base.is_file() else sorted(base.rglob("*")) if base.is_dir() else []
+        for file in candidates:
+            if file.is_file() and file.suffix in YAML_SUFFIXES and file.name != PROJECT_FILE:
+                found.add(file)
+    return sorted(found)
+
+
+def load_project(root: str | Path) -> LoadedProject:
+    """Read `syncline.yaml` and every definition file under its `spec.paths`."""
+    root = Path(root).resolve()
+    project_file = root / PROJECT_FILE
+    if not project_file.is_file():
+        missing = Diagnostic(SourceLocation(PROJECT_FILE), "E_PROJECT",
+                             f"no {PROJECT_FILE} in {root} (is this a Syncline project?)")
+        return LoadedProject(root, None, (), (missing,))
+    docs, diagnostics = read_file(project_file, root)
+    project = docs[0] if docs else None
+    if len(docs) > 1:
+        diagnostics.append(Diagnostic(docs[1].locate(), "E_PROJECT",
+                                      f"{PROJECT_FILE} must hold exactly one document"))
+    documents: list[Document] = []
+    for file in definition_files(root, _paths(project)):
+        file_docs, file_diagnostics = read_file(file, root)
+        documents.extend(file_docs)
+        diagnostics.extend(file_diagnostics)
+    return LoadedProject(root, project, tuple(documents), tuple(diagnostics))
+
+
+def _paths(project: Document | None) -> list[str]:
+    """`spec.paths`, read leniently: the model checks it properly later."""
+    default = ["flows", "mappings", "policies"]
+    if project is None or not isinstance(project.data, dict):
+        return default
+    spec = project.data.get("spec")
+    paths = spec.get("paths", default) if isinstance(spec, dict) else default
+    if not isinstance(paths, list):
+        return default
+    return [p for p in paths if isinstance(p, str) and ".." not in Path(p).parts]

@@ -1,0 +1,60 @@
+"""System: a platform Syncline talks to (base URL, auth, limits, operations, inbound webhooks)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from engine.model.base import Duration, Model, Ref
+from engine.model.resource import Resource
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Auth(Model):
+    type: Literal["bearer", "basic", "header", "none"] = "none"
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    header: str | None = None
+    value: str | None = None
+
+
+class RateLimit(Model):
+    per_second: float = Field(alias="perSecond", gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class Operation(Model):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
+    path: str
+    write: bool | None = None     # default: every method but GET and HEAD writes
+
+    @property
+    def is_write(self) -> bool:
+        return self.write if self.write is not None else self.method in WRITE_METHODS
+
+
+class Webhooks(Model):
+    scheme: Literal["standard-webhooks", "stripe", "github", "shopify", "hmac-sha256", "none"]
+    secret: str | None = None
+    tolerance: Duration = 300.0
+    header: str | None = None     # hmac-sha256: header that carries the signature
+
+
+class SystemSpec(Model):
+    base_url: str = Field(alias="baseUrl")
+    auth: Auth = Field(default_factory=Auth)
+    timeout: Duration = 10.0
+    rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
+    retry: Ref | None = None
+    idempotency_header: str | None = Field(default=None, alias="idempotencyHeader")
+    headers: dict[str, str] = Field(default_factory=dict)
+    operations: dict[str, Operation] = Field(default_factory=dict)
+    webhooks: Webhooks | None = None
+
+
+class System(Resource):
+    kind: Literal["System"]
+    spec: SystemSpec

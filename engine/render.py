@@ -1,0 +1,101 @@
+"""`syncline graph`: a Plan's flows, steps, systems and events as mermaid, dot or JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from engine.compiler.compiled import CallAction
+from engine.compiler.plan import Plan
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    kind: str        # flow | step | system | event
+    label: str
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    kind: str        # contains | depends | calls | emits | triggers | receives
+
+
+def plan_graph(plan: Plan) -> tuple[list[Node], list[Edge]]:
+    """The nodes and edges of the whole plan (active flow versions only)."""
+    nodes: dict[str, Node] = {}
+    edges: list[Edge] = []
+
+    def node(node_id: str, kind: str, label: str) -> str:
+        nodes.setdefault(node_id, Node(node_id, kind, label))
+        return node_id
+
+    for flow in plan.flows.values():
+        fid = node(f"flow:{flow.name}", "flow", flow.ident)
+        trigger = flow.trigger
+        if trigger.event:
+            edges.append(Edge(node(f"event:{trigger.event}", "event", trigger.event), fid, "triggers"))
+        elif trigger.system is not None:
+            sys_id = node(f"system:{trigger.system.name}", "system", trigger.system.name)
+            edges.append(Edge(sys_id, fid, "triggers"))
+        for step in flow.steps:
+            sid = node(f"step:{flow.name}.{step.id}", "step", f"{step.id} ({step.kind})")
+            edges.append(Edge(fid, sid, "contains"))
+            edges.extend(Edge(f"step:{flow.name}.{d}", sid, "depends") for d in sorted(step.needs))
+            for call in (step.action, step.compensate):
+                if isinstance(call, CallAction):
+                    sys_id = node(f"system:{call.system.name}", "system", call.system.name)
+                    edges.append(Edge(sid, sys_id, "calls"))
+            if step.kind == "emit":
+                event_type = step.action.type  # type: ignore[union-attr]
+                edges.append(Edge(sid, node(f"event:{event_type}", "event", event_type), "emits"))
+    unique = list(dict.fromkeys(edges))
+    return sorted(nodes.values(), key=lambda n: n.id), unique
+
+
+def _safe(node_id: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in node_id)
+
+
+SHAPES = {"flow": ('[["', '"]]'), "step": ('["', '"]'), "system": ('[("', '")]'),
+          "event": ('>"', '"]')}
+
+
+def to_mermaid(plan: Plan) -> str:
+    nodes, edges = plan_graph(plan)
+    lines = ["flowchart LR"]
+    for n in nodes:
+        left, right = SHAPES[n.kind]
+        lines.append(f"  {_safe(n.id)}{left}{n.label}{right}")
+    arrows = {"depends": "-->", "contains": "-.->", "calls": "==>", "emits": "-->",
+              "triggers": "-->"}
+    for e in edges:
+        lines.append(f"  {_safe(e.source)} {arrows[e.kind]}|{e.kind}| {_safe(e.target)}")
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(plan: Plan) -> str:
+    nodes, edges = plan_graph(plan)
+    shapes = {"flow": "box3d", "step": "box", "system": "cylinder", "event": "cds"}
+    lines = [f'digraph "{plan.project}" {{', "  rankdir=LR;"]
+    for n in nodes:
+        lines.append(f'  "{n.id}" [label="{n.label}", shape={shapes[n.kind]}];')
+    for e in edges:
+        style = ', style=dashed' if e.kind == "contains" else ""
+        lines.append(f'  "{e.source}" -> "{e.target}" [label="{e.kind}"{style}];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(plan: Plan) -> str:
+    nodes, edges = plan_graph(plan)
+    return json.dumps({
+        "digest": plan.digest,
+        "nodes": [n.__dict__ for n in nodes],
+        "edges": [e.__dict__ for e in edges],
+    }, indent=2) + "\n"
+
+
+RENDERERS = {"mermaid": to_mermaid, "dot": to_dot, "json": to_json}

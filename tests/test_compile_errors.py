@@ -1,0 +1,123 @@
+"""The broken-project corpus: every compiler error code, with its file and line.
+
+Each folder of tests/corpus is a project; its expected.txt lists `CODE file:line`, one a line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.compiler import compile_project
+from engine.errors import DefinitionErrors
+from engine.loader import MAX_FILE_BYTES
+
+CORPUS = Path(__file__).parent / "corpus"
+CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.txt").exists())
+
+
+def _expected(case: Path) -> set[tuple[str, str, int]]:
+    found = set()
+    for line in (case / "expected.txt").read_text().splitlines():
+        code, where = line.split()
+        path, lineno = where.rsplit(":", 1)
+        found.add((code, path, int(lineno)))
+    return found
+
+
+def _materialise(name: str, tmp_path: Path) -> Path:
+    root = tmp_path / name
+    shutil.copytree(CORPUS / name, root)
+    if name == "yaml_size":
+        (root / "defs" / "big.yaml").write_text("# padding\n" * (MAX_FILE_BYTES // 10 + 10))
+    return root
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_corpus_case_reports_its_errors(name: str, tmp_path: Path) -> None:
+    root = _materialise(name, tmp_path)
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(root, environ={})
+    errors = [d for d in caught.value.diagnostics if d.severity == "error"]
+    got = {(d.code, d.location.path, d.location.line) for d in errors}
+    assert got == _expected(root), "\n".join(d.format() for d in errors)
+
+
+def test_corpus_covers_every_error_code() -> None:
+    codes = {code for case in CASES for code, _, _ in _expected(CORPUS / case)}
+    assert codes >= {
+        "E_YAML", "E_YAML_TAG", "E_YAML_DUPKEY", "E_YAML_ALIAS", "E_YAML_SIZE", "E_PROJECT",
+        "E_KIND", "E_UNKNOWN_FIELD", "E_INVALID", "E_INTERP", "E_DUPLICATE", "E_REF", "E_CYCLE",
+        "E_JMESPATH", "E_TEMPLATE", "E_JSONSCHEMA", "E_TARGET", "E_TRIGGER",
+    }
+
+
+def test_validate_prints_located_sorted_errors_and_exits_1(tmp_path: Path) -> None:
+    root = _materialise("ref_operation", tmp_path)
+    result = CliRunner().invoke(main, ["validate", str(root)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == ("defs/f.yaml:8:27: error[E_REF] system 'erp' has no operation "
+                        "'create-ordr' (did you mean 'create-order'?)")
+    assert lines[1].startswith("defs/f.yaml:10:")
+    assert lines[-1] == "2 errors"
+
+
+def test_validate_json_format_lists_diagnostics(tmp_path: Path) -> None:
+    root = _materialise("unknown_field", tmp_path)
+    result = CliRunner().invoke(main, ["validate", str(root), "--format", "json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False
+    assert [(d["code"], d["line"]) for d in report["diagnostics"]] == [
+        ("E_UNKNOWN_FIELD", 5), ("E_UNKNOWN_FIELD", 6)]
+    assert "did you mean 'maxAttempts'" in report["diagnostics"][0]["message"]
+
+
+def test_cycle_error_names_the_cycle(tmp_path: Path) -> None:
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(_materialise("cycle_steps", tmp_path), environ={})
+    assert "steps form a cycle: a -> b -> a" in str(caught.value) or \
+        "steps form a cycle: b -> a -> b" in str(caught.value)
+
+
+def test_unknown_environment_is_an_error(tmp_path: Path) -> None:
+    root = _materialise("ref_step", tmp_path)
+    result = CliRunner().invoke(main, ["validate", str(root), "--env", "prood"])
+    assert result.exit_code == 1
+    assert "error[E_ENV] unknown environment 'prood' (known: dev)" in result.output
+
+
+def test_webhook_from_a_system_without_webhooks_block(project) -> None:
+    root = project({
+        "flows/f.yaml": """\
+            apiVersion: syncline/v1
+            kind: System
+            metadata: {name: quiet}
+            spec: {baseUrl: "http://127.0.0.1:9"}
+            ---
+            apiVersion: syncline/v1
+            kind: Flow
+            metadata: {name: f}
+            spec:
+              trigger: {webhook: {path: /hooks/q, system: quiet}}
+              steps: [{id: s, set: {x: data}}]
+        """,
+    })
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(root, environ={})
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "E_TRIGGER"
+    assert diagnostic.location.line == 10
+    assert "system 'quiet' has no webhooks block" in diagnostic.message
+
+
+def test_missing_project_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "error[E_PROJECT] no syncline.yaml" in result.output
