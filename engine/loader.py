@@ -31,6 +31,7 @@ MAX_NODES = 100_000           # per document, after alias expansion
 MAX_DEPTH = 64
 PROJECT_FILE = "syncline.yaml"
 YAML_SUFFIXES = (".yaml", ".yml")
+FIXTURE_DIR = "fixtures"      # test inputs/expectations live here; they are not definitions
 
 _CORE = "tag:yaml.org,2002:"
 _PLAIN = "tag:syncline:plain"   # an untagged plain scalar: typed by _plain(), YAML 1.2 core schema
@@ -287,13 +288,15 @@ def read_file(file: Path, root: Path) -> tuple[list[Document], list[Diagnostic]]
 
 
 def definition_files(root: Path, paths: Sequence[str]) -> list[Path]:
-    """Every YAML file under the project's `paths`, sorted, the project file excluded."""
+    """Every YAML file under the project's `paths`, sorted; the project file and anything in a
+    `fixtures/` folder (test data) excluded."""
     found: set[Path] = set()
     for entry in paths:
         base = root / entry
         candidates = [base] if base.is_file() else sorted(base.rglob("*")) if base.is_dir() else []
         for file in candidates:
-            if file.is_file() and file.suffix in YAML_SUFFIXES and file.name != PROJECT_FILE:
+            if (file.is_file() and file.suffix in YAML_SUFFIXES and file.name != PROJECT_FILE
+                    and FIXTURE_DIR not in file.relative_to(root).parts):
                 found.add(file)
     return sorted(found)
 
