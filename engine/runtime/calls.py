@@ -1,0 +1,416 @@
+"""Outbound HTTP calls to Systems: one pooled client per System, rate limited, traced, idempotent.
+
+`Calls(systems, secrets)` opens one keep-alive `httpx.AsyncClient` per System (keyed by name and
+version), with the System's base URL, auth and headers and its `${secret.X}` placeholders resolved
+once. `send(request, timeout=...)` waits for the System's rate limit, sends the request and returns
+a `Response` for 2xx or raises `CallError`:
+
+    timeout (httpx timeout or the per-attempt limit)   kind="timeout", retryable=True
+    any other transport failure (refused, reset, ...)   kind="network", retryable=True
+    HTTP status outside 2xx                             kind="status", status, body, headers,
+                                                        retry_after; retryable for 429 and 5xx
+
+`retryable` is a hint: `engine.runtime.retry.decide` applies the RetryPolicy. Every request carries
+`X-Correlation-ID` and a W3C `traceparent`; writes carry the System's idempotency header. Secret
+values never appear in an exception message or repr: error bodies and headers have them replaced
+by `[redacted]`, and `describe` (the request as lineage records it) leaves auth headers out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from engine.compiler.compiled import CompiledSystem
+from engine.compiler.interpolate import resolve_secrets, secret_refs
+from engine.errors import CallError, ExecutionError, UsageError
+from engine.model.system import WRITE_METHODS, Auth
+from engine.runtime.ratelimit import TokenBucket
+
+CORRELATION_HEADER = "X-Correlation-ID"
+TRACEPARENT_HEADER = "traceparent"
+USER_AGENT = "syncline"
+REDACTED = "[redacted]"
+# Per System: enough parallel connections for bursts, a warm pool for steady traffic. Idle
+# connections are dropped after 5 s, before common server keep-alive timeouts (uvicorn: 5 s).
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+_MIN_REDACT_LEN = 6  # shorter secret values would mangle bodies more than they hide
+_PATH_PARAM = re.compile(r"\{([^{}/]+)\}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+_AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """One call to a System's operation, with every expression already evaluated."""
+
+    system: CompiledSystem
+    operation: str
+    method: str
+    path: str  # filled, e.g. "/sales-orders/SO1/cancel"; URL = base_url + path
+    query: Mapping[str, Any]
+    headers: Mapping[str, str]  # the step's own headers (the System's are added by the client)
+    body: Any  # JSON-serialisable, or None for no body
+    idempotency_key: str | None  # sent in system.idempotency_header on writes
+    correlation_id: str
+    traceparent: str | None  # None: a new span of the correlation id's trace
+    is_write: bool | None = None  # None: POST, PUT, PATCH and DELETE write (Operation.is_write)
+
+    @property
+    def url(self) -> str:
+        """The absolute URL without the query string."""
+        return self.system.base_url.rstrip("/") + "/" + self.path.lstrip("/")
+
+    @property
+    def writes(self) -> bool:
+        """Whether the call changes something downstream (and so carries the idempotency key)."""
+        return self.is_write if self.is_write is not None else self.method in WRITE_METHODS
+
+
+@dataclass(frozen=True)
+class Response:
+    """A 2xx answer."""
+
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: Any  # parsed JSON for JSON content types, else text; None if empty
+
+
+@dataclass(frozen=True)
+class _Channel:
+    """What `send` needs for one System, prepared once."""
+
+    client: httpx.AsyncClient
+    bucket: TokenBucket | None
+    redact: tuple[str, ...]
+
+
+class Calls:
+    """The outbound side of the runtime: one pooled client and rate limiter per System.
+
+    Create one per set of Systems (a plan) and share it among all runs, so the rate limit and the
+    connection pool are shared too; close it with `aclose` (or `async with`). `transport` replaces
+    the network for every System (e.g. `httpx.MockTransport`). Raises `UsageError` naming every
+    secret a System's auth or headers need that `secrets` lacks.
+    """
+
+    def __init__(
+        self,
+        systems: Iterable[CompiledSystem],
+        secrets: Mapping[str, str],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        systems = list(systems)
+        missing = _missing(systems, secrets, _outbound_texts)
+        if missing:
+            raise UsageError(
+                f"missing secrets: {', '.join(missing)} "
+                "(set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
+            )
+        self._channels = {_key(s): _open_channel(s, secrets, transport) for s in systems}
+
+    def __repr__(self) -> str:
+        return f"Calls(systems={sorted(f'{name}@{version}' for name, version in self._channels)})"
+
+    async def __aenter__(self) -> Calls:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def send(self, request: OutboundRequest, *, timeout: float) -> Response:
+        """Send one attempt; `timeout` bounds the whole exchange (rate-limit wait excluded)."""
+        channel = self._channel(request.system)
+        if channel.bucket is not None:
+            await channel.bucket.acquire()
+        try:
+            async with asyncio.timeout(timeout):
+                response = await _request(channel.client, request, timeout)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise CallError(
+                f"{_label(request)} timed out after {timeout:g}s", kind="timeout", retryable=True
+            ) from exc
+        except httpx.RequestError as exc:
+            raise CallError(
+                f"{_label(request)} failed: {type(exc).__name__}: {exc}",
+                kind="network",
+                retryable=True,
+            ) from exc
+        if 200 <= response.status_code < 300:
+            return Response(response.status_code, dict(response.headers), _body(response, ()))
+        raise _status_error(request, response, channel.redact)
+
+    async def aclose(self) -> None:
+        """Close every System's connection pool."""
+        for channel in self._channels.values():
+            await channel.client.aclose()
+
+    def _channel(self, system: CompiledSystem) -> _Channel:
+        try:
+            return self._channels[_key(system)]
+        except KeyError:
+            ident = f"{system.name}@{system.version}"
+            raise UsageError(f"system '{ident}' was not given to Calls") from None
+
+
+def describe(request: OutboundRequest) -> dict[str, Any]:
+    """The request as lineage records it: method, url, query, headers (no auth or secrets), body."""
+    system = request.system
+    public = {
+        name: value
+        for name, value in system.headers.items()
+        if not secret_refs(value) and not _is_auth_header(system.auth, name)
+    }
+    return {
+        "method": request.method,
+        "url": request.url,
+        "query": dict(request.query),
+        "headers": {**public, **_request_headers(request)},
+        "body": request.body,
+    }
+
+
+def fill_path(template: str, params: Mapping[str, Any]) -> str:
+    """Fill `{name}` placeholders from `params`, each value URL-quoted (a `/` becomes `%2F`)."""
+
+    def fill(match: re.Match[str]) -> str:
+        value = params.get(match[1])
+        if value is None:
+            raise ExecutionError(f"path '{template}' needs a value for '{match[1]}'")
+        text = json.dumps(value) if isinstance(value, bool) else str(value)
+        return quote(text, safe="")
+
+    return _PATH_PARAM.sub(fill, template)
+
+
+def idempotency_key(run_id: str, step_id: str, generation: int = 0) -> str:
+    """A stable key for one step of one run: the same inputs always give the same 64 hex digits.
+
+    Retries of an attempt reuse it; bump `generation` only when a step must really run anew.
+    """
+    return hashlib.sha256(json.dumps([run_id, step_id, generation]).encode()).hexdigest()
+
+
+def make_traceparent(correlation_id: str, span_seed: str) -> str:
+    """A W3C traceparent `00-<trace>-<span>-01`.
+
+    The trace id is the correlation id itself when it is 32 hex digits (dashes of a UUID ignored)
+    or a traceparent, else a hash of it; the span id is derived from the trace id and `span_seed`.
+    """
+    trace = _trace_id(correlation_id)
+    span = hashlib.sha256(f"{trace}/{span_seed}".encode()).hexdigest()[:16]
+    return f"00-{trace}-{span if span.strip('0') else '0' * 15 + '1'}-01"
+
+
+def missing_secrets(systems: Iterable[CompiledSystem], secrets: Mapping[str, str]) -> list[str]:
+    """Sorted names of the secrets the Systems need (auth, headers, webhooks) that are absent."""
+    return _missing(list(systems), secrets, _all_texts)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """A `Retry-After` value (delay-seconds or HTTP-date) -> seconds from `now`; None if invalid."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _seconds_until(text, time.time() if now is None else now)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+# --- building clients --------------------------------------------------------------------------
+
+
+def _key(system: CompiledSystem) -> tuple[str, int]:
+    return system.name, system.version
+
+
+def _open_channel(
+    system: CompiledSystem, secrets: Mapping[str, str], transport: httpx.AsyncBaseTransport | None
+) -> _Channel:
+    auth = _auth_headers(system, secrets)
+    headers = {name: resolve_secrets(value, secrets) for name, value in system.headers.items()}
+    client = httpx.AsyncClient(
+        base_url=system.base_url,
+        headers={"User-Agent": USER_AGENT, **headers, **auth},
+        limits=LIMITS,
+        transport=transport,
+        timeout=system.timeout,
+    )
+    limit = system.rate_limit
+    bucket = TokenBucket(limit.per_second, limit.burst) if limit is not None else None
+    return _Channel(client, bucket, _redactions(system, secrets, auth))
+
+
+def _auth_headers(system: CompiledSystem, secrets: Mapping[str, str]) -> dict[str, str]:
+    auth = system.auth
+    needed = _AUTH_FIELDS[auth.type]
+    absent = [name for name in needed if getattr(auth, name) is None]
+    if absent:
+        raise UsageError(
+            f"system '{system.name}': auth type '{auth.type}' needs "
+            f"{', '.join(repr(a) for a in absent)}"
+        )
+    values = [resolve_secrets(getattr(auth, name), secrets) for name in needed]
+    return _AUTH_BUILDERS[auth.type](*values)
+
+
+def _basic(username: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
+
+
+_AUTH_FIELDS: dict[str, tuple[str, ...]] = {
+    "bearer": ("token",),
+    "basic": ("username", "password"),
+    "header": ("header", "value"),
+    "none": (),
+}
+_AUTH_BUILDERS: dict[str, Callable[..., dict[str, str]]] = {
+    "bearer": lambda token: {"Authorization": f"Bearer {token}"},
+    "basic": _basic,
+    "header": lambda header, value: {header: value},
+    "none": lambda: {},
+}
+
+
+def _redactions(
+    system: CompiledSystem, secrets: Mapping[str, str], auth: Mapping[str, str]
+) -> tuple[str, ...]:
+    """Secret values (and auth header values built from them), longest first."""
+    names = {n for text in _outbound_texts(system) for n in secret_refs(text)}
+    values = {secrets[n] for n in names} | set(auth.values())
+    values |= {v.split(" ", 1)[1] for v in auth.values() if " " in v}  # "Basic <b64>"
+    return tuple(sorted((v for v in values if len(v) >= _MIN_REDACT_LEN), key=len, reverse=True))
+
+
+def _outbound_texts(system: CompiledSystem) -> list[str]:
+    auth = [v for v in system.auth.model_dump().values() if isinstance(v, str)]
+    return auth + list(system.headers.values())
+
+
+def _all_texts(system: CompiledSystem) -> list[str]:
+    webhook = system.webhooks.secret if system.webhooks is not None else None
+    return _outbound_texts(system) + ([webhook] if webhook else [])
+
+
+def _missing(
+    systems: list[CompiledSystem],
+    secrets: Mapping[str, str],
+    texts: Callable[[CompiledSystem], list[str]],
+) -> list[str]:
+    names = {n for s in systems for text in texts(s) for n in secret_refs(text)}
+    return sorted(names - set(secrets))
+
+
+def _is_auth_header(auth: Auth, name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _AUTH_HEADERS or (auth.header is not None and lowered == auth.header.lower())
+
+
+# --- one exchange ------------------------------------------------------------------------------
+
+
+def _request_headers(request: OutboundRequest) -> dict[str, str]:
+    """The step's headers plus correlation, trace and (on writes) idempotency headers."""
+    ours = {
+        CORRELATION_HEADER: request.correlation_id,
+        TRACEPARENT_HEADER: request.traceparent
+        or make_traceparent(request.correlation_id, uuid.uuid4().hex),
+    }
+    idem = request.system.idempotency_header
+    if idem and request.idempotency_key is not None and request.writes:
+        ours[idem] = request.idempotency_key
+    taken = {name.lower() for name in ours}
+    own = {k: v for k, v in request.headers.items() if k.lower() not in taken}
+    return {**own, **ours}
+
+
+async def _request(
+    client: httpx.AsyncClient, request: OutboundRequest, timeout: float
+) -> httpx.Response:
+    query = {k: v for k, v in request.query.items() if v is not None}
+    return await client.request(
+        request.method,
+        request.path,
+        params=query or None,
+        headers=_request_headers(request),
+        json=request.body,
+        timeout=timeout,
+    )
+
+
+def _status_error(
+    request: OutboundRequest, response: httpx.Response, redact: tuple[str, ...]
+) -> CallError:
+    status = response.status_code
+    headers = {k: _redacted(v, redact) for k, v in response.headers.items()}
+    return CallError(
+        f"{_label(request)} -> {status} {response.reason_phrase}".rstrip(),
+        status=status,
+        kind="status",
+        retryable=status == 429 or status >= 500,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        body=_body(response, redact),
+        headers=headers,
+    )
+
+
+def _label(request: OutboundRequest) -> str:
+    return f"{request.system.name} {request.operation}: {request.method} {request.path}"
+
+
+def _body(response: httpx.Response, redact: tuple[str, ...]) -> Any:
+    text = _redacted(response.text, redact)
+    if not text:
+        return None
+    ctype = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _redacted(text: str, redact: tuple[str, ...]) -> str:
+    for value in redact:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
+
+
+def _seconds_until(http_date: str, now: float) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def _trace_id(correlation_id: str) -> str:
+    text = correlation_id.strip().lower()
+    parent = _TRACEPARENT.fullmatch(text)
+    candidate = parent[1] if parent else text.replace("-", "")
+    if _HEX32.fullmatch(candidate) and candidate.strip("0"):
+        return candidate
+    return hashlib.sha256(correlation_id.encode()).hexdigest()[:32]
