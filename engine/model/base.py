@@ -7,6 +7,7 @@ Everything here parses once: a `Duration` becomes seconds, a `StatusClass` a pre
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from typing import Annotated, Any, ClassVar
 
@@ -41,7 +42,7 @@ class Model(BaseModel):
         if isinstance(info.context, dict) and "fields" in info.context:
             # Unknown keys are reported by extra="forbid" with their own loc; this records which
             # names were valid at this spot so the error can suggest the nearest one.
-            info.context["fields"][id(value)] = cls.field_names()
+            info.context["fields"][id(value)] = _field_names(cls)
         if cls._exclusive:
             present = [k for k in cls._exclusive if k in value]
             if len(present) != 1:
@@ -53,10 +54,12 @@ class Model(BaseModel):
                 )
         return value
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """The YAML names of this model's fields."""
-        return [f.alias or name for name, f in cls.model_fields.items()]
+
+
+@functools.cache
+def _field_names(model: type[Model]) -> list[str]:
+    """The YAML names of a model's fields."""
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def parse_duration(value: Any) -> float:
