@@ -99,6 +99,7 @@ class RunRecord:
     replayed_by: list[str] = field(default_factory=list)
     data_override: Any = None    # corrected data given on resume (None: use the event's data)
     has_override: bool = False
+    generation: int = 0          # bumped by a resume with corrected data: new idempotency keys
 
 
 @dataclass(frozen=True)
@@ -232,10 +233,12 @@ class Store(abc.ABC):
         reset_steps: Sequence[str] = (),
         actor: str = "system",
         action: str | None = None,
+        bump_generation: bool = False,
     ) -> RunRecord:
         """Change a run's state (only if it is in one of `expect`, when given; else StoreError),
-        optionally store corrected data, delete the named step records (so they run again), and
-        append an audit entry `action` by `actor` in the same transaction."""
+        optionally store corrected data, delete the named step records (so they run again),
+        increase the run's `generation` when `bump_generation`, and append an audit entry
+        `action` by `actor` in the same transaction."""
 
     # events out ------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -142,6 +142,11 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT RAISE(ABORT, 'the audit log is append-only');
     END;
     """,
+    # 2: a run's data generation, bumped when an operator resumes it with corrected data, so the
+    # calls that run again carry new idempotency keys (a new logical write).
+    """
+    ALTER TABLE runs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
@@ -407,19 +412,20 @@ class _Readers:
 RUN_COLUMNS = (
     "id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
     "traceparent, created_at, updated_at, seq, next_attempt_at, reason, replay_of, "
-    "data_override, has_override"
+    "data_override, has_override, generation"
 )
 
 
 def _run_record(row: Sequence[Any], replayed_by: list[str]) -> RunRecord:
     """RUN_COLUMNS lists RunRecord's fields in order up to `next_attempt_at`; the rest is JSON."""
-    reason, replay_of, override, has_override = row[14:]
+    reason, replay_of, override, has_override, generation = row[14:]
     rest: dict[str, Any] = {
         "reason": Reason(**json.loads(reason)) if reason is not None else None,
         "replay_of": replay_of,
         "replayed_by": replayed_by,
         "data_override": json.loads(override) if has_override else None,
         "has_override": bool(has_override),
+        "generation": generation,
     }
     return RunRecord(*row[:14], **rest)
 
@@ -589,6 +595,8 @@ def _tx_set_run_state(
     params: list[Any] = [state, change["reason"], audit["at"]]
     if state != "running":
         sets += ", lease_owner = NULL, lease_until = NULL"
+    if change["bump_generation"]:
+        sets += ", generation = generation + 1"
     if change["set_override"]:
         sets += ", data_override = ?, has_override = 1"
         params.append(change["data_override"])
@@ -845,6 +853,7 @@ class SQLiteStore(Store):
         reset_steps: Sequence[str] = (),
         actor: str = "system",
         action: str | None = None,
+        bump_generation: bool = False,
     ) -> RunRecord:
         """Change a run's state as `Store.set_run_state` says, with an audit entry.
 
@@ -859,6 +868,7 @@ class SQLiteStore(Store):
             "set_override": set_override,
             "data_override": _dumps(data_override),
             "reset_steps": tuple(reset_steps),
+            "bump_generation": bump_generation,
         }
         detail: dict[str, Any] = {"to": state}
         if reason is not None:
