@@ -127,5 +127,39 @@ def graph(project: Path, environment: str | None, fmt: str) -> None:
     click.echo(RENDERERS[fmt](plan), nl=False)
 
 
+
+@main.command()
+@PROJECT
+@ENV
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
+@click.option("--no-watch", is_flag=True, help="Do not hot-reload on definition changes.")
+@click.option("--database", default=None, metavar="URL",
+              help="SQLite path or sqlite:///PATH (default: PROJECT/.syncline/syncline.db).")
+@click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="File of NAME=value secrets (or a JSON object).")
+def serve(project: Path, environment: str | None, host: str, port: int, no_watch: bool,
+          database: str | None, secrets_file: Path | None) -> None:
+    """Serve webhooks, /events, process APIs and the admin API; hot-reload definitions.
+
+    Tokens and limits come from SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_MAX_BODY,
+    SYNCLINE_MAX_PENDING and SYNCLINE_API_TIMEOUT. SIGTERM shuts down gracefully (exit 0)."""
+    from engine.errors import UsageError
+    from engine.server.config import ServerConfig
+    from engine.server.serve import build_server, load_secrets, run_server
+
+    try:
+        config = ServerConfig.from_environ(os.environ, project=project.resolve(),
+                                           environment=environment, watch=not no_watch)
+        secrets = load_secrets(os.environ, secrets_file)
+        app, _ = build_server(config, environ=os.environ, secrets=secrets, database=database)
+    except DefinitionErrors as exc:
+        print_diagnostics(exc.diagnostics)
+        sys.exit(1)
+    except UsageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(run_server(app, host, port, grace=config.shutdown_grace))
+
 if __name__ == "__main__":
     main()

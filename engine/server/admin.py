@@ -1,0 +1,201 @@
+"""The admin API under /api/v1 (bearer SYNCLINE_ADMIN_TOKEN; loopback only without one), plus the
+unauthenticated probes /healthz, /readyz and /metrics.
+
+    GET  /api/v1/runs?flow=&state=&key=&cursor=&limit=    newest first; `next_cursor` pages on
+    GET  /api/v1/runs/{id}                                steps, attempts, lineage, links
+    POST /api/v1/runs/{id}/resume|retry|cancel|replay     operator actions (resume takes
+                                                          optional {"data": corrected payload})
+    GET  /api/v1/status                                   plan digest, flows, last reload
+    GET  /api/v1/openapi.json                             this whole HTTP API, current routes
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.errors import StoreError, UsageError
+from engine.server.http import Problem, authorize, dumps, header_dict, read_body
+from engine.server.metrics import CONTENT_TYPE_LATEST
+from engine.server.openapi import openapi_document
+from engine.server.state import ServerState
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+ACTIONS = ("resume", "retry", "cancel", "replay")
+MAX_LIMIT = 500
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.syncline
+    return state
+
+
+def admin(endpoint: Endpoint) -> Endpoint:
+    """Guard an endpoint with the admin token (constant-time), or loopback without one."""
+
+    async def guarded(request: Request) -> Response:
+        state = state_of(request)
+        authorize(
+            request.scope, header_dict(request.scope), (state.config.admin_token,), "the admin API"
+        )
+        return await endpoint(request)
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
+
+
+@admin
+async def list_runs(request: Request) -> Response:
+    """Runs, newest first, filtered by flow, state and key; `cursor` continues a listing."""
+    query = request.query_params
+    limit = _int(query.get("limit", "50"), "limit")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Problem(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
+    runs, cursor = await state_of(request).runtime.list_runs(
+        flow=query.get("flow") or None,
+        state=query.get("state") or None,
+        key=query.get("key") or None,
+        cursor=query.get("cursor") or None,
+        limit=limit,
+    )
+    return JSON({"runs": runs, "next_cursor": cursor})
+
+
+@admin
+async def get_run(request: Request) -> Response:
+    """One run with its steps, attempts and lineage."""
+    run_id = request.path_params["run_id"]
+    detail = await state_of(request).runtime.run_detail(run_id)
+    if detail is None:
+        raise Problem(404, "not_found", f"no run '{run_id}'")
+    return JSON(detail)
+
+
+@admin
+async def run_action(request: Request) -> Response:
+    """resume | retry | cancel | replay, by the operator named in X-Syncline-Actor."""
+    state = state_of(request)
+    run_id, action = request.path_params["run_id"], request.path_params["action"]
+    if action not in ACTIONS:
+        raise Problem(404, "not_found", f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
+    actor = request.headers.get("x-syncline-actor", "api")[:100]
+    kwargs = {"actor": actor}
+    if action == "resume":
+        kwargs.update(await _resume_data(request, state))
+    try:
+        record = await getattr(state.runtime, action)(run_id, **kwargs)
+    except (UsageError, StoreError) as exc:
+        raise _action_problem(run_id, exc) from None
+    detail = await state.runtime.run_detail(record.id)
+    return JSON(detail, status_code=202 if action == "replay" else 200)
+
+
+async def _resume_data(request: Request, state: ServerState) -> dict[str, Any]:
+    body = await read_body(
+        request.receive, state.config.max_body, request.headers.get("content-length")
+    )
+    if not body.strip():
+        return {}
+    from engine.server.ingest import parse_json
+
+    document = parse_json(state, body)
+    if not isinstance(document, dict) or set(document) - {"data"}:
+        raise Problem(400, "bad_request", 'resume takes an empty body or {"data": ...}')
+    return {"data": document["data"]} if "data" in document else {}
+
+
+def _action_problem(run_id: str, exc: Exception) -> Problem:
+    message = str(exc)
+    if isinstance(exc, UsageError) and message.startswith("no run"):
+        return Problem(404, "not_found", message)
+    return Problem(409, "conflict", message)
+
+
+@admin
+async def status(request: Request) -> Response:
+    """What this server runs: plan digest, environment, flows, routes, last reload."""
+    return JSON(status_document(state_of(request)))
+
+
+def status_document(state: ServerState) -> dict[str, Any]:
+    plan = state.plan
+    routes = state.routes()
+    return {
+        "version": _version(),
+        "project": plan.project,
+        "environment": plan.environment,
+        "digest": plan.digest,
+        "flows": {
+            name: {"version": f.version, "trigger": f.trigger.kind}
+            for name, f in plan.flows.items()
+        },
+        "webhooks": sorted(routes.webhooks),
+        "apis": sorted(routes.apis),
+        "events": sorted(plan.subscriptions),
+        "reload": state.reload.as_dict() if state.reload else None,
+        "queue_depth": state.runtime.queue_depth(),
+        "pending_ingest": state.pending,
+        "ready": state.ready and not state.draining,
+        "uptime": round(time.time() - state.started_at, 3),
+    }
+
+
+@admin
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 document of every endpoint, including the current plan's paths."""
+    return JSON(openapi_document(state_of(request).plan, _version()))
+
+
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = state_of(request)
+    if state.ready and not state.draining:
+        return JSON({"status": "ready", "digest": state.plan.digest})
+    return JSON({"status": "draining" if state.draining else "starting"}, status_code=503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(state_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise Problem(400, "bad_request", f"{name} must be an integer") from None
+
+
+def _version() -> str:
+    try:
+        return version("syncline")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/api/v1/runs", list_runs, methods=["GET"]),
+    Route("/api/v1/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/api/v1/runs/{run_id}/{action}", run_action, methods=["POST"]),
+    Route("/api/v1/status", status, methods=["GET"]),
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+]

@@ -1,0 +1,155 @@
+"""The ASGI application of `syncline serve`.
+
+Routing has two parts. Webhook and process-API paths belong to the plan, which a reload may
+replace at any moment, so a dispatcher looks each POST's path up in the *current* plan's tables
+(two dict lookups) before anything else; paths added or removed by a reload take effect at once.
+Everything fixed (/events is handled by the dispatcher too; /api/v1/..., /healthz, /readyz,
+/metrics) is an ordinary Starlette route. Every error is JSON `{"error": {"code", "message"}}`.
+
+The lifespan starts the store and the runtime (and the reloader), and on shutdown stops taking
+ingest, lets in-flight steps checkpoint (`runtime.stop(grace)`), then closes the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine.server.admin import JSON, ROUTES
+from engine.server.apis import handle_api
+from engine.server.events import handle_events
+from engine.server.http import ClientGone, Problem, header_dict, send_problem
+from engine.server.state import ServerState
+from engine.server.webhooks import handle_webhook
+
+log = logging.getLogger("syncline.server")
+UNMATCHED = "<unmatched>"
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+class Dispatch:
+    """Routes POSTs to the current plan's webhook and API paths and to /events; counts every
+    request by route and status; passes everything else to the Starlette router."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        route = UNMATCHED
+        try:
+            route = await self.route(scope, receive, counted)
+        finally:
+            self.state.metrics.request(route, scope["method"], status)
+
+    async def route(self, scope: Scope, receive: Receive, send: Send) -> str:
+        """Handle the request; return its route label (a template, never a raw unknown path)."""
+        path = scope["path"]
+        routes = self.state.routes()
+        webhook = routes.webhooks.get(path)
+        if webhook is None and path not in routes.apis and path != "/events":
+            await self.app(scope, receive, send)
+            found = scope.get("route")
+            return getattr(found, "path", UNMATCHED)
+        try:
+            if scope["method"] != "POST":
+                raise Problem(
+                    405, "method_not_allowed", f"{path} takes POST", headers={"Allow": "POST"}
+                )
+            headers = header_dict(scope)
+            if webhook is not None:
+                await handle_webhook(self.state, path, webhook, headers, receive, send)
+            elif path == "/events":
+                await handle_events(self.state, scope, headers, receive, send)
+            else:
+                await handle_api(self.state, path, scope, headers, receive, send)
+        except Problem as problem:
+            await send_problem(send, problem)
+        except ClientGone:
+            pass
+        return path
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return JSON(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = (
+        f"no route for {request.method} {request.url.path}"
+        if exc.status_code in (404, 405)
+        else str(exc.detail)
+    )
+    return JSON(
+        {"error": {"code": code, "message": message}},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSON(
+        {"error": {"code": "internal", "message": "internal error; see the server log"}},
+        status_code=500,
+    )
+
+
+def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = None) -> Starlette:
+    """The Starlette app serving `state`. `reloader` (a `reload.Reloader`) runs while the app
+    lives; `manage_store` (a Store) is opened before the runtime starts and closed after."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_store is not None:
+            await manage_store.open()
+        await state.runtime.start()
+        state.ready = True
+        if reloader is not None:
+            await reloader.start()
+        try:
+            yield
+        finally:
+            await _shutdown(state, reloader, manage_store)
+
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(Dispatch, state=state)],
+        exception_handlers={Problem: _problem, HTTPException: _http_error, Exception: _internal},
+        lifespan=lifespan,
+    )
+    app.state.syncline = state
+    return app
+
+
+async def _shutdown(state: ServerState, reloader: Any, store: Any) -> None:
+    state.draining = True
+    if reloader is not None:
+        await reloader.stop()
+    await state.runtime.stop(state.config.shutdown_grace)
+    if store is not None:
+        await store.close()
+    log.info("stopped; in-flight steps checkpointed")

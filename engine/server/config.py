@@ -1,0 +1,82 @@
+"""The server's settings, read once (by the CLI) into a frozen value the app only reads.
+
+Environment variables, all optional:
+
+    SYNCLINE_ADMIN_TOKEN     bearer token of the admin API (/api/v1/...); without it the admin
+                             API answers only to loopback clients
+    SYNCLINE_INGEST_TOKEN    bearer token for POST /events and process APIs (the admin token is
+                             accepted too); without either, those answer only on loopback
+    SYNCLINE_MAX_BODY        largest request body in bytes (default 1 MiB)
+    SYNCLINE_MAX_PENDING     ingest requests in progress before new ones get 503 (default 2048)
+    SYNCLINE_API_TIMEOUT     cap, in seconds, on a process API's wait (default: the flow's own)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UsageError
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How one `syncline serve` behaves. Built once; nothing in the app reads the environment."""
+
+    project: Path = Path(".")
+    """The project directory (holds syncline.yaml); watched for changes."""
+    environment: str | None = None
+    """The environment of syncline.yaml to compile for (None: the project's first)."""
+    admin_token: str | None = None
+    """Bearer token of the admin API; None: admin answers only to loopback clients."""
+    ingest_token: str | None = None
+    """Bearer token of /events and process APIs; None: admin token, else loopback only."""
+    max_body: int = MIB
+    """Largest accepted request body in bytes, enforced while reading."""
+    max_depth: int = 64
+    """Deepest accepted JSON nesting."""
+    max_pending: int = 2048
+    """Ingest requests in progress at once; beyond it 503 with Retry-After."""
+    retry_after: int = 1
+    """Seconds a client is told to wait after a 503."""
+    api_timeout: float | None = None
+    """Upper bound on a process API's wait; None: each flow's `trigger.api.timeout`."""
+    watch: bool = True
+    """Watch the project and hot-reload on changes."""
+    debounce: float = 0.3
+    """Seconds of quiet after a change before recompiling."""
+    shutdown_grace: float = 10.0
+    """Seconds in-flight steps get to checkpoint on SIGTERM."""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> ServerConfig:
+        """Read the SYNCLINE_* variables above, then apply `overrides` (None values ignored)."""
+        values: dict[str, Any] = {
+            "admin_token": environ.get("SYNCLINE_ADMIN_TOKEN") or None,
+            "ingest_token": environ.get("SYNCLINE_INGEST_TOKEN") or None,
+        }
+        numbers = {
+            "SYNCLINE_MAX_BODY": ("max_body", int),
+            "SYNCLINE_MAX_PENDING": ("max_pending", int),
+            "SYNCLINE_API_TIMEOUT": ("api_timeout", float),
+        }
+        for name, (attr, kind) in numbers.items():
+            if environ.get(name):
+                values[attr] = _number(name, environ[name], kind)
+        known = {f.name for f in fields(cls)}
+        values.update({k: v for k, v in overrides.items() if v is not None and k in known})
+        return replace(cls(), **values)
+
+
+def _number(name: str, text: str, kind: type) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {text!r}") from None
+    if value <= 0:
+        raise UsageError(f"{name} must be positive, got {text!r}")
+    return value

@@ -1,0 +1,95 @@
+"""What every ingest endpoint (webhooks, /events, process APIs) does before the runtime sees the
+request: admission under a bound on pending work, the body read once with a limit, bounded JSON,
+and the correlation id / traceparent taken from the headers."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from starlette.types import Receive
+
+from engine.errors import ExpressionError, StoreError, SynclineError
+from engine.server.cloudevents import EventFormatError, json_loads_bounded
+from engine.server.http import Problem, is_json, read_body
+from engine.server.state import ServerState
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_CORRELATION = re.compile(r"^[\x21-\x7e]{1,200}$")
+_ZERO_TRACE = "0" * 32
+
+
+@contextlib.contextmanager
+def admitted(state: ServerState) -> Iterator[None]:
+    """Count one ingest request as pending; refuse it (503 + Retry-After) past the bound or
+    while shutting down, so overload costs a quick answer instead of unbounded memory."""
+    retry = {"Retry-After": str(state.config.retry_after)}
+    if state.draining:
+        raise Problem(503, "shutting_down", "the server is shutting down", headers=retry)
+    if state.pending >= state.config.max_pending:
+        state.metrics.rejected.inc()
+        raise Problem(
+            503, "overloaded", "too many requests in progress; retry later", headers=retry
+        )
+    state.pending += 1
+    try:
+        yield
+    finally:
+        state.pending -= 1
+
+
+def require_json(headers: Mapping[str, str]) -> None:
+    """415 unless the request says it carries JSON."""
+    content_type = headers.get("content-type")
+    if not is_json(content_type):
+        raise Problem(
+            415,
+            "unsupported_media_type",
+            f"expected Content-Type application/json, got {content_type or 'none'}",
+        )
+
+
+async def read_raw(state: ServerState, headers: Mapping[str, str], receive: Receive) -> bytes:
+    return await read_body(receive, state.config.max_body, headers.get("content-length"))
+
+
+def parse_json(state: ServerState, body: bytes) -> Any:
+    """The body as JSON (nesting bounded), or 400 saying where it is broken."""
+    if not body:
+        raise Problem(400, "malformed_json", "request body is empty")
+    try:
+        return json_loads_bounded(body, state.config.max_depth)
+    except EventFormatError as exc:
+        extra = {"line": exc.line, "col": exc.col} if exc.line is not None else {}
+        raise Problem(400, exc.code, exc.message, **extra) from None
+
+
+def correlation(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(correlation id, traceparent): X-Correlation-ID, else the trace id of a valid
+    traceparent; an invalid traceparent is dropped rather than passed on."""
+    traceparent = headers.get("traceparent", "").strip().lower() or None
+    trace_id = None
+    if traceparent is not None:
+        match = _TRACEPARENT.match(traceparent)
+        if match is None or match[1] == _ZERO_TRACE:
+            traceparent = None
+        else:
+            trace_id = match[1]
+    given = headers.get("x-correlation-id", "").strip()
+    return (given if _CORRELATION.match(given) else trace_id), traceparent
+
+
+def runtime_problem(exc: SynclineError) -> Problem:
+    """Translate what the runtime raises while accepting into an HTTP answer."""
+    if isinstance(exc, StoreError):
+        return Problem(
+            503,
+            "store_unavailable",
+            "the event could not be stored; retry later",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, ExpressionError):
+        return Problem(400, "invalid_payload", str(exc))
+    return Problem(400, "rejected", str(exc))

@@ -1,0 +1,213 @@
+"""The OpenAPI 3.1 document of the HTTP API, generated from a route table plus the current plan's
+webhook and API paths (so it changes with every reload)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.compiler.plan import Plan
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+ACCEPTED = {"$ref": "#/components/schemas/Accepted"}
+RUN = {"$ref": "#/components/schemas/Run"}
+JSON_BODY = {"content": {"application/json": {"schema": {}}}}
+
+COMPONENTS: dict[str, Any] = {
+    "securitySchemes": {
+        "admin": {"type": "http", "scheme": "bearer", "description": "SYNCLINE_ADMIN_TOKEN"},
+        "ingest": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "SYNCLINE_INGEST_TOKEN (or the admin token)",
+        },
+    },
+    "schemas": {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["run_id", "correlation_id", "status"],
+            "properties": {
+                "run_id": {"type": "string"},
+                "correlation_id": {"type": "string"},
+                "status": {"enum": ["accepted", "duplicate", "filtered"]},
+            },
+        },
+        "Run": {
+            "type": "object",
+            "required": ["id", "flow", "state"],
+            "properties": {
+                k: {}
+                for k in (
+                    "id",
+                    "flow",
+                    "flow_version",
+                    "plan_digest",
+                    "state",
+                    "key",
+                    "correlation_id",
+                    "created_at",
+                    "updated_at",
+                    "reason",
+                    "steps",
+                    "links",
+                )
+            },
+        },
+    },
+}
+
+
+def _responses(*pairs: tuple[int, str, dict[str, Any] | None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status, text, schema in pairs:
+        entry: dict[str, Any] = {"description": text}
+        if schema is not None:
+            entry["content"] = {"application/json": {"schema": schema}}
+        out[str(status)] = entry
+    return out
+
+
+INGEST_ERRORS = (
+    (400, "malformed or too deeply nested JSON", ERROR),
+    (413, "body larger than the limit", ERROR),
+    (415, "unsupported Content-Type", ERROR),
+    (503, "overloaded (see Retry-After)", ERROR),
+)
+ADMIN_ERRORS = (
+    (401, "missing or wrong admin token", ERROR),
+    (403, "not loopback and no token configured", ERROR),
+)
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def _fixed() -> dict[str, Any]:
+    admin = [{"admin": []}]
+    run_id = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    listing = [
+        {"name": n, "in": "query", "schema": {"type": "string"}}
+        for n in ("flow", "state", "key", "cursor", "limit")
+    ]
+    paths: dict[str, Any] = {
+        "/events": {
+            "post": _op(
+                "CloudEvents 1.0: binary, structured or batch mode",
+                _responses(
+                    (202, "stored; runs started", None),
+                    *INGEST_ERRORS,
+                    (401, "missing or wrong token", ERROR),
+                ),
+                security=[{"ingest": []}],
+            )
+        },
+        "/api/v1/runs": {
+            "get": _op(
+                "Runs, newest first",
+                _responses((200, "a page of runs", None), *ADMIN_ERRORS),
+                parameters=listing,
+                security=admin,
+            )
+        },
+        "/api/v1/runs/{run_id}": {
+            "get": _op(
+                "One run with steps, attempts, lineage",
+                _responses((200, "the run", RUN), (404, "no such run", ERROR), *ADMIN_ERRORS),
+                parameters=[run_id],
+                security=admin,
+            )
+        },
+        "/api/v1/status": {
+            "get": _op(
+                "Plan digest, flows, last reload",
+                _responses((200, "status", None), *ADMIN_ERRORS),
+                security=admin,
+            )
+        },
+        "/api/v1/openapi.json": {
+            "get": _op(
+                "This document",
+                _responses((200, "OpenAPI 3.1", None), *ADMIN_ERRORS),
+                security=admin,
+            )
+        },
+        "/healthz": {"get": _op("Liveness", _responses((200, "alive", None)))},
+        "/readyz": {
+            "get": _op(
+                "Readiness", _responses((200, "ready", None), (503, "starting or draining", None))
+            )
+        },
+        "/metrics": {"get": _op("Prometheus metrics", _responses((200, "text format", None)))},
+    }
+    for action in ("resume", "retry", "cancel", "replay"):
+        paths[f"/api/v1/runs/{{run_id}}/{action}"] = {
+            "post": _op(
+                f"Operator action: {action}",
+                _responses(
+                    (202 if action == "replay" else 200, "the run afterwards", RUN),
+                    (404, "no such run", ERROR),
+                    (409, "wrong state for this action", ERROR),
+                    *ADMIN_ERRORS,
+                ),
+                parameters=[run_id],
+                security=admin,
+                **({"requestBody": JSON_BODY} if action == "resume" else {}),
+            )
+        }
+    return paths
+
+
+def openapi_document(plan: Plan, version: str) -> dict[str, Any]:
+    """Every endpoint the server answers right now."""
+    paths = _fixed()
+    for path, flow in sorted(plan.webhooks.items()):
+        system = flow.trigger.system.name if flow.trigger.system else "?"
+        paths[path] = {
+            "post": _op(
+                f"Webhook from '{system}' -> flow {flow.ident}",
+                _responses(
+                    (202, "stored (accepted, duplicate or filtered)", ACCEPTED),
+                    (401, "missing, forged or stale signature", ERROR),
+                    *INGEST_ERRORS,
+                ),
+                requestBody=JSON_BODY,
+                tags=["webhooks"],
+            )
+        }
+    for path, flow in sorted(plan.apis.items()):
+        paths[path] = {
+            "post": _op(
+                f"Process API -> flow {flow.ident}",
+                _responses(
+                    (200, "the flow's output", None),
+                    (422, "validation errors", ERROR),
+                    (502, "the run failed", ERROR),
+                    (504, "timed out; the run continues", ERROR),
+                    *INGEST_ERRORS,
+                ),
+                requestBody=JSON_BODY,
+                security=[{"ingest": []}],
+                tags=["apis"],
+            )
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"Syncline: {plan.project} ({plan.environment})",
+            "version": version,
+            "description": f"plan {plan.digest}",
+        },
+        "paths": paths,
+        "components": COMPONENTS,
+    }

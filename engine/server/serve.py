@@ -1,0 +1,173 @@
+"""`syncline serve`: compile the project, open the store, start the runtime and run the app on
+uvicorn (uvloop and httptools when installed).
+
+SIGTERM (or Ctrl-C) shuts down gracefully: uvicorn stops accepting connections and finishes the
+requests in progress, the runtime stops claiming work and lets in-flight steps checkpoint, the
+store flushes, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from engine.compiler import compile_project
+from engine.compiler.plan import Plan
+from engine.errors import UsageError
+from engine.runtime import Runtime
+from engine.server.app import create_app
+from engine.server.config import ServerConfig
+from engine.server.metrics import Metrics
+from engine.server.reload import Reloader
+from engine.server.state import ServerState, missing_secrets
+from engine.store.sqlite import SQLiteStore
+
+SECRET_PREFIX = "SYNCLINE_SECRET_"
+log = logging.getLogger("syncline.server")
+
+
+def load_secrets(environ: Mapping[str, str], file: Path | None = None) -> dict[str, str]:
+    """Secret values by name: SYNCLINE_SECRET_<NAME> variables, then FILE (which wins).
+
+    FILE is JSON (an object of strings) or lines of NAME=value (# comments, optional quotes,
+    an optional SYNCLINE_SECRET_ prefix)."""
+    secrets = {
+        k[len(SECRET_PREFIX) :]: v
+        for k, v in environ.items()
+        if k.startswith(SECRET_PREFIX) and k != SECRET_PREFIX
+    }
+    if file is not None:
+        secrets.update(_read_secrets_file(file))
+    return secrets
+
+
+def _read_secrets_file(file: Path) -> dict[str, str]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read secrets file {file}: {exc.strerror}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{file}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        if not all(isinstance(v, str) for v in data.values()):
+            raise UsageError(f"{file}: every secret must be a string")
+        return {k.removeprefix(SECRET_PREFIX): v for k, v in data.items()}
+    found = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"{file}:{number}: expected NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        found[name.strip().removeprefix(SECRET_PREFIX)] = value
+    return found
+
+
+def sqlite_path(database: str | None, project: Path) -> Path:
+    """Where the SQLite store lives: --database (a path or sqlite:/// URL), else
+    <project>/.syncline/syncline.db. PostgreSQL is not supported yet."""
+    if not database:
+        return project / ".syncline" / "syncline.db"
+    if database.startswith(("postgresql:", "postgres:")):
+        raise UsageError(
+            "--database postgresql://... is not supported yet (it comes with the "
+            "PostgreSQL store); use a SQLite path or sqlite:///PATH"
+        )
+    if database.startswith("sqlite:"):
+        # SQLAlchemy's convention: sqlite:///relative/path, sqlite:////absolute/path
+        if not database.startswith("sqlite:///") or database == "sqlite:///":
+            raise UsageError(f"--database {database!r}: expected sqlite:///PATH")
+        return Path(database.removeprefix("sqlite:///"))
+    if "://" in database:
+        raise UsageError(f"--database {database!r}: expected a SQLite path or sqlite:///PATH")
+    return Path(database)
+
+
+def build_server(
+    config: ServerConfig,
+    *,
+    environ: Mapping[str, str],
+    secrets: Mapping[str, str],
+    database: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    concurrency: int = 32,
+) -> tuple[Starlette, ServerState]:
+    """Everything `serve` runs, built but not started (the app's lifespan starts it).
+    Raises DefinitionErrors for invalid definitions and UsageError naming missing secrets."""
+    environ = dict(environ)
+
+    def compile_plan() -> Plan:
+        return compile_project(config.project, environment=config.environment, environ=environ)
+
+    plan = compile_plan()
+    missing = missing_secrets(plan, secrets)
+    if missing:
+        raise UsageError(
+            f"missing secrets: {', '.join(missing)} (set SYNCLINE_SECRET_<NAME> "
+            "or pass --secrets FILE)"
+        )
+    path = sqlite_path(database, config.project)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(path)
+    metrics = Metrics()
+    runtime = Runtime(
+        store, plan, secrets=secrets, transport=transport, concurrency=concurrency, observer=metrics
+    )
+    state = ServerState(config, runtime, secrets=secrets, metrics=metrics)
+    reloader = (
+        Reloader(state, compile_plan, config.project, debounce=config.debounce)
+        if config.watch
+        else None
+    )
+    return create_app(state, reloader=reloader, manage_store=store), state
+
+
+def run_server(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    grace: float = 10.0,
+    log_level: str = "info",
+    **options: Any,
+) -> int:
+    """Serve until SIGTERM/SIGINT; return the exit status (0 after a graceful shutdown)."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=grace,
+        server_header=False,
+        **options,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it handled once it has shut down; a no-op handler here turns
+    # that into a normal return, so a graceful SIGTERM ends with exit status 0.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if server.started else 1
+
+
+def _ignore(signum: int, frame: object) -> None:
+    log.debug("signal %d after shutdown", signum)

@@ -1,0 +1,90 @@
+"""Webhook ingest at each flow's `trigger.webhook.path`.
+
+Order of checks, cheapest and least revealing first: admission (503), Content-Type (415), the body
+read once as raw bytes with the size limit enforced while reading (413), the signature over those
+exact bytes (401), JSON (400). Then the runtime stores the event and its run durably and only
+then the answer goes out: 202 `{run_id, correlation_id, status}` with status accepted, duplicate
+(naming the first run) or filtered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.types import Receive, Send
+
+from engine.errors import SynclineError
+from engine.runtime import EventMeta
+from engine.server.http import Problem, send_json
+from engine.server.ingest import (
+    admitted,
+    correlation,
+    parse_json,
+    read_raw,
+    require_json,
+    runtime_problem,
+)
+from engine.server.signatures import SignatureError, Verified
+from engine.server.state import ServerState, WebhookRoute
+
+
+async def handle_webhook(
+    state: ServerState,
+    path: str,
+    route: WebhookRoute,
+    headers: Mapping[str, str],
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Verify, parse and durably accept one delivery; raises `Problem` for every refusal."""
+    started = time.perf_counter()
+    with admitted(state):
+        require_json(headers)
+        body = await read_raw(state, headers, receive)
+        verified = verify(route, headers, body)
+        data = parse_json(state, body)
+        meta = webhook_meta(path, route, headers, verified, data)
+        flow = state.routes().webhooks.get(path)  # the runtime's plan may have changed meanwhile
+        if flow is None:
+            raise Problem(404, "not_found", f"no webhook at {path}")
+        try:
+            acceptance = await state.runtime.ingest(flow.flow, data, meta)
+        except SynclineError as exc:
+            raise runtime_problem(exc) from None
+    await send_json(
+        send,
+        202,
+        {
+            "run_id": acceptance.run_id,
+            "correlation_id": acceptance.correlation_id,
+            "status": acceptance.status,
+        },
+    )
+    state.metrics.ingest("webhook", time.perf_counter() - started)
+
+
+def verify(route: WebhookRoute, headers: Mapping[str, str], body: bytes) -> Verified:
+    try:
+        return route.verifier.verify(headers, body)
+    except SignatureError as exc:
+        raise Problem(401, exc.reason, exc.message) from None
+
+
+def webhook_meta(
+    path: str, route: WebhookRoute, headers: Mapping[str, str], verified: Verified, data: Any
+) -> EventMeta:
+    """What the delivery tells about itself. The delivery id is the scheme's header; Stripe
+    carries none, so its event id (`evt_...`, inside the signed body) stands in."""
+    delivery = verified.delivery_id
+    if delivery is None and isinstance(data, dict) and isinstance(data.get("id"), str):
+        delivery = data["id"]
+    correlation_id, traceparent = correlation(headers)
+    return EventMeta(
+        id=delivery,
+        type=f"webhook:{path}",
+        source=route.source,
+        correlation_id=correlation_id,
+        traceparent=traceparent,
+    )
