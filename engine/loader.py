@@ -10,10 +10,11 @@ over-deep nesting.
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,20 +272,36 @@ def _syntax_diagnostic(exc: MarkedYAMLError, path: str) -> Diagnostic:
     return Diagnostic(SourceLocation(path, line, col), "E_YAML", f"invalid YAML: {problem}")
 
 
-def read_file(file: Path, root: Path) -> tuple[list[Document], list[Diagnostic]]:
+Parsed = tuple[list[Document], list[Diagnostic]]   # one file: its documents and refusals
+
+
+def read_file(file: Path, root: Path) -> Parsed:
     """Read one definition file (size-bounded) and parse it."""
     rel = file.relative_to(root).as_posix()
     try:
         size = file.stat().st_size
         if size > MAX_FILE_BYTES:
-            message = f"file is {size} bytes; definitions files are limited to {MAX_FILE_BYTES}"
-            return [], [Diagnostic(SourceLocation(rel), "E_YAML_SIZE", message)]
-        text = file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return [], [Diagnostic(SourceLocation(rel), "E_YAML", f"not UTF-8 text: {exc.reason}")]
+            return [], [_too_big(rel, size)]
+        content = file.read_bytes()
     except OSError as exc:
         return [], [Diagnostic(SourceLocation(rel), "E_PROJECT", f"cannot read: {exc.strerror}")]
+    return parse_content(content, rel)
+
+
+def parse_content(content: bytes | str, rel: str) -> Parsed:
+    """Parse one file's content (size-bounded, UTF-8) as read from disk or from git."""
+    if len(content) > MAX_FILE_BYTES:
+        return [], [_too_big(rel, len(content))]
+    try:
+        text = content if isinstance(content, str) else content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [], [Diagnostic(SourceLocation(rel), "E_YAML", f"not UTF-8 text: {exc.reason}")]
     return load_yaml(text, rel)
+
+
+def _too_big(rel: str, size: int) -> Diagnostic:
+    message = f"file is {size} bytes; definitions files are limited to {MAX_FILE_BYTES}"
+    return Diagnostic(SourceLocation(rel), "E_YAML_SIZE", message)
 
 
 def definition_files(root: Path, paths: Sequence[str]) -> list[Path]:
@@ -295,10 +312,16 @@ def definition_files(root: Path, paths: Sequence[str]) -> list[Path]:
         base = root / entry
         candidates = [base] if base.is_file() else sorted(base.rglob("*")) if base.is_dir() else []
         for file in candidates:
-            if (file.is_file() and file.suffix in YAML_SUFFIXES and file.name != PROJECT_FILE
-                    and FIXTURE_DIR not in file.relative_to(root).parts):
+            if file.is_file() and is_definition_file(file.relative_to(root).as_posix()):
                 found.add(file)
     return sorted(found)
+
+
+def is_definition_file(rel: str) -> bool:
+    """A YAML file that is neither the project file nor test data in a `fixtures/` folder."""
+    parts = rel.split("/")
+    return (parts[-1].endswith(YAML_SUFFIXES) and parts[-1] != PROJECT_FILE
+            and FIXTURE_DIR not in parts)
 
 
 def load_project(root: str | Path) -> LoadedProject:
@@ -306,17 +329,50 @@ def load_project(root: str | Path) -> LoadedProject:
     root = Path(root).resolve()
     project_file = root / PROJECT_FILE
     if not project_file.is_file():
-        missing = Diagnostic(SourceLocation(PROJECT_FILE), "E_PROJECT",
-                             f"no {PROJECT_FILE} in {root} (is this a Syncline project?)")
-        return LoadedProject(root, None, (), (missing,))
-    docs, diagnostics = read_file(project_file, root)
+        return _no_project(root)
+    return _assemble(root, read_file(project_file, root),
+                     lambda paths: (read_file(f, root) for f in definition_files(root, paths)))
+
+
+def load_files(root: str | Path, files: Mapping[str, bytes | str]) -> LoadedProject:
+    """`load_project` over files held in memory (e.g. read from a git commit): `files` maps paths
+    relative to the project root ('/'-separated) to their content; `root` only labels them."""
+    root = Path(root)
+    if PROJECT_FILE not in files:
+        return _no_project(root)
+    return _assemble(root, parse_content(files[PROJECT_FILE], PROJECT_FILE),
+                     lambda paths: (parse_content(files[n], n) for n in select_files(files, paths)))
+
+
+def select_files(names: Iterable[str], paths: Sequence[str]) -> list[str]:
+    """The names under the project's `paths` that `definition_files` would pick, sorted."""
+    found: set[str] = set()
+    for entry in paths:
+        base = posixpath.normpath(entry)
+        for name in names:
+            inside = base == "." or name == base or name.startswith(base + "/")
+            if inside and is_definition_file(name):
+                found.add(name)
+    return sorted(found)
+
+
+def _no_project(root: Path) -> LoadedProject:
+    missing = Diagnostic(SourceLocation(PROJECT_FILE), "E_PROJECT",
+                         f"no {PROJECT_FILE} in {root} (is this a Syncline project?)")
+    return LoadedProject(root, None, (), (missing,))
+
+
+def _assemble(root: Path, project_file: Parsed,
+              read_definitions: Callable[[list[str]], Iterable[Parsed]]) -> LoadedProject:
+    """The shared tail of `load_project` and `load_files`: the project document, then every
+    definition file under its paths."""
+    docs, diagnostics = project_file
     project = docs[0] if docs else None
     if len(docs) > 1:
         diagnostics.append(Diagnostic(docs[1].locate(), "E_PROJECT",
                                       f"{PROJECT_FILE} must hold exactly one document"))
     documents: list[Document] = []
-    for file in definition_files(root, _paths(project)):
-        file_docs, file_diagnostics = read_file(file, root)
+    for file_docs, file_diagnostics in read_definitions(_paths(project)):
         documents.extend(file_docs)
         diagnostics.extend(file_diagnostics)
     return LoadedProject(root, project, tuple(documents), tuple(diagnostics))
