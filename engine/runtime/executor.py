@@ -1,0 +1,334 @@
+"""Execute one claimed run of a flow: its step graph, checkpoints, stops and compensation.
+
+Step semantics (the contract SPEC.md section 2 leaves to the runtime):
+
+- A step is *ready* when every step it needs (explicit `needs` and implicit `steps.<id>`
+  references) is done. Every ready step starts at once, so independent steps run concurrently.
+- A step's result is checkpointed (`Store.checkpoint`) before any step that depends on it starts.
+  Re-executing a run (after a crash, a backoff wait or an operator action) skips every step whose
+  record says `succeeded` or `skipped`: completed steps are never repeated.
+- `when` false: the step is *skipped*, its output is null, and its dependents still run and see
+  `steps.<id>` as null (guard them with their own `when` if they must not).
+- When a step stops the run (see `engine.runtime.steps`), no further step starts; steps already
+  in flight finish and are checkpointed; then the run takes its state: `waiting` (next attempt
+  time in the store, the worker is released), `parked`, `dead-lettered`, or for a failure the
+  flow's `onFailure`: `park` (completed steps stay as they are) or `compensate`.
+- Compensation runs the `compensate` call of every succeeded step, in reverse completion order,
+  each with its own idempotency key (`<step>#compensate`); the run ends `compensated` (or
+  `cancelled` when an operator cancelled it), keeping the failure's reason. A compensation that
+  fails ends the run `failed` with reason COMPENSATION_FAILED naming the step: downstream state is
+  then partial, and the run says so.
+- A runnable run that carries a reason is being compensated: the executor records the reason with
+  the run still `running` before the first compensation call, and `cancel` queues a run with
+  reason CANCELLED. A crash in the middle of compensation thus resumes compensation, never the
+  flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.compiler.compiled import CompiledFlow, CompiledStep
+from engine.compiler.plan import Plan
+from engine.errors import CallError
+from engine.runtime.calls import Calls, describe
+from engine.runtime.retry import backoff
+from engine.runtime.steps import HANDLERS, StepEnv, StepOutcome, Stop, build_request
+from engine.store.base import Attempt, Checkpoint, EventRecord, Reason, RunRecord, StepRecord, Store
+
+DONE = frozenset({"succeeded", "skipped"})
+CANCELLED = "CANCELLED"
+COMPENSATION_RETRY_CAP = 5.0  # seconds: compensation retries in place, briefly
+_RNG = random.Random()
+
+
+class Observer:
+    """Metrics hooks; every method is an optional no-op (the server implements them)."""
+
+    def run_state(self, flow: str, state: str) -> None:
+        """A run reached `state`."""
+
+    def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None:
+        """A step attempt ended with `outcome`; `retry` when another attempt will follow."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What executing a run came to."""
+
+    state: str
+    emitted: bool = False
+    next_attempt_at: float | None = None
+
+
+def event_context(event: EventRecord) -> dict[str, Any]:
+    """`event` as expressions see it: the CloudEvents attributes."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "time": event.time,
+        "subject": event.subject,
+    }
+
+
+def run_context(
+    run: RunRecord, event: EventRecord, outputs: dict[str, Any], env: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`{data, event, steps, run, env}` for a run (corrected data replaces the event's)."""
+    return {
+        "data": run.data_override if run.has_override else event.data,
+        "event": event_context(event),
+        "steps": outputs,
+        "run": {
+            "id": run.id,
+            "key": run.key,
+            "correlation_id": run.correlation_id,
+            "attempt": run.generation + 1,
+        },
+        "env": env,
+    }
+
+
+@dataclass
+class Executor:
+    """Executes claimed runs against a store. Shared by all workers of a Runtime."""
+
+    store: Store
+    observer: Observer = field(default_factory=Observer)
+    clock: Callable[[], float] = time.time
+    stopping: Callable[[], bool] = lambda: False
+
+    async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
+        """Run `run` (already claimed) until it succeeds or stops; return its new state."""
+        flow = plan.flow(run.flow, run.flow_version)
+        event, records = await asyncio.gather(
+            self.store.get_event(run.event_id), self.store.get_steps(run.id)
+        )
+        if event is None:
+            return await self._end(
+                run, flow, "failed", Reason("EVENT_MISSING", None, f"event {run.event_id} is gone")
+            )
+        execution = _Execution(self, run, flow, plan, event, records, calls)
+        if run.reason is not None:
+            return await execution.compensate(run.reason)
+        return await execution.run()
+
+    async def _end(
+        self, run: RunRecord, flow: CompiledFlow, state: str, reason: Reason | None
+    ) -> Finished:
+        await self.store.checkpoint(Checkpoint(run.id, None, state, reason=reason))
+        self.observer.run_state(flow.name, state)
+        return Finished(state)
+
+
+class _Execution:
+    """One pass over one run's step graph."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        run: RunRecord,
+        flow: CompiledFlow,
+        plan: Plan,
+        event: EventRecord,
+        records: dict[str, StepRecord],
+        calls: Calls | None,
+    ) -> None:
+        self.executor, self.store, self.clock = executor, executor.store, executor.clock
+        self.run_record, self.flow, self.calls = run, flow, calls
+        self.records = records
+        self.outputs = {sid: r.output for sid, r in records.items() if r.state in DONE}
+        self.context = run_context(run, event, self.outputs, plan.env)
+        self.todo = [s for s in flow.steps if s.id not in self.outputs]
+        self.stops: list[tuple[str, Stop]] = []
+        self.emitted = False
+
+    # the step graph ------------------------------------------------------------------------
+    async def run(self) -> Finished:
+        running: dict[asyncio.Task[StepOutcome], CompiledStep] = {}
+        while True:
+            ready = self._ready() if not self.stops and not self.executor.stopping() else []
+            if len(ready) == 1 and not running:  # the common linear case: no task needed
+                outcomes = [(ready[0], await self._step(ready[0]))]
+            else:
+                for step in ready:
+                    running[asyncio.create_task(self._step(step))] = step
+                if not running:
+                    break
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                outcomes = [(running.pop(task), task.result()) for task in finished]
+            final = self._decide(outcomes, still_running=bool(running))
+            await self._checkpoint(outcomes, final)
+            if final is not None:
+                return await self._finish(final)
+        return await self._finish(self._final())
+
+    def _ready(self) -> list[CompiledStep]:
+        ready = [s for s in self.todo if s.needs.issubset(self.outputs)]
+        for step in ready:
+            self.todo.remove(step)
+        return ready
+
+    async def _step(self, step: CompiledStep) -> StepOutcome:
+        flow, observer = self.flow.name, self.executor.observer
+        env = StepEnv(
+            self.run_record,
+            flow,
+            self.context,
+            self.calls,
+            self.clock,
+            previous=self.records.get(step.id),
+            on_attempt=lambda o, r: observer.step_attempt(flow, step.id, o, r),
+        )
+        return await HANDLERS[step.kind](step, env)
+
+    def _decide(
+        self, outcomes: list[tuple[CompiledStep, StepOutcome]], still_running: bool
+    ) -> Checkpoint | None:
+        """Note stops and outputs; when the run's state is now known, the final checkpoint."""
+        for step, outcome in outcomes:
+            if outcome.stop is not None:
+                self.stops.append((step.id, outcome.stop))
+            self.emitted = self.emitted or bool(outcome.emitted)
+        if still_running:
+            return None
+        if self.stops or not self.todo or self.executor.stopping():
+            return self._final()
+        return None
+
+    async def _checkpoint(
+        self, outcomes: list[tuple[CompiledStep, StepOutcome]], final: Checkpoint | None
+    ) -> None:
+        """Each step's record (+ its emitted events); the last one carries the run's new state."""
+        checkpoints = [
+            Checkpoint(self.run_record.id, o.record, emitted=o.emitted) for _, o in outcomes
+        ]
+        if final is not None:
+            last = checkpoints[-1]
+            checkpoints[-1] = Checkpoint(
+                last.run_id,
+                last.step,
+                final.run_state,
+                final.next_attempt_at,
+                final.reason,
+                last.emitted,
+            )
+        await asyncio.gather(*(self.store.checkpoint(cp) for cp in checkpoints))
+        for _, outcome in outcomes:
+            if outcome.record.state in DONE:
+                self.outputs[outcome.record.step_id] = outcome.record.output
+            self.records[outcome.record.step_id] = outcome.record
+
+    def _final(self) -> Checkpoint:
+        """The run's state once nothing runs any more."""
+        run_id = self.run_record.id
+        severe = [(sid, s) for sid, s in self.stops if s.action != "wait"]
+        if severe:
+            sid, stop = next(((i, s) for i, s in severe if s.action != "dead-letter"), severe[0])
+            reason = Reason(stop.code, sid, stop.message)
+            if stop.action == "fail" and self.flow.on_failure == "compensate":
+                return Checkpoint(run_id, None, "running", reason=reason)  # compensation marker
+            state = "dead-lettered" if stop.action == "dead-letter" else "parked"
+            return Checkpoint(run_id, None, state, reason=reason)
+        if self.stops:
+            due = min(s.retry_at or self.clock() for _, s in self.stops)
+            return Checkpoint(run_id, None, "waiting", next_attempt_at=due)
+        if self.todo:  # the runtime is stopping: hand the run back for another worker
+            return Checkpoint(run_id, None, "pending")
+        return Checkpoint(run_id, None, "succeeded")
+
+    async def _finish(self, final: Checkpoint) -> Finished:
+        """After the final checkpoint committed: compensate, or report the new state."""
+        state = final.run_state or "succeeded"
+        if state == "running":
+            assert final.reason is not None
+            return await self.compensate(final.reason)
+        if state not in ("pending", "waiting"):
+            self.executor.observer.run_state(self.flow.name, state)
+        return Finished(state, self.emitted, final.next_attempt_at)
+
+    # compensation --------------------------------------------------------------------------
+    async def compensate(self, reason: Reason) -> Finished:
+        """Undo completed steps in reverse completion order; see the module docstring."""
+        self.outputs.update(
+            (sid, r.output) for sid, r in self.records.items() if r.state == "compensated"
+        )
+        done = [
+            r
+            for r in self.records.values()
+            if r.state == "succeeded" and self.flow.step(r.step_id).compensate is not None
+        ]
+        done.sort(key=lambda r: (r.updated_at, self.flow.step(r.step_id).index), reverse=True)
+        for record in done:
+            failure = await self._compensate_step(self.flow.step(record.step_id), record)
+            if failure is not None:
+                return await self._end_compensation("failed", failure)
+        state = "cancelled" if reason.code == CANCELLED else "compensated"
+        return await self._end_compensation(state, reason)
+
+    async def _end_compensation(self, state: str, reason: Reason) -> Finished:
+        await self.store.checkpoint(Checkpoint(self.run_record.id, None, state, reason=reason))
+        self.executor.observer.run_state(self.flow.name, state)
+        return Finished(state, self.emitted)
+
+    async def _compensate_step(self, step: CompiledStep, record: StepRecord) -> Reason | None:
+        assert step.compensate is not None and self.calls is not None
+        request = build_request(
+            step.compensate, self.context, self.run_record, f"{step.id}#compensate"
+        )
+        described = describe(request)
+        policy = step.retry.policy if step.retry is not None else None
+        attempts = max(1, policy.max_attempts if policy else 1)
+        timeout = policy.timeout if policy and policy.timeout else step.compensate.system.timeout
+        error: CallError | None = None
+        for n in range(1, attempts + 1):
+            started = self.clock()
+            try:
+                response = await self.calls.send(request, timeout=timeout)
+            except CallError as exc:
+                error = exc
+                if (
+                    exc.kind == "status"
+                    and exc.status is not None
+                    and exc.status < 500
+                    and exc.status != 429
+                ):
+                    break
+                if policy is not None and n < attempts:
+                    delay = backoff(policy, n, _RNG, exc.retry_after)
+                    await asyncio.sleep(min(delay, COMPENSATION_RETRY_CAP))
+                continue
+            attempt = Attempt(
+                len(record.attempts) + 1,
+                started,
+                self.clock(),
+                "compensated",
+                response.status,
+                None,
+                described,
+                {"status": response.status, "body": response.body},
+            )
+            compensated = StepRecord(
+                record.run_id,
+                record.step_id,
+                "compensated",
+                record.output,
+                record.input_digest,
+                None,
+                [*record.attempts, attempt],
+                self.clock(),
+            )
+            await self.store.checkpoint(Checkpoint(self.run_record.id, compensated))
+            return None
+        message = error.message if error else "no attempt"
+        return Reason(
+            "COMPENSATION_FAILED",
+            step.id,
+            f"compensating step '{step.id}' failed: {message}; downstream state is partial",
+        )

@@ -1,0 +1,420 @@
+"""One handler per step kind, and the wrappers that give them their cross-cutting behaviour.
+
+A handler has one shape, `async def handler(step, env) -> output`: it reads the run context in
+`env.context`, notes what it consumed in `env.consumed`, and returns the step's output or raises.
+`HANDLERS` maps each step kind to its handler wrapped twice, the way Starlette wraps ASGI apps:
+
+    recorded(conditional(handler))
+
+- `conditional` evaluates the step's `when`; a falsy condition skips the step (output null).
+- `recorded` times the execution, turns the errors a step may raise into a `Stop` (park, fail,
+  wait, dead-letter) and returns a `StepOutcome`: the StepRecord to checkpoint, the events it
+  emitted and, when the run cannot go on, why.
+
+Failure classes (what the executor does with a `Stop`):
+
+    park         a `park` step, an `onError: park` outcome, `onExhausted: park`   -> parked
+    fail         a failed `validate`, a MappingError, a failed expression,
+                 an `onError: fail` outcome, a call failing without a retry policy  -> onFailure
+    wait         a call to retry after a backoff delay                             -> waiting
+    dead-letter  retries exhausted with `onExhausted: dead-letter`                 -> dead-lettered
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.compiler.compiled import (
+    CallAction,
+    CompiledStep,
+    EmitAction,
+    MapAction,
+    ParkAction,
+    SetAction,
+    ValidateAction,
+)
+from engine.errors import (
+    CallError,
+    ExecutionError,
+    FieldProblem,
+    MappingError,
+    ParkRequested,
+    ValidationFailed,
+)
+from engine.runtime.calls import (
+    Calls,
+    OutboundRequest,
+    describe,
+    fill_path,
+    idempotency_key,
+    make_traceparent,
+)
+from engine.runtime.retry import Decision, decide
+from engine.store.base import Attempt, EventRecord, RunRecord, StepRecord
+
+EVENT_NAMESPACE = uuid.UUID("6f1c1b1e-5b1a-4c43-9a55-2a4f0f5d6a10")
+SKIPPED = object()  # a handler's answer when `when` was false
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a run cannot go on after a step (see the module docstring)."""
+
+    action: str  # park | fail | wait | dead-letter
+    code: str
+    message: str
+    retry_at: float | None = None  # wait: when the step may try again
+    errors: tuple[dict[str, str], ...] = ()  # field problems of a validation or mapping failure
+
+
+class StepStopped(Exception):
+    """Raised by a handler that stops the run in a way no error class says by itself."""
+
+    def __init__(self, stop: Stop) -> None:
+        super().__init__(f"{stop.code}: {stop.message}")
+        self.stop = stop
+
+
+@dataclass
+class StepEnv:
+    """What one execution of one step sees, and what it reports besides its output."""
+
+    run: RunRecord
+    flow_name: str
+    context: Mapping[str, Any]  # {data, event, steps, run, env}
+    calls: Calls | None
+    clock: Callable[[], float]
+    previous: StepRecord | None = None  # this step's record from an earlier claim (waiting)
+    consumed: Any = None  # what the step read; its digest is the lineage
+    emitted: list[EventRecord] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    on_attempt: Callable[[str, bool], None] | None = None  # metrics: (outcome, will retry)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """The result of executing one step: what to checkpoint, and whether the run stops."""
+
+    record: StepRecord
+    emitted: tuple[EventRecord, ...] = ()
+    stop: Stop | None = None
+
+
+Handler = Callable[[CompiledStep, StepEnv], Awaitable[Any]]
+Wrapped = Callable[[CompiledStep, StepEnv], Awaitable[StepOutcome]]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def truthy(value: Any) -> bool:
+    """JMESPath truth: null, false, and empty strings, lists and objects are false; 0 is true."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    return True
+
+
+def digest(value: Any) -> str:
+    """sha256 of the canonical JSON of a value: a step's input digest."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def now_iso(clock: Callable[[], float]) -> str:
+    return datetime.fromtimestamp(clock(), UTC).isoformat().replace("+00:00", "Z")
+
+
+def _problems(problems: list[FieldProblem]) -> tuple[dict[str, str], ...]:
+    return tuple(p.as_dict() for p in problems)
+
+
+def _listing(problems: list[FieldProblem]) -> str:
+    return "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in problems)
+
+
+# -- local steps ---------------------------------------------------------------------------------
+async def run_map(step: CompiledStep, env: StepEnv) -> Any:
+    action = step.action
+    assert isinstance(action, MapAction)
+    value = action.input.search(env.context)
+    env.consumed = value
+    return action.mapping.apply(value)
+
+
+async def run_validate(step: CompiledStep, env: StepEnv) -> Any:
+    """Schema first (code: the step's `code`), then every rule; all problems are reported."""
+    action = step.action
+    assert isinstance(action, ValidateAction)
+    value = action.input.search(env.context)
+    env.consumed = value
+    problems = action.schema.problems(value) if action.schema is not None else []
+    code = action.code if problems else None
+    for rule in action.rules:
+        if not truthy(rule.check.search(env.context)):
+            problems.append(FieldProblem("", rule.message, rule.code))
+            code = code or rule.code
+    if problems:
+        raise ValidationFailed(code or action.code, problems)
+    return value
+
+
+async def run_set(step: CompiledStep, env: StepEnv) -> Any:
+    action = step.action
+    assert isinstance(action, SetAction)
+    values = {name: value.evaluate(env.context) for name, value in action.values.items()}
+    env.consumed = values
+    return values
+
+
+async def run_park(step: CompiledStep, env: StepEnv) -> Any:
+    action = step.action
+    assert isinstance(action, ParkAction)
+    raise ParkRequested(action.code, action.message)
+
+
+async def run_emit(step: CompiledStep, env: StepEnv) -> Any:
+    """A CloudEvent with a deterministic id (run, step, generation): a re-execution after a crash
+    emits the same event, which the dispatcher deduplicates."""
+    action = step.action
+    assert isinstance(action, EmitAction)
+    data = action.data.evaluate(env.context)
+    env.consumed = data
+    run = env.run
+    subject = action.subject.search(env.context) if action.subject else run.ordering_key
+    event = EventRecord(
+        id=str(uuid.uuid5(EVENT_NAMESPACE, f"{run.id}/{step.id}/{run.generation}")),
+        type=action.type,
+        source=f"syncline/{env.flow_name}",
+        data=data,
+        subject=None if subject is None else str(subject),
+        time=now_iso(env.clock),
+        attributes={
+            "correlationid": run.correlation_id,
+            "traceparent": make_traceparent(
+                run.traceparent or run.correlation_id, f"{run.id}/{step.id}"
+            ),
+        },
+    )
+    env.emitted.append(event)
+    return {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "time": event.time,
+        "data": data,
+    }
+
+
+# -- calls ---------------------------------------------------------------------------------------
+def build_request(
+    action: CallAction, context: Mapping[str, Any], run: RunRecord, step_id: str
+) -> OutboundRequest:
+    """Evaluate a call's params, query, headers and body into the request to send."""
+    params = {name: value.evaluate(context) for name, value in action.params.items()}
+    query = {name: value.evaluate(context) for name, value in action.query.items()}
+    headers = {name: str(value.evaluate(context)) for name, value in action.headers.items()}
+    return OutboundRequest(
+        system=action.system,
+        operation=action.operation,
+        method=action.method,
+        path=fill_path(action.path, params),
+        query=query,
+        headers=headers,
+        body=action.body.evaluate(context) if action.body is not None else None,
+        idempotency_key=idempotency_key(run.id, step_id, run.generation),
+        correlation_id=run.correlation_id,
+        traceparent=make_traceparent(run.traceparent or run.correlation_id, f"{run.id}/{step_id}"),
+        is_write=action.is_write,
+    )
+
+
+async def run_call(step: CompiledStep, env: StepEnv) -> Any:
+    """One attempt. Earlier attempts (a waiting step) come from the step's previous record; a
+    failure is classified by the step's RetryPolicy (none: the call parks)."""
+    action = step.action
+    assert isinstance(action, CallAction) and env.calls is not None
+    request = build_request(action, env.context, env.run, step.id)
+    described = describe(request)
+    env.consumed = {k: described[k] for k in ("method", "url", "query", "body")}
+    previous = env.previous if env.previous and env.previous.state == "waiting" else None
+    if previous is not None:
+        env.attempts.extend(previous.attempts)
+        retry_at = (previous.output or {}).get("retry_at")
+        if retry_at is not None and retry_at > env.clock() + 0.005:  # another step woke the run
+            raise StepStopped(Stop("wait", "RETRY", previous.error or "", retry_at=retry_at))
+    policy = step.retry.policy if step.retry is not None else None
+    timeout = policy.timeout if policy and policy.timeout else action.system.timeout
+    n, started = len(env.attempts) + 1, env.clock()
+    try:
+        response = await env.calls.send(request, timeout=timeout)
+    except CallError as error:
+        return _failed_attempt(step, env, error, n, started, described)
+    env.attempts.append(
+        Attempt(
+            n,
+            started,
+            env.clock(),
+            "ok",
+            response.status,
+            None,
+            described,
+            {"status": response.status, "body": response.body},
+        )
+    )
+    _count(env, "ok", False)
+    return {"status": response.status, "headers": response.headers, "body": response.body}
+
+
+def _failed_attempt(
+    step: CompiledStep, env: StepEnv, error: CallError, n: int, started: float, described: Any
+) -> Any:
+    now = env.clock()
+    first = env.attempts[0].started_at if env.attempts else started
+    if step.retry is None:
+        decision = Decision("park", reason=f"{error.message} (no retry policy)")
+    else:
+        decision = decide(step.retry.policy, error, attempt=n, first_attempt_at=first, now=now)
+    outcome = {"retry": "retry", "succeed": "ok"}.get(decision.action, "error")
+    env.attempts.append(
+        Attempt(
+            n,
+            started,
+            now,
+            error.kind if outcome != "ok" else "ok",
+            error.status,
+            error.message,
+            described,
+            {"status": error.status, "body": error.body},
+        )
+    )
+    _count(env, outcome, decision.action == "retry")
+    if decision.action == "succeed":
+        return {"status": error.status, "headers": error.headers, "body": error.body}
+    raise StepStopped(_stop_for(step, decision, error, now))
+
+
+def _stop_for(step: CompiledStep, decision: Decision, error: CallError, now: float) -> Stop:
+    message = f"{error.message}{_error_detail(error.body)} ({decision.reason})"
+    if decision.action == "retry":
+        return Stop("wait", "RETRY", message, retry_at=now + decision.delay)
+    if decision.action == "exhausted":
+        assert step.retry is not None
+        then = "dead-letter" if step.retry.policy.on_exhausted == "dead-letter" else "park"
+        return Stop(then, "RETRIES_EXHAUSTED", message)
+    code = f"HTTP_{error.status}" if error.kind == "status" else f"CALL_{error.kind.upper()}"
+    return Stop("fail" if decision.action == "fail" else "park", code, message)
+
+
+def _error_detail(body: Any) -> str:
+    """The target's own error code/message, when its error body has one."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            parts = [str(inner[k]) for k in ("code", "message") if inner.get(k) is not None]
+            return f": {' '.join(parts)}" if parts else ""
+        if isinstance(inner, str):
+            return f": {inner}"
+    if isinstance(body, str) and body:
+        return f": {body[:200]}"
+    return ""
+
+
+def _count(env: StepEnv, outcome: str, retry: bool) -> None:
+    if env.on_attempt is not None:
+        env.on_attempt(outcome, retry)
+
+
+# -- wrappers ------------------------------------------------------------------------------------
+def conditional(handler: Handler) -> Handler:
+    """Skip the step (output null) when its `when` is falsy."""
+
+    async def run(step: CompiledStep, env: StepEnv) -> Any:
+        if step.when is not None and not truthy(step.when.search(env.context)):
+            return SKIPPED
+        return await handler(step, env)
+
+    return run
+
+
+def recorded(handler: Handler) -> Wrapped:
+    """Time the step, classify what it raised, and build the record to checkpoint."""
+
+    async def run(step: CompiledStep, env: StepEnv) -> StepOutcome:
+        started = env.clock()
+        stop: Stop | None = None
+        output: Any = None
+        try:
+            output = await handler(step, env)
+        except (StepStopped, ExecutionError) as exc:
+            stop = classify(exc)
+        finished = env.clock()
+        if output is SKIPPED:
+            return StepOutcome(
+                StepRecord(env.run.id, step.id, "skipped", None, updated_at=finished)
+            )
+        if not env.attempts:  # a local step: one attempt
+            env.attempts.append(
+                Attempt(
+                    1,
+                    started,
+                    finished,
+                    "ok" if stop is None else stop.action,
+                    error=None if stop is None else stop.message,
+                )
+            )
+            _count(env, env.attempts[0].outcome, False)
+        return StepOutcome(_record(step, env, output, stop, finished), tuple(env.emitted), stop)
+
+    return run
+
+
+def _record(
+    step: CompiledStep, env: StepEnv, output: Any, stop: Stop | None, finished: float
+) -> StepRecord:
+    if stop is None:
+        state, error = "succeeded", None
+    elif stop.action == "wait":
+        state, error, output = "waiting", stop.message, {"retry_at": stop.retry_at}
+    else:
+        state, error = "failed", f"{stop.code}: {stop.message}"
+        output = {"errors": list(stop.errors)} if stop.errors else None
+    consumed = None if env.consumed is None else digest(env.consumed)
+    return StepRecord(
+        env.run.id, step.id, state, output, consumed, error, list(env.attempts), finished
+    )
+
+
+def classify(exc: Exception) -> Stop:
+    """The Stop an error raised by a step means (see the module docstring)."""
+    if isinstance(exc, StepStopped):
+        return exc.stop
+    if isinstance(exc, ParkRequested):
+        return Stop("park", exc.code, exc.message)
+    if isinstance(exc, ValidationFailed):
+        return Stop("fail", exc.code, _listing(exc.problems), errors=_problems(exc.problems))
+    if isinstance(exc, MappingError):
+        return Stop("fail", "MAPPING_FAILED", str(exc), errors=_problems(exc.problems))
+    if isinstance(exc, CallError):
+        return Stop("park", "CALL_FAILED", exc.message)
+    return Stop("fail", "STEP_FAILED", str(exc))
+
+
+def _wrap(handler: Handler) -> Wrapped:
+    return recorded(conditional(handler))
+
+
+HANDLERS: dict[str, Wrapped] = {
+    "map": _wrap(run_map),
+    "validate": _wrap(run_validate),
+    "call": _wrap(run_call),
+    "emit": _wrap(run_emit),
+    "set": _wrap(run_set),
+    "park": _wrap(run_park),
+}

@@ -1,0 +1,240 @@
+"""Helpers of the runtime tests: a real local HTTP target (Starlette on uvicorn in a thread) that
+records writes by idempotency key and answers as scripted, and a project + runtime harness."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from engine.compiler import compile_project
+from engine.compiler.plan import Plan
+from engine.runtime import EventMeta, Runtime
+from engine.store import SQLiteStore
+
+
+@dataclass
+class Seen:
+    """One request the target received."""
+
+    method: str
+    path: str
+    key: str | None
+    body: Any
+    headers: dict[str, str]
+    at: float
+    done: float = 0.0
+
+
+@dataclass
+class Target:
+    """Records every request; `script[path]` is a list of answers consumed in order:
+    an int status, ("retry-after", status, seconds), ("sleep", seconds) or ("json", status, body).
+    A write whose idempotency key already succeeded is answered with the first result."""
+
+    requests: list[Seen] = field(default_factory=list)
+    writes: dict[str, list[Any]] = field(default_factory=dict)  # key -> distinct bodies applied
+    results: dict[str, Any] = field(default_factory=dict)
+    script: dict[str, list[Any]] = field(default_factory=dict)
+    delay: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counter: int = 0
+
+    def answer_for(self, path: str) -> Any:
+        with self.lock:
+            queue = self.script.get(path)
+            return queue.pop(0) if queue else None
+
+    async def handle(self, request: Request) -> Response:
+        raw = await request.body()
+        body = (await request.json()) if raw else None
+        key = request.headers.get("idempotency-key")
+        path = request.url.path
+        seen = Seen(request.method, path, key, body, dict(request.headers), time.monotonic())
+        with self.lock:
+            self.requests.append(seen)
+        if path in self.delay:
+            await asyncio.sleep(self.delay[path])
+        answer = self.answer_for(path)
+        response = await self._scripted(answer)
+        if response is None:
+            response = self._apply(key, path, body)
+        seen.done = time.monotonic()
+        return response
+
+    async def _scripted(self, answer: Any) -> Response | None:
+        if answer is None:
+            return None
+        if isinstance(answer, int):
+            return JSONResponse({"error": {"code": f"E{answer}", "message": "scripted"}}, answer)
+        if answer[0] == "sleep":
+            await asyncio.sleep(answer[1])
+            return None
+        if answer[0] == "retry-after":
+            return JSONResponse(
+                {"error": "slow down"}, answer[1], headers={"Retry-After": str(answer[2])}
+            )
+        return JSONResponse(answer[2], answer[1])
+
+    def _apply(self, key: str | None, path: str, body: Any) -> Response:
+        with self.lock:
+            if key is not None and key in self.results:
+                return JSONResponse(self.results[key], 201, headers={"Idempotent-Replay": "1"})
+            self.counter += 1
+            result = {"id": f"X{self.counter}", "path": path, "echo": body}
+            if key is not None:
+                self.results[key] = result
+                self.writes.setdefault(key, []).append(body)
+        return JSONResponse(result, 201)
+
+    def to(self, path: str) -> list[Seen]:
+        return [r for r in self.requests if r.path == path]
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route(
+                    "/{path:path}", self.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]
+                )
+            ]
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveTarget:
+    """A Target served by uvicorn on 127.0.0.1 in a thread (a context manager)."""
+
+    def __init__(self, target: Target | None = None) -> None:
+        self.target = target or Target()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.target.app(),
+                host="127.0.0.1",
+                port=self.port,
+                access_log=False,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Target:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("target did not start")
+            time.sleep(0.01)
+        return self.target
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+PROJECT = """\
+apiVersion: syncline/v1
+kind: Project
+metadata: {{name: runtime-test, owner: qa}}
+spec:
+  paths: [flows]
+  environments:
+    dev:
+      vars: {{TARGET_URL: "{url}"}}
+"""
+
+SYSTEM = """\
+apiVersion: syncline/v1
+kind: System
+metadata: {name: erp, owner: qa}
+spec:
+  baseUrl: ${env.TARGET_URL}
+  timeout: 5s
+  idempotencyHeader: Idempotency-Key
+  webhooks: {scheme: none}
+  operations:
+    create: {method: POST, path: /orders}
+    cancel: {method: POST, path: "/orders/{id}/cancel"}
+    slow: {method: POST, path: /slow}
+    slow2: {method: POST, path: /slow2}
+    lookup: {method: GET, path: /lookup}
+---
+apiVersion: syncline/v1
+kind: RetryPolicy
+metadata: {name: fast, owner: qa}
+spec:
+  maxAttempts: 4
+  backoff: {initial: 50ms, multiplier: 2, max: 200ms, jitter: full}
+  timeout: 500ms
+  retryOn: [timeout, network, "429", "5xx"]
+  respectRetryAfter: true
+  onError: {"409": succeed, "422": fail, "4xx": park}
+  onExhausted: dead-letter
+"""
+
+
+def write_project(root: Path, url: str, flows: str, extra: dict[str, str] | None = None) -> Path:
+    files = {
+        "syncline.yaml": PROJECT.format(url=url),
+        "flows/systems.yaml": SYSTEM,
+        "flows/flows.yaml": flows,
+        **(extra or {}),
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+def flow(
+    name: str,
+    steps: str,
+    *,
+    trigger: str = "{webhook: {path: /hooks/x, system: erp}}",
+    extra: str = "",
+) -> str:
+    """A Flow document; `steps` is the YAML list under `steps:` (indented by 4)."""
+    head = (
+        f"apiVersion: syncline/v1\nkind: Flow\nmetadata: {{name: {name}, owner: qa}}\n"
+        f"spec:\n  trigger: {trigger}\n{extra}  steps:\n"
+    )
+    return head + textwrap.indent(textwrap.dedent(steps).strip("\n"), "    ") + "\n"
+
+
+def meta(n: int | str, source: str = "erp") -> EventMeta:
+    return EventMeta(id=f"ev-{n}", type="webhook:/hooks/x", source=source)
+
+
+@asynccontextmanager
+async def running(root: Path, **kw: Any) -> AsyncIterator[tuple[Runtime, Plan]]:
+    """A started Runtime on a fresh SQLite store of the project at `root`."""
+    plan = compile_project(root)
+    async with SQLiteStore(root / ".syncline" / "syncline.db") as store:
+        kw.setdefault("poll", 0.05)
+        runtime = Runtime(store, plan, **kw)
+        await runtime.start()
+        try:
+            yield runtime, plan
+        finally:
+            await runtime.stop(grace=5)
