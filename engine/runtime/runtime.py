@@ -46,6 +46,7 @@ from engine.runtime.executor import (
 )
 from engine.runtime.steps import truthy
 from engine.store.base import (
+    RUNNABLE_STATES,
     TERMINAL_STATES,
     Acceptance,
     Checkpoint,
@@ -420,13 +421,11 @@ class Runtime:
         """True once no run is pending, running or waiting and the outbox is empty."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # outbox first: dispatch is atomic, so an empty outbox means its runs are counted
+            empty = not await self.store.outbox(1)
             counts = await self.store.count_runs()
-            busy = any(
-                state in ("pending", "running", "waiting")
-                for (_, state) in counts
-                if counts[(_, state)]
-            )
-            if not busy and not self._active and not await self.store.outbox(1):
+            busy = any(n for (_, state), n in counts.items() if state in RUNNABLE_STATES)
+            if empty and not busy and not self._active:
                 return True
             await asyncio.sleep(0.02)
         return False
