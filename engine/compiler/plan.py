@@ -14,6 +14,7 @@ from engine.compiler.compiled import (
     CompiledFlow, CompiledMapping, CompiledRetry, CompiledSchema, CompiledSystem,
 )
 from engine.compiler.flow import FlowCompiler
+from engine.compiler.governance import check_registry
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.interpolate import Interpolation
 from engine.compiler.mapping import compile_mapping, compile_schema
@@ -104,6 +105,7 @@ def build_plan(
         if resource is not None:
             registry.add(resource, doc)
     registry.check_pins(project_doc, env_name)
+    build.diagnostics.extend(check_registry(registry, env_name))  # GovernancePolicy rules
     plan = _compile(registry, project, env_name, variables, resolved, build)
     build.diagnostics.extend(registry.diagnostics)
     if any(d.severity == "error" for d in build.diagnostics):

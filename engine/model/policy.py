@@ -38,9 +38,10 @@ class RetryPolicy(Resource):
 
 
 class RuleMatch(Model):
-    kind: str = "*"
+    kind: str = "*"                           # a kind, or "*" for every kind
     name: str | None = None                   # glob
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)    # all must be present and equal
+    environments: list[str] = Field(default_factory=list)  # only for these; empty: all
 
 
 class GovernanceRule(Model):
