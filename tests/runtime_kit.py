@@ -4,6 +4,7 @@ records writes by idempotency key and answers as scripted, and a project + runti
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import textwrap
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -52,6 +53,9 @@ class Target:
     delay: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
+    flaky: float = 0.0  # share of writes answered 503 without applying them
+    lost: float = 0.0  # share of writes applied, then answered 503 (the answer is lost)
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
 
     def answer_for(self, path: str) -> Any:
         with self.lock:
@@ -59,7 +63,10 @@ class Target:
             return queue.pop(0) if queue else None
 
     async def handle(self, request: Request) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the runtime process was killed mid-request
+            return Response(status_code=499)
         body = (await request.json()) if raw else None
         key = request.headers.get("idempotency-key")
         path = request.url.path
@@ -71,7 +78,13 @@ class Target:
         answer = self.answer_for(path)
         response = await self._scripted(answer)
         if response is None:
-            response = self._apply(key, path, body)
+            roll = self.rng.random()
+            if roll < self.flaky:
+                response = JSONResponse({"error": "flaky"}, 503)
+            else:
+                response = self._apply(key, path, body)
+                if roll < self.flaky + self.lost:
+                    response = JSONResponse({"error": "lost"}, 503)
         seen.done = time.monotonic()
         return response
 

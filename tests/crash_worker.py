@@ -1,0 +1,42 @@
+"""A runtime process for the crash test: ingests events 0..N-1 of flow `crash` (again on every
+start; duplicates are deduplicated) while executing them, and prints `idle` once every run is
+done. The test kills it with SIGKILL at random points and starts it again.
+
+    python tests/crash_worker.py PROJECT_ROOT N
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from engine.compiler import compile_project
+from engine.runtime import EventMeta, Runtime
+from engine.store import SQLiteStore
+
+
+async def main(root: Path, count: int) -> None:
+    plan = compile_project(root)
+    async with SQLiteStore(root / ".syncline" / "syncline.db") as store:
+        runtime = Runtime(store, plan, lease=1.0, poll=0.05, concurrency=16)
+        await runtime.start()
+        flow = plan.flows["crash"]
+        for start in range(0, count, 25):
+            await asyncio.gather(
+                *(
+                    runtime.ingest(
+                        flow, {"i": i}, EventMeta(id=f"ev-{i}", type="webhook:/c", source="erp")
+                    )
+                    for i in range(start, min(count, start + 25))
+                )
+            )
+        print("ingested", flush=True)
+        while not await runtime.idle(1.0):
+            pass
+        print("idle", flush=True)
+        await runtime.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2])))
