@@ -1,0 +1,168 @@
+"""Breaking changes between two versions of a Schema's JSON Schema.
+
+The two are compared through `properties` (nested objects) and array `items`, field by field:
+
+- removed:  a property of the old schema is gone from the new one;
+- renamed:  a property is gone and one with the very same definition appeared in its place or
+            under a similar name (reported once, as a rename, not a removal and an addition);
+- type:     the new `type` does not accept every type the old one did (integer -> number widens
+            and is fine; adding a `type` where there was none narrows);
+- required: a field is required now that was not before (including a new required field);
+- enum:     the new `enum` (or `const`) lacks values the old one allowed, or now restricts a
+            field that had none.
+
+Anything else a JSON Schema can say (`$ref`, `allOf`, patterns, bounds) is not compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from typing import Any
+
+KINDS = ("removed", "renamed", "type", "required", "enum")
+SchemaPath = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BreakingChange:
+    """One incompatible difference between an old and a new JSON Schema."""
+
+    kind: str                # one of KINDS
+    field: str               # dotted field path: customer.name, lines[].sku ('' for the root)
+    message: str             # what changed, for people
+    path: SchemaPath = ()    # where in the new jsonSchema (to locate it in the file)
+
+
+def breaking_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[BreakingChange]:
+    """Every breaking change from `old` to `new` (two JSON Schemas), in field order."""
+    found: list[BreakingChange] = []
+    _compare(old, new, "", (), found)
+    return found
+
+
+def _compare(old: Any, new: Any, field: str, path: SchemaPath,
+             found: list[BreakingChange]) -> None:
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return
+    _compare_type(old, new, field, path, found)
+    _compare_enum(old, new, field, path, found)
+    _compare_properties(old, new, field, path, found)
+    if isinstance(old.get("items"), Mapping) and isinstance(new.get("items"), Mapping):
+        _compare(old["items"], new["items"], f"{field}[]", path + ("items",), found)
+
+
+def _compare_type(old: Mapping[str, Any], new: Mapping[str, Any], field: str, path: SchemaPath,
+                  found: list[BreakingChange]) -> None:
+    before, after = _types(old), _types(new)
+    if after is None or before == after:
+        return
+    lost = sorted(before - _widened(after)) if before is not None else ["any"]
+    if lost:
+        was = "any type" if before is None else "/".join(sorted(before))
+        found.append(BreakingChange("type", field, f"changed type of {_name(field)}: {was} -> "
+                                    f"{'/'.join(sorted(after))}", path + ("type",)))
+
+
+def _types(schema: Mapping[str, Any]) -> set[str] | None:
+    declared = schema.get("type")
+    if declared is None:
+        return None
+    return {declared} if isinstance(declared, str) else {str(t) for t in declared}
+
+
+def _widened(types: set[str]) -> set[str]:
+    return types | {"integer"} if "number" in types else types
+
+
+def _compare_enum(old: Mapping[str, Any], new: Mapping[str, Any], field: str, path: SchemaPath,
+                  found: list[BreakingChange]) -> None:
+    before, after = _allowed(old), _allowed(new)
+    if after is None or before == after:
+        return
+    if before is None:
+        message = f"narrowed {_name(field)} to the values {_values(after)}"
+    else:
+        lost = [value for value in before if value not in after]
+        if not lost:
+            return
+        message = f"narrowed the enum of {_name(field)}: {_values(lost)} no longer allowed"
+    found.append(BreakingChange("enum", field, message, path + ("enum" if "enum" in new
+                                                                else "const",)))
+
+
+def _allowed(schema: Mapping[str, Any]) -> list[Any] | None:
+    if isinstance(schema.get("enum"), list):
+        return list(schema["enum"])
+    return [schema["const"]] if "const" in schema else None
+
+
+def _compare_properties(old: Mapping[str, Any], new: Mapping[str, Any], field: str,
+                        path: SchemaPath, found: list[BreakingChange]) -> None:
+    before = _mapping(old.get("properties"))
+    after = _mapping(new.get("properties"))
+    renamed = _renames(before, after)
+    props = path + ("properties",)
+    for name in before:
+        child = _join(field, name)
+        if name in after:
+            _compare(before[name], after[name], child, props + (name,), found)
+        elif name in renamed:
+            found.append(BreakingChange("renamed", child, f"renamed field {_name(child)} to "
+                                        f"{_name(_join(field, renamed[name]))}",
+                                        props + (renamed[name],)))
+        else:
+            found.append(BreakingChange("removed", child, f"removed field {_name(child)}", props))
+    _compare_required(old, new, field, path, {new: old for old, new in renamed.items()}, found)
+
+
+def _renames(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, str]:
+    """Old name -> new name, for a removed field whose exact definition reappears under a new
+    name that stands where the old one stood, or reads like it (`qty` -> `quantity`)."""
+    old_names, new_names = list(before), list(after)
+    added = [name for name in after if name not in before]
+    renamed: dict[str, str] = {}
+    for name in before:
+        if name in after:
+            continue
+        for candidate in added:
+            if after[candidate] != before[name] or candidate in renamed.values():
+                continue
+            same_place = old_names.index(name) == new_names.index(candidate)
+            if same_place or SequenceMatcher(None, name, candidate).ratio() >= 0.6:
+                renamed[name] = candidate
+                break
+    return renamed
+
+
+def _compare_required(old: Mapping[str, Any], new: Mapping[str, Any], field: str,
+                      path: SchemaPath, renamed_from: Mapping[str, str],
+                      found: list[BreakingChange]) -> None:
+    before = set(_list(old.get("required")))
+    for name in _list(new.get("required")):
+        if name in before or renamed_from.get(name) in before:
+            continue
+        child = _join(field, name)
+        found.append(BreakingChange("required", child, f"{_name(child)} is newly required",
+                                    path + ("required",)))
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _join(field: str, name: str) -> str:
+    return f"{field}.{name}" if field else name
+
+
+def _name(field: str) -> str:
+    return f"'{field}'" if field else "the document"
+
+
+def _values(values: list[Any]) -> str:
+    return ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values)
