@@ -26,8 +26,9 @@ def load_base(project: Path, base: str) -> tuple[LoadedProject, str]:
     return read_ref(project, base)
 
 
-def compile_base(loaded: LoadedProject, environment: str, environ: Mapping[str, str]
-                 ) -> Plan | None:
+def compile_base(
+    loaded: LoadedProject, environment: str, environ: Mapping[str, str]
+) -> Plan | None:
     """The base compiled for the head's environment, or None when the base has no project or
     not this environment yet (then everything is new). Other errors raise DefinitionErrors."""
     if loaded.project is None and [d.code for d in loaded.diagnostics] == ["E_PROJECT"]:
@@ -47,30 +48,34 @@ def read_ref(project: Path, ref: str) -> tuple[LoadedProject, str]:
         top = Path(git(["rev-parse", "--show-toplevel"], cwd).decode().strip())
         prefix = git(["rev-parse", "--show-prefix"], cwd).decode().strip()
     except GitError as exc:
-        raise GitError(f"--base '{ref}' is not a directory, and {project} is not in a git "
-                       f"repository ({exc})") from None
+        raise GitError(
+            f"--base '{ref}' is not a directory, and {project} is not in a git repository ({exc})"
+        ) from None
     commit = resolve_ref(cwd, ref)
     blobs = _yaml_blobs(top, commit, prefix)
     contents = _cat_blobs(top, [sha for _, sha in blobs])
-    files = {path[len(prefix):]: contents[sha] for path, sha in blobs}
+    files = {path[len(prefix) :]: contents[sha] for path, sha in blobs}
     return load_files(f"{ref}:{prefix}" if prefix else ref, files), f"{ref} ({commit[:12]})"
 
 
 def resolve_ref(cwd: Path, ref: str) -> str:
     """The commit `ref` names, or a GitError saying it is neither a directory nor a ref."""
     try:
-        out = git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"],
-                  cwd)
+        out = git(
+            ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], cwd
+        )
     except GitError:
-        raise GitError(f"--base '{ref}' is neither a directory nor a git ref of the repository "
-                       f"at {cwd}") from None
+        raise GitError(
+            f"--base '{ref}' is neither a directory nor a git ref of the repository at {cwd}"
+        ) from None
     return out.decode().strip()
 
 
 def _yaml_blobs(top: Path, commit: str, prefix: str) -> list[tuple[str, str]]:
     """(path from the repository root, blob id) of every regular YAML file under `prefix`."""
-    listing = git(["ls-tree", "-r", "-z", "--full-tree", commit, "--", *([prefix] if prefix
-                                                                          else [])], top)
+    listing = git(
+        ["ls-tree", "-r", "-z", "--full-tree", commit, "--", *([prefix] if prefix else [])], top
+    )
     blobs = []
     for entry in listing.decode("utf-8", "surrogateescape").split("\0"):
         if not entry:
@@ -93,7 +98,7 @@ def _cat_blobs(top: Path, shas: list[str]) -> dict[str, bytes]:
         header_end = out.index(b"\n", at)
         _, _, size = out[at:header_end].decode().split()
         start = header_end + 1
-        contents[sha] = out[start:start + int(size)]
+        contents[sha] = out[start : start + int(size)]
         at = start + int(size) + 1
     return contents
 
@@ -101,8 +106,9 @@ def _cat_blobs(top: Path, shas: list[str]) -> dict[str, bytes]:
 def git(args: list[str], cwd: Path, stdin: bytes | None = None) -> bytes:
     """Run git; its stdout, or a GitError carrying its message."""
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True,
-                              check=False, timeout=120)
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False, timeout=120
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GitError(f"cannot run git: {exc}") from exc
     if done.returncode != 0:

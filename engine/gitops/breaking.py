@@ -29,10 +29,10 @@ SchemaPath = tuple[str, ...]
 class BreakingChange:
     """One incompatible difference between an old and a new JSON Schema."""
 
-    kind: str                # one of KINDS
-    field: str               # dotted field path: customer.name, lines[].sku ('' for the root)
-    message: str             # what changed, for people
-    path: SchemaPath = ()    # where in the new jsonSchema (to locate it in the file)
+    kind: str  # one of KINDS
+    field: str  # dotted field path: customer.name, lines[].sku ('' for the root)
+    message: str  # what changed, for people
+    path: SchemaPath = ()  # where in the new jsonSchema (to locate it in the file)
 
 
 def breaking_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[BreakingChange]:
@@ -42,8 +42,7 @@ def breaking_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Bre
     return found
 
 
-def _compare(old: Any, new: Any, field: str, path: SchemaPath,
-             found: list[BreakingChange]) -> None:
+def _compare(old: Any, new: Any, field: str, path: SchemaPath, found: list[BreakingChange]) -> None:
     if not isinstance(old, Mapping) or not isinstance(new, Mapping):
         return
     _compare_type(old, new, field, path, found)
@@ -53,16 +52,27 @@ def _compare(old: Any, new: Any, field: str, path: SchemaPath,
         _compare(old["items"], new["items"], f"{field}[]", path + ("items",), found)
 
 
-def _compare_type(old: Mapping[str, Any], new: Mapping[str, Any], field: str, path: SchemaPath,
-                  found: list[BreakingChange]) -> None:
+def _compare_type(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    field: str,
+    path: SchemaPath,
+    found: list[BreakingChange],
+) -> None:
     before, after = _types(old), _types(new)
     if after is None or before == after:
         return
     lost = sorted(before - _widened(after)) if before is not None else ["any"]
     if lost:
         was = "any type" if before is None else "/".join(sorted(before))
-        found.append(BreakingChange("type", field, f"changed type of {_name(field)}: {was} -> "
-                                    f"{'/'.join(sorted(after))}", path + ("type",)))
+        found.append(
+            BreakingChange(
+                "type",
+                field,
+                f"changed type of {_name(field)}: {was} -> {'/'.join(sorted(after))}",
+                path + ("type",),
+            )
+        )
 
 
 def _types(schema: Mapping[str, Any]) -> set[str] | None:
@@ -76,8 +86,13 @@ def _widened(types: set[str]) -> set[str]:
     return types | {"integer"} if "number" in types else types
 
 
-def _compare_enum(old: Mapping[str, Any], new: Mapping[str, Any], field: str, path: SchemaPath,
-                  found: list[BreakingChange]) -> None:
+def _compare_enum(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    field: str,
+    path: SchemaPath,
+    found: list[BreakingChange],
+) -> None:
     before, after = _allowed(old), _allowed(new)
     if after is None or before == after:
         return
@@ -88,8 +103,9 @@ def _compare_enum(old: Mapping[str, Any], new: Mapping[str, Any], field: str, pa
         if not lost:
             return
         message = f"narrowed the enum of {_name(field)}: {_values(lost)} no longer allowed"
-    found.append(BreakingChange("enum", field, message, path + ("enum" if "enum" in new
-                                                                else "const",)))
+    found.append(
+        BreakingChange("enum", field, message, path + ("enum" if "enum" in new else "const",))
+    )
 
 
 def _allowed(schema: Mapping[str, Any]) -> list[Any] | None:
@@ -98,8 +114,13 @@ def _allowed(schema: Mapping[str, Any]) -> list[Any] | None:
     return [schema["const"]] if "const" in schema else None
 
 
-def _compare_properties(old: Mapping[str, Any], new: Mapping[str, Any], field: str,
-                        path: SchemaPath, found: list[BreakingChange]) -> None:
+def _compare_properties(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    field: str,
+    path: SchemaPath,
+    found: list[BreakingChange],
+) -> None:
     before = _mapping(old.get("properties"))
     after = _mapping(new.get("properties"))
     renamed = _renames(before, after)
@@ -109,9 +130,14 @@ def _compare_properties(old: Mapping[str, Any], new: Mapping[str, Any], field: s
         if name in after:
             _compare(before[name], after[name], child, props + (name,), found)
         elif name in renamed:
-            found.append(BreakingChange("renamed", child, f"renamed field {_name(child)} to "
-                                        f"{_name(_join(field, renamed[name]))}",
-                                        props + (renamed[name],)))
+            found.append(
+                BreakingChange(
+                    "renamed",
+                    child,
+                    f"renamed field {_name(child)} to {_name(_join(field, renamed[name]))}",
+                    props + (renamed[name],),
+                )
+            )
         else:
             found.append(BreakingChange("removed", child, f"removed field {_name(child)}", props))
     _compare_required(old, new, field, path, {new: old for old, new in renamed.items()}, found)
@@ -136,16 +162,24 @@ def _renames(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, s
     return renamed
 
 
-def _compare_required(old: Mapping[str, Any], new: Mapping[str, Any], field: str,
-                      path: SchemaPath, renamed_from: Mapping[str, str],
-                      found: list[BreakingChange]) -> None:
+def _compare_required(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    field: str,
+    path: SchemaPath,
+    renamed_from: Mapping[str, str],
+    found: list[BreakingChange],
+) -> None:
     before = set(_list(old.get("required")))
     for name in _list(new.get("required")):
         if name in before or renamed_from.get(name) in before:
             continue
         child = _join(field, name)
-        found.append(BreakingChange("required", child, f"{_name(child)} is newly required",
-                                    path + ("required",)))
+        found.append(
+            BreakingChange(
+                "required", child, f"{_name(child)} is newly required", path + ("required",)
+            )
+        )
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from engine.loader import Document
 from engine.model.base import split_ref
 from engine.source import Diagnostic, SourceLocation
 
-Key = tuple[str, str, int]          # kind, name, version
+Key = tuple[str, str, int]  # kind, name, version
 KIND_ORDER = ("Flow", "Mapping", "Schema", "System", "RetryPolicy", "GovernancePolicy")
 
 
@@ -29,8 +29,8 @@ KIND_ORDER = ("Flow", "Mapping", "Schema", "System", "RetryPolicy", "GovernanceP
 class Change:
     """One field-level difference inside a resource or the environment's settings."""
 
-    path: str                # spec.steps[2].call.body
-    op: str                  # '+' added, '-' removed, '~' changed
+    path: str  # spec.steps[2].call.body
+    op: str  # '+' added, '-' removed, '~' changed
     old: Any = None
     new: Any = None
 
@@ -68,7 +68,7 @@ class SchemaBreak:
     old_version: int
     new_version: int
     change: BreakingChange
-    in_place: bool = False   # the same name@version was edited: an error, bump the version
+    in_place: bool = False  # the same name@version was edited: an error, bump the version
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class PlanDiff:
     base_digest: str | None
     head_digest: str
     resources: tuple[ResourceChange, ...] = ()
-    settings: tuple[Change, ...] = ()          # the environment's vars and pins, and defaults
+    settings: tuple[Change, ...] = ()  # the environment's vars and pins, and defaults
     active: tuple[ActiveChange, ...] = ()
     breaking: tuple[SchemaBreak, ...] = ()
     errors: tuple[Diagnostic, ...] = field(default=())
@@ -94,41 +94,56 @@ class PlanDiff:
         return bool(self.resources or self.settings or self.active or self.breaking)
 
     def summary(self) -> str:
-        return (f"Plan: {self.count('+')} to add, {self.count('~')} to change, "
-                f"{self.count('-')} to remove; {len(self.breaking)} breaking.")
+        return (
+            f"Plan: {self.count('+')} to add, {self.count('~')} to change, "
+            f"{self.count('-')} to remove; {len(self.breaking)} breaking."
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "project": self.project, "environment": self.environment,
+            "project": self.project,
+            "environment": self.environment,
             "digest": {"base": self.base_digest, "head": self.head_digest},
             "resources": [_resource_dict(r) for r in self.resources],
             "settings": [_change_dict(c) for c in self.settings],
             "active": [a.__dict__ for a in self.active],
             "breaking": [_break_dict(b) for b in self.breaking],
             "errors": [d.as_dict() for d in self.errors],
-            "summary": {"add": self.count("+"), "change": self.count("~"),
-                        "remove": self.count("-"), "breaking": len(self.breaking)},
+            "summary": {
+                "add": self.count("+"),
+                "change": self.count("~"),
+                "remove": self.count("-"),
+                "breaking": len(self.breaking),
+            },
         }
 
 
 EMPTY_BUNDLE: Mapping[str, Any] = {"documents": [], "vars": {}, "pins": {}, "defaults": {}}
 
 
-def diff_bundles(base: Mapping[str, Any] | None, head: Mapping[str, Any], *,
-                 base_digest: str | None = None, head_digest: str = "",
-                 head_documents: Sequence[Document] = ()) -> PlanDiff:
+def diff_bundles(
+    base: Mapping[str, Any] | None,
+    head: Mapping[str, Any],
+    *,
+    base_digest: str | None = None,
+    head_digest: str = "",
+    head_documents: Sequence[Document] = (),
+) -> PlanDiff:
     """Compare two bundles compiled for the same environment. `base` None: nothing before.
     `head_documents` (the head's loaded documents) only serve to locate errors."""
     base = base or EMPTY_BUNDLE
     before, after = index(base), index(head)
     breaks, errors = schema_breaks(before, after, head_documents)
     return PlanDiff(
-        project=str(head.get("project", "")), environment=str(head.get("environment", "")),
-        base_digest=base_digest, head_digest=head_digest,
+        project=str(head.get("project", "")),
+        environment=str(head.get("environment", "")),
+        base_digest=base_digest,
+        head_digest=head_digest,
         resources=tuple(_resource_changes(before, after)),
         settings=tuple(_settings(base, head)),
         active=tuple(_active_changes(active_versions(base), active_versions(head))),
-        breaking=tuple(breaks), errors=tuple(errors),
+        breaking=tuple(breaks),
+        errors=tuple(errors),
     )
 
 
@@ -147,8 +162,9 @@ def _sort_key(key: Key) -> tuple[int, str, int]:
     return order, name, version
 
 
-def _resource_changes(before: Mapping[Key, Any], after: Mapping[Key, Any]
-                      ) -> Iterable[ResourceChange]:
+def _resource_changes(
+    before: Mapping[Key, Any], after: Mapping[Key, Any]
+) -> Iterable[ResourceChange]:
     for key in sorted(before.keys() | after.keys(), key=_sort_key):
         if key not in before:
             yield ResourceChange("+", *key)
@@ -220,8 +236,9 @@ def active_versions(bundle: Mapping[str, Any]) -> dict[tuple[str, str], int]:
     return active
 
 
-def _active_changes(before: Mapping[tuple[str, str], int], after: Mapping[tuple[str, str], int]
-                    ) -> Iterable[ActiveChange]:
+def _active_changes(
+    before: Mapping[tuple[str, str], int], after: Mapping[tuple[str, str], int]
+) -> Iterable[ActiveChange]:
     for key in sorted(before.keys() & after.keys(), key=lambda k: _sort_key((*k, 0))):
         if before[key] != after[key]:
             yield ActiveChange(*key, before[key], after[key])
@@ -254,17 +271,18 @@ def _schema_refs(documents: Iterable[Mapping[str, Any]]) -> Iterable[str]:
                     yield schema
 
 
-def schema_breaks(before: Mapping[Key, Any], after: Mapping[Key, Any],
-                  head_documents: Sequence[Document] = ()
-                  ) -> tuple[list[SchemaBreak], list[Diagnostic]]:
+def schema_breaks(
+    before: Mapping[Key, Any], after: Mapping[Key, Any], head_documents: Sequence[Document] = ()
+) -> tuple[list[SchemaBreak], list[Diagnostic]]:
     """Breaking changes of Schemas edited in place, and between the versions in use."""
     breaks: list[SchemaBreak] = []
     errors: list[Diagnostic] = []
     for kind, name, version in sorted(before.keys() & after.keys()):
         if kind != "Schema":
             continue
-        changes = breaking_changes(_json_schema(before, name, version),
-                                   _json_schema(after, name, version))
+        changes = breaking_changes(
+            _json_schema(before, name, version), _json_schema(after, name, version)
+        )
         breaks.extend(SchemaBreak(name, version, version, c, in_place=True) for c in changes)
         if changes:
             errors.append(_in_place_error(name, version, changes, after, head_documents))
@@ -273,8 +291,9 @@ def schema_breaks(before: Mapping[Key, Any], after: Mapping[Key, Any],
     for name in sorted(old_use.keys() & new_use.keys()):
         old, new = old_use[name], new_use[name]
         if old != new:
-            changes = breaking_changes(_json_schema(before, name, old),
-                                       _json_schema(after, name, new))
+            changes = breaking_changes(
+                _json_schema(before, name, old), _json_schema(after, name, new)
+            )
             breaks.extend(SchemaBreak(name, old, new, c) for c in changes)
     return breaks, errors
 
@@ -283,31 +302,48 @@ def _json_schema(docs: Mapping[Key, Any], name: str, version: int) -> Mapping[st
     return (docs[("Schema", name, version)].get("spec") or {}).get("jsonSchema") or {}
 
 
-def _in_place_error(name: str, version: int, changes: list[BreakingChange],
-                    after: Mapping[Key, Any], head_documents: Sequence[Document]) -> Diagnostic:
+def _in_place_error(
+    name: str,
+    version: int,
+    changes: list[BreakingChange],
+    after: Mapping[Key, Any],
+    head_documents: Sequence[Document],
+) -> Diagnostic:
     top = max(v for k, n, v in after if k == "Schema" and n == name) + 1
     what = "; ".join(c.message for c in changes)
-    message = (f"Schema '{name}@{version}' was changed incompatibly in place ({what}): keep "
-               f"{name}@{version} as it was and add the change as metadata.version {top}, then "
-               f"move the mappings and flows that need it to {name}@{top}")
-    return Diagnostic(_locate(head_documents, name, version, changes[0]), "E_SCHEMA_INPLACE",
-                      message)
+    message = (
+        f"Schema '{name}@{version}' was changed incompatibly in place ({what}): keep "
+        f"{name}@{version} as it was and add the change as metadata.version {top}, then "
+        f"move the mappings and flows that need it to {name}@{top}"
+    )
+    return Diagnostic(
+        _locate(head_documents, name, version, changes[0]), "E_SCHEMA_INPLACE", message
+    )
 
 
-def _locate(documents: Sequence[Document], name: str, version: int,
-            change: BreakingChange) -> SourceLocation:
+def _locate(
+    documents: Sequence[Document], name: str, version: int, change: BreakingChange
+) -> SourceLocation:
     for doc in documents:
         data = doc.data if isinstance(doc.data, dict) else {}
         metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-        if (data.get("kind") == "Schema" and metadata.get("name") == name
-                and metadata.get("version", 1) == version):
+        if (
+            data.get("kind") == "Schema"
+            and metadata.get("name") == name
+            and metadata.get("version", 1) == version
+        ):
             return doc.locate(("spec", "jsonSchema", *change.path))
     return SourceLocation("<schema>")
 
 
 def _resource_dict(r: ResourceChange) -> dict[str, Any]:
-    return {"op": r.op, "kind": r.kind, "name": r.name, "version": r.version,
-            "changes": [_change_dict(c) for c in r.changes]}
+    return {
+        "op": r.op,
+        "kind": r.kind,
+        "name": r.name,
+        "version": r.version,
+        "changes": [_change_dict(c) for c in r.changes],
+    }
 
 
 def _change_dict(c: Change) -> dict[str, Any]:
@@ -315,15 +351,25 @@ def _change_dict(c: Change) -> dict[str, Any]:
 
 
 def _break_dict(b: SchemaBreak) -> dict[str, Any]:
-    return {"schema": b.name, "from": b.old_version, "to": b.new_version, "kind": b.change.kind,
-            "field": b.change.field, "message": b.change.message, "in_place": b.in_place}
+    return {
+        "schema": b.name,
+        "from": b.old_version,
+        "to": b.new_version,
+        "kind": b.change.kind,
+        "field": b.change.field,
+        "message": b.change.message,
+        "in_place": b.in_place,
+    }
 
 
 def render_text(diff: PlanDiff, base_label: str = "base", head_label: str = "head") -> str:
     """`terraform plan`-like text: + / - / ~ per resource, then active versions, breaking
     changes and errors, and the summary line."""
-    lines = [f"Plan for {diff.project} [{diff.environment}]: {base_label} -> {head_label}",
-             f"  {diff.base_digest or '(nothing)'} -> {diff.head_digest}", ""]
+    lines = [
+        f"Plan for {diff.project} [{diff.environment}]: {base_label} -> {head_label}",
+        f"  {diff.base_digest or '(nothing)'} -> {diff.head_digest}",
+        "",
+    ]
     if not diff.has_changes:
         lines += ["No changes.", ""]
     for resource in diff.resources:
@@ -356,8 +402,11 @@ def _change_line(change: Change) -> str:
 
 
 def _break_line(b: SchemaBreak) -> str:
-    where = (f"{b.name}@{b.old_version} (edited in place)" if b.in_place
-             else f"{b.name}@{b.old_version} -> {b.name}@{b.new_version}")
+    where = (
+        f"{b.name}@{b.old_version} (edited in place)"
+        if b.in_place
+        else f"{b.name}@{b.old_version} -> {b.name}@{b.new_version}"
+    )
     return f"  ! Schema {where}: {b.change.message}"
 
 

@@ -31,21 +31,30 @@ class Drift:
     environment: str
     local_digest: str
     remote_digest: str | None
-    differences: tuple[str, ...]       # one line each; empty when in sync
-    notes: tuple[str, ...] = ()        # worth knowing, not drift (a rejected reload)
+    differences: tuple[str, ...]  # one line each; empty when in sync
+    notes: tuple[str, ...] = ()  # worth knowing, not drift (a rejected reload)
 
     @property
     def in_sync(self) -> bool:
         return not self.differences
 
     def as_dict(self) -> dict[str, Any]:
-        return {"in_sync": self.in_sync, "environment": self.environment,
-                "digest": {"local": self.local_digest, "remote": self.remote_digest},
-                "differences": list(self.differences), "notes": list(self.notes)}
+        return {
+            "in_sync": self.in_sync,
+            "environment": self.environment,
+            "digest": {"local": self.local_digest, "remote": self.remote_digest},
+            "differences": list(self.differences),
+            "notes": list(self.notes),
+        }
 
 
-def fetch_status(url: str, token: str | None = None, *, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
+def fetch_status(
+    url: str,
+    token: str | None = None,
+    *,
+    timeout: float = 10.0,
+    transport: httpx.BaseTransport | None = None,
+) -> dict[str, Any]:
     """GET URL/api/v1/status (bearer `token` when given) and return the document."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     target = url.rstrip("/") + STATUS_PATH
@@ -55,8 +64,7 @@ def fetch_status(url: str, token: str | None = None, *, timeout: float = 10.0,
     except httpx.HTTPError as exc:
         raise StatusUnavailable(f"cannot reach {target}: {exc}") from exc
     if response.status_code != 200:
-        raise StatusUnavailable(f"{target} answered {response.status_code}: "
-                                f"{response.text[:200]}")
+        raise StatusUnavailable(f"{target} answered {response.status_code}: {response.text[:200]}")
     try:
         document = response.json()
     except ValueError as exc:
@@ -71,15 +79,19 @@ def compare_status(plan: Plan, status: Mapping[str, Any]) -> Drift:
     differences: list[str] = []
     remote_env = status.get("environment")
     if remote_env is not None and remote_env != plan.environment:
-        differences.append(f"environment: the server runs '{remote_env}', the project was "
-                           f"compiled for '{plan.environment}'")
+        differences.append(
+            f"environment: the server runs '{remote_env}', the project was "
+            f"compiled for '{plan.environment}'"
+        )
     remote_digest = status.get("digest")
     if remote_digest != plan.digest:
-        differences.append(f"digest: the server runs {remote_digest}, the project compiles to "
-                           f"{plan.digest}")
+        differences.append(
+            f"digest: the server runs {remote_digest}, the project compiles to {plan.digest}"
+        )
     differences.extend(_flow_differences(plan, status.get("flows") or {}))
-    return Drift(plan.environment, plan.digest, remote_digest, tuple(differences),
-                 tuple(_notes(status)))
+    return Drift(
+        plan.environment, plan.digest, remote_digest, tuple(differences), tuple(_notes(status))
+    )
 
 
 def _flow_differences(plan: Plan, remote_flows: Mapping[str, Any]) -> list[str]:
@@ -92,8 +104,9 @@ def _flow_differences(plan: Plan, remote_flows: Mapping[str, Any]) -> list[str]:
         elif name not in remote:
             lines.append(f"flow {name}: not on the server (the project has @{local[name]})")
         elif remote[name] != local[name]:
-            lines.append(f"flow {name}: the server runs @{remote[name]}, the project has "
-                         f"@{local[name]}")
+            lines.append(
+                f"flow {name}: the server runs @{remote[name]}, the project has @{local[name]}"
+            )
     return lines
 
 

@@ -33,9 +33,9 @@ class Promotion:
 
     source: str
     target: str
-    old_pins: Pins          # the target's pins before
-    new_pins: Pins          # the source's pins, now the target's
-    text: str               # the new file text (the old one when nothing changes)
+    old_pins: Pins  # the target's pins before
+    new_pins: Pins  # the source's pins, now the target's
+    text: str  # the new file text (the old one when nothing changes)
 
     @property
     def changed(self) -> bool:
@@ -106,17 +106,17 @@ def _replace_pins(text: str, key: Node, value: Node, pins: Pins) -> str:
     if isinstance(value, MappingNode) and not value.flow_style and value.value and pins:
         start, column = value.start_mark.index, value.start_mark.column
         body = _block(pins, column, eol)[column:]
-        return text[:start] + body + text[_end(text, value):]
+        return text[:start] + body + text[_end(text, value) :]
     if _empty(value) or isinstance(value, MappingNode) and not value.flow_style:
         at = _after_colon(text, key)
-        return text[:at] + " " + _flow(pins) + text[_end(text, value) if value.value else at:]
-    return text[:value.start_mark.index] + _flow(pins) + text[_end(text, value):]
+        return text[:at] + " " + _flow(pins) + text[_end(text, value) if value.value else at :]
+    return text[: value.start_mark.index] + _flow(pins) + text[_end(text, value) :]
 
 
 def _add_pins(text: str, env_key: Node, env: MappingNode, pins: Pins) -> str:
     if env.flow_style:
         if not env.value:
-            at = env.end_mark.index - 1   # inside `{}`
+            at = env.end_mark.index - 1  # inside `{}`
             return text[:at] + f"pins: {_flow(pins)}" + text[at:]
         at = _end(text, env.value[-1][1])
         return text[:at] + f", pins: {_flow(pins)}" + text[at:]
@@ -144,8 +144,11 @@ def _end(text: str, node: Node) -> int:
 
 def _empty(node: Node) -> bool:
     """A value left out (`key:` and nothing): its marks point at the next token."""
-    return isinstance(node, ScalarNode) and node.value == "" and \
-        node.start_mark.index == node.end_mark.index
+    return (
+        isinstance(node, ScalarNode)
+        and node.value == ""
+        and node.start_mark.index == node.end_mark.index
+    )
 
 
 def _after_colon(text: str, key: Node) -> int:
@@ -179,16 +182,19 @@ def _verify(old: str, new: str, target: str, pins: Pins) -> None:
         env = expected["spec"]["environments"]
         env[target] = {**(env[target] or {}), "pins": dict(pins)}
     if not after or after[0].data != expected or list(_pins_of(after[0], target)) != list(pins):
-        raise UsageError("promote could not edit syncline.yaml safely (unusual layout around "
-                         f"the pins of '{target}'); set its pins by hand")
+        raise UsageError(
+            "promote could not edit syncline.yaml safely (unusual layout around "
+            f"the pins of '{target}'); set its pins by hand"
+        )
 
 
 def _pins_of(doc: Any, target: str) -> Pins:
     return _pins(doc.data["spec"]["environments"][target])
 
 
-def promote_project(project: Path, source: str, target: str, environ: Mapping[str, str]
-                    ) -> tuple[Promotion, Plan | None, Plan]:
+def promote_project(
+    project: Path, source: str, target: str, environ: Mapping[str, str]
+) -> tuple[Promotion, Plan | None, Plan]:
     """Promote in `project`'s syncline.yaml (not written here) and compile the target
     environment before and after. `before` is None when it does not compile today (a pin the
     promotion replaces may name a flow version that is gone). DefinitionErrors when `after`
@@ -205,6 +211,11 @@ def promote_project(project: Path, source: str, target: str, environ: Mapping[st
     except DefinitionErrors:
         before = None
     docs, _ = load_yaml(promotion.text, PROJECT_FILE)
-    after = build_plan(docs[0], loaded.documents, environment=target, environ=environ,
-                       diagnostics=loaded.diagnostics)
+    after = build_plan(
+        docs[0],
+        loaded.documents,
+        environment=target,
+        environ=environ,
+        diagnostics=loaded.diagnostics,
+    )
     return promotion, before, after

@@ -1,0 +1,176 @@
+"""`syncline plan --base REF|DIR` between commits of real git repositories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.gitops_kit import FILES, FLOW, MAPPING, SCHEMA, commit, git, new_repo, run, write
+
+FLOW_V2 = FLOW.replace("version: 1", "version: 2").replace("body: steps.order", "body: data")
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A repository whose project sits in `integrations/`, with four commits."""
+    repo, project = new_repo(tmp_path, "integrations")
+    commit(repo, "readme", {"README.md": "not a definition\n"})
+    first = commit(project, "initial project", dict(FILES))
+    second = commit(project, "flow v2, dev only", {"flows/order-flow-v2.yaml": FLOW_V2})
+    third = commit(
+        project,
+        "promote v2 to prod; raise the ERP rate",
+        {
+            "syncline.yaml": FILES["syncline.yaml"].replace(
+                "pins: {order-flow: 1}", "pins: {order-flow: 2}"
+            ),
+        },
+    )
+    fourth = commit(project, "retire v1", {"flows/order-flow.yaml": None})
+    return project, [first, second, third, fourth]
+
+
+def test_no_changes_against_head(history: tuple[Path, list[str]]) -> None:
+    project, _ = history
+    result = run("plan", str(project), "--base", "HEAD", "--env", "prod")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("Plan for shop [prod]: HEAD (") and lines[0].endswith(
+        f") -> {project}"
+    )
+    assert "No changes." in lines
+    assert lines[-1] == "Plan: 0 to add, 0 to change, 0 to remove; 0 breaking."
+
+
+def test_an_added_flow_version_in_dev(history: tuple[Path, list[str]]) -> None:
+    project, commits = history
+    git(project, "checkout", "-q", commits[1])
+    result = run("plan", str(project), "--base", commits[0], "--env", "dev")
+    assert result.exit_code == 0, result.output
+    body = result.output.split("\n\n", 1)[1]
+    assert body == (
+        "  + Flow order-flow@2\n"
+        "\n"
+        "Active versions:\n"
+        "  ~ Flow order-flow: 1 -> 2\n"
+        "\n"
+        "Plan: 1 to add, 0 to change, 0 to remove; 0 breaking.\n"
+    )
+
+
+def test_prod_keeps_its_pin_until_promoted(history: tuple[Path, list[str]]) -> None:
+    project, commits = history
+    git(project, "checkout", "-q", commits[1])
+    result = run("plan", str(project), "--base", commits[0], "--env", "prod")
+    assert "Active versions:" not in result.output  # prod still pins order-flow@1
+    git(project, "checkout", "-q", commits[2])
+    result = run("plan", str(project), "--base", commits[1], "--env", "prod")
+    assert result.exit_code == 0, result.output
+    assert "  ~ environment prod\n      ~ pins.order-flow: 1 -> 2\n" in result.output
+    assert "Active versions:\n  ~ Flow order-flow: 1 -> 2\n" in result.output
+    assert result.output.endswith("Plan: 0 to add, 1 to change, 0 to remove; 0 breaking.\n")
+
+
+def test_a_removed_flow_across_several_commits(history: tuple[Path, list[str]]) -> None:
+    project, commits = history
+    result = run("plan", str(project), "--base", "HEAD~3", "--env", "prod")
+    assert result.exit_code == 0, result.output
+    assert "  - Flow order-flow@1\n  + Flow order-flow@2\n" in result.output
+    assert result.output.endswith("Plan: 1 to add, 1 to change, 1 to remove; 0 breaking.\n")
+
+
+def test_field_level_changes_of_a_spec(history: tuple[Path, list[str]]) -> None:
+    project, _ = history
+    edited = FLOW_V2.replace("body: data", "body: steps.order").replace(
+        "steps:\n", "filter: data.ok\n  steps:\n"
+    )
+    write(project, {"flows/order-flow-v2.yaml": edited})  # uncommitted: the working tree
+    result = run("plan", str(project), "--base", "HEAD", "--env", "dev")
+    assert result.exit_code == 0, result.output
+    assert (
+        "  ~ Flow order-flow@2\n"
+        '      ~ spec.steps[1].call.body: "data" -> "steps.order"\n'
+        '      + spec.filter: "data.ok"\n'
+    ) in result.output
+    assert git(project, "status", "--porcelain") == " M integrations/flows/order-flow-v2.yaml\n"
+
+
+def test_json_format(history: tuple[Path, list[str]]) -> None:
+    project, _ = history
+    result = run("plan", str(project), "--base", "HEAD~2", "--env", "prod", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["ok"] is True
+    assert report["environment"] == "prod"
+    assert report["base"].startswith("HEAD~2 (")
+    assert [(r["op"], r["kind"], r["name"], r["version"]) for r in report["resources"]] == [
+        ("-", "Flow", "order-flow", 1)
+    ]
+    assert report["settings"] == [{"path": "pins.order-flow", "op": "~", "old": 1, "new": 2}]
+    assert report["active"] == [{"kind": "Flow", "name": "order-flow", "old": 1, "new": 2}]
+    assert report["summary"] == {"add": 0, "change": 1, "remove": 1, "breaking": 0}
+
+
+def test_base_directory(history: tuple[Path, list[str]], tmp_path: Path) -> None:
+    project, _ = history
+    other = tmp_path / "other"
+    shutil.copytree(project, other)
+    write(other, {"mappings/to-order.yaml": MAPPING.replace("amount: Amount", "amount: Total")})
+    result = run("plan", str(project), "--base", str(other), "--env", "dev")
+    assert result.exit_code == 0, result.output
+    assert (
+        '  ~ Mapping to-order@1\n      ~ spec.fields.amount: "Total" -> "Amount"\n' in result.output
+    )
+
+
+def test_a_base_without_the_project_adds_everything(tmp_path: Path) -> None:
+    repo, project = new_repo(tmp_path, "svc")
+    commit(repo, "unrelated", {"README.md": "hello\n"})
+    commit(project, "the project", dict(FILES))
+    result = run("plan", str(project), "--base", "HEAD~1")
+    assert result.exit_code == 0, result.output
+    assert "  + Flow order-flow@1\n" in result.output
+    assert '  ~ environment dev\n      + vars.ERP_URL: "http://127.0.0.1:9"\n' in result.output
+    assert result.output.endswith("Plan: 4 to add, 1 to change, 0 to remove; 0 breaking.\n")
+
+
+def test_an_unknown_ref_is_a_usage_error(history: tuple[Path, list[str]]) -> None:
+    project, _ = history
+    result = run("plan", str(project), "--base", "no-such-branch")
+    assert result.exit_code == 2
+    assert "'no-such-branch' is neither a directory nor a git ref" in result.output
+
+
+def test_a_base_that_does_not_compile(history: tuple[Path, list[str]]) -> None:
+    project, _ = history
+    commit(project, "broken", {"mappings/to-order.yaml": MAPPING.replace("order@1", "order@9")})
+    commit(project, "fixed", {"mappings/to-order.yaml": MAPPING})
+    result = run("plan", str(project), "--base", "HEAD~1")
+    assert result.exit_code == 1
+    assert "the base HEAD~1 does not compile:" in result.output
+    assert "mappings/to-order.yaml:5:" in result.output
+
+
+def test_fail_on_breaking_across_commits(history: tuple[Path, list[str]]) -> None:
+    project, _ = history
+    order2 = SCHEMA.replace("version: 1", "version: 2").replace(
+        "      amount: {type: number}\n", ""
+    )
+    commit(
+        project,
+        "order@2 drops amount",
+        {
+            "mappings/order-v2.yaml": order2,
+            "mappings/to-order.yaml": MAPPING.replace("order@1", "order@2").replace(
+                "    amount: Amount\n", ""
+            ),
+        },
+    )
+    result = run("plan", str(project), "--base", "HEAD~1", "--fail-on", "breaking")
+    assert result.exit_code == 1, result.output
+    assert "  ! Schema order@1 -> order@2: removed field 'amount'\n" in result.output
+    assert result.output.endswith("Plan: 1 to add, 1 to change, 0 to remove; 1 breaking.\n")
+    assert run("plan", str(project), "--base", "HEAD~1").exit_code == 0

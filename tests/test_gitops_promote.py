@@ -1,0 +1,147 @@
+"""`syncline promote`: the target's pins become the source's, the rest of syncline.yaml stays
+byte for byte, and a second run changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.errors import UsageError
+from engine.gitops.promote import promote_text
+from tests.gitops_kit import FILES, FLOW, run, write
+
+ODD = """\
+# Acme's integrations.   Keep this header!
+apiVersion: "syncline/v1"
+kind:   Project    # odd spacing stays
+
+metadata: { name: 'shop',  owner: "tests" }
+spec:
+    paths: [flows,   mappings ,policies]
+
+    environments:
+        # dev runs whatever is newest, pinned by hand
+        dev:
+            vars: {ERP_URL: "http://127.0.0.1:9"}   # local sandbox
+            pins:
+                order-flow:   2     # the new one
+
+
+        staging:
+            vars:
+                ERP_URL: 'https://erp.staging.example.com'
+        # prod: change only through promote
+        prod:
+            vars: { ERP_URL: "https://erp.example.com" }
+            pins: {order-flow: 1}   # pinned after the incident
+# end
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    flow_v2 = FLOW.replace("version: 1", "version: 2").replace("body: steps.order", "body: data")
+    write(tmp_path, {**FILES, "syncline.yaml": ODD, "flows/order-flow-v2.yaml": flow_v2})
+    return tmp_path
+
+
+def test_promote_changes_only_the_pins(project: Path) -> None:
+    result = run("promote", "--from", "dev", "--to", "prod", "--project", str(project))
+    assert result.exit_code == 0, result.output
+    expected = ODD.replace("pins: {order-flow: 1}   # pinned", "pins: {order-flow: 2}   # pinned")
+    assert (project / "syncline.yaml").read_text() == expected
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        "promote dev -> prod: pins {'order-flow': 1} -> {'order-flow': 2}; wrote syncline.yaml"
+    )
+    assert lines[1] == "Plan for shop [prod]: prod before -> prod now"
+    assert "  ~ environment prod\n      ~ pins.order-flow: 1 -> 2\n" in result.output
+    assert "Active versions:\n  ~ Flow order-flow: 1 -> 2\n" in result.output
+    assert lines[-1] == "Plan: 0 to add, 1 to change, 0 to remove; 0 breaking."
+
+
+def test_promoting_twice_changes_nothing_the_second_time(project: Path) -> None:
+    assert run("promote", "--from", "dev", "--to", "prod", "--project", str(project)).exit_code == 0
+    once = (project / "syncline.yaml").read_bytes()
+    stamp = (project / "syncline.yaml").stat().st_mtime_ns
+    result = run("promote", "--from", "dev", "--to", "prod", "--project", str(project))
+    assert result.exit_code == 0, result.output
+    assert (project / "syncline.yaml").read_bytes() == once
+    assert (project / "syncline.yaml").stat().st_mtime_ns == stamp  # not even rewritten
+    assert result.output.splitlines()[0] == (
+        "promote dev -> prod: pins {'order-flow': 2} -> {'order-flow': 2}; syncline.yaml unchanged"
+    )
+    assert "No changes." in result.output
+
+
+def test_promote_into_an_environment_without_pins(project: Path) -> None:
+    result = run("promote", "--from", "dev", "--to", "staging", "--project", str(project))
+    assert result.exit_code == 0, result.output
+    expected = ODD.replace(
+        "                ERP_URL: 'https://erp.staging.example.com'\n",
+        "                ERP_URL: 'https://erp.staging.example.com'\n"
+        "            pins:\n"
+        "                order-flow: 2\n",
+    )
+    assert (project / "syncline.yaml").read_text() == expected
+    assert "  ~ environment staging\n      + pins.order-flow: 2\n" in result.output
+    assert "Active versions:" not in result.output  # staging already ran the newest version
+
+
+def test_promote_from_an_environment_without_pins_unpins(project: Path) -> None:
+    result = run("promote", "--from", "staging", "--to", "dev", "--project", str(project))
+    assert result.exit_code == 0, result.output
+    expected = ODD.replace(
+        "            pins:\n                order-flow:   2     # the new one\n",
+        "            pins: {}     # the new one\n",
+    )
+    assert (project / "syncline.yaml").read_text() == expected
+
+
+def test_block_pins_keep_their_indentation() -> None:
+    text = (
+        "spec:\n  environments:\n    dev:\n      pins:\n        a: 3\n        b: 1\n"
+        "    prod:\n      pins:\n        a: 1   # old\n      vars: {}\n"
+    )
+    promoted = promote_text(text, "dev", "prod")
+    assert promoted.text == (
+        "spec:\n  environments:\n    dev:\n      pins:\n        a: 3\n"
+        "        b: 1\n    prod:\n      pins:\n        a: 3\n        b: 1"
+        "   # old\n      vars: {}\n"
+    )
+
+
+def test_windows_line_endings_are_kept() -> None:
+    text = "spec:\r\n  environments:\r\n    dev: {pins: {a: 2}}\r\n    prod:\r\n      vars: {}\r\n"
+    promoted = promote_text(text, "dev", "prod")
+    assert promoted.text == text + "      pins:\r\n        a: 2\r\n"
+
+
+def test_flow_style_environments() -> None:
+    text = "spec:\n  environments: {dev: {pins: {a: 2}}, prod: { vars: {X: 1} }, qa: {}}\n"
+    assert promote_text(text, "dev", "prod").text == (
+        "spec:\n  environments: {dev: {pins: {a: 2}}, prod: { vars: {X: 1}, pins: {a: 2} }, "
+        "qa: {}}\n"
+    )
+    assert promote_text(text, "dev", "qa").text == (
+        "spec:\n  environments: {dev: {pins: {a: 2}}, prod: { vars: {X: 1} }, qa: {pins: {a: 2}}}\n"
+    )
+
+
+def test_unknown_environment_is_a_usage_error(project: Path) -> None:
+    result = run("promote", "--from", "dev", "--to", "prood", "--project", str(project))
+    assert result.exit_code == 2
+    assert "unknown environment 'prood' (known: dev, staging, prod)" in result.output
+    assert (project / "syncline.yaml").read_text() == ODD
+    with pytest.raises(UsageError, match="same environment"):
+        promote_text(ODD, "dev", "dev")
+
+
+def test_nothing_is_written_when_the_target_would_not_compile(project: Path) -> None:
+    (project / "flows/order-flow-v2.yaml").unlink()  # dev pins a version that is gone
+    result = run("promote", "--from", "dev", "--to", "prod", "--project", str(project))
+    assert result.exit_code == 1
+    assert "prod would not compile with dev's pins; nothing written:" in result.output
+    assert "error[E_REF] environment 'prod' pins Flow 'order-flow@2'" in result.output
+    assert (project / "syncline.yaml").read_text() == ODD
