@@ -1,0 +1,161 @@
+"""The admin API, its auth, /healthz, /readyz, /metrics, the OpenAPI document and `--url`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serverkit import SECRETS, LiveServer, write_project
+from standardwebhooks.webhooks import Webhook
+
+from engine.errors import UsageError
+from engine.server.client import HttpRunsClient
+
+TOKEN = "admin-secret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    project = write_project(tmp_path_factory.mktemp("admin"))
+    with LiveServer(project, admin_token=TOKEN) as live:
+        yield live
+
+
+@pytest.fixture
+def http(server: LiveServer) -> Iterator[httpx.Client]:
+    with server.client(headers=AUTH) as client:
+        yield client
+
+
+def deliver(http: httpx.Client, order_id: str) -> str:
+    body = json.dumps({"id": order_id}).encode()
+    now = datetime.now(tz=UTC)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": f"m-{order_id}",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(SECRETS["CRM_HOOK"]).sign(f"m-{order_id}", now, body.decode()),
+    }
+    response = http.post("/hooks/crm", content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    return str(response.json()["run_id"])
+
+
+def wait_state(http: httpx.Client, run_id: str, state: str) -> dict:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        detail = http.get(f"/api/v1/runs/{run_id}").json()
+        if detail["state"] == state:
+            return dict(detail)
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} never reached {state}: {detail}")
+
+
+def test_runs_list_detail_and_replay(http: httpx.Client) -> None:
+    run_id = deliver(http, "adm-1")
+    detail = wait_state(http, run_id, "succeeded")
+    assert detail["flow"] == "crm-order" and detail["key"] == "adm-1"
+    assert [s["id"] for s in detail["steps"]] == ["tag"]
+    assert detail["steps"][0]["output"] == {"version": 1, "id": "adm-1"}
+    listing = http.get("/api/v1/runs", params={"flow": "crm-order", "key": "adm-1"}).json()
+    assert [r["id"] for r in listing["runs"]] == [run_id]
+    replay = http.post(f"/api/v1/runs/{run_id}/replay")
+    assert replay.status_code == 202, replay.text
+    assert replay.json()["links"]["replay_of"] == run_id
+    assert http.get(f"/api/v1/runs/{run_id}").json()["links"]["replayed_by"]
+
+
+def test_actions_on_unknown_or_wrong_state_runs(http: httpx.Client) -> None:
+    missing = http.get("/api/v1/runs/nope")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    assert http.post("/api/v1/runs/nope/retry").status_code == 404
+    run_id = deliver(http, "adm-2")
+    wait_state(http, run_id, "succeeded")
+    conflict = http.post(f"/api/v1/runs/{run_id}/resume")
+    assert conflict.status_code == 409, conflict.text
+    assert "succeeded" in conflict.json()["error"]["message"]
+    assert http.post(f"/api/v1/runs/{run_id}/explode").status_code == 404
+    assert http.get("/api/v1/runs", params={"limit": "0"}).status_code == 400
+
+
+def test_admin_token_is_required(server: LiveServer) -> None:
+    with server.client() as anonymous:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            response = anonymous.get("/api/v1/status", headers=headers)
+            assert response.status_code == 401, headers
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_without_token_admin_answers_only_on_loopback(tmp_path: Path) -> None:
+    server = LiveServer(write_project(tmp_path))  # built, not started: ASGI only
+    asyncio.run(check_loopback_only(server.app))
+
+
+async def check_loopback_only(app: Any) -> None:
+    outside = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
+    inside = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=outside, base_url="http://x") as remote:
+            response = await remote.get("/api/v1/runs")
+            assert response.status_code == 403
+            assert response.json()["error"]["code"] == "forbidden"
+        async with httpx.AsyncClient(transport=inside, base_url="http://x") as local:
+            assert (await local.get("/api/v1/runs")).status_code == 200
+
+
+def test_status_openapi_health_and_metrics(http: httpx.Client, server: LiveServer) -> None:
+    deliver(http, "adm-3")
+    status = http.get("/api/v1/status").json()
+    assert status["digest"].startswith("sha256:") and status["environment"] == "dev"
+    assert status["flows"]["crm-order"] == {"version": 1, "trigger": "webhook"}
+    assert "/hooks/crm" in status["webhooks"] and status["reload"]["ok"] is True
+    document = http.get("/api/v1/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    for path in (
+        "/hooks/crm",
+        "/hooks/stripe",
+        "/api/quote",
+        "/events",
+        "/api/v1/runs",
+        "/api/v1/runs/{run_id}/replay",
+        "/api/v1/status",
+        "/metrics",
+    ):
+        assert path in document["paths"], path
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/readyz").status_code == 200
+    metrics = http.get("/metrics").text
+    for needle in (
+        'syncline_http_requests_total{method="POST",route="/hooks/crm",status="202"}',
+        "syncline_ingest_seconds_bucket",
+        'syncline_runs_total{flow="crm-order"',
+        "syncline_step_attempts_total",
+        "syncline_step_retries",
+        "syncline_queue_depth",
+        "syncline_reloads_total",
+        'route="/api/v1/status"',
+    ):
+        assert needle in metrics, needle
+
+
+def test_runs_commands_against_a_running_server(server: LiveServer, http: httpx.Client) -> None:
+    run_id = deliver(http, "adm-4")
+    wait_state(http, run_id, "succeeded")
+    with HttpRunsClient(server.url, TOKEN) as client:
+        runs, _ = client.list_runs(key="adm-4")
+        assert [r["id"] for r in runs] == [run_id]
+        assert client.run_detail(run_id)["state"] == "succeeded"
+        assert client.replay(run_id)["links"]["replay_of"] == run_id
+        with pytest.raises(UsageError, match="no run 'zzz'"):
+            client.run_detail("zzz")
+    with HttpRunsClient(server.url, "wrong") as client, pytest.raises(UsageError, match="401"):
+        client.list_runs()
