@@ -273,8 +273,11 @@ def status(url: str, environment: str | None, project: Path, fmt: str) -> None:
     except StatusUnavailable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    plan, _ = compile_or_report(project, environment or document.get("environment"), fmt)
+    plan, diagnostics = compile_or_report(project, environment or document.get("environment"), fmt)
     if plan is None:
+        if fmt == "json":
+            emit_json({"url": url, "in_sync": False,
+                       "diagnostics": [d.as_dict() for d in sorted(diagnostics)]})
         sys.exit(1)
     drift = compare_status(plan, document)
     if fmt == "json":
