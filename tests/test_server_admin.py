@@ -150,12 +150,17 @@ def test_status_openapi_health_and_metrics(http: httpx.Client, server: LiveServe
 def test_runs_commands_against_a_running_server(server: LiveServer, http: httpx.Client) -> None:
     run_id = deliver(http, "adm-4")
     wait_state(http, run_id, "succeeded")
-    with HttpRunsClient(server.url, TOKEN) as client:
-        runs, _ = client.list_runs(key="adm-4")
+    asyncio.run(check_runs_client(server.url, run_id))
+
+
+async def check_runs_client(url: str, run_id: str) -> None:
+    async with HttpRunsClient(url, TOKEN) as client:
+        runs, _ = await client.list(key="adm-4")
         assert [r["id"] for r in runs] == [run_id]
-        assert client.run_detail(run_id)["state"] == "succeeded"
-        assert client.replay(run_id)["links"]["replay_of"] == run_id
+        assert (await client.show(run_id))["state"] == "succeeded"
+        assert (await client.replay(run_id))["links"]["replay_of"] == run_id
         with pytest.raises(UsageError, match="no run 'zzz'"):
-            client.run_detail("zzz")
-    with HttpRunsClient(server.url, "wrong") as client, pytest.raises(UsageError, match="401"):
-        client.list_runs()
+            await client.show("zzz")
+    async with HttpRunsClient(url, "wrong") as client:
+        with pytest.raises(UsageError, match="401"):
+            await client.list()

@@ -1,4 +1,5 @@
-"""`syncline runs ... --url URL`: the admin API of a running server, as a runs client.
+"""`syncline runs ... --url URL`: the admin API of a running server, as a runs client
+(`engine.runtime.client.RunsClient`: list, show, resume, retry, cancel, replay, aclose).
 
 The token comes from SYNCLINE_ADMIN_TOKEN (read by the CLI and passed in). Every failure becomes
 a UsageError carrying the server's own error message, so the CLI prints it like a local one.
@@ -12,8 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from engine.errors import UsageError
-
-_ABSENT: Any = object()
+from engine.runtime.runtime import MISSING
 
 
 class HttpRunsClient:
@@ -25,25 +25,25 @@ class HttpRunsClient:
         token: str | None = None,
         *,
         timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         headers["X-Syncline-Actor"] = "cli"
         self.url = url.rstrip("/")
-        self._http = httpx.Client(
+        self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
         )
 
-    def __enter__(self) -> HttpRunsClient:
+    async def __aenter__(self) -> HttpRunsClient:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
-    def close(self) -> None:
-        self._http.close()
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
-    def list_runs(
+    async def list(
         self,
         *,
         flow: str | None = None,
@@ -64,40 +64,40 @@ class HttpRunsClient:
             }.items()
             if v is not None
         }
-        page = self._call("GET", "/api/v1/runs", params=params)
+        page = await self._call("GET", "/api/v1/runs", params=params)
         return page["runs"], page.get("next_cursor")
 
-    def run_detail(self, run_id: str) -> dict[str, Any]:
+    async def show(self, run_id: str) -> dict[str, Any]:
         """One run with steps, attempts and links."""
-        detail: dict[str, Any] = self._call("GET", f"/api/v1/runs/{quote(run_id, safe='')}")
+        detail: dict[str, Any] = await self._call("GET", f"/api/v1/runs/{quote(run_id, safe='')}")
         return detail
 
-    def resume(self, run_id: str, data: Any = _ABSENT) -> dict[str, Any]:
+    async def resume(self, run_id: str, data: Any = MISSING) -> dict[str, Any]:
         """Resume a parked run, optionally with corrected data."""
-        body = None if data is _ABSENT else {"data": data}
-        return self._action(run_id, "resume", body)
+        body = None if data is MISSING else {"data": data}
+        return await self._action(run_id, "resume", body)
 
-    def retry(self, run_id: str) -> dict[str, Any]:
-        return self._action(run_id, "retry")
+    async def retry(self, run_id: str) -> dict[str, Any]:
+        return await self._action(run_id, "retry")
 
-    def cancel(self, run_id: str) -> dict[str, Any]:
-        return self._action(run_id, "cancel")
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        return await self._action(run_id, "cancel")
 
-    def replay(self, run_id: str) -> dict[str, Any]:
-        return self._action(run_id, "replay")
+    async def replay(self, run_id: str) -> dict[str, Any]:
+        return await self._action(run_id, "replay")
 
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/api/v1/status")
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/api/v1/status")
         return result
 
-    def _action(self, run_id: str, action: str, body: Any = None) -> dict[str, Any]:
+    async def _action(self, run_id: str, action: str, body: Any = None) -> dict[str, Any]:
         path = f"/api/v1/runs/{quote(run_id, safe='')}/{action}"
-        result: dict[str, Any] = self._call("POST", path, json=body)
+        result: dict[str, Any] = await self._call("POST", path, json=body)
         return result
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise UsageError(f"cannot reach {self.url}: {exc}") from exc
         if response.is_success:
