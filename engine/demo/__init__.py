@@ -1,0 +1,152 @@
+"""`syncline demo`: the reference quote-to-cash integration end to end, against sandbox systems.
+
+    report = asyncio.run(run_demo(DemoOptions(events=40)))
+    report["reconciliation"]["ok"]
+
+Starts the four sandbox systems (`examples/sandbox`) and the Syncline server with an embedded
+SQLite store in a temporary folder, plays a scripted business day through real signed webhooks
+(`engine.demo.driver`), then reconciles the systems (`engine.demo.reconcile`) and reports
+(`engine.demo.report`). The project is the reference one at the root of the source checkout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from engine.demo.driver import Driver
+from engine.demo.reconcile import Reconciliation, reconcile
+from engine.demo.report import build_report, format_report
+from engine.demo.scenario import build_scenario
+from engine.demo.stack import Stack, locate_checkout
+
+__all__ = ["DemoOptions", "Progress", "format_report", "reconcile", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How big a day to play, and where."""
+
+    events: int = 40  # new-business deals; amendments, renewals etc. scale along
+    seed: int = 7
+    project: Path | None = None  # default: the source checkout this package runs from
+    concurrency: int = 32  # runs executing at once
+
+
+class Progress:
+    """A live status line on a terminal, plain lines otherwise (every `interval` seconds)."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = self.stream.isatty()
+        self.interval = interval if interval is not None else (0.2 if self.live else 5.0)
+        self.phase = "starting"
+        self._last = ""
+
+    def set_phase(self, name: str) -> None:
+        self.phase = name
+        if not self.live:
+            self.write(f"[demo] {name}")
+
+    def write(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[2K" + text[:150])
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+        self._last = text
+
+    def done(self) -> None:
+        if self.live and self._last:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+    async def watch(self, status: Callable[[], Any]) -> None:
+        """Write `await status()` every interval until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            self.write(f"[demo] {self.phase}: {await status()}")
+
+
+async def run_demo(options: DemoOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Play the day and return the report (see `engine.demo.report.build_report`)."""
+    progress = progress or Progress()
+    root = locate_checkout(options.project)
+    scenario = build_scenario(options.events, options.seed)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="syncline-demo-") as workdir:
+        stack = Stack(root, Path(workdir), concurrency=options.concurrency)
+        try:
+            progress.set_phase("starting the sandbox systems and Syncline")
+            await stack.start()
+            watcher = asyncio.create_task(progress.watch(lambda: _status(stack)))
+            try:
+                async with Driver(stack, scenario, progress.set_phase) as driver:
+                    log = await driver.play()
+                    progress.set_phase("reconciling")
+                    runs = await fetch_runs(driver.clients["syncline"])
+                    states = await fetch_states(driver.clients)
+            finally:
+                watcher.cancel()
+                progress.done()
+        finally:
+            await stack.stop()
+    return build_report(
+        events=len(scenario.deals),
+        seed=options.seed,
+        log=log,
+        runs=runs,
+        reconciliation=reconcile(states),
+        wall=time.perf_counter() - started,
+    )
+
+
+async def _status(stack: Stack) -> str:
+    counts = await stack.runtime.store.count_runs()
+    by_state: dict[str, int] = {}
+    for (_, state), n in counts.items():
+        by_state[state] = by_state.get(state, 0) + n
+    summary = ", ".join(f"{state} {n}" for state, n in sorted(by_state.items()))
+    return f"{sum(by_state.values())} runs ({summary}), queue {stack.runtime.queue_depth()}"
+
+
+async def fetch_runs(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """Every run, through the admin API (newest first, 500 a page)."""
+    runs: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        response = await client.get("/api/v1/runs", params={"limit": 500, "cursor": cursor})
+        response.raise_for_status()
+        page = response.json()
+        runs.extend(page["runs"])
+        if not page["next_cursor"]:
+            return runs
+        cursor = page["next_cursor"]
+
+
+async def fetch_states(clients: dict[str, httpx.AsyncClient]) -> dict[str, Any]:
+    """Each sandbox's `GET /sandbox/state`."""
+    names = ("crm", "erp", "billing", "support")
+    responses = await asyncio.gather(*(clients[n].get("/sandbox/state") for n in names))
+    for response in responses:
+        response.raise_for_status()
+    return {name: r.json() for name, r in zip(names, responses, strict=True)}
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """0 only when the systems reconcile."""
+    return 0 if report["reconciliation"]["ok"] else 1
+
+
+def reconciliation_of(report: dict[str, Any]) -> Reconciliation:
+    result = Reconciliation()
+    result.problems = list(report["reconciliation"]["problems"])
+    return result

@@ -1,0 +1,275 @@
+"""Reconciliation: do the four systems agree after the day? Read from their state, judged here.
+
+`reconcile(states)` takes what each sandbox's `GET /sandbox/state` returned (keyed by system name)
+and checks, for every closed-won deal in the CRM:
+
+- new business: exactly one ERP sales order (external_id = the opportunity id), exactly one
+  subscription (metadata.order_id) and an entitlement for the account; the order's currency is
+  the deal's and the subscription's; the order total is the deal amount plus its adjustments;
+  the order's recurring lines cost what the subscription bills per year; the entitlement has the
+  subscription's seats and is suspended exactly when the subscription is past due; the CRM
+  account links the subscription and shows the matching status;
+- renewals: exactly one ERP order for the new term, which the account's subscription points at,
+  with the same currency and yearly amount, and the CRM account marked renewed;
+
+then that every paid invoice was applied exactly once as an ERP payment of the same amount and
+currency, that no ERP order or subscription exists without its deal, and that no idempotency key
+wrote more than once in any system.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ONE_TIME_SKUS = frozenset({"SVC-ONBOARD"})
+TOLERANCE = 0.005  # amounts are compared in major units, to the cent
+
+
+@dataclass
+class Reconciliation:
+    """The verdict: `ok` when there is no problem; `checked` counts what was compared."""
+
+    checked: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def check(self, what: str, condition: bool, problem: str) -> bool:
+        self.checked[what] += 1
+        if not condition:
+            self.problems.append(problem)
+        return condition
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checked": dict(self.checked), "problems": list(self.problems)}
+
+
+@dataclass(frozen=True)
+class _Index:
+    """The records of the four systems, indexed the way the checks look them up."""
+
+    accounts: dict[str, Any]
+    won: list[Any]
+    orders: dict[str, list[Any]]  # external_id -> ERP sales orders
+    adjustments: dict[str, list[Any]]  # sales order id -> adjustments
+    payments: dict[str, list[Any]]  # external_id (billing invoice) -> ERP payments
+    subscriptions: dict[str, list[Any]]  # metadata.order_id -> subscriptions
+    subscriptions_by_id: dict[str, Any]
+    invoices: list[Any]
+    entitlements: dict[str, Any]
+
+
+def _group(records: list[Any], key: Any) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for record in records:
+        groups[key(record)].append(record)
+    return groups
+
+
+def index(states: Mapping[str, Mapping[str, Any]]) -> _Index:
+    crm, erp = states["crm"]["data"], states["erp"]["data"]
+    billing, support = states["billing"]["data"], states["support"]["data"]
+    return _Index(
+        accounts={a["Id"]: a for a in crm["accounts"]},
+        won=[o for o in crm["opportunities"] if o["StageName"] == "Closed Won"],
+        orders=_group(erp["sales_orders"], lambda o: o["external_id"]),
+        adjustments=_group(erp["adjustments"], lambda a: a["sales_order_id"]),
+        payments=_group(erp["payments"], lambda p: p.get("external_id")),
+        subscriptions=_group(billing["subscriptions"], lambda s: s["metadata"].get("order_id")),
+        subscriptions_by_id={s["id"]: s for s in billing["subscriptions"]},
+        invoices=billing["invoices"],
+        entitlements={e["account_id"]: e for e in support["entitlements"]},
+    )
+
+
+def reconcile(states: Mapping[str, Mapping[str, Any]]) -> Reconciliation:
+    """Check the systems' states against each other (see the module docstring)."""
+    result = Reconciliation()
+    data = index(states)
+    for deal in data.won:
+        if deal.get("Type") == "Renewal":
+            _renewal(result, data, deal)
+        else:
+            _new_business(result, data, deal)
+    _payments(result, data)
+    _orphans(result, data)
+    _idempotency(result, states)
+    return result
+
+
+def _label(deal: Mapping[str, Any]) -> str:
+    return f"deal {deal['Id']} ({deal['Name']})"
+
+
+def _one(result: Reconciliation, what: str, found: list[Any], label: str) -> Any:
+    if result.check(
+        what, len(found) == 1, f"{label}: expected exactly one {what}, found {len(found)}"
+    ):
+        return found[0]
+    return None
+
+
+def _new_business(result: Reconciliation, data: _Index, deal: Mapping[str, Any]) -> None:
+    label = _label(deal)
+    order = _one(result, "ERP sales order", data.orders.get(deal["Id"], []), label)
+    subscription = _one(result, "subscription", data.subscriptions.get(deal["Id"], []), label)
+    entitlement = data.entitlements.get(deal["AccountId"])
+    result.check(
+        "entitlement",
+        entitlement is not None,
+        f"{label}: no entitlement for account {deal['AccountId']}",
+    )
+    if order is not None:
+        adjusted = deal["Amount"] + sum(a["amount"] for a in data.adjustments.get(order["id"], []))
+        result.check(
+            "order amount",
+            _same(order["total"], adjusted),
+            f"{label}: ERP order {order['id']} totals {order['total']} "
+            f"{order['currency']}, the deal and its amendments {adjusted:.2f}",
+        )
+        result.check(
+            "order currency",
+            order["currency"] == deal["CurrencyIsoCode"],
+            f"{label}: ERP order in {order['currency']}, deal in {deal['CurrencyIsoCode']}",
+        )
+    if order is not None and subscription is not None:
+        _agree(result, label, order, subscription)
+    if subscription is not None:
+        _account_links(result, data, deal, subscription, entitlement)
+
+
+def _agree(
+    result: Reconciliation, label: str, order: Mapping[str, Any], subscription: Mapping[str, Any]
+) -> None:
+    """An ERP order and a subscription bill the same recurring amount in the same currency."""
+    recurring = sum(li["amount"] for li in order["lines"] if li["sku"] not in ONE_TIME_SKUS)
+    yearly = (
+        sum(i["price"]["unit_amount"] * i["quantity"] for i in subscription["items"]["data"]) / 100
+    )
+    result.check(
+        "subscription currency",
+        subscription["currency"].upper() == order["currency"],
+        f"{label}: subscription {subscription['id']} in "
+        f"{subscription['currency'].upper()}, ERP order {order['id']} in "
+        f"{order['currency']}",
+    )
+    result.check(
+        "subscription amount",
+        _same(recurring, yearly),
+        f"{label}: ERP order {order['id']} bills {recurring:.2f} recurring, "
+        f"subscription {subscription['id']} {yearly:.2f} per year",
+    )
+
+
+def _account_links(
+    result: Reconciliation,
+    data: _Index,
+    deal: Mapping[str, Any],
+    subscription: Mapping[str, Any],
+    entitlement: Mapping[str, Any] | None,
+) -> None:
+    label = _label(deal)
+    past_due = subscription["status"] == "past_due"
+    seats = sum(
+        i["quantity"] for i in subscription["items"]["data"] if i["price"]["product"] == "SEAT-STD"
+    )
+    if entitlement is not None:
+        result.check(
+            "entitlement seats",
+            entitlement["seats"] == seats,
+            f"{label}: entitlement has {entitlement['seats']} seats, subscription {seats}",
+        )
+        expected = "suspended" if past_due else "active"
+        result.check(
+            "entitlement status",
+            entitlement["status"] == expected,
+            f"{label}: entitlement is {entitlement['status']}, subscription is "
+            f"{subscription['status']}",
+        )
+    account = data.accounts.get(deal["AccountId"], {})
+    result.check(
+        "CRM account link",
+        account.get("Subscription_Id__c") == subscription["id"],
+        f"{label}: CRM account links subscription "
+        f"{account.get('Subscription_Id__c')}, billing has {subscription['id']}",
+    )
+    status = "Past Due" if past_due else "Active"
+    result.check(
+        "CRM account status",
+        account.get("Status__c") == status,
+        f"{label}: CRM account status is {account.get('Status__c')}, expected {status}",
+    )
+
+
+def _renewal(result: Reconciliation, data: _Index, deal: Mapping[str, Any]) -> None:
+    label = _label(deal)
+    order = _one(result, "ERP renewal order", data.orders.get(deal["Id"], []), label)
+    account = data.accounts.get(deal["AccountId"], {})
+    subscription = data.subscriptions_by_id.get(account.get("Subscription_Id__c") or "")
+    linked = (
+        subscription is not None and subscription["metadata"].get("current_order_id") == deal["Id"]
+    )
+    result.check(
+        "renewed subscription",
+        linked,
+        f"{label}: the account's subscription does not point at the renewal",
+    )
+    result.check(
+        "CRM renewal status",
+        account.get("Renewal_Status__c") == "Renewed",
+        f"{label}: CRM account renewal status is {account.get('Renewal_Status__c')}",
+    )
+    if order is not None and subscription is not None:
+        _agree(result, label, order, subscription)
+
+
+def _payments(result: Reconciliation, data: _Index) -> None:
+    for invoice in data.invoices:
+        if invoice["status"] != "paid":
+            continue
+        label = f"invoice {invoice['id']}"
+        payment = _one(result, "ERP payment", data.payments.get(invoice["id"], []), label)
+        if payment is None:
+            continue
+        amount = invoice["amount_paid"] / 100
+        result.check(
+            "payment amount",
+            _same(payment["amount"], amount) and payment["currency"] == invoice["currency"].upper(),
+            f"{label}: paid {amount:.2f} {invoice['currency'].upper()}, ERP payment "
+            f"{payment['id']} is {payment['amount']} {payment['currency']}",
+        )
+
+
+def _orphans(result: Reconciliation, data: _Index) -> None:
+    deals = {d["Id"] for d in data.won}
+    for external_id, orders in data.orders.items():
+        result.check(
+            "orphan orders",
+            external_id in deals,
+            f"ERP order {orders[0]['id']} has no closed-won deal ({external_id})",
+        )
+    for order_id, subscriptions in data.subscriptions.items():
+        result.check(
+            "orphan subscriptions",
+            order_id in deals,
+            f"subscription {subscriptions[0]['id']} has no closed-won deal ({order_id})",
+        )
+
+
+def _idempotency(result: Reconciliation, states: Mapping[str, Mapping[str, Any]]) -> None:
+    for system, state in sorted(states.items()):
+        for key, entry in state.get("idempotency", {}).items():
+            result.check(
+                "idempotency keys",
+                entry.get("writes", 0) <= 1,
+                f"{system}: idempotency key {key[:16]}... wrote {entry['writes']} times",
+            )
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(float(a) - float(b)) < TOLERANCE

@@ -1,0 +1,210 @@
+"""The demo's report: runs by flow and state, throughput, sync latency, exceptions and the
+reconciliation, as a dict (`--format json`) or as text."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from engine.demo.driver import DayLog
+from engine.demo.reconcile import Reconciliation
+
+STATES = (
+    "succeeded",
+    "filtered",
+    "parked",
+    "waiting",
+    "running",
+    "pending",
+    "dead-lettered",
+    "failed",
+    "compensated",
+    "cancelled",
+)
+UNFINISHED = frozenset({"pending", "running", "waiting"})
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest rank."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def sync_latencies(runs: Iterable[Mapping[str, Any]], exclude: set[str]) -> list[float]:
+    """Seconds from a webhook's acceptance to the last run it caused reaching its end state,
+    per business event (runs share the correlation id of the delivery that started them).
+    Events involving a run in `exclude` (an exception waiting for a human) are left out."""
+    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[run["correlation_id"]].append(run)
+    latencies = []
+    for group in groups.values():
+        if any(r["id"] in exclude or r["state"] in UNFINISHED for r in group):
+            continue
+        if all(r["state"] == "filtered" for r in group):
+            continue
+        latencies.append(max(r["updated_at"] for r in group) - min(r["created_at"] for r in group))
+    return latencies
+
+
+def runs_table(runs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    table: dict[str, Counter[str]] = defaultdict(Counter)
+    for run in runs:
+        table[run["flow"]][run["state"]] += 1
+    return {flow: dict(counts) for flow, counts in sorted(table.items())}
+
+
+def busy_seconds(runs: Iterable[Mapping[str, Any]]) -> float:
+    """Seconds in which at least one run was between acceptance and its end state: the union
+    of the runs' lifetimes, so the pauses between the day's phases do not count."""
+    spans = sorted((r["created_at"], r["updated_at"]) for r in runs)
+    total, start, end = 0.0, None, None
+    for begin, finish in spans:
+        if end is None or begin > end:
+            total += (end - start) if end is not None and start is not None else 0.0
+            start, end = begin, finish
+        else:
+            end = max(end, finish)
+    return total + ((end - start) if end is not None and start is not None else 0.0)
+
+
+def build_report(
+    *,
+    events: int,
+    seed: int,
+    log: DayLog,
+    runs: list[dict[str, Any]],
+    reconciliation: Reconciliation,
+    wall: float,
+) -> dict[str, Any]:
+    """Everything the demo shows, as data."""
+    executed = [r for r in runs if r["state"] != "filtered"]
+    busy = busy_seconds(executed)
+    latencies = sync_latencies(runs, {e.run_id for e in log.exceptions})
+    return {
+        "events": events,
+        "seed": seed,
+        "duration_s": round(wall, 2),
+        "day": {
+            "phases": [{"name": n, "seconds": round(s, 2)} for n, s in log.phases],
+            **log.counts,
+            "faults": list(log.faults),
+        },
+        "runs": {
+            "total": len(runs),
+            "executed": len(executed),
+            "by_flow": runs_table(runs),
+            "busy_s": round(busy, 2),
+            "throughput_runs_per_s": round(len(executed) / busy, 1) if busy else None,
+        },
+        "latency_ms": _latency(latencies),
+        "exceptions": [_exception(e) for e in log.exceptions],
+        "reconciliation": reconciliation.as_dict(),
+    }
+
+
+def _latency(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"samples": 0}
+    ms = [v * 1000 for v in values]
+    return {
+        "samples": len(ms),
+        "p50": round(percentile(ms, 50), 1),
+        "p95": round(percentile(ms, 95), 1),
+        "max": round(max(ms), 1),
+        "mean": round(statistics.fmean(ms), 1),
+    }
+
+
+def _exception(e: Any) -> dict[str, Any]:
+    resolved = e.state == "succeeded" and e.finished_at is not None
+    return {
+        "run_id": e.run_id,
+        "flow": e.flow,
+        "reason": e.reason,
+        "erp_code": e.erp_code,
+        "fix": e.fix,
+        "state": e.state,
+        "resolution_s": round(e.finished_at - e.parked_at, 2) if resolved else None,
+    }
+
+
+# -- text ------------------------------------------------------------------------------------
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as a terminal shows it."""
+    lines = [
+        f"Syncline demo: {report['events']} deals (seed {report['seed']}) in "
+        f"{report['duration_s']:.1f} s",
+        "",
+    ]
+    lines += _day(report["day"])
+    lines += _runs(report["runs"], report["latency_ms"])
+    lines += _exceptions(report["exceptions"])
+    lines += _reconciliation(report["reconciliation"])
+    return "\n".join(lines)
+
+
+def _day(day: Mapping[str, Any]) -> list[str]:
+    lines = ["The day"]
+    lines += [f"  {p['name']:<32} {p['seconds']:6.1f} s" for p in day["phases"]]
+    counts = {k: v for k, v in day.items() if k not in ("phases", "faults")}
+    lines.append("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lines += [f"  fault: {f}" for f in day["faults"]]
+    return [*lines, ""]
+
+
+def _runs(runs: Mapping[str, Any], latency: Mapping[str, Any]) -> list[str]:
+    states = [s for s in STATES if any(s in c for c in runs["by_flow"].values())]
+    width = max([len(f) for f in runs["by_flow"]] + [4])
+    lines = [
+        "Runs by flow and state",
+        "  " + "flow".ljust(width) + "".join(f"{s:>15}" for s in states),
+    ]
+    for flow, counts in runs["by_flow"].items():
+        lines.append("  " + flow.ljust(width) + "".join(f"{counts.get(s, 0):>15}" for s in states))
+    lines.append(
+        f"  {runs['total']} runs, {runs['executed']} executed; throughput "
+        f"{runs['throughput_runs_per_s']} runs/s (over the {runs['busy_s']:.1f} s runs were "
+        "in flight)"
+    )
+    if latency.get("samples"):
+        lines.append(
+            f"  sync latency (webhook accepted -> last run done): p50 "
+            f"{latency['p50']:.0f} ms, p95 {latency['p95']:.0f} ms, max "
+            f"{latency['max']:.0f} ms over {latency['samples']} business events"
+        )
+    return [*lines, ""]
+
+
+def _exceptions(exceptions: list[Mapping[str, Any]]) -> list[str]:
+    lines = [f"Exceptions ({len(exceptions)})"]
+    for e in exceptions:
+        reason = e["reason"] or {}
+        code = e["erp_code"] or reason.get("code")
+        lines.append(
+            f"  {e['flow']} run {e['run_id'][:12]} parked at step '{reason.get('step')}'"
+            f": {code} ({reason.get('code')})"
+        )
+        if e["fix"]:
+            lines.append(f"    operator: {e['fix']}; resumed")
+        outcome = (
+            f"resolved in {e['resolution_s']:.1f} s"
+            if e["resolution_s"] is not None
+            else f"unresolved, {e['state']}"
+        )
+        lines.append(f"    {outcome}")
+    return [*lines, ""]
+
+
+def _reconciliation(result: Mapping[str, Any]) -> list[str]:
+    checks = sum(result["checked"].values())
+    verdict = "OK" if result["ok"] else f"FAILED ({len(result['problems'])} problems)"
+    lines = [f"Reconciliation across CRM, ERP, billing and support: {verdict}, {checks} checks"]
+    lines += [f"  {name}: {n}" for name, n in sorted(result["checked"].items())]
+    lines += [f"  PROBLEM {p}" for p in result["problems"][:50]]
+    if len(result["problems"]) > 50:
+        lines.append(f"  ... and {len(result['problems']) - 50} more")
+    return lines

@@ -1,0 +1,155 @@
+"""The running pieces of `syncline demo`: the four sandbox systems (in-process, free ports), the
+Syncline server (`engine.server`, on uvicorn, in this event loop) with an embedded SQLite store in
+a temporary folder, and the wiring between them (URLs, generated secrets, webhook targets)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import importlib
+import secrets as random_secrets
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from engine.errors import UsageError
+from engine.server.config import ServerConfig
+from engine.server.serve import build_server
+from engine.server.state import ServerState
+
+ENVIRONMENT = "demo"
+HOOKS = {"crm": "/hooks/crm/opportunity", "billing": "/hooks/billing"}
+
+
+def locate_checkout(project: Path | None = None) -> Path:
+    """The reference project: `project`, else the source checkout this package runs from.
+
+    The demo needs the checkout (syncline.yaml, flows/, mappings/, policies/ and
+    examples/sandbox/), which `pip install -e .` provides from any working directory."""
+    root = project.resolve() if project else Path(__file__).resolve().parents[2]
+    if not (root / "syncline.yaml").is_file() or not (root / "examples" / "sandbox").is_dir():
+        raise UsageError(
+            f"{root} is not a Syncline source checkout (syncline.yaml and "
+            "examples/sandbox/ are needed): pass --project CHECKOUT, or install "
+            "with `pip install -e .` from a clone"
+        )
+    return root
+
+
+def import_sandbox(root: Path) -> Any:
+    """`examples.sandbox` of the checkout at `root` (it is not part of the installed package)."""
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    return importlib.import_module("examples.sandbox")
+
+
+def make_secrets() -> dict[str, str]:
+    """Fresh API tokens and webhook signing secrets, shared by the sandboxes and the server."""
+    tokens = {
+        f"{name}_TOKEN": random_secrets.token_urlsafe(24)
+        for name in ("CRM", "ERP", "BILLING", "SUPPORT")
+    }
+    crm_key = base64.b64encode(random_secrets.token_bytes(32)).decode()
+    return {
+        **tokens,
+        "CRM_WEBHOOK_SECRET": f"whsec_{crm_key}",
+        "BILLING_WEBHOOK_SECRET": f"whsec_{random_secrets.token_hex(24)}",
+    }
+
+
+def sandbox_config(secrets: dict[str, str], erp_rate: float) -> dict[str, dict[str, Any]]:
+    """Per-system sandbox settings: auth tokens, webhook secrets, patient webhook retries."""
+    webhooks = {"webhook_max_attempts": 10, "webhook_backoff": (0.1, 0.25, 0.5, 1.0, 2.0)}
+    return {
+        "crm": {
+            "auth_token": secrets["CRM_TOKEN"],
+            "webhook_secret": secrets["CRM_WEBHOOK_SECRET"],
+            **webhooks,
+        },
+        "erp": {"auth_token": secrets["ERP_TOKEN"], "rate_limit": (erp_rate, int(erp_rate))},
+        "billing": {
+            "auth_token": secrets["BILLING_TOKEN"],
+            "webhook_secret": secrets["BILLING_WEBHOOK_SECRET"],
+            **webhooks,
+        },
+        "support": {"auth_token": secrets["SUPPORT_TOKEN"]},
+    }
+
+
+class Stack:
+    """Start with `await stack.start()`, stop with `await stack.stop()` (always, in finally)."""
+
+    def __init__(
+        self, root: Path, workdir: Path, *, erp_rate: float = 200.0, concurrency: int = 32
+    ) -> None:
+        self.root, self.workdir = root, workdir
+        self.erp_rate, self.concurrency = erp_rate, concurrency
+        self.secrets = make_secrets()
+        self.sandbox: Any = None
+        self.state: ServerState | None = None
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def runtime(self) -> Any:
+        assert self.state is not None
+        return self.state.runtime
+
+    async def start(self) -> None:
+        module = import_sandbox(self.root)
+        self.sandbox = module.Sandbox(**sandbox_config(self.secrets, self.erp_rate))
+        await asyncio.to_thread(self.sandbox.start)
+        urls = self.sandbox.urls
+        environ = {f"{name.upper()}_URL": url for name, url in urls.items()}
+        config = ServerConfig(
+            project=self.root, environment=ENVIRONMENT, watch=False, shutdown_grace=5.0
+        )
+        app, self.state = build_server(
+            config,
+            environ=environ,
+            secrets=self.secrets,
+            database=str(self.workdir / "syncline.db"),
+            concurrency=self.concurrency,
+        )
+        await self._serve(app)
+        for name, path in HOOKS.items():
+            self.sandbox.systems[name].configure_webhook(url=self.url + path)
+
+    async def _serve(self, app: Any) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        config = uvicorn.Config(
+            app,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+        )
+        self._server = server = uvicorn.Server(config)
+        self._task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise UsageError("the Syncline server stopped while starting")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.sandbox is not None:
+            await asyncio.to_thread(self.sandbox.stop)
+
+    async def webhooks_idle(self, timeout: float) -> bool:
+        """Wait until every sandbox has delivered what it queued; False on timeout."""
+        systems = self.sandbox.systems.values()
+        done = await asyncio.gather(*(asyncio.to_thread(s.wait_webhooks, timeout) for s in systems))
+        return all(done)
