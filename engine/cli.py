@@ -121,7 +121,9 @@ def graph(project: Path, environment: str | None, fmt: str) -> None:
     """Print the plan's flows, steps, systems and events as a graph."""
     from engine.render import RENDERERS
 
-    plan, _ = compile_or_report(project, environment)
+    plan, diagnostics = compile_or_report(project, environment, fmt)  # prints nothing
+    for diagnostic in sorted(diagnostics):  # stderr: stdout is the graph (warnings included)
+        click.echo(diagnostic.format(), err=True)
     if plan is None:
         sys.exit(1)
     click.echo(RENDERERS[fmt](plan), nl=False)
