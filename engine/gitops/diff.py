@@ -253,9 +253,9 @@ def schemas_in_use(bundle: Mapping[str, Any]) -> dict[str, int]:
             highest[name] = max(version, highest.get(name, 0))
     used: dict[str, int] = {}
     for ref in _schema_refs(docs.values()):
-        name, version = split_ref(ref)
+        name, pinned = split_ref(ref)
         if name in highest:
-            used[name] = max(used.get(name, 0), version or highest[name])
+            used[name] = max(used.get(name, 0), pinned or highest[name])
     return {name: used.get(name, version) for name, version in highest.items()}
 
 
@@ -325,8 +325,9 @@ def _locate(
     documents: Sequence[Document], name: str, version: int, change: BreakingChange
 ) -> SourceLocation:
     for doc in documents:
-        data = doc.data if isinstance(doc.data, dict) else {}
-        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        data: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
+        metadata = data.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
         if (
             data.get("kind") == "Schema"
             and metadata.get("name") == name
