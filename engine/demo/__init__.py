@@ -22,13 +22,21 @@ from typing import Any, TextIO
 
 import httpx
 
-from engine.demo.driver import Driver
-from engine.demo.reconcile import Reconciliation, reconcile
+from engine.demo.driver import DayLog, Driver
+from engine.demo.reconcile import reconcile
 from engine.demo.report import build_report, format_report
-from engine.demo.scenario import build_scenario
+from engine.demo.scenario import Scenario, build_scenario
 from engine.demo.stack import Stack, locate_checkout
 
-__all__ = ["DemoOptions", "Progress", "format_report", "reconcile", "run_demo"]
+__all__ = [
+    "DemoOptions",
+    "Progress",
+    "exit_code",
+    "format_report",
+    "play_day",
+    "reconcile",
+    "run_demo",
+]
 
 
 @dataclass(frozen=True)
@@ -87,16 +95,7 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
         try:
             progress.set_phase("starting the sandbox systems and Syncline")
             await stack.start()
-            watcher = asyncio.create_task(progress.watch(lambda: _status(stack)))
-            try:
-                async with Driver(stack, scenario, progress.set_phase) as driver:
-                    log = await driver.play()
-                    progress.set_phase("reconciling")
-                    runs = await fetch_runs(driver.clients["syncline"])
-                    states = await fetch_states(driver.clients)
-            finally:
-                watcher.cancel()
-                progress.done()
+            log, runs, states = await play_day(stack, scenario, progress)
         finally:
             await stack.stop()
     return build_report(
@@ -107,6 +106,23 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
         reconciliation=reconcile(states),
         wall=time.perf_counter() - started,
     )
+
+
+async def play_day(
+    stack: Stack, scenario: Scenario, progress: Progress
+) -> tuple[DayLog, list[dict[str, Any]], dict[str, Any]]:
+    """Play `scenario` on a started stack; the day's log, every run, and the systems' states."""
+    watcher = asyncio.create_task(progress.watch(lambda: _status(stack)))
+    try:
+        async with Driver(stack, scenario, progress.set_phase) as driver:
+            log = await driver.play()
+            progress.set_phase("reconciling")
+            runs = await fetch_runs(driver.clients["syncline"])
+            states = await fetch_states(driver.clients)
+    finally:
+        watcher.cancel()
+        progress.done()
+    return log, runs, states
 
 
 async def _status(stack: Stack) -> str:
@@ -144,9 +160,3 @@ async def fetch_states(clients: dict[str, httpx.AsyncClient]) -> dict[str, Any]:
 def exit_code(report: dict[str, Any]) -> int:
     """0 only when the systems reconcile."""
     return 0 if report["reconciliation"]["ok"] else 1
-
-
-def reconciliation_of(report: dict[str, Any]) -> Reconciliation:
-    result = Reconciliation()
-    result.problems = list(report["reconciliation"]["problems"])
-    return result
