@@ -86,12 +86,13 @@ def validate(project: Path, environment: str | None, fmt: str) -> None:
 @FORMAT
 def test(project: Path, environment: str | None, pattern: str | None, fmt: str) -> None:
     """Run every Mapping's and Flow's `tests:`; pytest-like summary, exit 1 on failure."""
+    from engine.runtime.testing import run_flow_tests
     from engine.testing import run_tests
 
     plan, _ = compile_or_report(project, environment)
     if plan is None:
         sys.exit(1)
-    results = run_tests(plan, project.resolve(), pattern)
+    results = run_tests(plan, project.resolve(), pattern, flow_runner=run_flow_tests)
     failed = [r for r in results if not r.passed]
     if fmt == "json":
         emit_json([{"id": r.id, "passed": r.passed, "detail": r.detail} for r in results])
@@ -287,6 +288,182 @@ def status(url: str, environment: str | None, project: Path, fmt: str) -> None:
     else:
         click.echo(render_text(drift, url), nl=False)
     sys.exit(0 if drift.in_sync else 1)
+
+
+# -- run one flow, and operate on runs (engine.runtime.client does the work) ---------------------
+PROJECT_OPTION = click.option("--project", type=click.Path(file_okay=False, path_type=Path),
+                              default=".", show_default=True, help="The project directory.")
+
+
+def _read_data(file: Path) -> Any:
+    """A JSON or YAML payload file."""
+    from engine.testing import load_fixture
+
+    return load_fixture(None, str(file.resolve()), Path("/"))
+
+
+def _fail_usage(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@main.command("run")
+@click.argument("flow")
+@click.option("--input", "input_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Payload file.")
+@click.option("--dry-run", is_flag=True, help="Make no calls: print the calls it would make.")
+@PROJECT_OPTION
+@ENV
+@click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="File of secrets (YAML/JSON map or NAME=value lines).")
+@FORMAT
+def run_command(flow: str, input_file: Path, dry_run: bool, project: Path,
+                environment: str | None, secrets_file: Path | None, fmt: str) -> None:
+    """Execute one flow locally on a payload and print the run (steps, outputs, reason).
+
+    The run is kept in the project's store (see `syncline runs`). With --dry-run, every System
+    is stubbed (200 {}), nothing is stored and no secrets are needed."""
+    import asyncio
+
+    from engine.errors import SynclineError, UsageError
+    from engine.runtime.client import run_local
+    from engine.server.serve import load_secrets
+
+    plan, _ = compile_or_report(project, environment)
+    if plan is None:
+        sys.exit(1)
+    try:
+        data = _read_data(input_file)
+        secrets = {} if dry_run else load_secrets(os.environ, secrets_file)
+        detail = asyncio.run(run_local(plan, project.resolve(), flow, data, dry_run=dry_run,
+                                       secrets=secrets))
+    except UsageError as exc:
+        _fail_usage(exc)
+    except SynclineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        emit_json(detail)
+    else:
+        _print_run(detail, dry_run)
+    sys.exit(0 if detail.get("state") in ("succeeded", "filtered") else 1)
+
+
+def _print_run(detail: dict[str, Any], dry_run: bool = False) -> None:
+    if dry_run:
+        for call in detail.get("calls", []):
+            click.echo(f"would call {call['system']}.{call['operation']}: "
+                       f"{call['method']} {call['url']}")
+            for name, value in call["headers"].items():
+                click.echo(f"  {name}: {value}")
+            if call["body"] is not None:
+                click.echo("  " + json.dumps(call["body"], indent=2).replace("\n", "\n  "))
+    click.echo(f"run {detail['id']} {detail['flow']}@{detail['flow_version']}: {detail['state']}")
+    if detail.get("reason"):
+        reason = detail["reason"]
+        click.echo(f"  reason: {reason['code']} at step {reason['step']}: {reason['message']}")
+    for step in detail.get("steps", []):
+        tries = len(step["attempts"])
+        click.echo(f"  {step['id']:<20} {step['state']:<12} attempts={tries} "
+                   f"output={json.dumps(step['output'], default=str)[:200]}")
+
+
+@main.group()
+def runs() -> None:
+    """Run history and operator actions on the project's local store."""
+
+
+def _with_client(project: Path, environment: str | None, action: Any) -> Any:
+    """Open the local runs client, run `await action(client)`, close it; usage errors exit 2."""
+    import asyncio
+
+    from engine.errors import StoreError, UsageError
+    from engine.runtime.client import LocalRunsClient, load_project_plan
+
+    async def go() -> Any:
+        client = await LocalRunsClient(project.resolve(), load_project_plan(project, environment)
+                                       ).open()
+        try:
+            return await action(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(go())
+    except DefinitionErrors as exc:
+        print_diagnostics(exc.diagnostics)
+        sys.exit(1)
+    except (UsageError, StoreError) as exc:
+        _fail_usage(exc)
+
+
+@runs.command("list")
+@PROJECT_OPTION
+@ENV
+@click.option("--flow", default=None, help="Only runs of this flow.")
+@click.option("--state", default=None, help="Only runs in this state.")
+@click.option("--key", default=None, help="Only runs with this idempotency key.")
+@click.option("--cursor", default=None, help="Continue after this cursor (from the last page).")
+@click.option("--limit", default=50, show_default=True, type=int)
+@FORMAT
+def runs_list(project: Path, environment: str | None, flow: str | None, state: str | None,
+              key: str | None, cursor: str | None, limit: int, fmt: str) -> None:
+    """Runs, newest first."""
+    items, following = _with_client(project, environment, lambda c: c.list(
+        flow=flow, state=state, key=key, cursor=cursor, limit=limit))
+    if fmt == "json":
+        emit_json({"runs": items, "cursor": following})
+        return
+    for run in items:
+        reason = run["reason"]["code"] if run["reason"] else ""
+        click.echo(f"{run['id']}  {run['flow']}@{run['flow_version']:<3} {run['state']:<14} "
+                   f"key={run['key']} {reason}".rstrip())
+    if following:
+        click.echo(f"(more: --cursor {following})")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@PROJECT_OPTION
+@ENV
+@FORMAT
+def runs_show(run_id: str, project: Path, environment: str | None, fmt: str) -> None:
+    """One run with its steps, attempts and lineage."""
+    detail = _with_client(project, environment, lambda c: c.show(run_id))
+    emit_json(detail) if fmt == "json" else _print_run(detail)
+
+
+def _action(name: str, doc: str) -> None:
+    @runs.command(name, help=doc)
+    @click.argument("run_id")
+    @PROJECT_OPTION
+    @ENV
+    @FORMAT
+    def command(run_id: str, project: Path, environment: str | None, fmt: str) -> None:
+        detail = _with_client(project, environment, lambda c: getattr(c, name)(run_id))
+        emit_json(detail) if fmt == "json" else _print_run(detail)
+
+
+_action("retry", "Queue a dead-lettered run again (same idempotency keys).")
+_action("cancel", "Cancel a run; its completed steps are compensated.")
+_action("replay", "Run a run's event again under the current plan (a new, linked run).")
+
+
+@runs.command("resume")
+@click.argument("run_id")
+@click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Corrected payload (JSON or YAML) to run on.")
+@PROJECT_OPTION
+@ENV
+@FORMAT
+def runs_resume(run_id: str, data_file: Path | None, project: Path, environment: str | None,
+                fmt: str) -> None:
+    """Queue a parked run again, optionally with corrected data."""
+    from engine.runtime.runtime import MISSING
+
+    data = _read_data(data_file) if data_file else MISSING
+    detail = _with_client(project, environment, lambda c: c.resume(run_id, data))
+    emit_json(detail) if fmt == "json" else _print_run(detail)
 
 
 @main.command()

@@ -225,7 +225,7 @@ class Runtime:
         run = await self.wait(acceptance.run_id, timeout)
         if run.state not in STOPPED_STATES:
             return ApiResult(run.id, "timeout")
-        return await self._api_result(run)
+        return await self.api_result(run)
 
     def _event(self, meta: EventMeta, data: Any) -> EventRecord:
         when = meta.time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -573,7 +573,8 @@ class Runtime:
         following = str(runs[-1].seq) if len(runs) == limit else None
         return [run_summary(run) for run in runs], following
 
-    async def _api_result(self, run: RunRecord) -> ApiResult:
+    async def api_result(self, run: RunRecord) -> ApiResult:
+        """What a stopped run answers: the flow's `output`, or its reason and field errors."""
         reason = None if run.reason is None else run.reason.__dict__.copy()
         steps = await self.store.get_steps(run.id)
         if run.state != "succeeded":

@@ -1,0 +1,174 @@
+"""What `syncline run` and `syncline runs ...` do, behind a small "runs client" interface so the
+CLI stays a thin layer: `LocalRunsClient` works on a project's SQLite store; a client for a
+running server (`--url`) implements the same methods over the admin API."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.compiler import compile_project
+from engine.compiler.plan import Plan
+from engine.errors import UsageError
+from engine.model.flow import StubResponse
+from engine.runtime.calls import missing_secrets
+from engine.runtime.runtime import MISSING, EventMeta, Runtime
+from engine.runtime.stubs import StubTransport, placeholder_secrets
+from engine.runtime.testing import run_and_describe
+from engine.store.sqlite import SQLiteStore
+
+RUN_TIMEOUT = 300.0
+
+
+def store_path(project: Path) -> Path:
+    """Where a project keeps its embedded store."""
+    return project / ".syncline" / "syncline.db"
+
+
+class RunsClient(Protocol):
+    """Operator actions and run history, local or remote."""
+
+    async def list(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        key: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+    async def show(self, run_id: str) -> dict[str, Any]: ...
+    async def resume(self, run_id: str, data: Any = MISSING) -> dict[str, Any]: ...
+    async def retry(self, run_id: str) -> dict[str, Any]: ...
+    async def cancel(self, run_id: str) -> dict[str, Any]: ...
+    async def replay(self, run_id: str) -> dict[str, Any]: ...
+    async def aclose(self) -> None: ...
+
+
+class LocalRunsClient:
+    """Runs in `<project>/.syncline/syncline.db`. Actions change the store; the runtime serving
+    the project (`syncline serve`) executes the queued runs."""
+
+    def __init__(self, project: Path, plan: Plan, actor: str | None = None) -> None:
+        path = store_path(project)
+        if not path.exists():
+            raise UsageError(f"no local store at {path} (nothing has run in this project yet)")
+        self._store = SQLiteStore(path)
+        self._runtime = Runtime(self._store, plan)
+        self._actor = actor or f"cli:{os.environ.get('USER', 'operator')}"
+
+    async def open(self) -> LocalRunsClient:
+        await self._store.open()
+        return self
+
+    async def aclose(self) -> None:
+        await self._store.close()
+
+    async def list(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        key: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return await self._runtime.list_runs(
+            flow=flow, state=state, key=key, cursor=cursor, limit=limit
+        )
+
+    async def show(self, run_id: str) -> dict[str, Any]:
+        detail = await self._runtime.run_detail(run_id)
+        if detail is None:
+            raise UsageError(f"no run '{run_id}'")
+        return detail
+
+    async def resume(self, run_id: str, data: Any = MISSING) -> dict[str, Any]:
+        await self._runtime.resume(run_id, data, actor=self._actor)
+        return await self.show(run_id)
+
+    async def retry(self, run_id: str) -> dict[str, Any]:
+        await self._runtime.retry(run_id, actor=self._actor)
+        return await self.show(run_id)
+
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        await self._runtime.cancel(run_id, actor=self._actor)
+        return await self.show(run_id)
+
+    async def replay(self, run_id: str) -> dict[str, Any]:
+        record = await self._runtime.replay(run_id, actor=self._actor)
+        return await self.show(record.id)
+
+
+async def run_local(
+    plan: Plan,
+    project: Path,
+    flow_name: str,
+    data: Any,
+    *,
+    dry_run: bool = False,
+    secrets: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Execute one flow on `data` with the real runtime: against the Systems, in the project's
+    store; or with `dry_run`, against stubs that answer 200 `{}`, in a throwaway store. Returns
+    the run's detail plus the calls a dry run would have made."""
+    flow = plan.flows.get(flow_name)
+    if flow is None:
+        raise UsageError(f"no flow '{flow_name}' (flows: {', '.join(sorted(plan.flows))})")
+    stubs = StubTransport(plan, default=StubResponse(status=200, body={})) if dry_run else None
+    if dry_run:
+        secrets = placeholder_secrets(plan)
+    else:
+        missing = missing_secrets(plan.systems.values(), secrets or {})
+        if missing:
+            raise UsageError(
+                f"missing secrets: {', '.join(missing)} "
+                "(set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
+            )
+    with tempfile.TemporaryDirectory(prefix="syncline-run-") as tmp:
+        path = Path(tmp) / "dry-run.db" if dry_run else store_path(project)
+        async with SQLiteStore(path) as store:
+            runtime = Runtime(
+                store,
+                plan,
+                secrets=secrets,
+                poll=0.05,
+                transport=stubs.transport() if stubs else None,
+            )
+            await runtime.start()
+            try:
+                return await _run_one(runtime, flow_name, data, stubs)
+            finally:
+                await runtime.stop(grace=5)
+
+
+async def _run_one(
+    runtime: Runtime, flow_name: str, data: Any, stubs: StubTransport | None
+) -> dict[str, Any]:
+    flow = runtime.plan.flows[flow_name]
+    if stubs is not None:
+        described = await run_and_describe(runtime, flow, data, stubs)
+        calls = [
+            {
+                "system": c.system,
+                "operation": c.operation,
+                "method": c.method,
+                "url": c.url,
+                "headers": c.headers,
+                "body": c.body,
+            }
+            for c in stubs.calls
+        ]
+        return {**described["detail"], "calls": calls}
+    meta = EventMeta(id=None, type=f"cli:{flow.name}", source="syncline-cli")
+    acceptance = await runtime.ingest(flow, data, meta)
+    run = await runtime.wait(acceptance.run_id, RUN_TIMEOUT)
+    return await runtime.run_detail(run.id) or {}
+
+
+def load_project_plan(project: Path, environment: str | None) -> Plan:
+    """The project's plan for an environment (raises DefinitionErrors)."""
+    return compile_project(project, environment=environment, environ=os.environ)
