@@ -62,8 +62,9 @@ def parse_json(state: ServerState, body: bytes) -> Any:
     try:
         return json_loads_bounded(body, state.config.max_depth)
     except EventFormatError as exc:
-        extra = {"line": exc.line, "col": exc.col} if exc.line is not None else {}
-        raise Problem(400, exc.code, exc.message, **extra) from None
+        if exc.line is not None:
+            raise Problem(400, exc.code, exc.message, line=exc.line, col=exc.col) from None
+        raise Problem(400, exc.code, exc.message) from None
 
 
 def correlation(headers: Mapping[str, str]) -> tuple[str | None, str | None]:

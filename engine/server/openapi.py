@@ -10,7 +10,7 @@ from engine.compiler.plan import Plan
 ERROR = {"$ref": "#/components/schemas/Error"}
 ACCEPTED = {"$ref": "#/components/schemas/Accepted"}
 RUN = {"$ref": "#/components/schemas/Run"}
-JSON_BODY = {"content": {"application/json": {"schema": {}}}}
+JSON_BODY: dict[str, Any] = {"content": {"application/json": {"schema": {}}}}
 
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {
@@ -94,7 +94,7 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
 
 
 def _fixed() -> dict[str, Any]:
-    admin = [{"admin": []}]
+    admin: list[dict[str, list[str]]] = [{"admin": []}]
     run_id = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
     listing = [
         {"name": n, "in": "query", "schema": {"type": "string"}}

@@ -153,7 +153,7 @@ def run_server(
         lifespan="on",
         access_log=False,
         log_level=log_level,
-        timeout_graceful_shutdown=grace,
+        timeout_graceful_shutdown=max(1, round(grace)),
         server_header=False,
         **options,
     )
