@@ -160,3 +160,14 @@ def test_a_lookalike_elsewhere_is_a_removal_not_a_rename() -> None:
     new = _with(id=None, status={"type": "string"})
     kinds = [(c.kind, c.field) for c in breaking_changes(OLD, new)]
     assert kinds == [("removed", "id")]
+
+
+def test_a_rename_in_place_keeps_its_neighbour() -> None:
+    properties = dict(OLD["properties"])  # type: ignore[call-overload]
+    renamed = {("count" if k == "qty" else k): v for k, v in properties.items()}
+    (change,) = breaking_changes(OLD, {**OLD, "properties": renamed})
+    assert (change.kind, change.field, change.message) == (
+        "renamed",
+        "qty",
+        "renamed field 'qty' to 'count'",
+    )

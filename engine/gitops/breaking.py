@@ -145,7 +145,8 @@ def _compare_properties(
 
 def _renames(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, str]:
     """Old name -> new name, for a removed field whose exact definition reappears under a new
-    name that stands where the old one stood, or reads like it (`qty` -> `quantity`)."""
+    name that stands where the old one stood (after the same field), or reads like it
+    (`qty` -> `quantity`)."""
     old_names, new_names = list(before), list(after)
     added = [name for name in after if name not in before]
     renamed: dict[str, str] = {}
@@ -155,11 +156,17 @@ def _renames(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, s
         for candidate in added:
             if after[candidate] != before[name] or candidate in renamed.values():
                 continue
-            same_place = old_names.index(name) == new_names.index(candidate)
+            same_place = _before(old_names, name) == _before(new_names, candidate)
             if same_place or SequenceMatcher(None, name, candidate).ratio() >= 0.6:
                 renamed[name] = candidate
                 break
     return renamed
+
+
+def _before(names: list[str], name: str) -> str | None:
+    """The field just before `name` (a renamed field keeps its neighbour)."""
+    at = names.index(name)
+    return names[at - 1] if at else None
 
 
 def _compare_required(
