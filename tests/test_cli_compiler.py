@@ -96,7 +96,9 @@ def test_graph_formats_show_flows_steps_systems_and_events() -> None:
     edges = {(e["source"], e["target"], e["kind"]) for e in as_json["edges"]}
     assert ("step:closed-won-to-order.order", "step:closed-won-to-order.check", "depends") in edges
     assert ("step:closed-won-to-order.erp", "system:erp", "calls") in edges
-    assert ("system:crm", "flow:closed-won-to-order", "triggers") in edges
+    assert ("system:crm", "flow:crm-opportunity-events", "triggers") in edges
+    closed_won = "event:com.acme.opportunity.closed-won"
+    assert (closed_won, "flow:closed-won-to-order", "triggers") in edges
     mermaid = runner.invoke(main, ["graph", str(ROOT)]).output
     assert mermaid.startswith("flowchart LR\n")
     assert "step_closed_won_to_order_erp ==>|calls| system_erp" in mermaid
