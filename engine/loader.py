@@ -136,7 +136,8 @@ class _Converter:
         merged: dict[str, Any] = {}
         for source in reversed(sources):
             if not isinstance(source, MappingNode):
-                raise _Refused("E_YAML", "a merge key '<<' takes a mapping or a list of them", source)
+                message = "a merge key '<<' takes a mapping or a list of them"
+                raise _Refused("E_YAML", message, source)
             merged.update(self.convert(source, path, depth + 1))
         return merged
 

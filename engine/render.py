@@ -36,7 +36,8 @@ def plan_graph(plan: Plan) -> tuple[list[Node], list[Edge]]:
         fid = node(f"flow:{flow.name}", "flow", flow.ident)
         trigger = flow.trigger
         if trigger.event:
-            edges.append(Edge(node(f"event:{trigger.event}", "event", trigger.event), fid, "triggers"))
+            event_id = node(f"event:{trigger.event}", "event", trigger.event)
+            edges.append(Edge(event_id, fid, "triggers"))
         elif trigger.system is not None:
             sys_id = node(f"system:{trigger.system.name}", "system", trigger.system.name)
             edges.append(Edge(sys_id, fid, "triggers"))

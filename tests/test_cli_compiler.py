@@ -54,7 +54,9 @@ spec:
 def _project(project) -> Path:
     return project({
         "mappings/order.yaml": SCHEMA_AND_MAPPING,
-        "mappings/fixtures/in.json": '{"Id": "4", "Code": "0", "Amount": 1.5, "Account": {"Name": "C"}}',
+        "mappings/fixtures/in.json": (
+            '{"Id": "4", "Code": "0", "Amount": 1.5, "Account": {"Name": "C"}}'
+        ),
         "mappings/fixtures/out.yaml": "{id: '4', code: '0', total: 1.5, customer: {name: C}}\n",
     })
 

@@ -580,3 +580,13 @@ def test_native_reading_is_jinjas_where_it_gives_data(text: str) -> None:
 
 def test_undefined_is_chainable() -> None:
     assert ex._NATIVE_ENV.undefined is ChainableUndefined
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_template_of_a_bare_name_renders_its_value(native: bool) -> None:
+    # Regression: the fast path looked names up with find_all, which skips the root node,
+    # so `{{ source }}` rendered as missing.
+    template = compile_template("{{ source }}", native=native)
+    expected = {"a": 1} if native else "{'a': 1}"
+    assert template.render({"source": {"a": 1}}) == expected
+    assert template.render({}) is None

@@ -54,7 +54,8 @@ def test_alias_bomb_is_refused_quickly() -> None:
 def test_recursive_alias_and_deep_nesting_are_refused() -> None:
     assert load_yaml("&a [*a]", "f")[1][0].code == "E_YAML_ALIAS"
     assert load_yaml("[" * 5000, "f")[1][0].code == "E_YAML"
-    assert load_yaml("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 80)), "f")[1][0].code == "E_YAML"
+    too_deep = "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 80))
+    assert load_yaml(too_deep, "f")[1][0].code == "E_YAML"
 
 
 def test_duplicate_key_is_located_at_the_second_key() -> None:

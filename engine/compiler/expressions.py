@@ -1199,7 +1199,9 @@ def _compile_fast(
         return None
     b = PythonBuilder()
     names = {}
-    for name in sorted({name.name for name in expression.find_all(nodes.Name)}):
+    found = [expression] if isinstance(expression, nodes.Name) else []  # find_all skips the root
+    found.extend(expression.find_all(nodes.Name))
+    for name in sorted({node.name for node in found}):
         names[name] = local = b.fresh("n")
         absent = b.helper("_absent", _ABSENT)
         undefined = b.helper("_undefined", _NATIVE_ENV.undefined)

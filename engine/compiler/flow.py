@@ -12,12 +12,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compiler.compiled import (
-    CallAction, CompiledFlow, CompiledMapping, CompiledRetry, CompiledSchema, CompiledStep,
-    CompiledSystem, CompiledTrigger, ConstValue, EmitAction, ExprValue, MapAction, MapValue,
-    ParkAction, RuleCheck, SetAction, TemplateValue, ValidateAction, Value,
+    CallAction,
+    CompiledFlow,
+    CompiledMapping,
+    CompiledRetry,
+    CompiledSchema,
+    CompiledStep,
+    CompiledSystem,
+    CompiledTrigger,
+    ConstValue,
+    EmitAction,
+    ExprValue,
+    MapAction,
+    MapValue,
+    ParkAction,
+    RuleCheck,
+    SetAction,
+    TemplateValue,
+    ValidateAction,
+    Value,
 )
 from engine.compiler.expressions import (
-    Expression, ExpressionSyntaxError, compile_expression, compile_template,
+    Expression,
+    ExpressionSyntaxError,
+    compile_expression,
+    compile_template,
 )
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.resolve import Registry
@@ -158,8 +177,10 @@ class FlowCompiler:
         if trigger.webhook is not None:
             system = self.system(trigger.webhook.system, ("trigger", "webhook", "system"))
             if system is not None and system.webhooks is None:
-                self.error(("trigger", "webhook", "system"), "E_TRIGGER",
-                           f"system '{system.name}' has no webhooks block to verify deliveries with")
+                self.error(
+                    ("trigger", "webhook", "system"), "E_TRIGGER",
+                    f"system '{system.name}' has no webhooks block to verify deliveries with",
+                )
             return CompiledTrigger("webhook", path=trigger.webhook.path, system=system)
         if trigger.api is not None:
             return CompiledTrigger("api", path=trigger.api.path, timeout=trigger.api.timeout)

@@ -58,7 +58,8 @@ class Interpolation:
         if namespace == "secret":
             self._secret(name, path, doc)
             return match[0]
-        self._error(doc, path, f"unknown placeholder '{match[0]}' (use ${{env.NAME}} or ${{secret.NAME}})")
+        hint = "use ${env.NAME} or ${secret.NAME}"
+        self._error(doc, path, f"unknown placeholder '{match[0]}' ({hint})")
         return match[0]
 
     def _env(self, name: str, path: tuple[Any, ...], doc: Document, text: str) -> Any:

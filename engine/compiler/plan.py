@@ -11,7 +11,11 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.compiler.compiled import (
-    CompiledFlow, CompiledMapping, CompiledRetry, CompiledSchema, CompiledSystem,
+    CompiledFlow,
+    CompiledMapping,
+    CompiledRetry,
+    CompiledSchema,
+    CompiledSystem,
 )
 from engine.compiler.flow import FlowCompiler
 from engine.compiler.governance import check_registry
@@ -22,7 +26,8 @@ from engine.compiler.parse import parse_document, parse_project
 from engine.compiler.resolve import Registry
 from engine.errors import DefinitionErrors
 from engine.loader import Document
-from engine.model import Flow, Mapping as MappingModel, Project, RetryPolicy, Schema, System
+from engine.model import Flow, Project, RetryPolicy, Schema, System
+from engine.model import Mapping as MappingModel
 from engine.source import Diagnostic, SourceLocation
 
 Key = tuple[str, int]

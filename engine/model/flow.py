@@ -11,8 +11,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Discriminator, Field, Tag
 
-from engine.model.base import Duration, Model, Ref
 from engine.model.base import STEP_ID_RE as _STEP_ID_RE
+from engine.model.base import Duration, Model, Ref
 from engine.model.resource import Resource
 
 
@@ -47,7 +47,9 @@ Value = Annotated[
     Discriminator(
         _value_kind,
         custom_error_type="value",
-        custom_error_message="a value is a JMESPath string, {template: ...}, {const: ...} or {map: ...}",
+        custom_error_message=(
+            "a value is a JMESPath string, {template: ...}, {const: ...} or {map: ...}"
+        ),
     ),
 ]
 
