@@ -160,10 +160,10 @@ def _key(node: ScalarNode) -> str:
 
 
 def _scalar(node: Node) -> Any:
-    tag = str(node.tag)
     text: str = node.value
-    if tag == _PLAIN:
+    if node.ctag is _PLAIN_TAG:
         return _plain(text, node)
+    tag = str(node.tag)
     if tag in (_CORE + "str", _CORE + "timestamp", "!"):
         return text
     if tag == _CORE + "null":
@@ -242,8 +242,14 @@ class _PlainResolver(BaseResolver):
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is ScalarNode:
-            return Tag(suffix=_PLAIN if implicit[0] else _CORE + "str")
-        return Tag(suffix=_CORE + ("seq" if kind is SequenceNode else "map"))
+            return _PLAIN_TAG if implicit[0] else _STR_TAG
+        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+
+
+# One Tag each, shared by every node: a Tag decodes its text char by char on first str().
+_PLAIN_TAG, _STR_TAG, _SEQ_TAG, _MAP_TAG = (
+    Tag(suffix=suffix) for suffix in (_PLAIN, _CORE + "str", _CORE + "seq", _CORE + "map")
+)
 
 
 _local = threading.local()

@@ -194,3 +194,16 @@ def test_digest_covers_environment_values_but_not_secret_values(project) -> None
     text = (root / "syncline.yaml").read_text().replace("127.0.0.1:9", "127.0.0.1:10")
     (root / "syncline.yaml").write_text(text)
     assert compile_project(root, environ={}).digest != one
+
+
+def test_generated_python_compiles_on_first_use_or_when_the_plan_is_warmed() -> None:
+    plan = compile_project(ROOT, environ={})
+    transforms = [mapping.transform for mapping in plan.mappings.values()]
+    assert transforms and all(t._function is None for t in transforms)  # validate pays nothing
+    count = plan.warm()
+    assert count >= len(transforms)
+    assert all(t._function is not None for t in transforms)
+    assert plan.warm() == count  # warming twice finds the same functions, compiles nothing new
+    flow = plan.flow("closed-won-to-order")
+    assert flow.idempotency_key is not None
+    assert "_evaluate" in vars(flow.idempotency_key)  # compiled, cached on the expression

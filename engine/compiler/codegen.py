@@ -5,7 +5,9 @@ one input document to the output dict, then compiles it once. JMESPath field pat
 as chained ``.get`` calls guarded by ``isinstance(..., dict)``; everything else the function
 needs (templates, interpreter fallbacks, lookup tables, defaults) is bound as keyword-only
 default arguments. User text only ever appears in the source as ``repr()`` literals, and the
-source is kept on the function as ``__syncline_source__`` for debugging.
+source is kept as ``__syncline_source__`` for debugging. Expressions and templates are checked
+when the rules compile; the function is written and compiled by CPython on its first call
+(validating a project never pays for it).
 
 Per rule, in order:
 
@@ -32,7 +34,9 @@ from typing import Any
 
 from engine.compiler.expressions import (
     EVALUATION_ERRORS,
+    UNCOMPILABLE,
     Expression,
+    Program,
     PythonBuilder,
     Template,
     compile_expression,
@@ -88,17 +92,47 @@ class FieldRule:
         return ".".join(self.target)
 
 
-def compile_rules(name: str, rules: Sequence[FieldRule]) -> Callable[[Any], dict[str, Any]]:
+def compile_rules(name: str, rules: Sequence[FieldRule]) -> GeneratedMapping:
     """Compile ``rules`` into one function ``input -> output dict`` (raises MappingError).
 
     Expressions and templates are compiled here, so ExpressionSyntaxError propagates; two rules
     for one target, or a target that is both a field and an object, raise ValueError.
     """
     tree = _target_tree(rules)
-    try:
-        return _generate(name, tree, inline=True)
-    except (SyntaxError, RecursionError, MemoryError):  # nested deeper than CPython compiles
-        return _generate(name, tree, inline=False)
+    compiled = {id(rule): _compile_source(rule) for rule in _leaves(tree)}
+    return GeneratedMapping(name, tree, compiled)
+
+
+class GeneratedMapping:
+    """A mapping's function ``input -> output dict``, generated and compiled on first call."""
+
+    __slots__ = ("__syncline_mapping__", "_tree", "_compiled", "_function", "_source")
+
+    def __init__(self, name: str, tree: Tree, compiled: dict[int, Expression | Template | None]):
+        self.__syncline_mapping__ = name
+        self._tree, self._compiled = tree, compiled
+        self._function: Callable[[Any], dict[str, Any]] | None = None
+        self._source = ""
+
+    def __call__(self, src: Any) -> dict[str, Any]:
+        return (self._function or self._load())(src)
+
+    @property
+    def __syncline_source__(self) -> str:
+        """The generated Python source."""
+        if self._function is None:
+            self._load()
+        return self._source
+
+    def _load(self) -> Callable[[Any], dict[str, Any]]:
+        try:
+            program = _generate(self.__syncline_mapping__, self._tree, self._compiled, inline=True)
+            function = program.function()
+        except UNCOMPILABLE:  # nested deeper than CPython compiles: call the evaluators instead
+            program = _generate(self.__syncline_mapping__, self._tree, self._compiled, inline=False)
+            function = program.function()
+        self._source, self._function = program.source, function
+        return function
 
 
 # A target tree: key -> FieldRule (a leaf) or a nested tree, in first-appearance order.
@@ -121,9 +155,9 @@ def _target_tree(rules: Sequence[FieldRule]) -> Tree:
     return root
 
 
-def _generate(name: str, tree: Tree, *, inline: bool) -> Callable[[Any], dict[str, Any]]:
-    rules = _leaves(tree)
-    compiled = {id(rule): _compile_source(rule) for rule in rules}
+def _generate(
+    name: str, tree: Tree, compiled: dict[int, Expression | Template | None], *, inline: bool
+) -> Program:
     b = PythonBuilder()
     b.line("_problems = []")
     templates = [c for c in compiled.values() if isinstance(c, Template)]
@@ -137,10 +171,7 @@ def _generate(name: str, tree: Tree, *, inline: bool) -> Callable[[Any], dict[st
         error = b.helper("_mapping_error", MappingError)
         b.line(f"raise {error}({b.bind(name, 'name')}, _problems)")
     b.line("return _out")
-    function, source = b.build("mapping", "src", f"<syncline mapping {name!r}>")
-    function.__syncline_source__ = source  # type: ignore[attr-defined]
-    function.__syncline_mapping__ = name  # type: ignore[attr-defined]
-    return function
+    return b.program("mapping", "src", f"<syncline mapping {name!r}>")
 
 
 @dataclass(frozen=True)

@@ -286,12 +286,35 @@ class PythonBuilder:
         signature = f"{params}, *, {bound}" if bound else params
         return f"def {name}({signature}):\n" + "\n".join(self.lines) + "\n"
 
-    def build(self, name: str, params: str, filename: str) -> tuple[Callable[..., Any], str]:
-        """Compile the function once; return it with its source."""
-        source = self.source(name, params)
-        namespace: dict[str, Any] = {"__builtins__": {}, **self.bound}
-        exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own generated code
-        return namespace[name], source
+    def program(self, name: str, params: str, filename: str) -> Program:
+        """The function written so far, compiled by Python when it is first needed."""
+        return Program(self.source(name, params), name, filename, self.bound)
+
+
+class Program:
+    """Generated source of one function and the objects it binds; compiled once, on first use.
+
+    Compiling Python is most of the cost of compiling a project, and `syncline validate` or
+    `plan` never evaluate anything: so the CPython compile waits until the function is called.
+    """
+
+    __slots__ = ("source", "_name", "_filename", "_bound", "_function")
+
+    def __init__(self, source: str, name: str, filename: str, bound: dict[str, Any]) -> None:
+        self.source, self._name, self._filename, self._bound = source, name, filename, bound
+        self._function: Callable[..., Any] | None = None
+
+    def function(self) -> Callable[..., Any]:
+        """The compiled function; raises SyntaxError/RecursionError if CPython cannot compile it."""
+        if self._function is None:
+            namespace: dict[str, Any] = {"__builtins__": {}, **self._bound}
+            code = compile(self.source, self._filename, "exec")
+            exec(code, namespace)  # noqa: S102 - our own generated code
+            self._function = namespace[self._name]
+        return self._function
+
+
+UNCOMPILABLE = (SyntaxError, RecursionError, MemoryError)  #: nested deeper than CPython compiles
 
 
 def _scalar_repr(value: Any) -> str | None:
@@ -714,9 +737,22 @@ class Expression:
 
     text: str  #: the expression as written
     step_refs: frozenset[str]  #: step ids read as ``steps.<id>`` from the root document
-    python: str | None  #: generated Python source, or None when the interpreter evaluates it
     ast: JPNode = field(repr=False, compare=False)  #: jmespath's AST (for inlining)
-    _evaluate: Callable[[Any], Any] = field(repr=False, compare=False)
+    _program: Program | None = field(repr=False, compare=False)  #: None: the interpreter's
+
+    @property
+    def python(self) -> str | None:
+        """Generated Python source, or None when the interpreter evaluates the expression."""
+        return None if self._program is None else self._program.source
+
+    @functools.cached_property
+    def _evaluate(self) -> Callable[[Any], Any]:
+        if self._program is not None:
+            try:
+                return self._program.function()
+            except UNCOMPILABLE:
+                pass
+        return functools.partial(_INTERPRETER.visit, self.ast)
 
     def search(self, data: Any) -> Any:
         """Evaluate against ``data``; failures on real data raise ExpressionError."""
@@ -726,24 +762,23 @@ class Expression:
             raise ExpressionError(f"expression {self.text!r} failed: {exc}") from exc
 
 
+@functools.lru_cache(maxsize=16384)
 def compile_expression(text: str) -> Expression:
-    """Parse, check and compile a JMESPath expression; raise ExpressionSyntaxError if invalid."""
+    """Parse, check and compile a JMESPath expression; raise ExpressionSyntaxError if invalid.
+
+    Expressions are immutable, so one text compiles once however many definitions use it.
+    """
     ast = _parse_jmespath(text)
     _check_functions(text, ast)
     refs = jmespath_step_refs(ast)
     if _JP_EMITTERS.get(ast["type"], _emit_fallback) is _emit_fallback:
-        return Expression(text, refs, None, ast, functools.partial(_INTERPRETER.visit, ast))
+        return Expression(text, refs, ast, None)
     try:
-        evaluate, source = _build_expression(ast)
-    except (SyntaxError, RecursionError, MemoryError):  # too deeply nested for CPython
-        return Expression(text, refs, None, ast, functools.partial(_INTERPRETER.visit, ast))
-    return Expression(text, refs, source, ast, evaluate)
-
-
-def _build_expression(ast: JPNode) -> tuple[Callable[[Any], Any], str]:
-    b = PythonBuilder()
-    b.line(f"return {emit_jmespath(b, ast, 'data')}")
-    return b.build("expression", "data", "<syncline expression>")
+        b = PythonBuilder()
+        b.line(f"return {emit_jmespath(b, ast, 'data')}")
+    except UNCOMPILABLE:
+        return Expression(text, refs, ast, None)
+    return Expression(text, refs, ast, b.program("expression", "data", "<syncline expression>"))
 
 
 def _parse_jmespath(text: str) -> JPNode:
@@ -1116,9 +1151,28 @@ class Template:
     text: str  #: the template as written
     native: bool  #: native Python types (True) or text (False)
     step_refs: frozenset[str]  #: step ids read as ``steps.<id>`` or ``steps['<id>']``
-    python: str | None  #: generated Python for an expression-only template, else None
     expression: nodes.Expr | None = field(repr=False, compare=False)  #: the one {{ expression }}
-    _evaluate: Callable[[Mapping[str, Any]], Any] = field(repr=False, compare=False)
+    _program: Program | None = field(repr=False, compare=False)  #: the Python fast path
+    _jinja: Any = field(repr=False, compare=False)  #: Jinja2's template, None until needed
+
+    @property
+    def python(self) -> str | None:
+        """Generated Python for an expression-only template, else None (Jinja2 renders it)."""
+        return None if self._program is None else self._program.source
+
+    @functools.cached_property
+    def _evaluate(self) -> Callable[[Mapping[str, Any]], Any]:
+        if self._program is not None:
+            try:
+                return self._program.function()
+            except UNCOMPILABLE:
+                pass
+        env = _template_env(self.native, self.expression)
+        jinja = self._jinja or _compile_jinja(env, self.text)
+        if self.expression is None:
+            return functools.partial(_render_native if self.native else _render_string, jinja)
+        finish = native_value if self.native else string_value
+        return functools.partial(_render_one, jinja, finish)
 
     def render(self, context: Mapping[str, Any]) -> Any:
         """Render with ``context`` (e.g. ``{"source": doc}``); failures raise ExpressionError."""
@@ -1134,22 +1188,26 @@ class Template:
             ) from exc
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_template(text: str, *, native: bool = True) -> Template:
-    """Parse, check and compile a sandboxed template; raise ExpressionSyntaxError if invalid."""
+    """Parse, check and compile a sandboxed template; raise ExpressionSyntaxError if invalid.
+
+    An expression-only template that the Python fast path covers needs no Jinja2 compile: the
+    fast path knows every filter and test it calls. Any other template is compiled by Jinja2
+    here, which also checks its filters and tests.
+    """
     ast = _parse_template(text)
     expression = _expression_only(ast)
-    env = _NATIVE_ENV if native or expression is not None else _STRING_ENV
-    compiled = _compile_jinja(env, text)
     refs = _template_step_refs(ast)
-    if expression is None:
-        render = _render_native if native else _render_string
-        return Template(text, native, refs, None, None, functools.partial(render, compiled))
-    finish = native_value if native else string_value
-    fast = _compile_fast(expression, native)
-    if fast is None:
-        evaluate = functools.partial(_render_one, compiled, finish)
-        return Template(text, native, refs, None, expression, evaluate)
-    return Template(text, native, refs, fast[1], expression, fast[0])
+    fast = None if expression is None else _compile_fast(expression, native)
+    if fast is not None:
+        return Template(text, native, refs, expression, fast, None)
+    jinja = _compile_jinja(_template_env(native, expression), text)
+    return Template(text, native, refs, expression, None, jinja)
+
+
+def _template_env(native: bool, expression: nodes.Expr | None) -> _Sandbox:
+    return _NATIVE_ENV if native or expression is not None else _STRING_ENV
 
 
 def _parse_template(text: str) -> nodes.Template:
@@ -1192,9 +1250,7 @@ def _is_constant(expression: nodes.Expr) -> bool:
     return True
 
 
-def _compile_fast(
-    expression: nodes.Expr, native: bool
-) -> tuple[Callable[[Mapping[str, Any]], Any], str] | None:
+def _compile_fast(expression: nodes.Expr, native: bool) -> Program | None:
     if _is_constant(expression):
         return None
     b = PythonBuilder()
@@ -1209,9 +1265,9 @@ def _compile_fast(
         b.line(f"{local} = {undefined}(name={name!r}) if {local} is {absent} else {local}")
     try:
         b.line(f"return {_emit_template_value(b, expression, native, names)}")
-        return b.build("template", "context", "<syncline template>")
-    except (_Unsupported, SyntaxError, RecursionError, MemoryError):
+    except (_Unsupported, *UNCOMPILABLE):
         return None
+    return b.program("template", "context", "<syncline template>")
 
 
 _PLAIN_NATIVE = frozenset({int, float, bool, type(None)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -94,7 +95,8 @@ def _field_rule(path: str, rule: FieldRuleSpec, mapping: Mapping, doc: Document,
             return None
     elif rule.template is not None:
         kind, source = "template", rule.template
-        if not _check(lambda: compile_template(rule.template or ""), "E_TEMPLATE", where, report):
+        check = functools.partial(compile_template, rule.template, native=field_type != "string")
+        if not _check(check, "E_TEMPLATE", where, report):
             return None
     else:
         kind, source = "const", rule.const

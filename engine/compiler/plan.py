@@ -3,13 +3,15 @@ and `build_plan`, the function that makes it from loaded documents."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from engine.compiler.codegen import GeneratedMapping
 from engine.compiler.compiled import (
     CompiledFlow,
     CompiledMapping,
@@ -17,6 +19,7 @@ from engine.compiler.compiled import (
     CompiledSchema,
     CompiledSystem,
 )
+from engine.compiler.expressions import Expression, Template
 from engine.compiler.flow import FlowCompiler
 from engine.compiler.governance import check_registry
 from engine.compiler.graph import DependencyGraph
@@ -60,6 +63,43 @@ class Plan:
 
     def system(self, name: str) -> CompiledSystem:
         return self.systems[max((k for k in self.systems if k[0] == name), key=lambda k: k[1])]
+
+    def warm(self) -> int:
+        """Compile every generated function now; returns how many.
+
+        Generated Python is compiled by CPython on first use, so `validate` never pays for it;
+        a server warms a new plan off the event loop before it serves it.
+        """
+        count = 0
+        for item in _compiled_parts((self.flow_versions, self.mappings), set()):
+            if isinstance(item, GeneratedMapping):
+                item.__syncline_source__  # noqa: B018 - compiles it
+            else:
+                item._evaluate  # noqa: B018 - a cached_property: compiles it
+            count += 1
+        return count
+
+
+_LEAVES = (str, bytes, int, float, bool, type(None), CompiledSchema)  # nothing compiled inside
+
+
+def _compiled_parts(
+    node: Any, seen: set[int]
+) -> Iterator[Expression | Template | GeneratedMapping]:
+    if id(node) in seen or isinstance(node, _LEAVES):
+        return
+    seen.add(id(node))
+    if isinstance(node, Expression | Template | GeneratedMapping):
+        yield node
+    elif isinstance(node, Mapping):
+        for value in node.values():
+            yield from _compiled_parts(value, seen)
+    elif isinstance(node, tuple | list | frozenset | set):
+        for value in node:
+            yield from _compiled_parts(value, seen)
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            yield from _compiled_parts(getattr(node, f.name), seen)
 
 
 @dataclass
