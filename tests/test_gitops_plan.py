@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,21 @@ def test_fail_on_breaking_across_commits(history: tuple[Path, list[str]]) -> Non
     assert "  ! Schema order@1 -> order@2: removed field 'amount'\n" in result.output
     assert result.output.endswith("Plan: 1 to add, 1 to change, 0 to remove; 1 breaking.\n")
     assert run("plan", str(project), "--base", "HEAD~1").exit_code == 0
+
+
+REFERENCE = Path(__file__).parent.parent
+FIRST_REFERENCE = "960df3a"  # the commit that first shipped the reference order@1
+
+
+def test_the_reference_project_versions_its_breaking_schema_change() -> None:
+    """order@1 was released; the breaking edit is order@2, so the plan shows no in-place edit."""
+    known = subprocess.run(
+        ["git", "-C", str(REFERENCE), "cat-file", "-e", f"{FIRST_REFERENCE}^{{commit}}"],
+        capture_output=True,
+    )
+    if known.returncode != 0:
+        pytest.skip("the checkout's history does not reach the first reference commit")
+    result = run("plan", str(REFERENCE), "--base", FIRST_REFERENCE)
+    assert result.exit_code == 0, result.output
+    assert "E_SCHEMA_INPLACE" not in result.output
+    assert "! Schema order@1 -> order@2: removed field 'status'" in result.output
