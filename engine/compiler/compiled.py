@@ -20,7 +20,8 @@ from engine.source import SourceLocation
 class Value(Protocol):
     """A compiled value: evaluated against a run context `{data, event, steps, run, env}`."""
 
-    refs: frozenset[str]
+    @property
+    def refs(self) -> frozenset[str]: ...  # step ids the value reads
 
     def evaluate(self, context: Mapping[str, Any]) -> Any: ...
 
