@@ -16,13 +16,14 @@ Anything else a JSON Schema can say (`$ref`, `allOf`, patterns, bounds) is not c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
 KINDS = ("removed", "renamed", "type", "required", "enum")
 SchemaPath = tuple[str, ...]
+Node = Mapping[str, Any]  # one (sub)schema
 
 
 @dataclass(frozen=True)
@@ -35,47 +36,31 @@ class BreakingChange:
     path: SchemaPath = ()  # where in the new jsonSchema (to locate it in the file)
 
 
-def breaking_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[BreakingChange]:
+def breaking_changes(old: Node, new: Node) -> list[BreakingChange]:
     """Every breaking change from `old` to `new` (two JSON Schemas), in field order."""
-    found: list[BreakingChange] = []
-    _compare(old, new, "", (), found)
-    return found
+    return list(_changes(old, new, "", ()))
 
 
-def _compare(old: Any, new: Any, field: str, path: SchemaPath, found: list[BreakingChange]) -> None:
+def _changes(old: Any, new: Any, field: str, path: SchemaPath) -> Iterator[BreakingChange]:
     if not isinstance(old, Mapping) or not isinstance(new, Mapping):
         return
-    _compare_type(old, new, field, path, found)
-    _compare_enum(old, new, field, path, found)
-    _compare_properties(old, new, field, path, found)
-    if isinstance(old.get("items"), Mapping) and isinstance(new.get("items"), Mapping):
-        _compare(old["items"], new["items"], f"{field}[]", path + ("items",), found)
+    yield from _type_changes(old, new, field, path)
+    yield from _enum_changes(old, new, field, path)
+    yield from _property_changes(old, new, field, path)
+    yield from _changes(old.get("items"), new.get("items"), f"{field}[]", path + ("items",))
 
 
-def _compare_type(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    field: str,
-    path: SchemaPath,
-    found: list[BreakingChange],
-) -> None:
+def _type_changes(old: Node, new: Node, field: str, path: SchemaPath) -> Iterator[BreakingChange]:
     before, after = _types(old), _types(new)
     if after is None or before == after:
         return
-    lost = sorted(before - _widened(after)) if before is not None else ["any"]
-    if lost:
+    if before is None or before - _widened(after):
         was = "any type" if before is None else "/".join(sorted(before))
-        found.append(
-            BreakingChange(
-                "type",
-                field,
-                f"changed type of {_name(field)}: {was} -> {'/'.join(sorted(after))}",
-                path + ("type",),
-            )
-        )
+        message = f"changed type of {_name(field)}: {was} -> {'/'.join(sorted(after))}"
+        yield BreakingChange("type", field, message, path + ("type",))
 
 
-def _types(schema: Mapping[str, Any]) -> set[str] | None:
+def _types(schema: Node) -> set[str] | None:
     declared = schema.get("type")
     if declared is None:
         return None
@@ -86,13 +71,7 @@ def _widened(types: set[str]) -> set[str]:
     return types | {"integer"} if "number" in types else types
 
 
-def _compare_enum(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    field: str,
-    path: SchemaPath,
-    found: list[BreakingChange],
-) -> None:
+def _enum_changes(old: Node, new: Node, field: str, path: SchemaPath) -> Iterator[BreakingChange]:
     before, after = _allowed(old), _allowed(new)
     if after is None or before == after:
         return
@@ -103,24 +82,18 @@ def _compare_enum(
         if not lost:
             return
         message = f"narrowed the enum of {_name(field)}: {_values(lost)} no longer allowed"
-    found.append(
-        BreakingChange("enum", field, message, path + ("enum" if "enum" in new else "const",))
-    )
+    yield BreakingChange("enum", field, message, path + ("enum" if "enum" in new else "const",))
 
 
-def _allowed(schema: Mapping[str, Any]) -> list[Any] | None:
+def _allowed(schema: Node) -> list[Any] | None:
     if isinstance(schema.get("enum"), list):
         return list(schema["enum"])
     return [schema["const"]] if "const" in schema else None
 
 
-def _compare_properties(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    field: str,
-    path: SchemaPath,
-    found: list[BreakingChange],
-) -> None:
+def _property_changes(
+    old: Node, new: Node, field: str, path: SchemaPath
+) -> Iterator[BreakingChange]:
     before = _mapping(old.get("properties"))
     after = _mapping(new.get("properties"))
     renamed = _renames(before, after)
@@ -128,19 +101,19 @@ def _compare_properties(
     for name in before:
         child = _join(field, name)
         if name in after:
-            _compare(before[name], after[name], child, props + (name,), found)
+            yield from _changes(before[name], after[name], child, props + (name,))
         elif name in renamed:
-            found.append(
-                BreakingChange(
-                    "renamed",
-                    child,
-                    f"renamed field {_name(child)} to {_name(_join(field, renamed[name]))}",
-                    props + (renamed[name],),
-                )
-            )
+            message = f"renamed field {_name(child)} to {_name(_join(field, renamed[name]))}"
+            yield BreakingChange("renamed", child, message, props + (renamed[name],))
         else:
-            found.append(BreakingChange("removed", child, f"removed field {_name(child)}", props))
-    _compare_required(old, new, field, path, {new: old for old, new in renamed.items()}, found)
+            yield BreakingChange("removed", child, f"removed field {_name(child)}", props)
+    was_required = set(_list(old.get("required")))
+    renamed_from = {new: old for old, new in renamed.items()}
+    for name in _list(new.get("required")):
+        if name not in was_required and renamed_from.get(name) not in was_required:
+            child = _join(field, name)
+            message = f"{_name(child)} is newly required"
+            yield BreakingChange("required", child, message, path + ("required",))
 
 
 def _renames(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, str]:
@@ -167,26 +140,6 @@ def _before(names: list[str], name: str) -> str | None:
     """The field just before `name` (a renamed field keeps its neighbour)."""
     at = names.index(name)
     return names[at - 1] if at else None
-
-
-def _compare_required(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
-    field: str,
-    path: SchemaPath,
-    renamed_from: Mapping[str, str],
-    found: list[BreakingChange],
-) -> None:
-    before = set(_list(old.get("required")))
-    for name in _list(new.get("required")):
-        if name in before or renamed_from.get(name) in before:
-            continue
-        child = _join(field, name)
-        found.append(
-            BreakingChange(
-                "required", child, f"{_name(child)} is newly required", path + ("required",)
-            )
-        )
 
 
 def _mapping(value: Any) -> dict[str, Any]:
