@@ -31,6 +31,20 @@ TERMINAL_STATES: frozenset[str] = frozenset(
 RUNNABLE_STATES: frozenset[str] = frozenset({"pending", "running", "waiting"})
 
 
+class ReceivedJSON(dict):  # type: ignore[type-arg]
+    """A JSON object exactly as parsed from `text`, the payload's own JSON text.
+
+    Ingest hands the store one of these as an event's `data`, so the store keeps the text as it
+    came instead of encoding the dict again. It is the dict in every other respect; whoever
+    builds one promises that `json.loads(text)` equals it, and nobody changes it afterwards."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, parsed: dict[str, Any], text: str) -> None:
+        super().__init__(parsed)
+        self.text = text
+
+
 @dataclass(frozen=True)
 class EventRecord:
     """An accepted inbound (or emitted) event, CloudEvents-shaped."""
