@@ -28,7 +28,7 @@ from engine.server.admin import JSON, ROUTES
 from engine.server.apis import handle_api
 from engine.server.events import handle_events
 from engine.server.http import ClientGone, Problem, header_dict, send_problem
-from engine.server.state import ServerState
+from engine.server.state import ServerState, WebhookRoute
 from engine.server.webhooks import handle_webhook
 
 log = logging.getLogger("syncline.server")
@@ -49,6 +49,7 @@ class Dispatch:
             await self.app(scope, receive, send)
             return
         status = 500
+        route = UNMATCHED
 
         async def counted(message: Message) -> None:
             nonlocal status
@@ -56,30 +57,44 @@ class Dispatch:
                 status = message["status"]
             await send(message)
 
-        route = UNMATCHED
+        path = scope["path"]
+        webhook = self.state.routes().webhooks.get(path)
         try:
-            route = await self.route(scope, receive, counted)
+            if webhook is not None:  # the hot path: it knows the status it sends
+                route = path
+                status = await self.webhook(scope, path, webhook, receive, send)
+            else:
+                route = await self.route(scope, receive, counted)
         finally:
             self.state.metrics.request(route, scope["method"], status)
 
+    async def webhook(
+        self, scope: Scope, path: str, webhook: WebhookRoute, receive: Receive, send: Send
+    ) -> int:
+        """Handle a delivery to a webhook path; return the status answered (500: none)."""
+        try:
+            _require_post(scope, path)
+            return await handle_webhook(
+                self.state, path, webhook, header_dict(scope), receive, send
+            )
+        except Problem as problem:
+            await send_problem(send, problem)
+            return problem.status
+        except ClientGone:
+            return 500
+
     async def route(self, scope: Scope, receive: Receive, send: Send) -> str:
-        """Handle the request; return its route label (a template, never a raw unknown path)."""
+        """Handle any other request; return its route label (a template, never a raw unknown
+        path)."""
         path = scope["path"]
-        routes = self.state.routes()
-        webhook = routes.webhooks.get(path)
-        if webhook is None and path not in routes.apis and path != "/events":
+        if path not in self.state.routes().apis and path != "/events":
             await self.app(scope, receive, send)
             found = scope.get("route")
             return getattr(found, "path", UNMATCHED)
         try:
-            if scope["method"] != "POST":
-                raise Problem(
-                    405, "method_not_allowed", f"{path} takes POST", headers={"Allow": "POST"}
-                )
+            _require_post(scope, path)
             headers = header_dict(scope)
-            if webhook is not None:
-                await handle_webhook(self.state, path, webhook, headers, receive, send)
-            elif path == "/events":
+            if path == "/events":
                 await handle_events(self.state, scope, headers, receive, send)
             else:
                 await handle_api(self.state, path, scope, headers, receive, send)
@@ -88,6 +103,11 @@ class Dispatch:
         except ClientGone:
             pass
         return path
+
+
+def _require_post(scope: Scope, path: str) -> None:
+    if scope["method"] != "POST":
+        raise Problem(405, "method_not_allowed", f"{path} takes POST", headers={"Allow": "POST"})
 
 
 async def _problem(request: Request, exc: Exception) -> Response:

@@ -117,7 +117,7 @@ def json_loads_bounded(body: bytes, max_depth: int, *, where: str = "body") -> A
     except UnicodeDecodeError as exc:
         raise EventFormatError("malformed_json", f"{where}: not UTF-8 at byte {exc.start}") from exc
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         message = f"{where}: line {exc.lineno} column {exc.colno}: {exc.msg}"
         raise EventFormatError("malformed_json", message, line=exc.lineno, col=exc.colno) from exc
@@ -129,6 +129,8 @@ def json_loads_bounded(body: bytes, max_depth: int, *, where: str = "body") -> A
 
 def check_json_depth(body: bytes, max_depth: int, where: str = "body") -> None:
     """Raise `too_deep` if brackets outside JSON strings nest deeper than `max_depth`."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return  # even counting those inside strings, too few to nest that deep
     brackets = _outside_strings(body).translate(None, _NOT_BRACKETS)
     if brackets.count(b"[") + brackets.count(b"{") <= max_depth:
         return  # cannot nest deeper than the number of containers
@@ -150,6 +152,9 @@ def _outside_strings(body: bytes) -> bytes:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: hot path
 
 
 def _media_type(content_type: str | None) -> str | None:

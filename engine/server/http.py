@@ -41,9 +41,12 @@ class ClientGone(Exception):
     """The client disconnected before its request body was complete."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON; values JSON cannot hold (bytes, datetimes) become strings."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return _ENCODER.encode(value).encode()
 
 
 async def send_json(

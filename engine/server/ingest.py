@@ -4,9 +4,9 @@ and the correlation id / traceparent taken from the headers."""
 
 from __future__ import annotations
 
-import contextlib
+import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import Receive
@@ -15,29 +15,40 @@ from engine.errors import ExpressionError, StoreError, SynclineError
 from engine.server.cloudevents import EventFormatError, json_loads_bounded
 from engine.server.http import Problem, is_json, read_body
 from engine.server.state import ServerState
+from engine.store.base import ReceivedJSON
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _CORRELATION = re.compile(r"^[\x21-\x7e]{1,200}$")
 _ZERO_TRACE = "0" * 32
+_random_bits = random.Random().getrandbits
 
 
-@contextlib.contextmanager
-def admitted(state: ServerState) -> Iterator[None]:
+class admitted:  # noqa: N801 - used as `with admitted(state):`, like a contextmanager
     """Count one ingest request as pending; refuse it (503 + Retry-After) past the bound or
-    while shutting down, so overload costs a quick answer instead of unbounded memory."""
+    while shutting down, so overload costs a quick answer instead of unbounded memory.
+    (A class, not a generator: it runs on every ingest request.)"""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def __enter__(self) -> None:
+        state = self.state
+        if state.draining or state.pending >= state.config.max_pending:
+            raise _refusal(state)
+        state.pending += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.state.pending -= 1
+
+
+def _refusal(state: ServerState) -> Problem:
     retry = {"Retry-After": str(state.config.retry_after)}
     if state.draining:
-        raise Problem(503, "shutting_down", "the server is shutting down", headers=retry)
-    if state.pending >= state.config.max_pending:
-        state.metrics.rejected.inc()
-        raise Problem(
-            503, "overloaded", "too many requests in progress; retry later", headers=retry
-        )
-    state.pending += 1
-    try:
-        yield
-    finally:
-        state.pending -= 1
+        return Problem(503, "shutting_down", "the server is shutting down", headers=retry)
+    state.metrics.rejected.inc()
+    return Problem(503, "overloaded", "too many requests in progress; retry later", headers=retry)
 
 
 def require_json(headers: Mapping[str, str]) -> None:
@@ -56,15 +67,24 @@ async def read_raw(state: ServerState, headers: Mapping[str, str], receive: Rece
 
 
 def parse_json(state: ServerState, body: bytes) -> Any:
-    """The body as JSON (nesting bounded), or 400 saying where it is broken."""
+    """The body as JSON (nesting bounded), or 400 saying where it is broken. An object comes
+    back as a `ReceivedJSON` holding the body's text, which the store keeps as it came."""
     if not body:
         raise Problem(400, "malformed_json", "request body is empty")
     try:
-        return json_loads_bounded(body, state.config.max_depth)
+        data = json_loads_bounded(body, state.config.max_depth)
     except EventFormatError as exc:
         if exc.line is not None:
             raise Problem(400, exc.code, exc.message, line=exc.line, col=exc.col) from None
         raise Problem(400, exc.code, exc.message) from None
+    if type(data) is dict:
+        return ReceivedJSON(data, body.decode("utf-8-sig"))  # decoded once already: valid
+    return data
+
+
+def new_correlation_id() -> str:
+    """A fresh correlation id (32 hex digits). Not a secret, so no system entropy is spent."""
+    return f"{_random_bits(128):032x}"
 
 
 def correlation(headers: Mapping[str, str]) -> tuple[str | None, str | None]:

@@ -21,6 +21,7 @@ from engine.server.http import Problem, send_json
 from engine.server.ingest import (
     admitted,
     correlation,
+    new_correlation_id,
     parse_json,
     read_raw,
     require_json,
@@ -34,11 +35,12 @@ async def handle_webhook(
     state: ServerState,
     path: str,
     route: WebhookRoute,
-    headers: Mapping[str, str],
+    headers: dict[str, str],
     receive: Receive,
     send: Send,
-) -> None:
-    """Verify, parse and durably accept one delivery; raises `Problem` for every refusal."""
+) -> int:
+    """Verify, parse and durably accept one delivery and answer 202 (returned); raises
+    `Problem` for every refusal."""
     started = time.perf_counter()
     with admitted(state):
         require_json(headers)
@@ -63,11 +65,12 @@ async def handle_webhook(
         },
     )
     state.metrics.ingest("webhook", time.perf_counter() - started)
+    return 202
 
 
-def verify(route: WebhookRoute, headers: Mapping[str, str], body: bytes) -> Verified:
+def verify(route: WebhookRoute, headers: dict[str, str], body: bytes) -> Verified:
     try:
-        return route.verifier.verify(headers, body)
+        return route.verifier.verify_lowered(headers, body)  # ASGI header names are lower-case
     except SignatureError as exc:
         raise Problem(401, exc.reason, exc.message) from None
 
@@ -85,6 +88,6 @@ def webhook_meta(
         id=delivery,
         type=f"webhook:{path}",
         source=route.source,
-        correlation_id=correlation_id,
+        correlation_id=correlation_id or new_correlation_id(),
         traceparent=traceparent,
     )
