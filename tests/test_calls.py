@@ -529,6 +529,23 @@ async def test_sequential_calls_reuse_one_connection(server) -> None:
 
 
 @pytest.mark.anyio
+async def test_concurrent_calls_share_at_most_connections_kept_alive(server) -> None:
+    """24 calls at once over 12 connections (two pools of 6), three times: the first burst opens
+    the 12 connections, the later ones reuse them (no connection closed and opened again)."""
+    system = make_system(server.url)
+    server.connections.clear()
+    async with Calls([system], SECRETS, connections=12) as calls:
+        for burst in range(3):
+            await asyncio.gather(
+                *(
+                    calls.send(outbound(system, "GET", "/slow", query={"delay": 0.05}), timeout=5)
+                    for _ in range(24)
+                )
+            )
+            assert len(server.connections) == 12, f"burst {burst}"
+
+
+@pytest.mark.anyio
 async def test_the_rate_limit_spaces_calls_after_the_burst(server) -> None:
     system = make_system(server.url, rate_limit={"perSecond": 10, "burst": 5})
     async with Calls([system], SECRETS) as calls:

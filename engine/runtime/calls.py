@@ -45,9 +45,16 @@ CORRELATION_HEADER = "X-Correlation-ID"
 TRACEPARENT_HEADER = "traceparent"
 USER_AGENT = "syncline"
 REDACTED = "[redacted]"
-# Per System: enough parallel connections for bursts, a warm pool for steady traffic. Idle
-# connections are dropped after 5 s, before common server keep-alive timeouts (uvicorn: 5 s).
-LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+# Connections per System: by default one for each run the Runtime executes at once. All of them
+# stay alive between calls; an idle one is dropped after 5 s, before common server keep-alive
+# timeouts (uvicorn: 5 s). They are split into pools of at most STRIPE connections, because
+# httpcore 1.0's pool does O(connections x queued requests) bookkeeping, with a poll() of every
+# idle socket, on each request, and closes idle connections as soon as it holds more than its
+# keep-alive limit in all (encode/httpcore#1035): with 32 connections in one pool that is most of
+# a call's CPU.
+CONNECTIONS = 32
+STRIPE = 8
+KEEPALIVE_EXPIRY = 5.0
 _MIN_REDACT_LEN = 6  # shorter secret values would mangle bodies more than they hide
 _PATH_PARAM = re.compile(r"\{([^{}/]+)\}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -91,6 +98,39 @@ class Response:
     body: Any  # parsed JSON for JSON content types, else text; None if empty
 
 
+class StripedTransport(httpx.AsyncBaseTransport):
+    """`connections` keep-alive connections to one System, in pools of at most `STRIPE`; each
+    request goes to the pool with the fewest requests in flight. A request that finds every
+    connection busy waits for one (the wait counts against its timeout)."""
+
+    def __init__(self, connections: int = CONNECTIONS) -> None:
+        stripes = max(1, math.ceil(connections / STRIPE))
+        size = max(1, math.ceil(connections / stripes))
+        # keep-alive = size: httpcore never evicts a connection it may need again at once
+        limits = httpx.Limits(
+            max_connections=size, max_keepalive_connections=size, keepalive_expiry=KEEPALIVE_EXPIRY
+        )
+        tls = httpx.create_ssl_context()  # loading CA certificates is slow: once per System
+        self._pools = [httpx.AsyncHTTPTransport(verify=tls, limits=limits) for _ in range(stripes)]
+        self._busy = [0] * stripes
+
+    def __repr__(self) -> str:
+        return f"StripedTransport(stripes={len(self._pools)}, busy={self._busy})"
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        busy = self._busy
+        stripe = busy.index(min(busy))
+        busy[stripe] += 1
+        try:
+            return await self._pools[stripe].handle_async_request(request)
+        finally:
+            busy[stripe] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
 @dataclass(frozen=True)
 class _Channel:
     """What `send` needs for one System, prepared once."""
@@ -105,8 +145,9 @@ class Calls:
 
     Create one per set of Systems (a plan) and share it among all runs, so the rate limit and the
     connection pool are shared too; close it with `aclose` (or `async with`). `transport` replaces
-    the network for every System (e.g. `httpx.MockTransport`). Raises `UsageError` naming every
-    secret a System's auth or headers need that `secrets` lacks.
+    the network for every System (e.g. `httpx.MockTransport`); else each System gets `connections`
+    keep-alive connections (a `StripedTransport`; the Runtime passes its concurrency). Raises
+    `UsageError` naming every secret a System's auth or headers need that `secrets` lacks.
     """
 
     def __init__(
@@ -115,6 +156,7 @@ class Calls:
         secrets: Mapping[str, str],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        connections: int = CONNECTIONS,
     ) -> None:
         systems = list(systems)
         missing = _missing(systems, secrets, _outbound_texts)
@@ -123,7 +165,10 @@ class Calls:
                 f"missing secrets: {', '.join(missing)} "
                 "(set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
             )
-        self._channels = {_key(s): _open_channel(s, secrets, transport) for s in systems}
+        self._channels = {
+            _key(s): _open_channel(s, secrets, transport or StripedTransport(connections))
+            for s in systems
+        }
 
     def __repr__(self) -> str:
         return f"Calls(systems={sorted(f'{name}@{version}' for name, version in self._channels)})"
@@ -243,14 +288,13 @@ def _key(system: CompiledSystem) -> tuple[str, int]:
 
 
 def _open_channel(
-    system: CompiledSystem, secrets: Mapping[str, str], transport: httpx.AsyncBaseTransport | None
+    system: CompiledSystem, secrets: Mapping[str, str], transport: httpx.AsyncBaseTransport
 ) -> _Channel:
     auth = _auth_headers(system, secrets)
     headers = {name: resolve_secrets(value, secrets) for name, value in system.headers.items()}
     client = httpx.AsyncClient(
         base_url=system.base_url,
         headers={"User-Agent": USER_AGENT, **headers, **auth},
-        limits=LIMITS,
         transport=transport,
         timeout=system.timeout,
     )

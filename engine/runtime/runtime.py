@@ -390,7 +390,12 @@ class Runtime:
     def _calls_for(self, plan: Plan) -> Calls:
         calls = self._calls.get(plan.digest)
         if calls is None:
-            calls = Calls(plan.systems.values(), self._secrets, transport=self._transport)
+            calls = Calls(
+                plan.systems.values(),
+                self._secrets,
+                transport=self._transport,
+                connections=self.concurrency,
+            )
             self._calls[plan.digest] = calls
         return calls
 
