@@ -141,19 +141,24 @@ def graph(project: Path, environment: str | None, fmt: str) -> None:
               help="SQLite path or sqlite:///PATH (default: PROJECT/.syncline/syncline.db).")
 @click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="File of NAME=value secrets (or a JSON object).")
+@click.option("--no-workers", is_flag=True,
+              help="Ingest only: accept and store, execute nothing; run `syncline worker` "
+                   "processes on the same store to execute the runs.")
 def serve(project: Path, environment: str | None, host: str, port: int, no_watch: bool,
-          database: str | None, secrets_file: Path | None) -> None:
+          database: str | None, secrets_file: Path | None, no_workers: bool) -> None:
     """Serve webhooks, /events, process APIs and the admin API; hot-reload definitions.
 
-    Tokens and limits come from SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_MAX_BODY,
-    SYNCLINE_MAX_PENDING and SYNCLINE_API_TIMEOUT. SIGTERM shuts down gracefully (exit 0)."""
+    Runs execute in this process unless --no-workers. Tokens and limits come from
+    SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_MAX_BODY, SYNCLINE_MAX_PENDING and
+    SYNCLINE_API_TIMEOUT. SIGTERM shuts down gracefully (exit 0)."""
     from engine.errors import UsageError
     from engine.server.config import ServerConfig
     from engine.server.serve import build_server, load_secrets, run_server
 
     try:
         config = ServerConfig.from_environ(os.environ, project=project.resolve(),
-                                           environment=environment, watch=not no_watch)
+                                           environment=environment, watch=not no_watch,
+                                           workers=not no_workers)
         secrets = load_secrets(os.environ, secrets_file)
         app, _ = build_server(config, environ=os.environ, secrets=secrets, database=database)
     except DefinitionErrors as exc:
@@ -163,6 +168,38 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     sys.exit(run_server(app, host, port, grace=config.shutdown_grace))
+
+
+@main.command()
+@PROJECT
+@ENV
+@click.option("--database", default=None, metavar="URL",
+              help="SQLite path or sqlite:///PATH (default: PROJECT/.syncline/syncline.db).")
+@click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="File of NAME=value secrets (or a JSON object).")
+@click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 10_000),
+              help="Runs executing at once in this process.")
+def worker(project: Path, environment: str | None, database: str | None,
+           secrets_file: Path | None, concurrency: int) -> None:
+    """Execute the runs that `syncline serve --no-workers` accepts into the same store.
+
+    Start as many as the machine has cores to spare; runs are leased, so each executes once.
+    SIGTERM lets in-flight steps checkpoint, then exits 0."""
+    import asyncio
+
+    from engine.errors import UsageError
+    from engine.server.serve import load_secrets, run_worker
+
+    try:
+        secrets = load_secrets(os.environ, secrets_file)
+        asyncio.run(run_worker(project.resolve(), environment=environment, environ=os.environ,
+                               secrets=secrets, database=database, concurrency=concurrency))
+    except DefinitionErrors as exc:
+        print_diagnostics(exc.diagnostics)
+        sys.exit(1)
+    except UsageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 # --- GitOps: plan, promote, status (engine/gitops) ----------------------------------------------
 

@@ -7,7 +7,9 @@ Everything fixed (/events is handled by the dispatcher too; /api/v1/..., /health
 /metrics) is an ordinary Starlette route. Every error is JSON `{"error": {"code", "message"}}`.
 
 The lifespan starts the store and the runtime (and the reloader), and on shutdown stops taking
-ingest, lets in-flight steps checkpoint (`runtime.stop(grace)`), then closes the store.
+ingest, lets in-flight steps checkpoint (`runtime.stop(grace)`), then closes the store. An
+ingest-only node (`config.workers` false) starts no workers: it only saves the plan, so that the
+`syncline worker` processes sharing its store can execute the runs it accepts.
 """
 
 from __future__ import annotations
@@ -146,7 +148,11 @@ def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_store is not None:
             await manage_store.open()
-        await state.runtime.start()
+        if state.config.workers:
+            await state.runtime.start()
+        else:  # ingest only: the workers elsewhere rebuild each run's plan from this bundle
+            plan = state.runtime.plan
+            await state.runtime.store.save_plan(plan.digest, dict(plan.bundle))
         state.ready = True
         if reloader is not None:
             await reloader.start()

@@ -47,6 +47,9 @@ class ServerConfig:
     """Upper bound on a process API's wait; None: each flow's `trigger.api.timeout`."""
     watch: bool = True
     """Watch the project and hot-reload on changes."""
+    workers: bool = True
+    """Execute runs in this process. False: an ingest-only node that accepts, stores and
+    answers; `syncline worker` processes on the same store execute the runs."""
     debounce: float = 0.3
     """Seconds of quiet after a change before recompiling."""
     shutdown_grace: float = 10.0

@@ -8,6 +8,7 @@ store flushes, and the process exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -114,15 +115,8 @@ def build_server(
         return compile_project(config.project, environment=config.environment, environ=environ)
 
     plan = compile_plan()
-    missing = missing_secrets(plan, secrets)
-    if missing:
-        raise UsageError(
-            f"missing secrets: {', '.join(missing)} (set SYNCLINE_SECRET_<NAME> "
-            "or pass --secrets FILE)"
-        )
-    path = sqlite_path(database, config.project)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(path)
+    _check_secrets(plan, secrets)
+    store = SQLiteStore(sqlite_path(database, config.project))
     metrics = Metrics()
     runtime = Runtime(
         store, plan, secrets=secrets, transport=transport, concurrency=concurrency, observer=metrics
@@ -134,6 +128,54 @@ def build_server(
         else None
     )
     return create_app(state, reloader=reloader, manage_store=store), state
+
+
+def _check_secrets(plan: Plan, secrets: Mapping[str, str]) -> None:
+    missing = missing_secrets(plan, secrets)
+    if missing:
+        raise UsageError(
+            f"missing secrets: {', '.join(missing)} (set SYNCLINE_SECRET_<NAME> "
+            "or pass --secrets FILE)"
+        )
+
+
+async def run_worker(
+    project: Path,
+    *,
+    environment: str | None,
+    environ: Mapping[str, str],
+    secrets: Mapping[str, str],
+    database: str | None = None,
+    concurrency: int = 32,
+    grace: float = 10.0,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """`syncline worker`: execute the runs of the store that `syncline serve --no-workers`
+    nodes (or any server) accept, until SIGTERM/SIGINT (or `stop` is set).
+
+    Several workers and servers may share one store: runs are leased, so each executes once
+    at a time. A run executes with the plan it was accepted under, read from the store, so a
+    hot reload on the ingest node needs no worker restart; the worker's own compile of PROJECT
+    decides which flows its emitted events start. Raises DefinitionErrors and UsageError as
+    `build_server` does."""
+    plan = compile_project(project, environment=environment, environ=dict(environ))
+    _check_secrets(plan, secrets)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with SQLiteStore(sqlite_path(database, project)) as store:
+            runtime = Runtime(store, plan, secrets=secrets, concurrency=concurrency)
+            await runtime.start()
+            log.info("worker %s executing runs of %s", runtime.worker_id, store.path)
+            try:
+                await stop.wait()
+            finally:
+                await runtime.stop(grace)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 def run_server(
