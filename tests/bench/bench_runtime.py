@@ -4,7 +4,12 @@
 2. events/s accepted through the store's group commit (and with one commit per event);
 3. a flow of three sequential HTTP calls to a local target (uvicorn in a separate process):
    runs/s of the runtime vs a hand-written asyncio + httpx script making the same three calls with
-   the same concurrency. The issue asks for a ratio of at least 0.60.
+   the same concurrency. The issue asks for a ratio of at least 0.60. The script is idiomatic: one
+   AsyncClient with httpx's default pool limits (100 connections, 20 kept alive). The runtime
+   gives each System one kept-alive connection per concurrent run, in pools of 8
+   (`engine.runtime.calls.StripedTransport`), which sidesteps httpcore's per-request pool
+   bookkeeping; so the script is also timed with that same transport, and that ratio is the
+   runtime's own overhead (durable checkpoints, lineage) over equally tuned hand-written code.
 
     python tests/bench/bench_runtime.py [--runs N] [--concurrency C]
 """
@@ -26,6 +31,7 @@ import httpx
 
 from engine.compiler import compile_project
 from engine.runtime import EventMeta, Runtime
+from engine.runtime.calls import StripedTransport
 from engine.store import EventRecord, NewRun, SQLiteStore
 
 PROJECT = """\
@@ -194,10 +200,12 @@ async def store_events_per_second(
         return events / (time.perf_counter() - started)
 
 
-async def script_runs_per_second(url: str, runs: int, concurrency: int) -> float:
+async def script_runs_per_second(
+    url: str, runs: int, concurrency: int, transport: httpx.AsyncBaseTransport | None = None
+) -> float:
     """The hand-written baseline: three sequential POSTs per run, `concurrency` at a time."""
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-    async with httpx.AsyncClient(base_url=url, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, transport=transport) as client:
         queue = iter(range(runs))
 
         async def worker() -> None:
@@ -234,6 +242,8 @@ async def main(runs: int, concurrency: int) -> None:
             script = await script_runs_per_second(url, runs, concurrency)
             engine = await runtime_runs_per_second(root, "calls", runs, concurrency)
             script_after = await script_runs_per_second(url, runs, concurrency)
+            striped = StripedTransport(concurrency)
+            tuned = await script_runs_per_second(url, runs, concurrency, striped)
         finally:
             proc.terminate()
             proc.wait()
@@ -251,6 +261,10 @@ async def main(runs: int, concurrency: int) -> None:
     )
     print(f"3 HTTP calls, Syncline runtime:        {engine:8.0f} runs/s")
     print(f"ratio runtime / hand-written:          {engine / baseline:8.2f}  (target >= 0.60)")
+    print(
+        f"3 HTTP calls, hand-written, same pool:  {tuned:8.0f} runs/s "
+        f"(runtime / that: {engine / tuned:.2f})"
+    )
 
 
 if __name__ == "__main__":
