@@ -29,6 +29,12 @@ TERMINAL_STATES: frozenset[str] = frozenset(
 )
 # `parked` is not terminal: an operator resumes or cancels it. It still blocks its ordering key.
 RUNNABLE_STATES: frozenset[str] = frozenset({"pending", "running", "waiting"})
+# The reason code of an operator's cancel. A `running` run carrying it has a cancel request: see
+# `Store.checkpoint`.
+CANCELLED = "CANCELLED"
+# The states that end a compensation: the only ones a checkpoint may give a run with a cancel
+# request, unless the checkpoint carries the CANCELLED reason itself.
+CANCEL_ENDS: frozenset[str] = frozenset({"cancelled", "compensated", "failed"})
 
 
 class ReceivedJSON(dict):  # type: ignore[type-arg]
@@ -205,8 +211,13 @@ class Store(abc.ABC):
 
     # execution -------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def checkpoint(self, cp: Checkpoint) -> None:
-        """Commit a step result + run state + outbox atomically (group-committed)."""
+    async def checkpoint(self, cp: Checkpoint) -> Reason | None:
+        """Commit a step result + run state + outbox atomically (group-committed).
+
+        Returns the run's cancel request, if it has one (state `running`, reason code
+        CANCELLED, set by `set_run_state`). The request stands: the step is written, but a new
+        run state outside CANCEL_ENDS is not, unless `cp.reason` is itself CANCELLED (the
+        executor acknowledging it); the run then stays `running` under its worker's lease."""
 
     @abc.abstractmethod
     async def get_event(self, event_id: str) -> EventRecord | None: ...

@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 from engine.errors import StoreError
 from engine.store.base import (
+    CANCEL_ENDS,
+    CANCELLED,
     Acceptance,
     Attempt,
     Checkpoint,
@@ -671,9 +673,15 @@ def _tx_checkpoint(
     cp: Checkpoint,
     step: dict[str, Any] | None,
     outbox_rows: list[tuple[Any, ...]],
-) -> None:
-    if conn.execute("SELECT 1 FROM runs WHERE id = ?", (cp.run_id,)).fetchone() is None:
+) -> Reason | None:
+    row = conn.execute("SELECT state, reason FROM runs WHERE id = ?", (cp.run_id,)).fetchone()
+    if row is None:
         raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
+    cancel = _cancel_request(*row)
+    run_state = cp.run_state
+    acknowledged = cp.reason is not None and cp.reason.code == CANCELLED
+    if cancel is not None and run_state not in CANCEL_ENDS and not acknowledged:
+        run_state = None  # the operator's cancel request stands (see Store.checkpoint)
     if step is not None:
         conn.execute(
             "INSERT OR REPLACE INTO steps (run_id, step_id, state, output, input_digest, error, "
@@ -682,13 +690,21 @@ def _tx_checkpoint(
             step,
         )
     sets, params = ["updated_at = ?"], [time.time()]  # type: list[str], list[Any]
-    if cp.run_state is not None:
+    if run_state is not None:
         sets += ["state = ?", "next_attempt_at = ?", "reason = ?"]
-        params += [cp.run_state, cp.next_attempt_at, _reason_json(cp.reason)]
-    if cp.clear_lease or (cp.run_state is not None and cp.run_state != "running"):
+        params += [run_state, cp.next_attempt_at, _reason_json(cp.reason)]
+    if cp.clear_lease or (run_state is not None and run_state != "running"):
         sets += ["lease_owner = NULL", "lease_until = NULL"]
     conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*params, cp.run_id])
     conn.executemany("INSERT INTO outbox (run_id, event, created_at) VALUES (?, ?, ?)", outbox_rows)
+    return cancel
+
+
+def _cancel_request(state: str, reason: str | None) -> Reason | None:
+    if state != "running" or reason is None or CANCELLED not in reason:
+        return None
+    parsed = Reason(**json.loads(reason))
+    return parsed if parsed.code == CANCELLED else None
 
 
 def _tx_set_run_state(
@@ -897,8 +913,9 @@ class SQLiteStore(Store):
         return await self._read(_q_next_due)
 
     # execution ---------------------------------------------------------------------------------
-    async def checkpoint(self, cp: Checkpoint) -> None:
-        """Commit a step record, the run's new state and the emitted events atomically.
+    async def checkpoint(self, cp: Checkpoint) -> Reason | None:
+        """Commit a step record, the run's new state and the emitted events atomically; return
+        the run's cancel request, if any (see `Store.checkpoint`).
 
         `next_attempt_at` and `reason` are written together with a new `run_state` (so leaving
         `waiting` clears them); the lease is cleared when asked or when the state is not
@@ -910,7 +927,7 @@ class SQLiteStore(Store):
             step = _step_params(cp.run_id, cp.step)
         now = time.time()
         outbox_rows = [(cp.run_id, _dumps(_fields(event)), now) for event in cp.emitted]
-        await self._write(_tx_checkpoint, cp, step, outbox_rows)
+        return await self._write(_tx_checkpoint, cp, step, outbox_rows)
 
     async def get_event(self, event_id: str) -> EventRecord | None:
         """The stored event, or None."""
