@@ -114,7 +114,11 @@ async def test_cancel_compensates_a_parked_run(tmp_path, live):
         "/orders/X2/cancel",
         "/orders/X1/cancel",
     ]
-    assert audit[0]["actor"] == "alice" and audit[0]["action"] == "cancel"
+    assert [(a["actor"], a["action"]) for a in audit[:2]] == [
+        ("runtime", "cancelled"),
+        ("alice", "cancel"),
+    ]
+    assert audit[0]["detail"]["compensated"] == ["second", "first"]
 
 
 RESUMABLE = flow(

@@ -15,18 +15,25 @@ Step semantics (the contract SPEC.md section 2 leaves to the runtime):
   flow's `onFailure`: `park` (completed steps stay as they are) or `compensate`.
 - Compensation runs the `compensate` call of every succeeded step, in reverse completion order,
   each with its own idempotency key (`<step>#compensate`); the run ends `compensated` (or
-  `cancelled` when an operator cancelled it), keeping the failure's reason. A compensation that
-  fails ends the run `failed` with reason COMPENSATION_FAILED naming the step: downstream state is
-  then partial, and the run says so.
+  `cancelled` when an operator cancelled it), keeping the failure's reason. A compensation call
+  that fails is retried as the step's RetryPolicy says (retryable: timeouts, network errors, 429
+  and 5xx), like a step: the attempt is checkpointed and the run waits (`waiting`, next attempt
+  time in the store, no worker held). One that still fails ends the run `failed` with reason
+  COMPENSATION_FAILED naming the step: downstream state is then partial, and the run says so.
 - A runnable run that carries a reason is being compensated: the executor records the reason with
   the run still `running` before the first compensation call, and `cancel` queues a run with
   reason CANCELLED. A crash in the middle of compensation thus resumes compensation, never the
   flow.
+- `cancel` of a running run records the request in the store (reason CANCELLED, still
+  `running`). Every checkpoint answers it (`Store.checkpoint`), so the worker starts no further
+  step: the steps in flight finish and are checkpointed, then it compensates and the run ends
+  `cancelled`, with an audit entry. A final state the run reached meanwhile is not written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -39,11 +46,19 @@ from engine.errors import CallError
 from engine.runtime.calls import Calls, describe
 from engine.runtime.retry import backoff
 from engine.runtime.steps import HANDLERS, StepEnv, StepOutcome, Stop, build_request
-from engine.store.base import Attempt, Checkpoint, EventRecord, Reason, RunRecord, StepRecord, Store
+from engine.store.base import (
+    CANCELLED,
+    Attempt,
+    Checkpoint,
+    EventRecord,
+    Reason,
+    RunRecord,
+    StepRecord,
+    Store,
+)
 
 DONE = frozenset({"succeeded", "skipped"})
-CANCELLED = "CANCELLED"
-COMPENSATION_RETRY_CAP = 5.0  # seconds: compensation retries in place, briefly
+COMPENSATE = "compensate"  # outcome prefix of a compensation attempt that failed
 _RNG = random.Random()
 
 
@@ -148,12 +163,13 @@ class _Execution:
         self.todo = [s for s in flow.steps if s.id not in self.outputs]
         self.stops: list[tuple[str, Stop]] = []
         self.emitted = False
+        self.cancel: Reason | None = None  # an operator's cancel request, seen at a checkpoint
 
     # the step graph ------------------------------------------------------------------------
     async def run(self) -> Finished:
         running: dict[asyncio.Task[StepOutcome], CompiledStep] = {}
         while True:
-            ready = self._ready() if not self.stops and not self.executor.stopping() else []
+            ready = self._ready() if not self._stopped() else []
             if len(ready) == 1 and not running:  # the common linear case: no task needed
                 outcomes = [(ready[0], await self._step(ready[0]))]
             else:
@@ -168,6 +184,9 @@ class _Execution:
             if final is not None:
                 return await self._finish(final)
         return await self._finish(self._final())
+
+    def _stopped(self) -> bool:
+        return bool(self.stops) or self.cancel is not None or self.executor.stopping()
 
     def _ready(self) -> list[CompiledStep]:
         ready = [s for s in self.todo if s.needs.issubset(self.outputs)]
@@ -198,7 +217,7 @@ class _Execution:
             self.emitted = self.emitted or bool(outcome.emitted)
         if still_running:
             return None
-        if self.stops or not self.todo or self.executor.stopping():
+        if self._stopped() or not self.todo:
             return self._final()
         return None
 
@@ -219,7 +238,8 @@ class _Execution:
                 final.reason,
                 last.emitted,
             )
-        await asyncio.gather(*(self.store.checkpoint(cp) for cp in checkpoints))
+        cancels = await asyncio.gather(*(self.store.checkpoint(cp) for cp in checkpoints))
+        self.cancel = next((c for c in cancels if c is not None), self.cancel)
         for _, outcome in outcomes:
             if outcome.record.state in DONE:
                 self.outputs[outcome.record.step_id] = outcome.record.output
@@ -228,6 +248,8 @@ class _Execution:
     def _final(self) -> Checkpoint:
         """The run's state once nothing runs any more."""
         run_id = self.run_record.id
+        if self.cancel is not None:  # acknowledge the operator's cancel: compensation follows
+            return Checkpoint(run_id, None, "running", reason=self.cancel)
         severe = [(sid, s) for sid, s in self.stops if s.action != "wait"]
         if severe:
             sid, stop = next(((i, s) for i, s in severe if s.action != "dead-letter"), severe[0])
@@ -245,6 +267,8 @@ class _Execution:
 
     async def _finish(self, final: Checkpoint) -> Finished:
         """After the final checkpoint committed: compensate, or report the new state."""
+        if self.cancel is not None:  # the store kept the run `running` with the cancel request
+            return await self.compensate(self.cancel)
         state = final.run_state or "succeeded"
         if state == "running":
             assert final.reason is not None
@@ -266,69 +290,90 @@ class _Execution:
         ]
         done.sort(key=lambda r: (r.updated_at, self.flow.step(r.step_id).index), reverse=True)
         for record in done:
-            failure = await self._compensate_step(self.flow.step(record.step_id), record)
-            if failure is not None:
-                return await self._end_compensation("failed", failure)
+            stopped = await self._compensate_step(self.flow.step(record.step_id), record, reason)
+            if stopped is not None:
+                return stopped
         state = "cancelled" if reason.code == CANCELLED else "compensated"
         return await self._end_compensation(state, reason)
 
-    async def _end_compensation(self, state: str, reason: Reason) -> Finished:
-        await self.store.checkpoint(Checkpoint(self.run_record.id, None, state, reason=reason))
+    async def _end_compensation(
+        self, state: str, reason: Reason, step: StepRecord | None = None
+    ) -> Finished:
+        run_id = self.run_record.id
+        writes = [self.store.checkpoint(Checkpoint(run_id, step, state, reason=reason))]
+        if state == "cancelled":  # queued first: committed no later than the state
+            undone = [r for r in self.records.values() if r.state == "compensated"]
+            compensated = [r.step_id for r in sorted(undone, key=lambda r: r.updated_at)]
+            detail = {"reason": reason.message, "compensated": compensated}
+            writes.insert(0, self.store.audit("runtime", "cancelled", run_id, detail))
+        await asyncio.gather(*writes)
         self.executor.observer.run_state(self.flow.name, state)
         return Finished(state, self.emitted)
 
-    async def _compensate_step(self, step: CompiledStep, record: StepRecord) -> Reason | None:
+    async def _compensate_step(
+        self, step: CompiledStep, record: StepRecord, reason: Reason
+    ) -> Finished | None:
+        """One attempt at undoing `step`: None once undone, else how the run stops (waiting
+        for the next attempt, or failed)."""
         assert step.compensate is not None and self.calls is not None
         request = build_request(
             step.compensate, self.context, self.run_record, f"{step.id}#compensate"
         )
         described = describe(request)
         policy = step.retry.policy if step.retry is not None else None
-        attempts = max(1, policy.max_attempts if policy else 1)
         timeout = policy.timeout if policy and policy.timeout else step.compensate.system.timeout
-        error: CallError | None = None
-        for n in range(1, attempts + 1):
-            started = self.clock()
-            try:
-                response = await self.calls.send(request, timeout=timeout)
-            except CallError as exc:
-                error = exc
-                if (
-                    exc.kind == "status"
-                    and exc.status is not None
-                    and exc.status < 500
-                    and exc.status != 429
-                ):
-                    break
-                if policy is not None and n < attempts:
-                    delay = backoff(policy, n, _RNG, exc.retry_after)
-                    await asyncio.sleep(min(delay, COMPENSATION_RETRY_CAP))
-                continue
+        n = 1 + sum(1 for a in record.attempts if a.outcome.startswith(COMPENSATE))
+        started = self.clock()
+        try:
+            response = await self.calls.send(request, timeout=timeout)
+        except CallError as error:
             attempt = Attempt(
                 len(record.attempts) + 1,
                 started,
                 self.clock(),
-                "compensated",
-                response.status,
-                None,
+                f"{COMPENSATE}:{error.kind}",
+                error.status,
+                error.message,
                 described,
-                {"status": response.status, "body": response.body},
+                {"status": error.status, "body": error.body},
             )
-            compensated = StepRecord(
-                record.run_id,
-                record.step_id,
-                "compensated",
-                record.output,
-                record.input_digest,
-                None,
-                [*record.attempts, attempt],
-                self.clock(),
+            # updated_at stays the step's completion time: it orders the compensation
+            tried = dataclasses.replace(record, attempts=[*record.attempts, attempt])
+            retryable = error.kind != "status" or error.status == 429 or (error.status or 0) >= 500
+            if policy is not None and retryable and n < policy.max_attempts:
+                at = self.clock() + backoff(policy, n, _RNG, error.retry_after)
+                return await self._wait_to_compensate(tried, reason, at)
+            message = f"compensating step '{step.id}' failed: {error.message}"
+            failure = Reason(
+                "COMPENSATION_FAILED", step.id, f"{message}; downstream state is partial"
             )
-            await self.store.checkpoint(Checkpoint(self.run_record.id, compensated))
-            return None
-        message = error.message if error else "no attempt"
-        return Reason(
-            "COMPENSATION_FAILED",
-            step.id,
-            f"compensating step '{step.id}' failed: {message}; downstream state is partial",
+            return await self._end_compensation("failed", failure, tried)
+        attempt = Attempt(
+            len(record.attempts) + 1,
+            started,
+            self.clock(),
+            "compensated",
+            response.status,
+            None,
+            described,
+            {"status": response.status, "body": response.body},
         )
+        compensated = dataclasses.replace(
+            record,
+            state="compensated",
+            attempts=[*record.attempts, attempt],
+            updated_at=self.clock(),
+        )
+        await self.store.checkpoint(Checkpoint(self.run_record.id, compensated))
+        self.records[step.id] = compensated
+        return None
+
+    async def _wait_to_compensate(self, tried: StepRecord, reason: Reason, at: float) -> Finished:
+        """Checkpoint the failed attempt; the run waits, still carrying the compensation's reason
+        (a claim resumes compensation). A cancel request that arrived meanwhile becomes that
+        reason, so the run ends `cancelled`."""
+        run_id = self.run_record.id
+        cancel = await self.store.checkpoint(Checkpoint(run_id, tried, "waiting", at, reason))
+        if cancel is not None and reason.code != CANCELLED:
+            await self.store.checkpoint(Checkpoint(run_id, None, "waiting", at, cancel))
+        return Finished("waiting", self.emitted, at)

@@ -62,6 +62,7 @@ log = logging.getLogger("syncline.runtime")
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 STOPPED_STATES = TERMINAL_STATES | {"parked"}
+CANCELLABLE = ("pending", "waiting", "parked", "dead-lettered")  # and running: a cancel request
 EFFECT_KINDS = frozenset({"call", "emit"})
 
 
@@ -487,15 +488,26 @@ class Runtime:
         return self._requeued(record)
 
     async def cancel(self, run_id: str, actor: str = "operator") -> RunRecord:
-        """Stop a run for good, compensating its completed steps (a worker does it: the run is
-        queued with reason CANCELLED and ends `cancelled`)."""
-        states = ("pending", "waiting", "parked", "dead-lettered")
-        await self._expect(run_id, states, "cancel")
+        """Stop a run for good, compensating its completed steps; it ends `cancelled`.
+
+        A run that is not executing (pending, waiting for a retry, parked, dead-lettered) is
+        queued with reason CANCELLED at once, and a worker compensates it. A running run gets a
+        cancel request in the store (still `running`, reason CANCELLED): its worker finishes and
+        checkpoints the steps in flight, starts no other, then compensates. Answers the run as
+        stored right after the request."""
         reason = Reason(CANCELLED, None, f"cancelled by {actor}")
-        record = await self.store.set_run_state(
-            run_id, "pending", expect=states, reason=reason, actor=actor, action="cancel"
-        )
-        return self._requeued(record)
+        for _ in range(3):  # the run may change state between reading and writing it
+            run = await self._expect(run_id, (*CANCELLABLE, "running"), "cancel")
+            state = "running" if run.state == "running" else "pending"
+            expect = ("running",) if run.state == "running" else CANCELLABLE
+            try:
+                record = await self.store.set_run_state(
+                    run_id, state, expect=expect, reason=reason, actor=actor, action="cancel"
+                )
+            except StoreError:
+                continue
+            return record if state == "running" else self._requeued(record)
+        raise UsageError(f"run '{run_id}' keeps changing state; try cancel again")
 
     async def replay(self, run_id: str, actor: str = "operator") -> RunRecord:
         """A new run of the old run's event under the current plan, linked by `replay_of`."""

@@ -1,0 +1,212 @@
+"""Cancelling runs that are executing or waiting, and compensation retries that wait in the store
+(not in a worker), through a real store and a real local HTTP target."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
+
+from engine.store import SQLiteStore
+from engine.store.base import (
+    CANCELLED,
+    Checkpoint,
+    EventRecord,
+    NewRun,
+    Reason,
+    StepRecord,
+)
+
+pytestmark = pytest.mark.anyio
+
+PATIENT = """\
+apiVersion: syncline/v1
+kind: RetryPolicy
+metadata: {name: patient, owner: qa}
+spec:
+  maxAttempts: 3
+  backoff: {initial: 2s, multiplier: 1, max: 2s, jitter: none}
+  retryOn: [timeout, network, "429", "5xx"]
+  onExhausted: park
+---
+apiVersion: syncline/v1
+kind: RetryPolicy
+metadata: {name: glacial, owner: qa}
+spec:
+  maxAttempts: 3
+  backoff: {initial: 60s, multiplier: 1, max: 60s, jitter: none}
+  retryOn: ["5xx"]
+  onExhausted: park
+"""
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def live() -> Iterator[tuple[Target, str]]:
+    server = LiveTarget()
+    with server as target:
+        yield target, server.url
+
+
+def project(tmp_path: Path, url: str, flows: str) -> Path:
+    return write_project(tmp_path, url, flows, {"flows/policies.yaml": PATIENT})
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+LONG = flow(
+    "long",
+    """
+    - id: one
+      call: {system: erp, operation: create, body: "{step: 'one'}"}
+      compensate: {system: erp, operation: cancel, params: {id: steps.one.body.id}}
+    - id: two
+      needs: [one]
+      call: {system: erp, operation: slow, body: "{step: 'two'}"}
+      compensate: {system: erp, operation: cancel, params: {id: steps.two.body.id}}
+    - id: three
+      needs: [two]
+      call: {system: erp, operation: create, body: "{step: 'three'}"}
+      compensate: {system: erp, operation: cancel, params: {id: steps.three.body.id}}
+""",
+)
+SHORT = LONG.split("    - id: three")[0]  # `two` is the last step: its checkpoint ends the run
+
+
+@pytest.mark.parametrize("flows", [LONG, SHORT], ids=["more-steps-follow", "last-step"])
+async def test_cancel_of_a_running_run_stops_it_after_the_step_in_flight(tmp_path, live, flows):
+    target, url = live
+    target.delay["/slow"] = 0.5
+    async with running(project(tmp_path, url, flows)) as (runtime, plan):
+        run_id = (await runtime.ingest(plan.flows["long"], {}, meta(1))).run_id
+
+        async def two_in_flight() -> bool:
+            return bool(target.to("/slow"))
+
+        await until(two_in_flight)
+        requested = await runtime.cancel(run_id, actor="alice")
+        run = await runtime.wait(run_id, 10)
+        detail = await runtime.run_detail(run_id)
+        audit = await runtime.store.audit_log(run_id)
+    assert (requested.state, requested.reason.code) == ("running", CANCELLED)
+    assert run.state == "cancelled" and run.reason.message == "cancelled by alice"
+    # `two` finished and was checkpointed; nothing after it started; both were undone, last first
+    assert [r.body["step"] for r in target.to("/orders")] == ["one"]
+    assert {s["id"]: s["state"] for s in detail["steps"]} == {
+        "one": "compensated",
+        "two": "compensated",
+    }
+    cancels = [r.path for r in target.requests if r.path.endswith("/cancel")]
+    assert cancels == ["/orders/X2/cancel", "/orders/X1/cancel"]
+    assert [(a["actor"], a["action"]) for a in audit[:2]] == [
+        ("runtime", "cancelled"),
+        ("alice", "cancel"),
+    ]
+    assert audit[0]["detail"]["compensated"] == ["two", "one"]
+
+
+RETRYING = flow(
+    "retrying",
+    """
+    - id: one
+      call: {system: erp, operation: create, body: data}
+      retry: glacial
+""",
+)
+
+
+async def test_cancel_of_a_waiting_run_ends_it_at_once(tmp_path, live):
+    target, url = live
+    target.script["/orders"] = [503]
+    async with running(project(tmp_path, url, RETRYING)) as (runtime, plan):
+        run_id = (await runtime.ingest(plan.flows["retrying"], {"n": 1}, meta(1))).run_id
+
+        async def waiting() -> bool:
+            run = await runtime.store.get_run(run_id)
+            return run is not None and run.state == "waiting"
+
+        await until(waiting)
+        started = time.monotonic()
+        await runtime.cancel(run_id)
+        run = await runtime.wait(run_id, 5)
+    assert run.state == "cancelled" and time.monotonic() - started < 5  # not the 60 s backoff
+    assert len(target.to("/orders")) == 1
+
+
+SAGA = flow(
+    "saga",
+    """
+    - id: first
+      call: {system: erp, operation: create, body: "{step: 'first'}"}
+      compensate: {system: erp, operation: cancel, params: {id: steps.first.body.id}}
+      retry: patient
+    - id: check
+      validate:
+        input: data
+        rules:
+          - {assert: "data.ok", code: NOT_OK, message: the order is not ok}
+""",
+    extra="  onFailure: compensate\n",
+)
+
+
+async def test_a_compensation_retry_waits_in_the_store_and_holds_no_worker(tmp_path, live):
+    """One worker. The compensation call fails once (503) and is due again in 2 s: meanwhile the
+    run is `waiting` in the store and the only worker executes another run."""
+    target, url = live
+    target.script["/orders/X1/cancel"] = [503]
+    async with running(project(tmp_path, url, SAGA), concurrency=1) as (runtime, plan):
+        saga = plan.flows["saga"]
+        failing = (await runtime.ingest(saga, {"ok": False}, meta(1))).run_id
+
+        async def waiting() -> bool:
+            run = await runtime.store.get_run(failing)
+            return run is not None and run.state == "waiting"
+
+        await until(waiting)
+        run = await runtime.store.get_run(failing)
+        assert run is not None and run.reason is not None and run.reason.code == "NOT_OK"
+        assert run.next_attempt_at is not None
+        other = (await runtime.ingest(saga, {"ok": True}, meta(2))).run_id
+        assert (await runtime.wait(other, 1.5)).state == "succeeded"
+        assert time.time() < run.next_attempt_at  # it ran while the compensation waited
+        final = await runtime.wait(failing, 10)
+        steps = await runtime.store.get_steps(failing)
+    assert (final.state, final.reason.code) == ("compensated", "NOT_OK")
+    calls = target.to("/orders/X1/cancel")
+    assert len(calls) == 2 and calls[0].key == calls[1].key
+    outcomes = [a.outcome for a in steps["first"].attempts]
+    assert outcomes == ["ok", "compensate:status", "compensated"]
+
+
+async def test_a_checkpoint_leaves_a_cancel_request_standing(tmp_path: Path):
+    """Store level: while a running run has a cancel request, a checkpoint writes its step but
+    not a state outside the ends of a compensation, and answers the request."""
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        event = EventRecord("e1", "t", "s", {})
+        await store.accept(event, [NewRun("r1", "f", 1, "d", "k1", None, "c")])
+        await store.claim("w", 1, time.time(), 30)
+        reason = Reason(CANCELLED, None, "cancelled by bob")
+        await store.set_run_state("r1", "running", expect=("running",), reason=reason)
+        step = StepRecord("r1", "a", "succeeded", {"x": 1}, updated_at=time.time())
+        assert await store.checkpoint(Checkpoint("r1", step, "succeeded")) == reason
+        run = await store.get_run("r1")
+        assert run is not None and (run.state, run.reason) == ("running", reason)
+        assert "a" in await store.get_steps("r1")
+        assert await store.checkpoint(Checkpoint("r1", None, "cancelled", reason=reason)) == reason
+        run = await store.get_run("r1")
+        assert run is not None and run.state == "cancelled"
+        assert await store.checkpoint(Checkpoint("r1", None)) is None
