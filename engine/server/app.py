@@ -15,6 +15,7 @@ ingest-only node (`config.workers` false) starts no workers: it only saves the p
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -154,6 +155,11 @@ def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = 
             plan = state.runtime.plan
             await state.runtime.store.save_plan(plan.digest, dict(plan.bundle))
         state.ready = True
+        # What startup built (the plan, the modules) lives as long as the process: keep it out
+        # of the collector's full passes, which otherwise stall every request in flight for
+        # tens of milliseconds under load (the ingest p99).
+        gc.collect()
+        gc.freeze()
         if reloader is not None:
             await reloader.start()
         try:
