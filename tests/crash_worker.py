@@ -2,7 +2,10 @@
 start; duplicates are deduplicated) while executing them, and prints `idle` once every run is
 done. The test kills it with SIGKILL at random points and starts it again.
 
-    python tests/crash_worker.py PROJECT_ROOT N
+    python tests/crash_worker.py PROJECT_ROOT N [POSTGRESQL_URL]
+
+With a PostgreSQL URL it is one replica of several sharing that database (the default store is
+the project's SQLite file).
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from pathlib import Path
 
 from engine.compiler import compile_project
 from engine.runtime import EventMeta, Runtime
-from engine.store import SQLiteStore
+from engine.store import SQLiteStore, Store
+from engine.store.postgres import PostgresStore
 
 
-async def main(root: Path, count: int) -> None:
+async def main(root: Path, count: int, database: str | None) -> None:
     plan = compile_project(root)
-    async with SQLiteStore(root / ".syncline" / "syncline.db") as store:
+    store: Store = (
+        PostgresStore(database) if database else SQLiteStore(root / ".syncline" / "syncline.db")
+    )
+    async with store:
         runtime = Runtime(store, plan, lease=1.0, poll=0.05, concurrency=16)
         await runtime.start()
         flow = plan.flows["crash"]
@@ -39,4 +46,4 @@ async def main(root: Path, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2])))
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), (sys.argv[3:] or [None])[0]))

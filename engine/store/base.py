@@ -1,7 +1,8 @@
 """The durable store's interface: what the runtime and the server need, nothing more.
 
-Every method is async. Implementations: `sqlite.SQLiteStore` (the embedded default) and, later,
-a PostgreSQL one; the executor and the server only ever see `Store`.
+Every method is async. Implementations: `sqlite.SQLiteStore` (the embedded default) and
+`postgres.PostgresStore` (several replicas on one database); the executor and the server only
+ever see `Store`, and `engine.store.open_store` picks one from a `--database` value.
 
 Invariants every implementation keeps:
 - `accept` commits the event, its runs and their dedup keys in one transaction: an event that was
@@ -18,7 +19,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 RunState = Literal[
     "pending", "running", "waiting", "succeeded", "filtered", "parked",
@@ -169,7 +170,16 @@ class OutboxItem:
 
 
 class Store(abc.ABC):
-    """Durable state of the runtime. Implementations must be safe for concurrent async callers."""
+    """Durable state of the runtime. Implementations must be safe for concurrent async callers.
+
+    ``async with store:`` opens it and closes it."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     # lifecycle -------------------------------------------------------------------------------
     @abc.abstractmethod

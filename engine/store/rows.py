@@ -1,0 +1,104 @@
+"""Records <-> rows: the one encoding of runs, steps and events both stores share.
+
+JSON values are stored as text (a payload received as JSON as its own text), timestamps as unix
+seconds; a row of RUN_COLUMNS reads back into a RunRecord whichever database it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from engine.store.base import (
+    CANCELLED,
+    Attempt,
+    EventRecord,
+    NewRun,
+    Reason,
+    ReceivedJSON,
+    RunRecord,
+    StepRecord,
+)
+
+RUN_COLUMNS = (
+    "id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
+    "traceparent, created_at, updated_at, seq, next_attempt_at, reason, replay_of, "
+    "data_override, has_override, generation"
+)
+
+dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def run_record(row: Sequence[Any], replayed_by: list[str]) -> RunRecord:
+    """RUN_COLUMNS lists RunRecord's fields in order up to `next_attempt_at`; the rest is JSON."""
+    reason, replay_of, override, has_override, generation = row[14:]
+    rest: dict[str, Any] = {
+        "reason": Reason(**json.loads(reason)) if reason is not None else None,
+        "replay_of": replay_of,
+        "replayed_by": replayed_by,
+        "data_override": json.loads(override) if has_override else None,
+        "has_override": bool(has_override),
+        "generation": generation,
+    }
+    return RunRecord(*row[:14], **rest)
+
+
+def fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict (no deep copy of payloads, unlike dataclasses.asdict)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def event_row(event: EventRecord, now: float) -> tuple[Any, ...]:
+    """(id, type, source, subject, time, data, attributes, received_at). A payload received as
+    JSON is kept as its own text, not encoded again."""
+    data = event.data.text if type(event.data) is ReceivedJSON else dumps(event.data)
+    attributes = dumps(event.attributes) if event.attributes else "{}"
+    return (event.id, event.type, event.source, event.subject, event.time, data, attributes, now)
+
+
+def step_params(run_id: str, step: StepRecord) -> dict[str, Any]:
+    return {
+        **fields(step),
+        "run_id": run_id,
+        "output": dumps(step.output),
+        "attempts": dumps([fields(attempt) for attempt in step.attempts]),
+        "updated_at": step.updated_at or time.time(),
+    }
+
+
+def step_record(row: Sequence[Any]) -> StepRecord:
+    run_id, step_id, state, output, input_digest, error, attempts, updated_at = row
+    return StepRecord(
+        run_id=run_id,
+        step_id=step_id,
+        state=state,
+        output=json.loads(output),
+        input_digest=input_digest,
+        error=error,
+        attempts=[Attempt(**a) for a in json.loads(attempts)],
+        updated_at=updated_at,
+    )
+
+
+def reason_json(reason: Reason | None) -> str | None:
+    return None if reason is None else dumps(dataclasses.asdict(reason))
+
+
+def cancel_request(state: str, reason: str | None) -> Reason | None:
+    """The operator's cancel request a run carries: state `running`, reason code CANCELLED."""
+    if state != "running" or reason is None or CANCELLED not in reason:
+        return None
+    parsed = Reason(**json.loads(reason))
+    return parsed if parsed.code == CANCELLED else None
+
+
+def run_row(run: NewRun, event_id: str, now: float) -> tuple[Any, ...]:
+    """(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id,
+    traceparent, created_at, updated_at, replay_of) of a new run."""
+    return (
+        run.id, run.flow, run.flow_version, run.plan_digest, event_id, run.state, run.key,
+        run.ordering_key, run.correlation_id, run.traceparent, now, now, run.replay_of,
+    )  # fmt: skip

@@ -1,0 +1,183 @@
+"""The PostgreSQL store's own guarantees, with several replicas (stores, processes) on one real
+database: deduplication and leases across replicas, migrations applied once, and a replica killed
+with SIGKILL whose runs another replica finishes with every write applied exactly once.
+
+The Store contract itself (dedup, ordering, checkpoints, operator actions) runs against both
+stores in test_store.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from runtime_kit import LiveTarget, Target, write_project
+from test_runtime_crash import CRASH_FLOW, PATIENT
+
+from engine.errors import StoreError
+from engine.store import Checkpoint, EventRecord, NewRun
+from engine.store.postgres import MIGRATIONS, PostgresStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def new_run(run_id: str, key: str, ordering: str | None = None) -> NewRun:
+    return NewRun(run_id, "sync", 1, "sha256:plan", key, ordering, f"corr-{run_id}")
+
+
+def event(name: str) -> EventRecord:
+    return EventRecord(f"ev-{name}", "com.acme.test", "tests", {"n": name})
+
+
+async def test_replicas_opening_together_migrate_once(postgres_url: str) -> None:
+    stores = [PostgresStore(postgres_url, pool_size=2) for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        applied = sorted(store.migrations_applied for store in stores)
+        assert applied == [[], [], [], list(range(1, len(MIGRATIONS) + 1))]
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+
+
+async def test_a_newer_schema_is_refused(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url):
+        pass
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO syncline_schema (version) VALUES (99)")
+    with pytest.raises(StoreError, match="schema is version 99, newer"):
+        await PostgresStore(postgres_url).open()
+
+
+async def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
+    store = PostgresStore("postgresql://syncline:s3cret@127.0.0.1:9/none?connect_timeout=1")
+    with pytest.raises(StoreError, match="cannot connect to the PostgreSQL store") as info:
+        await store.open()
+    assert "s3cret" not in str(info.value) and "s3cret" not in repr(store)
+
+
+async def test_same_delivery_on_two_replicas_makes_one_run(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url) as a, PostgresStore(postgres_url) as b:
+        results = await asyncio.gather(
+            *(
+                (a if n % 2 else b).accept(event(f"d{n}"), [new_run(f"r{n}", key="006")])
+                for n in range(40)
+            )
+        )
+        acceptances = [result[0] for result in results]
+        assert [x.status for x in acceptances].count("accepted") == 1
+        winner = next(x.run_id for x in acceptances if x.status == "accepted")
+        assert {x.run_id for x in acceptances} == {winner}  # the others name the winner
+        assert await a.count_runs() == {("sync", "pending"): 1}
+
+
+async def test_replicas_never_claim_a_run_twice_and_keep_ordering_keys(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url) as a, PostgresStore(postgres_url) as b:
+        runs = [new_run(f"r{n:03}", f"k{n}", ordering=f"acct-{n % 10}") for n in range(200)]
+        await a.accept(event("bulk"), runs)
+        order = {run.id: n for n, run in enumerate(runs)}
+        done: list[str] = []
+        claimed_by: dict[str, str] = {}
+
+        async def replica(store: PostgresStore, name: str) -> None:
+            while len(done) < len(runs):
+                batch = await store.claim(name, 7, time.time(), 30.0)
+                for run in batch:
+                    assert run.id not in claimed_by, f"{run.id} claimed twice"
+                    claimed_by[run.id] = name
+                    # no other run of this ordering key is executing right now
+                    running = [r for r in claimed_by if r not in done]
+                    same_key = [r for r in running if runs[order[r]].ordering_key
+                                == run.ordering_key]  # fmt: skip
+                    assert same_key == [run.id]
+                for run in batch:
+                    await store.checkpoint(Checkpoint(run.id, None, "succeeded"))
+                    done.append(run.id)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(replica(a, "a"), replica(b, "b"), replica(a, "a2"))
+        assert sorted(done) == sorted(order)
+        assert set(claimed_by.values()) >= {"a", "b"}  # they shared the work
+        for key in {run.ordering_key for run in runs}:  # each key's runs ran in arrival order
+            ran = [r for r in done if runs[order[r]].ordering_key == key]
+            assert ran == sorted(ran, key=order.__getitem__)
+
+
+async def test_the_audit_log_is_append_only(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url) as store:
+        await store.audit("bob", "deploy", None, {"digest": "sha256:x"})
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for sql in ("UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"):
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(sql)
+
+
+# -- replicas as real processes --------------------------------------------------------------------
+EVENTS = 300
+
+
+async def migrate(url: str) -> None:
+    async with PostgresStore(url):
+        pass
+
+
+def start_replica(root: Path, url: str) -> subprocess.Popen[str]:
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    return subprocess.Popen(
+        [sys.executable, str(here / "crash_worker.py"), str(root), str(EVENTS), url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_replica_s_runs_are_finished_by_the_other(tmp_path: Path, postgres_url: str):
+    """Two replicas receive the same deliveries and share the work; one is killed with SIGKILL
+    mid-work; the survivor finishes every run, the dead one's included once its leases expire,
+    and the target receives every logical write exactly once by idempotency key."""
+    live = LiveTarget(Target(flaky=0.1, lost=0.05))
+    owners: set[str] = set()
+    with live as target:
+        root = write_project(tmp_path, live.url, CRASH_FLOW, {"flows/policy.yaml": PATIENT})
+        asyncio.run(migrate(postgres_url))  # the schema exists before we look at it
+        doomed, survivor = start_replica(root, postgres_url), start_replica(root, postgres_url)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while len(owners) < 2 and time.monotonic() < deadline:
+                owners |= {
+                    owner
+                    for (owner,) in conn.execute(
+                        "SELECT DISTINCT lease_owner FROM runs WHERE state = 'running'"
+                    )
+                }
+                time.sleep(0.02)
+            time.sleep(0.3)
+            doomed.send_signal(signal.SIGKILL)
+            doomed.communicate(timeout=10)
+            orphaned = conn.execute("SELECT count(*) FROM runs WHERE state = 'running'").fetchone()
+            out, err = survivor.communicate(timeout=120)
+            assert survivor.returncode == 0, err
+            assert "idle" in out
+            states = dict(conn.execute("SELECT state, count(*) FROM runs GROUP BY state"))
+    assert len(owners) == 2  # both replicas were executing runs
+    assert orphaned is not None and orphaned[0] > 0  # the kill left leased runs behind
+    assert states == {"succeeded": EVENTS}
+    keys_per_step: dict[tuple[int, str], set[str]] = {}
+    for request in target.to("/orders"):
+        keys_per_step.setdefault((request.body["i"], request.body["step"]), set()).add(request.key)
+    assert len(keys_per_step) == 2 * EVENTS
+    assert all(len(keys) == 1 for keys in keys_per_step.values())  # one key per logical write
+    assert all(len(bodies) == 1 for bodies in target.writes.values())  # applied once per key
