@@ -13,7 +13,8 @@ import pytest
 from engine.errors import StoreError
 from engine.store import EventRecord, NewRun, SQLiteStore
 from engine.store.base import ReceivedJSON
-from engine.store.sqlite import _event_row, _open_writer, _tx_accept, _tx_accept_many
+from engine.store.rows import event_row
+from engine.store.sqlite import _open_writer, _tx_accept, _tx_accept_many
 
 pytestmark = pytest.mark.anyio
 
@@ -49,8 +50,8 @@ ITEMS = [
 def apply(path: Path, batched: bool) -> tuple[list[object], list[tuple[object, ...]]]:
     conn, _ = _open_writer(path)
     conn.execute("BEGIN IMMEDIATE")
-    _tx_accept(conn, _event_row(event("before"), 1.0), [run("r0", "held")])
-    items = [(_event_row(ev, 2.0), runs) for ev, runs in ITEMS]
+    _tx_accept(conn, event_row(event("before"), 1.0), [run("r0", "held")])
+    items = [(event_row(ev, 2.0), runs) for ev, runs in ITEMS]
     if batched:
         answers: list[object] = list(_tx_accept_many(conn, items))
     else:

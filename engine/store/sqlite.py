@@ -39,16 +39,26 @@ from engine.store.base import (
     CANCEL_ENDS,
     CANCELLED,
     Acceptance,
-    Attempt,
     Checkpoint,
     EventRecord,
     NewRun,
     OutboxItem,
     Reason,
-    ReceivedJSON,
     RunRecord,
     StepRecord,
     Store,
+)
+from engine.store.rows import (
+    RUN_COLUMNS,
+    cancel_request,
+    dumps,
+    event_row,
+    fields,
+    reason_json,
+    run_record,
+    run_row,
+    step_params,
+    step_record,
 )
 
 AcceptStatus = Literal["accepted", "duplicate", "filtered"]
@@ -152,8 +162,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
-_dumps = _ENCODER.encode
 
 
 # -- opening -------------------------------------------------------------------------------------
@@ -424,91 +432,29 @@ class _Readers:
 
 
 # -- rows <-> records ----------------------------------------------------------------------------
-RUN_COLUMNS = (
-    "id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
-    "traceparent, created_at, updated_at, seq, next_attempt_at, reason, replay_of, "
-    "data_override, has_override, generation"
-)
-
-
-def _run_record(row: Sequence[Any], replayed_by: list[str]) -> RunRecord:
-    """RUN_COLUMNS lists RunRecord's fields in order up to `next_attempt_at`; the rest is JSON."""
-    reason, replay_of, override, has_override, generation = row[14:]
-    rest: dict[str, Any] = {
-        "reason": Reason(**json.loads(reason)) if reason is not None else None,
-        "replay_of": replay_of,
-        "replayed_by": replayed_by,
-        "data_override": json.loads(override) if has_override else None,
-        "has_override": bool(has_override),
-        "generation": generation,
-    }
-    return RunRecord(*row[:14], **rest)
-
-
 def _run_records(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[RunRecord]:
     """Build records, deriving `replayed_by` (runs whose replay_of is this one) in one query."""
     replays: dict[str, list[str]] = {}
-    ids = _dumps([row[0] for row in rows])
+    ids = dumps([row[0] for row in rows])
     for original, replay in conn.execute(
         "SELECT replay_of, id FROM runs "
         "WHERE replay_of IN (SELECT value FROM json_each(?)) ORDER BY seq",
         (ids,),
     ):
         replays.setdefault(original, []).append(replay)
-    return [_run_record(row, replays.get(row[0], [])) for row in rows]
-
-
-def _fields(obj: Any) -> dict[str, Any]:
-    """A dataclass's fields as a dict (no deep copy of payloads, unlike dataclasses.asdict)."""
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-
-def _event_row(event: EventRecord, now: float) -> tuple[Any, ...]:
-    # Positional parameters: measurably cheaper than named ones on this hot path. A payload
-    # received as JSON is stored as its own text, not encoded again.
-    data = event.data.text if type(event.data) is ReceivedJSON else _dumps(event.data)
-    attributes = _dumps(event.attributes) if event.attributes else "{}"
-    return (event.id, event.type, event.source, event.subject, event.time, data, attributes, now)
-
-
-def _step_params(run_id: str, step: StepRecord) -> dict[str, Any]:
-    return {
-        **_fields(step),
-        "run_id": run_id,
-        "output": _dumps(step.output),
-        "attempts": _dumps([_fields(attempt) for attempt in step.attempts]),
-        "updated_at": step.updated_at or time.time(),
-    }
-
-
-def _step_record(row: Sequence[Any]) -> StepRecord:
-    run_id, step_id, state, output, input_digest, error, attempts, updated_at = row
-    return StepRecord(
-        run_id=run_id,
-        step_id=step_id,
-        state=state,
-        output=json.loads(output),
-        input_digest=input_digest,
-        error=error,
-        attempts=[Attempt(**a) for a in json.loads(attempts)],
-        updated_at=updated_at,
-    )
-
-
-def _reason_json(reason: Reason | None) -> str | None:
-    return None if reason is None else _dumps(dataclasses.asdict(reason))
+    return [run_record(row, replays.get(row[0], [])) for row in rows]
 
 
 # -- write transactions (run on the writer thread, inside a savepoint) ---------------------------
 def _tx_accept(
-    conn: sqlite3.Connection, event_row: tuple[Any, ...], runs: Sequence[NewRun]
+    conn: sqlite3.Connection, event: tuple[Any, ...], runs: Sequence[NewRun]
 ) -> list[Acceptance]:
     conn.execute(
         "INSERT INTO events (id, type, source, subject, time, data, attributes, received_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        event_row,
+        event,
     )
-    event_id, now = event_row[0], event_row[-1]
+    event_id, now = event[0], event[-1]
     return [_create_run(conn, event_id, run, now) for run in runs]
 
 
@@ -519,7 +465,7 @@ def _create_run(conn: sqlite3.Connection, event_id: str, run: NewRun, now: float
     ).fetchone()
     if existing is not None:
         return Acceptance(existing[0], "duplicate", existing[1])
-    _insert_rows(conn, _INSERT_RUNS, "", [_run_row(run, event_id, now)], 13)
+    _insert_rows(conn, _INSERT_RUNS, "", [run_row(run, event_id, now)], 13)
     status: AcceptStatus = "filtered" if run.state == "filtered" else "accepted"
     return Acceptance(run.id, status, run.correlation_id)
 
@@ -562,20 +508,20 @@ def _tx_accept_many(
     conn: sqlite3.Connection, items: Sequence[tuple[tuple[Any, ...], Sequence[NewRun]]]
 ) -> list[list[Acceptance]]:
     """`_tx_accept` of every item, in order, in a fixed number of statements."""
-    events = [event_row for event_row, _ in items]
+    events = [event for event, _ in items]
     _insert_rows(conn, _INSERT_EVENTS, "ON CONFLICT (id) DO NOTHING", events, 8)
     holders = _key_holders(conn, {(run.flow, run.key) for _, runs in items for run in runs})
     results: list[list[Acceptance]] = []
     rows: list[tuple[Any, ...]] = []
-    for event_row, runs in items:
-        event_id, now = event_row[0], event_row[-1]
+    for event, runs in items:
+        event_id, now = event[0], event[-1]
         acceptances = []
         for run in runs:
             holder = holders.get((run.flow, run.key))
             if holder is not None:
                 acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
                 continue
-            rows.append(_run_row(run, event_id, now))
+            rows.append(run_row(run, event_id, now))
             if run.state == "filtered":
                 acceptances.append(Acceptance(run.id, "filtered", run.correlation_id))
             else:
@@ -618,12 +564,6 @@ def _insert_rows(
         conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
 
 
-def _run_row(run: NewRun, event_id: str, now: float) -> tuple[Any, ...]:
-    return (
-        run.id, run.flow, run.flow_version, run.plan_digest, event_id, run.state, run.key,
-        run.ordering_key, run.correlation_id, run.traceparent, now, now, run.replay_of,
-    )  # fmt: skip
-
 
 # A run may execute now if it is due, and no older run with its ordering key is unfinished. The
 # scan walks runs_runnable in arrival order and stops at `limit`; each blocking check is one seek
@@ -653,7 +593,7 @@ def _tx_claim(
     conn.execute(
         "UPDATE runs SET state = 'running', lease_owner = ?, lease_until = ?, updated_at = ?, "
         "next_attempt_at = NULL WHERE seq IN (SELECT value FROM json_each(?))",
-        (worker, until, wall, _dumps([row[12] for row in rows])),
+        (worker, until, wall, dumps([row[12] for row in rows])),
     )
     records = _run_records(conn, rows)
     for record in records:
@@ -677,7 +617,7 @@ def _tx_checkpoint(
     row = conn.execute("SELECT state, reason FROM runs WHERE id = ?", (cp.run_id,)).fetchone()
     if row is None:
         raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
-    cancel = _cancel_request(*row)
+    cancel = cancel_request(*row)
     run_state = cp.run_state
     acknowledged = cp.reason is not None and cp.reason.code == CANCELLED
     if cancel is not None and run_state not in CANCEL_ENDS and not acknowledged:
@@ -692,19 +632,12 @@ def _tx_checkpoint(
     sets, params = ["updated_at = ?"], [time.time()]  # type: list[str], list[Any]
     if run_state is not None:
         sets += ["state = ?", "next_attempt_at = ?", "reason = ?"]
-        params += [run_state, cp.next_attempt_at, _reason_json(cp.reason)]
+        params += [run_state, cp.next_attempt_at, reason_json(cp.reason)]
     if cp.clear_lease or (run_state is not None and run_state != "running"):
         sets += ["lease_owner = NULL", "lease_until = NULL"]
     conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*params, cp.run_id])
     conn.executemany("INSERT INTO outbox (run_id, event, created_at) VALUES (?, ?, ?)", outbox_rows)
     return cancel
-
-
-def _cancel_request(state: str, reason: str | None) -> Reason | None:
-    if state != "running" or reason is None or CANCELLED not in reason:
-        return None
-    parsed = Reason(**json.loads(reason))
-    return parsed if parsed.code == CANCELLED else None
 
 
 def _tx_set_run_state(
@@ -731,7 +664,7 @@ def _tx_set_run_state(
         "DELETE FROM steps WHERE run_id = ? AND step_id = ?",
         [(run_id, step_id) for step_id in change["reset_steps"]],
     )
-    detail = _dumps({"from": row[0], **audit["detail"]})
+    detail = dumps({"from": row[0], **audit["detail"]})
     _tx_audit(conn, (audit["at"], audit["actor"], audit["action"], run_id, detail))
     (record,) = _run_records(
         conn, conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchall()
@@ -740,12 +673,12 @@ def _tx_set_run_state(
 
 
 def _tx_dispatch(
-    conn: sqlite3.Connection, item_seq: int, event_row: tuple[Any, ...], runs: Sequence[NewRun]
+    conn: sqlite3.Connection, item_seq: int, event: tuple[Any, ...], runs: Sequence[NewRun]
 ) -> list[Acceptance]:
-    acceptances = _tx_accept(conn, event_row, runs)
+    acceptances = _tx_accept(conn, event, runs)
     conn.execute(
         "UPDATE outbox SET dispatched_at = ? WHERE seq = ? AND dispatched_at IS NULL",
-        (event_row[-1], item_seq),
+        (event[-1], item_seq),
     )
     return acceptances
 
@@ -833,13 +766,6 @@ class SQLiteStore(Store):
         self._readers: _Readers | None = None
         self._closed = False
 
-    async def __aenter__(self) -> SQLiteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     @property
     def commits(self) -> int:
         """Transactions committed by the writer since `open()`."""
@@ -882,7 +808,7 @@ class SQLiteStore(Store):
     # plans -------------------------------------------------------------------------------------
     async def save_plan(self, digest: str, bundle: dict[str, Any]) -> None:
         """Keep a compiled bundle by digest; saving a digest again changes nothing."""
-        await self._write(_tx_save_plan, digest, _dumps(bundle), time.time())
+        await self._write(_tx_save_plan, digest, dumps(bundle), time.time())
 
     async def load_plan(self, digest: str) -> dict[str, Any] | None:
         """The bundle saved under `digest`, or None."""
@@ -895,7 +821,7 @@ class SQLiteStore(Store):
 
         A NewRun whose (flow, key) an existing run holds answers `duplicate` with that run. A
         filtered run is recorded but does not hold its key (see the `runs_dedup` index)."""
-        return await self._write(_tx_accept, _event_row(event, time.time()), tuple(runs))
+        return await self._write(_tx_accept, event_row(event, time.time()), tuple(runs))
 
     # claiming work -----------------------------------------------------------------------------
     async def claim(self, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:
@@ -924,9 +850,9 @@ class SQLiteStore(Store):
         if cp.step is not None:
             if cp.step.run_id != cp.run_id:
                 raise StoreError(f"checkpoint of run {cp.run_id!r} carries a step of another run")
-            step = _step_params(cp.run_id, cp.step)
+            step = step_params(cp.run_id, cp.step)
         now = time.time()
-        outbox_rows = [(cp.run_id, _dumps(_fields(event)), now) for event in cp.emitted]
+        outbox_rows = [(cp.run_id, dumps(fields(event)), now) for event in cp.emitted]
         return await self._write(_tx_checkpoint, cp, step, outbox_rows)
 
     async def get_event(self, event_id: str) -> EventRecord | None:
@@ -945,7 +871,7 @@ class SQLiteStore(Store):
             "FROM steps WHERE run_id = ?",
             (run_id,),
         )
-        return {row[1]: _step_record(row) for row in rows}
+        return {row[1]: step_record(row) for row in rows}
 
     async def list_runs(
         self,
@@ -991,9 +917,9 @@ class SQLiteStore(Store):
             "run_id": run_id,
             "state": state,
             "expect": tuple(expect),
-            "reason": _reason_json(reason),
+            "reason": reason_json(reason),
             "set_override": set_override,
-            "data_override": _dumps(data_override),
+            "data_override": dumps(data_override),
             "reset_steps": tuple(reset_steps),
             "bump_generation": bump_generation,
         }
@@ -1026,13 +952,13 @@ class SQLiteStore(Store):
     async def dispatch(self, item: OutboxItem, runs: Sequence[NewRun]) -> list[Acceptance]:
         """Store the emitted event, create its runs (deduplicated) and mark the item dispatched,
         in one transaction."""
-        event_row = _event_row(item.event, time.time())
-        return await self._write(_tx_dispatch, item.seq, event_row, tuple(runs))
+        event = event_row(item.event, time.time())
+        return await self._write(_tx_dispatch, item.seq, event, tuple(runs))
 
     # audit -------------------------------------------------------------------------------------
     async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None:
         """Append an entry to the audit log (which refuses UPDATE and DELETE)."""
-        await self._write(_tx_audit, (time.time(), actor, action, run_id, _dumps(detail)))
+        await self._write(_tx_audit, (time.time(), actor, action, run_id, dumps(detail)))
 
     async def audit_log(self, run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Audit entries, newest first, optionally of one run:
