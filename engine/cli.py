@@ -407,19 +407,36 @@ def _print_run(detail: dict[str, Any], dry_run: bool = False) -> None:
 
 @main.group()
 def runs() -> None:
-    """Run history and operator actions on the project's local store."""
+    """Run history and operator actions: on the project's local store, or with --url on a
+    running server's admin API (token from SYNCLINE_ADMIN_TOKEN)."""
 
 
-def _with_client(project: Path, environment: str | None, action: Any) -> Any:
-    """Open the local runs client, run `await action(client)`, close it; usage errors exit 2."""
+def _runs_target(command: Any) -> Any:
+    """The options that say whose runs: --project/--env (the local store) or --url."""
+    url = click.option("--url", default=None, metavar="URL",
+                       help="A running `syncline serve` to act on through its admin API, "
+                            "instead of the local store (token: SYNCLINE_ADMIN_TOKEN).")
+    for option in (FORMAT, url, ENV, PROJECT_OPTION):
+        command = option(command)
+    return command
+
+
+def _with_client(project: Path, environment: str | None, url: str | None, action: Any) -> Any:
+    """Open the runs client (the server at `url`, else the local store), run
+    `await action(client)`, close it. Usage errors exit 2, definition errors 1."""
     import asyncio
 
     from engine.errors import StoreError, UsageError
-    from engine.runtime.client import LocalRunsClient, load_project_plan
+    from engine.runtime.client import LocalRunsClient, RunsClient, load_project_plan
+    from engine.server.client import HttpRunsClient
 
     async def go() -> Any:
-        client = await LocalRunsClient(project.resolve(), load_project_plan(project, environment)
-                                       ).open()
+        client: RunsClient
+        if url:
+            client = HttpRunsClient(url, os.environ.get("SYNCLINE_ADMIN_TOKEN") or None)
+        else:
+            plan = load_project_plan(project, environment)
+            client = await LocalRunsClient(project.resolve(), plan).open()
         try:
             return await action(client)
         finally:
@@ -435,19 +452,20 @@ def _with_client(project: Path, environment: str | None, action: Any) -> Any:
 
 
 @runs.command("list")
-@PROJECT_OPTION
-@ENV
 @click.option("--flow", default=None, help="Only runs of this flow.")
 @click.option("--state", default=None, help="Only runs in this state.")
 @click.option("--key", default=None, help="Only runs with this idempotency key.")
 @click.option("--cursor", default=None, help="Continue after this cursor (from the last page).")
 @click.option("--limit", default=50, show_default=True, type=int)
-@FORMAT
-def runs_list(project: Path, environment: str | None, flow: str | None, state: str | None,
-              key: str | None, cursor: str | None, limit: int, fmt: str) -> None:
+@_runs_target
+def runs_list(project: Path, environment: str | None, url: str | None, flow: str | None,
+              state: str | None, key: str | None, cursor: str | None, limit: int,
+              fmt: str) -> None:
     """Runs, newest first."""
-    items, following = _with_client(project, environment, lambda c: c.list(
-        flow=flow, state=state, key=key, cursor=cursor, limit=limit))
+    from engine.runtime.client import RunQuery
+
+    query = RunQuery(flow=flow, state=state, key=key, cursor=cursor, limit=limit)
+    items, following = _with_client(project, environment, url, lambda c: c.list(query))
     if fmt == "json":
         emit_json({"runs": items, "cursor": following})
         return
@@ -461,23 +479,21 @@ def runs_list(project: Path, environment: str | None, flow: str | None, state: s
 
 @runs.command("show")
 @click.argument("run_id")
-@PROJECT_OPTION
-@ENV
-@FORMAT
-def runs_show(run_id: str, project: Path, environment: str | None, fmt: str) -> None:
+@_runs_target
+def runs_show(run_id: str, project: Path, environment: str | None, url: str | None,
+              fmt: str) -> None:
     """One run with its steps, attempts and lineage."""
-    detail = _with_client(project, environment, lambda c: c.show(run_id))
+    detail = _with_client(project, environment, url, lambda c: c.show(run_id))
     emit_json(detail) if fmt == "json" else _print_run(detail)
 
 
 def _action(name: str, doc: str) -> None:
     @runs.command(name, help=doc)
     @click.argument("run_id")
-    @PROJECT_OPTION
-    @ENV
-    @FORMAT
-    def command(run_id: str, project: Path, environment: str | None, fmt: str) -> None:
-        detail = _with_client(project, environment, lambda c: getattr(c, name)(run_id))
+    @_runs_target
+    def command(run_id: str, project: Path, environment: str | None, url: str | None,
+                fmt: str) -> None:
+        detail = _with_client(project, environment, url, lambda c: c.act(run_id, name))
         emit_json(detail) if fmt == "json" else _print_run(detail)
 
 
@@ -490,16 +506,14 @@ _action("replay", "Run a run's event again under the current plan (a new, linked
 @click.argument("run_id")
 @click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Corrected payload (JSON or YAML) to run on.")
-@PROJECT_OPTION
-@ENV
-@FORMAT
+@_runs_target
 def runs_resume(run_id: str, data_file: Path | None, project: Path, environment: str | None,
-                fmt: str) -> None:
+                url: str | None, fmt: str) -> None:
     """Queue a parked run again, optionally with corrected data."""
     from engine.runtime.runtime import MISSING
 
     data = _read_data(data_file) if data_file else MISSING
-    detail = _with_client(project, environment, lambda c: c.resume(run_id, data))
+    detail = _with_client(project, environment, url, lambda c: c.act(run_id, "resume", data))
     emit_json(detail) if fmt == "json" else _print_run(detail)
 
 

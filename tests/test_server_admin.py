@@ -12,10 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from serverkit import SECRETS, LiveServer, write_project
 from standardwebhooks.webhooks import Webhook
 
+from engine.cli import main as cli
 from engine.errors import UsageError
+from engine.runtime.client import RunQuery
 from engine.server.client import HttpRunsClient
 
 TOKEN = "admin-secret-token"
@@ -155,12 +158,45 @@ def test_runs_commands_against_a_running_server(server: LiveServer, http: httpx.
 
 async def check_runs_client(url: str, run_id: str) -> None:
     async with HttpRunsClient(url, TOKEN) as client:
-        runs, _ = await client.list(key="adm-4")
+        runs, _ = await client.list(RunQuery(key="adm-4"))
         assert [r["id"] for r in runs] == [run_id]
         assert (await client.show(run_id))["state"] == "succeeded"
-        assert (await client.replay(run_id))["links"]["replay_of"] == run_id
+        assert (await client.act(run_id, "replay"))["links"]["replay_of"] == run_id
         with pytest.raises(UsageError, match="no run 'zzz'"):
             await client.show("zzz")
     async with HttpRunsClient(url, "wrong") as client:
         with pytest.raises(UsageError, match="401"):
-            await client.list()
+            await client.list(RunQuery())
+
+
+def syncline(*args: str, token: str | None = TOKEN) -> tuple[int, str]:
+    env = {"SYNCLINE_ADMIN_TOKEN": token} if token else {}
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_syncline_runs_with_url_acts_on_the_running_server(
+    server: LiveServer, http: httpx.Client, tmp_path: Path
+) -> None:
+    run_id = deliver(http, "adm-5")
+    wait_state(http, run_id, "succeeded")
+    url = ["--url", server.url, "--project", str(tmp_path)]  # a directory with no project at all
+
+    code, out = syncline("runs", "list", "--key", "adm-5", "--format", "json", *url)
+    assert code == 0, out
+    assert [r["id"] for r in json.loads(out)["runs"]] == [run_id]
+    code, out = syncline("runs", "show", run_id, *url)
+    assert code == 0 and f"run {run_id} crm-order@1: succeeded" in out, out
+
+    code, out = syncline("runs", "replay", run_id, "--format", "json", *url)
+    assert code == 0, out
+    replay = json.loads(out)
+    assert replay["links"]["replay_of"] == run_id and replay["id"] != run_id
+    wait_state(http, replay["id"], "succeeded")  # the server executes what the CLI asked
+
+    code, out = syncline("runs", "cancel", run_id, *url)  # a succeeded run cannot be cancelled
+    assert code == 2 and "(HTTP 409 conflict)" in out, out
+    code, out = syncline("runs", "show", "zzz", *url)
+    assert code == 2 and "no run 'zzz' (HTTP 404 not_found)" in out, out
+    code, out = syncline("runs", "list", *url, token="wrong")
+    assert code == 2 and "HTTP 401 unauthorized" in out, out

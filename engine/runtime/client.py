@@ -1,12 +1,15 @@
 """What `syncline run` and `syncline runs ...` do, behind a small "runs client" interface so the
-CLI stays a thin layer: `LocalRunsClient` works on a project's SQLite store; a client for a
-running server (`--url`) implements the same methods over the admin API."""
+CLI stays a thin layer: `LocalRunsClient` works on a project's SQLite store;
+`engine.server.client.HttpRunsClient` (`--url`) implements the same methods over the admin API,
+whose handlers call the same `perform`."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,24 +31,49 @@ def store_path(project: Path) -> Path:
     return project / ".syncline" / "syncline.db"
 
 
-class RunsClient(Protocol):
-    """Operator actions and run history, local or remote."""
+ACTIONS = ("resume", "retry", "cancel", "replay")
 
-    async def list(
-        self,
-        *,
-        flow: str | None = None,
-        state: str | None = None,
-        key: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> tuple[list[dict[str, Any]], str | None]: ...
-    async def show(self, run_id: str) -> dict[str, Any]: ...
-    async def resume(self, run_id: str, data: Any = MISSING) -> dict[str, Any]: ...
-    async def retry(self, run_id: str) -> dict[str, Any]: ...
-    async def cancel(self, run_id: str) -> dict[str, Any]: ...
-    async def replay(self, run_id: str) -> dict[str, Any]: ...
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs a listing answers, newest first."""
+
+    flow: str | None = None  # only runs of this flow
+    state: str | None = None  # only runs in this state
+    key: str | None = None  # only runs with this idempotency key
+    cursor: str | None = None  # continue after the page that gave this cursor
+    limit: int = 50  # runs per page
+
+
+class RunsClient(Protocol):
+    """Run history and operator actions, on a local store or a running server's admin API."""
+
+    async def list(self, query: RunQuery) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of runs and the cursor of the next one (None: the last page)."""
+        ...
+
+    async def show(self, run_id: str) -> dict[str, Any]:
+        """One run with its steps, attempts and lineage; UsageError if there is none."""
+        ...
+
+    async def act(self, run_id: str, action: str, data: Any = MISSING) -> dict[str, Any]:
+        """One of ACTIONS (resume takes corrected `data`); the affected run's detail (for a
+        replay, the new run's)."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+async def perform(
+    runtime: Runtime, run_id: str, action: str, actor: str, data: Any = MISSING
+) -> dict[str, Any]:
+    """Do one of ACTIONS on `runtime` as `actor`; the affected run's detail. What the local
+    client and the admin API both do."""
+    if action not in ACTIONS:
+        raise UsageError(f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
+    extra = {"data": data} if action == "resume" and data is not MISSING else {}
+    record = await getattr(runtime, action)(run_id, actor=actor, **extra)
+    return await runtime.run_detail(record.id) or {}
 
 
 class LocalRunsClient:
@@ -67,18 +95,8 @@ class LocalRunsClient:
     async def aclose(self) -> None:
         await self._store.close()
 
-    async def list(
-        self,
-        *,
-        flow: str | None = None,
-        state: str | None = None,
-        key: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        return await self._runtime.list_runs(
-            flow=flow, state=state, key=key, cursor=cursor, limit=limit
-        )
+    async def list(self, query: RunQuery) -> tuple[list[dict[str, Any]], str | None]:
+        return await self._runtime.list_runs(**dataclasses.asdict(query))
 
     async def show(self, run_id: str) -> dict[str, Any]:
         detail = await self._runtime.run_detail(run_id)
@@ -86,21 +104,8 @@ class LocalRunsClient:
             raise UsageError(f"no run '{run_id}'")
         return detail
 
-    async def resume(self, run_id: str, data: Any = MISSING) -> dict[str, Any]:
-        await self._runtime.resume(run_id, data, actor=self._actor)
-        return await self.show(run_id)
-
-    async def retry(self, run_id: str) -> dict[str, Any]:
-        await self._runtime.retry(run_id, actor=self._actor)
-        return await self.show(run_id)
-
-    async def cancel(self, run_id: str) -> dict[str, Any]:
-        await self._runtime.cancel(run_id, actor=self._actor)
-        return await self.show(run_id)
-
-    async def replay(self, run_id: str) -> dict[str, Any]:
-        record = await self._runtime.replay(run_id, actor=self._actor)
-        return await self.show(record.id)
+    async def act(self, run_id: str, action: str, data: Any = MISSING) -> dict[str, Any]:
+        return await perform(self._runtime, run_id, action, self._actor, data)
 
 
 async def run_local(

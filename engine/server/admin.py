@@ -21,13 +21,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.errors import StoreError, UsageError
+from engine.runtime.client import ACTIONS, perform
+from engine.runtime.runtime import MISSING
 from engine.server.http import Problem, authorize, dumps, header_dict, read_body
 from engine.server.metrics import CONTENT_TYPE_LATEST
 from engine.server.openapi import openapi_document
 from engine.server.state import ServerState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-ACTIONS = ("resume", "retry", "cancel", "replay")
 MAX_LIMIT = 500
 
 
@@ -93,29 +94,27 @@ async def run_action(request: Request) -> Response:
     if action not in ACTIONS:
         raise Problem(404, "not_found", f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
     actor = request.headers.get("x-syncline-actor", "api")[:100]
-    kwargs = {"actor": actor}
-    if action == "resume":
-        kwargs.update(await _resume_data(request, state))
+    data = await _resume_data(request, state) if action == "resume" else MISSING
     try:
-        record = await getattr(state.runtime, action)(run_id, **kwargs)
+        detail = await perform(state.runtime, run_id, action, actor, data)
     except (UsageError, StoreError) as exc:
         raise _action_problem(run_id, exc) from None
-    detail = await state.runtime.run_detail(record.id)
     return JSON(detail, status_code=202 if action == "replay" else 200)
 
 
-async def _resume_data(request: Request, state: ServerState) -> dict[str, Any]:
+async def _resume_data(request: Request, state: ServerState) -> Any:
+    """The corrected data a resume carries (`{"data": ...}`), or MISSING for an empty body."""
     body = await read_body(
         request.receive, state.config.max_body, request.headers.get("content-length")
     )
     if not body.strip():
-        return {}
+        return MISSING
     from engine.server.ingest import parse_json
 
     document = parse_json(state, body)
     if not isinstance(document, dict) or set(document) - {"data"}:
         raise Problem(400, "bad_request", 'resume takes an empty body or {"data": ...}')
-    return {"data": document["data"]} if "data" in document else {}
+    return document.get("data", MISSING)
 
 
 def _action_problem(run_id: str, exc: Exception) -> Problem:

@@ -1,5 +1,5 @@
 """`syncline runs ... --url URL`: the admin API of a running server, as a runs client
-(`engine.runtime.client.RunsClient`: list, show, resume, retry, cancel, replay, aclose).
+(`engine.runtime.client.RunsClient`: list, show, act, aclose).
 
 The token comes from SYNCLINE_ADMIN_TOKEN (read by the CLI and passed in). Every failure becomes
 a UsageError carrying the server's own error message, so the CLI prints it like a local one.
@@ -7,12 +7,14 @@ a UsageError carrying the server's own error message, so the CLI prints it like 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from engine.errors import UsageError
+from engine.runtime.client import ACTIONS, RunQuery
 from engine.runtime.runtime import MISSING
 
 
@@ -24,11 +26,12 @@ class HttpRunsClient:
         url: str,
         token: str | None = None,
         *,
+        actor: str = "cli",
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        headers["X-Syncline-Actor"] = "cli"
+        headers["X-Syncline-Actor"] = actor
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
@@ -43,27 +46,9 @@ class HttpRunsClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def list(
-        self,
-        *,
-        flow: str | None = None,
-        state: str | None = None,
-        key: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    async def list(self, query: RunQuery) -> tuple[list[dict[str, Any]], str | None]:
         """A page of runs, newest first, and the cursor of the next page (None at the end)."""
-        params = {
-            k: v
-            for k, v in {
-                "flow": flow,
-                "state": state,
-                "key": key,
-                "cursor": cursor,
-                "limit": str(limit),
-            }.items()
-            if v is not None
-        }
+        params = {k: str(v) for k, v in dataclasses.asdict(query).items() if v is not None}
         page = await self._call("GET", "/api/v1/runs", params=params)
         return page["runs"], page.get("next_cursor")
 
@@ -72,27 +57,17 @@ class HttpRunsClient:
         detail: dict[str, Any] = await self._call("GET", f"/api/v1/runs/{quote(run_id, safe='')}")
         return detail
 
-    async def resume(self, run_id: str, data: Any = MISSING) -> dict[str, Any]:
-        """Resume a parked run, optionally with corrected data."""
-        body = None if data is MISSING else {"data": data}
-        return await self._action(run_id, "resume", body)
-
-    async def retry(self, run_id: str) -> dict[str, Any]:
-        return await self._action(run_id, "retry")
-
-    async def cancel(self, run_id: str) -> dict[str, Any]:
-        return await self._action(run_id, "cancel")
-
-    async def replay(self, run_id: str) -> dict[str, Any]:
-        return await self._action(run_id, "replay")
+    async def act(self, run_id: str, action: str, data: Any = MISSING) -> dict[str, Any]:
+        """One of ACTIONS by this client's actor; resume takes corrected `data`."""
+        if action not in ACTIONS:
+            raise UsageError(f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
+        body = {"data": data} if action == "resume" and data is not MISSING else None
+        path = f"/api/v1/runs/{quote(run_id, safe='')}/{action}"
+        result: dict[str, Any] = await self._call("POST", path, json=body)
+        return result
 
     async def status(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", "/api/v1/status")
-        return result
-
-    async def _action(self, run_id: str, action: str, body: Any = None) -> dict[str, Any]:
-        path = f"/api/v1/runs/{quote(run_id, safe='')}/{action}"
-        result: dict[str, Any] = await self._call("POST", path, json=body)
         return result
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
