@@ -138,7 +138,8 @@ def graph(project: Path, environment: str | None, fmt: str) -> None:
 @click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
 @click.option("--no-watch", is_flag=True, help="Do not hot-reload on definition changes.")
 @click.option("--database", default=None, metavar="URL",
-              help="SQLite path or sqlite:///PATH (default: PROJECT/.syncline/syncline.db).")
+              help="postgresql://..., a SQLite path or sqlite:///PATH "
+                   "(default: PROJECT/.syncline/syncline.db).")
 @click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="File of NAME=value secrets (or a JSON object).")
 @click.option("--no-workers", is_flag=True,
@@ -174,7 +175,8 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
 @PROJECT
 @ENV
 @click.option("--database", default=None, metavar="URL",
-              help="SQLite path or sqlite:///PATH (default: PROJECT/.syncline/syncline.db).")
+              help="postgresql://..., a SQLite path or sqlite:///PATH "
+                   "(default: PROJECT/.syncline/syncline.db).")
 @click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="File of NAME=value secrets (or a JSON object).")
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 10_000),

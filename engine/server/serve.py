@@ -29,7 +29,7 @@ from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
 from engine.server.reload import Reloader
 from engine.server.state import ServerState, missing_secrets
-from engine.store.sqlite import SQLiteStore
+from engine.store import open_store
 
 SECRET_PREFIX = "SYNCLINE_SECRET_"
 log = logging.getLogger("syncline.server")
@@ -78,26 +78,6 @@ def _read_secrets_file(file: Path) -> dict[str, str]:
     return found
 
 
-def sqlite_path(database: str | None, project: Path) -> Path:
-    """Where the SQLite store lives: --database (a path or sqlite:/// URL), else
-    <project>/.syncline/syncline.db. PostgreSQL is not supported yet."""
-    if not database:
-        return project / ".syncline" / "syncline.db"
-    if database.startswith(("postgresql:", "postgres:")):
-        raise UsageError(
-            "--database postgresql://... is not supported yet (it comes with the "
-            "PostgreSQL store); use a SQLite path or sqlite:///PATH"
-        )
-    if database.startswith("sqlite:"):
-        # SQLAlchemy's convention: sqlite:///relative/path, sqlite:////absolute/path
-        if not database.startswith("sqlite:///") or database == "sqlite:///":
-            raise UsageError(f"--database {database!r}: expected sqlite:///PATH")
-        return Path(database.removeprefix("sqlite:///"))
-    if "://" in database:
-        raise UsageError(f"--database {database!r}: expected a SQLite path or sqlite:///PATH")
-    return Path(database)
-
-
 def build_server(
     config: ServerConfig,
     *,
@@ -116,7 +96,7 @@ def build_server(
 
     plan = compile_plan()
     _check_secrets(plan, secrets)
-    store = SQLiteStore(sqlite_path(database, config.project))
+    store = open_store(database, config.project)
     metrics = Metrics()
     runtime = Runtime(
         store, plan, secrets=secrets, transport=transport, concurrency=concurrency, observer=metrics
@@ -165,7 +145,7 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with SQLiteStore(sqlite_path(database, project)) as store:
+        async with open_store(database, project) as store:
             runtime = Runtime(store, plan, secrets=secrets, concurrency=concurrency)
             await runtime.start()
             log.info("worker %s executing runs of %s", runtime.worker_id, store.path)
