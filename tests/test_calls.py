@@ -530,8 +530,8 @@ async def test_sequential_calls_reuse_one_connection(server) -> None:
 
 @pytest.mark.anyio
 async def test_concurrent_calls_share_at_most_connections_kept_alive(server) -> None:
-    """24 calls at once over 12 connections (two pools of 6), three times: the first burst opens
-    the 12 connections, the later ones reuse them (no connection closed and opened again)."""
+    """24 calls at once over 12 connections, three times: the first burst opens the 12
+    connections, the later ones reuse them (no connection closed and opened again)."""
     system = make_system(server.url)
     server.connections.clear()
     async with Calls([system], SECRETS, connections=12) as calls:

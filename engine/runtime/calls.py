@@ -26,7 +26,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -45,15 +45,10 @@ CORRELATION_HEADER = "X-Correlation-ID"
 TRACEPARENT_HEADER = "traceparent"
 USER_AGENT = "syncline"
 REDACTED = "[redacted]"
-# Connections per System: by default one for each run the Runtime executes at once. All of them
-# stay alive between calls; an idle one is dropped after 5 s, before common server keep-alive
-# timeouts (uvicorn: 5 s). They are split into pools of at most STRIPE connections, because
-# httpcore 1.0's pool does O(connections x queued requests) bookkeeping, with a poll() of every
-# idle socket, on each request, and closes idle connections as soon as it holds more than its
-# keep-alive limit in all (encode/httpcore#1035): with 32 connections in one pool that is most of
-# a call's CPU.
+# Connections per System: by default one for each run the Runtime executes at once, all kept
+# alive between calls; an idle one is dropped after 5 s, before common server keep-alive timeouts
+# (uvicorn: 5 s). Each is its own one-connection httpcore pool (see `KeepAliveTransport`).
 CONNECTIONS = 32
-STRIPE = 8
 KEEPALIVE_EXPIRY = 5.0
 _MIN_REDACT_LEN = 6  # shorter secret values would mangle bodies more than they hide
 _PATH_PARAM = re.compile(r"\{([^{}/]+)\}")
@@ -98,37 +93,61 @@ class Response:
     body: Any  # parsed JSON for JSON content types, else text; None if empty
 
 
-class StripedTransport(httpx.AsyncBaseTransport):
-    """`connections` keep-alive connections to one System, in pools of at most `STRIPE`; each
-    request goes to the pool with the fewest requests in flight. A request that finds every
-    connection busy waits for one (the wait counts against its timeout)."""
+class KeepAliveTransport(httpx.AsyncBaseTransport):
+    """`connections` keep-alive HTTP connections to one System; a request takes a free one, or
+    waits on the least busy one (the wait counts against its timeout).
+
+    Each connection is a one-connection httpcore pool, and this class is the pool. httpcore 1.0's
+    own pool does O(connections x queued requests) bookkeeping, with a poll() of every idle
+    socket, on each request, and closes idle connections whenever it holds more than its
+    keep-alive limit in all (encode/httpcore#1035): with 32 connections in one pool that was most
+    of a call's CPU (the 3-call benchmark runs ~1.8x faster this way)."""
 
     def __init__(self, connections: int = CONNECTIONS) -> None:
-        stripes = max(1, math.ceil(connections / STRIPE))
-        size = max(1, math.ceil(connections / stripes))
-        # keep-alive = size: httpcore never evicts a connection it may need again at once
-        limits = httpx.Limits(
-            max_connections=size, max_keepalive_connections=size, keepalive_expiry=KEEPALIVE_EXPIRY
+        one = httpx.Limits(
+            max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY
         )
         tls = httpx.create_ssl_context()  # loading CA certificates is slow: once per System
-        self._pools = [httpx.AsyncHTTPTransport(verify=tls, limits=limits) for _ in range(stripes)]
-        self._busy = [0] * stripes
+        count = max(1, connections)
+        self._pools = [httpx.AsyncHTTPTransport(verify=tls, limits=one) for _ in range(count)]
+        self._busy = [0] * count  # requests on each connection, until their response is closed
 
     def __repr__(self) -> str:
-        return f"StripedTransport(stripes={len(self._pools)}, busy={self._busy})"
+        return f"KeepAliveTransport(connections={len(self._pools)}, busy={sum(self._busy)})"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         busy = self._busy
-        stripe = busy.index(min(busy))
-        busy[stripe] += 1
+        n = busy.index(min(busy))
+        busy[n] += 1
         try:
-            return await self._pools[stripe].handle_async_request(request)
-        finally:
-            busy[stripe] -= 1
+            response = await self._pools[n].handle_async_request(request)
+        except BaseException:
+            busy[n] -= 1
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Releasing(response.stream, busy, n)
+        return response
 
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    """A response body that marks its connection free again once it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, busy: list[int], n: int) -> None:
+        self._stream, self._busy, self._n = stream, busy, n
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._n >= 0:
+            self._busy[self._n] -= 1
+            self._n = -1
+        await self._stream.aclose()
 
 
 @dataclass(frozen=True)
@@ -146,7 +165,7 @@ class Calls:
     Create one per set of Systems (a plan) and share it among all runs, so the rate limit and the
     connection pool are shared too; close it with `aclose` (or `async with`). `transport` replaces
     the network for every System (e.g. `httpx.MockTransport`); else each System gets `connections`
-    keep-alive connections (a `StripedTransport`; the Runtime passes its concurrency). Raises
+    keep-alive connections (a `KeepAliveTransport`; the Runtime passes its concurrency). Raises
     `UsageError` naming every secret a System's auth or headers need that `secrets` lacks.
     """
 
@@ -166,7 +185,7 @@ class Calls:
                 "(set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
             )
         self._channels = {
-            _key(s): _open_channel(s, secrets, transport or StripedTransport(connections))
+            _key(s): _open_channel(s, secrets, transport or KeepAliveTransport(connections))
             for s in systems
         }
 
