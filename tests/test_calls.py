@@ -546,6 +546,22 @@ async def test_concurrent_calls_share_at_most_connections_kept_alive(server) -> 
 
 
 @pytest.mark.anyio
+async def test_calls_go_through_the_environment_proxy_unless_no_proxy_names_the_host(
+    server, monkeypatch
+) -> None:
+    """The test server stands in for a forward proxy: it receives the absolute-form request for
+    a host nobody resolves (and answers 404, having no such route); NO_PROXY sends it direct."""
+    system = make_system("http://erp.invalid")
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    server.connections.clear()
+    proxied = await call(system, "GET", "/echo")
+    assert isinstance(proxied, CallError) and proxied.status == 404 and server.connections
+    monkeypatch.setenv("NO_PROXY", "erp.invalid")
+    direct = await call(system, "GET", "/echo")
+    assert isinstance(direct, CallError) and direct.kind == "network"
+
+
+@pytest.mark.anyio
 async def test_the_rate_limit_spaces_calls_after_the_burst(server) -> None:
     system = make_system(server.url, rate_limit={"perSecond": 10, "burst": 5})
     async with Calls([system], SECRETS) as calls:

@@ -25,6 +25,7 @@ import json
 import math
 import re
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -103,13 +104,16 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
     keep-alive limit in all (encode/httpcore#1035): with 32 connections in one pool that was most
     of a call's CPU (the 3-call benchmark runs ~1.8x faster this way)."""
 
-    def __init__(self, connections: int = CONNECTIONS) -> None:
+    def __init__(self, connections: int = CONNECTIONS, proxy: str | None = None) -> None:
         one = httpx.Limits(
             max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY
         )
         tls = httpx.create_ssl_context()  # loading CA certificates is slow: once per System
-        count = max(1, connections)
-        self._pools = [httpx.AsyncHTTPTransport(verify=tls, limits=one) for _ in range(count)]
+        self._pools = [
+            httpx.AsyncHTTPTransport(verify=tls, limits=one, proxy=proxy)
+            for _ in range(max(1, connections))
+        ]
+        count = len(self._pools)
         self._busy = [0] * count  # requests on each connection, until their response is closed
 
     def __repr__(self) -> str:
@@ -185,7 +189,7 @@ class Calls:
                 "(set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
             )
         self._channels = {
-            _key(s): _open_channel(s, secrets, transport or KeepAliveTransport(connections))
+            _key(s): _open_channel(s, secrets, transport or _transport(s, connections))
             for s in systems
         }
 
@@ -304,6 +308,17 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 def _key(system: CompiledSystem) -> tuple[str, int]:
     return system.name, system.version
+
+
+def _transport(system: CompiledSystem, connections: int) -> KeepAliveTransport:
+    """The System's connections, through the proxy HTTP(S)_PROXY / ALL_PROXY name for its base
+    URL unless NO_PROXY exempts its host (httpx reads these only for its own default transport)."""
+    url = httpx.URL(system.base_url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy is not None and urllib.request.proxy_bypass_environment(url.host, proxies):
+        proxy = None
+    return KeepAliveTransport(connections, proxy)
 
 
 def _open_channel(
