@@ -316,7 +316,7 @@ def _transport(system: CompiledSystem, connections: int) -> KeepAliveTransport:
     url = httpx.URL(system.base_url)
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy is not None and urllib.request.proxy_bypass_environment(url.host, proxies):
+    if proxy is not None and urllib.request.proxy_bypass(url.host):
         proxy = None
     return KeepAliveTransport(connections, proxy)
 

@@ -38,7 +38,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from engine.compiler.compiled import CompiledFlow, CompiledStep
 from engine.compiler.plan import Plan
@@ -60,6 +60,13 @@ from engine.store.base import (
 DONE = frozenset({"succeeded", "skipped"})
 COMPENSATE = "compensate"  # outcome prefix of a compensation attempt that failed
 _RNG = random.Random()
+
+
+class ObserverProtocol(Protocol):
+    """What the executor reports to: `Observer`, or the server's metrics."""
+
+    def run_state(self, flow: str, state: str) -> None: ...
+    def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None: ...
 
 
 class Observer:
@@ -115,7 +122,7 @@ class Executor:
     """Executes claimed runs against a store. Shared by all workers of a Runtime."""
 
     store: Store
-    observer: Observer = field(default_factory=Observer)
+    observer: ObserverProtocol = field(default_factory=Observer)
     clock: Callable[[], float] = time.time
     stopping: Callable[[], bool] = lambda: False
 

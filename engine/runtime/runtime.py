@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -41,6 +41,7 @@ from engine.runtime.executor import (
     Executor,
     Finished,
     Observer,
+    ObserverProtocol,
     event_context,
     run_context,
 )
@@ -55,6 +56,7 @@ from engine.store.base import (
     OutboxItem,
     Reason,
     RunRecord,
+    RunState,
     Store,
 )
 
@@ -89,11 +91,6 @@ class ApiResult:
     output: Any = None  # the flow's `output` (succeeded)
     errors: list[dict[str, Any]] | tuple[()] = ()  # [{path, message, code}] of a failure
     reason: dict[str, Any] | None = None  # {code, step, message}
-
-
-class ObserverProtocol(Protocol):
-    def run_state(self, flow: str, state: str) -> None: ...
-    def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None: ...
 
 
 def _new_id() -> str:
@@ -245,7 +242,7 @@ class Runtime:
     ) -> NewRun:
         """Filter, idempotency key, ordering key and correlation id of a new run."""
         context = {"data": event.data, "event": event_context(event)}
-        state = "pending"
+        state: RunState = "pending"
         if flow.filter is not None and not truthy(flow.filter.search(context)):
             state = "filtered"
         key = flow.idempotency_key.search(context) if flow.idempotency_key else None
