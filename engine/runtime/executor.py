@@ -58,7 +58,7 @@ from engine.store.base import (
 )
 
 DONE = frozenset({"succeeded", "skipped"})
-COMPENSATE = "compensate"  # outcome prefix of a compensation attempt that failed
+COMPENSATE = "compensate:"  # outcome prefix of a compensation attempt that failed
 _RNG = random.Random()
 
 
@@ -338,7 +338,7 @@ class _Execution:
                 len(record.attempts) + 1,
                 started,
                 self.clock(),
-                f"{COMPENSATE}:{error.kind}",
+                f"{COMPENSATE}{error.kind}",
                 error.status,
                 error.message,
                 described,
