@@ -488,12 +488,12 @@ _CHUNK = 64  # rows per multi-row statement: at most 13 * 64 parameters, few sta
 
 
 def _accept_batch(conn: sqlite3.Connection, jobs: Sequence[_Job]) -> None:
-    """Run queued `_tx_accept` jobs as one bulk write; if SQLite refuses it, undo it and run
-    them one by one, so that a failing accept fails alone."""
+    """Run queued `_tx_accept` jobs as one bulk write; if that fails, undo it and run them one
+    by one, so that a failing accept fails alone (with its own error) and the writer lives."""
     conn.execute("SAVEPOINT accepts")
     try:
         results = _tx_accept_many(conn, [job.args for job in jobs])
-    except sqlite3.Error:
+    except Exception:  # noqa: BLE001 - whatever it was, the one-by-one replay reports it per job
         conn.execute("ROLLBACK TO accepts")
         conn.execute("RELEASE accepts")
         for job in jobs:
