@@ -186,6 +186,8 @@ def worker(project: Path, environment: str | None, database: str | None,
     """Execute the runs that `syncline serve --no-workers` accepts into the same store.
 
     Start as many as the machine has cores to spare; runs are leased, so each executes once.
+    On a SQLite file every process queues for the one write lock, which shows in the ingest
+    node's tail latency; PostgreSQL (--database postgresql://...) has no such single lock.
     SIGTERM lets in-flight steps checkpoint, then exits 0."""
     import asyncio
 
