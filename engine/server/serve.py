@@ -148,7 +148,8 @@ async def run_worker(
         async with open_store(database, project) as store:
             runtime = Runtime(store, plan, secrets=secrets, concurrency=concurrency)
             await runtime.start()
-            log.info("worker %s executing runs of %s", runtime.worker_id, store.path)
+            # not the --database value: a PostgreSQL URL may carry a password
+            log.info("worker %s executing runs (%s)", runtime.worker_id, type(store).__name__)
             try:
                 await stop.wait()
             finally:
