@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from serverkit import SECRETS, free_port, write_project
 
 from engine.server.signatures import sign
@@ -54,10 +55,16 @@ def ready(http: httpx.Client) -> bool:
         return False
 
 
-def test_an_ingest_only_node_accepts_and_a_worker_executes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_an_ingest_only_node_accepts_and_a_worker_executes(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     project = write_project(tmp_path)
+    database = [] if store == "sqlite" else ["--database", request.getfixturevalue("postgres_url")]
     port = free_port()
-    server = syncline("serve", str(project), "--port", str(port), "--no-watch", "--no-workers")
+    server = syncline(
+        "serve", str(project), "--port", str(port), "--no-watch", "--no-workers", *database
+    )
     worker = None
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -75,7 +82,7 @@ def test_an_ingest_only_node_accepts_and_a_worker_executes(tmp_path: Path) -> No
 
             time.sleep(1.0)  # several claim polls of a runtime, had one been started
             assert state() == "pending"
-            worker = syncline("worker", str(project), "--concurrency", "4")
+            worker = syncline("worker", str(project), "--concurrency", "4", *database)
             until(lambda: state() == "succeeded")
         code, output = stop(worker)
         assert code == 0, output
