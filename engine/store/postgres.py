@@ -23,7 +23,6 @@ it keeps the `Store` invariants when several processes write at once:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -48,14 +47,20 @@ from engine.store.base import (
     Store,
 )
 from engine.store.rows import (
+    AUDIT_COLUMNS,
+    EVENT_COLUMNS,
     RUN_COLUMNS,
+    audit_entry,
     cancel_request,
     dumps,
+    event_record,
     event_row,
     fields,
+    outbox_item,
     reason_json,
     run_record,
     run_row,
+    state_change,
     step_params,
     step_record,
 )
@@ -374,15 +379,8 @@ class PostgresStore(Store):
             return cancel
 
     async def get_event(self, event_id: str) -> EventRecord | None:
-        rows = await self._rows(
-            "SELECT id, type, source, data, subject, time, attributes FROM events WHERE id = %s",
-            (event_id,),
-        )
-        if not rows:
-            return None
-        id_, type_, source, data, subject, time_, attributes = rows[0]
-        return EventRecord(id_, type_, source, json.loads(data), subject, time_,
-                           json.loads(attributes))  # fmt: skip
+        rows = await self._rows(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = %s", (event_id,))
+        return event_record(rows[0]) if rows else None
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self._transaction() as conn:
@@ -469,13 +467,7 @@ class PostgresStore(Store):
                     "DELETE FROM steps WHERE run_id = %s AND step_id = ANY(%s)",
                     (run_id, list(reset_steps)),
                 )
-            detail: dict[str, Any] = {"from": found[0], "to": state}
-            if reason is not None:
-                detail["reason"] = dataclasses.asdict(reason)
-            if reset_steps:
-                detail["reset_steps"] = list(reset_steps)
-            if set_override:
-                detail["data_override"] = True  # the data itself stays out of the audit log
+            detail = {"from": found[0], **state_change(state, reason, reset_steps, set_override)}
             await _audit(conn, now, actor, action or f"set-state:{state}", run_id, detail)
             (record,) = await _select_runs(conn, "WHERE id = %s", [run_id])
             return record
@@ -487,7 +479,7 @@ class PostgresStore(Store):
             "ORDER BY seq LIMIT %s",
             (limit,),
         )
-        return [OutboxItem(seq, run_id, EventRecord(**json.loads(ev))) for seq, run_id, ev in rows]
+        return [outbox_item(row) for row in rows]
 
     async def dispatch(self, item: OutboxItem, runs: Sequence[NewRun]) -> list[Acceptance]:
         """Store the emitted event, create its runs (deduplicated) and mark the item dispatched,
@@ -514,14 +506,11 @@ class PostgresStore(Store):
         """Audit entries, newest first, optionally of one run."""
         where, params = ("WHERE run_id = %s", (run_id, limit)) if run_id else ("", (limit,))
         rows = await self._rows(
-            f"SELECT seq, at, actor, action, run_id, detail FROM audit {where} "
+            f"SELECT {AUDIT_COLUMNS} FROM audit {where} "
             "ORDER BY seq DESC LIMIT %s",
             params,
         )
-        return [
-            {"seq": s, "at": at, "actor": ac, "action": an, "run_id": r, "detail": json.loads(d)}
-            for s, at, ac, an, r, d in rows
-        ]
+        return [audit_entry(row) for row in rows]
 
 
 # -- statements inside a transaction -------------------------------------------------------------

@@ -17,6 +17,7 @@ from engine.store.base import (
     Attempt,
     EventRecord,
     NewRun,
+    OutboxItem,
     Reason,
     ReceivedJSON,
     RunRecord,
@@ -102,3 +103,40 @@ def run_row(run: NewRun, event_id: str, now: float) -> tuple[Any, ...]:
         run.id, run.flow, run.flow_version, run.plan_digest, event_id, run.state, run.key,
         run.ordering_key, run.correlation_id, run.traceparent, now, now, run.replay_of,
     )  # fmt: skip
+
+
+EVENT_COLUMNS = "id, type, source, data, subject, time, attributes"
+AUDIT_COLUMNS = "seq, at, actor, action, run_id, detail"
+
+
+def event_record(row: Sequence[Any]) -> EventRecord:
+    """An EventRecord from a row of EVENT_COLUMNS."""
+    id_, type_, source, data, subject, time_, attributes = row
+    return EventRecord(id_, type_, source, json.loads(data), subject, time_, json.loads(attributes))
+
+
+def outbox_item(row: Sequence[Any]) -> OutboxItem:
+    """An OutboxItem from a row (seq, run_id, event)."""
+    seq, run_id, event = row
+    return OutboxItem(seq, run_id, EventRecord(**json.loads(event)))
+
+
+def audit_entry(row: Sequence[Any]) -> dict[str, Any]:
+    """``{seq, at, actor, action, run_id, detail}`` from a row of AUDIT_COLUMNS."""
+    seq, at, actor, action, run_id, detail = row
+    return {"seq": seq, "at": at, "actor": actor, "action": action, "run_id": run_id,
+            "detail": json.loads(detail)}  # fmt: skip
+
+
+def state_change(
+    state: str, reason: Reason | None, reset_steps: Sequence[str], set_override: bool
+) -> dict[str, Any]:
+    """The audit detail of an operator's state change (never the corrected data itself)."""
+    detail: dict[str, Any] = {"to": state}
+    if reason is not None:
+        detail["reason"] = dataclasses.asdict(reason)
+    if reset_steps:
+        detail["reset_steps"] = list(reset_steps)
+    if set_override:
+        detail["data_override"] = True
+    return detail

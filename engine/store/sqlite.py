@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import queue
 import sqlite3
@@ -49,14 +48,20 @@ from engine.store.base import (
     Store,
 )
 from engine.store.rows import (
+    AUDIT_COLUMNS,
+    EVENT_COLUMNS,
     RUN_COLUMNS,
+    audit_entry,
     cancel_request,
     dumps,
+    event_record,
     event_row,
     fields,
+    outbox_item,
     reason_json,
     run_record,
     run_row,
+    state_change,
     step_params,
     step_record,
 )
@@ -717,14 +722,8 @@ def _q_list_runs(conn: sqlite3.Connection, filters: dict[str, Any], limit: int) 
 
 
 def _q_event(conn: sqlite3.Connection, event_id: str) -> EventRecord | None:
-    row = conn.execute(
-        "SELECT id, type, source, data, subject, time, attributes FROM events WHERE id = ?",
-        (event_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    id_, type_, source, data, subject, time_, attributes = row
-    return EventRecord(id_, type_, source, json.loads(data), subject, time_, json.loads(attributes))
+    row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+    return None if row is None else event_record(row)
 
 
 def _q_next_due(conn: sqlite3.Connection) -> float | None:
@@ -923,13 +922,7 @@ class SQLiteStore(Store):
             "reset_steps": tuple(reset_steps),
             "bump_generation": bump_generation,
         }
-        detail: dict[str, Any] = {"to": state}
-        if reason is not None:
-            detail["reason"] = dataclasses.asdict(reason)
-        if reset_steps:
-            detail["reset_steps"] = list(reset_steps)
-        if set_override:
-            detail["data_override"] = True  # the data itself stays out of the audit log
+        detail = state_change(state, reason, reset_steps, set_override)
         audit = {
             "at": time.time(),
             "actor": actor,
@@ -947,7 +940,7 @@ class SQLiteStore(Store):
             "ORDER BY seq LIMIT ?",
             (limit,),
         )
-        return [OutboxItem(seq, run_id, EventRecord(**json.loads(ev))) for seq, run_id, ev in rows]
+        return [outbox_item(row) for row in rows]
 
     async def dispatch(self, item: OutboxItem, runs: Sequence[NewRun]) -> list[Acceptance]:
         """Store the emitted event, create its runs (deduplicated) and mark the item dispatched,
@@ -966,11 +959,8 @@ class SQLiteStore(Store):
         where, params = ("WHERE run_id = ?", (run_id, limit)) if run_id else ("", (limit,))
         rows = await self._read(
             _q_all,
-            f"SELECT seq, at, actor, action, run_id, detail FROM audit {where} "
+            f"SELECT {AUDIT_COLUMNS} FROM audit {where} "
             "ORDER BY seq DESC LIMIT ?",
             params,
         )
-        return [
-            {"seq": s, "at": at, "actor": ac, "action": an, "run_id": r, "detail": json.loads(d)}
-            for s, at, ac, an, r, d in rows
-        ]
+        return [audit_entry(row) for row in rows]
