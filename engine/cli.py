@@ -23,6 +23,13 @@ ENV = click.option("--env", "environment", default=None, envvar="SYNCLINE_ENV",
                    help="Environment of syncline.yaml (default: SYNCLINE_ENV, else the first).")
 PROJECT = click.argument("project", type=click.Path(file_okay=False, path_type=Path),
                          default=".", required=False)
+DATABASE = click.option(
+    "--database", default=None, metavar="URL",
+    help="postgresql://..., a SQLite path or sqlite:///PATH "
+         "(default: PROJECT/.syncline/syncline.db).")
+SECRETS = click.option(
+    "--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="File of NAME=value secrets (or a JSON object).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -137,11 +144,8 @@ def graph(project: Path, environment: str | None, fmt: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
 @click.option("--no-watch", is_flag=True, help="Do not hot-reload on definition changes.")
-@click.option("--database", default=None, metavar="URL",
-              help="postgresql://..., a SQLite path or sqlite:///PATH "
-                   "(default: PROJECT/.syncline/syncline.db).")
-@click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="File of NAME=value secrets (or a JSON object).")
+@DATABASE
+@SECRETS
 @click.option("--no-workers", is_flag=True,
               help="Ingest only: accept and store, execute nothing; run `syncline worker` "
                    "processes on the same store to execute the runs.")
@@ -174,11 +178,8 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
 @main.command()
 @PROJECT
 @ENV
-@click.option("--database", default=None, metavar="URL",
-              help="postgresql://..., a SQLite path or sqlite:///PATH "
-                   "(default: PROJECT/.syncline/syncline.db).")
-@click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="File of NAME=value secrets (or a JSON object).")
+@DATABASE
+@SECRETS
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 10_000),
               help="Runs executing at once in this process.")
 def worker(project: Path, environment: str | None, database: str | None,
@@ -355,8 +356,7 @@ def _fail_usage(exc: Exception) -> None:
 @click.option("--dry-run", is_flag=True, help="Make no calls: print the calls it would make.")
 @PROJECT_OPTION
 @ENV
-@click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="File of secrets (YAML/JSON map or NAME=value lines).")
+@SECRETS
 @FORMAT
 def run_command(flow: str, input_file: Path, dry_run: bool, project: Path,
                 environment: str | None, secrets_file: Path | None, fmt: str) -> None:
