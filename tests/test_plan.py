@@ -207,3 +207,17 @@ def test_generated_python_compiles_on_first_use_or_when_the_plan_is_warmed() -> 
     flow = plan.flow("closed-won-to-order")
     assert flow.idempotency_key is not None
     assert "_evaluate" in vars(flow.idempotency_key)  # compiled, cached on the expression
+
+
+def test_serve_warms_the_plan_it_serves(project, tmp_path: Path) -> None:
+    from engine.server.config import ServerConfig
+    from engine.server.serve import build_server
+
+    fresh = FLOW.replace("> `1`", "> `424242`")  # a text no other test compiled (nor warmed)
+    root = project({"flows/s.yaml": SYSTEM, "flows/f.yaml": fresh})
+    config = ServerConfig.from_environ({}, project=root, environment=None, watch=False)
+    _, state = build_server(
+        config, environ={}, secrets={"ERP_TOKEN": "t"}, database=str(tmp_path / "s.db")
+    )
+    [step] = [step for step in state.runtime.plan.flow("f").steps if step.id == "c"]
+    assert "_evaluate" in vars(step.when)  # compiled before any event arrives

@@ -105,6 +105,13 @@ def _new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{_ID_BITS.getrandbits(80):020x}"
 
 
+def _compile_warm(bundle: dict[str, Any]) -> Plan:
+    """A stored bundle's plan with its generated functions compiled (for a worker thread)."""
+    plan = compile_bundle(bundle)
+    plan.warm()
+    return plan
+
+
 def _key_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
@@ -389,7 +396,7 @@ class Runtime:
             bundle = await self.store.load_plan(digest)
             if bundle is None:
                 raise StoreError(f"plan {digest} is not in the store")
-            plan = await asyncio.to_thread(compile_bundle, bundle)
+            plan = await asyncio.to_thread(_compile_warm, bundle)
             self._plans[digest] = plan
         return plan
 

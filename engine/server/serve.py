@@ -91,8 +91,10 @@ def build_server(
     Raises DefinitionErrors for invalid definitions and UsageError naming missing secrets."""
     environ = dict(environ)
 
-    def compile_plan() -> Plan:
-        return compile_project(config.project, environment=config.environment, environ=environ)
+    def compile_plan() -> Plan:  # off the event loop on reloads
+        plan = compile_project(config.project, environment=config.environment, environ=environ)
+        plan.warm()  # CPython compiles the generated functions now, not on the first events
+        return plan
 
     plan = compile_plan()
     _check_secrets(plan, secrets)
@@ -139,6 +141,7 @@ async def run_worker(
     decides which flows its emitted events start. Raises DefinitionErrors and UsageError as
     `build_server` does."""
     plan = compile_project(project, environment=environment, environ=dict(environ))
+    plan.warm()
     _check_secrets(plan, secrets)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
