@@ -295,6 +295,19 @@ async def test_an_expired_lease_is_reclaimable_and_renew_extends_it(store: SQLit
     assert await claimed_ids(store, now=200.0, worker="w2") == ["r1"]  # w1 presumed dead
 
 
+async def test_a_claimed_run_comes_with_its_event_and_steps(store: SQLiteStore) -> None:
+    await store.accept(event("a", {"n": 1}), [new_run("r1")])
+    await add(store, "r2")
+    await store.checkpoint(
+        Checkpoint("r1", step("r1", "erp", {"id": "SO-1"}), "waiting", next_attempt_at=5.0)
+    )
+    claimed = {run.id: run for run in await store.claim("w1", 10, 1000.0, 30.0)}
+    assert claimed["r1"].event == event("a", {"n": 1})
+    assert claimed["r1"].steps == {"erp": step("r1", "erp", {"id": "SO-1"})}
+    assert claimed["r2"].event == event("r2") and claimed["r2"].steps == {}
+    assert (await store.get_run("r1")).steps is None  # type: ignore[union-attr]
+
+
 async def test_claim_over_ten_thousand_pending_runs_is_fast(store: SQLiteStore) -> None:
     runs = [new_run(f"r{n}", ordering=f"acct-{n % 100}") for n in range(10_000)]
     await store.accept(event("bulk"), runs)

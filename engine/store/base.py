@@ -121,6 +121,10 @@ class RunRecord:
     data_override: Any = None    # corrected data given on resume (None: use the event's data)
     has_override: bool = False
     generation: int = 0          # bumped by a resume with corrected data: new idempotency keys
+    # What executing the run needs, loaded by `claim` in its own transaction (no extra reads per
+    # run); None on records from anything else.
+    event: EventRecord | None = None
+    steps: dict[str, StepRecord] | None = None
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,8 @@ class Store(abc.ABC):
         """Lease up to `limit` runs that may execute now: state pending, or waiting with
         next_attempt_at <= now, or running with an expired lease (a crashed worker). A run is
         claimable only if no older (lower seq) run with the same ordering key is still non-terminal
-        (pending/running/waiting/parked). Claimed runs become `running`, leased until now+lease."""
+        (pending/running/waiting/parked). Claimed runs become `running`, leased until now+lease,
+        and come with their `event` and `steps` loaded."""
 
     @abc.abstractmethod
     async def renew(self, worker: str, run_ids: Sequence[str], until: float) -> None: ...

@@ -50,6 +50,7 @@ from engine.store.rows import (
     AUDIT_COLUMNS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
+    STEP_COLUMNS,
     audit_entry,
     cancel_request,
     dumps,
@@ -63,6 +64,7 @@ from engine.store.rows import (
     state_change,
     step_params,
     step_record,
+    with_work,
 )
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
@@ -309,7 +311,18 @@ class PostgresStore(Store):
                   "wall": time.time()}  # fmt: skip
         async with self._transaction() as conn:
             rows = await (await conn.execute(CLAIM_SQL, params)).fetchall()
-            return await _run_records(conn, sorted(rows, key=lambda row: row[12]))
+            records = await _run_records(conn, sorted(rows, key=lambda row: row[12]))
+            if not records:
+                return records
+            events = await conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY(%s)",
+                ([record.event_id for record in records],),
+            )
+            steps = await conn.execute(
+                f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ANY(%s)",
+                ([record.id for record in records],),
+            )
+            return with_work(records, await events.fetchall(), await steps.fetchall())
 
     async def renew(self, worker: str, run_ids: Sequence[str], until: float) -> None:
         """Extend the leases `worker` still holds on these running runs to `until`."""
@@ -389,8 +402,7 @@ class PostgresStore(Store):
 
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         rows = await self._rows(
-            "SELECT run_id, step_id, state, output, input_digest, error, attempts, updated_at "
-            "FROM steps WHERE run_id = %s",
+            f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = %s",
             (run_id,),
         )
         return {row[1]: step_record(row) for row in rows}

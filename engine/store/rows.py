@@ -70,6 +70,19 @@ def step_params(run_id: str, step: StepRecord) -> dict[str, Any]:
     }
 
 
+def with_work(
+    records: list[RunRecord], events: Sequence[Sequence[Any]], steps: Sequence[Sequence[Any]]
+) -> list[RunRecord]:
+    """Claimed `records` with their events (rows of EVENT_COLUMNS) and steps (STEP_COLUMNS)."""
+    by_event = {row[0]: event_record(row) for row in events}
+    by_run: dict[str, dict[str, StepRecord]] = {record.id: {} for record in records}
+    for row in steps:
+        by_run[row[0]][row[1]] = step_record(row)
+    for record in records:
+        record.event, record.steps = by_event.get(record.event_id), by_run[record.id]
+    return records
+
+
 def step_record(row: Sequence[Any]) -> StepRecord:
     run_id, step_id, state, output, input_digest, error, attempts, updated_at = row
     return StepRecord(
@@ -106,6 +119,7 @@ def run_row(run: NewRun, event_id: str, now: float) -> tuple[Any, ...]:
 
 
 EVENT_COLUMNS = "id, type, source, data, subject, time, attributes"
+STEP_COLUMNS = "run_id, step_id, state, output, input_digest, error, attempts, updated_at"
 AUDIT_COLUMNS = "seq, at, actor, action, run_id, detail"
 
 

@@ -51,6 +51,7 @@ from engine.store.rows import (
     AUDIT_COLUMNS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
+    STEP_COLUMNS,
     audit_entry,
     cancel_request,
     dumps,
@@ -64,6 +65,7 @@ from engine.store.rows import (
     state_change,
     step_params,
     step_record,
+    with_work,
 )
 
 AcceptStatus = Literal["accepted", "duplicate", "filtered"]
@@ -603,7 +605,16 @@ def _tx_claim(
     records = _run_records(conn, rows)
     for record in records:
         record.state, record.updated_at, record.next_attempt_at = "running", wall, None
-    return records
+    run_ids = dumps([record.id for record in records])
+    events = conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))",
+        (dumps([record.event_id for record in records]),),
+    ).fetchall()
+    steps = conn.execute(
+        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id IN (SELECT value FROM json_each(?))",
+        (run_ids,),
+    ).fetchall()
+    return with_work(records, events, steps)
 
 
 def _tx_renew(conn: sqlite3.Connection, worker: str, run_ids: Sequence[str], until: float) -> None:
@@ -866,8 +877,7 @@ class SQLiteStore(Store):
         """The run's step records by step id."""
         rows = await self._read(
             _q_all,
-            "SELECT run_id, step_id, state, output, input_digest, error, attempts, updated_at "
-            "FROM steps WHERE run_id = ?",
+            f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ?",
             (run_id,),
         )
         return {row[1]: step_record(row) for row in rows}
