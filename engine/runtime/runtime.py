@@ -439,6 +439,9 @@ class Runtime:
         """True once no run is pending, running or waiting and the outbox is empty."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._active:  # busy here: no need to ask the store (and slow its writers)
+                await asyncio.sleep(0.02)
+                continue
             # outbox first: dispatch is atomic, so an empty outbox means its runs are counted
             empty = not await self.store.outbox(1)
             counts = await self.store.count_runs()
