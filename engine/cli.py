@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -415,18 +417,35 @@ def runs() -> None:
     running server's admin API (token from SYNCLINE_ADMIN_TOKEN)."""
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Whose runs: a running server (`url`), else the project's store (`database`, by default
+    its SQLite file) under the project's plan for `environment`."""
+
+    project: Path
+    environment: str | None
+    url: str | None
+    database: str | None
+
+
 def _runs_target(command: Any) -> Any:
-    """The options that say whose runs: --project/--env (the local store) or --url."""
+    """The options that say whose runs, given to `command` as one `target` (a _Target)."""
     url = click.option("--url", default=None, metavar="URL",
                        help="A running `syncline serve` to act on through its admin API, "
-                            "instead of the local store (token: SYNCLINE_ADMIN_TOKEN).")
-    for option in (FORMAT, url, ENV, PROJECT_OPTION):
-        command = option(command)
-    return command
+                            "instead of the store (token: SYNCLINE_ADMIN_TOKEN).")
+
+    @functools.wraps(command)
+    def with_target(*args: Any, project: Path, environment: str | None, url: str | None,
+                    database: str | None, **kwargs: Any) -> Any:
+        return command(*args, target=_Target(project, environment, url, database), **kwargs)
+
+    for option in (FORMAT, DATABASE, url, ENV, PROJECT_OPTION):
+        with_target = option(with_target)
+    return with_target
 
 
-def _with_client(project: Path, environment: str | None, url: str | None, action: Any) -> Any:
-    """Open the runs client (the server at `url`, else the local store), run
+def _with_client(target: _Target, action: Any) -> Any:
+    """Open the runs client (the server at `target.url`, else the project's store), run
     `await action(client)`, close it. Usage errors exit 2, definition errors 1."""
     import asyncio
 
@@ -436,11 +455,12 @@ def _with_client(project: Path, environment: str | None, url: str | None, action
 
     async def go() -> Any:
         client: RunsClient
-        if url:
-            client = HttpRunsClient(url, os.environ.get("SYNCLINE_ADMIN_TOKEN") or None)
+        if target.url:
+            client = HttpRunsClient(target.url, os.environ.get("SYNCLINE_ADMIN_TOKEN") or None)
         else:
-            plan = load_project_plan(project, environment)
-            client = await LocalRunsClient(project.resolve(), plan).open()
+            plan = load_project_plan(target.project, target.environment)
+            project = target.project.resolve()
+            client = await LocalRunsClient(project, plan, database=target.database).open()
         try:
             return await action(client)
         finally:
@@ -462,14 +482,13 @@ def _with_client(project: Path, environment: str | None, url: str | None, action
 @click.option("--cursor", default=None, help="Continue after this cursor (from the last page).")
 @click.option("--limit", default=50, show_default=True, type=int)
 @_runs_target
-def runs_list(project: Path, environment: str | None, url: str | None, flow: str | None,
-              state: str | None, key: str | None, cursor: str | None, limit: int,
-              fmt: str) -> None:
+def runs_list(target: _Target, flow: str | None, state: str | None, key: str | None,
+              cursor: str | None, limit: int, fmt: str) -> None:
     """Runs, newest first."""
     from engine.runtime.client import RunQuery
 
     query = RunQuery(flow=flow, state=state, key=key, cursor=cursor, limit=limit)
-    items, following = _with_client(project, environment, url, lambda c: c.list(query))
+    items, following = _with_client(target, lambda c: c.list(query))
     if fmt == "json":
         emit_json({"runs": items, "cursor": following})
         return
@@ -484,10 +503,9 @@ def runs_list(project: Path, environment: str | None, url: str | None, flow: str
 @runs.command("show")
 @click.argument("run_id")
 @_runs_target
-def runs_show(run_id: str, project: Path, environment: str | None, url: str | None,
-              fmt: str) -> None:
+def runs_show(run_id: str, target: _Target, fmt: str) -> None:
     """One run with its steps, attempts and lineage."""
-    detail = _with_client(project, environment, url, lambda c: c.show(run_id))
+    detail = _with_client(target, lambda c: c.show(run_id))
     emit_json(detail) if fmt == "json" else _print_run(detail)
 
 
@@ -495,9 +513,8 @@ def _action(name: str, doc: str) -> None:
     @runs.command(name, help=doc)
     @click.argument("run_id")
     @_runs_target
-    def command(run_id: str, project: Path, environment: str | None, url: str | None,
-                fmt: str) -> None:
-        detail = _with_client(project, environment, url, lambda c: c.act(run_id, name))
+    def command(run_id: str, target: _Target, fmt: str) -> None:
+        detail = _with_client(target, lambda c: c.act(run_id, name))
         emit_json(detail) if fmt == "json" else _print_run(detail)
 
 
@@ -511,13 +528,12 @@ _action("replay", "Run a run's event again under the current plan (a new, linked
 @click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Corrected payload (JSON or YAML) to run on.")
 @_runs_target
-def runs_resume(run_id: str, data_file: Path | None, project: Path, environment: str | None,
-                url: str | None, fmt: str) -> None:
+def runs_resume(run_id: str, data_file: Path | None, target: _Target, fmt: str) -> None:
     """Queue a parked run again, optionally with corrected data."""
     from engine.runtime.runtime import MISSING
 
     data = _read_data(data_file) if data_file else MISSING
-    detail = _with_client(project, environment, url, lambda c: c.act(run_id, "resume", data))
+    detail = _with_client(target, lambda c: c.act(run_id, "resume", data))
     emit_json(detail) if fmt == "json" else _print_run(detail)
 
 

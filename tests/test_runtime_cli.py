@@ -140,3 +140,29 @@ def test_run_refuses_naming_missing_secrets(tmp_path: Path):
         "run", "tested", "--input", str(tmp_path / "in.json"), "--project", str(root)
     )
     assert code == 2 and "missing secrets: VAULT_TOKEN" in out
+
+
+def test_runs_on_a_postgresql_store_with_database(tmp_path: Path, postgres_url: str):
+    import asyncio
+
+    from engine.compiler import compile_project
+    from engine.store import EventRecord, NewRun
+    from engine.store.postgres import PostgresStore
+
+    root = write_project(tmp_path, "http://127.0.0.1:9", FLOW_WITH_TESTS)
+    plan = compile_project(root)
+
+    async def accept() -> None:
+        async with PostgresStore(postgres_url) as store:
+            await store.save_plan(plan.digest, dict(plan.bundle))
+            run = NewRun("run-pg-1", "tested", 1, plan.digest, "k1", None, "corr-1")
+            await store.accept(EventRecord("ev-1", "cli:tested", "tests", {"amount": 3}), [run])
+
+    asyncio.run(accept())
+    where = ["--project", str(root), "--database", postgres_url]
+    code, out = invoke("runs", "list", *where, "--format", "json")
+    assert code == 0, out
+    assert [(r["id"], r["state"]) for r in json.loads(out)["runs"]] == [("run-pg-1", "pending")]
+    code, out = invoke("runs", "cancel", "run-pg-1", *where)
+    assert code == 0 and ": cancelled" in out, out
+    assert not (root / ".syncline").exists()  # nothing went to a local SQLite file

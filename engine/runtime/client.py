@@ -21,6 +21,7 @@ from engine.runtime.calls import missing_secrets
 from engine.runtime.runtime import MISSING, EventMeta, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
 from engine.runtime.testing import run_and_describe
+from engine.store import open_store
 from engine.store.sqlite import SQLiteStore
 
 RUN_TIMEOUT = 300.0
@@ -77,14 +78,18 @@ async def perform(
 
 
 class LocalRunsClient:
-    """Runs in `<project>/.syncline/syncline.db`. Actions change the store; the runtime serving
-    the project (`syncline serve`) executes the queued runs."""
+    """Runs in the project's store: `database` (see `open_store`), by default
+    `<project>/.syncline/syncline.db`. Actions change the store; the runtime serving the project
+    (`syncline serve` or `syncline worker`) executes the queued runs."""
 
-    def __init__(self, project: Path, plan: Plan, actor: str | None = None) -> None:
-        path = store_path(project)
-        if not path.exists():
-            raise UsageError(f"no local store at {path} (nothing has run in this project yet)")
-        self._store = SQLiteStore(path)
+    def __init__(
+        self, project: Path, plan: Plan, actor: str | None = None, database: str | None = None
+    ) -> None:
+        if database is None and not store_path(project).exists():
+            raise UsageError(
+                f"no local store at {store_path(project)} (nothing has run in this project yet)"
+            )
+        self._store = open_store(database, project)
         self._runtime = Runtime(self._store, plan)
         self._actor = actor or f"cli:{os.environ.get('USER', 'operator')}"
 
