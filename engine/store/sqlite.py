@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from engine.errors import StoreError
 from engine.store.base import (
@@ -68,7 +68,6 @@ from engine.store.rows import (
     with_work,
 )
 
-AcceptStatus = Literal["accepted", "duplicate", "filtered"]
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
 
 # Numbered schema migrations: MIGRATIONS[n - 1] takes the schema from version n-1 to n. Append
@@ -456,25 +455,8 @@ def _run_records(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> lis
 def _tx_accept(
     conn: sqlite3.Connection, event: tuple[Any, ...], runs: Sequence[NewRun]
 ) -> list[Acceptance]:
-    conn.execute(
-        "INSERT INTO events (id, type, source, subject, time, data, attributes, received_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        event,
-    )
-    event_id, now = event[0], event[-1]
-    return [_create_run(conn, event_id, run, now) for run in runs]
-
-
-def _create_run(conn: sqlite3.Connection, event_id: str, run: NewRun, now: float) -> Acceptance:
-    existing = conn.execute(
-        "SELECT id, correlation_id FROM runs WHERE flow = ? AND key = ? AND state != 'filtered'",
-        (run.flow, run.key),
-    ).fetchone()
-    if existing is not None:
-        return Acceptance(existing[0], "duplicate", existing[1])
-    _insert_rows(conn, _INSERT_RUNS, "", [run_row(run, event_id, now)], 13)
-    status: AcceptStatus = "filtered" if run.state == "filtered" else "accepted"
-    return Acceptance(run.id, status, run.correlation_id)
+    """One accept: the batch of one (see `_tx_accept_many`)."""
+    return _tx_accept_many(conn, [(event, runs)])[0]
 
 
 # -- accepts batched: the hot path of ingest ------------------------------------------------------
