@@ -182,12 +182,7 @@ class Calls:
         connections: int = CONNECTIONS,
     ) -> None:
         systems = list(systems)
-        missing = _missing(systems, secrets, _outbound_texts)
-        if missing:
-            raise UsageError(
-                f"missing secrets: {', '.join(missing)} "
-                "(set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
-            )
+        require_secrets(_missing(systems, secrets, _outbound_texts))
         self._channels = {
             _key(s): _open_channel(s, secrets, transport or _transport(s, connections))
             for s in systems
@@ -289,6 +284,15 @@ def make_traceparent(correlation_id: str, span_seed: str) -> str:
 def missing_secrets(systems: Iterable[CompiledSystem], secrets: Mapping[str, str]) -> list[str]:
     """Sorted names of the secrets the Systems need (auth, headers, webhooks) that are absent."""
     return _missing(list(systems), secrets, _all_texts)
+
+
+def require_secrets(missing: Iterable[str]) -> None:
+    """Refuse to start without secrets: UsageError naming them (never a value)."""
+    names = ", ".join(missing)
+    if names:
+        raise UsageError(
+            f"missing secrets: {names} (set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
+        )
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -1,5 +1,5 @@
 """What `syncline run` and `syncline runs ...` do, behind a small "runs client" interface so the
-CLI stays a thin layer: `LocalRunsClient` works on a project's SQLite store;
+CLI stays a thin layer: `LocalRunsClient` works on a project's store (see `open_store`);
 `engine.server.client.HttpRunsClient` (`--url`) implements the same methods over the admin API,
 whose handlers call the same `perform`."""
 
@@ -17,7 +17,7 @@ from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.errors import UsageError
 from engine.model.flow import StubResponse
-from engine.runtime.calls import missing_secrets
+from engine.runtime.calls import missing_secrets, require_secrets
 from engine.runtime.runtime import MISSING, EventMeta, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
 from engine.runtime.testing import run_and_describe
@@ -132,12 +132,7 @@ async def run_local(
     if dry_run:
         secrets = placeholder_secrets(plan)
     else:
-        missing = missing_secrets(plan.systems.values(), secrets or {})
-        if missing:
-            raise UsageError(
-                f"missing secrets: {', '.join(missing)} "
-                "(set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
-            )
+        require_secrets(missing_secrets(plan.systems.values(), secrets or {}))
     with tempfile.TemporaryDirectory(prefix="syncline-run-") as tmp:
         path = Path(tmp) / "dry-run.db" if dry_run else store_path(project)
         async with SQLiteStore(path) as store:

@@ -24,6 +24,7 @@ from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.errors import UsageError
 from engine.runtime import Runtime
+from engine.runtime.calls import require_secrets
 from engine.server.app import create_app
 from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
@@ -97,7 +98,7 @@ def build_server(
         return plan
 
     plan = compile_plan()
-    _check_secrets(plan, secrets)
+    require_secrets(missing_secrets(plan, secrets))
     store = open_store(database, config.project)
     metrics = Metrics()
     runtime = Runtime(
@@ -110,15 +111,6 @@ def build_server(
         else None
     )
     return create_app(state, reloader=reloader, manage_store=store), state
-
-
-def _check_secrets(plan: Plan, secrets: Mapping[str, str]) -> None:
-    missing = missing_secrets(plan, secrets)
-    if missing:
-        raise UsageError(
-            f"missing secrets: {', '.join(missing)} (set SYNCLINE_SECRET_<NAME> "
-            "or pass --secrets FILE)"
-        )
 
 
 async def run_worker(
@@ -142,7 +134,7 @@ async def run_worker(
     `build_server` does."""
     plan = compile_project(project, environment=environment, environ=dict(environ))
     plan.warm()
-    _check_secrets(plan, secrets)
+    require_secrets(missing_secrets(plan, secrets))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -87,12 +87,11 @@ class Verified:
 class Verifier:
     """Verifies one System's webhooks. The key is derived once, here, not per request."""
 
-    __slots__ = ("config", "_key", "_check", "_header", "_mac")
+    __slots__ = ("config", "_check", "_header", "_mac")
 
     def __init__(self, config: WebhookScheme) -> None:
         self.config = config
-        self._key = derive_key(config.scheme, config.secret)
-        self._mac = hmac.new(self._key, digestmod=hashlib.sha256)  # keyed once, copied per use
+        self._mac = _keyed(derive_key(config.scheme, config.secret))  # copied per use
         self._check = _CHECKS[config.scheme]
         self._header = (config.header or DEFAULT_HMAC_HEADER).lower()
 
@@ -226,11 +225,15 @@ def _require(headers: dict[str, str], name: str) -> str:
     return value
 
 
-def _digest(key: bytes | hmac.HMAC, *parts: bytes) -> bytes:
+def _keyed(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def _digest(keyed: hmac.HMAC, *parts: bytes) -> bytes:
     """HMAC-SHA256 of the parts. A keyed HMAC object is copied rather than keyed again. (Not
     `hmac.digest`: it releases the GIL on every call, and getting it back from the store's
     writer thread costs more than the hash.)"""
-    mac = key.copy() if isinstance(key, hmac.HMAC) else hmac.new(key, digestmod=hashlib.sha256)
+    mac = keyed.copy()
     for part in parts:
         mac.update(part)
     return mac.digest()
@@ -324,7 +327,7 @@ def sign(
     header for hmac-sha256. Every scheme also carries its delivery-id header.
     """
     check_scheme(scheme)
-    key = derive_key(scheme, secret)
+    key = _keyed(derive_key(scheme, secret))
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     stamp = str(int(time.time() if timestamp is None else timestamp))
     return _SIGNERS[scheme](key, body, msg_id, stamp, header or DEFAULT_HMAC_HEADER)
@@ -334,7 +337,7 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-_SIGNERS: dict[str, Callable[[bytes, bytes, str, str, str], dict[str, str]]] = {
+_SIGNERS: dict[str, Callable[[hmac.HMAC, bytes, str, str, str], dict[str, str]]] = {
     "standard-webhooks": lambda key, body, msg_id, stamp, _: {
         "webhook-id": msg_id,
         "webhook-timestamp": stamp,
