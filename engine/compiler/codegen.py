@@ -120,9 +120,13 @@ class GeneratedMapping:
     @property
     def __syncline_source__(self) -> str:
         """The generated Python source."""
+        self.warm()
+        return self._source
+
+    def warm(self) -> None:
+        """Generate and compile the function now rather than on the first call."""
         if self._function is None:
             self._load()
-        return self._source
 
     def _load(self) -> Callable[[Any], dict[str, Any]]:
         try:

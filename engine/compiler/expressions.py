@@ -754,6 +754,10 @@ class Expression:
                 pass
         return functools.partial(_INTERPRETER.visit, self.ast)
 
+    def warm(self) -> None:
+        """Compile the generated Python now rather than on the first `search`."""
+        self._evaluate  # noqa: B018 - the cached_property compiles it
+
     def search(self, data: Any) -> Any:
         """Evaluate against ``data``; failures on real data raise ExpressionError."""
         try:
@@ -1173,6 +1177,10 @@ class Template:
             return functools.partial(_render_native if self.native else _render_string, jinja)
         finish = native_value if self.native else string_value
         return functools.partial(_render_one, jinja, finish)
+
+    def warm(self) -> None:
+        """Compile the generated Python (or Jinja2's) now rather than on the first `render`."""
+        self._evaluate  # noqa: B018 - the cached_property compiles it
 
     def render(self, context: Mapping[str, Any]) -> Any:
         """Render with ``context`` (e.g. ``{"source": doc}``); failures raise ExpressionError."""

@@ -72,10 +72,7 @@ class Plan:
         """
         count = 0
         for item in _compiled_parts((self.flow_versions, self.mappings), set()):
-            if isinstance(item, GeneratedMapping):
-                item.__syncline_source__  # noqa: B018 - compiles it
-            else:
-                item._evaluate  # noqa: B018 - a cached_property: compiles it
+            item.warm()
             count += 1
         return count
 
