@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,18 +164,12 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
     from engine.server.config import ServerConfig
     from engine.server.serve import build_server, load_secrets, run_server
 
-    try:
+    with _exit_on_errors(UsageError):
         config = ServerConfig.from_environ(os.environ, project=project.resolve(),
                                            environment=environment, watch=not no_watch,
                                            workers=not no_workers)
         secrets = load_secrets(os.environ, secrets_file)
         app, _ = build_server(config, environ=os.environ, secrets=secrets, database=database)
-    except DefinitionErrors as exc:
-        print_diagnostics(exc.diagnostics)
-        sys.exit(1)
-    except UsageError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     sys.exit(run_server(app, host, port, grace=config.shutdown_grace))
 
 
@@ -197,16 +193,11 @@ def worker(project: Path, environment: str | None, database: str | None,
     from engine.errors import UsageError
     from engine.server.serve import load_secrets, run_worker
 
-    try:
+    with _exit_on_errors(UsageError):
         secrets = load_secrets(os.environ, secrets_file)
         asyncio.run(run_worker(project.resolve(), environment=environment, environ=os.environ,
                                secrets=secrets, database=database, concurrency=concurrency))
-    except DefinitionErrors as exc:
-        print_diagnostics(exc.diagnostics)
-        sys.exit(1)
-    except UsageError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+
 
 # --- GitOps: plan, promote, status (engine/gitops) ----------------------------------------------
 
@@ -351,6 +342,18 @@ def _fail_usage(exc: Exception) -> None:
     sys.exit(2)
 
 
+@contextlib.contextmanager
+def _exit_on_errors(*usage: type[Exception]) -> Iterator[None]:
+    """Invalid definitions exit 1 with their diagnostics; `usage` errors exit 2 with a message."""
+    try:
+        yield
+    except DefinitionErrors as exc:
+        print_diagnostics(exc.diagnostics)
+        sys.exit(1)
+    except usage as exc:
+        _fail_usage(exc)
+
+
 @main.command("run")
 @click.argument("flow")
 @click.option("--input", "input_file", required=True,
@@ -466,13 +469,8 @@ def _with_client(target: _Target, action: Any) -> Any:
         finally:
             await client.aclose()
 
-    try:
+    with _exit_on_errors(UsageError, StoreError):
         return asyncio.run(go())
-    except DefinitionErrors as exc:
-        print_diagnostics(exc.diagnostics)
-        sys.exit(1)
-    except (UsageError, StoreError) as exc:
-        _fail_usage(exc)
 
 
 @runs.command("list")

@@ -129,12 +129,8 @@ class Executor:
     async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         """Run `run` (already claimed) until it succeeds or stops; return its new state."""
         flow = plan.flow(run.flow, run.flow_version)
-        if run.steps is None:  # not loaded by claim
-            event, records = await asyncio.gather(
-                self.store.get_event(run.event_id), self.store.get_steps(run.id)
-            )
-        else:
-            event, records = run.event, run.steps
+        event, records = run.event, run.steps  # loaded by the claim
+        assert records is not None, "execute takes claimed runs"
         if event is None:
             return await self._end(
                 run, flow, "failed", Reason("EVENT_MISSING", None, f"event {run.event_id} is gone")
