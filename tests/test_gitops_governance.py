@@ -138,6 +138,23 @@ def test_write_calls_need_retry(tmp_path: Path) -> None:
     assert (d.code, d.location.path, d.location.line) == ("E_POLICY", "flows/systems.yaml", 7)
 
 
+def test_write_calls_may_inherit_the_projects_default_retry(tmp_path: Path) -> None:
+    """Every call falls back to syncline.yaml's defaults.retry: a system need not repeat it,
+    but the idempotency header is the system's alone."""
+    with_default = PROJECT.replace("spec:\n", "spec:\n  defaults: {retry: saas-api}\n")
+    no_retry = SYSTEM.replace("  retry: saas-api\n", "")
+    root = write(tmp_path, syncline_yaml=with_default, flows__systems_yaml=no_retry)
+    compile_project(root, environ={})
+    root = write(
+        tmp_path,
+        syncline_yaml=with_default,
+        flows__systems_yaml=no_retry.replace("  idempotencyHeader: Idempotency-Key\n", ""),
+    )
+    (d,) = violations(root)
+    assert (d.code, d.location.path, d.location.line) == ("E_POLICY", "flows/systems.yaml", 6)
+    assert d.message.startswith("write-calls-are-safe: ")
+
+
 def test_read_only_systems_need_neither(tmp_path: Path) -> None:
     read_only = (
         SYSTEM.replace("  retry: saas-api\n", "")

@@ -3,10 +3,12 @@
 A rule `match`es resources by kind (or "*"), a name glob, labels and optionally the environments
 it applies to; its `assert` is a JMESPath expression over the whole resource as written, after
 `${env.NAME}` interpolation (so a rule about `baseUrl` sees the environment's URL; secrets stay
-references). A falsy result (null, false, "", [] or {}, as JMESPath counts truth) is a violation,
-reported like a compile error at the resource: E_POLICY for `severity: error` (fails validate),
-W_POLICY for `severity: warning` (printed only). An `assert` that does not compile is E_JMESPATH
-at the rule.
+references). Beside the resource's own `apiVersion`, `kind`, `metadata` and `spec`, the expression
+sees `project`: `{name, environment, defaults}` of `syncline.yaml`, for rules about what a
+resource inherits (a System's calls fall back to `project.defaults.retry`). A falsy result (null,
+false, "", [] or {}, as JMESPath counts truth) is a violation, reported like a compile error at
+the resource: E_POLICY for `severity: error` (fails validate), W_POLICY for `severity: warning`
+(printed only). An `assert` that does not compile is E_JMESPATH at the rule.
 
     kind: GovernancePolicy
     metadata: {name: house-rules, owner: platform}
@@ -20,7 +22,7 @@ at the rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -49,22 +51,32 @@ class CompiledRule:
 
 
 def check_governance(
-    policies: Iterable[Located], resources: Iterable[Located], environment: str | None = None
+    policies: Iterable[Located],
+    resources: Iterable[Located],
+    environment: str | None = None,
+    project: Mapping[str, Any] | None = None,
 ) -> list[Diagnostic]:
-    """Every violation of every rule by every resource, plus the rules' own errors."""
+    """Every violation of every rule by every resource, plus the rules' own errors. `project`
+    is what an assert sees as `project` (name, environment, defaults)."""
     rules, diagnostics = compile_rules(policies)
+    context = dict(project or {"environment": environment})
     for resource, doc in resources:
-        for compiled in rules:
-            if matches(compiled.rule.match, resource, environment):
-                diagnostics.extend(_check(compiled, resource, doc))
+        applicable = [c for c in rules if matches(c.rule.match, resource, environment)]
+        if not applicable:
+            continue
+        seen = {**doc.data, "project": context} if isinstance(doc.data, dict) else doc.data
+        for compiled in applicable:
+            diagnostics.extend(_check(compiled, resource, doc, seen))
     return diagnostics
 
 
-def check_registry(registry: Registry, environment: str) -> list[Diagnostic]:
+def check_registry(
+    registry: Registry, environment: str, project: Mapping[str, Any] | None = None
+) -> list[Diagnostic]:
     """`check_governance` over every resource of a bundle (the Project file is not a
-    definition and is not checked)."""
+    definition and is not checked, but its name, environment and defaults are `project`)."""
     resources = [item for kind in MODELS for item in registry.all(kind)]
-    return check_governance(registry.all("GovernancePolicy"), resources, environment)
+    return check_governance(registry.all("GovernancePolicy"), resources, environment, project)
 
 
 def compile_rules(policies: Iterable[Located]) -> tuple[list[CompiledRule], list[Diagnostic]]:
@@ -112,10 +124,12 @@ def matches(match: RuleMatch, resource: Resource, environment: str | None) -> bo
     return not match.environments or environment in match.environments
 
 
-def _check(compiled: CompiledRule, resource: Resource, doc: Document) -> list[Diagnostic]:
+def _check(
+    compiled: CompiledRule, resource: Resource, doc: Document, seen: Any
+) -> list[Diagnostic]:
     rule = compiled.rule
     try:
-        result = compiled.expression.search(doc.data)
+        result = compiled.expression.search(seen)
         problem = ""
     except ExpressionError as exc:
         result, problem = None, f" (the assert could not be evaluated: {exc})"

@@ -147,7 +147,12 @@ def build_plan(
         if resource is not None:
             registry.add(resource, doc)
     registry.check_pins(project_doc, env_name)
-    build.diagnostics.extend(check_registry(registry, env_name))  # GovernancePolicy rules
+    seen_as_project = {  # what GovernancePolicy asserts see as `project`
+        "name": project.name,
+        "environment": env_name,
+        "defaults": project.spec.defaults.model_dump(by_alias=True, exclude_none=True),
+    }
+    build.diagnostics.extend(check_registry(registry, env_name, seen_as_project))
     plan = _compile(registry, project, env_name, variables, resolved, build)
     build.diagnostics.extend(registry.diagnostics)
     if any(d.severity == "error" for d in build.diagnostics):
