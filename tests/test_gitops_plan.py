@@ -89,7 +89,10 @@ def test_field_level_changes_of_a_spec(history: tuple[Path, list[str]]) -> None:
         "steps:\n", "filter: data.ok\n  steps:\n"
     )
     write(project, {"flows/order-flow-v2.yaml": edited})  # uncommitted: the working tree
+    dot_git = project.parent / ".git"
+    untouched = {name: (dot_git / name).read_bytes() for name in ("HEAD", "index")}
     result = run("plan", str(project), "--base", "HEAD", "--env", "dev")
+    assert {name: (dot_git / name).read_bytes() for name in untouched} == untouched
     assert result.exit_code == 0, result.output
     assert (
         "  ~ Flow order-flow@2\n"
@@ -97,6 +100,71 @@ def test_field_level_changes_of_a_spec(history: tuple[Path, list[str]]) -> None:
         '      + spec.filter: "data.ok"\n'
     ) in result.output
     assert git(project, "status", "--porcelain") == " M integrations/flows/order-flow-v2.yaml\n"
+
+
+KINDS = {  # per kind: a document whose NAME and VALUE vary, and the field path of VALUE
+    "Flow": (
+        "spec:\n  trigger: {event: com.acme.NAME.done}\n  steps:\n    - {id: a, set: {x: VALUE}}\n",
+        "spec.steps[0].set.x",
+        ("data.x", "data.y"),
+    ),
+    "Mapping": (
+        "spec:\n  target: order@1\n  fields: {id: VALUE}\n",
+        "spec.fields.id",
+        ("Id", "Key"),
+    ),
+    "Schema": (
+        "spec:\n  jsonSchema: {type: object, title: VALUE}\n",
+        "spec.jsonSchema.title",
+        ("Old", "New"),
+    ),
+    "System": (
+        "spec:\n  baseUrl: https://NAME.example.com\n"
+        "  operations: {get: {method: GET, path: VALUE}}\n",
+        "spec.operations.get.path",
+        ("/a", "/b"),
+    ),
+    "RetryPolicy": ("spec: {maxAttempts: VALUE}\n", "spec.maxAttempts", (3, 5)),
+    "GovernancePolicy": (
+        "spec:\n  rules:\n    - {id: r, match: {kind: Flow}, assert: metadata.owner, "
+        "message: VALUE, severity: warning}\n",
+        "spec.rules[0].message",
+        ("old", "new"),
+    ),
+}
+
+
+def _documents(kind: str, *named: tuple[str, object]) -> str:
+    spec = KINDS[kind][0]
+    return "---\n".join(
+        f"apiVersion: syncline/v1\nkind: {kind}\nmetadata: {{name: {name}, owner: t}}\n"
+        + spec.replace("NAME", name).replace("VALUE", str(value))
+        for name, value in named
+    )
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_added_removed_and_changed_of_every_kind(tmp_path: Path, kind: str) -> None:
+    """Between two commits: `gone` removed, `keep` changed field by field, `new` added."""
+    _, path, (old, new) = KINDS[kind]
+    _, project = new_repo(tmp_path)
+    base = _documents(kind, ("gone", old), ("keep", old))
+    commit(project, "base", {**FILES, "policies/extra.yaml": base})
+    commit(project, "head", {"policies/extra.yaml": _documents(kind, ("keep", new), ("new", new))})
+    result = run("plan", str(project), "--base", "HEAD~1", "--env", "dev")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"\n  - {kind} gone@1\n"
+        f"  ~ {kind} keep@1\n"
+        f"      ~ {path}: {json.dumps(old)} -> {json.dumps(new)}\n"
+        f"  + {kind} new@1\n"
+    ) in result.output
+    assert result.output.endswith("Plan: 1 to add, 1 to change, 1 to remove; 0 breaking.\n")
+    report = json.loads(run("plan", str(project), "--base", "HEAD~1", "--format", "json").output)
+    assert [(r["op"], r["kind"], r["name"]) for r in report["resources"]] == [
+        ("-", kind, "gone"), ("~", kind, "keep"), ("+", kind, "new")
+    ]
+    assert report["resources"][1]["changes"] == [{"path": path, "op": "~", "old": old, "new": new}]
 
 
 def test_json_format(history: tuple[Path, list[str]]) -> None:
