@@ -1,0 +1,204 @@
+"""The reference quote-to-cash project at the repository root (syncline.yaml, flows/, mappings/,
+policies/): it validates in every environment, all its Mapping and Flow tests pass, its canonical
+schemas each name their owning system, and its governed exception behaves as promised against the
+real sandbox systems and the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from engine import compile_project
+from engine.cli import main
+from engine.demo import reconcile
+from engine.demo.driver import CRM_API, Driver
+from engine.demo.scenario import build_scenario
+from engine.demo.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+BUSINESS_FLOWS = (
+    "closed-won-to-order",
+    "subscription-amended",
+    "renewal",
+    "invoice-paid",
+    "payment-failed",
+)
+CANONICAL_OWNERS = {
+    "customer": "crm",
+    "order": "erp",
+    "subscription": "billing",
+    "invoice": "billing",
+    "payment": "erp",
+    "entitlement": "support",
+}
+DEMO_URLS = {f"{name}_URL": "http://127.0.0.1:9" for name in ("CRM", "ERP", "BILLING", "SUPPORT")}
+
+
+@pytest.mark.parametrize("env", ["dev", "demo", "staging", "prod"])
+def test_validate_passes_in_every_environment(env: str) -> None:
+    # `demo` takes its URLs from the process environment (`syncline demo` passes them)
+    result = CliRunner().invoke(
+        main, ["validate", str(ROOT), "--env", env], env=DEMO_URLS if env == "demo" else {}
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok: 7 flows, 9 mappings") and f"[{env}]" in result.output
+
+
+def test_every_mapping_and_flow_has_tests_and_they_all_pass() -> None:
+    result = CliRunner().invoke(main, ["test", str(ROOT), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    failed = [r for r in report if not r["passed"]]
+    assert not failed, failed
+    tested = {r["id"].split("::")[0] for r in report}
+    plan = compile_project(ROOT, environ={})
+    assert {f"mapping:{name}@{version}" for name, version in plan.mappings} <= tested
+    assert {f"flow:{name}@{flow.version}" for name, flow in plan.flows.items()} <= tested
+    per_flow = {
+        flow: sum(r["id"].startswith(f"flow:{flow}@") for r in report) for flow in BUSINESS_FLOWS
+    }
+    assert all(count >= 1 for count in per_flow.values()), per_flow
+
+
+def test_canonical_schemas_each_have_an_owning_system() -> None:
+    plan = compile_project(ROOT, environ={})
+    systems = {name for name, _ in plan.systems}
+    for name, owner in CANONICAL_OWNERS.items():
+        latest = max(version for schema, version in plan.schemas if schema == name)
+        schema = plan.schemas[(name, latest)]
+        assert (name, schema.owner) == (name, owner)
+        assert schema.owner in systems
+        assert schema.key in schema.json_schema["properties"], name
+
+
+# -- the governed exception, end to end ---------------------------------------------------------
+ACCOUNT = {
+    "Name": "Wiener Werkstaetten AG",
+    "BillingStreet": "Stephansplatz 1",
+    "BillingCity": "Vienna",
+    "BillingPostalCode": "1010",
+    "BillingCountry": "AT",  # the EU entity has no tax nexus in Austria yet
+    "CurrencyIsoCode": "EUR",
+}
+LINES = [
+    {"ProductCode": "PLAT-PRO", "Quantity": 1, "UnitPrice": 11040},
+    {"ProductCode": "SEAT-STD", "Quantity": 12, "UnitPrice": 552},
+]
+
+
+async def _governed_exception(workdir: Path) -> dict[str, Any]:
+    stack = Stack(ROOT, workdir)
+    await stack.start()
+    seen: dict[str, Any] = {}
+    try:
+        async with Driver(stack, build_scenario(4)) as driver:
+            call, sandbox = driver.call, stack.sandbox
+            account = await call("crm", "POST", f"{CRM_API}/sobjects/Account", ACCOUNT)
+            opportunity = await call(
+                "crm",
+                "POST",
+                f"{CRM_API}/sobjects/Opportunity",
+                {
+                    "AccountId": account["id"],
+                    "Name": "Wiener Werkstaetten - New Business",
+                    "StageName": "Negotiation",
+                    "CloseDate": "2025-03-01",
+                    "CurrencyIsoCode": "EUR",
+                    "Term__c": 1,
+                    "OpportunityLineItems": LINES,
+                },
+            )
+            closed = await call("crm", "POST", f"/sandbox/opportunities/{opportunity['id']}/close")
+            await driver.settle()
+
+            async def parked() -> list[dict[str, Any]]:
+                listing = await call("syncline", "GET", "/api/v1/runs?flow=closed-won-to-order")
+                return listing["runs"]
+
+            seen["parked"] = await parked()
+            seen["parked_state"] = sandbox.snapshot()
+
+            # resumed before the master data is fixed: the ERP refuses again, still nothing written
+            run_id = seen["parked"][0]["id"]
+            await call("syncline", "POST", f"/api/v1/runs/{run_id}/resume")
+            await driver.settle()
+            seen["resumed_unfixed"] = await call("syncline", "GET", f"/api/v1/runs/{run_id}")
+            seen["unfixed_state"] = sandbox.snapshot()
+
+            # the operator registers the nexus and resumes: the run completes
+            await call("erp", "POST", "/sandbox/tax-nexus", {"subsidiary": "EU", "nexus": "AT"})
+            await call("syncline", "POST", f"/api/v1/runs/{run_id}/resume")
+            await driver.settle()
+            # ... and the CRM delivering the closed-won webhook again changes nothing
+            delivery = closed["webhook"]["delivery_id"]
+            await call("crm", "POST", f"/sandbox/webhooks/{delivery}/redeliver")
+            await driver.settle()
+            seen["done"] = await call("syncline", "GET", f"/api/v1/runs/{run_id}")
+            seen["runs"] = await parked()
+            seen["final_state"] = sandbox.snapshot()
+            seen["erp_requests"] = list(sandbox.erp.requests)
+            seen["ids"] = (account["id"], opportunity["id"])
+    finally:
+        await stack.stop()
+    return seen
+
+
+def _writes(state: dict[str, Any]) -> dict[str, int]:
+    """Records per collection of a sandbox state."""
+    return {name: len(records) for name, records in state["data"].items()}
+
+
+def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicates(
+    tmp_path: Path,
+) -> None:
+    seen = asyncio.run(_governed_exception(tmp_path))
+    account_id, opportunity_id = seen["ids"]
+
+    # parked at the ERP step with the ERP's reason code, nothing downstream created
+    (run,) = seen["parked"]
+    assert run["state"] == "parked"
+    assert (run["reason"]["code"], run["reason"]["step"]) == ("HTTP_400", "erp")
+    assert "UNKNOWN_TAX_NEXUS" in run["reason"]["message"]
+    for key in ("parked_state", "unfixed_state"):
+        state = seen[key]
+        assert set(_writes(state["erp"]).values()) == {0}, key
+        assert _writes(state["billing"]) == {
+            "customers": 0, "subscriptions": 0, "invoices": 0, "events": 0
+        }, key
+        assert state["support"]["data"]["entitlements"] == [], key
+        (crm_account,) = state["crm"]["data"]["accounts"]
+        assert crm_account.get("Subscription_Id__c") is None, key
+        assert crm_account.get("Status__c") is None, key
+    unfixed = seen["resumed_unfixed"]
+    assert unfixed["state"] == "parked" and "UNKNOWN_TAX_NEXUS" in unfixed["reason"]["message"]
+
+    # resumed after the fix: succeeded, one of everything, the ERP written once under one key
+    done = seen["done"]
+    assert done["state"] == "succeeded", done["reason"]
+    assert [r["id"] for r in seen["runs"]] == [run["id"]]  # the redelivery made no second run
+    final = seen["final_state"]
+    (order,) = final["erp"]["data"]["sales_orders"]
+    assert (order["external_id"], order["subsidiary"], order["tax_nexus"]) == (
+        opportunity_id, "EU", "AT"
+    )
+    assert (order["currency"], order["total"]) == ("EUR", 11040 + 12 * 552)
+    (subscription,) = final["billing"]["data"]["subscriptions"]
+    assert subscription["metadata"]["erp_order_id"] == order["id"]
+    assert len(final["billing"]["data"]["customers"]) == 1
+    (entitlement,) = final["support"]["data"]["entitlements"]
+    assert (entitlement["account_id"], entitlement["seats"]) == (account_id, 12)
+    posts = [
+        r for r in seen["erp_requests"] if (r["method"], r["path"]) == ("POST", "/sales-orders")
+    ]
+    assert [r["status"] for r in posts] == [400, 400, 201]
+    assert len({r["idempotency_key"] for r in posts}) == 1  # resumed with the same key
+    for system, state in final.items():
+        assert all(e["writes"] <= 1 for e in state["idempotency"].values()), system
+    verdict = reconcile(final)
+    assert verdict.ok, verdict.problems
+    assert verdict.checked["ERP sales order"] == verdict.checked["subscription"] == 1
