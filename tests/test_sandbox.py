@@ -853,27 +853,97 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_standalone_module_runs(client: httpx.Client) -> None:
+def wait_until_up(client: httpx.Client, url: str, process: subprocess.Popen) -> dict[str, Any]:
+    """`GET url/sandbox/state` once the process serves it."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return client.get(f"{url}/sandbox/state", timeout=1).json()
+        except httpx.TransportError:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, f"{url} did not start"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("system", ["crm", "erp", "billing", "support"])
+def test_standalone_module_runs(client: httpx.Client, system: str) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.sandbox.erp", "--port", str(port), "--rate-limit", "5:5"],
+        [sys.executable, "-m", f"examples.sandbox.{system}", "--port", str(port),
+         "--rate-limit", "5:5"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                state = client.get(f"http://127.0.0.1:{port}/sandbox/state", timeout=1).json()
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "standalone ERP did not start"
-                time.sleep(0.05)
-        assert state["system"] == "erp"
+        state = wait_until_up(client, f"http://127.0.0.1:{port}", process)
+        assert state["system"] == system
         assert state["rate_limit"] == {"per_second": 5.0, "burst": 5}
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
     assert b"Traceback" not in stderr, stderr.decode()
+
+
+def test_python_m_examples_sandbox_runs_all_four(client: httpx.Client) -> None:
+    ports = {name: free_port() for name in ("crm", "erp", "billing", "support")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.sandbox",
+         *[arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed = ""
+        while not printed.endswith("}\n"):  # it prints its URLs as JSON once all four serve
+            line = process.stdout.readline()
+            assert line, process.stderr.read() if process.stderr else ""
+            printed += line
+        urls = json.loads(printed)
+        assert urls == {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        for name, url in urls.items():
+            assert client.get(f"{url}/sandbox/state").json()["system"] == name
+        account = client.post(f"{urls['crm']}{API}/sobjects/Account", json={"Name": "Acme"})
+        assert account.status_code == 201
+    finally:
+        process.terminate()  # SIGTERM stops all four cleanly
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+SAMPLE_WRITES = {
+    "crm": ("POST", f"{API}/sobjects/Account", {"Name": "Acme"}, "accounts"),
+    "erp": ("POST", "/sales-orders", order_body(), "sales_orders"),
+    "billing": ("POST", "/v1/customers", {"name": "Acme"}, "customers"),
+    "support": ("PUT", "/entitlements/001A", {"plan": "pro", "seats": 1}, "entitlements"),
+}
+
+
+@pytest.mark.parametrize("system", sorted(SAMPLE_WRITES))
+def test_every_system_injects_failures_and_exposes_its_state(
+    sb: Sandbox, client: httpx.Client, system: str
+) -> None:
+    url = sb.urls[system]
+    method, path, body, collection = SAMPLE_WRITES[system]
+    client.post(f"{url}/sandbox/faults", json={"status": 500, "count": 1})
+    failed = client.request(method, f"{url}{path}", json=body)
+    assert (failed.status_code, error_code(failed)) == (500, "INJECTED_FAULT")
+    client.post(
+        f"{url}/sandbox/faults", json={"mode": "rate_limit_storm", "count": 1, "retry_after": 3}
+    )
+    limited = client.request(method, f"{url}{path}", json=body)
+    assert (limited.status_code, limited.headers["retry-after"]) == (429, "3")
+    client.post(f"{url}/sandbox/faults", json={"status": 502, "count": 1, "phase": "after"})
+    lost = client.request(method, f"{url}{path}", json=body)  # written, then the answer is lost
+    assert lost.status_code == 502
+
+    state = client.get(f"{url}/sandbox/state").json()
+    assert state["system"] == system
+    assert [(f["status"], f["remaining"]) for f in state["faults"]] == [(502, 0)]  # spent
+    assert len(state["data"][collection]) == 1
+    logged = client.get(f"{url}/sandbox/requests").json()["requests"]
+    assert [r["status"] for r in logged] == [500, 429, 502]
