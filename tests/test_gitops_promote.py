@@ -107,9 +107,35 @@ def test_block_pins_keep_their_indentation() -> None:
     promoted = promote_text(text, "dev", "prod")
     assert promoted.text == (
         "spec:\n  environments:\n    dev:\n      pins:\n        a: 3\n"
-        "        b: 1\n    prod:\n      pins:\n        a: 3\n        b: 1"
-        "   # old\n      vars: {}\n"
+        "        b: 1\n    prod:\n      pins:\n        a: 3   # old\n        b: 1\n"
+        "      vars: {}\n"
     )
+
+
+def test_the_targets_pins_keep_their_order_comments_and_quoting() -> None:
+    """A kept pin changes its version in place; a dropped pin loses its own line only; a new
+    pin goes after the last one."""
+    text = (
+        "spec:\n  environments:\n    dev: {pins: {c: 4, a: 2, b: 7}}\n    prod:\n      pins:\n"
+        "        # reviewed by finance\n        b: '1'    # b, quoted\n"
+        "        x: 1  # retired\n\n        a: 1 # a\n      vars: {}\n"
+    )
+    assert promote_text(text, "dev", "prod").text == (
+        "spec:\n  environments:\n    dev: {pins: {c: 4, a: 2, b: 7}}\n    prod:\n      pins:\n"
+        "        # reviewed by finance\n        b: 7    # b, quoted\n"
+        "\n        a: 2 # a\n        c: 4\n      vars: {}\n"
+    )
+    flow = "spec:\n  environments:\n    dev: {pins: {a: 2}}\n    prod: {pins: {'a': 1}}  # !\n"
+    assert promote_text(flow, "dev", "prod").text == flow.replace("'a': 1", "'a': 2")
+    reordered = flow.replace("{pins: {a: 2}}", "{pins: {b: 3, a: 2}}")
+    assert promote_text(reordered, "dev", "prod").text == reordered.replace(
+        "{'a': 1}", "{a: 2, b: 3}"
+    )
+
+
+def test_a_file_without_a_final_line_break_keeps_it_so() -> None:
+    text = "spec:\n  environments:\n    dev: {pins: {c: 4}}\n    prod:\n      pins:\n        a: 1"
+    assert promote_text(text, "dev", "prod").text == text.replace("a: 1", "c: 4")
 
 
 def test_windows_line_endings_are_kept() -> None:

@@ -3,9 +3,11 @@
 `syncline.yaml` is edited, not rewritten. ruamel.yaml's round-trip composer finds the pins (and
 their line, column and indentation); only their text is replaced, so every comment, blank line,
 quote, flow-style map and odd spacing elsewhere stays byte for byte (a round-trip dump would
-normalise `{ a: 1 }` to `{a: 1}` and `key:   value` to `key: value`). New pins take the style
-of the pins they replace, or the environment's own indentation. The result is parsed again and
-must equal the old data with only the pins changed, or nothing is written.
+normalise `{ a: 1 }` to `{a: 1}` and `key:   value` to `key: value`). Within the target's pins,
+a pin that stays changes only its version (its quoting, its place and its line's comment stay),
+a pin that goes loses its line, a new one is added after the last, in the style of the others or
+the environment's own indentation. The result is parsed again and must equal the old data with
+only the pins changed, or nothing is written.
 """
 
 from __future__ import annotations
@@ -102,15 +104,44 @@ def _entry(node: Node | None, key: str) -> tuple[Node, Node]:
 
 
 def _replace_pins(text: str, key: Node, value: Node, pins: Pins) -> str:
-    eol = _eol(text)
-    if isinstance(value, MappingNode) and not value.flow_style and value.value and pins:
-        start, column = value.start_mark.index, value.start_mark.column
-        body = _block(pins, column, eol)[column:]
-        return text[:start] + body + text[_end(text, value) :]
+    if isinstance(value, MappingNode) and value.value and pins:
+        scalars = all(isinstance(v, ScalarNode) for _, v in value.value)
+        same_keys = {k.value for k, _ in value.value} == set(pins)
+        if scalars and (same_keys or not value.flow_style):
+            return _edit_entries(text, value, pins)
+    if isinstance(value, MappingNode):  # the target's keys keep their order
+        kept = [str(k.value) for k, _ in value.value if k.value in pins]
+        pins = {name: pins[name] for name in [*kept, *(n for n in pins if n not in kept)]}
     if _empty(value) or isinstance(value, MappingNode) and not value.flow_style:
         at = _after_colon(text, key)
         return text[:at] + " " + _flow(pins) + text[_end(text, value) if value.value else at :]
     return text[: value.start_mark.index] + _flow(pins) + text[_end(text, value) :]
+
+
+def _edit_entries(text: str, mapping: MappingNode, pins: Pins) -> str:
+    """Pins edited entry by entry: a kept pin gets its new version in place (its quoting and
+    its line's comment stay), a dropped pin loses its line, a new pin gets a line after the
+    last one (block style only: a flow-style map is edited so only when its keys stay)."""
+    eol = _eol(text)
+    unterminated = not text.endswith("\n")  # edit as if the last line had its line break
+    text += eol if unterminated else ""
+    edits: list[tuple[int, int, str]] = []  # (start, end, replacement), never overlapping
+    for key, value in mapping.value:
+        if key.value in pins:
+            if value.value != str(pins[key.value]):
+                edits.append((value.start_mark.index, value.end_mark.index, str(pins[key.value])))
+            continue
+        start = text.rfind("\n", 0, key.start_mark.index) + 1
+        edits.append((start, text.index("\n", value.end_mark.index) + 1, ""))
+    known = {key.value for key, _ in mapping.value}
+    added = {name: version for name, version in pins.items() if name not in known}
+    if added:
+        at = text.index("\n", mapping.value[-1][1].end_mark.index) + 1
+        column = mapping.value[0][0].start_mark.column
+        edits.append((at, at, _block(added, column, eol) + eol))
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text[: -len(eol)] if unterminated and text.endswith(eol) else text
 
 
 def _add_pins(text: str, env_key: Node, env: MappingNode, pins: Pins) -> str:
@@ -181,7 +212,7 @@ def _verify(old: str, new: str, target: str, pins: Pins) -> None:
     if isinstance(expected, dict):
         env = expected["spec"]["environments"]
         env[target] = {**(env[target] or {}), "pins": dict(pins)}
-    if not after or after[0].data != expected or list(_pins_of(after[0], target)) != list(pins):
+    if not after or after[0].data != expected or _pins_of(after[0], target) != pins:
         raise UsageError(
             "promote could not edit syncline.yaml safely (unusual layout around "
             f"the pins of '{target}'); set its pins by hand"
