@@ -144,6 +144,25 @@ def test_not_breaking(new: dict[str, object]) -> None:
     assert breaking_changes(OLD, new) == []
 
 
+@pytest.mark.parametrize(
+    "new, expected",
+    [
+        ({**_with(note={"type": "string"}), "required": ["id", "note"]}, ("required", "note")),
+        (_with(qty={"type": "integer", "enum": [1, 2]}), ("enum", "qty")),
+        (_with(kind={"type": "string", "const": "a"}), ("enum", "kind")),
+        (_with(qty={"type": ["integer", "null"]}), None),
+        (_with(qty={"type": "string"}), ("type", "qty")),
+        (_with(id={}), None),
+        (_with(qty=None), ("removed", "qty")),
+    ],
+    ids=["new-required-field", "enum-where-none", "const", "nullable", "int-to-string",
+         "type-dropped", "removed"],
+)
+def test_breaking(new: dict[str, object], expected: tuple[str, str] | None) -> None:
+    found = [(c.kind, c.field) for c in breaking_changes(OLD, new)]
+    assert found == ([expected] if expected else [])
+
+
 def test_nested_fields_are_named_by_path() -> None:
     new = _with(
         lines={
