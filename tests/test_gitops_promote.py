@@ -3,6 +3,7 @@ byte for byte, and a second run changes nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,20 @@ def test_nothing_is_written_when_the_target_would_not_compile(project: Path) -> 
     assert "prod would not compile with dev's pins; nothing written:" in result.output
     assert "error[E_REF] environment 'prod' pins Flow 'order-flow@2'" in result.output
     assert (project / "syncline.yaml").read_text() == ODD
+
+
+def test_json_format(project: Path) -> None:
+    result = run(
+        "promote", "--from", "dev", "--to", "prod", "--project", str(project), "--format", "json"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["changed"], report["old_pins"], report["new_pins"]) == (
+        True, {"order-flow": 1}, {"order-flow": 2}
+    )
+    assert report["plan"]["environment"] == "prod"
+    assert report["plan"]["active"] == [{"kind": "Flow", "name": "order-flow", "old": 1, "new": 2}]
+    again = json.loads(run(
+        "promote", "--from", "dev", "--to", "prod", "--project", str(project), "--format", "json"
+    ).output)
+    assert again["changed"] is False and again["plan"]["summary"]["change"] == 0
