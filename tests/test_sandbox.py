@@ -944,6 +944,7 @@ def test_every_system_injects_failures_and_exposes_its_state(
     state = client.get(f"{url}/sandbox/state").json()
     assert state["system"] == system
     assert [(f["status"], f["remaining"]) for f in state["faults"]] == [(502, 0)]  # spent
+    assert list(state["fault_hits"].values()) == [1, 1, 1]  # what each fault did, once spent
     assert len(state["data"][collection]) == 1
     logged = client.get(f"{url}/sandbox/requests").json()["requests"]
     assert [r["status"] for r in logged] == [500, 429, 502]

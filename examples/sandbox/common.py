@@ -588,6 +588,8 @@ class SandboxSystem:
         self.data: dict[str, dict[str, JSON]] = {}
         self.idempotency: dict[str, JSON] = {}
         self.faults: list[Fault] = []
+        self.fault_hits: dict[str, int] = {}
+        """Requests each fault (by id) has affected, kept after the fault is spent or cleared."""
         self.requests: collections.deque[JSON] = collections.deque(maxlen=config.request_log_size)
         self.counters: collections.Counter[str] = collections.Counter()
         self.bucket: TokenBucket | None = (
@@ -637,6 +639,7 @@ class SandboxSystem:
             self._reset_data()
             self.idempotency.clear()
             self.faults.clear()
+            self.fault_hits.clear()
             self.requests.clear()
             self.counters.clear()
             if self.bucket:
@@ -665,6 +668,7 @@ class SandboxSystem:
                     for key, entry in self.idempotency.items()
                 },
                 "faults": [f.describe() for f in self.faults],
+                "fault_hits": dict(self.fault_hits),
                 "rate_limit": self.bucket.describe() if self.bucket else None,
                 "counters": dict(self.counters),
             }
@@ -736,6 +740,7 @@ class SandboxSystem:
             for fault in self.faults:
                 if fault.matches(method, path):
                     fault.hits += 1
+                    self.fault_hits[fault.id] = fault.hits
                     return fault
         return None
 
