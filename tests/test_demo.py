@@ -1,17 +1,22 @@
 """`syncline demo` end to end: the reference project against the sandbox systems, reconciled.
 
-The first test runs the real command (a subprocess, as CI does) and checks the report; the
-second plays a day in-process, breaks one system's state the way a lost write would, and checks
-that the reconciliation says so.
+The first tests run the real command (a subprocess, as CI does): it reconciles and reports, and it
+exits 1 when a project's bug leaves the systems disagreeing. The others play one day in-process,
+check what the day did (progress, suspended entitlements), and break copies of the systems' states
+in the ways a sync goes wrong to check that the reconciliation says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 import json
+import re
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ import pytest
 
 from engine.demo import Progress, play_day, reconcile
 from engine.demo.driver import DayLog
-from engine.demo.scenario import build_scenario
+from engine.demo.scenario import Scenario, build_scenario
 from engine.demo.stack import Stack, locate_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,10 +66,26 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     exceptions = {e["erp_code"]: e for e in report["exceptions"]}
     assert set(exceptions) == {"UNKNOWN_TAX_NEXUS", "UNKNOWN_ITEM"}
     for exception in exceptions.values():
-        assert exception["reason"]["step"] == "erp"
+        assert (exception["reason"]["code"], exception["reason"]["step"]) == ("HTTP_400", "erp")
         assert exception["state"] == "succeeded" and exception["resolution_s"] > 0
-    assert any("503" in f for f in report["day"]["faults"])
-    assert any("429" in f for f in report["day"]["faults"])
+
+    # the day: each business event happened, and each injected failure hit real requests
+    day = report["day"]
+    assert day["deals"] == 10 and day["amendments"] >= 1 and day["renewals"] >= 1
+    assert day["invoices paid"] >= 1 and day["payments failed"] >= 2
+    for flow in ("subscription-amended", "renewal", "invoice-paid", "payment-failed"):
+        assert by_flow[flow].get("succeeded", 0) >= 1, flow
+    assert checked["CRM amendment"] >= 1 and checked["CRM renewal status"] >= 1
+    faults = {f["fault"]: f["hits"] for f in day["faults"]}
+    kinds = {
+        (label.split()[0], status)
+        for label in faults
+        for status in ("429", "500", "502", "503")
+        if f" {status} " in label
+    }
+    # ERP outages (503; 502 after the write), a CRM outage and an ERP rate-limit storm
+    assert kinds == {("ERP", "503"), ("ERP", "502"), ("CRM", "500"), ("ERP", "429")}, faults
+    assert all(hits >= 1 for hits in faults.values()), faults
 
 
 def test_text_report_on_a_pipe_has_plain_progress_lines(tmp_path: Path) -> None:
@@ -81,36 +102,189 @@ def test_text_report_on_a_pipe_has_plain_progress_lines(tmp_path: Path) -> None:
     assert "UNKNOWN_TAX_NEXUS" in done.stdout and "sync latency" in done.stdout
 
 
-async def _day_then(tmp_path: Path, break_it: Any) -> tuple[DayLog, Any, Any]:
-    stack = Stack(locate_checkout(), tmp_path)
-    await stack.start()
-    try:
-        log, _, states = await play_day(stack, build_scenario(6, seed=11), Progress(io.StringIO()))
-        before = reconcile(states)
-        break_it(stack.sandbox)
-        after = reconcile(stack.sandbox.snapshot())
-    finally:
-        await stack.stop()
-    return log, before, after
+def _sabotaged_checkout(tmp_path: Path) -> Path:
+    """A copy of the reference project whose ERP orders are always in USD: a mapping bug of the
+    kind the reconciliation is there to catch (the ERP accepts the orders)."""
+    copy = tmp_path / "checkout"
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in ("flows", "mappings", "policies", "examples/sandbox"):
+        shutil.copytree(ROOT / name, copy / name, ignore=ignore)
+    shutil.copy(ROOT / "syncline.yaml", copy / "syncline.yaml")
+    mapping = copy / "mappings" / "order-to-sales-order.yaml"
+    text = mapping.read_text()
+    assert "    currency: currency\n" in text
+    mapping.write_text(text.replace("    currency: currency\n", "    currency: \"'USD'\"\n"))
+    return copy
 
 
-def test_reconciliation_fails_when_an_erp_order_is_missing(tmp_path: Path) -> None:
-    lost: dict[str, Any] = {}
+def test_demo_exits_non_zero_when_the_systems_do_not_reconcile(tmp_path: Path) -> None:
+    project = _sabotaged_checkout(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "demo", "--events", "4", "--project", str(project),
+         "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout)  # the day was played and reported: no crash, no usage error
+    assert not report["reconciliation"]["ok"]
+    problems = report["reconciliation"]["problems"]
+    assert any("ERP order in USD, deal in EUR" in p for p in problems), problems
 
-    def delete_one_order(sandbox: Any) -> None:
-        orders = sandbox.erp.data["sales_orders"]
-        order_id = next(iter(orders))
-        lost.update(orders.pop(order_id))
 
-    _, before, after = asyncio.run(_day_then(tmp_path, delete_one_order))
+# -- one day played in-process, then its states broken in the ways a sync can go wrong ----------
+@dataclass
+class Day:
+    log: DayLog
+    states: dict[str, Any]
+    progress: str
+    scenario: Scenario
 
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
+    async def play() -> Day:
+        stack = Stack(locate_checkout(), tmp_path_factory.mktemp("day"))
+        scenario = build_scenario(6, seed=11)
+        stream = io.StringIO()
+        await stack.start()
+        try:
+            log, _, states = await play_day(stack, scenario, Progress(stream, interval=0.1))
+        finally:
+            await stack.stop()
+        return Day(log, states, stream.getvalue(), scenario)
+
+    return asyncio.run(play())
+
+
+def test_progress_shows_each_phase_and_the_runs_while_they_happen(day: Day) -> None:
+    lines = day.progress.splitlines()
+    phases = [line for line in lines if ":" not in line]
+    assert phases[:3] == ["[demo] accounts and pipeline", "[demo] deals closing",
+                          "[demo] operator resolves exceptions"]
+    assert phases[-1] == "[demo] reconciling"
+    status = [re.fullmatch(r"\[demo\] (.+): (\d+) runs \((.*)\), queue (\d+)", line)
+              for line in lines if ":" in line]
+    assert status and all(status), lines
+    assert max(int(m[2]) for m in status if m) > 0
+
+
+def test_failed_payments_suspend_entitlements_until_paid(day: Day) -> None:
+    scenario, states = day.scenario, day.states
+    still_failed = set(scenario.failed_payments) - set(scenario.recovered)
+    assert still_failed and scenario.recovered  # the day has both kinds
+    entitlements = {e["account_id"]: e for e in states["support"]["data"]["entitlements"]}
+    accounts = {a["Name"]: a for a in states["crm"]["data"]["accounts"]}
+    names = {d.key: d.name for d in scenario.deals}
+    for key in scenario.failed_payments:
+        account = accounts[names[key]]
+        entitlement = entitlements[account["Id"]]
+        history = [h["status"] for h in entitlement["history"] if "status" in h]
+        assert "suspended" in history, (key, history)
+        expected = ("suspended", "Past Due") if key in still_failed else ("active", "Active")
+        assert (entitlement["status"], account["Status__c"]) == expected, key
+    assert reconcile(states).ok
+
+
+def _first(records: list[Any], **match: Any) -> Any:
+    return next(r for r in records if all(r.get(k) == v for k, v in match.items()))
+
+
+def _lose_an_order(states: dict[str, Any]) -> tuple[str, str]:
+    orders = states["erp"]["data"]["sales_orders"]
+    lost = orders.pop(0)
+    return f"deal {lost['external_id']} (", "expected exactly one ERP sales order, found 0"
+
+
+def _order_in_another_currency(states: dict[str, Any]) -> str:
+    order = _first(states["erp"]["data"]["sales_orders"], currency="EUR")
+    order["currency"] = "USD"
+    return "ERP order in USD, deal in EUR"
+
+
+def _subscription_billing_less(states: dict[str, Any]) -> str:
+    subscription = states["billing"]["data"]["subscriptions"][0]
+    subscription["items"]["data"][0]["quantity"] += 1
+    return f"subscription {subscription['id']} "
+
+
+def _duplicate_subscription(states: dict[str, Any]) -> str:
+    subscriptions = states["billing"]["data"]["subscriptions"]
+    subscriptions.append({**copy.deepcopy(subscriptions[0]), "id": "sub_duplicate"})
+    return "expected exactly one subscription, found 2"
+
+
+def _cancelled_order(states: dict[str, Any]) -> str:
+    order = states["erp"]["data"]["sales_orders"][0]
+    order["status"] = "cancelled"
+    return f"ERP order {order['id']} is cancelled"
+
+
+def _entitlement_left_active(states: dict[str, Any]) -> str:
+    suspended = _first(states["support"]["data"]["entitlements"], status="suspended")
+    suspended["status"] = "active"
+    return "entitlement is active, subscription is past_due"
+
+
+def _payment_short(states: dict[str, Any]) -> str:
+    payment = states["erp"]["data"]["payments"][0]
+    payment["amount"] -= 1
+    return f"ERP payment {payment['id']} is"
+
+
+def _payment_applied_twice(states: dict[str, Any]) -> str:
+    payments = states["erp"]["data"]["payments"]
+    payments.append({**payments[0], "id": "PAY-9999"})
+    return "expected exactly one ERP payment, found 2"
+
+
+def _amendment_not_in_crm(states: dict[str, Any]) -> str:
+    account = next(a for a in states["crm"]["data"]["accounts"] if a.get("Last_Amendment__c"))
+    account["Contract_Value__c"] = None
+    return "CRM account shows amendment"
+
+
+def _renewal_not_in_crm(states: dict[str, Any]) -> str:
+    account = _first(states["crm"]["data"]["accounts"], Renewal_Status__c="Renewed")
+    account["Renewal_Status__c"] = None
+    return "CRM account renewal status is None"
+
+
+def _key_written_twice(states: dict[str, Any]) -> str:
+    entry = next(iter(states["support"]["idempotency"].values()))
+    entry["writes"] = 2
+    return "wrote 2 times"
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        _lose_an_order,
+        _order_in_another_currency,
+        _subscription_billing_less,
+        _duplicate_subscription,
+        _cancelled_order,
+        _entitlement_left_active,
+        _payment_short,
+        _payment_applied_twice,
+        _amendment_not_in_crm,
+        _renewal_not_in_crm,
+        _key_written_twice,
+    ],
+)
+def test_reconciliation_finds_what_went_wrong(day: Day, break_it: Any) -> None:
+    before = reconcile(day.states)
     assert before.ok, before.problems
+    broken = copy.deepcopy(day.states)
+    expected = break_it(broken)
+    parts = expected if isinstance(expected, tuple) else (expected,)
+    after = reconcile(broken)
     assert not after.ok
-    deal = lost["external_id"]
-    assert any(
-        p.startswith(f"deal {deal} (") and "expected exactly one ERP sales order, found 0" in p
-        for p in after.problems
-    ), after.problems
+    assert any(all(p in problem for p in parts) for problem in after.problems), (
+        parts, after.problems
+    )
 
 
 def test_locate_checkout_explains_what_it_needs(tmp_path: Path) -> None:

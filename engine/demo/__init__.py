@@ -119,6 +119,7 @@ async def play_day(
             progress.set_phase("reconciling")
             runs = await fetch_runs(driver.clients["syncline"])
             states = await fetch_states(driver.clients)
+            log.count_fault_hits(states)
     finally:
         watcher.cancel()
         progress.done()

@@ -22,6 +22,7 @@ from engine.errors import SynclineError
 CRM_API = "/services/data/v60.0"
 PARALLEL = 8  # requests the "people" of the day make at once
 SETTLE_TIMEOUT = 120.0
+STALL_CHECK = 2.0  # not idle for this long: see whether only an operator can move things on
 
 
 class DemoError(SynclineError):
@@ -41,6 +42,7 @@ class Exception_:
     resumed_at: float | None = None
     state: str = "parked"
     finished_at: float | None = None
+    error: dict[str, Any] = field(default_factory=dict)  # the ERP's own error, if any
 
 
 @dataclass
@@ -50,8 +52,23 @@ class DayLog:
     started_at: float = field(default_factory=time.time)
     phases: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds)
     counts: dict[str, int] = field(default_factory=dict)
-    faults: list[str] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     exceptions: list[Exception_] = field(default_factory=list)
+
+    def count_fault_hits(self, states: dict[str, Any]) -> None:
+        """How many requests each injected fault affected, from the systems' states."""
+        for fault in self.faults:
+            fault.hits = states[fault.system].get("fault_hits", {}).get(fault.id, 0)
+
+
+@dataclass
+class Fault:
+    """A failure injected into one system, and how many requests it affected."""
+
+    system: str
+    id: str
+    label: str
+    hits: int = 0
 
 
 class Driver:
@@ -101,16 +118,46 @@ class Driver:
         await asyncio.gather(*(one(item) for item in items))
 
     async def settle(self) -> None:
-        """Until every webhook is delivered and Syncline has nothing left to run."""
+        """Until every webhook is delivered and Syncline has nothing left to run, or nothing it
+        can run before an operator acts (every unfinished run waits behind a parked one)."""
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while time.monotonic() < deadline:
             quiet = await self.stack.webhooks_idle(0)
             if not quiet:
                 await self.stack.webhooks_idle(SETTLE_TIMEOUT)
-            idle = await self.stack.runtime.idle(SETTLE_TIMEOUT)
+            idle = await self.stack.runtime.idle(STALL_CHECK)
+            if not idle and quiet:
+                idle = await self.blocked_by_parked_runs()
             if quiet and idle and await self.stack.webhooks_idle(0):
                 return
         raise DemoError(f"the systems did not settle within {SETTLE_TIMEOUT:g} s")
+
+    async def blocked_by_parked_runs(self) -> bool:
+        """True when no run is running or waiting and every pending run has an older parked run
+        with its ordering key (a parked run holds its key until an operator resumes or cancels
+        it)."""
+        counts = await self.stack.runtime.store.count_runs()
+        if any(n for (_, state), n in counts.items() if state in ("running", "waiting")):
+            return False
+        pending = await self.runs("pending")
+        parked = await self.runs("parked")
+        if not pending or not parked:
+            return False
+        holders: dict[str, float] = {}
+        for run in parked:
+            if run["ordering_key"] is not None:
+                key = run["ordering_key"]
+                holders[key] = min(holders.get(key, run["created_at"]), run["created_at"])
+        return all(
+            run["ordering_key"] in holders and holders[run["ordering_key"]] <= run["created_at"]
+            for run in pending
+        )
+
+    async def runs(self, state: str) -> list[dict[str, Any]]:
+        """Runs in `state` (the newest 500)."""
+        listing = await self.call("syncline", "GET", f"/api/v1/runs?state={state}&limit=500")
+        runs: list[dict[str, Any]] = listing["runs"]
+        return runs
 
     async def phase(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         self.on_phase(name)
@@ -176,21 +223,15 @@ class Driver:
         self.log.counts["duplicate webhooks"] = min(3, len(deliveries))
 
     async def fault(self, system: str, label: str, **spec: Any) -> None:
-        await self.call(system, "POST", "/sandbox/faults", spec)
-        self.log.faults.append(label)
+        created = await self.call(system, "POST", "/sandbox/faults", spec)
+        self.log.faults.append(Fault(system, created["id"], label))
 
     # the operator --------------------------------------------------------------------------
     async def resolve_exceptions(self) -> None:
         """Like an operator: list parked runs, read why, fix the ERP master data, resume."""
-        listing = await self.call("syncline", "GET", "/api/v1/runs?state=parked&limit=500")
-        for run in listing["runs"]:
-            detail = await self.call("syncline", "GET", f"/api/v1/runs/{run['id']}")
-            error = erp_error(detail)
-            exception = Exception_(
-                run["id"], run["flow"], run["reason"] or {}, error.get("code"), run["updated_at"]
-            )
-            self.log.exceptions.append(exception)
-            exception.fix = await self.fix_master_data(error)
+        for run in await self.runs("parked"):
+            exception = await self.exception(run)
+            exception.fix = await self.fix_master_data(exception.error)
             if exception.fix is not None:
                 await self.call("syncline", "POST", f"/api/v1/runs/{run['id']}/resume")
                 exception.resumed_at = time.time()
@@ -208,11 +249,28 @@ class Driver:
             return f"added item {sku} to the ERP catalog"
         return None
 
+    async def exception(self, run: dict[str, Any]) -> Exception_:
+        """A parked run, as the day's log records it."""
+        detail = await self.call("syncline", "GET", f"/api/v1/runs/{run['id']}")
+        error = erp_error(detail)
+        exception = Exception_(
+            run["id"], run["flow"], run["reason"] or {}, error.get("code"), run["updated_at"]
+        )
+        exception.error = error
+        self.log.exceptions.append(exception)
+        return exception
+
     async def refresh_exceptions(self) -> None:
+        """The outcome of the exceptions the operator handled; runs parked since (no operator
+        came for them) are exceptions too, unresolved."""
         for exception in self.log.exceptions:
             run = await self.call("syncline", "GET", f"/api/v1/runs/{exception.run_id}")
             exception.state = run["state"]
             exception.finished_at = run["updated_at"]
+        known = {e.run_id for e in self.log.exceptions}
+        for run in await self.runs("parked"):
+            if run["id"] not in known:
+                await self.exception(run)
 
     # billing -------------------------------------------------------------------------------
     async def subscription(self, deal_key: str) -> dict[str, Any] | None:
@@ -254,7 +312,8 @@ class Driver:
     async def recover_payments(self) -> None:
         async def pay(key: str) -> None:
             subscription = await self.subscription(key)
-            assert subscription is not None, key
+            if subscription is None:  # its deal is an exception nobody resolved
+                return
             await self.call(
                 "billing", "POST", f"/sandbox/invoices/{subscription['latest_invoice']}/pay"
             )
@@ -263,10 +322,22 @@ class Driver:
         self.log.counts["payments recovered"] = len(self.scenario.recovered)
 
     async def amend(self) -> None:
+        lost = max(1, min(3, len(self.scenario.amendments)))
+        await self.fault(
+            "erp",
+            f"ERP outage: {lost} x 502 after the write on order adjustments (lost responses)",
+            status=502,
+            count=lost,
+            phase="after",
+            method="POST",
+            path_prefix="/sales-orders/",
+        )
+
         async def upgrade(item: tuple[str, int]) -> None:
             key, extra = item
             subscription = await self.subscription(key)
-            assert subscription is not None, key
+            if subscription is None:  # its deal is an exception nobody resolved
+                return
             seat = next(
                 i for i in subscription["items"]["data"] if i["price"]["product"] == "SEAT-STD"
             )
@@ -286,6 +357,8 @@ class Driver:
             account = await self.call(
                 "crm", "GET", f"{CRM_API}/sobjects/Account/{self.accounts[key]}"
             )
+            if not account.get("Contract_End__c"):  # its deal is an exception nobody resolved
+                return
             start = dt.date.fromisoformat(account["Contract_End__c"]) + dt.timedelta(days=1)
             body = deal.opportunity(
                 self.accounts[key],

@@ -3,14 +3,15 @@
 `reconcile(states)` takes what each sandbox's `GET /sandbox/state` returned (keyed by system name)
 and checks, for every closed-won deal in the CRM:
 
-- new business: exactly one ERP sales order (external_id = the opportunity id), exactly one
+- new business: exactly one open ERP sales order (external_id = the opportunity id), exactly one
   subscription (metadata.order_id) and an entitlement for the account; the order's currency is
   the deal's and the subscription's; the order total is the deal amount plus its adjustments;
   the order's recurring lines cost what the subscription bills per year; the entitlement has the
   subscription's seats and is suspended exactly when the subscription is past due; the CRM
-  account links the subscription and shows the matching status;
-- renewals: exactly one ERP order for the new term, which the account's subscription points at,
-  with the same currency and yearly amount, and the CRM account marked renewed;
+  account links the subscription and shows the matching status, and, once amended, the order's
+  new total and the subscription's seats;
+- renewals: exactly one open ERP order for the new term, which the account's subscription points
+  at, with the same currency and yearly amount, and the CRM account marked renewed;
 
 then that every paid invoice was applied exactly once as an ERP payment of the same amount and
 currency, that no ERP order or subscription exists without its deal, and that no idempotency key
@@ -125,7 +126,9 @@ def _new_business(result: Reconciliation, data: _Index, deal: Mapping[str, Any])
         f"{label}: no entitlement for account {deal['AccountId']}",
     )
     if order is not None:
-        adjusted = deal["Amount"] + sum(a["amount"] for a in data.adjustments.get(order["id"], []))
+        _open(result, label, order)
+        adjustments = data.adjustments.get(order["id"], [])
+        adjusted = deal["Amount"] + sum(a["amount"] for a in adjustments)
         result.check(
             "order amount",
             _same(order["total"], adjusted),
@@ -141,6 +144,50 @@ def _new_business(result: Reconciliation, data: _Index, deal: Mapping[str, Any])
         _agree(result, label, order, subscription)
     if subscription is not None:
         _account_links(result, data, deal, subscription, entitlement)
+    if order is not None and subscription is not None and data.adjustments.get(order["id"]):
+        _amended_account(result, data, deal, order, subscription)
+
+
+def _open(result: Reconciliation, label: str, order: Mapping[str, Any]) -> None:
+    result.check(
+        "order status",
+        order["status"] == "open",
+        f"{label}: ERP order {order['id']} is {order['status']}",
+    )
+
+
+def _seats(subscription: Mapping[str, Any]) -> int:
+    return sum(
+        i["quantity"] for i in subscription["items"]["data"] if i["price"]["product"] == "SEAT-STD"
+    )
+
+
+def _amended_account(
+    result: Reconciliation,
+    data: _Index,
+    deal: Mapping[str, Any],
+    order: Mapping[str, Any],
+    subscription: Mapping[str, Any],
+) -> None:
+    """An amendment reached the CRM: the account shows the last adjustment, the order's new
+    total and the subscription's seats."""
+    account = data.accounts.get(deal["AccountId"], {})
+    last = data.adjustments[order["id"]][-1]
+    shown = (
+        account.get("Last_Amendment__c"),
+        account.get("Contract_Value__c"),
+        account.get("Seats__c"),
+    )
+    result.check(
+        "CRM amendment",
+        shown[0] == last["id"]
+        and shown[1] is not None
+        and _same(shown[1], order["total"])
+        and shown[2] == _seats(subscription),
+        f"{_label(deal)}: CRM account shows amendment {shown[0]}, contract value {shown[1]} "
+        f"and {shown[2]} seats; ERP has {last['id']} and {order['total']}, billing "
+        f"{_seats(subscription)} seats",
+    )
 
 
 def _agree(
@@ -175,9 +222,7 @@ def _account_links(
 ) -> None:
     label = _label(deal)
     past_due = subscription["status"] == "past_due"
-    seats = sum(
-        i["quantity"] for i in subscription["items"]["data"] if i["price"]["product"] == "SEAT-STD"
-    )
+    seats = _seats(subscription)
     if entitlement is not None:
         result.check(
             "entitlement seats",
@@ -209,6 +254,8 @@ def _account_links(
 def _renewal(result: Reconciliation, data: _Index, deal: Mapping[str, Any]) -> None:
     label = _label(deal)
     order = _one(result, "ERP renewal order", data.orders.get(deal["Id"], []), label)
+    if order is not None:
+        _open(result, label, order)
     account = data.accounts.get(deal["AccountId"], {})
     subscription = data.subscriptions_by_id.get(account.get("Subscription_Id__c") or "")
     linked = (

@@ -91,7 +91,7 @@ def build_report(
         "day": {
             "phases": [{"name": n, "seconds": round(s, 2)} for n, s in log.phases],
             **log.counts,
-            "faults": list(log.faults),
+            "faults": [{"fault": f.label, "hits": f.hits} for f in log.faults],
         },
         "runs": {
             "total": len(runs),
@@ -152,7 +152,7 @@ def _day(day: Mapping[str, Any]) -> list[str]:
     lines += [f"  {p['name']:<32} {p['seconds']:6.1f} s" for p in day["phases"]]
     counts = {k: v for k, v in day.items() if k not in ("phases", "faults")}
     lines.append("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    lines += [f"  fault: {f}" for f in day["faults"]]
+    lines += [f"  fault: {f['fault']} ({f['hits']} requests hit)" for f in day["faults"]]
     return [*lines, ""]
 
 

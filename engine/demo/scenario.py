@@ -145,15 +145,18 @@ def build_scenario(events: int, seed: int = 7) -> Scenario:
     rng.shuffle(healthy)
     share = max(1, count // 10)
     amended, renewed = healthy[:share], healthy[share : 2 * share]
-    failed = healthy[2 * share : 3 * share]
+    # at least two failed payments: one is recovered, one stays failed (a suspended entitlement)
+    failures = max(2, share)
+    failed = healthy[2 * share : 2 * share + failures]
+    unpaid_from = 2 * share + failures
     return Scenario(
         seed=seed,
         deals=tuple(deals),
         amendments={key: rng.choice((5, 10, 15, 20)) for key in amended},
         renewals=tuple(renewed),
         failed_payments=tuple(failed),
-        recovered=tuple(failed[: (len(failed) + 1) // 2]),
-        unpaid=tuple(healthy[3 * share : 3 * share + max(1, share // 2)]),
+        recovered=tuple(failed[: len(failed) // 2]),
+        unpaid=tuple(healthy[unpaid_from : unpaid_from + max(1, share // 2)]),
     )
 
 
