@@ -132,6 +132,13 @@ def test_demo_exits_non_zero_when_the_systems_do_not_reconcile(tmp_path: Path) -
     assert not report["reconciliation"]["ok"]
     problems = report["reconciliation"]["problems"]
     assert any("ERP order in USD, deal in EUR" in p for p in problems), problems
+    # the payments the ERP refused park, hold their accounts' later runs, and are reported as
+    # exceptions nobody resolved (the day ends instead of waiting for an operator)
+    unresolved = [e for e in report["exceptions"] if e["resolution_s"] is None]
+    assert unresolved and all(
+        (e["flow"], e["state"], e["erp_code"]) == ("invoice-paid", "parked", "CURRENCY_MISMATCH")
+        for e in unresolved
+    ), report["exceptions"]
 
 
 # -- one day played in-process, then its states broken in the ways a sync can go wrong ----------
