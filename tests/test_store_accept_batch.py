@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -83,15 +82,21 @@ def test_a_batch_answers_and_writes_what_one_by_one_would(tmp_path: Path) -> Non
 async def test_queued_accepts_share_one_commit_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "s.db") as store:
         await store.accept(event("x"), [run("taken", "x")])
-        hold = store._write(lambda conn: time.sleep(0.2))  # the writer is busy: accepts queue
+        # Another connection holds the write lock: the writer's first commit waits, and the
+        # accepts sent meanwhile queue.
+        blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
         commits = store.commits
-        results = await asyncio.gather(
+        gathered = asyncio.gather(
             *(store.accept(event(f"e{i}"), [run(f"r{i}", f"k{i % 30}")]) for i in range(60)),
             store.accept(event("bad"), [run("taken", "y")]),  # a run id that exists: refused
             return_exceptions=True,
         )
-        await hold
-        assert store.commits - commits <= 2  # the sleeper's batch, then everything queued
+        await asyncio.sleep(0.3)
+        blocker.execute("COMMIT")
+        blocker.close()
+        results = await gathered
+        assert store.commits - commits <= 2  # the first batch sent, then everything queued
         *good, bad = results
         assert isinstance(bad, StoreError) and isinstance(bad.__cause__, sqlite3.IntegrityError)
         statuses = [r[0].status for r in good]  # type: ignore[index]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self
 
 RunState = Literal[
     "pending", "running", "waiting", "succeeded", "filtered", "parked",
@@ -38,6 +38,15 @@ CANCELLED = "CANCELLED"
 CANCEL_ENDS: frozenset[str] = frozenset({"cancelled", "compensated", "failed"})
 
 
+class _Record:
+    """Pickles as a call of its class with its field values, in order: records cross to the
+    SQLite writer process (engine/store/writer.py) on every write, and the default pickling of a
+    frozen dataclass costs several times more."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(self.__dict__.values()))
+
+
 class ReceivedJSON(dict):  # type: ignore[type-arg]
     """A JSON object exactly as parsed from `text`, the payload's own JSON text.
 
@@ -53,7 +62,7 @@ class ReceivedJSON(dict):  # type: ignore[type-arg]
 
 
 @dataclass(frozen=True)
-class EventRecord:
+class EventRecord(_Record):
     """An accepted inbound (or emitted) event, CloudEvents-shaped."""
 
     id: str                      # unique event id (ce id, webhook-id, or generated)
@@ -66,7 +75,7 @@ class EventRecord:
 
 
 @dataclass(frozen=True)
-class NewRun:
+class NewRun(_Record):
     """A run to create together with its event."""
 
     id: str
@@ -81,9 +90,9 @@ class NewRun:
     replay_of: str | None = None
 
 
-@dataclass(frozen=True)
-class Acceptance:
-    """What `accept` did for one NewRun."""
+class Acceptance(NamedTuple):
+    """What `accept` did for one NewRun. (A named tuple: every accept makes one, and answers it
+    across from the SQLite writer process.)"""
 
     run_id: str                  # the new run, or the existing one for a duplicate
     status: Literal["accepted", "duplicate", "filtered"]
@@ -91,7 +100,7 @@ class Acceptance:
 
 
 @dataclass(frozen=True)
-class Reason:
+class Reason(_Record):
     """Why a run is parked / dead-lettered / failed."""
 
     code: str
@@ -100,7 +109,7 @@ class Reason:
 
 
 @dataclass
-class RunRecord:
+class RunRecord(_Record):
     id: str
     flow: str
     flow_version: int
@@ -128,7 +137,7 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
-class Attempt:
+class Attempt(_Record):
     """One try of a step (a call attempt, or the single execution of a local step)."""
 
     n: int
@@ -142,7 +151,7 @@ class Attempt:
 
 
 @dataclass
-class StepRecord:
+class StepRecord(_Record):
     run_id: str
     step_id: str
     state: str                   # succeeded | skipped | failed | waiting | compensated
@@ -154,7 +163,7 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(_Record):
     """One atomic write after a step: its record, the run's new state, and emitted events."""
 
     run_id: str
@@ -167,7 +176,7 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
-class OutboxItem:
+class OutboxItem(_Record):
     seq: int
     run_id: str
     event: EventRecord

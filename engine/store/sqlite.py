@@ -8,11 +8,12 @@ How it is built, and why:
   open recovers it from the WAL. Only an OS crash or power loss can lose the last commits; the WAL
   is fsynced when it is checkpointed. FULL would fsync on every commit and, per BASELINES.md,
   costs ~40% of acceptance throughput.
-- One writer thread owns the only write connection. Every write is a closure put on a queue; the
-  writer takes everything that queued, runs each closure in its own SAVEPOINT inside one
-  transaction (a failing write rolls back only itself), commits once and then resolves the
-  callers' futures. No linger: a batch is whatever queued while the previous commit ran, which
-  BASELINES.md measured as the winner. Durability costs one commit per batch, not per event.
+- One writer *process* owns the only write connection (engine/store/writer.py says why a
+  process). Every write is a named job function with its arguments; the writer takes everything
+  that queued, runs each job in its own SAVEPOINT inside one transaction (a failing write rolls
+  back only itself), commits once and then answers the callers' futures. No linger: a batch is
+  whatever queued while the previous commit ran, which BASELINES.md measured as the winner.
+  Durability costs one commit per batch, not per event.
 - Reads run on a small pool of read-only connections in worker threads. Every read is its own
   read transaction, so it sees everything committed before it started (and one consistent
   snapshot when it runs several queries).
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import queue
 import sqlite3
 import sys
 import threading
@@ -67,6 +67,7 @@ from engine.store.rows import (
     step_record,
     with_work,
 )
+from engine.store.writer import Job, WriterProcess
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
 
@@ -250,106 +251,34 @@ def _store_error(what: str, exc: sqlite3.Error) -> StoreError:
     return error
 
 
-# -- the writer ----------------------------------------------------------------------------------
-class _Job:
-    """One queued write: a function of the write connection and the future waiting for it."""
-
-    __slots__ = ("fn", "args", "loop", "future", "result", "error")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[Any] = self.loop.create_future()
-        self.result: Any = None
-        self.error: BaseException | None = None
+# -- the writer process's side (see engine/store/writer.py) -------------------------------------
+open_writer = _open_writer
 
 
-class _Writer:
-    """Owns the write connection; group-commits queued writes on its own thread."""
-
-    def __init__(self, conn: sqlite3.Connection, max_batch: int) -> None:
-        self._conn = conn
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        # A daemon, so a program that never calls close() can still exit; what it committed is
-        # safe, and a write still queued was never acknowledged.
-        self._thread = threading.Thread(
-            target=self._loop, name="syncline-sqlite-writer", daemon=True
-        )
-        self.commits = 0  # transactions committed
-        self.writes = 0  # writes those transactions carried
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Queue `fn(conn, *args)`; the future resolves once its transaction is committed."""
-        job = _Job(fn, args)
-        self._queue.put(job)
-        return job.future
-
-    def stop(self) -> None:
-        """Commit what is queued, end the thread and close the connection (blocking)."""
-        self._queue.put(None)
-        self._thread.join()
-        leftovers = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                job = self._queue.get_nowait()
-                if job is not None:
-                    job.error = StoreError("the SQLite store was closed before this write ran")
-                    leftovers.append(job)
-        _resolve(leftovers)
-        self._conn.close()
-
-    def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            jobs, stopping = self._take()
-            if jobs:
-                self._commit(jobs)
-                _resolve(jobs)
-
-    def _take(self) -> tuple[list[_Job], bool]:
-        """Block for one write, then take whatever else has queued meanwhile (no linger)."""
-        jobs: list[_Job] = []
-        item = self._queue.get()
-        while True:
-            if item is None:
-                return jobs, True
-            jobs.append(item)
-            if len(jobs) >= self._max_batch:
-                return jobs, False
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return jobs, False
-
-    def _commit(self, jobs: list[_Job]) -> None:
-        conn = self._conn
-        accepts = [job for job in jobs if job.fn is _tx_accept]
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            if len(accepts) > 1:
-                _accept_batch(conn, accepts)
-            for job in jobs:
-                if len(accepts) <= 1 or job.fn is not _tx_accept:
-                    _run_job(conn, job)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:  # the transaction as a whole is lost: nothing was written
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            error = _store_error("the SQLite store could not commit", exc)
-            for job in jobs:
-                job.error = job.error or error
-            return
-        self.commits += 1
-        self.writes += len(jobs)
+def commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> bool:
+    """Run `jobs` in one transaction, each in its own savepoint (accepts together as one bulk
+    write); set each job's result or error. True if the transaction committed."""
+    accepts = [job for job in jobs if job.fn is _tx_accept]
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if len(accepts) > 1:
+            _accept_batch(conn, accepts)
+        for job in jobs:
+            if len(accepts) <= 1 or job.fn is not _tx_accept:
+                _run_job(conn, job)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:  # the transaction as a whole is lost: nothing was written
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        error = _store_error("the SQLite store could not commit", exc)
+        for job in jobs:
+            job.error = job.error or error
+        return False
+    return True
 
 
-def _run_job(conn: sqlite3.Connection, job: _Job) -> None:
+def _run_job(conn: sqlite3.Connection, job: Job) -> None:
     """Run one write in its own savepoint so that its failure undoes only itself."""
     conn.execute("SAVEPOINT job")
     try:
@@ -363,26 +292,6 @@ def _run_job(conn: sqlite3.Connection, job: _Job) -> None:
         )
     else:
         conn.execute("RELEASE job")
-
-
-def _resolve(jobs: list[_Job]) -> None:
-    """Hand results to the callers' event loops: one wake-up per loop, not per job."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-    for job in jobs:
-        by_loop.setdefault(job.loop, []).append(job)
-    for loop, group in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(_settle, group)
-
-
-def _settle(jobs: list[_Job]) -> None:
-    for job in jobs:
-        if job.future.done():  # the caller was cancelled; the write happened anyway
-            continue
-        if job.error is not None:
-            job.future.set_exception(job.error)
-        else:
-            job.future.set_result(job.result)
 
 
 # -- the readers ---------------------------------------------------------------------------------
@@ -476,7 +385,7 @@ _INSERT_RUNS = "INSERT INTO runs " + _RUN_COLUMNS
 _CHUNK = 64  # rows per multi-row statement: at most 13 * 64 parameters, few statement texts
 
 
-def _accept_batch(conn: sqlite3.Connection, jobs: Sequence[_Job]) -> None:
+def _accept_batch(conn: sqlite3.Connection, jobs: Sequence[Job]) -> None:
     """Run queued `_tx_accept` jobs as one bulk write; if that fails, undo it and run them one
     by one, so that a failing accept fails alone (with its own error) and the writer lives."""
     conn.execute("SAVEPOINT accepts")
@@ -739,7 +648,7 @@ def _q_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[An
 
 # -- the store -----------------------------------------------------------------------------------
 class SQLiteStore(Store):
-    """The embedded `Store`: one SQLite file in WAL mode, group-committed by a writer thread.
+    """The embedded `Store`: one SQLite file in WAL mode, group-committed by a writer process.
 
     `path` is the database file; missing parent directories are created. `max_batch` caps how
     many queued writes one commit carries (default: all that queued; 1 gives one commit per write,
@@ -754,7 +663,7 @@ class SQLiteStore(Store):
         self.path = Path(path)
         self.migrations_applied: list[int] = []
         self._max_batch = max_batch or sys.maxsize
-        self._writer: _Writer | None = None
+        self._writer: WriterProcess | None = None
         self._readers: _Readers | None = None
         self._closed = False
 
@@ -770,20 +679,23 @@ class SQLiteStore(Store):
 
     # lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
-        """Create or open the file, apply pending migrations, start the writer thread."""
+        """Create or open the file, apply pending migrations, start the writer process."""
         if self._writer is not None:
             raise StoreError(f"the SQLite store {self.path} is already open")
-        conn, self.migrations_applied = await asyncio.to_thread(_open_writer, self.path)
-        self._writer = _Writer(conn, self._max_batch)
-        self._writer.start()
+        self._writer = WriterProcess(__name__, self.path.resolve(), self._max_batch)
+        try:
+            self.migrations_applied = await self._writer.start()
+        except BaseException:
+            self._writer = None
+            raise
         self._readers = _Readers(self.path)
 
     async def close(self) -> None:
-        """Commit every queued write, stop the writer thread and close all connections."""
+        """Commit every queued write, stop the writer process and close all connections."""
         if self._writer is None or self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._writer.stop)
+        await self._writer.stop()
         assert self._readers is not None
         self._readers.close()
 
@@ -956,3 +868,19 @@ class SQLiteStore(Store):
             params,
         )
         return [audit_entry(row) for row in rows]
+
+
+# The job functions a writer process runs by name (engine/store/writer.py).
+WRITES = {
+    fn.__name__: fn
+    for fn in (
+        _tx_accept,
+        _tx_claim,
+        _tx_renew,
+        _tx_checkpoint,
+        _tx_set_run_state,
+        _tx_dispatch,
+        _tx_save_plan,
+        _tx_audit,
+    )
+}

@@ -1,0 +1,151 @@
+"""The SQLite store's writer process (engine/store/writer.py): what happens when it dies, when
+signals reach it, when its parent dies, and when it is asked for a write it does not know."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import StoreError
+from engine.store import EventRecord, NewRun, SQLiteStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def run(run_id: str) -> NewRun:
+    return NewRun(run_id, "sync", 1, "sha256:plan", run_id, None, f"corr-{run_id}")
+
+
+async def add(store: SQLiteStore, run_id: str) -> str:
+    [acceptance] = await store.accept(EventRecord(f"ev-{run_id}", "t", "tests", {}), [run(run_id)])
+    return acceptance.run_id
+
+
+def writer_pid(store: SQLiteStore) -> int:
+    assert store._writer is not None and store._writer.pid is not None
+    return store._writer.pid
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie waiting to be reaped counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+async def wait_until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_killed_writer_fails_the_writes_in_flight_and_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path) as store:
+        await add(store, "before")
+        first = writer_pid(store)
+        # Another connection holds the write lock, so this write is in flight, not committed,
+        # when the writer dies.
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        in_flight = asyncio.ensure_future(add(store, "in-flight"))
+        await asyncio.sleep(0.2)
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(StoreError, match="writer process .* exited .* retry the write"):
+            await in_flight
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert await add(store, "after") == "after"  # a new writer took over
+        assert writer_pid(store) != first
+        assert await store.get_run("before") is not None
+        assert await store.get_run("in-flight") is None  # its transaction never committed
+        assert await store.get_run("after") is not None
+
+
+async def test_the_writer_ignores_sigint_and_sigterm(tmp_path: Path) -> None:
+    # Ctrl-C in a terminal or a service manager signals the whole process group: the parent
+    # shuts down gracefully and its last checkpoints must still reach the database.
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        pid = writer_pid(store)
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        assert await add(store, "r1") == "r1"
+        assert writer_pid(store) == pid and not gone(pid)
+    assert gone(pid)  # closing the store ends it
+
+
+async def test_an_unknown_write_fails_alone(tmp_path: Path) -> None:
+    def _tx_nonsense(conn: sqlite3.Connection) -> None:
+        raise AssertionError("never runs: the writer only runs its own writes")
+
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        with pytest.raises(StoreError, match="no write named '_tx_nonsense'"):
+            await store._write(_tx_nonsense)
+        assert await add(store, "r1") == "r1"
+
+
+PARENT = """
+import asyncio, sys
+from engine.store import EventRecord, NewRun, SQLiteStore
+
+async def main():
+    store = SQLiteStore(sys.argv[1])
+    await store.open()
+    run = NewRun("r1", "sync", 1, "sha256:plan", "r1", None, "c1")
+    await store.accept(EventRecord("e1", "t", "s", {}), [run])
+    print(store._writer.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_the_writer_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    parent.stdout.close()
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    await wait_until(lambda: gone(pid))
+    async with SQLiteStore(path) as store:  # what the dead parent was told is committed, is
+        assert await store.get_run("r1") is not None
+
+
+async def test_a_failed_open_leaves_no_writer_behind(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    before = live_children()
+    store = SQLiteStore(path)
+    with pytest.raises(StoreError, match="newer than this Syncline understands"):
+        await store.open()
+    assert store._writer is None
+    await asyncio.sleep(0.3)  # no replacement writer is started for a refused open
+    assert live_children() - before == set()
+
+
+def live_children() -> set[int]:
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    return {int(pid) for pid in children if not gone(int(pid))}
