@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -427,3 +428,20 @@ def test_bounded_loads_agrees_with_json_and_measures_depth_exactly(
         with pytest.raises(EventFormatError) as info:
             json_loads_bounded(body, depth - 1)
         assert info.value.code == "too_deep"
+
+
+@pytest.mark.parametrize(
+    "text", ["18446744073709551616", "-9223372036854775809", "123456789012345678901234567890"]
+)
+def test_integers_past_64_bits_stay_exact_integers(text: str) -> None:
+    # The fast parser would read these as floats: an order number must not lose digits.
+    value = json_loads_bounded(b'{"n": %s, "s": "x"}' % text.encode(), 4)["n"]
+    assert type(value) is int and value == int(text)
+
+
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [(b'\xef\xbb\xbf{"a": 1}', {"a": 1}), (b'["\\ud800"]', ["\ud800"]), (b"[1e400]", [math.inf])],
+)
+def test_what_the_fast_parser_refuses_the_standard_one_reads(body: bytes, value: Any) -> None:
+    assert json_loads_bounded(body, 4) == value

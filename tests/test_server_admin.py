@@ -106,7 +106,7 @@ def test_without_token_admin_answers_only_on_loopback(tmp_path: Path) -> None:
 async def check_loopback_only(app: Any) -> None:
     outside = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
     inside = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
-    async with app.router.lifespan_context(app):
+    async with app.app.router.lifespan_context(app.app):
         async with httpx.AsyncClient(transport=outside, base_url="http://x") as remote:
             response = await remote.get("/api/v1/runs")
             assert response.status_code == 403

@@ -105,6 +105,17 @@ def _new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{_ID_BITS.getrandbits(80):020x}"
 
 
+_NOW_TEXT: list[Any] = [None, ""]  # [the second, its RFC 3339 text]
+
+
+def _now_text() -> str:
+    """The current UTC second in RFC 3339, formatted once per second (ingest asks per event)."""
+    second = int(time.time())
+    if _NOW_TEXT[0] != second:
+        _NOW_TEXT[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))]
+    return str(_NOW_TEXT[1])
+
+
 def _compile_warm(bundle: dict[str, Any]) -> Plan:
     """A stored bundle's plan with its generated functions compiled (for a worker thread)."""
     plan = compile_bundle(bundle)
@@ -241,7 +252,7 @@ class Runtime:
         return await self.api_result(run)
 
     def _event(self, meta: EventMeta, data: Any) -> EventRecord:
-        when = meta.time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        when = meta.time or _now_text()
         return EventRecord(
             meta.id or _new_id(),
             meta.type,

@@ -4,7 +4,9 @@ Routing has two parts. Webhook and process-API paths belong to the plan, which a
 replace at any moment, so a dispatcher looks each POST's path up in the *current* plan's tables
 (two dict lookups) before anything else; paths added or removed by a reload take effect at once.
 Everything fixed (/events is handled by the dispatcher too; /api/v1/..., /healthz, /readyz,
-/metrics) is an ordinary Starlette route. Every error is JSON `{"error": {"code", "message"}}`.
+/metrics) is an ordinary Starlette route. The dispatcher is the outermost ASGI app, so a webhook
+delivery (the hot path) goes through no Starlette machinery at all. Every error is JSON
+`{"error": {"code", "message"}}`.
 
 The lifespan starts the store and the runtime (and the reloader), and on shutdown stops taking
 ingest, lets in-flight steps checkpoint (`runtime.stop(grace)`), then closes the store. An
@@ -22,10 +24,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from engine.server.admin import JSON, ROUTES
 from engine.server.apis import handle_api
@@ -40,10 +41,11 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 class Dispatch:
-    """Routes POSTs to the current plan's webhook and API paths and to /events; counts every
-    request by route and status; passes everything else to the Starlette router."""
+    """The server's ASGI app: routes POSTs to the current plan's webhook and API paths and to
+    /events; counts every request by route and status; passes everything else (the lifespan
+    included) to `app`, the Starlette app of the fixed routes."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: Starlette, state: ServerState) -> None:
         self.app = app
         self.state = state
 
@@ -84,6 +86,11 @@ class Dispatch:
             await send_problem(send, problem)
             return problem.status
         except ClientGone:
+            return 500
+        except Exception:  # a bug: answer like Starlette's error handler would, and log it
+            log.exception("internal error on %s %s", scope["method"], path)
+            with contextlib.suppress(Exception):  # unless the answer has gone out already
+                await send_problem(send, _internal_problem())
             return 500
 
     async def route(self, scope: Scope, receive: Receive, send: Send) -> str:
@@ -133,16 +140,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _internal_problem() -> Problem:
+    return Problem(500, "internal", "internal error; see the server log")
+
+
 async def _internal(request: Request, exc: Exception) -> Response:
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSON(
-        {"error": {"code": "internal", "message": "internal error; see the server log"}},
-        status_code=500,
-    )
+    problem = _internal_problem()
+    return JSON(problem.body(), status_code=problem.status)
 
 
-def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = None) -> Starlette:
-    """The Starlette app serving `state`. `reloader` (a `reload.Reloader`) runs while the app
+def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = None) -> Dispatch:
+    """The ASGI app serving `state`. `reloader` (a `reload.Reloader`) runs while the app
     lives; `manage_store` (a Store) is opened before the runtime starts and closed after."""
 
     @contextlib.asynccontextmanager
@@ -169,12 +178,11 @@ def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = 
 
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(Dispatch, state=state)],
         exception_handlers={Problem: _problem, HTTPException: _http_error, Exception: _internal},
         lifespan=lifespan,
     )
     app.state.syncline = state
-    return app
+    return Dispatch(app, state)
 
 
 async def _shutdown(state: ServerState, reloader: Any, store: Any) -> None:

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from engine.errors import ExecutionError
 
 SPECVERSION = "1.0"
@@ -112,6 +114,11 @@ def json_loads_bounded(body: bytes, max_depth: int, *, where: str = "body") -> A
     code `too_deep` or `malformed_json` (the latter with `line`/`col` for syntax errors).
     """
     check_json_depth(body, max_depth, where)
+    if _LONG_DIGITS not in body.translate(_DIGIT_MASK):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # the standard parser decides, and says where and why
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -155,6 +162,12 @@ def _refuse_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: hot path
+# orjson parses what the standard parser does, to equal values, several times faster; but it
+# reads integers past 64 bits as floats, and leaves a BOM, lone surrogates and errors (with their
+# messages) to the standard parser. A body with a run of 19 digits goes to the standard parser
+# (found by masking every digit to "0" and everything else to " ": a regex costs 10x more).
+_DIGIT_MASK = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 def _media_type(content_type: str | None) -> str | None:

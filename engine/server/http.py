@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
 JSON_HEADERS = ((b"content-type", b"application/json"),)
@@ -45,8 +46,12 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=s
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON; values JSON cannot hold (bytes, datetimes) become strings."""
-    return _ENCODER.encode(value).encode()
+    """Compact JSON; values JSON cannot hold (bytes, datetimes) become strings. (orjson, ten
+    times faster; the standard encoder for what orjson refuses, such as integers past 64 bits.)"""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return _ENCODER.encode(value).encode()
 
 
 async def send_json(
@@ -54,8 +59,9 @@ async def send_json(
 ) -> None:
     """Answer with `value` as JSON."""
     body = dumps(value)
-    raw = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+    raw = [*JSON_HEADERS, (b"content-length", b"%d" % len(body))]
+    for name, text in headers:
+        raw.append((name.lower().encode("latin-1"), text.encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 

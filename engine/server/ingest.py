@@ -4,6 +4,7 @@ and the correlation id / traceparent taken from the headers."""
 
 from __future__ import annotations
 
+import codecs
 import random
 import re
 from collections.abc import Mapping
@@ -78,7 +79,9 @@ def parse_json(state: ServerState, body: bytes) -> Any:
             raise Problem(400, exc.code, exc.message, line=exc.line, col=exc.col) from None
         raise Problem(400, exc.code, exc.message) from None
     if type(data) is dict:
-        return ReceivedJSON(data, body.decode("utf-8-sig"))  # decoded once already: valid
+        # Parsed, so valid UTF-8. (The utf-8-sig codec costs five times more than utf-8.)
+        text = body[3:].decode() if body.startswith(codecs.BOM_UTF8) else body.decode()
+        return ReceivedJSON(data, text)
     return data
 
 

@@ -1,16 +1,23 @@
 """Prometheus metrics of one server, in its own registry (two apps in a process never mix).
 
 `Metrics` is also the runtime's `Observer`: the runtime calls `run_state` and `step_attempt`.
-Labelled children are cached, so counting a request costs a dict lookup and an increment.
+The two metrics every request touches (requests by route and status, the ingest latency
+histogram) are plain counts that a collector turns into metric families when scraped: counting
+a request costs a dict update, not prometheus-client's locks and bucket loop (~2 us a request).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import bisect
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -23,19 +30,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "syncline_http_requests",
-            "HTTP requests by route and status",
-            ["route", "method", "status"],
-            registry=r,
-        )
-        self.ingest_latency = Histogram(
-            "syncline_ingest_seconds",
-            "Time from request start to durable acknowledgement",
-            ["kind"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # (route, method, status) -> requests; kind -> [count per bucket (+Inf last), sum]
+        self._requests: dict[tuple[str, str, int], int] = {}
+        self._latency: dict[str, tuple[list[int], list[float]]] = {}
+        r.register(_Collector(self))
         self.runs = Counter(
             "syncline_runs",
             "Runs entering a state, by flow and state",
@@ -62,7 +60,6 @@ class Metrics:
         )
         self.reloads = Counter("syncline_reloads", "Hot reloads by result", ["result"], registry=r)
         self.plan = Gauge("syncline_plan_info", "The active plan (value 1)", ["digest"], registry=r)
-        self._children: dict[tuple[Any, ...], Any] = {}
 
     def watch_queue(self, depth: Callable[[], int], pending: Callable[[], int]) -> None:
         """Read the queue depth and pending ingest count when scraped."""
@@ -70,18 +67,15 @@ class Metrics:
         self.pending_ingest.set_function(lambda: float(pending()))
 
     def request(self, route: str, method: str, status: int) -> None:
-        key = ("req", route, method, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.requests.labels(route, method, str(status))
-        child.inc()
+        key = (route, method, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
 
     def ingest(self, kind: str, seconds: float) -> None:
-        key = ("ingest", kind)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.ingest_latency.labels(kind)
-        child.observe(seconds)
+        counts, total = self._latency.get(kind) or self._latency.setdefault(
+            kind, ([0] * (len(LATENCY_BUCKETS) + 1), [0.0])
+        )
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: a bound counts as in
+        total[0] += seconds
 
     def reload(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
@@ -103,3 +97,45 @@ class Metrics:
     def render(self) -> bytes:
         """The exposition text of every metric."""
         return generate_latest(self.registry)
+
+
+class _Collector:
+    """Turns the plain counts of `Metrics.request` and `Metrics.ingest` into metric families."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}, {}))
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        # Copies: requests go on counting on the event loop while a scrape renders.
+        latency = {kind: (list(c), t[0]) for kind, (c, t) in list(m._latency.items())}
+        return self._families(dict(m._requests), latency)
+
+    @staticmethod
+    def _families(
+        requests: dict[tuple[str, str, int], int], latency: dict[str, tuple[list[int], float]]
+    ) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "syncline_http_requests",
+            "HTTP requests by route and status",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in sorted(requests.items()):
+            family.add_metric([route, method, str(status)], count)
+        yield family
+        histogram = HistogramMetricFamily(
+            "syncline_ingest_seconds",
+            "Time from request start to durable acknowledgement",
+            labels=["kind"],
+        )
+        bounds = [*(repr(bound) for bound in LATENCY_BUCKETS), "+Inf"]
+        for kind, (counts, total) in sorted(latency.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, counts, strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            histogram.add_metric([kind], buckets, total)
+        yield histogram

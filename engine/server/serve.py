@@ -18,14 +18,13 @@ from typing import Any
 
 import httpx
 import uvicorn
-from starlette.applications import Starlette
 
 from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.errors import UsageError
 from engine.runtime import Runtime
 from engine.runtime.calls import require_secrets
-from engine.server.app import create_app
+from engine.server.app import Dispatch, create_app
 from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
 from engine.server.reload import Reloader
@@ -87,7 +86,7 @@ def build_server(
     database: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     concurrency: int = 32,
-) -> tuple[Starlette, ServerState]:
+) -> tuple[Dispatch, ServerState]:
     """Everything `serve` runs, built but not started (the app's lifespan starts it).
     Raises DefinitionErrors for invalid definitions and UsageError naming missing secrets."""
     environ = dict(environ)
@@ -155,7 +154,7 @@ async def run_worker(
 
 
 def run_server(
-    app: Starlette,
+    app: Dispatch,
     host: str,
     port: int,
     *,
