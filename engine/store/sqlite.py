@@ -360,7 +360,7 @@ def _run_records(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> lis
     return [run_record(row, replays.get(row[0], [])) for row in rows]
 
 
-# -- write transactions (run on the writer thread, inside a savepoint) ---------------------------
+# -- write transactions (run in the writer process, inside a savepoint) -------------------------
 def _tx_accept(
     conn: sqlite3.Connection, event: tuple[Any, ...], runs: Sequence[NewRun]
 ) -> list[Acceptance]:
@@ -370,11 +370,11 @@ def _tx_accept(
 
 # -- accepts batched: the hot path of ingest ------------------------------------------------------
 # Under load the writer takes many accepts at once. Run one by one, each costs a savepoint, a
-# dedup SELECT and two INSERTs: ~5 statements, and the writer thread gives up and takes back the
-# GIL around every one of them while the event loop wants it too. Batched, a whole batch costs
-# four statements (events, dedup lookup, runs; plus a savepoint), with the same result as running
-# the accepts in queue order: an event id stored once, the first run of a (flow, key) accepted and
-# every later one a duplicate naming it, filtered runs recorded without holding their key.
+# dedup SELECT and two INSERTs: ~5 statements, each with its own parameter binding and SQLite
+# VM start-up. Batched, a whole batch costs four statements (events, dedup lookup, runs; plus a
+# savepoint), with the same result as running the accepts in queue order: an event id stored
+# once, the first run of a (flow, key) accepted and every later one a duplicate naming it, filtered
+# runs recorded without holding their key.
 _EVENT_COLUMNS = "(id, type, source, subject, time, data, attributes, received_at)"
 _RUN_COLUMNS = (
     "(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "

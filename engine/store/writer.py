@@ -336,9 +336,9 @@ def main() -> None:
     try:
         conn, applied = module.open_writer(Path(path))
     except Exception as exc:  # noqa: BLE001 - whatever it is, the parent reports it
-        channel.send(("failed", str(exc)))
+        channel.send(_frame(("failed", str(exc))))
         sys.exit(1)
-    channel.send(("ready", applied))
+    channel.send(_frame(("ready", applied)))
     try:
         _serve(channel, module, conn, int(max_batch))
     finally:
@@ -364,7 +364,12 @@ def _serve(channel: _Channel, module: Any, conn: Any, max_batch: int) -> None:
         if module.commit_batch(conn, batch):
             commits += 1
             written += len(batch)
-        channel.send(("done", commits, written, [_outcome(job) for job in batch]))
+        outcomes = [_outcome(job) for job in batch]
+        try:
+            frame = _frame(("done", commits, written, outcomes))
+        except Exception:  # noqa: BLE001 - some result cannot be pickled: find it, say so
+            frame = _frame(("done", commits, written, [_sendable(o) for o in outcomes]))
+        channel.send(frame)
 
 
 def _take(frames: list[Any], writes: dict[str, Callable[..., Any]], backlog: Any) -> bool:
@@ -387,12 +392,16 @@ def _unknown(name: str) -> Callable[..., Any]:
 def _outcome(job: Job) -> tuple[int, BaseException | None, BaseException | None, Any]:
     """What the parent hears of `job`: (id, error, the error's cause, result)."""
     error = job.error
-    outcome = (job.id, error, None if error is None else error.__cause__, job.result)
+    return (job.id, error, None if error is None else error.__cause__, job.result)
+
+
+def _sendable(outcome: tuple[int, Any, Any, Any]) -> tuple[int, Any, Any, Any]:
+    """`outcome`, or a StoreError in its place if it cannot be pickled: the parent must hear of
+    every job."""
     try:
         pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 - the parent must hear of the job either way
-        failure = StoreError(f"write {job.fn.__name__}: its outcome cannot be sent back: {exc}")
-        return (job.id, failure, None, None)
+    except Exception as exc:  # noqa: BLE001
+        return (outcome[0], StoreError(f"a write's outcome cannot be sent back: {exc}"), None, None)
     return outcome
 
 
@@ -404,9 +413,10 @@ class _Channel:
         self._frames = _Frames()
         self._eof = False
 
-    def send(self, value: Any) -> None:
+    def send(self, frame: bytes) -> None:
+        """Send one frame (made by `_frame`)."""
         with contextlib.suppress(OSError):  # the parent is gone: nobody waits for the answer
-            self._sock.sendall(_frame(value))
+            self._sock.sendall(frame)
 
     def receive(self, *, block: bool) -> list[Any]:
         """The frames that arrived (waiting for one if `block`); ``[None]`` at end of file.
