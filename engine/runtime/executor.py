@@ -244,7 +244,10 @@ class _Execution:
                 final.reason,
                 last.emitted,
             )
-        cancels = await asyncio.gather(*(self.store.checkpoint(cp) for cp in checkpoints))
+        if len(checkpoints) == 1:  # the common case: no gather (it wraps each write in a task)
+            cancels = [await self.store.checkpoint(checkpoints[0])]
+        else:
+            cancels = await asyncio.gather(*(self.store.checkpoint(cp) for cp in checkpoints))
         self.cancel = next((c for c in cancels if c is not None), self.cancel)
         for _, outcome in outcomes:
             if outcome.record.state in DONE:
