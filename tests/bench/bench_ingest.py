@@ -17,6 +17,9 @@ the other, for `--rounds` rounds (the medians are reported; ratios are taken wit
   - with-worker: the same node plus one `syncline worker` process on the same store, executing
     the runs (claim, one `set` step, checkpoints) while the node ingests.
   - in-process: plain `syncline serve`: the runtime executes the runs in the server process.
+  - postgres: the ingest node of ingest-only on the PostgreSQL store (`--database`, a fresh
+    schema of SYNCLINE_BENCH_POSTGRES, default postgresql://127.0.0.1:5432/test), the server on
+    the same cores. Not in the default modes: ask for it with --modes.
 
 Honesty of the load: wrk's Lua cannot compute HMACs, so this script pre-signs distinct requests
 (a unique webhook-id, a unique `Id` in a ~1 KB body -- the flow's idempotency key -- and a fresh
@@ -211,6 +214,8 @@ def start_syncline(work: Path, port: int, mode: str) -> list[subprocess.Popen[by
     serve = [*cli, "serve", str(project), "--port", str(port), "--no-watch"]
     if mode != "in-process":
         serve.append("--no-workers")
+    if mode == "postgres":
+        serve += ["--database", fresh_postgres_schema()]
     procs = [subprocess.Popen(serve, env=env, stderr=subprocess.DEVNULL)]
     wait_ready(f"http://127.0.0.1:{port}/healthz", procs[0])
     if mode == "with-worker":
@@ -219,11 +224,37 @@ def start_syncline(work: Path, port: int, mode: str) -> list[subprocess.Popen[by
     return procs
 
 
-def stored_runs(work: Path) -> int:
+def fresh_postgres_schema() -> str:
+    """A URL of SYNCLINE_BENCH_POSTGRES whose search_path is a new, empty schema."""
+    import psycopg
+
+    global _POSTGRES_URL
+    schema = f"bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in POSTGRES else "?"
+    _POSTGRES_URL = f"{POSTGRES}{separator}options=-csearch_path%3D{schema}"
+    return _POSTGRES_URL
+
+
+def stored_runs(work: Path, mode: str) -> int:
+    if mode == "postgres":
+        import psycopg
+
+        with psycopg.connect(_POSTGRES_URL) as db:
+            row = db.execute("SELECT count(*) FROM runs").fetchone()
+            schema = db.execute("SELECT current_schema()").fetchone()
+        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema[0]} CASCADE")  # type: ignore[index]
+        return int(row[0])  # type: ignore[index]
     with sqlite3.connect(work / "project" / ".syncline" / "syncline.db") as db:
         count: int = db.execute("SELECT count(*) FROM runs").fetchone()[0]
     db.close()
     return count
+
+
+POSTGRES = os.environ.get("SYNCLINE_BENCH_POSTGRES", "postgresql://127.0.0.1:5432/test")
+_POSTGRES_URL = ""
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -313,14 +344,16 @@ def one_round(
         finally:
             for proc in reversed(procs):
                 stop(proc)
+        stored = stored_runs(work, mode)
         if acknowledged is None:
             print(f"  ({mode}: a request set wrapped around; raise --per-thread)", flush=True)
         else:
-            results[mode]["lost"] = max(0, acknowledged - stored_runs(work))
+            results[mode]["lost"] = max(0, acknowledged - stored)
     return bare_result, results
 
 
-MODES = ("ingest-only", "with-worker", "in-process")
+MODES = ("ingest-only", "with-worker", "in-process", "postgres")
+DEFAULT_MODES = MODES[:3]
 WARM = 20_000  # pre-signed warm-up requests per wrk thread: more than 2 s of warm-up sends
 
 
@@ -331,7 +364,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--per-thread", type=int, default=80_000)
-    parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES))
+    parser.add_argument("--modes", type=lambda text: text.split(","), default=list(DEFAULT_MODES))
     args = parser.parse_args()
     if unknown := set(args.modes) - set(MODES):
         parser.error(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
