@@ -149,3 +149,19 @@ async def test_a_failed_open_leaves_no_writer_behind(tmp_path: Path) -> None:
 def live_children() -> set[int]:
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     return {int(pid) for pid in children if not gone(int(pid))}
+
+
+class Opaque:
+    """Pickled by reference to this test module, which the writer process cannot import."""
+
+
+async def test_a_write_the_writer_cannot_read_fails_and_the_writer_goes_on(tmp_path: Path) -> None:
+    from engine.store.sqlite import _tx_audit
+
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        assert store._writer is not None
+        unreadable = store._writer.submit(_tx_audit, (Opaque(),))
+        with pytest.raises(StoreError, match="answer was lost .*ModuleNotFoundError.*retry it"):
+            await unreadable
+        assert await add(store, "r1") == "r1"
+        assert await store.get_run("r1") is not None

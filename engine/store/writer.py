@@ -69,6 +69,14 @@ def _frame(value: Any) -> bytes:
     return len(data).to_bytes(_LENGTH, "little") + data
 
 
+class Unreadable:
+    """A frame that could not be unpickled (an object whose class cannot be rebuilt on this
+    side). Whose jobs it carried is unknown, so the parent fails every write in flight."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
 class _Frames:
     """Splits a byte stream into the frames `_frame` made."""
 
@@ -86,7 +94,10 @@ class _Frames:
             end = start + _LENGTH + size
             if len(buffer) < end:
                 break
-            frames.append(pickle.loads(memoryview(buffer)[start + _LENGTH : end]))
+            try:
+                frames.append(pickle.loads(memoryview(buffer)[start + _LENGTH : end]))
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the other side must hear
+                frames.append(Unreadable(f"{type(exc).__name__}: {exc}"))
             start = end
         del buffer[:start]
         return frames
@@ -227,8 +238,13 @@ class WriterProcess:
         return kept
 
     def _received(self, message: Any) -> None:
+        if isinstance(message, Unreadable):  # from the child, or a `broken` report of it
+            message = ("broken", message.why)
         kind = message[0]
-        if kind == "done":
+        if kind == "broken":
+            log.error("the SQLite writer process's channel lost a frame: %s", message[1])
+            self._fail_waiting(StoreError(f"a write's answer was lost ({message[1]}); retry it"))
+        elif kind == "done":
             _, self.commits, self.writes, results = message
             for job_id, error, cause, result in results:
                 if cause is not None:  # pickling an exception drops its cause: it came apart
@@ -352,12 +368,12 @@ def _serve(channel: _Channel, module: Any, conn: Any, max_batch: int) -> None:
     stopping = False
     while backlog or not stopping:
         if not backlog:
-            stopping = _take(channel.receive(block=True), writes, backlog)
+            stopping = _take(channel, channel.receive(block=True), writes, backlog)
         while not stopping:  # and whatever else queued meanwhile: no linger
             frames = channel.receive(block=False)
             if not frames:
                 break
-            stopping = _take(frames, writes, backlog)
+            stopping = _take(channel, frames, writes, backlog)
         batch = [backlog.popleft() for _ in range(min(max_batch, len(backlog)))]
         if not batch:
             continue
@@ -372,11 +388,16 @@ def _serve(channel: _Channel, module: Any, conn: Any, max_batch: int) -> None:
         channel.send(frame)
 
 
-def _take(frames: list[Any], writes: dict[str, Callable[..., Any]], backlog: Any) -> bool:
+def _take(
+    channel: _Channel, frames: list[Any], writes: dict[str, Callable[..., Any]], backlog: Any
+) -> bool:
     """Queue the jobs of `frames`; True once the parent asked to stop (or went away)."""
     for frame in frames:
         if frame is None:
             return True
+        if isinstance(frame, Unreadable):
+            channel.send(_frame(("broken", frame.why)))
+            continue
         for job_id, name, args in frame:
             backlog.append(Job(job_id, writes.get(name) or _unknown(name), args))
     return False
