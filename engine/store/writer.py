@@ -295,7 +295,8 @@ class WriterProcess:
 
     def _exit_message(self, when: str) -> str:
         status = self._proc.poll() if self._proc is not None else None
-        return f"the SQLite writer process for {self._path} exited (status {status}) {when}"
+        how = "" if status is None else f" with status {status}"  # None: it is still exiting
+        return f"the SQLite writer process for {self._path} exited{how} {when}"
 
     def _fail_waiting(self, error: StoreError) -> None:
         self._outgoing = []
