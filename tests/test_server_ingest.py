@@ -293,3 +293,24 @@ def test_process_api_answers_output_or_validation_errors(http: httpx.Client) -> 
     assert "amount must be positive" in message
     assert bad.json()["error"]["errors"][0]["code"] == "BAD_AMOUNT"
     error(http.post("/api/quote", content=b"[", headers=JSON), 400, "malformed_json")
+
+
+def test_a_bug_in_the_webhook_path_is_a_json_500_and_the_server_goes_on(
+    http: httpx.Client,
+    server: LiveServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug in the runtime")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(server.state.runtime, "ingest", broken)
+        response = post_crm(http, {"id": "ord-bug"}, "msg_bug")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "internal", "message": "internal error; see the server log"}
+    }
+    assert "a bug in the runtime" not in response.text  # no stack trace or detail leaks out
+    assert any("internal error on POST /hooks/crm" in r.getMessage() for r in caplog.records)
+    assert post_crm(http, {"id": "ord-bug"}, "msg_bug2").status_code == 202
