@@ -116,5 +116,10 @@ class StoreError(SynclineError):
     """The durable store failed."""
 
 
+class StateConflict(StoreError):
+    """A run was not in a state a change expected: it moved on meanwhile (the change is not
+    made; reading the run again and deciding anew may succeed)."""
+
+
 class UsageError(SynclineError):
     """The command line or an API was called wrongly."""

@@ -210,3 +210,31 @@ async def test_a_checkpoint_leaves_a_cancel_request_standing(tmp_path: Path):
         run = await store.get_run("r1")
         assert run is not None and run.state == "cancelled"
         assert await store.checkpoint(Checkpoint("r1", None)) is None
+
+
+async def test_cancel_retries_a_state_race_but_not_a_store_failure(tmp_path, live, monkeypatch):
+    from engine.errors import StateConflict, StoreError, UsageError
+
+    target, url = live
+    target.script["/orders"] = [503]
+    async with running(project(tmp_path, url, RETRYING)) as (runtime, plan):
+        run_id = (await runtime.ingest(plan.flows["retrying"], {"n": 1}, meta(1))).run_id
+        calls = []
+
+        async def racing(*args, **kw):
+            calls.append(args)
+            raise StateConflict(f"run {run_id!r} is 'running', not 'waiting'")
+
+        async def failing(*args, **kw):
+            calls.append(args)
+            raise StoreError("the SQLite store could not commit: disk I/O error")
+
+        monkeypatch.setattr(runtime.store, "set_run_state", racing)
+        with pytest.raises(UsageError, match="keeps changing state"):
+            await runtime.cancel(run_id)
+        assert len(calls) == 3  # read again and retried
+        calls.clear()
+        monkeypatch.setattr(runtime.store, "set_run_state", failing)
+        with pytest.raises(StoreError, match="disk I/O error"):  # said as it is, at once
+            await runtime.cancel(run_id)
+        assert len(calls) == 1

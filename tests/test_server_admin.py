@@ -17,7 +17,7 @@ from serverkit import SECRETS, LiveServer, write_project
 from standardwebhooks.webhooks import Webhook
 
 from engine.cli import main as cli
-from engine.errors import UsageError
+from engine.errors import StoreError, UsageError
 from engine.runtime.client import RunQuery
 from engine.server.client import HttpRunsClient
 
@@ -87,6 +87,23 @@ def test_actions_on_unknown_or_wrong_state_runs(http: httpx.Client) -> None:
     assert "succeeded" in conflict.json()["error"]["message"]
     assert http.post(f"/api/v1/runs/{run_id}/explode").status_code == 404
     assert http.get("/api/v1/runs", params={"limit": "0"}).status_code == 400
+
+
+def test_a_store_failure_during_an_action_is_503_not_a_conflict(
+    http: httpx.Client, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = deliver(http, "adm-503")
+    wait_state(http, run_id, "succeeded")
+
+    async def failing(*args: object, **kw: object) -> None:
+        raise StoreError("SQLite read failed: disk I/O error")
+
+    monkeypatch.setattr(server.state.runtime.store, "get_run", failing)
+    response = http.post(f"/api/v1/runs/{run_id}/retry")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "store_unavailable"
+    assert response.headers["Retry-After"] == "1"
+    assert "disk I/O" not in response.text  # the server log has it, not the client
 
 
 def test_admin_token_is_required(server: LiveServer) -> None:

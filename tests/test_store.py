@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import StoreError
+from engine.errors import StateConflict, StoreError
 from engine.store import (
     Acceptance,
     Attempt,
@@ -474,7 +474,7 @@ async def test_set_run_state_resumes_with_override_and_reset(store: SQLiteStore)
 async def test_set_run_state_expect_failure_changes_nothing(store: SQLiteStore) -> None:
     await parked_run(store)
     before = await store.get_run("r1")
-    with pytest.raises(StoreError, match="run 'r1' is 'parked', not 'dead-lettered'"):
+    with pytest.raises(StateConflict, match="run 'r1' is 'parked', not 'dead-lettered'"):
         await store.set_run_state(
             "r1",
             "pending",

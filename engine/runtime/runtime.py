@@ -33,7 +33,7 @@ import httpx
 from engine.compiler import compile_bundle
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
-from engine.errors import StoreError, UsageError
+from engine.errors import StateConflict, StoreError, UsageError
 from engine.runtime.calls import Calls
 from engine.runtime.executor import (
     CANCELLED,
@@ -530,7 +530,7 @@ class Runtime:
                 record = await self.store.set_run_state(
                     run_id, state, expect=expect, reason=reason, actor=actor, action="cancel"
                 )
-            except StoreError:
+            except StateConflict:  # it moved between reading and writing: look again
                 continue
             return record if state == "running" else self._requeued(record)
         raise UsageError(f"run '{run_id}' keeps changing state; try cancel again")

@@ -11,6 +11,7 @@ unauthenticated probes /healthz, /readyz and /metrics.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.errors import StoreError, UsageError
+from engine.errors import StateConflict, StoreError, UsageError
 from engine.runtime.client import ACTIONS, perform
 from engine.runtime.runtime import MISSING
 from engine.server.http import Problem, authorize, dumps, header_dict, read_body
@@ -30,6 +31,7 @@ from engine.server.state import ServerState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 MAX_LIMIT = 500
+log = logging.getLogger("syncline.server")
 
 
 class JSON(Response):
@@ -121,6 +123,11 @@ def _action_problem(run_id: str, exc: Exception) -> Problem:
     message = str(exc)
     if isinstance(exc, UsageError) and message.startswith("no run"):
         return Problem(404, "not_found", message)
+    if isinstance(exc, StoreError) and not isinstance(exc, StateConflict):
+        log.error("run %s: the store failed: %s", run_id, message)
+        return Problem(
+            503, "store_unavailable", "the store failed; retry later", headers={"Retry-After": "1"}
+        )
     return Problem(409, "conflict", message)
 
 

@@ -158,6 +158,7 @@ def _fixed() -> dict[str, Any]:
                     (202 if action == "replay" else 200, "the run afterwards", RUN),
                     (404, "no such run", ERROR),
                     (409, "wrong state for this action", ERROR),
+                    (503, "the store failed (see Retry-After)", ERROR),
                     *ADMIN_ERRORS,
                 ),
                 parameters=[run_id],

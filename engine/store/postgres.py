@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from engine.errors import StoreError
+from engine.errors import StateConflict, StoreError
 from engine.store.base import (
     CANCEL_ENDS,
     CANCELLED,
@@ -459,7 +459,7 @@ class PostgresStore(Store):
                 raise StoreError(f"run {run_id!r} does not exist")
             if expect and found[0] not in expect:
                 expected = " or ".join(repr(s) for s in expect)
-                raise StoreError(
+                raise StateConflict(
                     f"run {run_id!r} is {found[0]!r}, not {expected}: cannot make it {state!r}"
                 )
             sets = "state = %s, reason = %s, updated_at = %s, next_attempt_at = NULL"

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StoreError
+from engine.errors import StateConflict, StoreError
 from engine.store.base import (
     CANCEL_ENDS,
     CANCELLED,
@@ -573,7 +573,9 @@ def _tx_set_run_state(
         raise StoreError(f"run {run_id!r} does not exist")
     if change["expect"] and row[0] not in change["expect"]:
         expected = " or ".join(repr(s) for s in change["expect"])
-        raise StoreError(f"run {run_id!r} is {row[0]!r}, not {expected}: cannot make it {state!r}")
+        raise StateConflict(
+            f"run {run_id!r} is {row[0]!r}, not {expected}: cannot make it {state!r}"
+        )
     sets = "state = ?, reason = ?, updated_at = ?, next_attempt_at = NULL"
     params: list[Any] = [state, change["reason"], audit["at"]]
     if state != "running":
