@@ -69,13 +69,16 @@ def test_sigkill_at_random_points_loses_nothing_and_writes_once(tmp_path: Path):
     live = LiveTarget(Target(flaky=0.1, lost=0.05))
     with live as target:
         root = write_project(tmp_path, live.url, CRASH_FLOW, {"flows/policy.yaml": PATIENT})
-        for _ in range(KILLS):
-            seen = len(target.requests)
+        for kill in range(KILLS):
+            # Each worker dies at a random point of its share of the work (measured in writes
+            # the target applied, not in seconds: a fast machine would finish everything before
+            # the last kill, a slow one before the first write).
+            share = 2 * EVENTS / (KILLS + 1)
+            goal = max(int(share * (kill + rng.uniform(0.2, 1.0))), len(target.writes) + 1)
             worker = start_worker(root)
-            deadline = time.monotonic() + 20
-            while len(target.requests) == seen and time.monotonic() < deadline:
-                time.sleep(0.01)  # it is up and calling: kill it at a random point from here
-            time.sleep(rng.uniform(0.0, 0.6))
+            deadline = time.monotonic() + 30
+            while len(target.writes) < goal and time.monotonic() < deadline:
+                time.sleep(0.002)
             worker.send_signal(signal.SIGKILL)
             worker.communicate(timeout=10)
         before_last = len(target.writes)
