@@ -21,7 +21,7 @@ from runtime_kit import LiveTarget, Target, write_project
 from test_runtime_crash import CRASH_FLOW, PATIENT
 
 from engine.errors import StoreError
-from engine.store import Checkpoint, EventRecord, NewRun
+from engine.store import Acceptance, Checkpoint, EventRecord, NewRun
 from engine.store.postgres import MIGRATIONS, PostgresStore
 
 pytestmark = pytest.mark.anyio
@@ -48,6 +48,38 @@ async def test_replicas_opening_together_migrate_once(postgres_url: str) -> None
         assert applied == [[], [], [], list(range(1, len(MIGRATIONS) + 1))]
     finally:
         await asyncio.gather(*(store.close() for store in stores))
+
+
+async def test_a_key_another_replica_commits_while_a_batch_inserts_is_a_duplicate(
+    postgres_url: str,
+) -> None:
+    # The other replica's accept of key "006" is in flight (inserted, not committed) when this
+    # store's batch looks the key up, so the batch does not see it and inserts its own run; that
+    # insert waits for the other transaction, loses, and every accept of the key in the batch
+    # must then name the other replica's run.
+    async with PostgresStore(postgres_url) as store:
+        await store.accept(event("warm"), [new_run("r0", key="other")])  # tables exist
+        with psycopg.connect(postgres_url) as other:
+            other.execute(
+                "INSERT INTO events (id, type, source, data, attributes, received_at) "
+                "VALUES ('ev-x', 't', 's', '{}', '{}', 0)"
+            )
+            other.execute(
+                "INSERT INTO runs (id, flow, flow_version, plan_digest, event_id, state, key, "
+                "correlation_id, created_at, updated_at) "
+                "VALUES ('theirs', 'sync', 1, 'p', 'ev-x', 'pending', '006', 'corr-theirs', 0, 0)"
+            )
+            batch = asyncio.gather(
+                store.accept(event("a"), [new_run("ours", key="006")]),
+                store.accept(event("b"), [new_run("ours-too", key="006")]),
+                store.accept(event("c"), [new_run("fresh", key="007")]),
+            )
+            await asyncio.sleep(0.3)  # the batch is now waiting on the other's uncommitted key
+            other.commit()
+        first, second, fresh = await batch
+    assert first == [Acceptance("theirs", "duplicate", "corr-theirs")]
+    assert second == [Acceptance("theirs", "duplicate", "corr-theirs")]
+    assert fresh == [Acceptance("fresh", "accepted", "corr-fresh")]
 
 
 async def test_a_newer_schema_is_refused(postgres_url: str) -> None:

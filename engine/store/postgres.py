@@ -23,9 +23,10 @@ it keeps the `Store` invariants when several processes write at once:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -214,6 +215,8 @@ class PostgresStore(Store):
         self.migrations_applied: list[int] = []
         self._pool_size = pool_size
         self._pool: AsyncConnectionPool | None = None
+        self._accepts: list[tuple[_AcceptItem, asyncio.Future[Any]]] = []  # queued for a batch
+        self._batchers: set[asyncio.Future[None]] = set()  # the tasks committing them
 
     def __repr__(self) -> str:
         return f"PostgresStore({_redacted(self.url)!r})"
@@ -242,7 +245,9 @@ class PostgresStore(Store):
             raise
 
     async def close(self) -> None:
-        """Close the pool (in-flight transactions finish first)."""
+        """Close the pool (queued accepts and in-flight transactions finish first)."""
+        if self._batchers:
+            await asyncio.gather(*self._batchers)
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -298,9 +303,46 @@ class PostgresStore(Store):
     # ingest ------------------------------------------------------------------------------------
     async def accept(self, event: EventRecord, runs: Sequence[NewRun]) -> list[Acceptance]:
         """Store the event (once per event id) and its runs in one transaction (see the module
-        docstring for deduplication and arrival order across replicas)."""
-        async with self._transaction() as conn:
-            return await _accept(conn, event_row(event, time.time()), runs)
+        docstring for deduplication and arrival order across replicas).
+
+        Concurrent accepts are batched: a transaction carries every accept that queued while
+        the previous ones committed, in a fixed number of round trips. Up to
+        `_BATCHES_IN_FLIGHT` batches commit at once, so that PostgreSQL's own group commit
+        shares one WAL flush among them. If a batch fails, its accepts are tried one by one, so
+        that a failing accept fails alone."""
+        future = asyncio.get_running_loop().create_future()
+        self._accepts.append(((event_row(event, time.time()), tuple(runs)), future))
+        if len(self._batchers) < _BATCHES_IN_FLIGHT:
+            task = asyncio.ensure_future(self._commit_accepts())
+            self._batchers.add(task)
+            task.add_done_callback(self._batchers.discard)
+        result: list[Acceptance] = await future
+        return result
+
+    async def _commit_accepts(self) -> None:
+        """Commit the queued accepts, a batch per transaction, until none are left."""
+        while self._accepts:
+            batch, self._accepts = self._accepts, []
+            try:
+                async with self._transaction() as conn:
+                    results = await _accept_many(conn, [item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each accept's caller sees its own outcome
+                if len(batch) == 1:
+                    _settle(batch[0][1], error=exc)
+                else:
+                    await asyncio.gather(*(self._accept_alone(*entry) for entry in batch))
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                _settle(future, result)
+
+    async def _accept_alone(self, item: _AcceptItem, future: asyncio.Future[Any]) -> None:
+        try:
+            async with self._transaction() as conn:
+                [result] = await _accept_many(conn, [item])
+        except Exception as exc:  # noqa: BLE001 - the caller's to see
+            _settle(future, error=exc)
+        else:
+            _settle(future, result)
 
     # claiming work -----------------------------------------------------------------------------
     async def claim(self, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:
@@ -499,7 +541,7 @@ class PostgresStore(Store):
         the event is stored once and the runs' keys deduplicate."""
         now = time.time()
         async with self._transaction() as conn:
-            acceptances = await _accept(conn, event_row(item.event, now), runs)
+            [acceptances] = await _accept_many(conn, [(event_row(item.event, now), tuple(runs))])
             await conn.execute(
                 "UPDATE outbox SET dispatched_at = %s WHERE seq = %s AND dispatched_at IS NULL",
                 (now, item.seq),
@@ -526,50 +568,100 @@ class PostgresStore(Store):
 
 
 # -- statements inside a transaction -------------------------------------------------------------
-async def _accept(
-    conn: psycopg.AsyncConnection[Any], event: tuple[Any, ...], runs: Sequence[NewRun]
-) -> list[Acceptance]:
-    await conn.execute(_INSERT_EVENT, event)
-    # Ordering keys are locked in one sorted order, so two accepts cannot deadlock on them.
-    for ordering_key in sorted({run.ordering_key for run in runs if run.ordering_key}):
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (ordering_key,)
-        )
-    event_id, now = event[0], event[-1]
-    acceptances = []
-    for run in runs:
-        row = run_row(run, event_id, now)
-        if run.state == "filtered":  # a record that holds no key, unless a run holds it already
-            holder = await _key_holder(conn, run)
-            if holder is None:
-                await conn.execute(_INSERT_RUN, row)
+_AcceptItem = tuple[tuple[Any, ...], Sequence[NewRun]]  # (event row, its runs)
+_BATCHES_IN_FLIGHT = 2
+
+
+def _settle(
+    future: asyncio.Future[Any], result: Any = None, error: Exception | None = None
+) -> None:
+    if future.done():  # the caller was cancelled; the write happened (or not) all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+_HOLDERS = (
+    "SELECT flow, key, id, correlation_id FROM runs WHERE state <> 'filtered' "
+    "AND (flow, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+)
+
+
+async def _accept_many(
+    conn: psycopg.AsyncConnection[Any], items: Sequence[_AcceptItem]
+) -> list[list[Acceptance]]:
+    """Accept every item, in order, with the result of accepting them one after the other: an
+    event id stored once, the first run of a (flow, key) accepted and every later one a
+    duplicate naming it, a filtered run recorded without holding its key."""
+    runs = [run for _, item_runs in items for run in item_runs]
+    async with conn.cursor() as cur:
+        await cur.executemany(_INSERT_EVENT, [event for event, _ in items])
+        # Ordering keys are locked in one sorted order, so two accepts cannot deadlock on them.
+        locks = sorted({(run.ordering_key,) for run in runs if run.ordering_key})
+        await cur.executemany("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", locks)
+    holders = await _key_holders(conn, {(run.flow, run.key) for run in runs})
+    results: list[list[Acceptance]] = []
+    rows = []
+    for event, item_runs in items:
+        acceptances = []
+        for run in item_runs:
+            holder = holders.get((run.flow, run.key))
+            if holder is not None:
+                acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
+                continue
+            rows.append(run_row(run, event[0], event[-1]))
+            if run.state == "filtered":
                 acceptances.append(Acceptance(run.id, "filtered", run.correlation_id))
             else:
-                acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
-            continue
-        inserted = await (
-            await conn.execute(
-                _INSERT_RUN + " ON CONFLICT (flow, key) WHERE state <> 'filtered' DO NOTHING "
-                "RETURNING id",
-                row,
-            )
-        ).fetchone()
-        if inserted is not None:
-            acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
-            continue
-        holder = await _key_holder(conn, run)
-        assert holder is not None  # the conflict was with a committed run holding the key
-        acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
-    return acceptances
+                holders[(run.flow, run.key)] = (run.id, run.correlation_id)
+                acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
+        results.append(acceptances)
+    lost = await _insert_runs(conn, rows)
+    if lost:  # another replica committed one of these keys after we looked: its run holds it
+        taken = await _key_holders(conn, lost.keys())
+        renamed = {lost[key]: taken[key] for key in lost}  # our run id -> the holder's
+        results = [
+            [
+                Acceptance(renamed[a.run_id][0], "duplicate", renamed[a.run_id][1])
+                if a.run_id in renamed
+                else a
+                for a in acceptances
+            ]
+            for acceptances in results
+        ]
+    return results
 
 
-async def _key_holder(conn: psycopg.AsyncConnection[Any], run: NewRun) -> tuple[str, str] | None:
-    """(id, correlation id) of the run holding (flow, key), if any."""
-    found = await conn.execute(
-        "SELECT id, correlation_id FROM runs WHERE flow = %s AND key = %s AND state <> 'filtered'",
-        (run.flow, run.key),
+async def _insert_runs(
+    conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]
+) -> dict[tuple[str, str], str]:
+    """Insert the runs; return {(flow, key): run id} of those a concurrent holder of their key
+    kept out."""
+    if not rows:
+        return {}
+    sql = (
+        _INSERT_RUN + " ON CONFLICT (flow, key) WHERE state <> 'filtered' DO NOTHING RETURNING id"
     )
-    return await found.fetchone()  # type: ignore[return-value]
+    inserted: set[str] = set()
+    async with conn.cursor() as cur:
+        await cur.executemany(sql, rows, returning=True)
+        while True:
+            inserted.update(row[0] for row in await cur.fetchall())
+            if not cur.nextset():
+                break
+    # run_row: (id, flow, flow_version, plan_digest, event_id, state, key, ...)
+    return {(row[1], row[6]): row[0] for row in rows if row[0] not in inserted}
+
+
+async def _key_holders(
+    conn: psycopg.AsyncConnection[Any], keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(flow, key) -> (id, correlation id) of the run holding each of `keys`, if any."""
+    pairs = list(keys)
+    if not pairs:
+        return {}
+    found = await conn.execute(_HOLDERS, ([f for f, _ in pairs], [k for _, k in pairs]))
+    return {(flow, key): (run_id, corr) for flow, key, run_id, corr in await found.fetchall()}
 
 
 async def _select_runs(
