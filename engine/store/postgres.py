@@ -3,9 +3,10 @@
 `syncline serve --database postgresql://...` runs the same runtime on it (SPEC section 8). How
 it keeps the `Store` invariants when several processes write at once:
 
-- Every write is one transaction on a pooled connection. Group commit is PostgreSQL's own: the
-  backend that flushes the WAL flushes every commit record queued behind it, so concurrent
-  accepts share an fsync without a writer thread of ours.
+- Every write is one transaction on a pooled connection, except that concurrent accepts are
+  batched: one transaction carries whatever queued while the previous batches committed (see
+  `accept`). Across transactions, group commit is PostgreSQL's own: the backend that flushes the
+  WAL flushes every commit record queued behind it.
 - Deduplication is the unique index on (flow, key) itself (`ON CONFLICT ... DO NOTHING`): two
   replicas accepting the same delivery at the same instant create one run; the loser answers
   `duplicate` naming the winner's run.
