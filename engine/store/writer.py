@@ -14,8 +14,10 @@ The protocol is frames on a Unix socket pair (a 4-byte little-endian length, the
 - child -> parent, once: ``("ready", migrations_applied)`` or ``("failed", message)``;
 - parent -> child: a list of ``(job id, job name, args)``, in submission order; ``None`` asks
   the child to commit what it has and exit (so does end of file: a parent that died);
-- child -> parent: ``("done", commits, writes, [(job id, error, result), ...])`` once the batch
-  is committed (or, if the commit failed, with every job's error).
+- child -> parent: ``("done", commits, writes, [(job id, error, error's cause, result), ...])``
+  once the batch is committed (or, if the commit failed, with every job's error); or
+  ``("broken", why)`` if a frame from the parent could not be unpickled (whose jobs it held is
+  unknown, so the parent fails every write in flight, as it does for a frame it cannot read).
 
 The child takes whatever has queued (up to `max_batch` jobs) and calls the store module's
 `commit_batch` on it: one transaction per batch, as with a thread. It ignores SIGINT and SIGTERM,
