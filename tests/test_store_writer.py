@@ -165,3 +165,4 @@ async def test_a_write_the_writer_cannot_read_fails_and_the_writer_goes_on(tmp_p
             await unreadable
         assert await add(store, "r1") == "r1"
         assert await store.get_run("r1") is not None
+

@@ -167,6 +167,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: claims find each ordering key's oldest unfinished run by seeking runs_blocking key by
+    # key, and the runs without an ordering key in runs_free; runs_runnable, which claims
+    # scanned run by run (every run queued behind a busy key, at every claim), goes.
+    """
+    DROP INDEX runs_runnable;
+    DROP INDEX runs_blocking;
+    CREATE INDEX runs_blocking ON runs (ordering_key, seq)
+        WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running', 'waiting', 'parked');
+    CREATE INDEX runs_free ON runs (seq)
+        WHERE ordering_key IS NULL AND state IN ('pending', 'running', 'waiting');
+    """,
 )
 
 
@@ -481,19 +492,38 @@ def _insert_rows(
 
 
 # A run may execute now if it is due, and no older run with its ordering key is unfinished. The
-# scan walks runs_runnable in arrival order and stops at `limit`; each blocking check is one seek
-# into runs_blocking (their WHERE clauses repeat the partial indexes' so SQLite can use them).
+# candidates are each ordering key's oldest unfinished run (the heads: one seek per key into
+# runs_blocking, walking the keys in order) and the runs without a key (runs_free, in arrival
+# order); the due ones are claimed oldest first. A claim costs one seek per busy key, not one per
+# queued run. (The WHERE clauses repeat the partial indexes' so that SQLite can use them.)
+_BLOCKING = "state IN ('pending', 'running', 'waiting', 'parked')"
+_DUE = (
+    "(state = 'pending' OR (state = 'waiting' AND next_attempt_at <= :now) "
+    "OR (state = 'running' AND lease_until <= :now))"
+)
 CLAIM_SQL = f"""
-SELECT {RUN_COLUMNS} FROM runs AS r INDEXED BY runs_runnable
-WHERE r.state IN ('pending', 'running', 'waiting')
-  AND (r.state = 'pending'
-       OR (r.state = 'waiting' AND r.next_attempt_at <= :now)
-       OR (r.state = 'running' AND r.lease_until <= :now))
-  AND (r.ordering_key IS NULL OR NOT EXISTS (
-       SELECT 1 FROM runs AS o INDEXED BY runs_blocking
-       WHERE o.state IN ('pending', 'running', 'waiting', 'parked')
-         AND o.ordering_key = r.ordering_key AND o.seq < r.seq))
-ORDER BY r.seq
+WITH RECURSIVE keys(k) AS (
+    SELECT (SELECT min(ordering_key) FROM runs INDEXED BY runs_blocking
+            WHERE ordering_key IS NOT NULL AND {_BLOCKING})
+    UNION ALL
+    SELECT (SELECT min(ordering_key) FROM runs INDEXED BY runs_blocking
+            WHERE ordering_key > keys.k AND {_BLOCKING})
+    FROM keys WHERE keys.k IS NOT NULL
+), heads(seq) AS (
+    SELECT (SELECT seq FROM runs INDEXED BY runs_blocking
+            WHERE ordering_key = keys.k AND {_BLOCKING} ORDER BY seq LIMIT 1)
+    FROM keys WHERE keys.k IS NOT NULL
+)
+SELECT {RUN_COLUMNS} FROM (
+    SELECT {RUN_COLUMNS} FROM runs WHERE seq IN (SELECT seq FROM heads) AND {_DUE}
+    UNION ALL
+    SELECT * FROM (
+        SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_free
+        WHERE ordering_key IS NULL AND state IN ('pending', 'running', 'waiting') AND {_DUE}
+        ORDER BY seq LIMIT :limit
+    )
+)
+ORDER BY seq
 LIMIT :limit
 """
 
