@@ -166,3 +166,15 @@ async def test_a_write_the_writer_cannot_read_fails_and_the_writer_goes_on(tmp_p
         assert await add(store, "r1") == "r1"
         assert await store.get_run("r1") is not None
 
+
+
+async def test_a_write_that_cannot_be_pickled_fails_alone(tmp_path: Path) -> None:
+    from engine.store.sqlite import _tx_audit
+
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        assert store._writer is not None
+        bad = store._writer.submit(_tx_audit, (lambda: None,))
+        good = store.accept(EventRecord("ev-r1", "t", "tests", {}), [run("r1")])
+        with pytest.raises(StoreError, match="cannot send write _tx_audit to the writer process"):
+            await bad
+        assert [a.run_id for a in await good] == ["r1"]
