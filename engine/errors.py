@@ -3,6 +3,7 @@
     SynclineError
     +-- DefinitionError            compile time: something in the YAML is wrong
     |   +-- DefinitionErrors       every diagnostic of one compile, raised together
+    |   +-- ExpressionSyntaxError  a JMESPath expression or template does not compile
     +-- ExecutionError             run time
     |   +-- ExpressionError        a JMESPath expression or template failed on real data
     |   +-- MappingError           a mapping could not produce a valid target document
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.source import Diagnostic
+from engine.source import Diagnostic, SourceLocation
 
 
 class SynclineError(Exception):
@@ -45,6 +46,27 @@ class DefinitionErrors(DefinitionError):
         errors = [d for d in self.diagnostics if d.severity == "error"]
         SynclineError.__init__(self, "\n".join(d.format() for d in errors))
         self.diagnostic = errors[0] if errors else self.diagnostics[0]
+
+
+class ExpressionSyntaxError(DefinitionError):
+    """An expression or template does not compile; ``message`` says what and where in its text.
+
+    ``offset`` is the 0-based column in the text where the parser stopped (JMESPath), ``lineno``
+    the 1-based line (templates). The compiler raises it without a file location (one text
+    compiles once, whoever uses it); ``at`` places it where the text stands in the YAML.
+    """
+
+    def __init__(self, message: str, *, text: str, code: str = "E_JMESPATH",
+                 offset: int | None = None, lineno: int | None = None) -> None:
+        self.message, self.text, self.code = message, text, code
+        self.offset, self.lineno = offset, lineno
+        column = 1 if offset is None else offset + 1
+        super().__init__(Diagnostic(SourceLocation("<expression>", lineno or 1, column), code,
+                                    message))
+
+    def at(self, where: SourceLocation, message: str) -> Diagnostic:
+        """This error as a diagnostic at ``where`` (the position the offset points at)."""
+        return Diagnostic(where, self.code, message)
 
 
 class ExecutionError(SynclineError):

@@ -53,6 +53,9 @@ class Document:
     index: int                                 # 0-based position of the document in its file
     data: Any
     locations: Mapping[Path_, tuple[int, int]] = field(default_factory=dict, repr=False)
+    #: where a one-line string value's first character stands, and its length as written
+    #: (only where every character of the value is one column of the file)
+    values: Mapping[Path_, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
     def locate(self, loc: Sequence[Any] = ()) -> SourceLocation:
         """The location of `loc`, or of its nearest ancestor that has one."""
@@ -64,6 +67,29 @@ class Document:
             parts = parts[:-1]
         line, col = self.locations.get((), (1, 1))
         return SourceLocation(self.path, line, col)
+
+    def locate_in(self, loc: Sequence[Any], offset: int | None) -> SourceLocation:
+        """The location of column `offset` (0-based; None: its start) in the string value at `loc`.
+
+        Exact where the value is a one-line plain or quoted scalar without escapes and still the
+        text that was loaded; otherwise (block scalars, escapes, interpolated text) the location
+        of `loc` itself.
+        """
+        found = self.values.get(tuple(loc))
+        text = self._value(loc)
+        if found is None or not isinstance(text, str) or len(text) != found[2]:
+            return self.locate(loc)
+        line, col, _ = found
+        return SourceLocation(self.path, line, col + min(offset or 0, len(text)))
+
+    def _value(self, loc: Sequence[Any]) -> Any:
+        node = self.data
+        for part in loc:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return node
 
 
 @dataclass(frozen=True)
@@ -89,6 +115,7 @@ class _Converter:
         self.nodes = 0
         self.active: set[int] = set()
         self.locations: dict[Path_, tuple[int, int]] = {}
+        self.values: dict[Path_, tuple[int, int, int]] = {}
 
     def convert(self, node: Node, path: Path_, depth: int = 0) -> Any:
         self.nodes += 1
@@ -106,9 +133,18 @@ class _Converter:
             if isinstance(node, SequenceNode):
                 self._check_tag(node, "seq")
                 return [self._item(child, path + (i,), depth) for i, child in enumerate(node.value)]
-            return _scalar(node)
+            value = _scalar(node)
+            if type(value) is str:
+                self._note_value(node, path, value)
+            return value
         finally:
             self.active.discard(id(node))
+
+    def _note_value(self, node: Node, path: Path_, value: str) -> None:
+        start, end = node.start_mark, node.end_mark
+        quoted = getattr(node, "style", None) in ("'", '"')
+        if start.line == end.line and end.column - start.column == len(value) + 2 * quoted:
+            self.values[path] = (start.line + 1, start.column + 1 + quoted, len(value))
 
     def _item(self, node: Node, path: Path_, depth: int) -> Any:
         self.locations.setdefault(path, _mark(node))
@@ -269,7 +305,7 @@ def _document(node: Node, path: str, index: int) -> Document:
     converter = _Converter()
     converter.locations[()] = _mark(node)
     data = converter.convert(node, ())
-    return Document(path, index, data, converter.locations)
+    return Document(path, index, data, converter.locations, converter.values)
 
 
 def _syntax_diagnostic(exc: MarkedYAMLError, path: str) -> Diagnostic:

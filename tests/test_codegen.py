@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from jmespath.visitor import Options
 
 from engine.compiler.codegen import MISSING, FieldRule, compile_rules
-from engine.compiler.expressions import FUNCTIONS, ExpressionSyntaxError
-from engine.errors import FieldProblem, MappingError
+from engine.compiler.jmespath_runtime import FUNCTIONS
+from engine.errors import ExpressionSyntaxError, FieldProblem, MappingError
 
 OPPORTUNITY = {
     "Id": "006A",

@@ -121,3 +121,62 @@ def test_missing_project_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(tmp_path)])
     assert result.exit_code == 1
     assert "error[E_PROJECT] no syncline.yaml" in result.output
+
+
+def _errors(root: Path) -> list[str]:
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(root, environ={})
+    return [d.format() for d in caught.value.diagnostics if d.severity == "error"]
+
+
+FLOW_WITH = """\
+    apiVersion: syncline/v1
+    kind: Flow
+    metadata: {{name: f}}
+    spec:
+      trigger: {{event: x.y}}
+      steps:
+        - id: s
+          set: {{a: data}}
+{extra}"""
+
+
+@pytest.mark.parametrize(("when", "column"), [
+    ("  when: data.a == ", 22),            # plain: the value at column 13, the end at offset 9
+    ("  when: 'data.a == '", 24),          # quoted: the value at 14, offset 10 (a kept blank)
+    ('  when: "data.(a"', 19),             # the stray '(' at offset 5
+])
+def test_expression_errors_point_inside_the_expression(project, when: str, column: int) -> None:
+    step = f"        - id: t\n          set: {{b: data}}\n        {when}\n"
+    root = project({"flows/f.yaml": FLOW_WITH.format(extra=step)})
+    (error,) = _errors(root)
+    assert error.startswith(f"flows/f.yaml:11:{column}: error[E_JMESPATH] invalid JMESPath")
+
+
+def test_expression_error_in_a_block_scalar_points_at_the_field(project) -> None:
+    step = "        - id: t\n          set: {b: data}\n          when: |\n            data.a ==\n"
+    root = project({"flows/f.yaml": FLOW_WITH.format(extra=step)})
+    (error,) = _errors(root)
+    assert error.startswith("flows/f.yaml:11:7: error[E_JMESPATH]")  # the field: see README
+    assert "incomplete expression at column 11" in error
+
+
+def test_mapping_and_template_errors_point_inside_the_text(project) -> None:
+    root = project({"mappings/m.yaml": """\
+        apiVersion: syncline/v1
+        kind: Mapping
+        metadata: {name: m}
+        spec:
+          fields:
+            a: "b[?"
+            c: {expr: "length(d, e)"}
+            f: {template: "{{ x | nosuchfilter }}"}
+    """})
+    assert _errors(root) == [
+        "mappings/m.yaml:6:12: error[E_JMESPATH] invalid JMESPath: incomplete expression at "
+        "column 4 of 'b[?'",
+        "mappings/m.yaml:7:16: error[E_JMESPATH] invalid JMESPath: length() takes 1 argument, "
+        "got 2 at column 1 of 'length(d, e)'",
+        "mappings/m.yaml:8:20: error[E_TEMPLATE] invalid template: No filter named "
+        "'nosuchfilter'. at line 1 of template '{{ x | nosuchfilter }}'",
+    ]

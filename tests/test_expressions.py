@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import jmespath
@@ -14,16 +16,12 @@ from jinja2 import ChainableUndefined
 from jinja2.nativetypes import NativeEnvironment, native_concat
 from jmespath.visitor import Options
 
-from engine.compiler import expressions as ex
-from engine.compiler.expressions import (
-    Expression,
-    ExpressionSyntaxError,
-    compile_expression,
-    compile_template,
-)
-from engine.errors import ExpressionError, SynclineError
+from engine.compiler import jmespath_runtime, sandbox, templates
+from engine.compiler.expressions import Expression, compile_expression
+from engine.compiler.templates import compile_template
+from engine.errors import ExpressionError, ExpressionSyntaxError, SynclineError
 
-OPTIONS = Options(custom_functions=ex.FUNCTIONS)
+OPTIONS = Options(custom_functions=jmespath_runtime.FUNCTIONS)
 
 
 def strict(value: Any) -> Any:
@@ -536,13 +534,13 @@ JINJA_SOURCES = st.dictionaries(
 )
 
 
-def _through_jinja(template: ex.Template) -> ex.Template:
+def _through_jinja(template: templates.Template) -> templates.Template:
     """The same template, evaluated by Jinja2's own compiled code (the fallback)."""
-    compiled = ex._NATIVE_ENV.from_string(template.text)
+    compiled = sandbox.NATIVE_ENV.from_string(template.text)
     return dataclasses.replace(template, _program=None, _jinja=compiled)
 
 
-def _template_outcome(template: ex.Template, source: Any) -> Any:
+def _template_outcome(template: templates.Template, source: Any) -> Any:
     try:
         return ("ok", strict(template.render({"source": source})))
     except ExpressionError as exc:
@@ -567,14 +565,14 @@ def test_native_reading_is_jinjas_where_it_gives_data(text: str) -> None:
     except TypeError:  # e.g. "{[]: 1}": Jinja2 raises, we keep the text
         expected = text
     try:
-        expected = ex._as_data(expected)
+        expected = sandbox._as_data(expected)
     except ExpressionError:
         expected = text
-    assert strict(ex.native_value(text)) == strict(expected)
+    assert strict(sandbox.native_value(text)) == strict(expected)
 
 
 def test_undefined_is_chainable() -> None:
-    assert ex._NATIVE_ENV.undefined is ChainableUndefined
+    assert sandbox.NATIVE_ENV.undefined is ChainableUndefined
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -585,3 +583,33 @@ def test_template_of_a_bare_name_renders_its_value(native: bool) -> None:
     expected = {"a": 1} if native else "{'a': 1}"
     assert template.render({"source": {"a": 1}}) == expected
     assert template.render({}) is None
+
+
+# -- the JMESPath compliance suite (jmespath.test), vendored in tests/compliance/jmespath ------
+
+COMPLIANCE = sorted((Path(__file__).parent / "compliance" / "jmespath").glob("*.json"))
+
+
+def _compliance_cases() -> list[Any]:
+    cases = []
+    for file in COMPLIANCE:
+        for group in json.loads(file.read_text()):
+            for case in group["cases"]:
+                name = f"{file.stem}:{case['expression']}"
+                cases.append(pytest.param(group["given"], case, id=name))
+    return cases
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # JEP-12 legacy literals
+@pytest.mark.parametrize(("given", "case"), _compliance_cases())
+def test_jmespath_compliance(given: Any, case: dict[str, Any]) -> None:
+    """Every case of the official compliance suite: results equal, errors raised."""
+    if "error" in case:
+        with pytest.raises((ExpressionSyntaxError, ExpressionError)):
+            compile_expression(case["expression"]).search(given)
+        return
+    assert strict(compile_expression(case["expression"]).search(given)) == strict(case["result"])
+
+
+def test_compliance_suite_is_all_there() -> None:
+    assert len(_compliance_cases()) == 892

@@ -32,21 +32,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.compiler.expressions import (
-    EVALUATION_ERRORS,
-    UNCOMPILABLE,
-    Expression,
-    Program,
-    PythonBuilder,
-    Template,
-    compile_expression,
-    compile_template,
-    emit_constant,
-    emit_getter,
-    emit_jmespath,
-    emit_template,
-    head_field,
-)
+from engine.compiler.expressions import Expression, compile_expression
+from engine.compiler.jmespath_python import emit_getter, emit_jmespath, head_field
+from engine.compiler.jmespath_runtime import EVALUATION_ERRORS
+from engine.compiler.pycode import UNCOMPILABLE, Program, PythonBuilder, emit_constant
+from engine.compiler.templates import Template, compile_template, emit_template
 from engine.errors import ExpressionError, FieldProblem, MappingError
 
 __all__ = ["MISSING", "FieldRule", "compile_rules"]

@@ -7,8 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engine.compiler.expressions import Expression, Template
+from engine.compiler.expressions import Expression
 from engine.compiler.graph import DependencyGraph
+from engine.compiler.templates import Template
 from engine.errors import FieldProblem, MappingError
 from engine.model.flow import FlowTest
 from engine.model.mapping import MappingTest

@@ -32,14 +32,11 @@ from engine.compiler.compiled import (
     ValidateAction,
     Value,
 )
-from engine.compiler.expressions import (
-    Expression,
-    ExpressionSyntaxError,
-    compile_expression,
-    compile_template,
-)
+from engine.compiler.expressions import Expression, compile_expression
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.resolve import Registry
+from engine.compiler.templates import compile_template
+from engine.errors import ExpressionSyntaxError
 from engine.loader import Document
 from engine.model import flow as m
 from engine.model.base import suggest
@@ -70,6 +67,11 @@ class FlowCompiler:
         self.failed = True
         self.report(Diagnostic(self.where(loc), code, message))
 
+    def syntax_error(self, exc: ExpressionSyntaxError, loc: Loc, message: str) -> None:
+        """Report an expression that does not compile, at the column its parser stopped at."""
+        self.failed = True
+        self.report(exc.at(self.doc.locate_in(("spec", *loc), exc.offset), message))
+
     def where(self, loc: Loc) -> SourceLocation:
         return self.doc.locate(("spec", *loc))
 
@@ -78,7 +80,7 @@ class FlowCompiler:
         try:
             compiled = compile_expression(text)
         except ExpressionSyntaxError as exc:
-            self.error(loc, "E_JMESPATH", f"invalid JMESPath '{text}': {exc.message}")
+            self.syntax_error(exc, loc, f"invalid JMESPath '{text}': {exc.message}")
             return None
         self._note_refs(compiled.step_refs, loc, step)
         return compiled
@@ -91,7 +93,7 @@ class FlowCompiler:
             try:
                 template = compile_template(raw.template)
             except ExpressionSyntaxError as exc:
-                self.error(loc + ("template",), "E_TEMPLATE", f"invalid template: {exc.message}")
+                self.syntax_error(exc, loc + ("template",), f"invalid template: {exc.message}")
                 return None
             self._note_refs(template.step_refs, loc, step)
             return TemplateValue(template, template.step_refs)

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from engine.compiler.expressions import Expression, ExpressionSyntaxError, compile_expression
+from engine.compiler.expressions import Expression, compile_expression
 from engine.compiler.resolve import Registry
-from engine.errors import ExpressionError
+from engine.errors import ExpressionError, ExpressionSyntaxError
 from engine.loader import Document
 from engine.model import MODELS, GovernancePolicy, Resource
 from engine.model.base import suggest
@@ -99,13 +99,10 @@ def compile_rules(policies: Iterable[Located]) -> tuple[list[CompiledRule], list
             try:
                 expression = compile_expression(rule.assert_)
             except ExpressionSyntaxError as exc:
-                diagnostics.append(
-                    Diagnostic(
-                        doc.locate(where + ("assert",)),
-                        "E_JMESPATH",
-                        f"{rule.id}: invalid JMESPath '{rule.assert_}': {exc.message}",
-                    )
-                )
+                diagnostics.append(exc.at(
+                    doc.locate_in(where + ("assert",), exc.offset),
+                    f"{rule.id}: invalid JMESPath '{rule.assert_}': {exc.message}",
+                ))
                 continue
             rules.append(CompiledRule(policy.name, rule, expression, leading_path(expression.ast)))
     return rules, diagnostics

@@ -10,8 +10,10 @@ import jsonschema_rs
 
 from engine.compiler.codegen import MISSING, FieldRule, compile_rules
 from engine.compiler.compiled import CompiledMapping, CompiledSchema
-from engine.compiler.expressions import ExpressionSyntaxError, compile_expression, compile_template
+from engine.compiler.expressions import compile_expression
 from engine.compiler.resolve import Registry
+from engine.compiler.templates import compile_template
+from engine.errors import ExpressionSyntaxError
 from engine.loader import Document
 from engine.model.mapping import FieldRuleSpec, Mapping
 from engine.model.schema import Schema
@@ -51,7 +53,7 @@ def compile_mapping(
     ok = True
     for target_path, raw in spec.fields.items():
         rule = raw if isinstance(raw, FieldRuleSpec) else FieldRuleSpec(expr=raw)
-        built = _field_rule(target_path, rule, mapping, doc, target, report)
+        built = _field_rule(target_path, rule, raw, mapping, doc, target, report)
         ok = ok and built is not None
         if built is not None:
             rules.append(built)
@@ -70,9 +72,11 @@ def _schema_ref(ref: str | None, field: str, doc: Document, registry: Registry,
     return schemas.get((found.name, found.version)) if found is not None else None
 
 
-def _field_rule(path: str, rule: FieldRuleSpec, mapping: Mapping, doc: Document,
+def _field_rule(path: str, rule: FieldRuleSpec, raw: str | FieldRuleSpec, mapping: Mapping,
+                doc: Document,
                 target: CompiledSchema | None, report: Report) -> FieldRule | None:
-    where = doc.locate(("spec", "fields", path))
+    loc = ("spec", "fields", path)
+    where = doc.locate(loc)
     parts = tuple(path.split("."))
     lookup = None
     if rule.lookup is not None:
@@ -91,12 +95,13 @@ def _field_rule(path: str, rule: FieldRuleSpec, mapping: Mapping, doc: Document,
         field_type, required_by_schema = found
     if rule.expr is not None:
         kind, source = "expr", rule.expr
-        if not _check(lambda: compile_expression(rule.expr or ""), "E_JMESPATH", where, report):
+        at = (*loc, "expr") if isinstance(raw, FieldRuleSpec) else loc
+        if not _check(lambda: compile_expression(rule.expr or ""), doc, at, report):
             return None
     elif rule.template is not None:
         kind, source = "template", rule.template
         check = functools.partial(compile_template, rule.template, native=field_type != "string")
-        if not _check(check, "E_TEMPLATE", where, report):
+        if not _check(check, doc, (*loc, "template"), report):
             return None
     else:
         kind, source = "const", rule.const
@@ -108,12 +113,12 @@ def _field_rule(path: str, rule: FieldRuleSpec, mapping: Mapping, doc: Document,
     )
 
 
-def _check(build: Callable[[], Any], code: str, where: Any, report: Report) -> bool:
+def _check(build: Callable[[], Any], doc: Document, loc: tuple[str, ...], report: Report) -> bool:
     try:
         build()
     except ExpressionSyntaxError as exc:
-        kind = "JMESPath" if code == "E_JMESPATH" else "template"
-        report(Diagnostic(where, code, f"invalid {kind}: {exc.message}"))
+        kind = "JMESPath" if exc.code == "E_JMESPATH" else "template"
+        report(exc.at(doc.locate_in(loc, exc.offset), f"invalid {kind}: {exc.message}"))
         return False
     return True
 

@@ -19,7 +19,7 @@ from engine.compiler.compiled import (
     CompiledSchema,
     CompiledSystem,
 )
-from engine.compiler.expressions import Expression, Template
+from engine.compiler.expressions import Expression
 from engine.compiler.flow import FlowCompiler
 from engine.compiler.governance import check_registry
 from engine.compiler.graph import DependencyGraph
@@ -27,6 +27,7 @@ from engine.compiler.interpolate import Interpolation
 from engine.compiler.mapping import compile_mapping, compile_schema
 from engine.compiler.parse import parse_document, parse_project
 from engine.compiler.resolve import Registry
+from engine.compiler.templates import Template
 from engine.errors import DefinitionErrors
 from engine.loader import Document
 from engine.model import Flow, Project, RetryPolicy, Schema, System
