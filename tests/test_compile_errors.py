@@ -79,11 +79,27 @@ def test_validate_json_format_lists_diagnostics(tmp_path: Path) -> None:
     assert "did you mean 'maxAttempts'" in report["diagnostics"][0]["message"]
 
 
-def test_cycle_error_names_the_cycle(tmp_path: Path) -> None:
-    with pytest.raises(DefinitionErrors) as caught:
-        compile_project(_materialise("cycle_steps", tmp_path), environ={})
-    assert "steps form a cycle: a -> b -> a" in str(caught.value) or \
-        "steps form a cycle: b -> a -> b" in str(caught.value)
+def test_cycle_error_points_at_the_reference_that_closes_it(tmp_path: Path) -> None:
+    assert _errors(_materialise("cycle_steps", tmp_path)) == [
+        "defs/f.yaml:10:22: error[E_CYCLE] steps form a cycle: b -> a -> b (each needs the next; "
+        "step 'b' needing 'a' closes it)"]
+
+
+def test_cycle_error_points_at_the_needs_entry_that_closes_it(project) -> None:
+    steps = """\
+        - id: c
+          set: {z: data}
+        - id: d
+          needs: [c]
+          set: {y: steps.e.x}
+        - id: e
+          needs: [c, d]
+          set: {x: data}
+"""
+    root = project({"flows/f.yaml": FLOW_WITH.format(extra=steps)})
+    assert _errors(root) == [
+        "flows/f.yaml:15:18: error[E_CYCLE] steps form a cycle: e -> d -> e (each needs the "
+        "next; step 'e' needing 'd' closes it)"]
 
 
 def test_unknown_environment_is_an_error(tmp_path: Path) -> None:

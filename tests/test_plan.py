@@ -5,14 +5,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import networkx as nx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from ruamel.yaml import YAML
 
 from engine.compiler import compile_bundle, compile_project
+from engine.compiler.graph import DependencyGraph
 from engine.errors import DefinitionErrors
 
 ROOT = Path(__file__).parent.parent
@@ -71,6 +75,45 @@ def test_plan_is_immutable(project) -> None:
         plan.digest = "x"  # type: ignore[misc]
     with pytest.raises(TypeError):
         plan.flows["g"] = plan.flows["f"]  # type: ignore[index]
+
+
+def _reachable(root: object) -> Iterator[object]:
+    """Every object reachable from `root` through fields, mappings and sequences."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen or isinstance(node, (str, bytes, int, float, type(None))):
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, Mapping):
+            todo.extend(node.keys())
+            todo.extend(node.values())
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            todo.extend(node)
+        elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+            todo.extend(getattr(node, f.name) for f in dataclasses.fields(node))
+        elif hasattr(node, "__dict__") and not callable(node):
+            todo.extend(vars(node).values())
+
+
+def test_a_plan_holds_no_pydantic_model_and_no_graph() -> None:
+    plan = compile_project(ROOT, environ={})
+    found = {type(node).__name__ for node in _reachable(plan)
+             if isinstance(node, (BaseModel, nx.Graph, DependencyGraph))}
+    assert found == set()
+    records = {type(node).__name__ for node in _reachable(plan)}
+    assert {"RetryPolicySpec", "Operation", "Auth", "FlowTest", "MappingTest"} <= records
+
+
+def test_the_bundle_inside_a_plan_cannot_be_changed(project) -> None:
+    plan = compile_project(project({"flows/s.yaml": SYSTEM, "flows/f.yaml": FLOW}), environ={})
+    bundle = plan.bundle
+    bundle["documents"].clear()
+    bundle["project"] = "other"
+    assert plan.bundle["project"] != "other" and plan.bundle["documents"]
+    assert compile_bundle(plan.bundle).digest == plan.digest
 
 
 def test_environment_values_are_resolved_and_secrets_never_are(project) -> None:

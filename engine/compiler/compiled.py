@@ -1,5 +1,7 @@
 """The compiled objects a Plan is made of: frozen, with every expression, template and validator
-built once. The runtime only touches these fields; it never reads YAML or resolves a name."""
+built once. The runtime only touches these fields; it never reads YAML or resolves a name.
+Settings and test cases are the frozen records of ``records.py``: no pydantic model is
+reachable from a Plan."""
 
 from __future__ import annotations
 
@@ -8,13 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.compiler.expressions import Expression
-from engine.compiler.graph import DependencyGraph
+from engine.compiler.records import (
+    Auth,
+    FlowTest,
+    MappingTest,
+    Operation,
+    RateLimit,
+    RetryPolicySpec,
+    Webhooks,
+)
 from engine.compiler.templates import Template
 from engine.errors import FieldProblem, MappingError
-from engine.model.flow import FlowTest
-from engine.model.mapping import MappingTest
-from engine.model.policy import RetryPolicySpec
-from engine.model.system import Auth, Operation, RateLimit, Webhooks
 from engine.source import SourceLocation
 
 
@@ -227,7 +233,6 @@ class CompiledFlow:
     idempotency_key: Expression | None
     ordering_key: Expression | None
     steps: tuple[CompiledStep, ...]    # a topological order
-    graph: DependencyGraph = field(repr=False, compare=False)
     on_failure: str
     output: Expression | None
     allow_loop: bool

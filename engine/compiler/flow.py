@@ -34,6 +34,8 @@ from engine.compiler.compiled import (
 )
 from engine.compiler.expressions import Expression, compile_expression
 from engine.compiler.graph import DependencyGraph
+from engine.compiler.records import flow_test_record
+from engine.compiler.refs import path_offset
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import compile_template
 from engine.errors import ExpressionSyntaxError
@@ -61,7 +63,7 @@ class FlowCompiler:
     report: Callable[[Diagnostic], None]
     failed: bool = False
     _refs: dict[str, set[str]] = field(default_factory=dict)
-    _ref_locs: dict[str, dict[str, Loc]] = field(default_factory=dict)
+    _ref_locs: dict[str, dict[str, tuple[Loc, str]]] = field(default_factory=dict)
 
     def error(self, loc: Loc, code: str, message: str) -> None:
         self.failed = True
@@ -82,7 +84,7 @@ class FlowCompiler:
         except ExpressionSyntaxError as exc:
             self.syntax_error(exc, loc, f"invalid JMESPath '{text}': {exc.message}")
             return None
-        self._note_refs(compiled.step_refs, loc, step)
+        self._note_refs(compiled.step_refs, loc, step, text)
         return compiled
 
     def value(self, raw: Any, loc: Loc, step: str | None) -> Value | None:
@@ -95,7 +97,7 @@ class FlowCompiler:
             except ExpressionSyntaxError as exc:
                 self.syntax_error(exc, loc + ("template",), f"invalid template: {exc.message}")
                 return None
-            self._note_refs(template.step_refs, loc, step)
+            self._note_refs(template.step_refs, loc, step, "")
             return TemplateValue(template, template.step_refs)
         if isinstance(raw, m.ConstValue):
             return ConstValue(raw.const)
@@ -109,14 +111,14 @@ class FlowCompiler:
         out = {k: self.value(v, loc + (k,), step) for k, v in raw.items()}
         return {k: v for k, v in out.items() if v is not None}
 
-    def _note_refs(self, refs: frozenset[str], loc: Loc, step: str | None) -> None:
+    def _note_refs(self, refs: frozenset[str], loc: Loc, step: str | None, text: str) -> None:
         if step is None:
             if refs:
                 self.error(loc, "E_REF", f"steps.{sorted(refs)[0]} is not available here "
                            "(only data, event, run and env are)")
             return
         self._refs.setdefault(step, set()).update(refs)
-        self._ref_locs.setdefault(step, {}).update({r: loc for r in refs})
+        self._ref_locs.setdefault(step, {}).update({r: (loc, text) for r in refs})
 
     # references ----------------------------------------------------------------------------
     def mapping(self, ref: str, loc: Loc) -> CompiledMapping | None:
@@ -170,8 +172,9 @@ class FlowCompiler:
         return CompiledFlow(
             name=self.flow.name, version=self.flow.version, owner=self.flow.metadata.owner,
             trigger=trigger, filter=filt, idempotency_key=key, ordering_key=order,
-            steps=ordered, graph=graph, on_failure=spec.on_failure, output=output,
-            allow_loop=spec.allow_loop, emits=emits, tests=tuple(spec.tests),
+            steps=ordered, on_failure=spec.on_failure, output=output,
+            allow_loop=spec.allow_loop, emits=emits,
+            tests=tuple(flow_test_record(t) for t in spec.tests),
             location=self.doc.locate(),
         )
 
@@ -275,20 +278,43 @@ class FlowCompiler:
     def graph(self, raw: list[m.Step], steps: dict[str, CompiledStep]) -> DependencyGraph | None:
         ids = set(steps)
         graph = DependencyGraph(s.id for s in raw if s.id in ids)
+        written: dict[tuple[str, str], SourceLocation] = {}  # (step, needed) -> where it is said
         for index, step in enumerate(raw):
             for j, need in enumerate(step.needs):
                 if need not in ids:
                     self.error(("steps", index, "needs", j), "E_REF", f"step '{step.id}' needs "
                                f"unknown step '{need}'{suggest(need, sorted(ids))}")
                 else:
-                    graph.add_dependency(step.id, need, why="needs")
+                    graph.add_dependency(step.id, need)
+                    written.setdefault((step.id, need), self.where(("steps", index, "needs", j)))
             for ref in self._check_refs(step.id, ids, ("steps", index)):
-                graph.add_dependency(step.id, ref, why="reference")
+                graph.add_dependency(step.id, ref)
+                written.setdefault((step.id, ref), self._ref_location(step.id, ref))
             self._check_refs(f"{step.id}#compensate", ids, ("steps", index, "compensate"))
         cycle = graph.find_cycle()
         if cycle:
-            self.error(("steps",), "E_CYCLE", f"steps form a cycle: {' -> '.join(cycle)}")
+            self._report_cycle(cycle, written, {s.id: i for i, s in enumerate(raw)})
         return None if self.failed else graph
+
+    def _report_cycle(self, cycle: list[str], written: dict[tuple[str, str], SourceLocation],
+                      rank: dict[str, int]) -> None:
+        """At the dependency that closes the cycle: the one the last declared step of it states,
+        named `a -> b -> a` where each step needs the next."""
+        needs = list(reversed(cycle[:-1]))          # each needs the next (wrapping around)
+        start = max(range(len(needs)), key=lambda i: rank.get(needs[i], 0))
+        chain = needs[start:] + needs[:start]
+        closing, needed = chain[0], chain[1 % len(chain)]
+        self.failed = True
+        self.report(Diagnostic(
+            written[(closing, needed)], "E_CYCLE",
+            f"steps form a cycle: {' -> '.join([*chain, closing])} (each needs the next; step "
+            f"'{closing}' needing '{needed}' closes it)",
+        ))
+
+    def _ref_location(self, step: str, ref: str) -> SourceLocation:
+        """Where a step's expression reads `steps.<ref>`: at `ref` inside the expression."""
+        loc, text = self._ref_locs[step][ref]
+        return self.doc.locate_in(("spec", *loc), path_offset(text, ("steps", ref)))
 
     def _check_refs(self, step: str, ids: set[str], loc: Loc) -> list[str]:
         good = []
@@ -296,7 +322,7 @@ class FlowCompiler:
             if ref in ids:
                 good.append(ref)
                 continue
-            where = self._ref_locs.get(step, {}).get(ref, loc)
+            where = self._ref_locs.get(step, {}).get(ref, (loc, ""))[0]
             name = "output" if step == "__output__" else f"step '{step.split('#')[0]}'"
             self.error(where, "E_REF", f"{name} refers to unknown step "
                        f"'{ref}'{suggest(ref, sorted(ids))}")

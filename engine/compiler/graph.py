@@ -1,4 +1,8 @@
-"""A small dependency graph over names; the only module that touches networkx."""
+"""A small dependency graph over names; the only module that touches networkx.
+
+The compiler uses it while it compiles (step order, cycles of steps and of flows); no graph is
+kept in a Plan: a compiled step lists the steps it needs.
+"""
 
 from __future__ import annotations
 
@@ -14,29 +18,19 @@ class DependencyGraph:
         self._graph: nx.DiGraph = nx.DiGraph()
         self._graph.add_nodes_from(nodes)
 
-    def add_node(self, node: str, **attrs: object) -> None:
-        self._graph.add_node(node, **attrs)
+    def add_node(self, node: str) -> None:
+        self._graph.add_node(node)
 
-    def add_dependency(self, node: str, depends_on: str, **attrs: object) -> None:
+    def add_dependency(self, node: str, depends_on: str) -> None:
         """`node` needs `depends_on` first (edge depends_on -> node)."""
-        self._graph.add_edge(depends_on, node, **attrs)
+        self._graph.add_edge(depends_on, node)
 
     def dependencies(self, node: str) -> frozenset[str]:
         return frozenset(self._graph.predecessors(node))
 
-    def dependents(self, node: str) -> frozenset[str]:
-        return frozenset(self._graph.successors(node))
-
-    @property
-    def nodes(self) -> list[str]:
-        return list(self._graph.nodes)
-
-    def edges(self) -> list[tuple[str, str, dict[str, object]]]:
-        """(depends_on, node, attrs) for every edge."""
-        return [(a, b, dict(d)) for a, b, d in self._graph.edges(data=True)]
-
     def find_cycle(self) -> list[str] | None:
-        """One cycle as `[a, b, a]` (first node repeated), or None."""
+        """One cycle as `[a, b, a]` (first node repeated; each runs after the one before), or
+        None."""
         try:
             edges = nx.find_cycle(self._graph)
         except nx.NetworkXNoCycle:
@@ -51,7 +45,3 @@ class DependencyGraph:
         """A topological order; ties broken by `key` (declaration order), so it is stable."""
         rank = key or {}
         return list(nx.lexicographical_topological_sort(self._graph, key=lambda n: rank.get(n, 0)))
-
-    def levels(self) -> list[list[str]]:
-        """Groups of nodes that can run together, in order."""
-        return [sorted(gen) for gen in nx.topological_generations(self._graph)]

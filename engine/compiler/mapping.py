@@ -11,6 +11,7 @@ import jsonschema_rs
 from engine.compiler.codegen import MISSING, FieldRule, compile_rules
 from engine.compiler.compiled import CompiledMapping, CompiledSchema
 from engine.compiler.expressions import compile_expression
+from engine.compiler.records import mapping_test_record
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import compile_template
 from engine.errors import ExpressionSyntaxError
@@ -61,7 +62,7 @@ def compile_mapping(
         return None
     transform = compile_rules(mapping.ident, rules)
     return CompiledMapping(mapping.name, mapping.version, source, target, transform,
-                           tuple(spec.tests), doc.locate())
+                           tuple(mapping_test_record(t) for t in spec.tests), doc.locate())
 
 
 def _schema_ref(ref: str | None, field: str, doc: Document, registry: Registry,

@@ -26,6 +26,7 @@ from engine.compiler.graph import DependencyGraph
 from engine.compiler.interpolate import Interpolation
 from engine.compiler.mapping import compile_mapping, compile_schema
 from engine.compiler.parse import parse_document, parse_project
+from engine.compiler.records import retry_record, system_records
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import Template
 from engine.errors import DefinitionErrors
@@ -45,7 +46,7 @@ class Plan:
     project: str
     environment: str
     env: Mapping[str, Any]                       # {"name": ..., "vars": {...}} for expressions
-    bundle: Mapping[str, Any] = field(repr=False)  # the canonical source, stored by digest
+    bundle_json: str = field(repr=False, compare=False)  # the source, stored by digest
     flows: Mapping[str, CompiledFlow] = field(repr=False)          # active version per name
     flow_versions: Mapping[Key, CompiledFlow] = field(repr=False)
     mappings: Mapping[Key, CompiledMapping] = field(repr=False)
@@ -55,9 +56,15 @@ class Plan:
     webhooks: Mapping[str, CompiledFlow] = field(repr=False)       # path -> active flow
     apis: Mapping[str, CompiledFlow] = field(repr=False)           # path -> active flow
     subscriptions: Mapping[str, tuple[CompiledFlow, ...]] = field(repr=False)  # type -> flows
-    event_graph: DependencyGraph = field(repr=False, compare=False)
     secret_names: frozenset[str] = frozenset()
     warnings: tuple[Diagnostic, ...] = ()
+
+    @property
+    def bundle(self) -> dict[str, Any]:
+        """The canonical source the plan was compiled from (a fresh copy: the plan's own is an
+        immutable JSON text); `compile_bundle` turns it back into an equal plan."""
+        loaded: dict[str, Any] = json.loads(self.bundle_json)
+        return loaded
 
     def flow(self, name: str, version: int | None = None) -> CompiledFlow:
         return self.flows[name] if version is None else self.flow_versions[(name, version)]
@@ -175,7 +182,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
              documents: list[Document], build: _Build) -> Plan:
     report = build.report
     retries = {
-        (r.name, r.version): CompiledRetry(r.name, r.version, r.spec)
+        (r.name, r.version): CompiledRetry(r.name, r.version, retry_record(r.spec))
         for r, _ in registry.all("RetryPolicy") if isinstance(r, RetryPolicy)
     }
     schemas = {}
@@ -203,16 +210,17 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
             flow_versions[(flow.name, flow.version)] = flow
     active = _active(registry, flow_versions)
     webhooks, apis = _routes(active, registry, report)
-    subscriptions, event_graph = _event_graph(active, registry, report)
+    subscriptions = _subscriptions(active, report)
     bundle = make_bundle(project, env_name, variables, documents)
     return Plan(
         digest=digest(bundle), project=project.name, environment=env_name,
-        env=MappingProxyType({"name": env_name, "vars": dict(variables)}), bundle=bundle,
+        env=MappingProxyType({"name": env_name, "vars": dict(variables)}),
+        bundle_json=json.dumps(bundle, ensure_ascii=False, default=str),
         flows=MappingProxyType(active), flow_versions=MappingProxyType(flow_versions),
         mappings=MappingProxyType(mappings), schemas=MappingProxyType(schemas),
         systems=MappingProxyType(systems), retries=MappingProxyType(retries),
         webhooks=MappingProxyType(webhooks), apis=MappingProxyType(apis),
-        subscriptions=MappingProxyType(subscriptions), event_graph=event_graph,
+        subscriptions=MappingProxyType(subscriptions),
         secret_names=frozenset(_secret_names(documents)),
         warnings=tuple(d for d in build.diagnostics if d.severity == "warning"),
     )
@@ -228,10 +236,11 @@ def _systems(registry: Registry, retries: dict[Key, CompiledRetry]) -> dict[Key,
             found = registry.lookup("RetryPolicy", spec.retry, doc.locate(("spec", "retry")),
                                     f"system '{resource.name}'")
             retry = retries.get((found.name, found.version)) if found else None
+        auth, rate_limit, operations, webhooks = system_records(spec)
         systems[(resource.name, resource.version)] = CompiledSystem(
-            resource.name, resource.version, spec.base_url.rstrip("/"), spec.auth, spec.timeout,
-            spec.rate_limit, retry, spec.idempotency_header, dict(spec.headers),
-            dict(spec.operations), spec.webhooks, doc.locate(),
+            resource.name, resource.version, spec.base_url.rstrip("/"), auth, spec.timeout,
+            rate_limit, retry, spec.idempotency_header, MappingProxyType(dict(spec.headers)),
+            operations, webhooks, doc.locate(),
         )
     return systems
 
@@ -263,8 +272,10 @@ def _routes(active: dict[str, CompiledFlow], registry: Registry,
     return webhooks, apis
 
 
-def _event_graph(active: dict[str, CompiledFlow], registry: Registry, report: Any
-                 ) -> tuple[dict[str, tuple[CompiledFlow, ...]], DependencyGraph]:
+def _subscriptions(active: dict[str, CompiledFlow], report: Any
+                   ) -> dict[str, tuple[CompiledFlow, ...]]:
+    """Event type -> the flows it triggers; a loop of flows triggering each other is E_CYCLE
+    unless every flow in it allows it."""
     subscriptions: dict[str, list[CompiledFlow]] = {}
     for flow in active.values():
         if flow.trigger.event:
@@ -272,10 +283,10 @@ def _event_graph(active: dict[str, CompiledFlow], registry: Registry, report: An
     graph = DependencyGraph(f"flow:{name}" for name in active)
     for flow in active.values():
         for event_type in flow.emits:
-            graph.add_node(f"event:{event_type}", kind="event")
-            graph.add_dependency(f"event:{event_type}", f"flow:{flow.name}", why="emits")
+            graph.add_node(f"event:{event_type}")
+            graph.add_dependency(f"event:{event_type}", f"flow:{flow.name}")
             for target in subscriptions.get(event_type, []):
-                graph.add_dependency(f"flow:{target.name}", f"event:{event_type}", why="triggers")
+                graph.add_dependency(f"flow:{target.name}", f"event:{event_type}")
     for cycle in graph.cycles():
         nodes = cycle[:-1]
         start = nodes.index(min(n for n in nodes if n.startswith("flow:")))
@@ -287,7 +298,7 @@ def _event_graph(active: dict[str, CompiledFlow], registry: Registry, report: An
         report(Diagnostic(active[flows[0]].location or SourceLocation("?"), "E_CYCLE",
                           f"flows trigger each other in a loop: {path} (set allowLoop: true on "
                           "every flow in it if the loop is intended)"))
-    return {k: tuple(v) for k, v in subscriptions.items()}, graph
+    return {k: tuple(v) for k, v in subscriptions.items()}
 
 
 def _secret_names(documents: list[Document]) -> set[str]:

@@ -38,8 +38,9 @@ import httpx
 
 from engine.compiler.compiled import CompiledSystem
 from engine.compiler.interpolate import resolve_secrets, secret_refs
+from engine.compiler.records import Auth
 from engine.errors import CallError, ExecutionError, UsageError
-from engine.model.system import WRITE_METHODS, Auth
+from engine.model.system import WRITE_METHODS
 from engine.runtime.ratelimit import TokenBucket
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -384,7 +385,7 @@ def _redactions(
 
 
 def _outbound_texts(system: CompiledSystem) -> list[str]:
-    auth = [v for v in system.auth.model_dump().values() if isinstance(v, str)]
+    auth = [v for v in vars(system.auth).values() if isinstance(v, str)]
     return auth + list(system.headers.values())
 
 

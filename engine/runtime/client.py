@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from engine.compiler import compile_project
 from engine.compiler.plan import Plan
+from engine.compiler.records import StubResponse
 from engine.errors import UsageError
-from engine.model.flow import StubResponse
 from engine.runtime.calls import missing_secrets, require_secrets
 from engine.runtime.runtime import MISSING, EventMeta, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets

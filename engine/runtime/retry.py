@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Literal
 
+from engine.compiler.records import RetryPolicySpec
 from engine.errors import CallError
 from engine.model.base import StatusClass
-from engine.model.policy import RetryPolicySpec
 
 Action = Literal["succeed", "retry", "park", "fail", "exhausted"]
 

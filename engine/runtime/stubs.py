@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.compiler.plan import Plan
-from engine.model.flow import StubResponse
+from engine.compiler.records import StubResponse
 
 _PLACEHOLDER = re.compile(r"\\\{[^{}/]+\\\}")
 _HIDDEN = frozenset({"authorization", "proxy-authorization"})

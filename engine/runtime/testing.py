@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
+from engine.compiler.records import FlowTest
 from engine.errors import SynclineError
-from engine.model.flow import FlowTest
 from engine.runtime.runtime import EventMeta, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
 from engine.store.sqlite import SQLiteStore
@@ -123,13 +124,13 @@ def _comparable(test: FlowTest, actual: dict[str, Any]) -> tuple[dict[str, Any],
     if actual["reason"] is not None or expect.reason is not None:
         want["reason"], got["reason"] = expect.reason, actual["reason"]
     if expect.calls is not None:
-        want["calls"] = [_partial(c.model_dump(), c.body) for c in expect.calls]
+        want["calls"] = [_partial(asdict(c), c.body) for c in expect.calls]
         got["calls"] = [
             _partial(c, e.body if i < len(expect.calls) else c["body"])
             for i, (c, e) in enumerate(_pad(actual["calls"], expect.calls))
         ]
     if expect.emits is not None:
-        want["emits"] = [_partial(e.model_dump(), e.data, "data") for e in expect.emits]
+        want["emits"] = [_partial(asdict(e), e.data, "data") for e in expect.emits]
         got["emits"] = [
             _partial(a, e.data if i < len(expect.emits) else a["data"], "data")
             for i, (a, e) in enumerate(_pad(actual["emits"], expect.emits))
@@ -147,6 +148,6 @@ def _partial(item: dict[str, Any], expected: Any, name: str = "body") -> dict[st
     return item if expected is not None else {k: v for k, v in item.items() if k != name}
 
 
-def _pad(actual: list[Any], expected: list[Any]) -> list[tuple[Any, Any]]:
+def _pad(actual: list[Any], expected: Sequence[Any]) -> list[tuple[Any, Any]]:
     padded = list(expected) + [None] * max(0, len(actual) - len(expected))
     return list(zip(actual, padded, strict=False))
