@@ -53,7 +53,7 @@ def test_corpus_covers_every_error_code() -> None:
     assert codes >= {
         "E_YAML", "E_YAML_TAG", "E_YAML_DUPKEY", "E_YAML_ALIAS", "E_YAML_SIZE", "E_PROJECT",
         "E_KIND", "E_UNKNOWN_FIELD", "E_INVALID", "E_INTERP", "E_DUPLICATE", "E_REF", "E_CYCLE",
-        "E_JMESPATH", "E_TEMPLATE", "E_JSONSCHEMA", "E_TARGET", "E_TRIGGER",
+        "E_JMESPATH", "E_TEMPLATE", "E_JSONSCHEMA", "E_TARGET", "E_TRIGGER", "E_FIELD",
     }
 
 
@@ -196,3 +196,39 @@ def test_mapping_and_template_errors_point_inside_the_text(project) -> None:
         "mappings/m.yaml:8:20: error[E_TEMPLATE] invalid template: No filter named "
         "'nosuchfilter'. at line 1 of template '{{ x | nosuchfilter }}'",
     ]
+
+
+def test_field_references_are_checked_against_what_the_step_produces(tmp_path: Path) -> None:
+    errors = _errors(_materialise("field", tmp_path))
+    assert errors[2] == (
+        "defs/f.yaml:48:28: error[E_FIELD] steps.payment has no field 'crm_acount_id' (did you "
+        "mean 'crm_account_id'?), so this is always null")
+    assert errors[0] == ("defs/f.yaml:41:26: error[E_FIELD] data.lines[] has no field 'skew', "
+                         "so this is always null")
+
+
+def test_field_references_stay_silent_where_the_shape_is_open_or_unknown(project) -> None:
+    root = project({"flows/f.yaml": """\
+        apiVersion: syncline/v1
+        kind: Schema
+        metadata: {name: open}
+        spec: {jsonSchema: {type: object, properties: {a: {type: object}}}}
+        ---
+        apiVersion: syncline/v1
+        kind: Mapping
+        metadata: {name: m}
+        spec: {source: open, fields: {a: a}}
+        ---
+        apiVersion: syncline/v1
+        kind: Flow
+        metadata: {name: f}
+        spec:
+          trigger: {event: x.y}
+          filter: "data.anything"
+          steps:
+            - {id: m, map: m}
+            - {id: v, validate: {schema: open, input: data}}
+            - {id: s, set: {x: "steps.m.a.deep.er", y: "steps.v.b", z: "steps.m.a[0]"}}
+            - {id: t, set: {w: "steps.s.x.y", q: "length(steps.s) > `0`"}}
+    """})
+    compile_project(root, environ={})

@@ -99,6 +99,7 @@ class CompiledMapping:
     transform: Callable[[Any], dict[str, Any]] = field(repr=False, compare=False)
     tests: tuple[MappingTest, ...] = ()
     location: SourceLocation | None = None
+    fields: tuple[str, ...] = ()       # the target paths it writes (dotted: nested objects)
 
     @property
     def ident(self) -> str:

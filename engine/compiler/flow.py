@@ -33,9 +33,10 @@ from engine.compiler.compiled import (
     Value,
 )
 from engine.compiler.expressions import Expression, compile_expression
+from engine.compiler.fields import Shape, input_shape, step_shapes, unknown_field
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.records import flow_test_record
-from engine.compiler.refs import path_offset
+from engine.compiler.refs import ITEM, FieldPath, path_offset
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import compile_template
 from engine.errors import ExpressionSyntaxError
@@ -64,6 +65,7 @@ class FlowCompiler:
     failed: bool = False
     _refs: dict[str, set[str]] = field(default_factory=dict)
     _ref_locs: dict[str, dict[str, tuple[Loc, str]]] = field(default_factory=dict)
+    _reads: list[tuple[Loc, Expression]] = field(default_factory=list)  # checked by check_fields
 
     def error(self, loc: Loc, code: str, message: str) -> None:
         self.failed = True
@@ -85,6 +87,7 @@ class FlowCompiler:
             self.syntax_error(exc, loc, f"invalid JMESPath '{text}': {exc.message}")
             return None
         self._note_refs(compiled.step_refs, loc, step, text)
+        self._reads.append((loc, compiled))
         return compiled
 
     def value(self, raw: Any, loc: Loc, step: str | None) -> Value | None:
@@ -163,6 +166,9 @@ class FlowCompiler:
             return None
         graph = self.graph(spec.steps, steps)
         if graph is None:
+            return None
+        self.check_fields(steps)
+        if self.failed:
             return None
         order_rank = {s.id: s.index for s in steps.values()}
         ordered = tuple(
@@ -274,6 +280,43 @@ class FlowCompiler:
         subject = self.expr(spec.subject, loc + ("subject",), sid) if spec.subject else None
         return EmitAction(spec.type, data, subject) if data is not None else None
 
+    # field references ----------------------------------------------------------------------
+    def check_fields(self, steps: dict[str, CompiledStep]) -> None:
+        """E_FIELD for `steps.<id>.<path>` and `data.<path>` reading a field the value cannot
+        have (it would always be null), where the value's shape is known (see fields.py)."""
+        first = min(steps.values(), key=lambda s: s.index, default=None)
+        data = input_shape(first)
+        shapes = step_shapes(list(steps.values()), data)
+        reported: set[tuple[Loc, FieldPath]] = set()
+        for loc, expression in self._reads:
+            for path in sorted(expression.paths, key=len):
+                found = self._unknown_field(path, shapes, data)
+                if found is None:
+                    continue
+                bad, known = found
+                if any(path[:bad + 1] == p[:bad + 1] and loc == at for at, p in reported):
+                    continue
+                reported.add((loc, path))
+                name = str(path[bad])
+                where = self.doc.locate_in(("spec", *loc), path_offset(expression.text,
+                                                                        path[:bad + 1]))
+                self.failed = True
+                self.report(Diagnostic(where, "E_FIELD", f"{_dotted(path[:bad])} has no field "
+                                       f"'{name}'{suggest(name, known)}, so this is always null"))
+
+    @staticmethod
+    def _unknown_field(path: FieldPath, shapes: dict[str, Shape], data: Shape | None
+                       ) -> tuple[int, list[str]] | None:
+        """(index of the unknown field in `path`, the fields there are)."""
+        if path[:1] == ("data",) and data is not None:
+            found = unknown_field(data, path[1:])
+            return None if found is None else (found[0] + 1, found[1])
+        step = path[1] if len(path) > 2 and path[0] == "steps" else None
+        if not isinstance(step, str) or step not in shapes:
+            return None
+        found = unknown_field(shapes[step], path[2:])
+        return None if found is None else (found[0] + 2, found[1])
+
     # graph ---------------------------------------------------------------------------------
     def graph(self, raw: list[m.Step], steps: dict[str, CompiledStep]) -> DependencyGraph | None:
         ids = set(steps)
@@ -332,3 +375,8 @@ class FlowCompiler:
 def _with_needs(step: CompiledStep, needs: frozenset[str]) -> CompiledStep:
     return CompiledStep(step.id, step.kind, step.action, needs, step.when, step.retry,
                         step.compensate, step.index, step.location)
+
+
+def _dotted(path: FieldPath) -> str:
+    """`steps.order.lines[].sku` for ("steps", "order", "lines", ITEM, "sku")."""
+    return "".join("[]" if p == ITEM else f".{p}" for p in path).lstrip(".")

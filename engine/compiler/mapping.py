@@ -11,11 +11,13 @@ import jsonschema_rs
 from engine.compiler.codegen import MISSING, FieldRule, compile_rules
 from engine.compiler.compiled import CompiledMapping, CompiledSchema
 from engine.compiler.expressions import compile_expression
+from engine.compiler.fields import deref, schema_at
 from engine.compiler.records import mapping_test_record
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import compile_template
 from engine.errors import ExpressionSyntaxError
 from engine.loader import Document
+from engine.model.base import suggest
 from engine.model.mapping import FieldRuleSpec, Mapping
 from engine.model.schema import Schema
 from engine.source import Diagnostic
@@ -62,7 +64,8 @@ def compile_mapping(
         return None
     transform = compile_rules(mapping.ident, rules)
     return CompiledMapping(mapping.name, mapping.version, source, target, transform,
-                           tuple(mapping_test_record(t) for t in spec.tests), doc.locate())
+                           tuple(mapping_test_record(t) for t in spec.tests), doc.locate(),
+                           tuple(spec.fields))
 
 
 def _schema_ref(ref: str | None, field: str, doc: Document, registry: Registry,
@@ -91,7 +94,8 @@ def _field_rule(path: str, rule: FieldRuleSpec, raw: str | FieldRuleSpec, mappin
         found = _target_field(target.json_schema, parts)
         if found is None:
             report(Diagnostic(where, "E_TARGET", f"target field '{path}' does not exist in "
-                              f"schema '{target.name}@{target.version}'"))
+                              f"schema '{target.name}@{target.version}'"
+                              f"{_nearest_field(target.json_schema, parts)}"))
             return None
         field_type, required_by_schema = found
     if rule.expr is not None:
@@ -130,7 +134,7 @@ def _target_field(schema: Any, parts: tuple[str, ...]) -> tuple[Any, bool] | Non
     An object level without `properties` accepts any field (it is free-form)."""
     node, required, root = schema, False, schema
     for part in parts:
-        node = _deref(node, root)
+        node = deref(node, root)
         properties = node.get("properties") if isinstance(node, dict) else None
         if properties is None:
             return MISSING, False
@@ -138,14 +142,15 @@ def _target_field(schema: Any, parts: tuple[str, ...]) -> tuple[Any, bool] | Non
             return None
         required = part in node.get("required", [])
         node = properties[part]
-    node = _deref(node, root)
+    node = deref(node, root)
     return (node.get("type", MISSING) if isinstance(node, dict) else MISSING), required
 
 
-def _deref(node: Any, root: Any) -> Any:
-    ref = node.get("$ref") if isinstance(node, dict) else None
-    if isinstance(ref, str) and ref.startswith("#/"):
-        for part in ref[2:].split("/"):
-            root = root.get(part, {}) if isinstance(root, dict) else {}
-        return root
-    return node
+def _nearest_field(schema: Any, parts: tuple[str, ...]) -> str:
+    """' (did you mean 'a.b'?)' naming the nearest path the schema declares, or ''."""
+    for k, part in enumerate(parts):
+        properties = schema_at(schema, parts[:k]).get("properties", {})
+        if part not in properties:
+            prefix = parts[:k]
+            return suggest(".".join(parts), [".".join((*prefix, n)) for n in properties])
+    return ""
