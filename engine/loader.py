@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -100,6 +100,7 @@ class LoadedProject:
     project: Document | None
     documents: tuple[Document, ...]
     diagnostics: tuple[Diagnostic, ...]
+    unloaded: tuple[tuple[str, str], ...] = ()   # (kind, name) of definitions that did not load
 
 
 class _Refused(Exception):
@@ -315,7 +316,13 @@ def _syntax_diagnostic(exc: MarkedYAMLError, path: str) -> Diagnostic:
     return Diagnostic(SourceLocation(path, line, col), "E_YAML", f"invalid YAML: {problem}")
 
 
-Parsed = tuple[list[Document], list[Diagnostic]]   # one file: its documents and refusals
+class Parsed(NamedTuple):
+    """One file: the documents that loaded, the refusals, and the (kind, name) of the
+    definitions that did not load, as far as a lenient reading of the text can tell."""
+
+    documents: list[Document]
+    diagnostics: list[Diagnostic]
+    unloaded: tuple[tuple[str, str], ...] = ()
 
 
 def read_file(file: Path, root: Path) -> Parsed:
@@ -324,22 +331,52 @@ def read_file(file: Path, root: Path) -> Parsed:
     try:
         size = file.stat().st_size
         if size > MAX_FILE_BYTES:
-            return [], [_too_big(rel, size)]
+            return Parsed([], [_too_big(rel, size)])
         content = file.read_bytes()
     except OSError as exc:
-        return [], [Diagnostic(SourceLocation(rel), "E_PROJECT", f"cannot read: {exc.strerror}")]
+        return Parsed([], [Diagnostic(SourceLocation(rel), "E_PROJECT",
+                                      f"cannot read: {exc.strerror}")])
     return parse_content(content, rel)
 
 
 def parse_content(content: bytes | str, rel: str) -> Parsed:
     """Parse one file's content (size-bounded, UTF-8) as read from disk or from git."""
     if len(content) > MAX_FILE_BYTES:
-        return [], [_too_big(rel, len(content))]
+        return Parsed([], [_too_big(rel, len(content))])
     try:
         text = content if isinstance(content, str) else content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return [], [Diagnostic(SourceLocation(rel), "E_YAML", f"not UTF-8 text: {exc.reason}")]
-    return load_yaml(text, rel)
+        return Parsed([], [Diagnostic(SourceLocation(rel), "E_YAML",
+                                      f"not UTF-8 text: {exc.reason}")])
+    documents, diagnostics = load_yaml(text, rel)
+    unloaded = _unloaded_names(text, documents) if diagnostics else ()
+    return Parsed(documents, diagnostics, unloaded)
+
+
+_KIND_LINE = re.compile(r"^kind:\s*['\"]?([A-Za-z]+)", re.MULTILINE)
+_NAME_LINE = re.compile(
+    r"^metadata:\s*\{[^}\n]*?\bname:\s*['\"]?([a-z0-9][a-z0-9.-]*)"           # flow style
+    r"|^metadata:\s*\n(?:[ \t]+.*\n)*?[ \t]+name:\s*['\"]?([a-z0-9][a-z0-9.-]*)",  # block style
+    re.MULTILINE,
+)
+_SEPARATOR = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
+
+
+def _unloaded_names(text: str, loaded: list[Document]) -> tuple[tuple[str, str], ...]:
+    """(kind, name) of the definitions in a file that did not load, read from its text line by
+    line: references to them are not reported as unknown (the load error is the cause)."""
+    found = []
+    for chunk in _SEPARATOR.split(text):
+        kind, name = _KIND_LINE.search(chunk), _NAME_LINE.search(chunk)
+        if kind and name:
+            found.append((kind[1], name[1] or name[2]))
+    have = {(d.data.get("kind"), _name_of(d.data)) for d in loaded if isinstance(d.data, dict)}
+    return tuple(pair for pair in found if pair not in have)
+
+
+def _name_of(data: dict[str, Any]) -> Any:
+    metadata = data.get("metadata")
+    return metadata.get("name") if isinstance(metadata, dict) else None
 
 
 def _too_big(rel: str, size: int) -> Diagnostic:
@@ -409,16 +446,18 @@ def _assemble(root: Path, project_file: Parsed,
               read_definitions: Callable[[list[str]], Iterable[Parsed]]) -> LoadedProject:
     """The shared tail of `load_project` and `load_files`: the project document, then every
     definition file under its paths."""
-    docs, diagnostics = project_file
+    docs, diagnostics, unloaded = project_file
     project = docs[0] if docs else None
     if len(docs) > 1:
         diagnostics.append(Diagnostic(docs[1].locate(), "E_PROJECT",
                                       f"{PROJECT_FILE} must hold exactly one document"))
     documents: list[Document] = []
-    for file_docs, file_diagnostics in read_definitions(_paths(project)):
+    names = list(unloaded)
+    for file_docs, file_diagnostics, file_unloaded in read_definitions(_paths(project)):
         documents.extend(file_docs)
         diagnostics.extend(file_diagnostics)
-    return LoadedProject(root, project, tuple(documents), tuple(diagnostics))
+        names.extend(file_unloaded)
+    return LoadedProject(root, project, tuple(documents), tuple(diagnostics), tuple(names))
 
 
 def _paths(project: Document | None) -> list[str]:

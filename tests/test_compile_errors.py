@@ -232,3 +232,49 @@ def test_field_references_stay_silent_where_the_shape_is_open_or_unknown(project
             - {id: t, set: {w: "steps.s.x.y", q: "length(steps.s) > `0`"}}
     """})
     compile_project(root, environ={})
+
+
+CASCADE = {
+    "flows/a.yaml": """\
+        apiVersion: syncline/v1
+        kind: Flow
+        metadata: {name: f}
+        spec:
+          trigger: {event: x.y}
+          steps:
+            - {id: order, map: to-order}
+            - {id: check, validate: {schema: order}}
+            - {id: again, set: {x: {map: to-order, input: data}}}
+            - {id: sub, map: to-subscription}
+            - {id: typo, map: to-ordr}
+    """,
+    "mappings/z.yaml": """\
+        apiVersion: syncline/v1
+        kind: Schema
+        metadata: {name: order}
+        spec:
+          jsonSchema: {type: object}
+          jsonSchema: {type: string}
+        ---
+        apiVersion: syncline/v1
+        kind: Mapping
+        metadata:
+          name: to-order
+        spec: {target: order, fields: {id: Id}}
+    """,
+    "mappings/y.yaml": """\
+        apiVersion: syncline/v1
+        kind: Mapping
+        metadata: {name: to-subscription}
+        spec: {fields: {id: Id}, feilds: {}}
+    """,
+}
+
+
+def test_a_document_that_fails_to_load_causes_no_other_errors_and_comes_first(project) -> None:
+    errors = _errors(project(CASCADE))
+    assert [e.split(" ", 2)[:2] for e in errors] == [
+        ["mappings/z.yaml:6:3:", "error[E_YAML_DUPKEY]"],
+        ["mappings/y.yaml:4:26:", "error[E_UNKNOWN_FIELD]"],
+        ["flows/a.yaml:11:18:", "error[E_REF]"],  # to-ordr: a real unknown name
+    ]

@@ -16,7 +16,8 @@ def compile_loaded(loaded: LoadedProject, *, environment: str | None = None,
                    environ: Mapping[str, str] | None = None) -> Plan:
     """Compile what `load_project` read. Raises DefinitionErrors with every diagnostic."""
     return build_plan(loaded.project, loaded.documents, environment=environment,
-                      environ=environ, diagnostics=loaded.diagnostics)
+                      environ=environ, diagnostics=loaded.diagnostics,
+                      unloaded=loaded.unloaded)
 
 
 def compile_project(root: str | Path, *, environment: str | None = None,

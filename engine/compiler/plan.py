@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -135,9 +135,11 @@ def build_plan(
     environment: str | None = None,
     environ: Mapping[str, str] | None = None,
     diagnostics: tuple[Diagnostic, ...] | list[Diagnostic] = (),
+    unloaded: Iterable[tuple[str, str]] = (),
 ) -> Plan:
     """Compile documents into a Plan for one environment, or raise DefinitionErrors with every
-    diagnostic found. Pure: reads nothing but its arguments."""
+    diagnostic found. Pure: reads nothing but its arguments. `unloaded` names the definitions
+    (kind, name) that failed to load: references to them are not reported again."""
     build = _Build(environment or "")
     build.diagnostics.extend(diagnostics)
     project = _project(project_doc, build)
@@ -148,12 +150,14 @@ def build_plan(
     resolved = [interpolation.document(doc) for doc in documents]
     build.diagnostics.extend(interpolation.diagnostics)
 
-    registry = Registry(pins=dict(env.pins) if env else {})
+    registry = Registry(pins=dict(env.pins) if env else {}, broken=set(unloaded))
     for doc in resolved:
         resource, problems = parse_document(doc)
         build.diagnostics.extend(problems)
         if resource is not None:
             registry.add(resource, doc)
+        else:
+            registry.add_broken(doc)
     registry.check_pins(project_doc, env_name)
     seen_as_project = {  # what GovernancePolicy asserts see as `project`
         "name": project.name,

@@ -24,6 +24,9 @@ class Registry:
 
     pins: Mapping[str, int] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    #: (kind, name) of definitions that failed to load or parse: a reference to one is no E_REF
+    #: (their own error is the cause, reported already)
+    broken: set[tuple[str, str]] = field(default_factory=set)
     _by_kind: dict[str, dict[str, dict[int, tuple[Resource, Document]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict))
     )
@@ -40,6 +43,14 @@ class Registry:
                 f"{_kind(resource)} '{resource.ident}' is defined twice with different content "
                 f"(first at {first}); bump metadata.version for a new version",
             ))
+
+    def add_broken(self, doc: Document) -> None:
+        """Note a document that did not parse into a resource, if it names its kind and name."""
+        data = doc.data if isinstance(doc.data, dict) else {}
+        metadata = data.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        if isinstance(data.get("kind"), str) and isinstance(name, str):
+            self.broken.add((data["kind"], name))
 
     def all(self, kind: str) -> list[tuple[Resource, Document]]:
         """Every resource of a kind, sorted by name then version."""
@@ -61,6 +72,8 @@ class Registry:
         """Resolve a reference or record an E_REF naming the nearest valid name."""
         name, version = split_ref(ref)
         versions = self._by_kind.get(kind, {}).get(name)
+        if not versions and (kind, name) in self.broken:
+            return None
         if not versions:
             hint = suggest(name, sorted(self._by_kind.get(kind, {})))
             self._missing(where, f"{what} refers to unknown {kind} '{ref}'{hint}")
@@ -78,7 +91,7 @@ class Registry:
 
     def check_pins(self, project_doc: Document | None, environment: str) -> None:
         for name, version in self.pins.items():
-            if version not in self.versions("Flow", name):
+            if version not in self.versions("Flow", name) and ("Flow", name) not in self.broken:
                 where = (project_doc.locate(("spec", "environments", environment, "pins", name))
                          if project_doc else SourceLocation("syncline.yaml"))
                 self._missing(where, f"environment '{environment}' pins Flow '{name}@{version}', "
