@@ -262,7 +262,7 @@ def load_yaml(text: str, path: str) -> tuple[list[Document], list[Diagnostic]]:
         where = _mark(exc.node) if exc.node is not None else (1, 1)
         return documents, [Diagnostic(SourceLocation(path, *where), exc.code, exc.message)]
     except MarkedYAMLError as exc:
-        return documents, [_syntax_diagnostic(exc, path)]
+        return documents, [_syntax_diagnostic(exc, path, text)]
     except (YAMLError, RecursionError, ValueError, TypeError, AttributeError, IndexError) as exc:
         # ruamel raises plain Python errors on some malformed inputs; they are still bad YAML.
         message = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
@@ -309,11 +309,36 @@ def _document(node: Node, path: str, index: int) -> Document:
     return Document(path, index, data, converter.locations, converter.values)
 
 
-def _syntax_diagnostic(exc: MarkedYAMLError, path: str) -> Diagnostic:
+def _syntax_diagnostic(exc: MarkedYAMLError, path: str, text: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = exc.problem or exc.context or "syntax error"
-    return Diagnostic(SourceLocation(path, line, col), "E_YAML", f"invalid YAML: {problem}")
+    hint = _yaml_hint(problem, text.splitlines()[line - 1:line])
+    return Diagnostic(SourceLocation(path, line, col), "E_YAML", f"invalid YAML: {problem}{hint}")
+
+
+_KEY_VALUE = re.compile(r"^\s*(?:-\s+)?([^\s#'\"][^:#]*?):\s+(\S.*?)\s*$")
+_EXPRESSION_CHARS = frozenset("[]{}`")
+_INDENTATION_PROBLEMS = ("did not find expected", "mapping values are not allowed",
+                         "expected <block end>", "could not find expected ':'")
+
+
+def _yaml_hint(problem: str, lines: list[str]) -> str:
+    """What probably went wrong on the line of a YAML syntax error, as a hint, or ''."""
+    line = lines[0] if lines else ""
+    if "\t" in line[:len(line) - len(line.lstrip())]:
+        return " (hint: indent with spaces; YAML does not allow tabs)"
+    match = _KEY_VALUE.match(line)
+    value = match[2] if match else ""
+    collection = value[:1] + value[-1:] in ("{}", "[]")  # YAML flow style, likely meant so
+    if value and value[0] not in "'\"|>&*!" and not collection and (
+            ": " in value or _EXPRESSION_CHARS & set(value)):
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        return (f" (hint: an expression holding [ ] {{ }} : or ` must be quoted: "
+                f"{match[1] if match else 'key'}: \"{quoted}\")")
+    if any(p in problem for p in _INDENTATION_PROBLEMS):
+        return " (hint: check this line's indentation against the lines above it)"
+    return ""
 
 
 class Parsed(NamedTuple):

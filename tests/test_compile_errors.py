@@ -278,3 +278,23 @@ def test_a_document_that_fails_to_load_causes_no_other_errors_and_comes_first(pr
         ["mappings/y.yaml:4:26:", "error[E_UNKNOWN_FIELD]"],
         ["flows/a.yaml:11:18:", "error[E_REF]"],  # to-ordr: a real unknown name
     ]
+
+
+def test_a_field_in_the_wrong_place_says_where_it_belongs(project) -> None:
+    root = project({"flows/f.yaml": FLOW_WITH.format(extra="""\
+        - id: t
+          call: {system: erp, operation: create, retry: saas-api}
+          retyr: saas-api
+""")})
+    assert _errors(root) == [
+        "flows/f.yaml:10:46: error[E_UNKNOWN_FIELD] spec.steps[1].call: unknown field 'retry' "
+        "('retry' belongs to the step, not to call:)",
+        "flows/f.yaml:11:7: error[E_UNKNOWN_FIELD] spec.steps[1]: unknown field 'retyr' "
+        "(did you mean 'retry'?)",
+    ]
+
+
+def test_a_typo_in_a_mapping_target_field_suggests_the_schema_field(tmp_path: Path) -> None:
+    errors = _errors(_materialise("target", tmp_path))
+    assert errors[0] == ("defs/s.yaml:18:5: error[E_TARGET] target field 'customer.nmae' does "
+                         "not exist in schema 'order@1' (did you mean 'customer.name'?)")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.loader import MAX_NODES, load_yaml
+from engine.loader import MAX_NODES, load_yaml, parse_content
 
 
 def test_documents_keep_locations_of_keys_and_items() -> None:
@@ -77,3 +78,40 @@ def test_loader_never_crashes_on_yaml_like_text(text: str) -> None:
 def test_loader_never_crashes_on_arbitrary_text(text: str) -> None:
     docs, problems = load_yaml(text, "fuzz.yaml")
     assert all(p.code.startswith("E_YAML") for p in problems)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("spec:\n  when: steps.a.b == 'x': y\n",
+     "f.yaml:2:25: error[E_YAML] invalid YAML: mapping values are not allowed in this context "
+     "(hint: an expression holding [ ] { } : or ` must be quoted: when: \"steps.a.b == 'x': y\")"),
+    ("spec:\n  filter: [?x == 'a'].b\n",
+     "f.yaml:2:22: error[E_YAML] invalid YAML: did not find expected key (hint: an expression "
+     "holding [ ] { } : or ` must be quoted: filter: \"[?x == 'a'].b\")"),
+    ("spec:\n  assert: `1` > x\n",
+     "f.yaml:2:11: error[E_YAML] invalid YAML: found character that cannot start any token "
+     "(hint: an expression holding [ ] { } : or ` must be quoted: assert: \"`1` > x\")"),
+    ("spec:\n  steps:\n    - id: a\n     set: {}\n",
+     "f.yaml:4:6: error[E_YAML] invalid YAML: did not find expected '-' indicator (hint: check "
+     "this line's indentation against the lines above it)"),
+    ("spec:\n\ta: 1\n",
+     "f.yaml:2:1: error[E_YAML] invalid YAML: found character that cannot start any token "
+     "(hint: indent with spaces; YAML does not allow tabs)"),
+])
+def test_yaml_syntax_errors_say_what_probably_went_wrong(text: str, message: str) -> None:
+    _, (diagnostic,) = load_yaml(text, "f.yaml")
+    assert diagnostic.format() == message
+
+
+def test_a_file_that_fails_to_load_names_what_it_defined() -> None:
+    parsed = parse_content(
+        "kind: Schema\nmetadata: {name: a}\nspec: {x: 1, x: 2}\n---\n"
+        "kind: Mapping\nmetadata:\n  owner: x\n  name: 'm-1'\nspec: {}\n", "f.yaml")
+    assert parsed.documents == [] and parsed.unloaded == (("Schema", "a"), ("Mapping", "m-1"))
+
+
+def test_one_line_values_know_where_each_character_stands() -> None:
+    (doc,), _ = load_yaml("a: plain text\nb: 'it''s'\nc: \"quoted\"\nd: |\n  block\n", "f.yaml")
+    assert str(doc.locate_in(("a",), 6)) == "f.yaml:1:10"
+    assert str(doc.locate_in(("b",), 3)) == "f.yaml:2:1"   # an escape: the key's place
+    assert str(doc.locate_in(("c",), 2)) == "f.yaml:3:7"
+    assert str(doc.locate_in(("d",), 2)) == "f.yaml:4:1"   # a block scalar: the key's place

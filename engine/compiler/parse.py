@@ -52,7 +52,8 @@ def _diagnostic(error: Any, doc: Document, fields: dict[int, list[str]]) -> Diag
     if error["type"] == "extra_forbidden":
         parent = _node(doc.data, loc[:-1])
         key = str(loc[-1])
-        hint = suggest(key, fields.get(id(parent), []))
+        hint = _belongs_elsewhere(key, doc.data, loc[:-1], fields)
+        hint = hint or suggest(key, fields.get(id(parent), []))
         message = f"{_where(loc[:-1])}unknown field '{key}'{hint}"
         return Diagnostic(doc.locate(loc), "E_UNKNOWN_FIELD", message)
     if error["type"] == "literal_error" and loc == ("kind",):
@@ -73,6 +74,24 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
             continue  # a union tag or validator name, not a key
         path.append(part)
     return tuple(path)
+
+
+def _belongs_elsewhere(key: str, data: Any, parent: tuple[Any, ...],
+                       fields: dict[int, list[str]]) -> str:
+    """' ('retry' belongs to the step, not to call:)' when an enclosing object takes `key`."""
+    for depth in range(len(parent) - 1, -1, -1):
+        if key in fields.get(id(_node(data, parent[:depth])), ()):
+            return f" ('{key}' belongs to {_describe(parent[:depth])}, not to {_describe(parent)})"
+    return ""
+
+
+def _describe(path: tuple[Any, ...]) -> str:
+    """How a user names the object at `path`: `the step`, `call:`, `the document`."""
+    if not path:
+        return "the document"
+    if isinstance(path[-1], int) and len(path) > 1:
+        return f"the {str(path[-2]).removesuffix('s')}"
+    return f"{path[-1]}:"
 
 
 def _node(data: Any, path: tuple[Any, ...]) -> Any:
