@@ -53,9 +53,7 @@ class Document:
     index: int                                 # 0-based position of the document in its file
     data: Any
     locations: Mapping[Path_, tuple[int, int]] = field(default_factory=dict, repr=False)
-    #: where a one-line string value's first character stands, and its length as written
-    #: (only where every character of the value is one column of the file)
-    values: Mapping[Path_, tuple[int, int, int]] = field(default_factory=dict, repr=False)
+    source: str = field(default="", repr=False, compare=False)  #: the text of its file
 
     def locate(self, loc: Sequence[Any] = ()) -> SourceLocation:
         """The location of `loc`, or of its nearest ancestor that has one."""
@@ -71,16 +69,23 @@ class Document:
     def locate_in(self, loc: Sequence[Any], offset: int | None) -> SourceLocation:
         """The location of column `offset` (0-based; None: its start) in the string value at `loc`.
 
-        Exact where the value is a one-line plain or quoted scalar without escapes and still the
-        text that was loaded; otherwise (block scalars, escapes, interpolated text) the location
-        of `loc` itself.
+        Exact where the value stands as written on the line of its key (a one-line plain or
+        quoted scalar without escapes, not changed by interpolation); otherwise (block scalars,
+        escapes, a value on the next line) the location of `loc` itself. Found when asked, so
+        loading pays nothing for it.
         """
-        found = self.values.get(tuple(loc))
-        text = self._value(loc)
-        if found is None or not isinstance(text, str) or len(text) != found[2]:
-            return self.locate(loc)
-        line, col, _ = found
-        return SourceLocation(self.path, line, col + min(offset or 0, len(text)))
+        where, text = self.locate(loc), self._value(loc)
+        if not isinstance(text, str) or "\n" in text or tuple(loc) not in self.locations:
+            return where
+        lines = self.source.splitlines()
+        if not 0 < where.line <= len(lines):
+            return where
+        line = lines[where.line - 1]
+        after_key = where.col - 1 + (0 if isinstance(loc[-1], int) else len(str(loc[-1])))
+        start = line.find(text, after_key) if text else -1
+        if start < 0 or line[after_key:start].strip(" \t:-'\"") != "":
+            return where
+        return SourceLocation(self.path, where.line, start + 1 + min(offset or 0, len(text)))
 
     def _value(self, loc: Sequence[Any]) -> Any:
         node = self.data
@@ -116,7 +121,6 @@ class _Converter:
         self.nodes = 0
         self.active: set[int] = set()
         self.locations: dict[Path_, tuple[int, int]] = {}
-        self.values: dict[Path_, tuple[int, int, int]] = {}
 
     def convert(self, node: Node, path: Path_, depth: int = 0) -> Any:
         self.nodes += 1
@@ -134,18 +138,9 @@ class _Converter:
             if isinstance(node, SequenceNode):
                 self._check_tag(node, "seq")
                 return [self._item(child, path + (i,), depth) for i, child in enumerate(node.value)]
-            value = _scalar(node)
-            if type(value) is str:
-                self._note_value(node, path, value)
-            return value
+            return _scalar(node)
         finally:
             self.active.discard(id(node))
-
-    def _note_value(self, node: Node, path: Path_, value: str) -> None:
-        start, end = node.start_mark, node.end_mark
-        quoted = getattr(node, "style", None) in ("'", '"')
-        if start.line == end.line and end.column - start.column == len(value) + 2 * quoted:
-            self.values[path] = (start.line + 1, start.column + 1 + quoted, len(value))
 
     def _item(self, node: Node, path: Path_, depth: int) -> Any:
         self.locations.setdefault(path, _mark(node))
@@ -257,7 +252,7 @@ def load_yaml(text: str, path: str) -> tuple[list[Document], list[Diagnostic]]:
             for index, node in enumerate(_compose_all(text)):
                 if node is None:
                     continue
-                documents.append(_document(node, path, index))
+                documents.append(_document(node, path, index, text))
     except _Refused as exc:
         where = _mark(exc.node) if exc.node is not None else (1, 1)
         return documents, [Diagnostic(SourceLocation(path, *where), exc.code, exc.message)]
@@ -302,11 +297,11 @@ def _compose_all(text: str) -> Iterator[Node | None]:
     yield from yaml.compose_all(text)
 
 
-def _document(node: Node, path: str, index: int) -> Document:
+def _document(node: Node, path: str, index: int, text: str) -> Document:
     converter = _Converter()
     converter.locations[()] = _mark(node)
     data = converter.convert(node, ())
-    return Document(path, index, data, converter.locations, converter.values)
+    return Document(path, index, data, converter.locations, text)
 
 
 def _syntax_diagnostic(exc: MarkedYAMLError, path: str, text: str) -> Diagnostic:

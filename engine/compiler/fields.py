@@ -23,7 +23,7 @@ from engine.compiler.compiled import (
 )
 from engine.compiler.refs import ITEM, FieldPath
 
-__all__ = ["Shape", "closed_object", "deref", "schema_at", "step_shapes", "unknown_field"]
+__all__ = ["Shape", "StepShapes", "closed_object", "deref", "schema_at", "unknown_field"]
 
 
 @dataclass(frozen=True)
@@ -69,26 +69,37 @@ def input_shape(first: CompiledStep | None) -> Shape | None:
     return Shape(source.json_schema, source.json_schema)
 
 
-def step_shapes(steps: Sequence[CompiledStep], data: Shape | None) -> dict[str, Shape]:
-    """The output shape of each step it is known of: map, set, and validate (its Schema, else
-    the shape of what it validates when that is ``data`` or one step's output)."""
-    shapes: dict[str, Shape] = {}
-    for step in sorted(steps, key=lambda s: s.index):
+class StepShapes:
+    """The output shape of each step it is known of, worked out when first asked: map, set,
+    and validate (its Schema, else the shape of what it validates when that is ``data`` or one
+    step's output)."""
+
+    def __init__(self, steps: Iterable[CompiledStep], data: Shape | None) -> None:
+        self._steps = {step.id: step for step in steps}
+        self._data = data
+        self._known: dict[str, Shape | None] = {}
+
+    def get(self, step_id: str) -> Shape | None:
+        if step_id not in self._known:
+            self._known[step_id] = None  # a validate reading itself stays unknown
+            step = self._steps.get(step_id)
+            self._known[step_id] = None if step is None else self._shape(step)
+        return self._known[step_id]
+
+    def _shape(self, step: CompiledStep) -> Shape | None:
         action = step.action
         if isinstance(action, MapAction):
-            shapes[step.id] = mapping_shape(action.mapping)
-        elif isinstance(action, SetAction):
-            shapes[step.id] = closed_object(action.values)
-        elif isinstance(action, ValidateAction) and action.schema is not None:
-            schema = action.schema.json_schema
-            shapes[step.id] = Shape(schema, schema)
-        elif isinstance(action, ValidateAction):
-            text = action.input.text
-            same = shapes.get(text.removeprefix("steps.")) if text.startswith("steps.") else None
-            found = data if text == "data" else same
-            if found is not None:
-                shapes[step.id] = found
-    return shapes
+            return mapping_shape(action.mapping)
+        if isinstance(action, SetAction):
+            return closed_object(action.values)
+        if not isinstance(action, ValidateAction):
+            return None
+        if action.schema is not None:
+            return Shape(action.schema.json_schema, action.schema.json_schema)
+        text = action.input.text
+        if text == "data":
+            return self._data
+        return self.get(text.removeprefix("steps.")) if text.startswith("steps.") else None
 
 
 def schema_at(root: Mapping[str, Any], parts: Sequence[str]) -> Mapping[str, Any]:

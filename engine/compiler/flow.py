@@ -6,6 +6,7 @@ templates reference, found by walking their ASTs.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from engine.compiler.compiled import (
     Value,
 )
 from engine.compiler.expressions import Expression, compile_expression
-from engine.compiler.fields import Shape, input_shape, step_shapes, unknown_field
+from engine.compiler.fields import Shape, StepShapes, input_shape, unknown_field
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.records import flow_test_record
 from engine.compiler.refs import ITEM, FieldPath, path_offset
@@ -286,7 +287,7 @@ class FlowCompiler:
         have (it would always be null), where the value's shape is known (see fields.py)."""
         first = min(steps.values(), key=lambda s: s.index, default=None)
         data = input_shape(first)
-        shapes = step_shapes(list(steps.values()), data)
+        shapes = StepShapes(steps.values(), data)
         reported: set[tuple[Loc, FieldPath]] = set()
         for loc, expression in self._reads:
             for path in sorted(expression.paths, key=len):
@@ -305,23 +306,24 @@ class FlowCompiler:
                                        f"'{name}'{suggest(name, known)}, so this is always null"))
 
     @staticmethod
-    def _unknown_field(path: FieldPath, shapes: dict[str, Shape], data: Shape | None
+    def _unknown_field(path: FieldPath, shapes: StepShapes, data: Shape | None
                        ) -> tuple[int, list[str]] | None:
         """(index of the unknown field in `path`, the fields there are)."""
         if path[:1] == ("data",) and data is not None:
             found = unknown_field(data, path[1:])
             return None if found is None else (found[0] + 1, found[1])
         step = path[1] if len(path) > 2 and path[0] == "steps" else None
-        if not isinstance(step, str) or step not in shapes:
+        shape = shapes.get(step) if isinstance(step, str) else None
+        if shape is None:
             return None
-        found = unknown_field(shapes[step], path[2:])
+        found = unknown_field(shape, path[2:])
         return None if found is None else (found[0] + 2, found[1])
 
     # graph ---------------------------------------------------------------------------------
     def graph(self, raw: list[m.Step], steps: dict[str, CompiledStep]) -> DependencyGraph | None:
         ids = set(steps)
         graph = DependencyGraph(s.id for s in raw if s.id in ids)
-        written: dict[tuple[str, str], SourceLocation] = {}  # (step, needed) -> where it is said
+        written: dict[tuple[str, str], Callable[[], SourceLocation]] = {}  # -> where it is said
         for index, step in enumerate(raw):
             for j, need in enumerate(step.needs):
                 if need not in ids:
@@ -329,17 +331,20 @@ class FlowCompiler:
                                f"unknown step '{need}'{suggest(need, sorted(ids))}")
                 else:
                     graph.add_dependency(step.id, need)
-                    written.setdefault((step.id, need), self.where(("steps", index, "needs", j)))
+                    at = ("steps", index, "needs", j)
+                    written.setdefault((step.id, need), functools.partial(self.where, at))
             for ref in self._check_refs(step.id, ids, ("steps", index)):
                 graph.add_dependency(step.id, ref)
-                written.setdefault((step.id, ref), self._ref_location(step.id, ref))
+                written.setdefault((step.id, ref),
+                                   functools.partial(self._ref_location, step.id, ref))
             self._check_refs(f"{step.id}#compensate", ids, ("steps", index, "compensate"))
         cycle = graph.find_cycle()
         if cycle:
             self._report_cycle(cycle, written, {s.id: i for i, s in enumerate(raw)})
         return None if self.failed else graph
 
-    def _report_cycle(self, cycle: list[str], written: dict[tuple[str, str], SourceLocation],
+    def _report_cycle(self, cycle: list[str],
+                      written: dict[tuple[str, str], Callable[[], SourceLocation]],
                       rank: dict[str, int]) -> None:
         """At the dependency that closes the cycle: the one the last declared step of it states,
         named `a -> b -> a` where each step needs the next."""
@@ -349,7 +354,7 @@ class FlowCompiler:
         closing, needed = chain[0], chain[1 % len(chain)]
         self.failed = True
         self.report(Diagnostic(
-            written[(closing, needed)], "E_CYCLE",
+            written[(closing, needed)](), "E_CYCLE",
             f"steps form a cycle: {' -> '.join([*chain, closing])} (each needs the next; step "
             f"'{closing}' needing '{needed}' closes it)",
         ))

@@ -32,7 +32,7 @@ class Interpolation:
 
     def document(self, doc: Document) -> Document:
         data = self._value(doc.data, (), doc)
-        return Document(doc.path, doc.index, data, doc.locations, doc.values)
+        return Document(doc.path, doc.index, data, doc.locations, doc.source)
 
     def _value(self, value: Any, path: tuple[Any, ...], doc: Document) -> Any:
         if isinstance(value, str):
