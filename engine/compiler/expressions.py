@@ -102,7 +102,8 @@ def compile_expression(text: str) -> Expression:
 
 def _parse_jmespath(text: str) -> JPNode:
     try:
-        return Parser().parse(text).parsed
+        parsed: JPNode = Parser().parse(text).parsed
+        return parsed
     except jp_exceptions.EmptyExpressionError as exc:
         raise ExpressionSyntaxError("empty expression", text=text, offset=0) from exc
     except jp_exceptions.LexerError as exc:

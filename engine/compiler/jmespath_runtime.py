@@ -33,22 +33,22 @@ EVALUATION_ERRORS: tuple[type[BaseException], ...] = (
 # -- JMESPath functions ---------------------------------------------------------------------
 
 
-class SynclineFunctions(jp_functions.Functions):
+class SynclineFunctions(jp_functions.Functions):  # type: ignore[misc]  # jmespath is untyped
     """jmespath's built-in functions plus lower, upper, coalesce and round."""
 
-    @jp_functions.signature({"types": ["string", "null"]})
+    @jp_functions.signature({"types": ["string", "null"]})  # type: ignore[untyped-decorator]
     def _func_lower(self, text: str | None) -> str | None:
         return None if text is None else text.lower()
 
-    @jp_functions.signature({"types": ["string", "null"]})
+    @jp_functions.signature({"types": ["string", "null"]})  # type: ignore[untyped-decorator]
     def _func_upper(self, text: str | None) -> str | None:
         return None if text is None else text.upper()
 
-    @jp_functions.signature({"types": [], "variadic": True})
+    @jp_functions.signature({"types": [], "variadic": True})  # type: ignore[untyped-decorator]
     def _func_coalesce(self, *values: Any) -> Any:
         return next((value for value in values if value is not None), None)
 
-    @jp_functions.signature({"types": ["number", "null"]}, {"types": ["number"]})
+    @jp_functions.signature({"types": ["number", "null"]}, {"types": ["number"]})  # type: ignore[untyped-decorator]
     def _func_round(self, number: float | None, digits: float) -> float | None:
         if number is None:
             return None
@@ -105,7 +105,7 @@ def equals(left: Any, right: Any) -> bool:
             return False
     elif is_number(right) and right in (0, 1) and isinstance(left, bool):
         return False
-    return left == right
+    return bool(left == right)
 
 
 def jp_not(value: Any) -> bool:

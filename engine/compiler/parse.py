@@ -35,7 +35,7 @@ def parse_project(doc: Document) -> tuple[Project | None, list[Diagnostic]]:
         message = f"{doc.path} must be a Project (kind: Project), not '{doc.data.get('kind')}'"
         return None, [Diagnostic(doc.locate(("kind",)), "E_PROJECT", message)]
     project, diagnostics = validate_model(Project, doc)
-    return project, diagnostics  # type: ignore[return-value]
+    return project, diagnostics
 
 
 def validate_model(model: type[BaseModel], doc: Document) -> tuple[Any, list[Diagnostic]]:

@@ -15,9 +15,10 @@ from itertools import chain, islice
 from typing import Any
 
 from jinja2 import ChainableUndefined
+from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate
 from jinja2.runtime import Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import ExpressionError
 
