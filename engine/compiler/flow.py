@@ -39,7 +39,7 @@ from engine.compiler.graph import DependencyGraph
 from engine.compiler.records import flow_test_record
 from engine.compiler.refs import ITEM, FieldPath, path_offset
 from engine.compiler.resolve import Registry
-from engine.compiler.templates import compile_template
+from engine.compiler.templates import Template, compile_template
 from engine.errors import ExpressionSyntaxError
 from engine.loader import Document
 from engine.model import flow as m
@@ -66,7 +66,7 @@ class FlowCompiler:
     failed: bool = False
     _refs: dict[str, set[str]] = field(default_factory=dict)
     _ref_locs: dict[str, dict[str, tuple[Loc, str]]] = field(default_factory=dict)
-    _reads: list[tuple[Loc, Expression]] = field(default_factory=list)  # checked by check_fields
+    _reads: list[tuple[Loc, Expression | Template]] = field(default_factory=list)  # E_FIELD
 
     def error(self, loc: Loc, code: str, message: str) -> None:
         self.failed = True
@@ -102,6 +102,7 @@ class FlowCompiler:
                 self.syntax_error(exc, loc + ("template",), f"invalid template: {exc.message}")
                 return None
             self._note_refs(template.step_refs, loc, step, "")
+            self._reads.append((loc + ("template",), template))
             return TemplateValue(template, template.step_refs)
         if isinstance(raw, m.ConstValue):
             return ConstValue(raw.const)

@@ -2,7 +2,8 @@
 
 ``root_paths`` lists every path read from the root (``steps.order.lines[0].sku`` reads
 ``("steps", "order", "lines", ITEM, "sku")``); a ``steps`` field of some nested object, or a
-field read from a function's result, is not a root path. The compiler derives a step's implicit
+field read from a function's result, is not a root path. ``template_root_paths`` does the same
+for a Jinja2 template's attribute chains. The compiler derives a step's implicit
 dependencies (``step_refs``) and the field references it checks against schemas from them.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 from jinja2 import nodes
 from jmespath.lexer import Lexer
 
-__all__ = ["ITEM", "FieldPath", "path_offset", "root_paths", "step_refs", "template_step_refs"]
+__all__ = ["ITEM", "FieldPath", "path_offset", "root_paths", "step_refs", "template_root_paths"]
 
 ITEM = 0  #: a path segment meaning "each element of the array" (an index or a projection)
 FieldPath = tuple[str | int, ...]
@@ -135,15 +136,27 @@ def path_offset(text: str, path: FieldPath) -> int | None:
     return None
 
 
-def template_step_refs(ast: nodes.Template) -> frozenset[str]:
-    """Step ids a template reads as ``steps.<id>`` or ``steps['<id>']``."""
-    found: set[str] = set()
+def template_root_paths(ast: nodes.Template) -> frozenset[FieldPath]:
+    """Every path a template reads as a chain of attributes or constant items from a variable
+    (``steps.order.lines[0].sku`` reads ``("steps", "order", "lines", ITEM, "sku")``)."""
+    found = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        assert isinstance(node, (nodes.Getattr, nodes.Getitem))
-        if not (isinstance(node.node, nodes.Name) and node.node.name == "steps"):
-            continue
-        if isinstance(node, nodes.Getattr):
-            found.add(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            found.add(node.arg.value)
+        path = _jinja_path(node)
+        if path is not None:
+            found.add(path)
     return frozenset(found)
+
+
+def _jinja_path(node: nodes.Node) -> FieldPath | None:
+    parts: list[str | int] = []
+    while isinstance(node, (nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, (str, int)):
+            parts.append(node.arg.value if isinstance(node.arg.value, str) else ITEM)
+        else:
+            return None
+        node = node.node
+    if not isinstance(node, nodes.Name):
+        return None
+    return (node.name, *reversed(parts))

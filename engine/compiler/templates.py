@@ -24,7 +24,7 @@ from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 
 from engine.compiler.jinja_python import compile_fast, emit_template_value
 from engine.compiler.pycode import UNCOMPILABLE, Program, PythonBuilder
-from engine.compiler.refs import template_step_refs
+from engine.compiler.refs import FieldPath, step_refs, template_root_paths
 from engine.compiler.sandbox import (
     NATIVE_ENV,
     STRING_ENV,
@@ -50,6 +50,8 @@ class Template:
     expression: nodes.Expr | None = field(repr=False, compare=False)  #: the one {{ expression }}
     _program: Program | None = field(repr=False, compare=False)  #: the Python fast path
     _jinja: Any = field(repr=False, compare=False)  #: Jinja2's template, None until needed
+    paths: frozenset[FieldPath] = field(default=frozenset(), repr=False, compare=False)
+    """The attribute chains it reads from its variables (``refs.template_root_paths``)."""
 
     @property
     def python(self) -> str | None:
@@ -98,12 +100,13 @@ def compile_template(text: str, *, native: bool = True) -> Template:
     """
     ast = _parse_template(text)
     expression = _expression_only(ast)
-    refs = template_step_refs(ast)
+    paths = template_root_paths(ast)
+    refs = step_refs(paths)
     fast = None if expression is None else compile_fast(expression, native)
     if fast is not None:
-        return Template(text, native, refs, expression, fast, None)
+        return Template(text, native, refs, expression, fast, None, paths)
     jinja = _compile_jinja(_template_env(native, expression), text)
-    return Template(text, native, refs, expression, None, jinja)
+    return Template(text, native, refs, expression, None, jinja, paths)
 
 
 def _template_env(native: bool, expression: nodes.Expr | None) -> Sandbox:
