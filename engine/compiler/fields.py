@@ -10,7 +10,7 @@ a value cannot have; it stays silent wherever the schema allows more or says not
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +21,14 @@ from engine.compiler.compiled import (
     SetAction,
     ValidateAction,
 )
+from engine.compiler.expressions import Expression
 from engine.compiler.refs import ITEM, FieldPath
+from engine.compiler.templates import Template
 
-__all__ = ["Shape", "StepShapes", "closed_object", "deref", "schema_at", "unknown_field"]
+__all__ = ["Shape", "StepShapes", "closed_object", "deref", "schema_at", "unknown_field",
+           "unknown_reads"]
+
+Loc = tuple[Any, ...]  #: a path into a flow's spec
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,29 @@ class StepShapes:
         if text == "data":
             return self._data
         return self.get(text.removeprefix("steps.")) if text.startswith("steps.") else None
+
+
+def unknown_reads(reads: Iterable[tuple[Loc, Expression | Template]],
+                  steps: Iterable[CompiledStep]) -> Iterator[tuple[Loc, str, FieldPath, list[str]]]:
+    """(where, text, the path up to its unknown field, the fields there are) for each read of
+    ``steps.<id>.<path>`` or ``data.<path>`` that the value cannot have; once per such path."""
+    steps = list(steps)
+    data = input_shape(min(steps, key=lambda s: s.index, default=None))
+    shapes = StepShapes(steps, data)
+    seen: set[tuple[Loc, FieldPath]] = set()
+    for loc, compiled in reads:
+        for path in sorted(compiled.paths, key=len):
+            if path[:1] == ("data",):
+                shape, skip = data, 1
+            elif len(path) > 2 and path[0] == "steps" and isinstance(path[1], str):
+                shape, skip = shapes.get(path[1]), 2
+            else:
+                continue
+            found = unknown_field(shape, path[skip:]) if shape is not None else None
+            if found is None or (loc, path[:skip + found[0] + 1]) in seen:
+                continue
+            seen.add((loc, path[:skip + found[0] + 1]))
+            yield loc, compiled.text, path[:skip + found[0] + 1], found[1]
 
 
 def schema_at(root: Mapping[str, Any], parts: Sequence[str]) -> Mapping[str, Any]:

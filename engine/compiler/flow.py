@@ -34,7 +34,7 @@ from engine.compiler.compiled import (
     Value,
 )
 from engine.compiler.expressions import Expression, compile_expression
-from engine.compiler.fields import Shape, StepShapes, input_shape, unknown_field
+from engine.compiler.fields import unknown_reads
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.records import flow_test_record
 from engine.compiler.refs import ITEM, FieldPath, path_offset
@@ -286,39 +286,12 @@ class FlowCompiler:
     def check_fields(self, steps: dict[str, CompiledStep]) -> None:
         """E_FIELD for `steps.<id>.<path>` and `data.<path>` reading a field the value cannot
         have (it would always be null), where the value's shape is known (see fields.py)."""
-        first = min(steps.values(), key=lambda s: s.index, default=None)
-        data = input_shape(first)
-        shapes = StepShapes(steps.values(), data)
-        reported: set[tuple[Loc, FieldPath]] = set()
-        for loc, expression in self._reads:
-            for path in sorted(expression.paths, key=len):
-                found = self._unknown_field(path, shapes, data)
-                if found is None:
-                    continue
-                bad, known = found
-                if any(path[:bad + 1] == p[:bad + 1] and loc == at for at, p in reported):
-                    continue
-                reported.add((loc, path))
-                name = str(path[bad])
-                where = self.doc.locate_in(("spec", *loc), path_offset(expression.text,
-                                                                        path[:bad + 1]))
-                self.failed = True
-                self.report(Diagnostic(where, "E_FIELD", f"{_dotted(path[:bad])} has no field "
-                                       f"'{name}'{suggest(name, known)}, so this is always null"))
-
-    @staticmethod
-    def _unknown_field(path: FieldPath, shapes: StepShapes, data: Shape | None
-                       ) -> tuple[int, list[str]] | None:
-        """(index of the unknown field in `path`, the fields there are)."""
-        if path[:1] == ("data",) and data is not None:
-            found = unknown_field(data, path[1:])
-            return None if found is None else (found[0] + 1, found[1])
-        step = path[1] if len(path) > 2 and path[0] == "steps" else None
-        shape = shapes.get(step) if isinstance(step, str) else None
-        if shape is None:
-            return None
-        found = unknown_field(shape, path[2:])
-        return None if found is None else (found[0] + 2, found[1])
+        for loc, text, path, known in unknown_reads(self._reads, steps.values()):
+            name = str(path[-1])
+            where = self.doc.locate_in(("spec", *loc), path_offset(text, path))
+            self.failed = True
+            self.report(Diagnostic(where, "E_FIELD", f"{_dotted(path[:-1])} has no field "
+                                   f"'{name}'{suggest(name, known)}, so this is always null"))
 
     # graph ---------------------------------------------------------------------------------
     def graph(self, raw: list[m.Step], steps: dict[str, CompiledStep]) -> DependencyGraph | None:
@@ -347,11 +320,8 @@ class FlowCompiler:
     def _report_cycle(self, cycle: list[str],
                       written: dict[tuple[str, str], Callable[[], SourceLocation]],
                       rank: dict[str, int]) -> None:
-        """At the dependency that closes the cycle: the one the last declared step of it states,
-        named `a -> b -> a` where each step needs the next."""
-        needs = list(reversed(cycle[:-1]))          # each needs the next (wrapping around)
-        start = max(range(len(needs)), key=lambda i: rank.get(needs[i], 0))
-        chain = needs[start:] + needs[:start]
+        """At the dependency that closes the cycle (see `_closing`)."""
+        chain = _closing(cycle, rank)
         closing, needed = chain[0], chain[1 % len(chain)]
         self.failed = True
         self.report(Diagnostic(
@@ -386,3 +356,11 @@ def _with_needs(step: CompiledStep, needs: frozenset[str]) -> CompiledStep:
 def _dotted(path: FieldPath) -> str:
     """`steps.order.lines[].sku` for ("steps", "order", "lines", ITEM, "sku")."""
     return "".join("[]" if p == ITEM else f".{p}" for p in path).lstrip(".")
+
+
+def _closing(cycle: list[str], rank: dict[str, int]) -> list[str]:
+    """A cycle `[a, b, a]` of the graph (each runs after the one before) as the steps each
+    needing the next, starting at the last declared one: its need of the next closes it."""
+    needs = list(reversed(cycle[:-1]))
+    start = max(range(len(needs)), key=lambda i: rank.get(needs[i], 0))
+    return needs[start:] + needs[:start]
