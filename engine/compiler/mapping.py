@@ -11,8 +11,9 @@ import jsonschema_rs
 from engine.compiler.codegen import MISSING, FieldRule, compile_rules
 from engine.compiler.compiled import CompiledMapping, CompiledSchema
 from engine.compiler.expressions import compile_expression
-from engine.compiler.fields import deref, schema_at
+from engine.compiler.fields import Shape, deref, schema_at, unknown_field
 from engine.compiler.records import mapping_test_record
+from engine.compiler.refs import path_offset
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import compile_template
 from engine.errors import ExpressionSyntaxError
@@ -62,10 +63,40 @@ def compile_mapping(
             rules.append(built)
     if not ok or (spec.source and source is None) or (spec.target and target is None):
         return None
+    if source is not None:
+        _check_reads(spec.fields, source, doc, report)  # errors, but the mapping stays usable
     transform = compile_rules(mapping.ident, rules)
     return CompiledMapping(mapping.name, mapping.version, source, target, transform,
                            tuple(mapping_test_record(t) for t in spec.tests), doc.locate(),
                            tuple(spec.fields))
+
+
+def _check_reads(fields: dict[str, str | FieldRuleSpec], source: CompiledSchema, doc: Document,
+                 report: Report) -> None:
+    """E_FIELD for a rule reading a field the source Schema says its input cannot have."""
+    shape = Shape(source.json_schema, source.json_schema)
+    for target_path, raw in fields.items():
+        rule = raw if isinstance(raw, FieldRuleSpec) else FieldRuleSpec(expr=raw)
+        loc: tuple[str, ...] = ("spec", "fields", target_path)
+        if rule.expr is not None:
+            text, paths = rule.expr, compile_expression(rule.expr).paths
+            loc = (*loc, "expr") if isinstance(raw, FieldRuleSpec) else loc
+        elif rule.template is not None:
+            text, loc = rule.template, (*loc, "template")
+            paths = frozenset(p[1:] for p in compile_template(rule.template).paths
+                              if p[:1] == ("source",))
+        else:
+            continue
+        for path in sorted(paths, key=len):
+            found = unknown_field(shape, path)
+            if found is None:
+                continue
+            name = str(path[found[0]])
+            where = doc.locate_in(loc, path_offset(text, path[:found[0] + 1]))
+            report(Diagnostic(where, "E_FIELD", f"the source Schema '{source.name}@"
+                              f"{source.version}' has no field '{name}'{suggest(name, found[1])}"
+                              ", so this is always null"))
+            break
 
 
 def _schema_ref(ref: str | None, field: str, doc: Document, registry: Registry,
