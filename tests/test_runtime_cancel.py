@@ -41,6 +41,16 @@ spec:
   backoff: {initial: 60s, multiplier: 1, max: 60s, jitter: none}
   retryOn: ["5xx"]
   onExhausted: park
+---
+apiVersion: syncline/v1
+kind: RetryPolicy
+metadata: {name: picky, owner: qa}
+spec:
+  maxAttempts: 3
+  backoff: {initial: 10ms, multiplier: 1, max: 10ms, jitter: none}
+  retryOn: ["429"]
+  onError: {"409": succeed}
+  onExhausted: park
 """
 
 
@@ -190,6 +200,32 @@ async def test_a_compensation_retry_waits_in_the_store_and_holds_no_worker(tmp_p
     assert len(calls) == 2 and calls[0].key == calls[1].key
     outcomes = [a.outcome for a in steps["first"].attempts]
     assert outcomes == ["ok", "compensate:status", "compensated"]
+
+
+PICKY_SAGA = SAGA.replace("saga", "picky").replace("retry: patient", "retry: picky")
+
+
+@pytest.mark.parametrize(
+    ("answer", "state", "code", "outcomes"),
+    [
+        (409, "compensated", "NOT_OK", ["ok", "compensated"]),  # onError 409: succeed
+        (503, "failed", "COMPENSATION_FAILED", ["ok", "compensate:status"]),  # not in retryOn
+    ],
+)
+async def test_a_compensation_call_follows_the_steps_retry_policy(
+    tmp_path, live, answer, state, code, outcomes
+):
+    """The compensation of a step is decided by the step's RetryPolicy like any call: `onError`
+    and `retryOn` apply, not a fixed "retry 429 and 5xx"."""
+    target, url = live
+    target.script["/orders/X1/cancel"] = [answer]
+    async with running(project(tmp_path, url, PICKY_SAGA)) as (runtime, plan):
+        run_id = (await runtime.ingest(plan.flows["picky"], {"ok": False}, meta(1))).run_id
+        final = await runtime.wait(run_id, 10)
+        steps = await runtime.store.get_steps(run_id)
+    assert (final.state, final.reason.code) == (state, code)
+    assert len(target.to("/orders/X1/cancel")) == 1
+    assert [a.outcome for a in steps["first"].attempts] == outcomes
 
 
 async def test_a_checkpoint_leaves_a_cancel_request_standing(tmp_path: Path):

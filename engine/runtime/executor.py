@@ -16,8 +16,9 @@ Step semantics (the contract SPEC.md section 2 leaves to the runtime):
 - Compensation runs the `compensate` call of every succeeded step, in reverse completion order,
   each with its own idempotency key (`<step>#compensate`); the run ends `compensated` (or
   `cancelled` when an operator cancelled it), keeping the failure's reason. A compensation call
-  that fails is retried as the step's RetryPolicy says (retryable: timeouts, network errors, 429
-  and 5xx), like a step: the attempt is checkpointed and the run waits (`waiting`, next attempt
+  that fails is decided by the step's RetryPolicy exactly as a call is (`onError`, `retryOn`,
+  backoff, `maxAttempts`, deadline); `succeed` counts it as undone. A retry is like a step's: the
+  attempt is checkpointed and the run waits (`waiting`, next attempt
   time in the store, no worker held). One that still fails ends the run `failed` with reason
   COMPENSATION_FAILED naming the step: downstream state is then partial, and the run says so.
 - A runnable run that carries a reason is being compensated: the executor records the reason with
@@ -44,7 +45,7 @@ from engine.compiler.compiled import CompiledFlow, CompiledStep
 from engine.compiler.plan import Plan
 from engine.errors import CallError
 from engine.runtime.calls import Calls, describe
-from engine.runtime.retry import backoff
+from engine.runtime.retry import Decision, decide
 from engine.runtime.steps import HANDLERS, StepEnv, StepOutcome, Stop, build_request
 from engine.store.base import (
     CANCELLED,
@@ -59,7 +60,6 @@ from engine.store.base import (
 
 DONE = frozenset({"succeeded", "skipped"})
 COMPENSATE = "compensate:"  # outcome prefix of a compensation attempt that failed
-_RNG = random.Random()
 
 
 class ObserverProtocol(Protocol):
@@ -125,6 +125,7 @@ class Executor:
     observer: ObserverProtocol = field(default_factory=Observer)
     clock: Callable[[], float] = time.time
     stopping: Callable[[], bool] = lambda: False
+    rng: random.Random = field(default_factory=random.Random)  # backoff jitter
 
     async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         """Run `run` (already claimed) until it succeeds or stops; return its new state."""
@@ -323,7 +324,9 @@ class _Execution:
         self, step: CompiledStep, record: StepRecord, reason: Reason
     ) -> Finished | None:
         """One attempt at undoing `step`: None once undone, else how the run stops (waiting
-        for the next attempt, or failed)."""
+        for the next attempt, or failed). A failed call is decided by the step's RetryPolicy, as
+        any call is: `succeed` counts as undone, `retry` waits in the store, anything else (or no
+        policy) ends the run COMPENSATION_FAILED."""
         assert step.compensate is not None and self.calls is not None
         request = build_request(
             step.compensate, self.context, self.run_record, f"{step.id}#compensate"
@@ -331,41 +334,43 @@ class _Execution:
         described = describe(request)
         policy = step.retry.policy if step.retry is not None else None
         timeout = policy.timeout if policy and policy.timeout else step.compensate.system.timeout
-        n = 1 + sum(1 for a in record.attempts if a.outcome.startswith(COMPENSATE))
         started = self.clock()
         try:
             response = await self.calls.send(request, timeout=timeout)
+            status, body = response.status, response.body
         except CallError as error:
-            attempt = Attempt(
-                len(record.attempts) + 1,
-                started,
-                self.clock(),
-                f"{COMPENSATE}{error.kind}",
-                error.status,
-                error.message,
-                described,
-                {"status": error.status, "body": error.body},
-            )
-            # updated_at stays the step's completion time: it orders the compensation
-            tried = dataclasses.replace(record, attempts=[*record.attempts, attempt])
-            retryable = error.kind != "status" or error.status == 429 or (error.status or 0) >= 500
-            if policy is not None and retryable and n < policy.max_attempts:
-                at = self.clock() + backoff(policy, n, _RNG, error.retry_after)
-                return await self._wait_to_compensate(tried, reason, at)
-            message = f"compensating step '{step.id}' failed: {error.message}"
-            failure = Reason(
-                "COMPENSATION_FAILED", step.id, f"{message}; downstream state is partial"
-            )
-            return await self._end_compensation("failed", failure, tried)
+            decision = self._compensation_decision(step, record, error, started)
+            status, body = error.status, error.body
+            if decision.action != "succeed":
+                failed = Attempt(
+                    len(record.attempts) + 1,
+                    started,
+                    self.clock(),
+                    f"{COMPENSATE}{error.kind}",
+                    status,
+                    error.message,
+                    described,
+                    {"status": status, "body": body},
+                )
+                # updated_at stays the step's completion time: it orders the compensation
+                tried = dataclasses.replace(record, attempts=[*record.attempts, failed])
+                if decision.action == "retry":
+                    at = self.clock() + decision.delay
+                    return await self._wait_to_compensate(tried, reason, at)
+                message = f"compensating step '{step.id}' failed: {error.message}"
+                failure = Reason(
+                    "COMPENSATION_FAILED", step.id, f"{message}; downstream state is partial"
+                )
+                return await self._end_compensation("failed", failure, tried)
         attempt = Attempt(
             len(record.attempts) + 1,
             started,
             self.clock(),
             "compensated",
-            response.status,
+            status,
             None,
             described,
-            {"status": response.status, "body": response.body},
+            {"status": status, "body": body},
         )
         compensated = dataclasses.replace(
             record,
@@ -377,6 +382,21 @@ class _Execution:
         self.records[step.id] = compensated
         return None
 
+    def _compensation_decision(
+        self, step: CompiledStep, record: StepRecord, error: CallError, started: float
+    ) -> Decision:
+        if step.retry is None:
+            return Decision("fail", reason="no retry policy")
+        earlier = [a.started_at for a in record.attempts if a.outcome.startswith(COMPENSATE)]
+        return decide(
+            step.retry.policy,
+            error,
+            attempt=len(earlier) + 1,
+            first_attempt_at=earlier[0] if earlier else started,
+            now=self.clock(),
+            rng=self.executor.rng,
+        )
+
     async def _wait_to_compensate(self, tried: StepRecord, reason: Reason, at: float) -> Finished:
         """Checkpoint the failed attempt; the run waits, still carrying the compensation's reason
         (a claim resumes compensation). A cancel request that arrived meanwhile becomes that
@@ -386,3 +406,4 @@ class _Execution:
         if cancel is not None and reason.code != CANCELLED:
             await self.store.checkpoint(Checkpoint(run_id, None, "waiting", at, cancel))
         return Finished("waiting", self.emitted, at)
+
