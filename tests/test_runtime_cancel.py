@@ -18,6 +18,7 @@ from engine.store.base import (
     EventRecord,
     NewRun,
     Reason,
+    StateChange,
     StepRecord,
 )
 
@@ -236,7 +237,7 @@ async def test_a_checkpoint_leaves_a_cancel_request_standing(tmp_path: Path):
         await store.accept(event, [NewRun("r1", "f", 1, "d", "k1", None, "c")])
         await store.claim("w", 1, time.time(), 30)
         reason = Reason(CANCELLED, None, "cancelled by bob")
-        await store.set_run_state("r1", "running", expect=("running",), reason=reason)
+        await store.set_run_state("r1", StateChange("running", ("running",), reason))
         step = StepRecord("r1", "a", "succeeded", {"x": 1}, updated_at=time.time())
         assert await store.checkpoint(Checkpoint("r1", step, "succeeded")) == reason
         run = await store.get_run("r1")

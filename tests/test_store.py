@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import StateConflict, StoreError
+from engine.errors import StateConflict, StoreError, UsageError
 from engine.store import (
     Acceptance,
     Attempt,
     Checkpoint,
+    CorrectedData,
     EventRecord,
     NewRun,
     Reason,
+    RunQuery,
     SQLiteStore,
+    StateChange,
     StepRecord,
 )
 from engine.store.postgres import PostgresStore
@@ -245,7 +248,7 @@ async def test_a_parked_run_blocks_its_ordering_key(store: SQLiteStore) -> None:
         await add(store, run_id, ordering="A")
     await finish(store, "a1", "parked")
     assert await claimed_ids(store) == []
-    await store.set_run_state("a1", "cancelled", expect=["parked"])
+    await store.set_run_state("a1", StateChange("cancelled", expect=("parked",)))
     assert await claimed_ids(store) == ["a2"]
 
 
@@ -269,20 +272,9 @@ async def test_a_waiting_run_is_claimable_only_when_due(store: SQLiteStore) -> N
     await add(store, "r2", ordering="A")
     assert await claimed_ids(store, now=100.0) == ["r1"]
     await store.checkpoint(Checkpoint("r1", step=None, run_state="waiting", next_attempt_at=200.0))
-    assert await store.next_due() == 200.0
     assert await claimed_ids(store, now=199.0) == []  # and r2 stays behind the waiting r1
     [run] = await store.claim("w1", 10, 200.0, 30.0)
     assert (run.id, run.state, run.next_attempt_at) == ("r1", "running", None)
-    assert await store.next_due() is None
-
-
-async def test_next_due_skips_a_waiting_run_its_ordering_key_blocks(store: SQLiteStore) -> None:
-    await add(store, "old", ordering="A")
-    await add(store, "new", ordering="A")
-    await finish(store, "old", "dead-lettered")
-    await store.checkpoint(Checkpoint("new", None, run_state="waiting", next_attempt_at=50.0))
-    await store.set_run_state("old", "parked")  # an operator revived the older run
-    assert await store.next_due() is None
 
 
 async def test_an_expired_lease_is_reclaimable_and_renew_extends_it(store: SQLiteStore) -> None:
@@ -444,21 +436,21 @@ async def parked_run(store: SQLiteStore) -> None:
 
 async def test_set_run_state_resumes_with_override_and_reset(store: SQLiteStore) -> None:
     await parked_run(store)
-    run = await store.set_run_state(
-        "r1",
+    change = StateChange(
         "pending",
-        expect=["parked"],
-        data_override={"Id": "fixed"},
-        set_override=True,
-        reset_steps=["erp"],
+        expect=("parked",),
+        data=CorrectedData({"Id": "fixed"}),
+        reset_steps=("erp",),
         actor="alice",
         action="resume",
     )
-    assert (run.state, run.reason, run.data_override, run.has_override) == (
+    run = await store.set_run_state("r1", change)
+    assert (run.state, run.reason, run.data_override, run.has_override, run.generation) == (
         "pending",
         None,
         {"Id": "fixed"},
         True,
+        1,
     )
     assert list(await store.get_steps("r1")) == ["order"]
     [entry] = await store.audit_log("r1")
@@ -477,18 +469,19 @@ async def test_set_run_state_expect_failure_changes_nothing(store: SQLiteStore) 
     with pytest.raises(StateConflict, match="run 'r1' is 'parked', not 'dead-lettered'"):
         await store.set_run_state(
             "r1",
-            "pending",
-            expect=["dead-lettered"],
-            reset_steps=["erp"],
-            data_override=1,
-            set_override=True,
-            action="retry",
+            StateChange(
+                "pending",
+                expect=("dead-lettered",),
+                reset_steps=("erp",),
+                data=CorrectedData(1),
+                action="retry",
+            ),
         )
     assert await store.get_run("r1") == before
     assert set(await store.get_steps("r1")) == {"order", "erp"}
     assert await store.audit_log() == []
     with pytest.raises(StoreError, match="run 'ghost' does not exist"):
-        await store.set_run_state("ghost", "cancelled")
+        await store.set_run_state("ghost", StateChange("cancelled"))
 
 
 async def test_a_failing_write_does_not_spoil_its_batch(sqlite_store: SQLiteStore) -> None:
@@ -496,7 +489,7 @@ async def test_a_failing_write_does_not_spoil_its_batch(sqlite_store: SQLiteStor
     commits = sqlite_store.commits
     results = await asyncio.gather(
         *(add(sqlite_store, f"a{n}") for n in range(20)),
-        sqlite_store.set_run_state("r1", "pending", expect=["running"]),
+        sqlite_store.set_run_state("r1", StateChange("pending", expect=("running",))),
         *(add(sqlite_store, f"b{n}") for n in range(20)),
         return_exceptions=True,
     )
@@ -528,11 +521,17 @@ async def test_list_runs_newest_first_with_cursor_and_filters(store: SQLiteStore
     for n in range(5):
         await add(store, f"r{n}", flow="a" if n % 2 else "b", key="K" if n in (1, 2) else None)
     await finish(store, "r4", "parked")
-    page = await store.list_runs(limit=2)
+    first = RunQuery(limit=2)
+    page = await store.list_runs(first)
     assert [r.id for r in page] == ["r4", "r3"]
-    assert [r.id for r in await store.list_runs(before_seq=page[-1].seq)] == ["r2", "r1", "r0"]
-    assert [r.id for r in await store.list_runs(flow="a")] == ["r3", "r1"]
-    assert [r.id for r in await store.list_runs(state="pending", key="K")] == ["r2", "r1"]
+    following = RunQuery(cursor=first.next_cursor(page))
+    rest = await store.list_runs(following)
+    assert [r.id for r in rest] == ["r2", "r1", "r0"]
+    assert following.next_cursor(rest) is None  # fewer than the limit: the last page
+    assert [r.id for r in await store.list_runs(RunQuery(flow="a"))] == ["r3", "r1"]
+    assert [r.id for r in await store.list_runs(RunQuery(state="pending", key="K"))] == ["r2", "r1"]
+    with pytest.raises(UsageError, match="bad cursor 'x'"):
+        await store.list_runs(RunQuery(cursor="x"))
     assert await store.count_runs() == {
         ("a", "pending"): 2,
         ("b", "pending"): 2,
@@ -546,7 +545,7 @@ async def test_replayed_by_is_derived_from_replay_of(store: SQLiteStore) -> None
     await add(store, "r3", replay_of="r1")
     original = await store.get_run("r1")
     assert original is not None and original.replayed_by == ["r2", "r3"]
-    assert [(r.id, r.replayed_by) for r in await store.list_runs()] == [
+    assert [(r.id, r.replayed_by) for r in await store.list_runs(RunQuery())] == [
         ("r3", []),
         ("r2", []),
         ("r1", ["r2", "r3"]),
@@ -620,7 +619,7 @@ async def test_acknowledged_runs_survive_sigkill(db_path: Path) -> None:
 async def claim_work(path: Path, keys: int, per_key: int) -> int:
     """SQLite VM instructions of a claim that finds nothing: every key's oldest run is running
     and `per_key - 1` more of each key wait behind it."""
-    from engine.store.sqlite import CLAIM_SQL
+    from engine.store.sqlite_writes import CLAIM_SQL
 
     async with SQLiteStore(path) as store:
         await asyncio.gather(

@@ -13,7 +13,7 @@ from engine.errors import StoreError
 from engine.store import EventRecord, NewRun, SQLiteStore
 from engine.store.base import ReceivedJSON
 from engine.store.rows import event_row
-from engine.store.sqlite import _open_writer, _tx_accept, _tx_accept_many
+from engine.store.sqlite_writes import open_writer, tx_accept, tx_accept_many
 
 pytestmark = pytest.mark.anyio
 
@@ -47,14 +47,14 @@ ITEMS = [
 
 
 def apply(path: Path, batched: bool) -> tuple[list[object], list[tuple[object, ...]]]:
-    conn, _ = _open_writer(path)
+    conn, _ = open_writer(path)
     conn.execute("BEGIN IMMEDIATE")
-    _tx_accept(conn, event_row(event("before"), 1.0), [run("r0", "held")])
+    tx_accept(conn, event_row(event("before"), 1.0), [run("r0", "held")])
     items = [(event_row(ev, 2.0), runs) for ev, runs in ITEMS]
     if batched:
-        answers: list[object] = list(_tx_accept_many(conn, items))
+        answers: list[object] = list(tx_accept_many(conn, items))
     else:
-        answers = [_tx_accept(conn, row, runs) for row, runs in items]
+        answers = [tx_accept(conn, row, runs) for row, runs in items]
     conn.execute("COMMIT")
     rows = conn.execute("SELECT id, flow, key, state, event_id FROM runs ORDER BY seq").fetchall()
     rows += conn.execute("SELECT id, data FROM events ORDER BY rowid").fetchall()

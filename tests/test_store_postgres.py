@@ -22,7 +22,8 @@ from test_runtime_crash import CRASH_FLOW, PATIENT
 
 from engine.errors import StoreError
 from engine.store import Acceptance, Checkpoint, EventRecord, NewRun
-from engine.store.postgres import MIGRATIONS, PostgresStore
+from engine.store.postgres import PostgresStore
+from engine.store.postgres_schema import MIGRATIONS
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +93,8 @@ async def test_a_newer_schema_is_refused(postgres_url: str) -> None:
 
 
 async def test_an_unreachable_server_is_a_store_error_without_the_password() -> None:
-    store = PostgresStore("postgresql://syncline:s3cret@127.0.0.1:9/none?connect_timeout=1")
+    url = "postgresql://syncline:s3cret@127.0.0.1:9/none?connect_timeout=1"
+    store = PostgresStore(url, connect_timeout=0.2)
     with pytest.raises(StoreError, match="cannot connect to the PostgreSQL store") as info:
         await store.open()
     assert "s3cret" not in str(info.value) and "s3cret" not in repr(store)

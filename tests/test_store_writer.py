@@ -156,11 +156,11 @@ class Opaque:
 
 
 async def test_a_write_the_writer_cannot_read_fails_and_the_writer_goes_on(tmp_path: Path) -> None:
-    from engine.store.sqlite import _tx_audit
+    from engine.store.sqlite_writes import tx_audit
 
     async with SQLiteStore(tmp_path / "s.db") as store:
         assert store._writer is not None
-        unreadable = store._writer.submit(_tx_audit, (Opaque(),))
+        unreadable = store._writer.submit(tx_audit, (Opaque(),))
         with pytest.raises(StoreError, match="answer was lost .*ModuleNotFoundError.*retry it"):
             await unreadable
         assert await add(store, "r1") == "r1"
@@ -169,12 +169,12 @@ async def test_a_write_the_writer_cannot_read_fails_and_the_writer_goes_on(tmp_p
 
 
 async def test_a_write_that_cannot_be_pickled_fails_alone(tmp_path: Path) -> None:
-    from engine.store.sqlite import _tx_audit
+    from engine.store.sqlite_writes import tx_audit
 
     async with SQLiteStore(tmp_path / "s.db") as store:
         assert store._writer is not None
-        bad = store._writer.submit(_tx_audit, (lambda: None,))
+        bad = store._writer.submit(tx_audit, (lambda: None,))
         good = store.accept(EventRecord("ev-r1", "t", "tests", {}), [run("r1")])
-        with pytest.raises(StoreError, match="cannot send write _tx_audit to the writer process"):
+        with pytest.raises(StoreError, match="cannot send write tx_audit to the writer process"):
             await bad
         assert [a.run_id for a in await good] == ["r1"]

@@ -337,7 +337,8 @@ class _Execution:
         started = self.clock()
         try:
             response = await self.calls.send(request, timeout=timeout)
-            status, body = response.status, response.body
+            status: int | None = response.status
+            body = response.body
         except CallError as error:
             decision = self._compensation_decision(step, record, error, started)
             status, body = error.status, error.body
@@ -406,4 +407,3 @@ class _Execution:
         if cancel is not None and reason.code != CANCELLED:
             await self.store.checkpoint(Checkpoint(run_id, None, "waiting", at, cancel))
         return Finished("waiting", self.emitted, at)
-

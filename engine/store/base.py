@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Self
 
+from engine.errors import UsageError
+
 RunState = Literal[
     "pending", "running", "waiting", "succeeded", "filtered", "parked",
     "dead-lettered", "compensated", "cancelled", "failed",
@@ -182,6 +184,69 @@ class OutboxItem(_Record):
     event: EventRecord
 
 
+@dataclass(frozen=True)
+class CorrectedData(_Record):
+    """Data an operator gives a run in place of its event's (null is a value like any other)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class StateChange(_Record):
+    """A change of a run's state by an operator action, applied by `Store.set_run_state` in one
+    transaction with its audit entry."""
+
+    state: str                          # the new state
+    expect: tuple[str, ...] = ()        # refuse (StateConflict) unless the run is in one; (): any
+    reason: Reason | None = None        # replaces the run's reason; None clears it
+    reset_steps: tuple[str, ...] = ()   # step records deleted, so that those steps run again
+    data: CorrectedData | None = None   # stored as the run's data; bumps its `generation`, so
+                                        # the calls that run again carry new idempotency keys
+    actor: str = "system"               # who, for the audit log
+    action: str | None = None           # the audit entry's action; None: "set-state:<state>"
+
+    def audit_detail(self, previous: str) -> dict[str, Any]:
+        """The audit entry's detail, from the run's `previous` state (never the data itself)."""
+        detail: dict[str, Any] = {"from": previous, "to": self.state}
+        if self.reason is not None:
+            detail["reason"] = dict(self.reason.__dict__)
+        if self.reset_steps:
+            detail["reset_steps"] = list(self.reset_steps)
+        if self.data is not None:
+            detail["data_override"] = True
+        return detail
+
+    @property
+    def audit_action(self) -> str:
+        return self.action or f"set-state:{self.state}"
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Which runs a listing answers, newest first (the store, the runtime and the admin API
+    filter with it)."""
+
+    flow: str | None = None    # only runs of this flow
+    state: str | None = None   # only runs in this state
+    key: str | None = None     # only runs with this idempotency key
+    cursor: str | None = None  # continue after the page that gave this cursor
+    limit: int = 50            # runs per page
+
+    @property
+    def before_seq(self) -> int | None:
+        """The cursor as the arrival order it stands for; UsageError if it is not one."""
+        if not self.cursor:
+            return None
+        try:
+            return int(self.cursor)
+        except ValueError:
+            raise UsageError(f"bad cursor {self.cursor!r}") from None
+
+    def next_cursor(self, page: Sequence[RunRecord]) -> str | None:
+        """The cursor of the page after `page` (None: it was the last)."""
+        return str(page[-1].seq) if page and len(page) == self.limit else None
+
+
 class Store(abc.ABC):
     """Durable state of the runtime. Implementations must be safe for concurrent async callers.
 
@@ -229,10 +294,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def renew(self, worker: str, run_ids: Sequence[str], until: float) -> None: ...
 
-    @abc.abstractmethod
-    async def next_due(self) -> float | None:
-        """Earliest next_attempt_at of a waiting run (for the scheduler's sleep)."""
-
     # execution -------------------------------------------------------------------------------
     @abc.abstractmethod
     async def checkpoint(self, cp: Checkpoint) -> Reason | None:
@@ -253,16 +314,8 @@ class Store(abc.ABC):
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]: ...
 
     @abc.abstractmethod
-    async def list_runs(
-        self,
-        *,
-        flow: str | None = None,
-        state: str | None = None,
-        key: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
-    ) -> list[RunRecord]:
-        """Newest first; `before_seq` is the cursor."""
+    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching `query`, newest first, at most `query.limit`."""
 
     @abc.abstractmethod
     async def count_runs(self) -> dict[tuple[str, str], int]:
@@ -270,24 +323,11 @@ class Store(abc.ABC):
 
     # operator actions --------------------------------------------------------------------------
     @abc.abstractmethod
-    async def set_run_state(
-        self,
-        run_id: str,
-        state: str,
-        *,
-        expect: Sequence[str] = (),
-        reason: Reason | None = None,
-        data_override: Any = None,
-        set_override: bool = False,
-        reset_steps: Sequence[str] = (),
-        actor: str = "system",
-        action: str | None = None,
-        bump_generation: bool = False,
-    ) -> RunRecord:
-        """Change a run's state (only if it is in one of `expect`, when given; else StoreError),
-        optionally store corrected data, delete the named step records (so they run again),
-        increase the run's `generation` when `bump_generation`, and append an audit entry
-        `action` by `actor` in the same transaction."""
+    async def set_run_state(self, run_id: str, change: StateChange) -> RunRecord:
+        """Apply `change` to the run and append its audit entry in one transaction: StoreError
+        if the run does not exist, StateConflict (nothing written) if it is not in one of
+        `change.expect`. The reason is replaced, next_attempt_at cleared, and so is the lease
+        unless the new state is `running`."""
 
     # events out ------------------------------------------------------------------------------
     @abc.abstractmethod

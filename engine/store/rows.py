@@ -141,16 +141,3 @@ def audit_entry(row: Sequence[Any]) -> dict[str, Any]:
     return {"seq": seq, "at": at, "actor": actor, "action": action, "run_id": run_id,
             "detail": json.loads(detail)}  # fmt: skip
 
-
-def state_change(
-    state: str, reason: Reason | None, reset_steps: Sequence[str], set_override: bool
-) -> dict[str, Any]:
-    """The audit detail of an operator's state change (never the corrected data itself)."""
-    detail: dict[str, Any] = {"to": state}
-    if reason is not None:
-        detail["reason"] = dataclasses.asdict(reason)
-    if reset_steps:
-        detail["reset_steps"] = list(reset_steps)
-    if set_override:
-        detail["data_override"] = True
-    return detail

@@ -26,7 +26,7 @@ parent shut down gracefully and flush its last writes first; it exits when the p
 end. If the child dies, the writes in flight fail with `StoreError` (they may or may not have
 been committed; each is idempotent to retry) and a new child takes over.
 
-The store module (``engine.store.sqlite``) provides ``open_writer(path) -> (connection,
+The store module (``engine.store.sqlite_writes``) provides ``open_writer(path) -> (connection,
 migrations applied)``, ``commit_batch(connection, jobs)`` (sets each job's `result` or `error`)
 and ``WRITES``, the job functions a parent may name.
 """

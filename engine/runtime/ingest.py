@@ -1,0 +1,175 @@
+"""Turning deliveries into runs: an inbound event (webhook, API call, CloudEvent) or an emitted
+one (the outbox) becomes the event record and one new run per flow it triggers, filtered and
+keyed as each flow says, accepted by the store in one transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.compiler.compiled import CompiledFlow
+from engine.runtime.clock import Clock
+from engine.runtime.executor import DONE, event_context, run_context
+from engine.runtime.plans import Plans
+from engine.runtime.steps import truthy
+from engine.store.base import (
+    Acceptance,
+    EventRecord,
+    NewRun,
+    OutboxItem,
+    RunRecord,
+    RunState,
+    Store,
+)
+
+
+@dataclass(frozen=True)
+class EventMeta:
+    """What the ingest side knows about an inbound delivery."""
+
+    id: str | None  # delivery id (webhook-id, ce-id, ...); None: generated
+    type: str  # CloudEvents type; "webhook:<path>" / "api:<path>"
+    source: str  # the sending System, or the ce source
+    subject: str | None = None
+    time: str | None = None  # RFC 3339; default now
+    correlation_id: str | None = None  # X-Correlation-ID or traceparent's trace id
+    traceparent: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)  # extra ce attributes / headers
+
+
+@dataclass(frozen=True)
+class ApiResult:
+    """The answer of a synchronous process API call."""
+
+    run_id: str
+    state: str  # succeeded | parked | failed | dead-lettered | timeout
+    output: Any = None  # the flow's `output` (succeeded)
+    errors: list[dict[str, Any]] | tuple[()] = ()  # [{path, message, code}] of a failure
+    reason: dict[str, Any] | None = None  # {code, step, message}
+
+
+class Ingest:
+    """Accepts deliveries into the store. `new_id` draws run and event ids; `accepted` hears of
+    every batch of acceptances (the workers count and wake on them)."""
+
+    def __init__(
+        self,
+        store: Store,
+        plans: Plans,
+        clock: Clock,
+        new_id: Callable[[], str],
+        accepted: Callable[[Sequence[Acceptance]], None],
+    ) -> None:
+        self.store, self.plans, self.clock = store, plans, clock
+        self.new_id, self.accepted = new_id, accepted
+
+    async def ingest(self, flow: CompiledFlow, data: Any, meta: EventMeta) -> Acceptance:
+        """Durably accept one delivery for `flow`: filtered, duplicate or a new pending run."""
+        event = self.event(meta, data)
+        [acceptance] = await self.store.accept(event, [self.new_run(flow, event, meta)])
+        self.accepted([acceptance])
+        return acceptance
+
+    async def ingest_event(self, event: EventRecord, meta: EventMeta) -> list[Acceptance]:
+        """A CloudEvent: one run per active flow whose `trigger.event` is its type."""
+        flows = self.plans.active.subscriptions.get(event.type, ())
+        acceptances = await self.store.accept(
+            event, [self.new_run(flow, event, meta) for flow in flows]
+        )
+        self.accepted(acceptances)
+        return acceptances
+
+    async def dispatch(self, item: OutboxItem) -> None:
+        """An emitted event: runs of the active flows subscribed to its type."""
+        flows = self.plans.active.subscriptions.get(item.event.type, ())
+        attributes = item.event.attributes
+        meta = EventMeta(
+            item.event.id,
+            item.event.type,
+            item.event.source,
+            correlation_id=attributes.get("correlationid"),
+            traceparent=attributes.get("traceparent"),
+        )
+        runs = [self.new_run(flow, item.event, meta) for flow in flows]
+        self.accepted(await self.store.dispatch(item, runs))
+
+    def event(self, meta: EventMeta, data: Any) -> EventRecord:
+        """The event record of a delivery (id and time filled in when the sender gave none)."""
+        when = meta.time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.now()))
+        return EventRecord(
+            meta.id or self.new_id(),
+            meta.type,
+            meta.source,
+            data,
+            meta.subject,
+            when,
+            dict(meta.attributes),
+        )
+
+    def new_run(
+        self, flow: CompiledFlow, event: EventRecord, meta: EventMeta, replay_of: str | None = None
+    ) -> NewRun:
+        """Filter, idempotency key, ordering key and correlation id of a new run (a replay is
+        never filtered and has a key of its own)."""
+        context = {"data": event.data, "event": event_context(event)}
+        state: RunState = "pending"
+        filtered = flow.filter is not None and not truthy(flow.filter.search(context))
+        if filtered and replay_of is None:
+            state = "filtered"
+        key = flow.idempotency_key.search(context) if flow.idempotency_key else None
+        order = flow.ordering_key.search(context) if flow.ordering_key else None
+        correlation = meta.correlation_id or _trace_id(meta.traceparent) or self.new_id()
+        run_id = self.new_id()
+        return NewRun(
+            id=run_id,
+            flow=flow.name,
+            flow_version=flow.version,
+            plan_digest=self.plans.active.digest,
+            key=f"replay:{run_id}"
+            if replay_of
+            else _key_text(key if key is not None else event.id),
+            ordering_key=None if order is None else _key_text(order),
+            correlation_id=correlation,
+            traceparent=meta.traceparent,
+            state=state,
+            replay_of=replay_of,
+        )
+
+    async def api_result(self, run: RunRecord) -> ApiResult:
+        """What a stopped run answers: the flow's `output`, or its reason and field errors."""
+        reason = None if run.reason is None else run.reason.__dict__.copy()
+        steps = await self.store.get_steps(run.id)
+        if run.state != "succeeded":
+            errors = [
+                e
+                for r in steps.values()
+                if r.state == "failed" and isinstance(r.output, dict)
+                for e in r.output.get("errors", [])
+            ]
+            return ApiResult(run.id, run.state, None, errors, reason)
+        plan = await self.plans.plan_for(run.plan_digest)
+        flow = plan.flow(run.flow, run.flow_version)
+        if flow.output is None:
+            return ApiResult(run.id, run.state, None, [], reason)
+        event = await self.store.get_event(run.event_id)
+        assert event is not None
+        outputs = {s: r.output for s, r in steps.items() if r.state in DONE}
+        return ApiResult(
+            run.id,
+            run.state,
+            flow.output.search(run_context(run, event, outputs, plan.env)),
+            [],
+            reason,
+        )
+
+
+def _key_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None

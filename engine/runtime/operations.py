@@ -1,0 +1,114 @@
+"""Operator actions on runs: resume a parked run (optionally with corrected data), retry a
+dead-lettered or failed one, cancel one (compensating its completed steps), replay one's event
+as a new run. Each is one `StateChange` (or accept) in the store, audited there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine.errors import StateConflict, UsageError
+from engine.runtime.executor import CANCELLED, DONE
+from engine.runtime.ingest import EventMeta, Ingest
+from engine.runtime.plans import Plans
+from engine.runtime.waiting import require_run
+from engine.store.base import CorrectedData, Reason, RunRecord, StateChange, Store
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
+CANCELLABLE = ("pending", "waiting", "parked", "dead-lettered")  # and running: a cancel request
+EFFECT_KINDS = frozenset({"call", "emit"})
+
+
+class Operations:
+    """The operator actions of a Runtime; `requeued` hears of every run queued again."""
+
+    def __init__(
+        self,
+        store: Store,
+        plans: Plans,
+        ingest: Ingest,
+        requeued: Callable[[RunRecord], RunRecord],
+    ) -> None:
+        self.store, self.plans, self.ingest, self.requeued = store, plans, ingest, requeued
+
+    async def resume(self, run_id: str, data: Any, actor: str) -> RunRecord:
+        """See `Runtime.resume`."""
+        run = await self._expect(run_id, ("parked",), "resume")
+        steps = await self.store.get_steps(run_id)
+        if data is MISSING:
+            reset = [s for s, r in steps.items() if r.state not in DONE]
+        else:
+            flow = await self.plans.flow_of(run)
+            reset = [
+                s
+                for s, r in steps.items()
+                if not (r.state == "succeeded" and flow.step(s).kind in EFFECT_KINDS)
+            ]
+        change = StateChange(
+            "pending",
+            expect=("parked",),
+            reset_steps=tuple(reset),
+            data=None if data is MISSING else CorrectedData(data),
+            actor=actor,
+            action="resume",
+        )
+        return self.requeued(await self.store.set_run_state(run_id, change))
+
+    async def retry(self, run_id: str, actor: str) -> RunRecord:
+        """See `Runtime.retry`."""
+        expect = ("dead-lettered", "failed")
+        await self._expect(run_id, expect, "retry")
+        steps = await self.store.get_steps(run_id)
+        reset = tuple(s for s, r in steps.items() if r.state not in DONE)
+        change = StateChange("pending", expect, reset_steps=reset, actor=actor, action="retry")
+        return self.requeued(await self.store.set_run_state(run_id, change))
+
+    async def cancel(self, run_id: str, actor: str) -> RunRecord:
+        """See `Runtime.cancel`."""
+        reason = Reason(CANCELLED, None, f"cancelled by {actor}")
+        for _ in range(3):  # the run may change state between reading and writing it
+            run = await self._expect(run_id, (*CANCELLABLE, "running"), "cancel")
+            running = run.state == "running"
+            change = StateChange(
+                "running" if running else "pending",
+                expect=("running",) if running else CANCELLABLE,
+                reason=reason,
+                actor=actor,
+                action="cancel",
+            )
+            try:
+                record = await self.store.set_run_state(run_id, change)
+            except StateConflict:  # it moved between reading and writing: look again
+                continue
+            return record if running else self.requeued(record)
+        raise UsageError(f"run '{run_id}' keeps changing state; try cancel again")
+
+    async def replay(self, run_id: str, actor: str) -> RunRecord:
+        """See `Runtime.replay`."""
+        old = await require_run(self.store, run_id)
+        event = await self.store.get_event(old.event_id)
+        flow = self.plans.active.flows.get(old.flow)
+        if event is None or flow is None:
+            raise UsageError(
+                f"run '{run_id}' cannot be replayed: "
+                f"{'its event is gone' if event is None else 'its flow is inactive'}"
+            )
+        meta = EventMeta(
+            event.id,
+            event.type,
+            event.source,
+            correlation_id=old.correlation_id,
+            traceparent=old.traceparent,
+        )
+        new = self.ingest.new_run(flow, event, meta, replay_of=old.id)
+        [acceptance] = await self.store.accept(event, [new])
+        await self.store.audit(actor, "replay", old.id, {"new_run": acceptance.run_id})
+        self.ingest.accepted([acceptance])
+        return await require_run(self.store, acceptance.run_id)
+
+    async def _expect(self, run_id: str, states: tuple[str, ...], action: str) -> RunRecord:
+        run = await require_run(self.store, run_id)
+        if run.state not in states:
+            allowed = " or ".join(states)
+            raise UsageError(f"run '{run_id}' is {run.state}; {action} needs a {allowed} run")
+        return run

@@ -1,0 +1,118 @@
+"""The PostgreSQL store's schema: numbered migrations, as in SQLite (append, never edit one that
+has shipped), applied under an advisory lock so that replicas starting together apply each once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from engine.errors import StoreError
+
+MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
+
+# Numbered schema migrations, as in SQLite: append, never edit one that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE plans (
+        digest      text PRIMARY KEY,
+        bundle      text NOT NULL,
+        created_at  double precision NOT NULL
+    );
+    CREATE TABLE events (
+        id          text PRIMARY KEY,
+        type        text NOT NULL,
+        source      text NOT NULL,
+        subject     text,
+        time        text,
+        data        text NOT NULL,
+        attributes  text NOT NULL,
+        received_at double precision NOT NULL
+    );
+    CREATE TABLE runs (
+        seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id              text NOT NULL UNIQUE,
+        flow            text NOT NULL,
+        flow_version    integer NOT NULL,
+        plan_digest     text NOT NULL,
+        event_id        text NOT NULL REFERENCES events (id),
+        state           text NOT NULL,
+        key             text NOT NULL,
+        ordering_key    text,
+        correlation_id  text NOT NULL,
+        traceparent     text,
+        created_at      double precision NOT NULL,
+        updated_at      double precision NOT NULL,
+        next_attempt_at double precision,
+        reason          text,
+        replay_of       text,
+        data_override   text,
+        has_override    boolean NOT NULL DEFAULT false,
+        lease_owner     text,
+        lease_until     double precision,
+        generation      integer NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX runs_dedup ON runs (flow, key) WHERE state <> 'filtered';
+    CREATE INDEX runs_key ON runs (key, seq);
+    CREATE INDEX runs_flow ON runs (flow, seq);
+    CREATE INDEX runs_state ON runs (state, seq);
+    CREATE INDEX runs_replay_of ON runs (replay_of) WHERE replay_of IS NOT NULL;
+    CREATE INDEX runs_runnable ON runs (seq) WHERE state IN ('pending', 'running', 'waiting');
+    CREATE INDEX runs_blocking ON runs (ordering_key, seq)
+        WHERE state IN ('pending', 'running', 'waiting', 'parked');
+    CREATE INDEX runs_waiting ON runs (next_attempt_at) WHERE state = 'waiting';
+    CREATE TABLE steps (
+        run_id        text NOT NULL REFERENCES runs (id),
+        step_id       text NOT NULL,
+        state         text NOT NULL,
+        output        text NOT NULL,
+        input_digest  text,
+        error         text,
+        attempts      text NOT NULL,
+        updated_at    double precision NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+    );
+    CREATE TABLE outbox (
+        seq           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        run_id        text NOT NULL REFERENCES runs (id),
+        event         text NOT NULL,
+        created_at    double precision NOT NULL,
+        dispatched_at double precision
+    );
+    CREATE INDEX outbox_pending ON outbox (seq) WHERE dispatched_at IS NULL;
+    CREATE TABLE audit (
+        seq     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at      double precision NOT NULL,
+        actor   text NOT NULL,
+        action  text NOT NULL,
+        run_id  text,
+        detail  text NOT NULL
+    );
+    CREATE INDEX audit_run ON audit (run_id, seq);
+    CREATE FUNCTION syncline_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the audit log is append-only';
+    END $$;
+    CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+        FOR EACH ROW EXECUTE FUNCTION syncline_audit_append_only();
+    """,
+)
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
+    """Apply the migrations the database has not seen (inside the caller's transaction); return
+    their numbers."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    await conn.execute("CREATE TABLE IF NOT EXISTS syncline_schema (version integer NOT NULL)")
+    row = await (await conn.execute("SELECT max(version) FROM syncline_schema")).fetchone()
+    version = (row[0] if row else None) or 0
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"the database schema is version {version}, newer than this Syncline "
+            f"understands ({len(MIGRATIONS)}); upgrade Syncline"
+        )
+    applied = list(range(version + 1, len(MIGRATIONS) + 1))
+    for number in applied:
+        await conn.execute(MIGRATIONS[number - 1])  # type: ignore[arg-type]
+        await conn.execute("INSERT INTO syncline_schema (version) VALUES (%s)", (number,))
+    return applied

@@ -1,0 +1,290 @@
+"""The PostgreSQL store's statements, each run inside a transaction the store opened: batched
+accepts (deduplicated by the unique index, ordering keys locked), claims, checkpoints and state
+changes. See engine/store/postgres.py for how they keep the `Store` invariants across replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+
+from engine.errors import StateConflict, StoreError
+from engine.store.base import (
+    CANCEL_ENDS,
+    CANCELLED,
+    Acceptance,
+    Checkpoint,
+    NewRun,
+    Reason,
+    RunRecord,
+    StateChange,
+)
+from engine.store.rows import (
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    cancel_request,
+    dumps,
+    fields,
+    reason_json,
+    run_record,
+    run_row,
+    with_work,
+)
+
+Conn = psycopg.AsyncConnection[Any]
+AcceptItem = tuple[tuple[Any, ...], Sequence[NewRun]]  # (event row, its runs)
+
+_BLOCKED = """
+    r.ordering_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM runs AS o
+        WHERE o.state IN ('pending', 'running', 'waiting', 'parked')
+          AND o.ordering_key = r.ordering_key AND o.seq < r.seq)
+"""
+
+# Due runs in arrival order that no older run of their ordering key blocks, leased at once; rows
+# another replica is claiming right now are skipped, not waited for.
+CLAIM_SQL = f"""
+WITH due AS (
+    SELECT r.seq FROM runs AS r
+    WHERE r.state IN ('pending', 'running', 'waiting')
+      AND (r.state = 'pending'
+           OR (r.state = 'waiting' AND r.next_attempt_at <= %(now)s)
+           OR (r.state = 'running' AND r.lease_until <= %(now)s))
+      AND NOT ({_BLOCKED})
+    ORDER BY r.seq
+    LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED
+)
+UPDATE runs SET state = 'running', lease_owner = %(worker)s, lease_until = %(until)s,
+                updated_at = %(wall)s, next_attempt_at = NULL
+FROM due WHERE runs.seq = due.seq
+RETURNING {", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))}
+"""
+
+_INSERT_EVENT = (
+    "INSERT INTO events (id, type, source, subject, time, data, attributes, received_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+_INSERT_RUN = (
+    "INSERT INTO runs (id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, "
+    "correlation_id, traceparent, created_at, updated_at, replay_of) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def settle(future: asyncio.Future[Any], result: Any = None, error: Exception | None = None) -> None:
+    if future.done():  # the caller was cancelled; the write happened (or not) all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+_HOLDERS = (
+    "SELECT flow, key, id, correlation_id FROM runs WHERE state <> 'filtered' "
+    "AND (flow, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+)
+
+
+async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acceptance]]:
+    """Accept every item, in order, with the result of accepting them one after the other: an
+    event id stored once, the first run of a (flow, key) accepted and every later one a
+    duplicate naming it, a filtered run recorded without holding its key."""
+    runs = [run for _, item_runs in items for run in item_runs]
+    async with conn.cursor() as cur:
+        await cur.executemany(_INSERT_EVENT, [event for event, _ in items])
+        # Ordering keys are locked in one sorted order, so two accepts cannot deadlock on them.
+        locks = sorted({(run.ordering_key,) for run in runs if run.ordering_key})
+        await cur.executemany("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", locks)
+    holders = await _key_holders(conn, {(run.flow, run.key) for run in runs})
+    results: list[list[Acceptance]] = []
+    rows = []
+    for event, item_runs in items:
+        acceptances = []
+        for run in item_runs:
+            holder = holders.get((run.flow, run.key))
+            if holder is not None:
+                acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
+                continue
+            rows.append(run_row(run, event[0], event[-1]))
+            if run.state == "filtered":
+                acceptances.append(Acceptance(run.id, "filtered", run.correlation_id))
+            else:
+                holders[(run.flow, run.key)] = (run.id, run.correlation_id)
+                acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
+        results.append(acceptances)
+    lost = await _insert_runs(conn, rows)
+    if lost:  # another replica committed one of these keys after we looked: its run holds it
+        taken = await _key_holders(conn, lost.keys())
+        renamed = {lost[key]: taken[key] for key in lost}  # our run id -> the holder's
+        results = [
+            [
+                Acceptance(renamed[a.run_id][0], "duplicate", renamed[a.run_id][1])
+                if a.run_id in renamed
+                else a
+                for a in acceptances
+            ]
+            for acceptances in results
+        ]
+    return results
+
+
+async def _insert_runs(conn: Conn, rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], str]:
+    """Insert the runs; return {(flow, key): run id} of those a concurrent holder of their key
+    kept out."""
+    if not rows:
+        return {}
+    sql = _INSERT_RUN + " ON CONFLICT (flow, key) WHERE state <> 'filtered' DO NOTHING RETURNING id"
+    inserted: set[str] = set()
+    async with conn.cursor() as cur:
+        await cur.executemany(sql, rows, returning=True)
+        while True:
+            inserted.update(row[0] for row in await cur.fetchall())
+            if not cur.nextset():
+                break
+    # run_row: (id, flow, flow_version, plan_digest, event_id, state, key, ...)
+    return {(row[1], row[6]): row[0] for row in rows if row[0] not in inserted}
+
+
+async def _key_holders(
+    conn: Conn, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(flow, key) -> (id, correlation id) of the run holding each of `keys`, if any."""
+    pairs = list(keys)
+    if not pairs:
+        return {}
+    found = await conn.execute(_HOLDERS, ([f for f, _ in pairs], [k for _, k in pairs]))
+    return {(flow, key): (run_id, corr) for flow, key, run_id, corr in await found.fetchall()}
+
+
+async def select_runs(conn: Conn, rest: str, params: list[Any]) -> list[RunRecord]:
+    query = f"SELECT {RUN_COLUMNS} FROM runs {rest}"
+    rows = await (await conn.execute(query, params)).fetchall()  # type: ignore[arg-type]
+    return await run_records_with_replays(conn, rows)
+
+
+async def run_records_with_replays(conn: Conn, rows: Sequence[Sequence[Any]]) -> list[RunRecord]:
+    """Records with `replayed_by` (runs whose replay_of is this one), in one query."""
+    replays: dict[str, list[str]] = {}
+    if rows:
+        found = await conn.execute(
+            "SELECT replay_of, id FROM runs WHERE replay_of = ANY(%s) ORDER BY seq",
+            ([row[0] for row in rows],),
+        )
+        for original, replay in await found.fetchall():
+            replays.setdefault(original, []).append(replay)
+    return [run_record(row, replays.get(row[0], [])) for row in rows]
+
+
+async def audit(
+    conn: Conn, at: float, actor: str, action: str,
+    run_id: str | None, detail: Any,
+) -> None:  # fmt: skip
+    await conn.execute(
+        "INSERT INTO audit (at, actor, action, run_id, detail) VALUES (%s, %s, %s, %s, %s)",
+        (at, actor, action, run_id, dumps(detail)),
+    )
+
+
+async def claim(conn: Conn, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:
+    """Lease up to `limit` due runs to `worker` (see `Store.claim`), with their events and steps."""
+    params = {"now": now, "limit": limit, "worker": worker, "until": now + lease,
+              "wall": time.time()}  # fmt: skip
+    rows = await (await conn.execute(CLAIM_SQL, params)).fetchall()
+    records = await run_records_with_replays(conn, sorted(rows, key=lambda row: row[12]))
+    if not records:
+        return records
+    events = await conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY(%s)",
+        ([record.event_id for record in records],),
+    )
+    steps = await conn.execute(
+        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ANY(%s)",
+        ([record.id for record in records],),
+    )
+    return with_work(records, await events.fetchall(), await steps.fetchall())
+
+
+async def checkpoint(
+    conn: Conn, cp: Checkpoint, step: dict[str, Any] | None, now: float
+) -> Reason | None:
+    """`Store.checkpoint`: the step record, the run's new state (unless a cancel request stands)
+    and the emitted events; answers the run's cancel request."""
+    found = await (
+        await conn.execute("SELECT state, reason FROM runs WHERE id = %s FOR UPDATE", (cp.run_id,))
+    ).fetchone()
+    if found is None:
+        raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
+    cancel = cancel_request(*found)
+    run_state = cp.run_state
+    acknowledged = cp.reason is not None and cp.reason.code == CANCELLED
+    if cancel is not None and run_state not in CANCEL_ENDS and not acknowledged:
+        run_state = None  # the operator's cancel request stands (see Store.checkpoint)
+    if step is not None:
+        await conn.execute(_UPSERT_STEP, step)
+    sets, params = ["updated_at = %s"], [now]  # type: list[str], list[Any]
+    if run_state is not None:
+        sets += ["state = %s", "next_attempt_at = %s", "reason = %s"]
+        params += [run_state, cp.next_attempt_at, reason_json(cp.reason)]
+    if cp.clear_lease or (run_state is not None and run_state != "running"):
+        sets += ["lease_owner = NULL", "lease_until = NULL"]
+    await conn.execute(
+        f"UPDATE runs SET {', '.join(sets)} WHERE id = %s",  # type: ignore[arg-type]
+        [*params, cp.run_id],
+    )
+    if cp.emitted:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO outbox (run_id, event, created_at) VALUES (%s, %s, %s)",
+                [(cp.run_id, dumps(fields(event)), now) for event in cp.emitted],
+            )
+    return cancel
+
+
+_UPSERT_STEP = (
+    "INSERT INTO steps (run_id, step_id, state, output, input_digest, error, attempts, "
+    "updated_at) VALUES (%(run_id)s, %(step_id)s, %(state)s, %(output)s, %(input_digest)s, "
+    "%(error)s, %(attempts)s, %(updated_at)s) "
+    "ON CONFLICT (run_id, step_id) DO UPDATE SET state = EXCLUDED.state, "
+    "output = EXCLUDED.output, input_digest = EXCLUDED.input_digest, error = EXCLUDED.error, "
+    "attempts = EXCLUDED.attempts, updated_at = EXCLUDED.updated_at"
+)
+
+
+async def set_run_state(conn: Conn, run_id: str, change: StateChange, now: float) -> RunRecord:
+    """`Store.set_run_state`: the change and its audit entry."""
+    found = await (
+        await conn.execute("SELECT state FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+    ).fetchone()
+    if found is None:
+        raise StoreError(f"run {run_id!r} does not exist")
+    if change.expect and found[0] not in change.expect:
+        expected = " or ".join(repr(s) for s in change.expect)
+        raise StateConflict(
+            f"run {run_id!r} is {found[0]!r}, not {expected}: cannot make it {change.state!r}"
+        )
+    sets = "state = %s, reason = %s, updated_at = %s, next_attempt_at = NULL"
+    params: list[Any] = [change.state, reason_json(change.reason), now]
+    if change.state != "running":
+        sets += ", lease_owner = NULL, lease_until = NULL"
+    if change.data is not None:
+        sets += ", generation = generation + 1, data_override = %s, has_override = true"
+        params.append(dumps(change.data.value))
+    await conn.execute(
+        f"UPDATE runs SET {sets} WHERE id = %s",  # type: ignore[arg-type]
+        [*params, run_id],
+    )
+    if change.reset_steps:
+        await conn.execute(
+            "DELETE FROM steps WHERE run_id = %s AND step_id = ANY(%s)",
+            (run_id, list(change.reset_steps)),
+        )
+    detail = change.audit_detail(found[0])
+    await audit(conn, now, change.actor, change.audit_action, run_id, detail)
+    (record,) = await select_runs(conn, "WHERE id = %s", [run_id])
+    return record

@@ -1,0 +1,384 @@
+"""The SQLite store's writes: the job functions its writer process runs (engine/store/writer.py),
+each inside a savepoint of one group-committed transaction, and `commit_batch`, which runs a
+batch. Claims and batched accepts, the hot paths, are here."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from engine.errors import StateConflict, StoreError
+from engine.store.base import (
+    CANCEL_ENDS,
+    CANCELLED,
+    Acceptance,
+    Checkpoint,
+    NewRun,
+    Reason,
+    RunRecord,
+    StateChange,
+)
+from engine.store.rows import (
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    cancel_request,
+    dumps,
+    reason_json,
+    run_record,
+    run_row,
+    with_work,
+)
+from engine.store.sqlite_schema import BUSY_TIMEOUT_MS, open_writer, store_error
+from engine.store.writer import Job
+
+__all__ = ["WRITES", "commit_batch", "open_writer"]
+
+
+def commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> bool:
+    """Run `jobs` in one transaction, each in its own savepoint (accepts together as one bulk
+    write); set each job's result or error. True if the transaction committed."""
+    accepts = [job for job in jobs if job.fn is tx_accept]
+    try:
+        _begin(conn)
+        if len(accepts) > 1:
+            _accept_batch(conn, accepts)
+        for job in jobs:
+            if len(accepts) <= 1 or job.fn is not tx_accept:
+                _run_job(conn, job)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:  # the transaction as a whole is lost: nothing was written
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        error = store_error("the SQLite store could not commit", exc)
+        for job in jobs:
+            job.error = job.error or error
+        return False
+    return True
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, trying again every 0.2 ms while another process holds the write lock
+    (for up to BUSY_TIMEOUT_MS). SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25... ms
+    between tries: with an ingest node and a worker on one file, those sleeps were the p99."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.0002)
+
+
+def _run_job(conn: sqlite3.Connection, job: Job) -> None:
+    """Run one write in its own savepoint so that its failure undoes only itself."""
+    conn.execute("SAVEPOINT job")
+    try:
+        job.result = job.fn(conn, *job.args)
+    except Exception as exc:
+        # If the error already ended the transaction this raises, and the batch fails as a whole.
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        job.error = (
+            store_error("SQLite write failed", exc) if isinstance(exc, sqlite3.Error) else exc
+        )
+    else:
+        conn.execute("RELEASE job")
+
+
+# -- rows <-> records ----------------------------------------------------------------------------
+def run_records(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[RunRecord]:
+    """Build records, deriving `replayed_by` (runs whose replay_of is this one) in one query."""
+    replays: dict[str, list[str]] = {}
+    ids = dumps([row[0] for row in rows])
+    for original, replay in conn.execute(
+        "SELECT replay_of, id FROM runs "
+        "WHERE replay_of IN (SELECT value FROM json_each(?)) ORDER BY seq",
+        (ids,),
+    ):
+        replays.setdefault(original, []).append(replay)
+    return [run_record(row, replays.get(row[0], [])) for row in rows]
+
+
+# -- write transactions (run in the writer process, inside a savepoint) -------------------------
+def tx_accept(
+    conn: sqlite3.Connection, event: tuple[Any, ...], runs: Sequence[NewRun]
+) -> list[Acceptance]:
+    """One accept: the batch of one (see `tx_accept_many`)."""
+    return tx_accept_many(conn, [(event, runs)])[0]
+
+
+# -- accepts batched: the hot path of ingest ------------------------------------------------------
+# Under load the writer takes many accepts at once. Run one by one, each costs a savepoint, a
+# dedup SELECT and two INSERTs: ~5 statements, each with its own parameter binding and SQLite
+# VM start-up. Batched, a whole batch costs four statements (events, dedup lookup, runs; plus a
+# savepoint), with the same result as running the accepts in queue order: an event id stored
+# once, the first run of a (flow, key) accepted and every later one a duplicate naming it, filtered
+# runs recorded without holding their key.
+_EVENT_COLUMNS = "(id, type, source, subject, time, data, attributes, received_at)"
+_RUN_COLUMNS = (
+    "(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
+    "traceparent, created_at, updated_at, replay_of)"
+)
+_INSERT_EVENTS = "INSERT INTO events " + _EVENT_COLUMNS
+_INSERT_RUNS = "INSERT INTO runs " + _RUN_COLUMNS
+_CHUNK = 64  # rows per multi-row statement: at most 13 * 64 parameters, few statement texts
+
+
+def _accept_batch(conn: sqlite3.Connection, jobs: Sequence[Job]) -> None:
+    """Run queued `tx_accept` jobs as one bulk write; if that fails, undo it and run them one
+    by one, so that a failing accept fails alone (with its own error) and the writer lives."""
+    conn.execute("SAVEPOINT accepts")
+    try:
+        results = tx_accept_many(conn, [job.args for job in jobs])
+    except Exception:  # noqa: BLE001 - whatever it was, the one-by-one replay reports it per job
+        conn.execute("ROLLBACK TO accepts")
+        conn.execute("RELEASE accepts")
+        for job in jobs:
+            _run_job(conn, job)
+        return
+    conn.execute("RELEASE accepts")
+    for job, result in zip(jobs, results, strict=True):
+        job.result = result
+
+
+def tx_accept_many(
+    conn: sqlite3.Connection, items: Sequence[tuple[tuple[Any, ...], Sequence[NewRun]]]
+) -> list[list[Acceptance]]:
+    """`tx_accept` of every item, in order, in a fixed number of statements."""
+    events = [event for event, _ in items]
+    _insert_rows(conn, _INSERT_EVENTS, "ON CONFLICT (id) DO NOTHING", events, 8)
+    holders = _key_holders(conn, {(run.flow, run.key) for _, runs in items for run in runs})
+    results: list[list[Acceptance]] = []
+    rows: list[tuple[Any, ...]] = []
+    for event, runs in items:
+        event_id, now = event[0], event[-1]
+        acceptances = []
+        for run in runs:
+            holder = holders.get((run.flow, run.key))
+            if holder is not None:
+                acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
+                continue
+            rows.append(run_row(run, event_id, now))
+            if run.state == "filtered":
+                acceptances.append(Acceptance(run.id, "filtered", run.correlation_id))
+            else:
+                holders[(run.flow, run.key)] = (run.id, run.correlation_id)
+                acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
+        results.append(acceptances)
+    _insert_rows(conn, _INSERT_RUNS, "", rows, 13)
+    return results
+
+
+def _key_holders(
+    conn: sqlite3.Connection, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(flow, key) -> (run id, correlation id) of the run holding each of `keys`, if any."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    wanted = list(keys)
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        values = ", ".join(["(?, ?)"] * len(chunk))
+        params = [value for pair in chunk for value in pair]
+        for flow, key, run_id, correlation in conn.execute(
+            f"WITH k (flow, key) AS (VALUES {values}) "
+            "SELECT r.flow, r.key, r.id, r.correlation_id FROM k "
+            "CROSS JOIN runs AS r INDEXED BY runs_dedup "
+            "ON r.flow = k.flow AND r.key = k.key AND r.state != 'filtered'",
+            params,
+        ):
+            found[(flow, key)] = (run_id, correlation)
+    return found
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, tail: str, rows: Sequence[tuple[Any, ...]], width: int
+) -> None:
+    """Multi-row INSERTs of `rows` (`width` columns each), `_CHUNK` rows per statement."""
+    one = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        values = ", ".join([one] * len(chunk))
+        conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
+
+
+# A run may execute now if it is due, and no older run with its ordering key is unfinished. The
+# candidates are each ordering key's oldest unfinished run (the heads: one seek per key into
+# runs_blocking, walking the keys in order) and the runs without a key (runs_free, in arrival
+# order); the due ones are claimed oldest first. A claim costs one seek per busy key, not one per
+# queued run. (The WHERE clauses repeat the partial indexes' so that SQLite can use them.)
+_BLOCKING = "state IN ('pending', 'running', 'waiting', 'parked')"
+_DUE = (
+    "(state = 'pending' OR (state = 'waiting' AND next_attempt_at <= :now) "
+    "OR (state = 'running' AND lease_until <= :now))"
+)
+CLAIM_SQL = f"""
+WITH RECURSIVE keys(k) AS (
+    SELECT (SELECT min(ordering_key) FROM runs INDEXED BY runs_blocking
+            WHERE ordering_key IS NOT NULL AND {_BLOCKING})
+    UNION ALL
+    SELECT (SELECT min(ordering_key) FROM runs INDEXED BY runs_blocking
+            WHERE ordering_key > keys.k AND {_BLOCKING})
+    FROM keys WHERE keys.k IS NOT NULL
+), heads(seq) AS (
+    SELECT (SELECT seq FROM runs INDEXED BY runs_blocking
+            WHERE ordering_key = keys.k AND {_BLOCKING} ORDER BY seq LIMIT 1)
+    FROM keys WHERE keys.k IS NOT NULL
+)
+SELECT {RUN_COLUMNS} FROM (
+    SELECT {RUN_COLUMNS} FROM runs WHERE seq IN (SELECT seq FROM heads) AND {_DUE}
+    UNION ALL
+    SELECT * FROM (
+        SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_free
+        WHERE ordering_key IS NULL AND state IN ('pending', 'running', 'waiting') AND {_DUE}
+        ORDER BY seq LIMIT :limit
+    )
+)
+ORDER BY seq
+LIMIT :limit
+"""
+
+
+def tx_claim(
+    conn: sqlite3.Connection, worker: str, limit: int, now: float, lease: float
+) -> list[RunRecord]:
+    rows = conn.execute(CLAIM_SQL, {"now": now, "limit": limit}).fetchall()
+    if not rows:
+        return []
+    until, wall = now + lease, time.time()
+    conn.execute(
+        "UPDATE runs SET state = 'running', lease_owner = ?, lease_until = ?, updated_at = ?, "
+        "next_attempt_at = NULL WHERE seq IN (SELECT value FROM json_each(?))",
+        (worker, until, wall, dumps([row[12] for row in rows])),
+    )
+    records = run_records(conn, rows)
+    for record in records:
+        record.state, record.updated_at, record.next_attempt_at = "running", wall, None
+    run_ids = dumps([record.id for record in records])
+    events = conn.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))",
+        (dumps([record.event_id for record in records]),),
+    ).fetchall()
+    steps = conn.execute(
+        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id IN (SELECT value FROM json_each(?))",
+        (run_ids,),
+    ).fetchall()
+    return with_work(records, events, steps)
+
+
+def tx_renew(conn: sqlite3.Connection, worker: str, run_ids: Sequence[str], until: float) -> None:
+    conn.executemany(
+        "UPDATE runs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
+        [(until, run_id, worker) for run_id in run_ids],
+    )
+
+
+def tx_checkpoint(
+    conn: sqlite3.Connection,
+    cp: Checkpoint,
+    step: dict[str, Any] | None,
+    outbox_rows: list[tuple[Any, ...]],
+) -> Reason | None:
+    row = conn.execute("SELECT state, reason FROM runs WHERE id = ?", (cp.run_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
+    cancel = cancel_request(*row)
+    run_state = cp.run_state
+    acknowledged = cp.reason is not None and cp.reason.code == CANCELLED
+    if cancel is not None and run_state not in CANCEL_ENDS and not acknowledged:
+        run_state = None  # the operator's cancel request stands (see Store.checkpoint)
+    if step is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO steps (run_id, step_id, state, output, input_digest, error, "
+            "attempts, updated_at) VALUES (:run_id, :step_id, :state, :output, :input_digest, "
+            ":error, :attempts, :updated_at)",
+            step,
+        )
+    sets, params = ["updated_at = ?"], [time.time()]  # type: list[str], list[Any]
+    if run_state is not None:
+        sets += ["state = ?", "next_attempt_at = ?", "reason = ?"]
+        params += [run_state, cp.next_attempt_at, reason_json(cp.reason)]
+    if cp.clear_lease or (run_state is not None and run_state != "running"):
+        sets += ["lease_owner = NULL", "lease_until = NULL"]
+    conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*params, cp.run_id])
+    conn.executemany("INSERT INTO outbox (run_id, event, created_at) VALUES (?, ?, ?)", outbox_rows)
+    return cancel
+
+
+def tx_set_run_state(
+    conn: sqlite3.Connection, run_id: str, change: StateChange, data: str | None, at: float
+) -> RunRecord:
+    """`change` (with `data`, its corrected data as JSON) and its audit entry."""
+    row = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"run {run_id!r} does not exist")
+    if change.expect and row[0] not in change.expect:
+        expected = " or ".join(repr(s) for s in change.expect)
+        raise StateConflict(
+            f"run {run_id!r} is {row[0]!r}, not {expected}: cannot make it {change.state!r}"
+        )
+    sets = "state = ?, reason = ?, updated_at = ?, next_attempt_at = NULL"
+    params: list[Any] = [change.state, reason_json(change.reason), at]
+    if change.state != "running":
+        sets += ", lease_owner = NULL, lease_until = NULL"
+    if change.data is not None:
+        sets += ", generation = generation + 1, data_override = ?, has_override = 1"
+        params.append(data)
+    conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*params, run_id])
+    conn.executemany(
+        "DELETE FROM steps WHERE run_id = ? AND step_id = ?",
+        [(run_id, step_id) for step_id in change.reset_steps],
+    )
+    detail = dumps(change.audit_detail(row[0]))
+    tx_audit(conn, (at, change.actor, change.audit_action, run_id, detail))
+    (record,) = run_records(
+        conn, conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchall()
+    )
+    return record
+
+
+def tx_dispatch(
+    conn: sqlite3.Connection, item_seq: int, event: tuple[Any, ...], runs: Sequence[NewRun]
+) -> list[Acceptance]:
+    acceptances = tx_accept(conn, event, runs)
+    conn.execute(
+        "UPDATE outbox SET dispatched_at = ? WHERE seq = ? AND dispatched_at IS NULL",
+        (event[-1], item_seq),
+    )
+    return acceptances
+
+
+def tx_save_plan(conn: sqlite3.Connection, digest: str, bundle: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO plans (digest, bundle, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (digest) DO NOTHING",
+        (digest, bundle, now),
+    )
+
+
+def tx_audit(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    conn.execute(
+        "INSERT INTO audit (at, actor, action, run_id, detail) VALUES (?, ?, ?, ?, ?)", row
+    )
+
+
+# The job functions a writer process runs by name (engine/store/writer.py).
+WRITES = {
+    fn.__name__: fn
+    for fn in (
+        tx_accept,
+        tx_claim,
+        tx_renew,
+        tx_checkpoint,
+        tx_set_run_state,
+        tx_dispatch,
+        tx_save_plan,
+        tx_audit,
+    )
+}
