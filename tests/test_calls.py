@@ -33,8 +33,9 @@ from engine.runtime.calls import (
     fill_path,
     idempotency_key,
     make_traceparent,
-    missing_secrets,
     parse_retry_after,
+    require_secrets,
+    secret_names,
 )
 from engine.runtime.ratelimit import TokenBucket
 
@@ -463,8 +464,10 @@ def test_missing_secrets_include_webhook_secrets() -> None:
     system = make_system(
         "http://erp.invalid", webhooks={"scheme": "github", "secret": "${secret.ERP_HOOK}"}
     )
-    assert missing_secrets([system], {}) == ["ERP_HOOK", "ERP_TOKEN", "TENANT_KEY"]
-    assert missing_secrets([system], {**SECRETS, "ERP_HOOK": "x"}) == []
+    assert secret_names([system]) == {"ERP_HOOK", "ERP_TOKEN", "TENANT_KEY"}
+    with pytest.raises(UsageError, match=r"^missing secrets: ERP_HOOK \(set"):
+        require_secrets(secret_names([system]), SECRETS)
+    require_secrets(secret_names([system]), {**SECRETS, "ERP_HOOK": "x"})  # all there: passes
 
 
 def test_an_auth_type_without_its_fields_is_refused() -> None:

@@ -37,6 +37,7 @@ from urllib.parse import quote
 import httpx
 
 from engine.compiler.compiled import CompiledSystem
+from engine.compiler.flow import PLACEHOLDER
 from engine.compiler.interpolate import resolve_secrets, secret_refs
 from engine.compiler.records import Auth
 from engine.errors import CallError, ExecutionError, UsageError
@@ -53,10 +54,9 @@ REDACTED = "[redacted]"
 CONNECTIONS = 32
 KEEPALIVE_EXPIRY = 5.0
 _MIN_REDACT_LEN = 6  # shorter secret values would mangle bodies more than they hide
-_PATH_PARAM = re.compile(r"\{([^{}/]+)\}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
-_AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
+AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})  # never recorded
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ class Calls:
         connections: int = CONNECTIONS,
     ) -> None:
         systems = list(systems)
-        require_secrets(_missing(systems, secrets, _outbound_texts))
+        require_secrets(_names(systems, _outbound_texts), secrets)
         self._channels = {
             _key(s): _open_channel(s, secrets, transport or _transport(s, connections))
             for s in systems
@@ -260,7 +260,7 @@ def fill_path(template: str, params: Mapping[str, Any]) -> str:
         text = json.dumps(value) if isinstance(value, bool) else str(value)
         return quote(text, safe="")
 
-    return _PATH_PARAM.sub(fill, template)
+    return PLACEHOLDER.sub(fill, template)
 
 
 def idempotency_key(run_id: str, step_id: str, generation: int = 0) -> str:
@@ -282,14 +282,15 @@ def make_traceparent(correlation_id: str, span_seed: str) -> str:
     return f"00-{trace}-{span if span.strip('0') else '0' * 15 + '1'}-01"
 
 
-def missing_secrets(systems: Iterable[CompiledSystem], secrets: Mapping[str, str]) -> list[str]:
-    """Sorted names of the secrets the Systems need (auth, headers, webhooks) that are absent."""
-    return _missing(list(systems), secrets, _all_texts)
+def secret_names(systems: Iterable[CompiledSystem]) -> set[str]:
+    """The secrets the Systems refer to (auth, headers, webhooks)."""
+    return _names(list(systems), _all_texts)
 
 
-def require_secrets(missing: Iterable[str]) -> None:
-    """Refuse to start without secrets: UsageError naming them (never a value)."""
-    names = ", ".join(missing)
+def require_secrets(needed: Iterable[str], secrets: Mapping[str, str]) -> None:
+    """Refuse to start without secrets: UsageError naming every one of `needed` that `secrets`
+    lacks, sorted (never a value)."""
+    names = ", ".join(sorted(set(needed) - set(secrets)))
     if names:
         raise UsageError(
             f"missing secrets: {names} (set SYNCLINE_SECRET_<NAME> or pass --secrets FILE)"
@@ -394,18 +395,15 @@ def _all_texts(system: CompiledSystem) -> list[str]:
     return _outbound_texts(system) + ([webhook] if webhook else [])
 
 
-def _missing(
-    systems: list[CompiledSystem],
-    secrets: Mapping[str, str],
-    texts: Callable[[CompiledSystem], list[str]],
-) -> list[str]:
-    names = {n for s in systems for text in texts(s) for n in secret_refs(text)}
-    return sorted(names - set(secrets))
+def _names(
+    systems: list[CompiledSystem], texts: Callable[[CompiledSystem], list[str]]
+) -> set[str]:
+    return {n for s in systems for text in texts(s) for n in secret_refs(text)}
 
 
 def _is_auth_header(auth: Auth, name: str) -> bool:
     lowered = name.lower()
-    return lowered in _AUTH_HEADERS or (auth.header is not None and lowered == auth.header.lower())
+    return lowered in AUTH_HEADERS or (auth.header is not None and lowered == auth.header.lower())
 
 
 # --- one exchange ------------------------------------------------------------------------------

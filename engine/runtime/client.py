@@ -17,7 +17,7 @@ from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.compiler.records import StubResponse
 from engine.errors import UsageError
-from engine.runtime.calls import missing_secrets, require_secrets
+from engine.runtime.calls import require_secrets
 from engine.runtime.runtime import MISSING, EventMeta, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
 from engine.runtime.testing import run_and_describe
@@ -132,7 +132,7 @@ async def run_local(
     if dry_run:
         secrets = placeholder_secrets(plan)
     else:
-        require_secrets(missing_secrets(plan.systems.values(), secrets or {}))
+        require_secrets(plan.secret_names, secrets or {})
     with tempfile.TemporaryDirectory(prefix="syncline-run-") as tmp:
         path = Path(tmp) / "dry-run.db" if dry_run else store_path(project)
         async with SQLiteStore(path) as store:

@@ -12,11 +12,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from engine.compiler.flow import PLACEHOLDER
 from engine.compiler.plan import Plan
 from engine.compiler.records import StubResponse
-
-_PLACEHOLDER = re.compile(r"\\\{[^{}/]+\\\}")
-_HIDDEN = frozenset({"authorization", "proxy-authorization"})
+from engine.runtime.calls import AUTH_HEADERS
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def _routes(plan: Plan) -> list[_Route]:
         base = urlsplit(system.base_url)
         for name, op in system.operations.items():
             path = base.path.rstrip("/") + "/" + op.path.lstrip("/")
-            pattern = _PLACEHOLDER.sub("[^/]+", re.escape(path))
+            pattern = _path_pattern(path)
             routes.append(
                 _Route(
                     system.name,
@@ -60,6 +59,12 @@ def _routes(plan: Plan) -> list[_Route]:
                 )
             )
     return routes
+
+
+def _path_pattern(path: str) -> str:
+    """A regex source matching `path` with any value (one segment) in each `{placeholder}`."""
+    parts = PLACEHOLDER.split(path)  # literal, name, literal, name, ..., literal
+    return "".join("[^/]+" if i % 2 else re.escape(part) for i, part in enumerate(parts))
 
 
 @dataclass
@@ -90,7 +95,7 @@ class StubTransport:
             return httpx.Response(501, json={"error": "no operation matches"})
         body = json.loads(request.content) if request.content else None
         key = request.headers.get(route.key_header) if route.key_header else None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HIDDEN}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in AUTH_HEADERS}
         self.calls.append(
             RecordedCall(
                 route.system, route.operation, request.method, str(request.url), headers, body, key

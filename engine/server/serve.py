@@ -28,7 +28,7 @@ from engine.server.app import Dispatch, create_app
 from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
 from engine.server.reload import Reloader
-from engine.server.state import ServerState, missing_secrets
+from engine.server.state import ServerState
 from engine.store import open_store
 
 SECRET_PREFIX = "SYNCLINE_SECRET_"
@@ -97,7 +97,7 @@ def build_server(
         return plan
 
     plan = compile_plan()
-    require_secrets(missing_secrets(plan, secrets))
+    require_secrets(plan.secret_names, secrets)
     store = open_store(database, config.project)
     metrics = Metrics()
     runtime = Runtime(
@@ -133,7 +133,7 @@ async def run_worker(
     `build_server` does."""
     plan = compile_project(project, environment=environment, environ=dict(environ))
     plan.warm()
-    require_secrets(missing_secrets(plan, secrets))
+    require_secrets(plan.secret_names, secrets)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

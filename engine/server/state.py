@@ -17,6 +17,8 @@ from engine.compiler.compiled import CompiledFlow, CompiledSystem
 from engine.compiler.interpolate import resolve_secrets, secret_refs
 from engine.compiler.plan import Plan
 from engine.errors import UsageError
+from engine.runtime.calls import require_secrets
+from engine.runtime.runtime import Runtime
 from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
 from engine.server.signatures import Verifier, build_verifier
@@ -60,11 +62,6 @@ class ReloadResult:
         }
 
 
-def missing_secrets(plan: Plan, secrets: Mapping[str, str]) -> list[str]:
-    """Names the plan refers to that `secrets` does not hold, sorted."""
-    return sorted(name for name in plan.secret_names if name not in secrets)
-
-
 def build_routes(plan: Plan, secrets: Mapping[str, str]) -> Routes:
     """Prepare verifiers for every webhook path of `plan`. Raises UsageError (naming secrets,
     never their values) when a webhook secret is missing or unusable."""
@@ -101,10 +98,10 @@ def _verifier(system: CompiledSystem, secrets: Mapping[str, str]) -> Verifier:
 
 @dataclass
 class ServerState:
-    """Everything the app's handlers share. `runtime` follows the engine.runtime contract."""
+    """Everything the app's handlers share."""
 
     config: ServerConfig
-    runtime: Any
+    runtime: Runtime
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     metrics: Metrics = field(default_factory=Metrics)
     reload: ReloadResult | None = None
@@ -124,8 +121,7 @@ class ServerState:
 
     @property
     def plan(self) -> Plan:
-        plan: Plan = self.runtime.plan
-        return plan
+        return self.runtime.plan
 
     def routes(self) -> Routes:
         """The routes of the runtime's current plan (prepared once per plan)."""
@@ -137,9 +133,7 @@ class ServerState:
 
     async def install(self, plan: Plan, trigger: str) -> None:
         """Make `plan` the active one for new runs, or raise (the old plan keeps serving)."""
-        missing = missing_secrets(plan, self.secrets)
-        if missing:
-            raise UsageError(f"missing secret(s): {', '.join(missing)}")
+        require_secrets(plan.secret_names, self.secrets)
         routes = build_routes(plan, self.secrets)  # may raise: nothing has changed yet
         await self.runtime.swap_plan(plan)
         self._routes = routes
