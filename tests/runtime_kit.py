@@ -9,7 +9,7 @@ import socket
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from starlette.routing import Route
 from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.runtime import EventMeta, Runtime
-from engine.store import SQLiteStore
+from engine.store import SQLiteStore, Store
 
 
 @dataclass
@@ -240,10 +240,14 @@ def meta(n: int | str, source: str = "erp") -> EventMeta:
 
 
 @asynccontextmanager
-async def running(root: Path, **kw: Any) -> AsyncIterator[tuple[Runtime, Plan]]:
-    """A started Runtime on a fresh SQLite store of the project at `root`."""
+async def running(
+    root: Path, *, wrap: Callable[[Store], Store] | None = None, **kw: Any
+) -> AsyncIterator[tuple[Runtime, Plan]]:
+    """A started Runtime on a fresh SQLite store of the project at `root` (seen through `wrap`,
+    e.g. a FaultyStore, when given)."""
     plan = compile_project(root)
-    async with SQLiteStore(root / ".syncline" / "syncline.db") as store:
+    async with SQLiteStore(root / ".syncline" / "syncline.db") as sqlite:
+        store = wrap(sqlite) if wrap else sqlite
         kw.setdefault("poll", 0.05)
         runtime = Runtime(store, plan, **kw)
         await runtime.start()

@@ -17,6 +17,7 @@ import uvicorn
 from engine.server.config import ServerConfig
 from engine.server.serve import build_server
 from engine.server.state import ServerState
+from engine.store import Store
 
 SECRETS = {
     "CRM_HOOK": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -161,6 +162,7 @@ class LiveServer:
         *,
         environ: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
+        store: Store | None = None,
         **config: Any,
     ) -> None:
         config.setdefault("watch", False)
@@ -169,6 +171,7 @@ class LiveServer:
             self.config,
             environ=environ or {},
             secrets=dict(SECRETS if secrets is None else secrets),
+            store=store,
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

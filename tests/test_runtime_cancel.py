@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faults import FaultyStore
 from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
 
 from engine.store import SQLiteStore
@@ -249,29 +250,24 @@ async def test_a_checkpoint_leaves_a_cancel_request_standing(tmp_path: Path):
         assert await store.checkpoint(Checkpoint("r1", None)) is None
 
 
-async def test_cancel_retries_a_state_race_but_not_a_store_failure(tmp_path, live, monkeypatch):
+async def test_cancel_retries_a_state_race_but_not_a_store_failure(tmp_path, live):
     from engine.errors import StateConflict, StoreError, UsageError
 
     target, url = live
     target.script["/orders"] = [503]
-    async with running(project(tmp_path, url, RETRYING)) as (runtime, plan):
+    root = project(tmp_path, url, RETRYING)
+    async with running(root, wrap=FaultyStore) as (runtime, plan):
+        store = runtime.store
+        assert isinstance(store, FaultyStore)
         run_id = (await runtime.ingest(plan.flows["retrying"], {"n": 1}, meta(1))).run_id
-        calls = []
-
-        async def racing(*args, **kw):
-            calls.append(args)
-            raise StateConflict(f"run {run_id!r} is 'running', not 'waiting'")
-
-        async def failing(*args, **kw):
-            calls.append(args)
-            raise StoreError("the SQLite store could not commit: disk I/O error")
-
-        monkeypatch.setattr(runtime.store, "set_run_state", racing)
+        race = f"run {run_id!r} is 'running', not 'waiting'"
+        store.fail("set_run_state", lambda: StateConflict(race))
         with pytest.raises(UsageError, match="keeps changing state"):
             await runtime.cancel(run_id)
-        assert len(calls) == 3  # read again and retried
-        calls.clear()
-        monkeypatch.setattr(runtime.store, "set_run_state", failing)
-        with pytest.raises(StoreError, match="disk I/O error"):  # said as it is, at once
+        assert store.calls["set_run_state"] == 3  # read again and retried
+        store.fail("set_run_state", StoreError("the SQLite store could not commit: disk I/O"))
+        with pytest.raises(StoreError, match="disk I/O"):  # said as it is, at once
             await runtime.cancel(run_id)
-        assert len(calls) == 1
+        assert store.calls["set_run_state"] == 1
+        store.heal()
+        assert (await runtime.cancel(run_id)).id == run_id  # the real store behind it

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from faults import FaultyStore
 from serverkit import SECRETS, LiveServer, write_project
 from standardwebhooks.webhooks import Webhook
 
@@ -20,6 +21,7 @@ from engine.cli import main as cli
 from engine.errors import StoreError, UsageError
 from engine.runtime.client import RunQuery
 from engine.server.client import HttpRunsClient
+from engine.store import open_store
 
 TOKEN = "admin-secret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -28,7 +30,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     project = write_project(tmp_path_factory.mktemp("admin"))
-    with LiveServer(project, admin_token=TOKEN) as live:
+    store = FaultyStore(open_store(None, project))
+    with LiveServer(project, admin_token=TOKEN, store=store) as live:
         yield live
 
 
@@ -87,19 +90,22 @@ def test_actions_on_unknown_or_wrong_state_runs(http: httpx.Client) -> None:
     assert "succeeded" in conflict.json()["error"]["message"]
     assert http.post(f"/api/v1/runs/{run_id}/explode").status_code == 404
     assert http.get("/api/v1/runs", params={"limit": "0"}).status_code == 400
+    bad = http.get("/api/v1/runs", params={"cursor": "yesterday"})
+    assert bad.status_code == 400 and "bad cursor 'yesterday'" in bad.text
 
 
 def test_a_store_failure_during_an_action_is_503_not_a_conflict(
-    http: httpx.Client, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+    http: httpx.Client, server: LiveServer
 ) -> None:
     run_id = deliver(http, "adm-503")
     wait_state(http, run_id, "succeeded")
-
-    async def failing(*args: object, **kw: object) -> None:
-        raise StoreError("SQLite read failed: disk I/O error")
-
-    monkeypatch.setattr(server.state.runtime.store, "get_run", failing)
-    response = http.post(f"/api/v1/runs/{run_id}/retry")
+    store = server.state.runtime.store
+    assert isinstance(store, FaultyStore)
+    store.fail("get_run", StoreError("SQLite read failed: disk I/O error"))
+    try:
+        response = http.post(f"/api/v1/runs/{run_id}/retry")
+    finally:
+        store.heal()
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "store_unavailable"
     assert response.headers["Retry-After"] == "1"

@@ -5,11 +5,9 @@ whose handlers call the same `perform`."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,7 +19,7 @@ from engine.runtime.calls import require_secrets
 from engine.runtime.runtime import MISSING, EventMeta, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
 from engine.runtime.testing import run_and_describe
-from engine.store import open_store
+from engine.store import RunQuery, open_store
 from engine.store.sqlite import SQLiteStore
 
 RUN_TIMEOUT = 300.0
@@ -33,17 +31,6 @@ def store_path(project: Path) -> Path:
 
 
 ACTIONS = ("resume", "retry", "cancel", "replay")
-
-
-@dataclass(frozen=True)
-class RunQuery:
-    """Which runs a listing answers, newest first."""
-
-    flow: str | None = None  # only runs of this flow
-    state: str | None = None  # only runs in this state
-    key: str | None = None  # only runs with this idempotency key
-    cursor: str | None = None  # continue after the page that gave this cursor
-    limit: int = 50  # runs per page
 
 
 class RunsClient(Protocol):
@@ -101,7 +88,7 @@ class LocalRunsClient:
         await self._store.close()
 
     async def list(self, query: RunQuery) -> tuple[list[dict[str, Any]], str | None]:
-        return await self._runtime.list_runs(**dataclasses.asdict(query))
+        return await self._runtime.list_runs(query)
 
     async def show(self, run_id: str) -> dict[str, Any]:
         detail = await self._runtime.run_detail(run_id)

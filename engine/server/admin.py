@@ -28,6 +28,7 @@ from engine.server.http import Problem, authorize, dumps, header_dict, read_body
 from engine.server.metrics import CONTENT_TYPE_LATEST
 from engine.server.openapi import openapi_document
 from engine.server.state import ServerState
+from engine.store.base import RunQuery
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 MAX_LIMIT = 500
@@ -68,13 +69,17 @@ async def list_runs(request: Request) -> Response:
     limit = _int(query.get("limit", "50"), "limit")
     if not 1 <= limit <= MAX_LIMIT:
         raise Problem(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
-    runs, cursor = await state_of(request).runtime.list_runs(
+    filters = RunQuery(
         flow=query.get("flow") or None,
         state=query.get("state") or None,
         key=query.get("key") or None,
         cursor=query.get("cursor") or None,
         limit=limit,
     )
+    try:
+        runs, cursor = await state_of(request).runtime.list_runs(filters)
+    except UsageError as exc:  # a cursor no listing gave
+        raise Problem(400, "bad_request", str(exc)) from None
     return JSON({"runs": runs, "next_cursor": cursor})
 
 

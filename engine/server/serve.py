@@ -29,7 +29,7 @@ from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
 from engine.server.reload import Reloader
 from engine.server.state import ServerState
-from engine.store import open_store
+from engine.store import Store, open_store
 
 SECRET_PREFIX = "SYNCLINE_SECRET_"
 log = logging.getLogger("syncline.server")
@@ -86,9 +86,11 @@ def build_server(
     database: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     concurrency: int = 32,
+    store: Store | None = None,
 ) -> tuple[Dispatch, ServerState]:
-    """Everything `serve` runs, built but not started (the app's lifespan starts it).
-    Raises DefinitionErrors for invalid definitions and UsageError naming missing secrets."""
+    """Everything `serve` runs, built but not started (the app's lifespan starts it); `store`
+    (not opened yet) replaces the one `database` names. Raises DefinitionErrors for invalid
+    definitions and UsageError naming missing secrets."""
     environ = dict(environ)
 
     def compile_plan() -> Plan:  # off the event loop on reloads
@@ -98,7 +100,7 @@ def build_server(
 
     plan = compile_plan()
     require_secrets(plan.secret_names, secrets)
-    store = open_store(database, config.project)
+    store = store or open_store(database, config.project)
     metrics = Metrics()
     runtime = Runtime(
         store, plan, secrets=secrets, transport=transport, concurrency=concurrency, observer=metrics
