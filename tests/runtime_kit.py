@@ -4,6 +4,8 @@ records writes by idempotency key and answers as scripted, and a project + runti
 from __future__ import annotations
 
 import asyncio
+import heapq
+import inspect
 import random
 import socket
 import textwrap
@@ -237,6 +239,64 @@ def flow(
 
 def meta(n: int | str, source: str = "erp") -> EventMeta:
     return EventMeta(id=f"ev-{n}", type="webhook:/hooks/x", source=source)
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Wait until `predicate()` (a plain or an async function) is true; fail after `timeout`
+    seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+class FakeClock:
+    """Virtual time for a Runtime (`clock=`): it moves only when the test calls `advance`, and
+    sleeps and timed waits end when it passes their deadline, so no test waits for a backoff."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:
+        self.t = start
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._count = 0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        await self._timer(seconds)
+
+    async def wait_for(self, awaitable: Any, timeout: float) -> bool:
+        task = asyncio.ensure_future(awaitable)
+        timer = self._timer(timeout)
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not task.done():
+                task.cancel()
+        return task.done() and not task.cancelled()
+
+    def advance(self, seconds: float) -> None:
+        """Move time on; every sleep and wait whose deadline passed ends."""
+        self.t += seconds
+        while self._timers and self._timers[0][0] <= self.t:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.done():
+                timer.set_result(None)
+
+    def _timer(self, seconds: float) -> asyncio.Future[None]:
+        timer = asyncio.get_running_loop().create_future()
+        if seconds <= 0:
+            timer.set_result(None)
+        else:
+            self._count += 1
+            heapq.heappush(self._timers, (self.t + seconds, self._count, timer))
+        return timer
 
 
 @asynccontextmanager

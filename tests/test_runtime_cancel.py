@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faults import FaultyStore
-from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
+from runtime_kit import (
+    FakeClock,
+    LiveTarget,
+    Target,
+    flow,
+    meta,
+    running,
+    until,
+    write_project,
+)
 
 from engine.store import SQLiteStore
 from engine.store.base import (
@@ -70,13 +80,6 @@ def live() -> Iterator[tuple[Target, str]]:
 
 def project(tmp_path: Path, url: str, flows: str) -> Path:
     return write_project(tmp_path, url, flows, {"flows/policies.yaml": PATIENT})
-
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 LONG = flow(
@@ -156,6 +159,32 @@ async def test_cancel_of_a_waiting_run_ends_it_at_once(tmp_path, live):
         run = await runtime.wait(run_id, 5)
     assert run.state == "cancelled" and time.monotonic() - started < 5  # not the 60 s backoff
     assert len(target.to("/orders")) == 1
+
+
+async def test_on_a_virtual_clock_a_60_s_backoff_passes_when_the_test_says(tmp_path, live):
+    """The runtime reads time only from its clock: the retry is due 60 virtual seconds later,
+    and the run finishes as soon as the test moves the clock, without waiting for real."""
+    target, url = live
+    target.script["/orders"] = [503]
+    clock = FakeClock()
+    root = project(tmp_path, url, RETRYING)
+    async with (
+        asyncio.timeout(30),  # a guard: on a virtual clock a wrong wait would never end
+        running(root, clock=clock, rng=random.Random(7)) as (runtime, plan),
+    ):
+        run_id = (await runtime.ingest(plan.flows["retrying"], {"n": 1}, meta(1))).run_id
+
+        async def waiting() -> bool:
+            run = await runtime.store.get_run(run_id)
+            return run is not None and run.state == "waiting"
+
+        await until(waiting)
+        run = await runtime.store.get_run(run_id)
+        assert run is not None and run.next_attempt_at == clock.now() + 60  # glacial: 60 s
+        clock.advance(60)
+        final = await runtime.wait(run_id, 5)
+    assert final.state == "succeeded"
+    assert len(target.to("/orders")) == 2
 
 
 SAGA = flow(

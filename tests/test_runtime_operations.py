@@ -3,12 +3,11 @@ emitted events and the process API, through a real store and a real local HTTP t
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
+from runtime_kit import LiveTarget, Target, flow, meta, running, until, write_project
 
 from engine.compiler import compile_project
 from engine.errors import UsageError
@@ -260,8 +259,7 @@ async def test_a_run_finishes_with_the_plan_it_started_with(tmp_path, live):
     )
     async with running(root) as (runtime, plan):
         acceptance = await runtime.ingest(plan.flows["versioned"], {}, meta(1))
-        while not target.to("/orders"):
-            await asyncio.sleep(0.01)
+        await until(lambda: target.to("/orders"))
         write_project(
             tmp_path,
             url,

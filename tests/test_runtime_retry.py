@@ -3,13 +3,12 @@ slow responses and 4xx on demand (see runtime_kit.Target)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
+from runtime_kit import LiveTarget, Target, flow, meta, running, until, write_project
 
 pytestmark = pytest.mark.anyio
 
@@ -205,8 +204,7 @@ async def test_a_waiting_run_holds_no_worker(env):
     target.script["/orders"] = [("retry-after", 429, 1)]
     async with running(root, concurrency=1) as (runtime, plan):
         slow = await runtime.ingest(plan.flows["write"], {"n": 1}, meta(1))
-        while not target.to("/orders"):
-            await asyncio.sleep(0.01)
+        await until(lambda: target.to("/orders"))
         quick = await runtime.ingest(plan.flows["quick"], {}, meta(2))
         done = await runtime.wait(quick.run_id, 5)
         finished_quick = time.monotonic()
