@@ -151,9 +151,13 @@ def test_deadline_exhausts_when_the_next_attempt_would_start_after_it() -> None:
 
 def test_deadline_is_measured_from_the_first_attempt() -> None:
     spec = policy(deadline="1m", backoff={"initial": "1s", "jitter": "none"})
-    decision = decide(spec, NETWORK, attempt=2, first_attempt_at=1000.0, now=1058.0)
+    decision = decide(
+        spec, NETWORK, attempt=2, first_attempt_at=1000.0, now=1058.0, rng=random.Random(1)
+    )
     assert decision.action == "retry" and decision.delay == 2.0
-    decision = decide(spec, NETWORK, attempt=2, first_attempt_at=1000.0, now=1058.5)
+    decision = decide(
+        spec, NETWORK, attempt=2, first_attempt_at=1000.0, now=1058.5, rng=random.Random(1)
+    )
     assert decision.action == "exhausted"
 
 

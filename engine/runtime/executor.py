@@ -209,6 +209,7 @@ class _Execution:
             self.context,
             self.calls,
             self.clock,
+            self.executor.rng,
             previous=self.records.get(step.id),
             on_attempt=lambda o, r: observer.step_attempt(flow, step.id, o, r),
         )

@@ -1,6 +1,7 @@
 """Decide what happens after an outbound call failed, as a RetryPolicy says.
 
-`decide(policy, error, attempt=..., first_attempt_at=..., now=...)` returns a `Decision`:
+`decide(policy, error, attempt=..., first_attempt_at=..., now=..., rng=...)` returns a `Decision`
+(`rng` draws the jitter):
 
 1. `onError` is checked first. Of the classes that match the error, the most specific wins: an
    exact status (`"409"`) beats a class (`"4xx"`). Its outcome is the action: `succeed` (treat the
@@ -37,7 +38,6 @@ from engine.model.base import StatusClass
 
 Action = Literal["succeed", "retry", "park", "fail", "exhausted"]
 
-_RNG = random.Random()
 _JITTER: dict[str, Callable[[float, random.Random], float]] = {
     "full": lambda delay, rng: rng.uniform(0.0, delay),
     "equal": lambda delay, rng: delay / 2 + rng.uniform(0.0, delay / 2),
@@ -61,7 +61,7 @@ def decide(
     attempt: int,
     first_attempt_at: float,
     now: float,
-    rng: random.Random | None = None,
+    rng: random.Random,
 ) -> Decision:
     """Classify `error` after attempt number `attempt` (1-based) by the rules in the docstring."""
     label = describe_error(error)
@@ -73,7 +73,7 @@ def decide(
             return Decision(outcome, reason=f"{label}: onError '{matched}' -> {outcome}")
     elif retry_on is None:
         return Decision("fail", reason=f"{label}: not in retryOn")
-    return _retry(policy, error, label, attempt, first_attempt_at, now, rng or _RNG)
+    return _retry(policy, error, label, attempt, first_attempt_at, now, rng)
 
 
 def backoff(

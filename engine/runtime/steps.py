@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class StepEnv:
     context: Mapping[str, Any]  # {data, event, steps, run, env}
     calls: Calls | None
     clock: Callable[[], float]
+    rng: random.Random  # backoff jitter
     previous: StepRecord | None = None  # this step's record from an earlier claim (waiting)
     consumed: Any = None  # what the step read; its digest is the lineage
     emitted: list[EventRecord] = field(default_factory=list)
@@ -292,7 +294,9 @@ def _failed_attempt(
     if step.retry is None:
         decision = Decision("park", reason=f"{error.message} (no retry policy)")
     else:
-        decision = decide(step.retry.policy, error, attempt=n, first_attempt_at=first, now=now)
+        decision = decide(
+            step.retry.policy, error, attempt=n, first_attempt_at=first, now=now, rng=env.rng
+        )
     outcome = {"retry": "retry", "succeed": "ok"}.get(decision.action, "error")
     env.attempts.append(
         Attempt(
