@@ -81,10 +81,10 @@ class Runtime:
         )
         self._workers = Workers(
             store, self._plans, executor, self._waiters, self.clock,
+            lambda item: self._ingest.dispatch(item),
             worker_id=self.worker_id, concurrency=concurrency, lease=lease, poll=poll,
         )  # fmt: skip
         self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted)
-        self._workers.dispatch = self._ingest.dispatch
         self._operations = Operations(store, self._plans, self._ingest, self._workers.requeued)
 
     # lifecycle -----------------------------------------------------------------------------

@@ -32,7 +32,8 @@ IDLE_POLL = 0.02  # seconds between looks while `idle` waits
 
 class Workers:
     """Executes up to `concurrency` runs at once for `worker_id`; `lease` is how long a claimed
-    run is reserved (renewed every lease/3 while it executes); `poll` bounds every sleep."""
+    run is reserved (renewed every lease/3 while it executes); `poll` bounds every sleep;
+    `dispatch` turns an emitted event from the outbox into runs."""
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class Workers:
         executor: Executor,
         waiters: Waiters,
         clock: Clock,
+        dispatch: Callable[[OutboxItem], Awaitable[None]],
         *,
         worker_id: str,
         concurrency: int,
@@ -53,7 +55,7 @@ class Workers:
         self.lease, self.poll = lease, poll
         self.stopping = False
         self.depth = 0  # runs accepted and not finished: an estimate
-        self.dispatch: Callable[[OutboxItem], Awaitable[None]] | None = None  # set by the Runtime
+        self.dispatch = dispatch  # turns an emitted event into runs
         self._active: dict[str, asyncio.Task[None]] = {}
         self._due: list[float] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -184,7 +186,6 @@ class Workers:
                     log.exception("renewing leases failed")
 
     async def _dispatch_loop(self) -> None:
-        assert self.dispatch is not None
         while not self.stopping:
             self._outbox_wakeup.clear()
             try:
