@@ -11,10 +11,8 @@ from typing import Any
 
 import psycopg
 
-from engine.errors import StateConflict, StoreError
+from engine.errors import StoreError
 from engine.store.base import (
-    CANCEL_ENDS,
-    CANCELLED,
     Acceptance,
     Checkpoint,
     NewRun,
@@ -26,12 +24,12 @@ from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
-    cancel_request,
+    checkpoint_update,
     dumps,
     fields,
-    reason_json,
     run_record,
     run_row,
+    state_update,
     with_work,
 )
 
@@ -220,21 +218,11 @@ async def checkpoint(
     ).fetchone()
     if found is None:
         raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
-    cancel = cancel_request(*found)
-    run_state = cp.run_state
-    acknowledged = cp.reason is not None and cp.reason.code == CANCELLED
-    if cancel is not None and run_state not in CANCEL_ENDS and not acknowledged:
-        run_state = None  # the operator's cancel request stands (see Store.checkpoint)
+    cancel, sets, params = checkpoint_update(cp, found, now, "%s")
     if step is not None:
         await conn.execute(_UPSERT_STEP, step)
-    sets, params = ["updated_at = %s"], [now]  # type: list[str], list[Any]
-    if run_state is not None:
-        sets += ["state = %s", "next_attempt_at = %s", "reason = %s"]
-        params += [run_state, cp.next_attempt_at, reason_json(cp.reason)]
-    if cp.clear_lease or (run_state is not None and run_state != "running"):
-        sets += ["lease_owner = NULL", "lease_until = NULL"]
     await conn.execute(
-        f"UPDATE runs SET {', '.join(sets)} WHERE id = %s",  # type: ignore[arg-type]
+        f"UPDATE runs SET {sets} WHERE id = %s",  # type: ignore[arg-type]
         [*params, cp.run_id],
     )
     if cp.emitted:
@@ -263,18 +251,8 @@ async def set_run_state(conn: Conn, run_id: str, change: StateChange, now: float
     ).fetchone()
     if found is None:
         raise StoreError(f"run {run_id!r} does not exist")
-    if change.expect and found[0] not in change.expect:
-        expected = " or ".join(repr(s) for s in change.expect)
-        raise StateConflict(
-            f"run {run_id!r} is {found[0]!r}, not {expected}: cannot make it {change.state!r}"
-        )
-    sets = "state = %s, reason = %s, updated_at = %s, next_attempt_at = NULL"
-    params: list[Any] = [change.state, reason_json(change.reason), now]
-    if change.state != "running":
-        sets += ", lease_owner = NULL, lease_until = NULL"
-    if change.data is not None:
-        sets += ", generation = generation + 1, data_override = %s, has_override = true"
-        params.append(dumps(change.data.value))
+    data = None if change.data is None else dumps(change.data.value)
+    sets, params = state_update(run_id, found[0], change, now, data, "%s")
     await conn.execute(
         f"UPDATE runs SET {sets} WHERE id = %s",  # type: ignore[arg-type]
         [*params, run_id],

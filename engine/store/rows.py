@@ -12,15 +12,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from engine.errors import StateConflict
 from engine.store.base import (
+    CANCEL_ENDS,
     CANCELLED,
     Attempt,
+    Checkpoint,
     EventRecord,
     NewRun,
     OutboxItem,
     Reason,
     ReceivedJSON,
     RunRecord,
+    StateChange,
     StepRecord,
 )
 
@@ -141,3 +145,44 @@ def audit_entry(row: Sequence[Any]) -> dict[str, Any]:
     return {"seq": seq, "at": at, "actor": actor, "action": action, "run_id": run_id,
             "detail": json.loads(detail)}  # fmt: skip
 
+
+def checkpoint_update(
+    cp: Checkpoint, stored: Sequence[Any], now: float, mark: str
+) -> tuple[Reason | None, str, list[Any]]:
+    """What a checkpoint writes to its run, given the run's stored (state, reason): the run's
+    cancel request, and the UPDATE's SET clause (with `mark` placeholders) and parameters. A new
+    state outside CANCEL_ENDS is not written while a cancel request stands, unless `cp` carries
+    the CANCELLED reason itself (see `Store.checkpoint`)."""
+    cancel = cancel_request(*stored)
+    run_state = cp.run_state
+    acknowledged = cp.reason is not None and cp.reason.code == CANCELLED
+    if cancel is not None and run_state not in CANCEL_ENDS and not acknowledged:
+        run_state = None  # the operator's cancel request stands
+    sets, params = [f"updated_at = {mark}"], [now]  # type: list[str], list[Any]
+    if run_state is not None:
+        sets += [f"state = {mark}", f"next_attempt_at = {mark}", f"reason = {mark}"]
+        params += [run_state, cp.next_attempt_at, reason_json(cp.reason)]
+    if cp.clear_lease or (run_state is not None and run_state != "running"):
+        sets += ["lease_owner = NULL", "lease_until = NULL"]
+    return cancel, ", ".join(sets), params
+
+
+def state_update(
+    run_id: str, stored: str, change: StateChange, now: float, data: str | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The SET clause (with `mark` placeholders) and parameters of `change` to a run whose stored
+    state is `stored` (`data`: the corrected data as JSON). Raises StateConflict when the run is
+    not in one of `change.expect`."""
+    if change.expect and stored not in change.expect:
+        expected = " or ".join(repr(s) for s in change.expect)
+        raise StateConflict(
+            f"run {run_id!r} is {stored!r}, not {expected}: cannot make it {change.state!r}"
+        )
+    sets = f"state = {mark}, reason = {mark}, updated_at = {mark}, next_attempt_at = NULL"
+    params: list[Any] = [change.state, reason_json(change.reason), now]
+    if change.state != "running":
+        sets += ", lease_owner = NULL, lease_until = NULL"
+    if change.data is not None:
+        sets += f", generation = generation + 1, data_override = {mark}, has_override = true"
+        params.append(data)
+    return sets, params

@@ -10,10 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from engine.errors import StateConflict, StoreError
+from engine.errors import StoreError
 from engine.store.base import (
-    CANCEL_ENDS,
-    CANCELLED,
     Acceptance,
     Checkpoint,
     NewRun,
@@ -25,11 +23,11 @@ from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
-    cancel_request,
+    checkpoint_update,
     dumps,
-    reason_json,
     run_record,
     run_row,
+    state_update,
     with_work,
 )
 from engine.store.sqlite_schema import BUSY_TIMEOUT_MS, open_writer, store_error
@@ -288,11 +286,7 @@ def tx_checkpoint(
     row = conn.execute("SELECT state, reason FROM runs WHERE id = ?", (cp.run_id,)).fetchone()
     if row is None:
         raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
-    cancel = cancel_request(*row)
-    run_state = cp.run_state
-    acknowledged = cp.reason is not None and cp.reason.code == CANCELLED
-    if cancel is not None and run_state not in CANCEL_ENDS and not acknowledged:
-        run_state = None  # the operator's cancel request stands (see Store.checkpoint)
+    cancel, sets, params = checkpoint_update(cp, row, time.time(), "?")
     if step is not None:
         conn.execute(
             "INSERT OR REPLACE INTO steps (run_id, step_id, state, output, input_digest, error, "
@@ -300,13 +294,7 @@ def tx_checkpoint(
             ":error, :attempts, :updated_at)",
             step,
         )
-    sets, params = ["updated_at = ?"], [time.time()]  # type: list[str], list[Any]
-    if run_state is not None:
-        sets += ["state = ?", "next_attempt_at = ?", "reason = ?"]
-        params += [run_state, cp.next_attempt_at, reason_json(cp.reason)]
-    if cp.clear_lease or (run_state is not None and run_state != "running"):
-        sets += ["lease_owner = NULL", "lease_until = NULL"]
-    conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", [*params, cp.run_id])
+    conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*params, cp.run_id])
     conn.executemany("INSERT INTO outbox (run_id, event, created_at) VALUES (?, ?, ?)", outbox_rows)
     return cancel
 
@@ -318,18 +306,7 @@ def tx_set_run_state(
     row = conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         raise StoreError(f"run {run_id!r} does not exist")
-    if change.expect and row[0] not in change.expect:
-        expected = " or ".join(repr(s) for s in change.expect)
-        raise StateConflict(
-            f"run {run_id!r} is {row[0]!r}, not {expected}: cannot make it {change.state!r}"
-        )
-    sets = "state = ?, reason = ?, updated_at = ?, next_attempt_at = NULL"
-    params: list[Any] = [change.state, reason_json(change.reason), at]
-    if change.state != "running":
-        sets += ", lease_owner = NULL, lease_until = NULL"
-    if change.data is not None:
-        sets += ", generation = generation + 1, data_override = ?, has_override = 1"
-        params.append(data)
+    sets, params = state_update(run_id, row[0], change, at, data, "?")
     conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*params, run_id])
     conn.executemany(
         "DELETE FROM steps WHERE run_id = ? AND step_id = ?",
