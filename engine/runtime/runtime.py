@@ -18,6 +18,7 @@ arrival order, which the store's claim enforces. Time and randomness come from t
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -69,10 +70,7 @@ class Runtime:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         rng = rng or random.Random()
-
-        def ids() -> str:
-            return new_id(self.clock.now(), rng)
-
+        ids = functools.partial(new_id, self.clock, rng)
         self.worker_id = worker_id or f"worker-{ids()[-12:]}"
         self._plans = Plans(store, plan, secrets or {}, transport, concurrency)
         self._waiters = Waiters(store, self.clock, poll)
