@@ -24,11 +24,11 @@ from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
+    accept_runs,
     checkpoint_update,
     dumps,
     fields,
     run_record,
-    run_row,
     state_update,
     with_work,
 )
@@ -100,22 +100,7 @@ async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acce
         locks = sorted({(run.ordering_key,) for run in runs if run.ordering_key})
         await cur.executemany("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", locks)
     holders = await _key_holders(conn, {(run.flow, run.key) for run in runs})
-    results: list[list[Acceptance]] = []
-    rows = []
-    for event, item_runs in items:
-        acceptances = []
-        for run in item_runs:
-            holder = holders.get((run.flow, run.key))
-            if holder is not None:
-                acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
-                continue
-            rows.append(run_row(run, event[0], event[-1]))
-            if run.state == "filtered":
-                acceptances.append(Acceptance(run.id, "filtered", run.correlation_id))
-            else:
-                holders[(run.flow, run.key)] = (run.id, run.correlation_id)
-                acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
-        results.append(acceptances)
+    results, rows = accept_runs(items, holders)
     lost = await _insert_runs(conn, rows)
     if lost:  # another replica committed one of these keys after we looked: its run holds it
         taken = await _key_holders(conn, lost.keys())

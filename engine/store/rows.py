@@ -16,6 +16,7 @@ from engine.errors import StateConflict
 from engine.store.base import (
     CANCEL_ENDS,
     CANCELLED,
+    Acceptance,
     Attempt,
     Checkpoint,
     EventRecord,
@@ -186,3 +187,33 @@ def state_update(
         sets += f", generation = generation + 1, data_override = {mark}, has_override = true"
         params.append(data)
     return sets, params
+
+
+Holders = dict[tuple[str, str], tuple[str, str]]  # (flow, key) -> (run id, correlation id)
+
+
+def accept_runs(
+    items: Sequence[tuple[tuple[Any, ...], Sequence[NewRun]]], holders: Holders
+) -> tuple[list[list[Acceptance]], list[tuple[Any, ...]]]:
+    """Accept each item's runs (an item: an event row and its runs) in order, given the runs
+    already holding their (flow, key): the acceptances of every item, and the rows of the runs
+    to insert. The first run of a (flow, key) is accepted and every later one is a duplicate
+    naming it; a filtered run is recorded without holding its key. Updates `holders`."""
+    results: list[list[Acceptance]] = []
+    rows: list[tuple[Any, ...]] = []
+    for event, runs in items:
+        event_id, now = event[0], event[-1]
+        acceptances = []
+        for run in runs:
+            holder = holders.get((run.flow, run.key))
+            if holder is not None:
+                acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
+                continue
+            rows.append(run_row(run, event_id, now))
+            if run.state == "filtered":
+                acceptances.append(Acceptance(run.id, "filtered", run.correlation_id))
+            else:
+                holders[(run.flow, run.key)] = (run.id, run.correlation_id)
+                acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
+        results.append(acceptances)
+    return results, rows

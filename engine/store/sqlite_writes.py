@@ -23,10 +23,10 @@ from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
+    accept_runs,
     checkpoint_update,
     dumps,
     run_record,
-    run_row,
     state_update,
     with_work,
 )
@@ -153,23 +153,7 @@ def tx_accept_many(
     events = [event for event, _ in items]
     _insert_rows(conn, _INSERT_EVENTS, "ON CONFLICT (id) DO NOTHING", events, 8)
     holders = _key_holders(conn, {(run.flow, run.key) for _, runs in items for run in runs})
-    results: list[list[Acceptance]] = []
-    rows: list[tuple[Any, ...]] = []
-    for event, runs in items:
-        event_id, now = event[0], event[-1]
-        acceptances = []
-        for run in runs:
-            holder = holders.get((run.flow, run.key))
-            if holder is not None:
-                acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
-                continue
-            rows.append(run_row(run, event_id, now))
-            if run.state == "filtered":
-                acceptances.append(Acceptance(run.id, "filtered", run.correlation_id))
-            else:
-                holders[(run.flow, run.key)] = (run.id, run.correlation_id)
-                acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
-        results.append(acceptances)
+    results, rows = accept_runs(items, holders)
     _insert_rows(conn, _INSERT_RUNS, "", rows, 13)
     return results
 
