@@ -281,6 +281,18 @@ class FakeClock:
                 task.cancel()
         return task.done() and not task.cancelled()
 
+    async def advance_until(
+        self, predicate: Callable[[], Any], step: float = 0.5, timeout: float = 10.0
+    ) -> None:
+        """Move time on by `step` at a time until `predicate()` holds (the runtime's loops may
+        start a sleep at any moment, so time moves in steps, not in one jump past them)."""
+
+        def moved() -> Any:
+            self.advance(step)
+            return predicate()
+
+        await until(moved, timeout)
+
     def advance(self, seconds: float) -> None:
         """Move time on; every sleep and wait whose deadline passed ends."""
         self.t += seconds

@@ -181,7 +181,11 @@ async def test_on_a_virtual_clock_a_60_s_backoff_passes_when_the_test_says(tmp_p
         await until(waiting)
         run = await runtime.store.get_run(run_id)
         assert run is not None and run.next_attempt_at == clock.now() + 60  # glacial: 60 s
-        clock.advance(60)
+
+        async def done() -> bool:
+            return (await runtime.store.get_run(run_id)).state == "succeeded"  # type: ignore[union-attr]
+
+        await clock.advance_until(done, step=5)
         final = await runtime.wait(run_id, 5)
     assert final.state == "succeeded"
     assert len(target.to("/orders")) == 2
@@ -205,11 +209,17 @@ SAGA = flow(
 
 
 async def test_a_compensation_retry_waits_in_the_store_and_holds_no_worker(tmp_path, live):
-    """One worker. The compensation call fails once (503) and is due again in 2 s: meanwhile the
-    run is `waiting` in the store and the only worker executes another run."""
+    """One worker. The compensation call fails once (503) and is due again 2 s later on the
+    runtime's (virtual) clock: meanwhile the run is `waiting` in the store and the only worker
+    executes another run; moving the clock on finishes the compensation."""
     target, url = live
     target.script["/orders/X1/cancel"] = [503]
-    async with running(project(tmp_path, url, SAGA), concurrency=1) as (runtime, plan):
+    clock = FakeClock()
+    root = project(tmp_path, url, SAGA)
+    async with (
+        asyncio.timeout(30),  # a guard: on a virtual clock a wrong wait would never end
+        running(root, concurrency=1, clock=clock) as (runtime, plan),
+    ):
         saga = plan.flows["saga"]
         failing = (await runtime.ingest(saga, {"ok": False}, meta(1))).run_id
 
@@ -220,10 +230,16 @@ async def test_a_compensation_retry_waits_in_the_store_and_holds_no_worker(tmp_p
         await until(waiting)
         run = await runtime.store.get_run(failing)
         assert run is not None and run.reason is not None and run.reason.code == "NOT_OK"
-        assert run.next_attempt_at is not None
+        assert run.next_attempt_at == clock.now() + 2  # patient: 2 s
         other = (await runtime.ingest(saga, {"ok": True}, meta(2))).run_id
-        assert (await runtime.wait(other, 1.5)).state == "succeeded"
-        assert time.time() < run.next_attempt_at  # it ran while the compensation waited
+        assert (await runtime.wait(other, 1.5)).state == "succeeded"  # while it waited
+        assert len(target.to("/orders/X1/cancel")) == 1
+
+        async def stopped() -> bool:
+            run = await runtime.store.get_run(failing)
+            return run is not None and run.state not in ("waiting", "running")
+
+        await clock.advance_until(stopped)
         final = await runtime.wait(failing, 10)
         steps = await runtime.store.get_steps(failing)
     assert (final.state, final.reason.code) == ("compensated", "NOT_OK")
