@@ -255,6 +255,12 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def in_state(runtime: Runtime, run_id: str, *states: str) -> bool:
+    """Whether the run is stored in one of `states` (for `until`)."""
+    run = await runtime.store.get_run(run_id)
+    return run is not None and run.state in states
+
+
 class FakeClock:
     """Virtual time for a Runtime (`clock=`): it moves only when the test calls `advance`, and
     sleeps and timed waits end when it passes their deadline, so no test waits for a backoff."""

@@ -16,12 +16,14 @@ from runtime_kit import (
     LiveTarget,
     Target,
     flow,
+    in_state,
     meta,
     running,
     until,
     write_project,
 )
 
+from engine.runtime.waiting import STOPPED_STATES
 from engine.store import SQLiteStore
 from engine.store.base import (
     CANCELLED,
@@ -149,11 +151,7 @@ async def test_cancel_of_a_waiting_run_ends_it_at_once(tmp_path, live):
     async with running(project(tmp_path, url, RETRYING)) as (runtime, plan):
         run_id = (await runtime.ingest(plan.flows["retrying"], {"n": 1}, meta(1))).run_id
 
-        async def waiting() -> bool:
-            run = await runtime.store.get_run(run_id)
-            return run is not None and run.state == "waiting"
-
-        await until(waiting)
+        await until(lambda: in_state(runtime, run_id, "waiting"))
         started = time.monotonic()
         await runtime.cancel(run_id)
         run = await runtime.wait(run_id, 5)
@@ -174,18 +172,11 @@ async def test_on_a_virtual_clock_a_60_s_backoff_passes_when_the_test_says(tmp_p
     ):
         run_id = (await runtime.ingest(plan.flows["retrying"], {"n": 1}, meta(1))).run_id
 
-        async def waiting() -> bool:
-            run = await runtime.store.get_run(run_id)
-            return run is not None and run.state == "waiting"
-
-        await until(waiting)
+        await until(lambda: in_state(runtime, run_id, "waiting"))
         run = await runtime.store.get_run(run_id)
         assert run is not None and run.next_attempt_at == clock.now() + 60  # glacial: 60 s
 
-        async def done() -> bool:
-            return (await runtime.store.get_run(run_id)).state == "succeeded"  # type: ignore[union-attr]
-
-        await clock.advance_until(done, step=5)
+        await clock.advance_until(lambda: in_state(runtime, run_id, "succeeded"), step=5)
         final = await runtime.wait(run_id, 5)
     assert final.state == "succeeded"
     assert len(target.to("/orders")) == 2
@@ -223,11 +214,7 @@ async def test_a_compensation_retry_waits_in_the_store_and_holds_no_worker(tmp_p
         saga = plan.flows["saga"]
         failing = (await runtime.ingest(saga, {"ok": False}, meta(1))).run_id
 
-        async def waiting() -> bool:
-            run = await runtime.store.get_run(failing)
-            return run is not None and run.state == "waiting"
-
-        await until(waiting)
+        await until(lambda: in_state(runtime, failing, "waiting"))
         run = await runtime.store.get_run(failing)
         assert run is not None and run.reason is not None and run.reason.code == "NOT_OK"
         assert run.next_attempt_at == clock.now() + 2  # patient: 2 s
@@ -235,11 +222,7 @@ async def test_a_compensation_retry_waits_in_the_store_and_holds_no_worker(tmp_p
         assert (await runtime.wait(other, 1.5)).state == "succeeded"  # while it waited
         assert len(target.to("/orders/X1/cancel")) == 1
 
-        async def stopped() -> bool:
-            run = await runtime.store.get_run(failing)
-            return run is not None and run.state not in ("waiting", "running")
-
-        await clock.advance_until(stopped)
+        await clock.advance_until(lambda: in_state(runtime, failing, *STOPPED_STATES))
         final = await runtime.wait(failing, 10)
         steps = await runtime.store.get_steps(failing)
     assert (final.state, final.reason.code) == ("compensated", "NOT_OK")
