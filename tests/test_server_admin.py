@@ -18,10 +18,9 @@ from serverkit import SECRETS, LiveServer, write_project
 from standardwebhooks.webhooks import Webhook
 
 from engine.cli import main as cli
+from engine.commands.remote import HttpRunsClient
 from engine.errors import StoreError, UsageError
-from engine.runtime.client import RunQuery
-from engine.server.client import HttpRunsClient
-from engine.store import open_store
+from engine.store import RunQuery, open_store
 
 TOKEN = "admin-secret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

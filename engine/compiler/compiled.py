@@ -100,6 +100,7 @@ class CompiledMapping:
     tests: tuple[MappingTest, ...] = ()
     location: SourceLocation | None = None
     fields: tuple[str, ...] = ()       # the target paths it writes (dotted: nested objects)
+    test_locations: tuple[SourceLocation, ...] = ()  # where each of `tests` is written
 
     @property
     def ident(self) -> str:
@@ -240,6 +241,7 @@ class CompiledFlow:
     emits: tuple[str, ...]
     tests: tuple[FlowTest, ...] = ()
     location: SourceLocation | None = None
+    test_locations: tuple[SourceLocation, ...] = ()  # where each of `tests` is written
 
     @property
     def ident(self) -> str:

@@ -184,6 +184,9 @@ class FlowCompiler:
             allow_loop=spec.allow_loop, emits=emits,
             tests=tuple(flow_test_record(t) for t in spec.tests),
             location=self.doc.locate(),
+            test_locations=tuple(
+                self.doc.locate(("spec", "tests", i)) for i in range(len(spec.tests))
+            ),
         )
 
     def trigger(self, trigger: m.Trigger) -> CompiledTrigger | None:

@@ -68,7 +68,9 @@ def compile_mapping(
     transform = compile_rules(mapping.ident, rules)
     return CompiledMapping(mapping.name, mapping.version, source, target, transform,
                            tuple(mapping_test_record(t) for t in spec.tests), doc.locate(),
-                           tuple(spec.fields))
+                           tuple(spec.fields),
+                           test_locations=tuple(doc.locate(("spec", "tests", i))
+                                                for i in range(len(spec.tests))))
 
 
 def _check_reads(fields: dict[str, str | FieldRuleSpec], source: CompiledSchema, doc: Document,

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.errors import StateConflict, StoreError, UsageError
-from engine.runtime.client import ACTIONS, perform
+from engine.runtime.actions import ACTIONS, perform
 from engine.runtime.runtime import MISSING
 from engine.server.http import Problem, authorize, dumps, header_dict, read_body
 from engine.server.metrics import CONTENT_TYPE_LATEST

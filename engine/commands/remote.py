@@ -1,5 +1,5 @@
 """`syncline runs ... --url URL`: the admin API of a running server, as a runs client
-(`engine.runtime.client.RunsClient`: list, show, act, aclose).
+(`engine.commands.runs.RunsClient`: list, show, act, aclose).
 
 The token comes from SYNCLINE_ADMIN_TOKEN (read by the CLI and passed in). Every failure becomes
 a UsageError carrying the server's own error message, so the CLI prints it like a local one.
@@ -14,8 +14,9 @@ from urllib.parse import quote
 import httpx
 
 from engine.errors import UsageError
-from engine.runtime.client import ACTIONS, RunQuery
+from engine.runtime.actions import ACTIONS
 from engine.runtime.runtime import MISSING
+from engine.store import RunQuery
 
 
 class HttpRunsClient:

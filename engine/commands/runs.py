@@ -1,26 +1,25 @@
 """What `syncline run` and `syncline runs ...` do, behind a small "runs client" interface so the
 CLI stays a thin layer: `LocalRunsClient` works on a project's store (see `open_store`);
-`engine.server.client.HttpRunsClient` (`--url`) implements the same methods over the admin API,
-whose handlers call the same `perform`."""
+`engine.commands.remote.HttpRunsClient` (`--url`) implements the same methods over the admin
+API, whose handlers call the same `engine.runtime.actions.perform`."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.commands.harness import local_runtime, run_and_describe, run_once
 from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.compiler.records import StubResponse
 from engine.errors import UsageError
+from engine.runtime.actions import perform
 from engine.runtime.calls import require_secrets
-from engine.runtime.runtime import MISSING, EventMeta, Runtime
+from engine.runtime.runtime import MISSING, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
-from engine.runtime.testing import run_and_describe
 from engine.store import RunQuery, open_store
-from engine.store.sqlite import SQLiteStore
 
 RUN_TIMEOUT = 300.0
 
@@ -28,9 +27,6 @@ RUN_TIMEOUT = 300.0
 def store_path(project: Path) -> Path:
     """Where a project keeps its embedded store."""
     return project / ".syncline" / "syncline.db"
-
-
-ACTIONS = ("resume", "retry", "cancel", "replay")
 
 
 class RunsClient(Protocol):
@@ -50,18 +46,6 @@ class RunsClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-async def perform(
-    runtime: Runtime, run_id: str, action: str, actor: str, data: Any = MISSING
-) -> dict[str, Any]:
-    """Do one of ACTIONS on `runtime` as `actor`; the affected run's detail. What the local
-    client and the admin API both do."""
-    if action not in ACTIONS:
-        raise UsageError(f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
-    extra = {"data": data} if action == "resume" and data is not MISSING else {}
-    record = await getattr(runtime, action)(run_id, actor=actor, **extra)
-    return await runtime.run_detail(record.id) or {}
 
 
 class LocalRunsClient:
@@ -115,50 +99,30 @@ async def run_local(
     flow = plan.flows.get(flow_name)
     if flow is None:
         raise UsageError(f"no flow '{flow_name}' (flows: {', '.join(sorted(plan.flows))})")
-    stubs = StubTransport(plan, default=StubResponse(status=200, body={})) if dry_run else None
-    if dry_run:
-        secrets = placeholder_secrets(plan)
-    else:
+    if not dry_run:
         require_secrets(plan.secret_names, secrets or {})
-    with tempfile.TemporaryDirectory(prefix="syncline-run-") as tmp:
-        path = Path(tmp) / "dry-run.db" if dry_run else store_path(project)
-        async with SQLiteStore(path) as store:
-            runtime = Runtime(
-                store,
-                plan,
-                secrets=secrets,
-                poll=0.05,
-                transport=stubs.transport() if stubs else None,
-            )
-            await runtime.start()
-            try:
-                return await _run_one(runtime, flow_name, data, stubs)
-            finally:
-                await runtime.stop(grace=5)
-
-
-async def _run_one(
-    runtime: Runtime, flow_name: str, data: Any, stubs: StubTransport | None
-) -> dict[str, Any]:
-    flow = runtime.plan.flows[flow_name]
-    if stubs is not None:
-        described = await run_and_describe(runtime, flow, data, stubs)
-        calls = [
-            {
-                "system": c.system,
-                "operation": c.operation,
-                "method": c.method,
-                "url": c.url,
-                "headers": c.headers,
-                "body": c.body,
-            }
-            for c in stubs.calls
-        ]
-        return {**described["detail"], "calls": calls}
-    meta = EventMeta(id=None, type=f"cli:{flow.name}", source="syncline-cli")
-    acceptance = await runtime.ingest(flow, data, meta)
-    run = await runtime.wait(acceptance.run_id, RUN_TIMEOUT)
-    return await runtime.run_detail(run.id) or {}
+        async with local_runtime(
+            plan, store_file=store_path(project), secrets=secrets, grace=5
+        ) as runtime:
+            run = await run_once(runtime, flow, data, "cli", RUN_TIMEOUT)
+            return await runtime.run_detail(run.id) or {}
+    stubs = StubTransport(plan, default=StubResponse(status=200, body={}))
+    async with local_runtime(
+        plan, secrets=placeholder_secrets(plan), transport=stubs.transport(), grace=5
+    ) as runtime:
+        described = await run_and_describe(runtime, flow, data, stubs, RUN_TIMEOUT)
+    calls = [
+        {
+            "system": c.system,
+            "operation": c.operation,
+            "method": c.method,
+            "url": c.url,
+            "headers": c.headers,
+            "body": c.body,
+        }
+        for c in stubs.calls
+    ]
+    return {**described["detail"], "calls": calls}
 
 
 def load_project_plan(project: Path, environment: str | None) -> Plan:

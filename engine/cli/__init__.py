@@ -1,0 +1,40 @@
+"""The `syncline` command: parses arguments, calls the stages and the use cases of
+`engine.commands`, prints. Exit codes: 0 success, 1 the checked thing failed (invalid
+definitions, failing tests), 2 usage error.
+
+    definitions.py  validate, test, graph, init
+    gitops.py       plan, promote, status
+    runs.py         run, runs list|show|resume|retry|cancel|replay
+    serving.py      serve, worker, demo
+"""
+
+from __future__ import annotations
+
+import click
+
+from engine.cli import definitions, gitops, runs, serving
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="syncline")
+def main() -> None:
+    """Syncline: declarative integration-as-code for quote-to-cash."""
+
+
+for _command in (
+    definitions.validate,
+    definitions.test,
+    definitions.graph,
+    definitions.init,
+    serving.serve,
+    serving.worker,
+    gitops.plan_command,
+    gitops.promote,
+    gitops.status,
+    runs.run_command,
+    runs.runs,
+    serving.demo,
+):
+    main.add_command(_command)
+
+__all__ = ["main"]

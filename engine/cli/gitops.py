@@ -1,0 +1,143 @@
+"""The GitOps commands: `syncline plan`, `promote` and `status` (the work is in engine/gitops)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from engine.cli.common import (
+    ENV,
+    FORMAT,
+    PROJECT,
+    PROJECT_OPTION,
+    compile_or_report,
+    emit_json,
+    print_diagnostics,
+)
+from engine.compiler.plan import Plan
+from engine.errors import DefinitionErrors
+from engine.loader import load_project
+
+
+@click.command("plan")
+@PROJECT
+@click.option("--base", required=True, metavar="REF|DIR",
+              help="A directory, or a git ref of the repository holding PROJECT (read with git; "
+                   "the working tree is not touched).")
+@ENV
+@FORMAT
+@click.option("--fail-on", type=click.Choice(["breaking", "never"]), default="never",
+              show_default=True, help="Exit 1 when a breaking schema change is found.")
+def plan_command(project: Path, base: str, environment: str | None, fmt: str,
+                 fail_on: str) -> None:
+    """What changes against a git ref or a directory, for one environment, like `terraform
+    plan`: resources added, removed and changed, active versions, breaking schema changes.
+
+    Exit 1 when PROJECT does not compile, a Schema was edited incompatibly in place, or
+    (with --fail-on breaking) something is breaking."""
+    from engine.gitops.diff import diff_bundles, render_text
+
+    head, diagnostics = compile_or_report(project, environment, fmt)
+    if head is None:
+        if fmt == "json":
+            emit_json({"ok": False, "diagnostics": [d.as_dict() for d in sorted(diagnostics)]})
+        sys.exit(1)
+    before, label = _compile_base(project, base, head.environment, fmt)
+    diff = diff_bundles(before.bundle if before else None, head.bundle,
+                        base_digest=before.digest if before else None, head_digest=head.digest,
+                        head_documents=load_project(project).documents)
+    failed = bool(diff.errors) or (fail_on == "breaking" and bool(diff.breaking))
+    if fmt == "json":
+        emit_json({"ok": not failed, "base": label, **diff.as_dict()})
+    else:
+        click.echo(render_text(diff, label, str(project)), nl=False)
+    sys.exit(1 if failed else 0)
+
+
+def _compile_base(project: Path, base: str, environment: str, fmt: str) -> tuple[Plan | None, str]:
+    """The base compiled for `environment` (None: it has no project or environment yet)."""
+    from engine.errors import UsageError
+    from engine.gitops.base import compile_base, load_base
+
+    try:
+        loaded, label = load_base(project, base)
+        return compile_base(loaded, environment, os.environ), label
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--base") from exc
+    except DefinitionErrors as exc:
+        if fmt == "json":
+            emit_json({"ok": False, "base": base,
+                       "base_diagnostics": [d.as_dict() for d in sorted(exc.diagnostics)]})
+        else:
+            click.echo(f"the base {base} does not compile:", err=True)
+            print_diagnostics(exc.diagnostics)
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--from", "source", required=True, metavar="ENV", help="Environment to copy from.")
+@click.option("--to", "target", required=True, metavar="ENV", help="Environment to copy into.")
+@PROJECT_OPTION
+@FORMAT
+def promote(source: str, target: str, project: Path, fmt: str) -> None:
+    """Make --to run what --from runs: write --from's pins (active flow versions) into --to's in
+    syncline.yaml, keeping every comment and the layout, and print the plan of what --to will
+    now run. Running it again changes nothing."""
+    from engine.errors import UsageError
+    from engine.gitops.diff import diff_bundles, render_text
+    from engine.gitops.promote import promote_project
+
+    try:
+        promotion, before, after = promote_project(project, source, target, os.environ)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except DefinitionErrors as exc:
+        click.echo(f"{target} would not compile with {source}'s pins; nothing written:", err=True)
+        print_diagnostics(exc.diagnostics)
+        sys.exit(1)
+    if promotion.changed:
+        (project / "syncline.yaml").write_bytes(promotion.text.encode("utf-8"))
+    diff = diff_bundles(before.bundle if before else None, after.bundle,
+                        base_digest=before.digest if before else None, head_digest=after.digest)
+    if fmt == "json":
+        emit_json({"from": source, "to": target, "changed": promotion.changed,
+                   "old_pins": promotion.old_pins, "new_pins": promotion.new_pins,
+                   "plan": diff.as_dict()})
+        return
+    verb = "wrote syncline.yaml" if promotion.changed else "syncline.yaml unchanged"
+    click.echo(f"promote {source} -> {target}: pins {promotion.old_pins} -> "
+               f"{promotion.new_pins}; {verb}")
+    click.echo(render_text(diff, f"{target} before", f"{target} now"), nl=False)
+
+
+@click.command()
+@click.option("--url", required=True, help="Base URL of a running `syncline serve`.")
+@ENV
+@PROJECT_OPTION
+@FORMAT
+def status(url: str, environment: str | None, project: Path, fmt: str) -> None:
+    """Compare what the server at URL runs (GET /api/v1/status: digest, flow versions) with
+    the project compiled for ENV (default: the server's environment). Exit 0 in sync, 1 on
+    drift or when the server cannot be asked. The token is SYNCLINE_ADMIN_TOKEN."""
+    from engine.gitops.drift import StatusUnavailable, compare_status, fetch_status, render_text
+
+    try:
+        document = fetch_status(url, os.environ.get("SYNCLINE_ADMIN_TOKEN"))
+    except StatusUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    plan, diagnostics = compile_or_report(project, environment or document.get("environment"), fmt)
+    if plan is None:
+        if fmt == "json":
+            emit_json({"url": url, "in_sync": False,
+                       "diagnostics": [d.as_dict() for d in sorted(diagnostics)]})
+        sys.exit(1)
+    drift = compare_status(plan, document)
+    if fmt == "json":
+        emit_json({"url": url, **drift.as_dict()})
+    else:
+        click.echo(render_text(drift, url), nl=False)
+    sys.exit(0 if drift.in_sync else 1)

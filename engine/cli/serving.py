@@ -1,0 +1,101 @@
+"""Running Syncline: `syncline serve`, `worker` and `demo`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from engine.cli.common import DATABASE, ENV, FORMAT, PROJECT, SECRETS, emit_json, exit_on_errors
+
+
+@click.command()
+@PROJECT
+@ENV
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
+@click.option("--no-watch", is_flag=True, help="Do not hot-reload on definition changes.")
+@DATABASE
+@SECRETS
+@click.option("--no-workers", is_flag=True,
+              help="Ingest only: accept and store, execute nothing; run `syncline worker` "
+                   "processes on the same store to execute the runs.")
+def serve(project: Path, environment: str | None, host: str, port: int, no_watch: bool,
+          database: str | None, secrets_file: Path | None, no_workers: bool) -> None:
+    """Serve webhooks, /events, process APIs and the admin API; hot-reload definitions.
+
+    Runs execute in this process unless --no-workers. Tokens and limits come from
+    SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_MAX_BODY, SYNCLINE_MAX_PENDING and
+    SYNCLINE_API_TIMEOUT. SIGTERM shuts down gracefully (exit 0)."""
+    from engine.errors import UsageError
+    from engine.server.config import ServerConfig
+    from engine.server.serve import build_server, load_secrets, run_server
+
+    with exit_on_errors(UsageError):
+        config = ServerConfig.from_environ(os.environ, project=project.resolve(),
+                                           environment=environment, watch=not no_watch,
+                                           workers=not no_workers)
+        secrets = load_secrets(os.environ, secrets_file)
+        app, _ = build_server(config, environ=os.environ, secrets=secrets, database=database)
+    sys.exit(run_server(app, host, port, grace=config.shutdown_grace))
+
+
+@click.command()
+@PROJECT
+@ENV
+@DATABASE
+@SECRETS
+@click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 10_000),
+              help="Runs executing at once in this process.")
+def worker(project: Path, environment: str | None, database: str | None,
+           secrets_file: Path | None, concurrency: int) -> None:
+    """Execute the runs that `syncline serve --no-workers` accepts into the same store.
+
+    Start as many as the machine has cores to spare; runs are leased, so each executes once.
+    On a SQLite file every process queues for the one write lock, which shows in the ingest
+    node's tail latency; PostgreSQL (--database postgresql://...) has no such single lock.
+    SIGTERM lets in-flight steps checkpoint, then exits 0."""
+    import asyncio
+
+    from engine.errors import UsageError
+    from engine.server.serve import load_secrets, run_worker
+
+    with exit_on_errors(UsageError):
+        secrets = load_secrets(os.environ, secrets_file)
+        asyncio.run(run_worker(project.resolve(), environment=environment, environ=os.environ,
+                               secrets=secrets, database=database, concurrency=concurrency))
+
+
+
+
+@click.command()
+@click.option("--events", default=40, show_default=True, type=click.IntRange(4, 100_000),
+              help="Deals closing in the day; amendments, renewals and invoices scale along.")
+@click.option("--seed", default=7, show_default=True, type=int, help="Seed of the scripted day.")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Source checkout with the reference project (default: this package's).")
+@FORMAT
+def demo(events: int, seed: int, project: Path | None, fmt: str) -> None:
+    """Run the reference quote-to-cash integration end to end against sandbox systems.
+
+    Starts sandbox CRM, ERP, billing and support systems and Syncline (SQLite in a temporary
+    folder), plays a business day through real signed webhooks, and reports runs by flow and
+    state, sync latency, exceptions and a reconciliation of the systems. Exits 0 only if the
+    systems reconcile."""
+    import asyncio
+
+    from engine.demo import DemoOptions, exit_code, format_report, run_demo
+    from engine.errors import SynclineError, UsageError
+
+    try:
+        report = asyncio.run(run_demo(DemoOptions(events=events, seed=seed, project=project)))
+    except UsageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except SynclineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    emit_json(report) if fmt == "json" else click.echo(format_report(report))
+    sys.exit(exit_code(report))

@@ -1,0 +1,13 @@
+"""The CLI's use cases, one module each; `engine.cli` parses arguments and prints what they
+return. They sit with the CLI at the right end of the pipeline: they may import any stage, and
+no stage imports them.
+
+    testing.py    `syncline test`: Mapping tests, results, fixtures, diffs
+    flowtests.py  `syncline test`: Flow tests through the real runtime against stubbed Systems
+    harness.py    the one local runtime (a temporary store unless told otherwise), used by
+                  flow tests and `syncline run`
+    runs.py       `syncline run` and `syncline runs ...` on the project's store
+    remote.py     `syncline runs ... --url`: the same through a running server's admin API
+    graph.py      `syncline graph`: mermaid, dot, JSON
+    init.py       `syncline init`: a new project, from the reference one or a minimal one
+"""

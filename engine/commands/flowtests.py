@@ -1,0 +1,111 @@
+"""Flow `tests:` under `syncline test`: each test runs through the real Runtime on a temporary
+store (`engine.commands.harness`), with its Systems stubbed (see `engine.runtime.stubs`); the
+result is compared with `expect` (state, reason, calls, emits, output, step outputs) and a
+mismatch shows a diff, plus the steps that were skipped because their `when` was false."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from engine.commands.harness import local_runtime, run_and_describe
+from engine.commands.testing import TestResult, diff, fixture_base, load_fixture, located, selected
+from engine.compiler.compiled import CompiledFlow
+from engine.compiler.plan import Plan
+from engine.compiler.records import FlowTest
+from engine.errors import SynclineError
+from engine.runtime.stubs import StubTransport, placeholder_secrets
+from engine.source import SourceLocation
+
+TEST_TIMEOUT = 30.0
+
+
+def run_flow_tests(plan: Plan, root: Path, pattern: str | None = None) -> list[TestResult]:
+    """Every Flow test of the plan whose id matches `pattern`."""
+    chosen = [
+        (flow, test, where)
+        for flow in plan.flow_versions.values()
+        for test, where in located(flow.tests, flow.test_locations, flow.location)
+        if selected(f"flow:{flow.ident}::{test.name}", pattern)
+    ]
+    if not chosen:
+        return []
+    return asyncio.run(_run_all(plan, root, chosen))
+
+
+async def _run_all(
+    plan: Plan, root: Path, chosen: list[tuple[CompiledFlow, FlowTest, SourceLocation | None]]
+) -> list[TestResult]:
+    return [await run_flow_test(plan, root, flow, test, where) for flow, test, where in chosen]
+
+
+async def run_flow_test(
+    plan: Plan, root: Path, flow: CompiledFlow, test: FlowTest, where: SourceLocation | None
+) -> TestResult:
+    """Run one test in a fresh store and compare what happened with `test.expect`."""
+
+    def result(passed: bool, detail: str = "") -> TestResult:
+        return TestResult("flow", flow.ident, test.name, passed, detail, where)
+
+    try:
+        data = load_fixture(test.input, test.input_file, fixture_base(root, flow.location))
+    except SynclineError as exc:
+        return result(False, str(exc))
+    stubs = StubTransport(plan, test.responses)
+    try:
+        async with local_runtime(
+            plan, secrets=placeholder_secrets(plan), transport=stubs.transport()
+        ) as runtime:
+            actual = await run_and_describe(runtime, flow, data, stubs, TEST_TIMEOUT)
+    except SynclineError as exc:
+        return result(False, f"the run failed: {exc}")
+    expected, got = _comparable(test, actual)
+    if expected == got and not stubs.unstubbed:
+        return result(True)
+    problems = [f"unstubbed call: {u}" for u in stubs.unstubbed]
+    problems += [
+        f"step '{step.id}' was skipped: its `when` ({step.when.text}) was false"
+        for step in flow.steps
+        if actual["step_states"].get(step.id) == "skipped" and step.when is not None
+    ]
+    return result(False, "\n".join([*problems, diff(expected, got)]).strip())
+
+
+def _comparable(test: FlowTest, actual: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Expected and actual, restricted to what the test states."""
+    expect = test.expect
+    want: dict[str, Any] = {"state": expect.state}
+    got: dict[str, Any] = {"state": actual["state"]}
+    if actual["reason"] is not None or expect.reason is not None:
+        want["reason"], got["reason"] = expect.reason, actual["reason"]
+    if expect.calls is not None:
+        want["calls"] = [_partial(asdict(c), c.body) for c in expect.calls]
+        got["calls"] = [
+            _partial(c, e.body if i < len(expect.calls) else c["body"])
+            for i, (c, e) in enumerate(_pad(actual["calls"], expect.calls))
+        ]
+    if expect.emits is not None:
+        want["emits"] = [_partial(asdict(e), e.data, "data") for e in expect.emits]
+        got["emits"] = [
+            _partial(a, e.data if i < len(expect.emits) else a["data"], "data")
+            for i, (a, e) in enumerate(_pad(actual["emits"], expect.emits))
+        ]
+    if expect.output is not None:
+        want["output"], got["output"] = expect.output, actual["output"]
+    if expect.steps:
+        want["steps"] = dict(expect.steps)
+        got["steps"] = {k: actual["steps"].get(k) for k in expect.steps}
+    return want, got
+
+
+def _partial(item: dict[str, Any], expected: Any, name: str = "body") -> dict[str, Any]:
+    """`item` without `name` when the expectation leaves it out."""
+    return item if expected is not None else {k: v for k, v in item.items() if k != name}
+
+
+def _pad(actual: list[Any], expected: Sequence[Any]) -> list[tuple[Any, Any]]:
+    padded = list(expected) + [None] * max(0, len(actual) - len(expected))
+    return list(zip(actual, padded, strict=False))

@@ -1,0 +1,86 @@
+"""The one local-runtime harness of the commands: a started `Runtime` on a SQLite store (a
+temporary one unless told otherwise), used by `syncline run` (`engine.commands.runs`) and by
+flow tests (`engine.commands.flowtests`), and how they run one flow on a payload."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.compiler.compiled import CompiledFlow
+from engine.compiler.plan import Plan
+from engine.runtime.runtime import EventMeta, Runtime
+from engine.runtime.stubs import StubTransport
+from engine.store.base import RunRecord
+from engine.store.sqlite import SQLiteStore
+
+POLL = 0.05  # seconds between claims: one local run should not wait for the next poll
+
+
+@asynccontextmanager
+async def local_runtime(
+    plan: Plan,
+    *,
+    store_file: Path | None = None,
+    secrets: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    grace: float = 1.0,
+) -> AsyncIterator[Runtime]:
+    """A started Runtime executing `plan` on the SQLite file `store_file`, or (None) on a
+    temporary one deleted afterwards; stopped with `grace` seconds for steps in flight."""
+    with tempfile.TemporaryDirectory(prefix="syncline-") as tmp:
+        path = store_file or Path(tmp) / "syncline.db"
+        async with SQLiteStore(path) as store:
+            runtime = Runtime(store, plan, secrets=secrets, transport=transport, poll=POLL)
+            await runtime.start()
+            try:
+                yield runtime
+            finally:
+                await runtime.stop(grace=grace)
+
+
+async def run_once(
+    runtime: Runtime, flow: CompiledFlow, data: Any, source: str, timeout: float
+) -> RunRecord:
+    """Ingest `data` for `flow` (a new event from `source`) and wait until its run settles."""
+    meta = EventMeta(id=None, type=f"{source}:{flow.name}", source=f"syncline-{source}")
+    acceptance = await runtime.ingest(flow, data, meta)
+    return await runtime.wait(acceptance.run_id, timeout)
+
+
+async def run_and_describe(
+    runtime: Runtime, flow: CompiledFlow, data: Any, stubs: StubTransport, timeout: float
+) -> dict[str, Any]:
+    """Run `flow` on `data` against `stubs` and describe what it did: state, reason, the calls
+    and emits, the output, each step's output and state, and the run's full detail."""
+    run = await run_once(runtime, flow, data, "test", timeout)
+    detail = await runtime.run_detail(run.id) or {}
+    steps = {s["id"]: s for s in detail.get("steps", [])}
+    output = None
+    if run.state == "succeeded":
+        output = (await runtime.api_result(run)).output
+    emits = [
+        {"type": s["output"]["type"], "data": s["output"]["data"]}
+        for s in steps.values()
+        if flow.step(s["id"]).kind == "emit" and s["state"] == "succeeded"
+    ]
+    return {
+        "run_id": run.id,
+        "state": run.state,
+        "reason": run.reason.code if run.reason else None,
+        "reason_message": run.reason.message if run.reason else None,
+        "calls": [
+            {"system": c.system, "operation": c.operation, "body": c.body}
+            for c in stubs.logical_calls()
+        ],
+        "emits": emits,
+        "output": output,
+        "steps": {sid: s["output"] for sid, s in steps.items()},
+        "step_states": {sid: s["state"] for sid, s in steps.items()},
+        "detail": detail,
+    }

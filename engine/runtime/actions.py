@@ -1,0 +1,23 @@
+"""Operator actions on runs: what the admin API (`engine.server.admin`) and the CLI's local runs
+client (`engine.commands.runs`) both do, so they behave the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.errors import UsageError
+from engine.runtime.runtime import MISSING, Runtime
+
+ACTIONS = ("resume", "retry", "cancel", "replay")
+
+
+async def perform(
+    runtime: Runtime, run_id: str, action: str, actor: str, data: Any = MISSING
+) -> dict[str, Any]:
+    """Do one of ACTIONS on `runtime` as `actor`; the affected run's detail (for a replay, the
+    new run's)."""
+    if action not in ACTIONS:
+        raise UsageError(f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
+    extra = {"data": data} if action == "resume" and data is not MISSING else {}
+    record = await getattr(runtime, action)(run_id, actor=actor, **extra)
+    return await runtime.run_detail(record.id) or {}
