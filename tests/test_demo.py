@@ -25,7 +25,7 @@ import pytest
 from engine.demo import Progress, play_day, reconcile
 from engine.demo.driver import DayLog
 from engine.demo.scenario import Scenario, build_scenario
-from engine.demo.stack import Stack, locate_checkout
+from engine.demo.stack import Stack, locate_project
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = (
@@ -107,7 +107,7 @@ def _sabotaged_checkout(tmp_path: Path) -> Path:
     kind the reconciliation is there to catch (the ERP accepts the orders)."""
     copy = tmp_path / "checkout"
     ignore = shutil.ignore_patterns("__pycache__")
-    for name in ("flows", "mappings", "policies", "examples/sandbox"):
+    for name in ("flows", "mappings", "policies"):
         shutil.copytree(ROOT / name, copy / name, ignore=ignore)
     shutil.copy(ROOT / "syncline.yaml", copy / "syncline.yaml")
     mapping = copy / "mappings" / "order-to-sales-order.yaml"
@@ -153,7 +153,7 @@ class Day:
 @pytest.fixture(scope="module")
 def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
     async def play() -> Day:
-        stack = Stack(locate_checkout(), tmp_path_factory.mktemp("day"))
+        stack = Stack(locate_project(), tmp_path_factory.mktemp("day"))
         scenario = build_scenario(6, seed=11)
         stream = io.StringIO()
         await stack.start()
@@ -294,9 +294,9 @@ def test_reconciliation_finds_what_went_wrong(day: Day, break_it: Any) -> None:
     )
 
 
-def test_locate_checkout_explains_what_it_needs(tmp_path: Path) -> None:
+def test_locate_project_defaults_to_the_reference_project(tmp_path: Path) -> None:
     from engine.errors import UsageError
 
-    assert locate_checkout() == ROOT
-    with pytest.raises(UsageError, match="is not a Syncline source checkout"):
-        locate_checkout(tmp_path)
+    assert locate_project() == ROOT  # an editable install: the checkout's root
+    with pytest.raises(UsageError, match="is not a Syncline project"):
+        locate_project(tmp_path)

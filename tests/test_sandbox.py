@@ -1,4 +1,4 @@
-"""The sandbox systems (examples/sandbox), exercised over real sockets on 127.0.0.1."""
+"""The sandbox systems (engine/sandbox), exercised over real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from examples.sandbox import ErpSandbox, Sandbox, ServerThread
-from examples.sandbox.billing import DEFAULT_WEBHOOK_SECRET as BILLING_SECRET
-from examples.sandbox.crm import DEFAULT_WEBHOOK_SECRET as CRM_SECRET
-from examples.sandbox.erp import DEFAULT_WEBHOOK_SECRET as ERP_SECRET
+from engine.sandbox import ErpSandbox, Sandbox, ServerThread
+from engine.sandbox.billing import DEFAULT_WEBHOOK_SECRET as BILLING_SECRET
+from engine.sandbox.crm import DEFAULT_WEBHOOK_SECRET as CRM_SECRET
+from engine.sandbox.erp import DEFAULT_WEBHOOK_SECRET as ERP_SECRET
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/services/data/v60.0"
@@ -869,7 +869,7 @@ def wait_until_up(client: httpx.Client, url: str, process: subprocess.Popen) -> 
 def test_standalone_module_runs(client: httpx.Client, system: str) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", f"examples.sandbox.{system}", "--port", str(port),
+        [sys.executable, "-m", f"engine.sandbox.{system}", "--port", str(port),
          "--rate-limit", "5:5"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -888,7 +888,7 @@ def test_standalone_module_runs(client: httpx.Client, system: str) -> None:
 def test_python_m_examples_sandbox_runs_all_four(client: httpx.Client) -> None:
     ports = {name: free_port() for name in ("crm", "erp", "billing", "support")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "examples.sandbox",
+        [sys.executable, "-m", "engine.sandbox",
          *[arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]],
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -75,7 +75,8 @@ def worker(project: Path, environment: str | None, database: str | None,
               help="Deals closing in the day; amendments, renewals and invoices scale along.")
 @click.option("--seed", default=7, show_default=True, type=int, help="Seed of the scripted day.")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Source checkout with the reference project (default: this package's).")
+              help="A project like the reference one to run instead (default: the reference "
+                   "project shipped with Syncline).")
 @FORMAT
 def demo(events: int, seed: int, project: Path | None, fmt: str) -> None:
     """Run the reference quote-to-cash integration end to end against sandbox systems.

@@ -3,10 +3,11 @@
     report = asyncio.run(run_demo(DemoOptions(events=40)))
     report["reconciliation"]["ok"]
 
-Starts the four sandbox systems (`examples/sandbox`) and the Syncline server with an embedded
+Starts the four sandbox systems (`engine/sandbox`) and the Syncline server with an embedded
 SQLite store in a temporary folder, plays a scripted business day through real signed webhooks
 (`engine.demo.driver`), then reconciles the systems (`engine.demo.reconcile`) and reports
-(`engine.demo.report`). The project is the reference one at the root of the source checkout.
+(`engine.demo.report`). The project is the reference one shipped with Syncline
+(`engine.commands.reference`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from engine.demo.driver import DayLog, Driver
 from engine.demo.reconcile import reconcile
 from engine.demo.report import build_report, format_report
 from engine.demo.scenario import Scenario, build_scenario
-from engine.demo.stack import Stack, locate_checkout
+from engine.demo.stack import Stack, locate_project
 
 __all__ = [
     "DemoOptions",
@@ -45,7 +46,7 @@ class DemoOptions:
 
     events: int = 40  # new-business deals; amendments, renewals etc. scale along
     seed: int = 7
-    project: Path | None = None  # default: the source checkout this package runs from
+    project: Path | None = None  # default: the reference project shipped with Syncline
     concurrency: int = 32  # runs executing at once
 
 
@@ -87,7 +88,7 @@ class Progress:
 async def run_demo(options: DemoOptions, progress: Progress | None = None) -> dict[str, Any]:
     """Play the day and return the report (see `engine.demo.report.build_report`)."""
     progress = progress or Progress()
-    root = locate_checkout(options.project)
+    root = locate_project(options.project)
     scenario = build_scenario(options.events, options.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="syncline-demo-") as workdir:

@@ -7,16 +7,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib
 import secrets as random_secrets
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from engine.commands.reference import reference_root
 from engine.errors import UsageError
+from engine.sandbox import Sandbox
 from engine.server.config import ServerConfig
 from engine.server.serve import build_server
 from engine.server.state import ServerState
@@ -25,26 +25,14 @@ ENVIRONMENT = "demo"
 HOOKS = {"crm": "/hooks/crm/opportunity", "billing": "/hooks/billing"}
 
 
-def locate_checkout(project: Path | None = None) -> Path:
-    """The reference project: `project`, else the source checkout this package runs from.
-
-    The demo needs the checkout (syncline.yaml, flows/, mappings/, policies/ and
-    examples/sandbox/), which `pip install -e .` provides from any working directory."""
-    root = project.resolve() if project else Path(__file__).resolve().parents[2]
-    if not (root / "syncline.yaml").is_file() or not (root / "examples" / "sandbox").is_dir():
-        raise UsageError(
-            f"{root} is not a Syncline source checkout (syncline.yaml and "
-            "examples/sandbox/ are needed): pass --project CHECKOUT, or install "
-            "with `pip install -e .` from a clone"
-        )
+def locate_project(project: Path | None = None) -> Path:
+    """The project the demo runs: `project`, else the reference one shipped with Syncline."""
+    if project is None:
+        return reference_root()
+    root = project.resolve()
+    if not (root / "syncline.yaml").is_file():
+        raise UsageError(f"{root} is not a Syncline project (it has no syncline.yaml)")
     return root
-
-
-def import_sandbox(root: Path) -> Any:
-    """`examples.sandbox` of the checkout at `root` (it is not part of the installed package)."""
-    if str(root) not in sys.path:
-        sys.path.append(str(root))
-    return importlib.import_module("examples.sandbox")
 
 
 def make_secrets() -> dict[str, str]:
@@ -101,8 +89,7 @@ class Stack:
         return self.state.runtime
 
     async def start(self) -> None:
-        module = import_sandbox(self.root)
-        self.sandbox = module.Sandbox(**sandbox_config(self.secrets, self.erp_rate))
+        self.sandbox = Sandbox(**sandbox_config(self.secrets, self.erp_rate))
         await asyncio.to_thread(self.sandbox.start)
         urls = self.sandbox.urls
         environ = {f"{name.upper()}_URL": url for name, url in urls.items()}

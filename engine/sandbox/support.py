@@ -6,7 +6,7 @@ updated), ``PATCH /entitlements/{account_id}`` changes some fields (e.g. ``{"sta
 "suspended"}``), ``GET /entitlements/{account_id}`` reads, ``GET /entitlements`` lists.
 Each change bumps ``version`` and is appended to ``history``. Idempotency-Key is honoured.
 
-Run standalone: ``python -m examples.sandbox.support --port 9104``.
+Run standalone: ``python -m engine.sandbox.support --port 9104``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from examples.sandbox.common import (
+from engine.sandbox.common import (
     JSON,
     Call,
     Handler,

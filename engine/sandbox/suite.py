@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from examples.sandbox.billing import BillingConfig, BillingSandbox
-from examples.sandbox.common import SandboxConfig, SandboxSystem, ServerThread
-from examples.sandbox.crm import CrmConfig, CrmSandbox
-from examples.sandbox.erp import ErpConfig, ErpSandbox
-from examples.sandbox.support import SupportSandbox
+from engine.sandbox.billing import BillingConfig, BillingSandbox
+from engine.sandbox.common import SandboxConfig, SandboxSystem, ServerThread
+from engine.sandbox.crm import CrmConfig, CrmSandbox
+from engine.sandbox.erp import ErpConfig, ErpSandbox
+from engine.sandbox.support import SupportSandbox
 
 DEFAULT_PORTS = {"crm": 9101, "erp": 9102, "billing": 9103, "support": 9104}
-"""Ports of ``python -m examples.sandbox`` (the in-process `Sandbox` takes free ones)."""
+"""Ports of ``python -m engine.sandbox`` (the in-process `Sandbox` takes free ones)."""
 
 
 class Sandbox:

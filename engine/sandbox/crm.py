@@ -13,7 +13,7 @@ When an opportunity's ``StageName`` becomes ``Closed Won`` (PATCH, or
 ``POST /sandbox/opportunities/{Id}/close``) the CRM sends a Standard Webhooks signed webhook
 ``{"event": "opportunity.closed_won", "data": <opportunity, with "Account": <account>>}``.
 
-Run standalone: ``python -m examples.sandbox.crm --port 9101``.
+Run standalone: ``python -m engine.sandbox.crm --port 9101``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from examples.sandbox.common import (
+from engine.sandbox.common import (
     JSON,
     STANDARD_WEBHOOKS,
     ApiError,

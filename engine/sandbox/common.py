@@ -20,7 +20,7 @@ and integrations must cope with:
   a background thread with retries; every attempt is recorded.
 
 `ServerThread` runs any ASGI app in-process on a real socket (uvicorn in a background thread);
-`run_standalone` is the ``python -m examples.sandbox.<system>`` entry point.
+`run_standalone` is the ``python -m engine.sandbox.<system>`` entry point.
 
 Errors are JSON ``{"error": {"code": "...", "message": "...", ...details}}``.
 """
@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 import uvicorn
@@ -59,7 +59,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 JSON = dict[str, Any]
-logger = logging.getLogger("examples.sandbox")
+logger = logging.getLogger("engine.sandbox")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SANDBOX_PREFIX = "/sandbox"
 
@@ -155,7 +155,7 @@ def add_months(day: dt.date, months: int) -> dt.date:
     return dt.date(year, month, min(day.day, last))
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -793,8 +793,9 @@ class SandboxSystem:
                 logger.exception(
                     "%s sandbox: %s %s failed", self.name, request.method, entry["path"]
                 )
-                error = ApiError(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
-                response = self._error_response(error)
+                response = self._error_response(
+                    ApiError(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+                )
             entry["status"] = response.status_code
             entry["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
             if not control:
@@ -1136,10 +1137,10 @@ class ServerThread:
 def run_standalone(
     factory: Callable[..., SandboxSystem], default_port: int, argv: list[str] | None = None
 ) -> None:
-    """``python -m examples.sandbox.<system> [--host H] [--port P] [--webhook-url URL] ...``."""
+    """``python -m engine.sandbox.<system> [--host H] [--port P] [--webhook-url URL] ...``."""
     system_name = getattr(factory, "name", "sandbox")
     parser = argparse.ArgumentParser(
-        prog=f"python -m examples.sandbox.{system_name}",
+        prog=f"python -m engine.sandbox.{system_name}",
         description=f"Run the {system_name} sandbox system.",
     )
     parser.add_argument("--host", default="127.0.0.1")

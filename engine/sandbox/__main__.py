@@ -1,4 +1,4 @@
-"""``python -m examples.sandbox``: run all four sandbox systems until interrupted.
+"""``python -m engine.sandbox``: run all four sandbox systems until interrupted.
 
 Ports default to 9101 (crm), 9102 (erp), 9103 (billing), 9104 (support).
 """
@@ -12,11 +12,11 @@ import signal
 import sys
 import threading
 
-from examples.sandbox.suite import DEFAULT_PORTS, Sandbox
+from engine.sandbox.suite import DEFAULT_PORTS, Sandbox
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m examples.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m engine.sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     for name, port in DEFAULT_PORTS.items():
         parser.add_argument(f"--{name}-port", type=int, default=port)

@@ -10,7 +10,7 @@ succeeds. Amounts are decimal major units (``1200.5`` = 1,200.50).
 
 When a webhook URL is configured the ERP sends Standard Webhooks signed ``payment.applied`` events.
 
-Run standalone: ``python -m examples.sandbox.erp --port 9102``.
+Run standalone: ``python -m engine.sandbox.erp --port 9102``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from examples.sandbox.common import (
+from engine.sandbox.common import (
     JSON,
     STANDARD_WEBHOOKS,
     ApiError,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Imported lazily, so ``python -m examples.sandbox.erp`` does not import erp twice.
+# Imported lazily, so ``python -m engine.sandbox.erp`` does not import erp twice.
 _EXPORTS = {
     "Sandbox": "suite",
     "DEFAULT_PORTS": "suite",

@@ -12,7 +12,7 @@ Creating a subscription creates its first invoice (``open``). Stripe-signed webh
 ``invoice.payment_failed``; the sandbox endpoints ``/sandbox/subscriptions/{id}/update``,
 ``/sandbox/invoices/{id}/pay`` and ``/sandbox/invoices/{id}/fail`` drive them.
 
-Run standalone: ``python -m examples.sandbox.billing --port 9103``.
+Run standalone: ``python -m engine.sandbox.billing --port 9103``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from examples.sandbox.common import (
+from engine.sandbox.common import (
     JSON,
     STRIPE,
     ApiError,
@@ -217,8 +217,9 @@ class BillingSandbox(SandboxSystem):
         data: JSON = {"object": copy.deepcopy(obj)}
         if previous is not None:
             data["previous_attributes"] = previous
+        event_id = self.ids.token("evt_", 24)
         event = {
-            "id": self.ids.token("evt_", 24),
+            "id": event_id,
             "object": "event",
             "api_version": API_VERSION,
             "created": int(time.time()),
@@ -228,8 +229,8 @@ class BillingSandbox(SandboxSystem):
             "request": {"id": None, "idempotency_key": None},
             "type": event_type,
         }
-        self.data["events"][event["id"]] = event
-        self.emit(event_type, event, webhook_id=event["id"])
+        self.data["events"][event_id] = event
+        self.emit(event_type, event, webhook_id=event_id)
         return event
 
     # -- customers
