@@ -51,8 +51,10 @@ def syncline(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProces
 
 @pytest.mark.slow
 def test_the_installed_wheel_runs_without_the_checkout(installed: Path, tmp_path: Path) -> None:
-    where = subprocess.run([str(installed / "python"), "-c", "import engine; print(engine.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [str(installed / "python"), "-c", "import engine; print(engine.__file__)"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )
     assert not where.stdout.startswith(str(ROOT)), where.stdout  # the wheel, not the checkout
     for template in ("minimal", "reference"):
         done = syncline(installed, tmp_path, "init", template, "--from", template)
