@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.compiler import compile_project
 from engine.errors import UsageError
 from engine.gitops.promote import promote_text
 from tests.gitops_kit import FILES, FLOW, run, write
@@ -90,14 +91,26 @@ def test_promote_into_an_environment_without_pins(project: Path) -> None:
     assert "Active versions:" not in result.output  # staging already ran the newest version
 
 
-def test_promote_from_an_environment_without_pins_unpins(project: Path) -> None:
+def test_promote_pins_what_an_unpinned_source_runs(project: Path) -> None:
+    # staging pins nothing and runs the newest order-flow (2): prod is pinned to 2, not left
+    # unpinned, where it would float to whatever version is merged next without a promotion
+    result = run("promote", "--from", "staging", "--to", "prod", "--project", str(project))
+    assert result.exit_code == 0, result.output
+    expected = ODD.replace("pins: {order-flow: 1}   # pinned", "pins: {order-flow: 2}   # pinned")
+    assert (project / "syncline.yaml").read_text() == expected
+    flow_v3 = (project / "flows/order-flow-v2.yaml").read_text().replace("version: 2", "version: 3")
+    (project / "flows/order-flow-v3.yaml").write_text(flow_v3)
+    plan = compile_project(project, environment="prod", environ={})
+    assert plan.flows["order-flow"].version == 2  # merged, not promoted: prod stays
+    again = run("promote", "--from", "staging", "--to", "prod", "--project", str(project))
+    assert "pins {'order-flow': 2} -> {'order-flow': 3}; wrote syncline.yaml" in again.output
+
+
+def test_promote_from_an_unpinned_source_pins_every_flow_it_runs(project: Path) -> None:
     result = run("promote", "--from", "staging", "--to", "dev", "--project", str(project))
     assert result.exit_code == 0, result.output
-    expected = ODD.replace(
-        "            pins:\n                order-flow:   2     # the new one\n",
-        "            pins: {}     # the new one\n",
-    )
-    assert (project / "syncline.yaml").read_text() == expected
+    assert "pins {'order-flow': 2} -> {'order-flow': 2}; syncline.yaml unchanged" in result.output
+    assert (project / "syncline.yaml").read_text() == ODD
 
 
 def test_block_pins_keep_their_indentation() -> None:
@@ -165,12 +178,12 @@ def test_unknown_environment_is_a_usage_error(project: Path) -> None:
         promote_text(ODD, "dev", "dev")
 
 
-def test_nothing_is_written_when_the_target_would_not_compile(project: Path) -> None:
+def test_nothing_is_written_when_the_source_does_not_compile(project: Path) -> None:
     (project / "flows/order-flow-v2.yaml").unlink()  # dev pins a version that is gone
     result = run("promote", "--from", "dev", "--to", "prod", "--project", str(project))
     assert result.exit_code == 1
-    assert "prod would not compile with dev's pins; nothing written:" in result.output
-    assert "error[E_REF] environment 'prod' pins Flow 'order-flow@2'" in result.output
+    assert "dev does not compile; nothing written:" in result.output
+    assert "error[E_REF] environment 'dev' pins Flow 'order-flow@2'" in result.output
     assert (project / "syncline.yaml").read_text() == ODD
 
 

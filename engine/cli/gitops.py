@@ -83,17 +83,22 @@ def _compile_base(project: Path, base: str, environment: str, fmt: str) -> tuple
 @PROJECT_OPTION
 @FORMAT
 def promote(source: str, target: str, project: Path, fmt: str) -> None:
-    """Make --to run what --from runs: write --from's pins (active flow versions) into --to's in
-    syncline.yaml, keeping every comment and the layout, and print the plan of what --to will
-    now run. Running it again changes nothing."""
+    """Make --to run what --from runs: pin, in --to's pins in syncline.yaml, every flow version
+    --from runs (its pins, and the newest version of each flow it leaves unpinned), keeping every
+    comment and the layout, and print the plan of what --to will now run. Running it again
+    changes nothing."""
     from engine.errors import UsageError
     from engine.gitops.diff import diff_bundles, render_text
-    from engine.gitops.promote import promote_project
+    from engine.gitops.promote import SourceErrors, promote_project
 
     try:
         promotion, before, after = promote_project(project, source, target, os.environ)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
+    except SourceErrors as exc:
+        click.echo(f"{source} does not compile; nothing written:", err=True)
+        print_diagnostics(exc.diagnostics)
+        sys.exit(1)
     except DefinitionErrors as exc:
         click.echo(f"{target} would not compile with {source}'s pins; nothing written:", err=True)
         print_diagnostics(exc.diagnostics)

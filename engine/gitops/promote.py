@@ -1,4 +1,6 @@
-"""`syncline promote --from ENV --to ENV`: the target environment's `pins` become the source's.
+"""`syncline promote --from ENV --to ENV`: the target environment's `pins` become the flow
+versions the source runs: its pins, and for every flow it leaves unpinned the version it resolves
+to (the newest), so the target never floats to a version nobody promoted.
 
 `syncline.yaml` is edited, not rewritten. ruamel.yaml's round-trip composer finds the pins (and
 their line, column and indentation); only their text is replaced, so every comment, blank line,
@@ -29,6 +31,10 @@ from engine.loader import PROJECT_FILE, load_project, load_yaml
 Pins = dict[str, int]
 
 
+class SourceErrors(DefinitionErrors):
+    """The source environment does not compile, so what it runs is unknown."""
+
+
 @dataclass(frozen=True)
 class Promotion:
     """What promoting does to `syncline.yaml`."""
@@ -36,7 +42,7 @@ class Promotion:
     source: str
     target: str
     old_pins: Pins  # the target's pins before
-    new_pins: Pins  # the source's pins, now the target's
+    new_pins: Pins  # the versions the source runs, now the target's pins
     text: str  # the new file text (the old one when nothing changes)
 
     @property
@@ -44,8 +50,9 @@ class Promotion:
         return self.old_pins != self.new_pins
 
 
-def promote_text(text: str, source: str, target: str) -> Promotion:
-    """The project file `text` with `target`'s pins replaced by `source`'s."""
+def promote_text(text: str, source: str, target: str, resolved: Pins | None = None) -> Promotion:
+    """The project file `text` with `target`'s pins replaced by `resolved` (the flow versions
+    the source runs), or by default by the source's own pins."""
     environments = _environments(text)
     for name in (source, target):
         if name not in environments:
@@ -53,7 +60,7 @@ def promote_text(text: str, source: str, target: str) -> Promotion:
             raise UsageError(f"unknown environment '{name}' (known: {known})")
     if source == target:
         raise UsageError("--from and --to name the same environment")
-    new_pins = _pins(environments[source])
+    new_pins = _pins(environments[source]) if resolved is None else dict(resolved)
     old_pins = _pins(environments[target])
     if new_pins == old_pins:
         return Promotion(source, target, old_pins, new_pins, text)
@@ -226,17 +233,23 @@ def _pins_of(doc: Any, target: str) -> Pins:
 def promote_project(
     project: Path, source: str, target: str, environ: Mapping[str, str]
 ) -> tuple[Promotion, Plan | None, Plan]:
-    """Promote in `project`'s syncline.yaml (not written here) and compile the target
-    environment before and after. `before` is None when it does not compile today (a pin the
-    promotion replaces may name a flow version that is gone). DefinitionErrors when `after`
-    does not compile."""
+    """Promote in `project`'s syncline.yaml (not written here): the target is pinned to every
+    flow version the source runs; compile the target environment before and after. `before` is
+    None when it does not compile today (a pin the promotion replaces may name a flow version
+    that is gone). DefinitionErrors when the source or `after` does not compile."""
     path = project / PROJECT_FILE
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
-    promotion = promote_text(text, source, target)
+    promote_text(text, source, target)  # usage errors (unknown environments) first
     loaded = load_project(project)
+    try:
+        runs = compile_loaded(loaded, environment=source, environ=environ)
+    except DefinitionErrors as exc:
+        raise SourceErrors(exc.diagnostics) from exc
+    resolved = {name: flow.version for name, flow in sorted(runs.flows.items())}
+    promotion = promote_text(text, source, target, resolved)
     try:
         before = compile_loaded(loaded, environment=target, environ=environ)
     except DefinitionErrors:
