@@ -75,6 +75,22 @@ def test_prod_keeps_its_pin_until_promoted(history: tuple[Path, list[str]]) -> N
     assert result.output.endswith("Plan: 0 to add, 1 to change, 0 to remove; 0 breaking.\n")
 
 
+def test_a_version_no_flow_uses_is_not_active(tmp_path: Path) -> None:
+    _, project = new_repo(tmp_path)
+    pinned_flow = FLOW.replace("map: to-order}", "map: to-order@1}")
+    commit(project, "base", {**FILES, "flows/order-flow.yaml": pinned_flow})
+    mapping_v2 = MAPPING.replace("version: 1", "version: 2").replace("status: {const: open}",
+                                                                     "status: {const: won}")
+    commit(project, "to-order@2, not used yet", {"mappings/to-order-v2.yaml": mapping_v2})
+    result = run("plan", str(project), "--base", "HEAD~1", "--env", "dev")
+    assert result.exit_code == 0, result.output
+    assert "  + Mapping to-order@2\n" in result.output
+    assert "Active versions:" not in result.output  # order-flow still maps with to-order@1
+    commit(project, "use it", {"flows/order-flow.yaml": FLOW})  # `map: to-order`: the newest
+    result = run("plan", str(project), "--base", "HEAD~1", "--env", "dev")
+    assert "Active versions:\n  ~ Mapping to-order: 1 -> 2\n" in result.output
+
+
 def test_a_removed_flow_across_several_commits(history: tuple[Path, list[str]]) -> None:
     project, commits = history
     result = run("plan", str(project), "--base", "HEAD~3", "--env", "prod")

@@ -224,16 +224,53 @@ def _settings(base: Mapping[str, Any], head: Mapping[str, Any]) -> Iterable[Chan
 
 
 def active_versions(bundle: Mapping[str, Any]) -> dict[tuple[str, str], int]:
-    """What `name` means per kind: a Flow's pin if it exists, else the highest version."""
+    """What each name means where it is used: a Flow's pin if it exists, else its highest
+    version; for the other kinds, the highest version a definition refers to (a reference
+    without `@N`: the highest there is). A name nothing refers to has no active version."""
     versions: dict[tuple[str, str], set[int]] = {}
     for kind, name, version in index(bundle):
         versions.setdefault((kind, name), set()).add(version)
     pins = bundle.get("pins") or {}
     active = {}
     for (kind, name), found in versions.items():
-        pinned = pins.get(name) if kind == "Flow" else None
-        active[(kind, name)] = pinned if pinned in found else max(found)
+        if kind == "Flow":
+            pinned = pins.get(name)
+            active[(kind, name)] = pinned if pinned in found else max(found)
+    for kind, ref in _references(bundle):
+        try:
+            name, pinned = split_ref(ref)
+        except ValueError:  # a string that is no reference (test data under a `source:` key)
+            continue
+        found = versions.get((kind, name))
+        if found:
+            active[(kind, name)] = max(active.get((kind, name), 0), pinned or max(found))
     return active
+
+
+# keys whose string value names a resource of a kind (`map: to-order@2`, `retry: saas-api`)
+REFERENCE_KEYS = {"map": "Mapping", "schema": "Schema", "source": "Schema", "target": "Schema",
+                  "retry": "RetryPolicy", "system": "System"}
+
+
+def _references(bundle: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    """(kind, reference) for every reference by name in the definitions and the defaults."""
+
+    def walk(value: Any) -> Iterable[tuple[str, str]]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "tests":  # test data, not definitions
+                    continue
+                if key in REFERENCE_KEYS and isinstance(item, str):
+                    yield REFERENCE_KEYS[key], item
+                else:
+                    yield from walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from walk(item)
+
+    for data in index(bundle).values():
+        yield from walk(data.get("spec") or {})
+    yield from walk(dict(bundle.get("defaults") or {}))
 
 
 def _active_changes(
