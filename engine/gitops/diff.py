@@ -239,11 +239,11 @@ def active_versions(bundle: Mapping[str, Any]) -> dict[tuple[str, str], int]:
     for kind, ref in _references(bundle):
         try:
             name, pinned = split_ref(ref)
-        except ValueError:  # a string that is no reference (test data under a `source:` key)
+        except ValueError:  # a string under such a key that is no reference
             continue
-        found = versions.get((kind, name))
-        if found:
-            active[(kind, name)] = max(active.get((kind, name), 0), pinned or max(found))
+        known = versions.get((kind, name))
+        if known:
+            active[(kind, name)] = max(active.get((kind, name), 0), pinned or max(known))
     return active
 
 
