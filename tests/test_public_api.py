@@ -35,3 +35,17 @@ def test_import_direction_compiler_never_imports_runtime_or_server() -> None:
         for target in re.findall(r"^\s*(?:from|import) engine\.(\w+)", path.read_text(), re.M):
             if target in stages:
                 assert stages[target] <= stage, f"{path.relative_to(root)} imports engine.{target}"
+
+
+def test_every_diagnostic_code_is_documented_in_the_readme() -> None:
+    import pathlib
+    import re
+
+    root = pathlib.Path(engine.__file__).parent
+    emitted = {
+        code
+        for path in root.rglob("*.py")
+        for code in re.findall(r"[\"']([EW]_[A-Z_]+)[\"']", path.read_text())
+    }
+    readme = (root.parent / "README.md").read_text()
+    assert emitted and not {c for c in emitted if f"`{c}`" not in readme}
