@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,31 +10,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-PROJECT_FILE = """\
-apiVersion: syncline/v1
-kind: Project
-metadata: {name: test-project, owner: tests}
-spec:
-  paths: [flows, mappings, policies]
-  environments:
-    dev:
-      vars: {TARGET_URL: "http://127.0.0.1:9"}
-"""
+from tests.projectkit import write_project
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Callable[[dict[str, str]], Path]:
     """Write `{"flows/x.yaml": "..."}` (dedented) into a fresh project; syncline.yaml defaults."""
-
-    def write(files: dict[str, str]) -> Path:
-        files = {"syncline.yaml": PROJECT_FILE, **files}
-        for name, text in files.items():
-            path = tmp_path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-        return tmp_path
-
-    return write
+    return lambda files: write_project(tmp_path, files)
 
 
 # -- PostgreSQL: the scale-out store's tests run against the real server on this machine ----------

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import textwrap
 from pathlib import Path
 
 from click.testing import CliRunner, Result
 
 from engine.cli import main
+from tests.projectkit import write_files
 
 PROJECT = """\
 apiVersion: syncline/v1
@@ -97,15 +97,7 @@ def git(repo: Path, *args: str) -> str:
     return done.stdout
 
 
-def write(root: Path, files: dict[str, str | None]) -> None:
-    """Write (or, for None, delete) files under root."""
-    for name, text in files.items():
-        path = root / name
-        if text is None:
-            path.unlink()
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
+write = write_files  # the GitOps tests' name for it
 
 
 def commit(repo: Path, message: str, files: dict[str, str | None]) -> str:

@@ -27,6 +27,7 @@ from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.runtime import EventMeta, Runtime
 from engine.store import SQLiteStore, Store
+from tests.projectkit import write_files
 
 
 @dataclass
@@ -215,11 +216,7 @@ def write_project(root: Path, url: str, flows: str, extra: dict[str, str] | None
         "flows/flows.yaml": flows,
         **(extra or {}),
     }
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
+    return write_files(root, files)
 
 
 def flow(

@@ -4,7 +4,6 @@ uvicorn socket in a thread."""
 from __future__ import annotations
 
 import socket
-import textwrap
 import threading
 import time
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from engine.server.config import ServerConfig
 from engine.server.serve import build_server
 from engine.server.state import ServerState
 from engine.store import Store
+from tests.projectkit import write_files
 
 SECRETS = {
     "CRM_HOOK": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -139,11 +139,7 @@ def write_project(root: Path, files: Mapping[str, str] | None = None) -> Path:
         "flows/more.yaml": EVENT_AND_API_FLOWS,
         **(files or {}),
     }
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
+    return write_files(root, files)
 
 
 def free_port() -> int:

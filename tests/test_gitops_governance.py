@@ -13,6 +13,7 @@ from engine.cli import main
 from engine.compiler import compile_project
 from engine.errors import DefinitionErrors
 from engine.source import Diagnostic
+from tests.projectkit import write_files
 
 REPO = Path(__file__).resolve().parents[1]
 HOUSE_RULES = (REPO / "policies" / "governance.yaml").read_text()
@@ -75,10 +76,7 @@ def write(tmp_path: Path, **overrides: str) -> Path:
             for name, text in overrides.items()
         }
     )
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    return tmp_path
+    return write_files(tmp_path, files)
 
 
 def violations(root: Path, env: str = "dev") -> list[Diagnostic]:

@@ -203,7 +203,7 @@ def _shuffled(value, rng):
 @settings(max_examples=15, deadline=None)
 @given(st.integers(min_value=0, max_value=2**32))
 def test_digest_is_stable_under_file_order_key_order_comments_and_style(tmp_path_factory, seed):
-    from tests.conftest import PROJECT_FILE
+    from tests.projectkit import PROJECT_FILE
 
     digests = set()
     for attempt in range(2):
