@@ -25,9 +25,9 @@ _EXPORTS = {
     "BillingSandbox": "billing",
     "BillingConfig": "billing",
     "SupportSandbox": "support",
-    "SandboxConfig": "common",
-    "SandboxSystem": "common",
-    "ServerThread": "common",
+    "SandboxConfig": "system",
+    "SandboxSystem": "system",
+    "ServerThread": "serving",
 }
 __all__ = sorted(_EXPORTS)
 

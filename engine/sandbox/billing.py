@@ -25,18 +25,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from engine.sandbox.common import (
-    JSON,
-    STRIPE,
-    ApiError,
-    Call,
-    Handler,
-    Reply,
-    SandboxConfig,
-    SandboxSystem,
-    add_months,
-    run_standalone,
-)
+from engine.sandbox.common import JSON, ApiError, Call, Handler, Reply, add_months
+from engine.sandbox.serving import run_standalone
+from engine.sandbox.system import SandboxConfig, SandboxSystem
+from engine.sandbox.webhooks import STRIPE
 
 API_VERSION = "2024-06-20"
 DEFAULT_WEBHOOK_SECRET = "whsec_sandbox_billing_0123456789abcdef"

@@ -26,20 +26,19 @@ from starlette.applications import Starlette
 
 from engine.sandbox.common import (
     JSON,
-    STANDARD_WEBHOOKS,
     ApiError,
     Call,
     Handler,
     Reply,
-    SandboxConfig,
-    SandboxSystem,
     bad_request,
     is_number,
     money,
     parse_date,
-    run_standalone,
     utcnow,
 )
+from engine.sandbox.serving import run_standalone
+from engine.sandbox.system import SandboxConfig, SandboxSystem
+from engine.sandbox.webhooks import STANDARD_WEBHOOKS
 
 DEFAULT_WEBHOOK_SECRET = "whsec_c3luY2xpbmUtc2FuZGJveC1jcm0td2ViaG9va3MhIQ=="
 CLOSED_WON = "Closed Won"

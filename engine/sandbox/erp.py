@@ -24,13 +24,10 @@ from starlette.applications import Starlette
 
 from engine.sandbox.common import (
     JSON,
-    STANDARD_WEBHOOKS,
     ApiError,
     Call,
     Handler,
     Reply,
-    SandboxConfig,
-    SandboxSystem,
     add_months,
     bad_request,
     is_number,
@@ -39,8 +36,10 @@ from engine.sandbox.common import (
     not_found,
     parse_date,
     require_str,
-    run_standalone,
 )
+from engine.sandbox.serving import run_standalone
+from engine.sandbox.system import SandboxConfig, SandboxSystem
+from engine.sandbox.webhooks import STANDARD_WEBHOOKS
 
 DEFAULT_ITEMS: dict[str, JSON] = {
     "PLAT-ENT": {

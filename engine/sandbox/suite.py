@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from engine.sandbox.billing import BillingConfig, BillingSandbox
-from engine.sandbox.common import SandboxConfig, SandboxSystem, ServerThread
 from engine.sandbox.crm import CrmConfig, CrmSandbox
 from engine.sandbox.erp import ErpConfig, ErpSandbox
+from engine.sandbox.serving import ServerThread
 from engine.sandbox.support import SupportSandbox
+from engine.sandbox.system import SandboxConfig, SandboxSystem
 
 DEFAULT_PORTS = {"crm": 9101, "erp": 9102, "billing": 9103, "support": 9104}
 """Ports of ``python -m engine.sandbox`` (the in-process `Sandbox` takes free ones)."""

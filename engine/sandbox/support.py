@@ -15,18 +15,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from engine.sandbox.common import (
-    JSON,
-    Call,
-    Handler,
-    Reply,
-    SandboxConfig,
-    SandboxSystem,
-    bad_request,
-    iso_now,
-    not_found,
-    run_standalone,
-)
+from engine.sandbox.common import JSON, Call, Handler, Reply, bad_request, iso_now, not_found
+from engine.sandbox.serving import run_standalone
+from engine.sandbox.system import SandboxConfig, SandboxSystem
 
 STATUSES = ("active", "suspended")
 FIELDS = ("plan", "seats", "status", "features", "source", "expires_at")
