@@ -83,6 +83,6 @@ def exit_on_errors(*usage: type[Exception]) -> Iterator[None]:
 
 def read_data(file: Path) -> Any:
     """A JSON or YAML payload file."""
-    from engine.commands.testing import load_fixture
+    from engine.commands.results import load_fixture
 
     return load_fixture(None, str(file.resolve()), Path("/"))

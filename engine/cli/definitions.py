@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from engine.cli.common import ENV, FORMAT, PROJECT, compile_or_report, emit_json
-from engine.commands.testing import TestResult
+from engine.commands.results import TestResult
 
 
 @click.command()

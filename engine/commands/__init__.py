@@ -2,7 +2,8 @@
 return. They sit with the CLI at the right end of the pipeline: they may import any stage, and
 no stage imports them.
 
-    testing.py    `syncline test`: Mapping tests, results, fixtures, diffs
+    testing.py    `syncline test`: every test of a plan; Mapping tests
+    results.py    test results, fixtures, diffs (what Mapping and Flow tests share)
     flowtests.py  `syncline test`: Flow tests through the real runtime against stubbed Systems
     harness.py    the one local runtime (a temporary store unless told otherwise), used by
                   flow tests and `syncline run`

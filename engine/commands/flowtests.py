@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.commands.harness import local_runtime, run_and_describe
-from engine.commands.testing import TestResult, diff, fixture_base, load_fixture, located, selected
+from engine.commands.results import TestResult, diff, fixture_base, load_fixture, located, selected
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.compiler.records import FlowTest

@@ -1,0 +1,79 @@
+"""What a test of `syncline test` yields and the pieces Mapping and Flow tests share: selecting
+by id, where a test is written, reading fixtures, diffing expected and actual."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import SynclineError
+from engine.loader import load_yaml
+from engine.source import SourceLocation
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test's outcome."""
+
+    kind: str  # mapping | flow
+    owner: str  # e.g. opportunity-to-order@2
+    name: str
+    passed: bool
+    detail: str = ""  # diff or error text when it failed
+    location: SourceLocation | None = None  # the test's entry in its definition
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.owner}::{self.name}"
+
+
+def located(tests: Any, locations: Any, fallback: SourceLocation | None) -> list[Any]:
+    """(test, where it is written) pairs; `fallback` where a location is unknown."""
+    return [(t, locations[i] if i < len(locations) else fallback) for i, t in enumerate(tests)]
+
+
+def selected(test_id: str, pattern: str | None) -> bool:
+    return pattern is None or pattern in test_id or fnmatch.fnmatch(test_id, pattern)
+
+
+def fixture_base(root: Path, location: SourceLocation | None) -> Path:
+    """The folder a definition's `inputFile`/`expectFile` paths are relative to: its own."""
+    return root / Path(location.path).parent if location else root
+
+
+def load_fixture(inline: Any, file: str | None, base: Path) -> Any:
+    """A test's inline value, or the JSON/YAML file it names (relative to `base`, the folder of
+    its definition)."""
+    if file is None:
+        return inline
+    path = (base / file).resolve()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SynclineError(f"cannot read fixture {file} ({path}): {exc.strerror}") from exc
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SynclineError(f"{path}:{exc.lineno}:{exc.colno}: {exc.msg}") from exc
+    docs, problems = load_yaml(text, str(path))
+    if problems:
+        raise SynclineError(problems[0].format())
+    return docs[0].data if docs else None
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def diff(expected: Any, actual: Any) -> str:
+    """A unified diff of two JSON values, expected first."""
+    lines = difflib.unified_diff(
+        pretty(expected).splitlines(), pretty(actual).splitlines(),
+        fromfile="expected", tofile="actual", lineterm="",
+    )
+    return "\n".join(lines)
