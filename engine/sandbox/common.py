@@ -1,6 +1,6 @@
 """Shared machinery of the sandbox systems: errors and replies, and small helpers (this module);
-rate limits and faults (`limits`), signed webhooks (`webhooks`), the base system (`system`) and
-running servers (`serving`).
+rate limits and faults (`limits`), signed webhooks (`webhooks`), the base system (`system`), its
+request pipeline (`pipeline`) and control endpoints (`control`), running servers (`serving`).
 
 Every sandbox system is a `SandboxSystem` subclass: in-memory state guarded by one lock, a
 Starlette app built from `(method, path, handler)` routes, and the behaviour real SaaS APIs have
