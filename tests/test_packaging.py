@@ -88,3 +88,9 @@ def test_init_refuses_to_overwrite_a_project(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "already holds a project (syncline.yaml); nothing written" in result.output
     assert (tmp_path / "syncline.yaml").read_text() == "kind: Project\n"
+    (tmp_path / "syncline.yaml").unlink()
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "erp.yaml").write_text("mine\n")
+    result = CliRunner().invoke(main, ["init", str(tmp_path)])
+    assert result.exit_code == 2 and "flows/erp.yaml exists; nothing written" in result.output
+    assert not (tmp_path / "syncline.yaml").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from engine.commands.reference import FILES, reference_root
@@ -106,6 +107,7 @@ def init_project(directory: Path, template: str = "minimal") -> list[Path]:
         raise UsageError(f"{directory} already holds a project (syncline.yaml); nothing written")
     if template == "reference":
         return _copy_reference(directory)
+    _refuse_clashes(directory, MINIMAL)
     written = []
     for name, text in MINIMAL.items():
         path = directory / name
@@ -119,9 +121,7 @@ def init_project(directory: Path, template: str = "minimal") -> list[Path]:
 
 def _copy_reference(directory: Path) -> list[Path]:
     root = reference_root()
-    clashes = [directory / name for name in FILES if (directory / name).exists()]
-    if clashes:
-        raise UsageError(f"{clashes[0]} exists; nothing written")
+    _refuse_clashes(directory, FILES)
     directory.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", ".*")
     for name in FILES:
@@ -130,6 +130,12 @@ def _copy_reference(directory: Path) -> list[Path]:
         else:
             shutil.copy2(root / name, directory / name)
     return [directory / name for name in FILES]
+
+
+def _refuse_clashes(directory: Path, names: Iterable[str]) -> None:
+    clashes = [directory / name for name in names if (directory / name).exists()]
+    if clashes:
+        raise UsageError(f"{clashes[0]} exists; nothing written")
 
 
 def _project_name(directory: Path) -> str:
