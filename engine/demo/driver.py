@@ -280,9 +280,10 @@ class Driver:
         )
         if not account.get("Subscription_Id__c"):
             return None
-        return await self.call(
+        subscription: dict[str, Any] = await self.call(
             "billing", "GET", f"/v1/subscriptions/{account['Subscription_Id__c']}"
         )
+        return subscription
 
     async def invoices(self) -> None:
         await self.fault(
@@ -382,5 +383,6 @@ def erp_error(detail: dict[str, Any]) -> dict[str, Any]:
         response = step["attempts"][-1].get("response") or {}
         body = response.get("body")
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            return body["error"]
+            error: dict[str, Any] = body["error"]
+            return error
     return {}

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import StateConflict, UsageError
-from engine.runtime.executor import CANCELLED, DONE
+from engine.runtime.executor import DONE
 from engine.runtime.ingest import EventMeta, Ingest
 from engine.runtime.plans import Plans
 from engine.runtime.waiting import require_run
-from engine.store.base import CorrectedData, Reason, RunRecord, StateChange, Store
+from engine.store.base import CANCELLED, CorrectedData, Reason, RunRecord, StateChange, Store
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 CANCELLABLE = ("pending", "waiting", "parked", "dead-lettered")  # and running: a cancel request

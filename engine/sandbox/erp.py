@@ -243,7 +243,7 @@ class ErpSandbox(SandboxSystem):
                 f"subsidiary must be one of {sorted(self.tax_nexus)}",
                 field="subsidiary",
             )
-        return subsidiary
+        return str(subsidiary)
 
     def _currency(self, body: JSON) -> str:
         currency = body.get("currency")

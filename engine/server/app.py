@@ -96,11 +96,11 @@ class Dispatch:
     async def route(self, scope: Scope, receive: Receive, send: Send) -> str:
         """Handle any other request; return its route label (a template, never a raw unknown
         path)."""
-        path = scope["path"]
+        path: str = scope["path"]
         if path not in self.state.routes().apis and path != "/events":
             await self.app(scope, receive, send)
             found = scope.get("route")
-            return getattr(found, "path", UNMATCHED)
+            return str(getattr(found, "path", UNMATCHED))
         try:
             _require_post(scope, path)
             headers = header_dict(scope)

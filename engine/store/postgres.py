@@ -145,7 +145,7 @@ class PostgresStore(Store):
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._transaction() as conn:
-            return await (await conn.execute(sql, params)).fetchall()  # type: ignore[arg-type]
+            return await (await conn.execute(sql, params)).fetchall()
 
     # plans -------------------------------------------------------------------------------------
     async def save_plan(self, digest: str, bundle: dict[str, Any]) -> None:

@@ -113,6 +113,6 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[int]:
         )
     applied = list(range(version + 1, len(MIGRATIONS) + 1))
     for number in applied:
-        await conn.execute(MIGRATIONS[number - 1])  # type: ignore[arg-type]
+        await conn.execute(MIGRATIONS[number - 1])
         await conn.execute("INSERT INTO syncline_schema (version) VALUES (%s)", (number,))
     return applied

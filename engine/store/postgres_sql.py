@@ -147,7 +147,7 @@ async def _key_holders(
 
 async def select_runs(conn: Conn, rest: str, params: list[Any]) -> list[RunRecord]:
     query = f"SELECT {RUN_COLUMNS} FROM runs {rest}"
-    rows = await (await conn.execute(query, params)).fetchall()  # type: ignore[arg-type]
+    rows = await (await conn.execute(query, params)).fetchall()
     return await run_records_with_replays(conn, rows)
 
 
@@ -207,7 +207,7 @@ async def checkpoint(
     if step is not None:
         await conn.execute(_UPSERT_STEP, step)
     await conn.execute(
-        f"UPDATE runs SET {sets} WHERE id = %s",  # type: ignore[arg-type]
+        f"UPDATE runs SET {sets} WHERE id = %s",
         [*params, cp.run_id],
     )
     if cp.emitted:
@@ -239,7 +239,7 @@ async def set_run_state(conn: Conn, run_id: str, change: StateChange, now: float
     data = None if change.data is None else dumps(change.data.value)
     sets, params = state_update(run_id, found[0], change, now, data, "%s")
     await conn.execute(
-        f"UPDATE runs SET {sets} WHERE id = %s",  # type: ignore[arg-type]
+        f"UPDATE runs SET {sets} WHERE id = %s",
         [*params, run_id],
     )
     if change.reset_steps:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from engine.errors import StoreError
 from engine.store.base import (
@@ -73,6 +73,8 @@ from engine.store.sqlite_writes import (
     tx_set_run_state,
 )
 from engine.store.writer import WriterProcess
+
+_T = TypeVar("_T")
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -216,15 +218,15 @@ class SQLiteStore(Store):
         assert self._readers is not None
         self._readers.close()
 
-    def _write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def _write(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         if self._writer is None or self._closed:
             raise StoreError(f"the SQLite store {self.path} is not open")
-        return self._writer.submit(fn, args)
+        return cast("asyncio.Future[_T]", self._writer.submit(fn, args))
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         if self._readers is None or self._closed:
             raise StoreError(f"the SQLite store {self.path} is not open")
-        return await asyncio.to_thread(self._readers.run, fn, *args)
+        return cast(_T, await asyncio.to_thread(self._readers.run, fn, *args))
 
     # plans -------------------------------------------------------------------------------------
     async def save_plan(self, digest: str, bundle: dict[str, Any]) -> None:

@@ -213,7 +213,7 @@ class WriterProcess:
         self._hello = loop.create_future()
         self._gone = loop.create_future()
         transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), sock=parent)
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
         return await self._hello
 
     def _flush(self) -> None:
