@@ -25,6 +25,7 @@ from runtime_kit import (
 
 from engine.runtime.waiting import STOPPED_STATES
 from engine.store import SQLiteStore
+from engine.store.audit import AuditQuery
 from engine.store.base import (
     CANCELLED,
     Checkpoint,
@@ -117,7 +118,7 @@ async def test_cancel_of_a_running_run_stops_it_after_the_step_in_flight(tmp_pat
         requested = await runtime.cancel(run_id, actor="alice")
         run = await runtime.wait(run_id, 10)
         detail = await runtime.run_detail(run_id)
-        audit = await runtime.store.audit_log(run_id)
+        audit = await runtime.store.audit_log(AuditQuery(run_id=run_id))
     assert (requested.state, requested.reason.code) == ("running", CANCELLED)
     assert run.state == "cancelled" and run.reason.message == "cancelled by alice"
     # `two` finished and was checkpointed; nothing after it started; both were undone, last first

@@ -11,6 +11,7 @@ from runtime_kit import LiveTarget, Target, flow, meta, running, until, write_pr
 
 from engine.compiler import compile_project
 from engine.errors import UsageError
+from engine.store.audit import AuditQuery
 
 pytestmark = pytest.mark.anyio
 
@@ -107,7 +108,7 @@ async def test_cancel_compensates_a_parked_run(tmp_path, live):
         run = await runtime.wait(acceptance.run_id, 10)
         with pytest.raises(UsageError, match="is cancelled"):
             await runtime.cancel(acceptance.run_id)
-        audit = await runtime.store.audit_log(acceptance.run_id)
+        audit = await runtime.store.audit_log(AuditQuery(run_id=acceptance.run_id))
     assert run.state == "cancelled" and run.reason.code == "CANCELLED"
     assert [r.path for r in target.requests if r.path.endswith("/cancel")] == [
         "/orders/X2/cancel",

@@ -4,6 +4,7 @@ ordering, leases, atomicity, durability. Tests of one store's own machinery take
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import sqlite3
@@ -29,6 +30,7 @@ from engine.store import (
     StateChange,
     StepRecord,
 )
+from engine.store.audit import AuditQuery
 from engine.store.postgres import PostgresStore
 from engine.store.sqlite import MIGRATIONS
 
@@ -453,13 +455,15 @@ async def test_set_run_state_resumes_with_override_and_reset(store: SQLiteStore)
         1,
     )
     assert list(await store.get_steps("r1")) == ["order"]
-    [entry] = await store.audit_log("r1")
+    [entry] = await store.audit_log(AuditQuery(run_id="r1"))
     assert (entry["actor"], entry["action"], entry["run_id"]) == ("alice", "resume", "r1")
     assert entry["detail"] == {
         "from": "parked",
         "to": "pending",
         "reset_steps": ["erp"],
         "data_override": True,
+        # the corrected data's digest, never the data: sha256 of {"Id":"fixed"}
+        "data_sha256": hashlib.sha256(b'{"Id":"fixed"}').hexdigest(),
     }
 
 
@@ -506,7 +510,7 @@ async def test_audit_log_is_append_only(sqlite_store: SQLiteStore, db_path: Path
         ("note", ["a"]),
         ("deploy", {"digest": "sha256:x"}),
     ]
-    assert [e["action"] for e in await sqlite_store.audit_log("r1")] == ["note"]
+    assert [e["action"] for e in await sqlite_store.audit_log(AuditQuery(run_id="r1"))] == ["note"]
     conn = sqlite3.connect(db_path)
     try:
         for sql in ("UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"):

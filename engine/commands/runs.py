@@ -40,9 +40,11 @@ class RunsClient(Protocol):
         """One run with its steps, attempts and lineage; UsageError if there is none."""
         ...
 
-    async def act(self, run_id: str, action: str, data: Any = MISSING) -> dict[str, Any]:
-        """One of ACTIONS (resume takes corrected `data`); the affected run's detail (for a
-        replay, the new run's)."""
+    async def act(
+        self, run_id: str, action: str, data: Any = MISSING, reason: str | None = None
+    ) -> dict[str, Any]:
+        """One of ACTIONS (resume takes corrected `data`) for `reason`; the affected run's
+        detail (for a replay, the new run's)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -80,8 +82,10 @@ class LocalRunsClient:
             raise UsageError(f"no run '{run_id}'")
         return detail
 
-    async def act(self, run_id: str, action: str, data: Any = MISSING) -> dict[str, Any]:
-        return await perform(self._runtime, run_id, action, self._actor, data)
+    async def act(
+        self, run_id: str, action: str, data: Any = MISSING, reason: str | None = None
+    ) -> dict[str, Any]:
+        return await perform(self._runtime, run_id, action, self._actor, data, reason)
 
 
 async def run_local(

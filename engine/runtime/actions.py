@@ -12,12 +12,17 @@ ACTIONS = ("resume", "retry", "cancel", "replay")
 
 
 async def perform(
-    runtime: Runtime, run_id: str, action: str, actor: str, data: Any = MISSING
+    runtime: Runtime,
+    run_id: str,
+    action: str,
+    actor: str,
+    data: Any = MISSING,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Do one of ACTIONS on `runtime` as `actor`; the affected run's detail (for a replay, the
-    new run's)."""
+    """Do one of ACTIONS on `runtime` as `actor`, for `reason` (the operator's words, kept in
+    the audit trail); the affected run's detail (for a replay, the new run's)."""
     if action not in ACTIONS:
         raise UsageError(f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
     extra = {"data": data} if action == "resume" and data is not MISSING else {}
-    record = await getattr(runtime, action)(run_id, actor=actor, **extra)
+    record = await getattr(runtime, action)(run_id, actor=actor, note=reason or None, **extra)
     return await runtime.run_detail(record.id) or {}

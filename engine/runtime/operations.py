@@ -31,7 +31,9 @@ class Operations:
     ) -> None:
         self.store, self.plans, self.ingest, self.requeued = store, plans, ingest, requeued
 
-    async def resume(self, run_id: str, data: Any, actor: str) -> RunRecord:
+    async def resume(
+        self, run_id: str, data: Any, actor: str, note: str | None = None
+    ) -> RunRecord:
         """See `Runtime.resume`."""
         run = await self._expect(run_id, ("parked",), "resume")
         steps = await self.store.get_steps(run_id)
@@ -51,19 +53,22 @@ class Operations:
             data=None if data is MISSING else CorrectedData(data),
             actor=actor,
             action="resume",
+            note=note,
         )
         return self.requeued(await self.store.set_run_state(run_id, change))
 
-    async def retry(self, run_id: str, actor: str) -> RunRecord:
+    async def retry(self, run_id: str, actor: str, note: str | None = None) -> RunRecord:
         """See `Runtime.retry`."""
         expect = ("dead-lettered", "failed")
         await self._expect(run_id, expect, "retry")
         steps = await self.store.get_steps(run_id)
         reset = tuple(s for s, r in steps.items() if r.state not in DONE)
-        change = StateChange("pending", expect, reset_steps=reset, actor=actor, action="retry")
+        change = StateChange(
+            "pending", expect, reset_steps=reset, actor=actor, action="retry", note=note
+        )
         return self.requeued(await self.store.set_run_state(run_id, change))
 
-    async def cancel(self, run_id: str, actor: str) -> RunRecord:
+    async def cancel(self, run_id: str, actor: str, note: str | None = None) -> RunRecord:
         """See `Runtime.cancel`."""
         reason = Reason(CANCELLED, None, f"cancelled by {actor}")
         for _ in range(3):  # the run may change state between reading and writing it
@@ -75,6 +80,7 @@ class Operations:
                 reason=reason,
                 actor=actor,
                 action="cancel",
+                note=note,
             )
             try:
                 record = await self.store.set_run_state(run_id, change)
@@ -83,7 +89,7 @@ class Operations:
             return record if running else self.requeued(record)
         raise UsageError(f"run '{run_id}' keeps changing state; try cancel again")
 
-    async def replay(self, run_id: str, actor: str) -> RunRecord:
+    async def replay(self, run_id: str, actor: str, note: str | None = None) -> RunRecord:
         """See `Runtime.replay`."""
         old = await require_run(self.store, run_id)
         event = await self.store.get_event(old.event_id)
@@ -102,7 +108,8 @@ class Operations:
         )
         new = self.ingest.new_run(flow, event, meta, replay_of=old.id)
         [acceptance] = await self.store.accept(event, [new])
-        await self.store.audit(actor, "replay", old.id, {"new_run": acceptance.run_id})
+        detail = {"new_run": acceptance.run_id, **({"note": note} if note else {})}
+        await self.store.audit(actor, "replay", old.id, detail)
         self.ingest.accepted([acceptance])
         return await require_run(self.store, acceptance.run_id)
 

@@ -146,18 +146,24 @@ class Runtime:
         return await self._workers.idle(timeout)
 
     # operator actions ----------------------------------------------------------------------
-    async def resume(self, run_id: str, data: Any = MISSING, actor: str = "operator") -> RunRecord:
+    async def resume(
+        self, run_id: str, data: Any = MISSING, actor: str = "operator", note: str | None = None
+    ) -> RunRecord:
         """Run a parked run again from where it stopped. With corrected `data`, every step that
         wrote nothing downstream runs again on it (calls that succeeded and emits are kept), and
         the calls that run again carry new idempotency keys (a new logical write)."""
-        return await self._operations.resume(run_id, data, actor)
+        return await self._operations.resume(run_id, data, actor, note)
 
-    async def retry(self, run_id: str, actor: str = "operator") -> RunRecord:
+    async def retry(
+        self, run_id: str, actor: str = "operator", note: str | None = None
+    ) -> RunRecord:
         """Run a dead-lettered (or failed) run again; the failed step starts a fresh retry budget
         with the same idempotency key, so a write that did land is not applied twice."""
-        return await self._operations.retry(run_id, actor)
+        return await self._operations.retry(run_id, actor, note)
 
-    async def cancel(self, run_id: str, actor: str = "operator") -> RunRecord:
+    async def cancel(
+        self, run_id: str, actor: str = "operator", note: str | None = None
+    ) -> RunRecord:
         """Stop a run for good, compensating its completed steps; it ends `cancelled`.
 
         A run that is not executing (pending, waiting for a retry, parked, dead-lettered) is
@@ -165,11 +171,13 @@ class Runtime:
         cancel request in the store (still `running`, reason CANCELLED): its worker finishes and
         checkpoints the steps in flight, starts no other, then compensates. Answers the run as
         stored right after the request."""
-        return await self._operations.cancel(run_id, actor)
+        return await self._operations.cancel(run_id, actor, note)
 
-    async def replay(self, run_id: str, actor: str = "operator") -> RunRecord:
+    async def replay(
+        self, run_id: str, actor: str = "operator", note: str | None = None
+    ) -> RunRecord:
         """A new run of the old run's event under the current plan, linked by `replay_of`."""
-        return await self._operations.replay(run_id, actor)
+        return await self._operations.replay(run_id, actor, note)
 
     # reading -------------------------------------------------------------------------------
     async def list_runs(
@@ -181,10 +189,11 @@ class Runtime:
         key: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        correlation_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Runs newest first (`query`, or the filters given one by one), and the cursor of the
         next page (None: no more)."""
-        query = query or RunQuery(flow, state, key, cursor, limit)
+        query = query or RunQuery(flow, state, key, cursor, limit, correlation_id)
         runs = await self.store.list_runs(query)
         return [run_summary(run) for run in runs], query.next_cursor(runs)
 

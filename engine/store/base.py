@@ -17,11 +17,14 @@ Invariants every implementation keeps:
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Self
 
 from engine.errors import UsageError
+from engine.store.audit import AuditQuery
 
 RunState = Literal[
     "pending", "running", "waiting", "succeeded", "filtered", "parked",
@@ -204,16 +207,24 @@ class StateChange(_Record):
                                         # the calls that run again carry new idempotency keys
     actor: str = "system"               # who, for the audit log
     action: str | None = None           # the audit entry's action; None: "set-state:<state>"
+    note: str | None = None             # the operator's reason, in words
 
     def audit_detail(self, previous: str) -> dict[str, Any]:
-        """The audit entry's detail, from the run's `previous` state (never the data itself)."""
+        """The audit entry's detail, from the run's `previous` state: never the corrected data
+        itself, only its SHA-256 (of its canonical JSON)."""
         detail: dict[str, Any] = {"from": previous, "to": self.state}
+        if self.note:
+            detail["note"] = self.note
         if self.reason is not None:
             detail["reason"] = dict(self.reason.__dict__)
         if self.reset_steps:
             detail["reset_steps"] = list(self.reset_steps)
         if self.data is not None:
             detail["data_override"] = True
+            canonical = json.dumps(
+                self.data.value, sort_keys=True, separators=(",", ":"), default=str
+            )
+            detail["data_sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
         return detail
 
     @property
@@ -231,6 +242,7 @@ class RunQuery:
     key: str | None = None     # only runs with this idempotency key
     cursor: str | None = None  # continue after the page that gave this cursor
     limit: int = 50            # runs per page
+    correlation_id: str | None = None  # only runs with this correlation id
 
     @property
     def before_seq(self) -> int | None:
@@ -341,9 +353,13 @@ class Store(abc.ABC):
 
     # audit -----------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None: ...
+    async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None:
+        """Append a hash-chained entry (engine/store/audit.py) to the append-only audit log."""
 
     @abc.abstractmethod
-    async def audit_log(
-        self, run_id: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]: ...
+    async def audit_log(self, query: AuditQuery | None = None) -> list[dict[str, Any]]:
+        """Audit entries, newest first, as `query` filters them."""
+
+    @abc.abstractmethod
+    async def audit_chain(self, after_seq: int, limit: int) -> list[tuple[Any, ...]]:
+        """Raw audit rows (engine.store.audit.COLUMNS) after `after_seq`, in chain order."""

@@ -35,6 +35,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from engine.errors import StoreError
+from engine.store import audit as audit_sql
+from engine.store.audit import AuditQuery
 from engine.store.base import (
     Acceptance,
     Checkpoint,
@@ -60,10 +62,8 @@ from engine.store.postgres_sql import (
     settle,
 )
 from engine.store.rows import (
-    AUDIT_COLUMNS,
     EVENT_COLUMNS,
     STEP_COLUMNS,
-    audit_entry,
     dumps,
     event_record,
     event_row,
@@ -255,7 +255,10 @@ class PostgresStore(Store):
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching `query`, newest first."""
         where, params = [], []  # type: list[str], list[Any]
-        for column, value in (("flow", query.flow), ("state", query.state), ("key", query.key)):
+        for column, value in (
+            ("flow", query.flow), ("state", query.state), ("key", query.key),
+            ("correlation_id", query.correlation_id),
+        ):  # fmt: skip
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
@@ -306,14 +309,14 @@ class PostgresStore(Store):
         async with self._transaction() as conn:
             await audit(conn, time.time(), actor, action, run_id, detail)
 
-    async def audit_log(self, run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Audit entries, newest first, optionally of one run."""
-        where, params = ("WHERE run_id = %s", (run_id, limit)) if run_id else ("", (limit,))
-        rows = await self._rows(
-            f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY seq DESC LIMIT %s",
-            params,
-        )
-        return [audit_entry(row) for row in rows]
+    async def audit_log(self, query: AuditQuery | None = None) -> list[dict[str, Any]]:
+        """Audit entries, newest first: ``{seq, at, actor, action, run_id, detail, hash}``."""
+        sql, params = audit_sql.select(query or AuditQuery(), "%s")
+        return [audit_sql.entry(row) for row in await self._rows(sql, params)]
+
+    async def audit_chain(self, after_seq: int, limit: int) -> list[tuple[Any, ...]]:
+        """Raw audit rows in chain order after `after_seq` (for `audit_sql.Verifier`)."""
+        return await self._rows(audit_sql.chain_page("%s"), (after_seq, limit))
 
 
 def _redacted(url: str) -> str:

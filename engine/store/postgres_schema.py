@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from engine.errors import StoreError
+from engine.store import audit
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
 
@@ -96,6 +97,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
         FOR EACH ROW EXECUTE FUNCTION syncline_audit_append_only();
     """,
+    # 2: audit entries are hash-chained (engine/store/audit.py).
+    audit.POSTGRES_MIGRATION,
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from engine.errors import StoreError
+from engine.store.audit import append_postgres
 from engine.store.base import (
     Acceptance,
     Checkpoint,
@@ -168,10 +169,7 @@ async def audit(
     conn: Conn, at: float, actor: str, action: str,
     run_id: str | None, detail: Any,
 ) -> None:  # fmt: skip
-    await conn.execute(
-        "INSERT INTO audit (at, actor, action, run_id, detail) VALUES (%s, %s, %s, %s, %s)",
-        (at, actor, action, run_id, dumps(detail)),
-    )
+    await append_postgres(conn, at, actor, action, run_id, dumps(detail))
 
 
 async def claim(conn: Conn, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:

@@ -125,7 +125,6 @@ def run_row(run: NewRun, event_id: str, now: float) -> tuple[Any, ...]:
 
 EVENT_COLUMNS = "id, type, source, data, subject, time, attributes"
 STEP_COLUMNS = "run_id, step_id, state, output, input_digest, error, attempts, updated_at"
-AUDIT_COLUMNS = "seq, at, actor, action, run_id, detail"
 
 
 def event_record(row: Sequence[Any]) -> EventRecord:
@@ -138,13 +137,6 @@ def outbox_item(row: Sequence[Any]) -> OutboxItem:
     """An OutboxItem from a row (seq, run_id, event)."""
     seq, run_id, event = row
     return OutboxItem(seq, run_id, EventRecord(**json.loads(event)))
-
-
-def audit_entry(row: Sequence[Any]) -> dict[str, Any]:
-    """``{seq, at, actor, action, run_id, detail}`` from a row of AUDIT_COLUMNS."""
-    seq, at, actor, action, run_id, detail = row
-    return {"seq": seq, "at": at, "actor": actor, "action": action, "run_id": run_id,
-            "detail": json.loads(detail)}  # fmt: skip
 
 
 def checkpoint_update(

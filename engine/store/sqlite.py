@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from engine.errors import StoreError
+from engine.store import audit as audit_sql
+from engine.store.audit import AuditQuery
 from engine.store.base import (
     Acceptance,
     Checkpoint,
@@ -47,11 +49,9 @@ from engine.store.base import (
     Store,
 )
 from engine.store.rows import (
-    AUDIT_COLUMNS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
-    audit_entry,
     dumps,
     event_record,
     event_row,
@@ -141,7 +141,10 @@ def _q_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
 
 def _q_list_runs(conn: sqlite3.Connection, query: RunQuery) -> list[RunRecord]:
     where, params = [], []  # type: list[str], list[Any]
-    for column, value in (("flow", query.flow), ("state", query.state), ("key", query.key)):
+    for column, value in (
+        ("flow", query.flow), ("state", query.state), ("key", query.key),
+        ("correlation_id", query.correlation_id),
+    ):  # fmt: skip
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
@@ -331,13 +334,14 @@ class SQLiteStore(Store):
         """Append an entry to the audit log (which refuses UPDATE and DELETE)."""
         await self._write(tx_audit, (time.time(), actor, action, run_id, dumps(detail)))
 
-    async def audit_log(self, run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Audit entries, newest first, optionally of one run:
-        ``{seq, at, actor, action, run_id, detail}``."""
-        where, params = ("WHERE run_id = ?", (run_id, limit)) if run_id else ("", (limit,))
-        rows = await self._read(
-            _q_all,
-            f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY seq DESC LIMIT ?",
-            params,
+    async def audit_log(self, query: AuditQuery | None = None) -> list[dict[str, Any]]:
+        """Audit entries, newest first: ``{seq, at, actor, action, run_id, detail, hash}``."""
+        sql, params = audit_sql.select(query or AuditQuery(), "?")
+        return [audit_sql.entry(row) for row in await self._read(_q_all, sql, params)]
+
+    async def audit_chain(self, after_seq: int, limit: int) -> list[tuple[Any, ...]]:
+        """Raw audit rows in chain order after `after_seq` (for `audit_sql.Verifier`)."""
+        rows: list[tuple[Any, ...]] = await self._read(
+            _q_all, audit_sql.chain_page("?"), (after_seq, limit)
         )
-        return [audit_entry(row) for row in rows]
+        return rows

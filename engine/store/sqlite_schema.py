@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from engine.errors import StoreError
+from engine.store import audit
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
 
@@ -118,6 +119,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_free ON runs (seq)
         WHERE ordering_key IS NULL AND state IN ('pending', 'running', 'waiting');
     """,
+    # 4: audit entries are hash-chained (engine/store/audit.py).
+    audit.SQLITE_MIGRATION,
 )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import StoreError
+from engine.store import audit
 from engine.store.base import (
     Acceptance,
     Checkpoint,
@@ -324,9 +325,7 @@ def tx_save_plan(conn: sqlite3.Connection, digest: str, bundle: str, now: float)
 
 
 def tx_audit(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(
-        "INSERT INTO audit (at, actor, action, run_id, detail) VALUES (?, ?, ?, ?, ?)", row
-    )
+    audit.append_sqlite(conn, *row)
 
 
 # The job functions a writer process runs by name (engine/store/writer.py).
