@@ -275,9 +275,9 @@ def test_events_need_the_ingest_token_when_one_is_set(tmp_path: Path) -> None:
         for token in ("ingest-t", "admin-t"):
             ok = {**headers, "Authorization": f"Bearer {token}"}
             assert client.post("/events", content=body, headers=ok).status_code == 202
-        # the ingest token gives no operator rights
+        # the ingest token gives no operator rights: a known token without the right is 403
         denied = client.get("/api/v1/runs", headers={"Authorization": "Bearer ingest-t"})
-        error(denied, 401, "unauthorized")
+        error(denied, 403, "forbidden")
 
 
 # --- process API ------------------------------------------------------------------------------

@@ -6,13 +6,14 @@ definitions, failing tests), 2 usage error.
     gitops.py       plan, promote, status
     runs.py         run, runs list|show|resume|retry|cancel|replay
     serving.py      serve, worker, demo
+    audit.py        audit [verify], tokens hash|new
 """
 
 from __future__ import annotations
 
 import click
 
-from engine.cli import definitions, gitops, runs, serving
+from engine.cli import audit, definitions, gitops, runs, serving
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +35,8 @@ for _command in (
     runs.run_command,
     runs.runs,
     serving.demo,
+    audit.audit,
+    audit.tokens,
 ):
     main.add_command(_command)
 

@@ -113,7 +113,7 @@ def _time(value: Any) -> str:
 @click.group()
 def runs() -> None:
     """Run history and operator actions: on the project's local store, or with --url on a
-    running server's admin API (token from SYNCLINE_ADMIN_TOKEN)."""
+    running server's admin API (token from SYNCLINE_TOKEN, else SYNCLINE_ADMIN_TOKEN)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,8 @@ def _runs_target(command: Any) -> Any:
     """The options that say whose runs, given to `command` as one `target` (a _Target)."""
     url = click.option("--url", default=None, metavar="URL",
                        help="A running `syncline serve` to act on through its admin API, "
-                            "instead of the store (token: SYNCLINE_ADMIN_TOKEN).")
+                            "instead of the store (token: SYNCLINE_TOKEN or "
+                            "SYNCLINE_ADMIN_TOKEN).")
 
     @functools.wraps(command)
     def with_target(*args: Any, project: Path, environment: str | None, url: str | None,
@@ -155,7 +156,7 @@ def _with_client(target: _Target, action: Any) -> Any:
     async def go() -> Any:
         client: RunsClient
         if target.url:
-            client = HttpRunsClient(target.url, os.environ.get("SYNCLINE_ADMIN_TOKEN") or None)
+            client = HttpRunsClient(target.url, cli_token())
         else:
             plan = load_project_plan(target.project, target.environment)
             project = target.project.resolve()
@@ -207,12 +208,24 @@ def runs_show(run_id: str, target: _Target, fmt: str) -> None:
     emit_json(detail) if fmt == "json" else _print_run(detail)
 
 
+REASON = click.option("--reason", default=None, metavar="TEXT",
+                      help="Why, in words: kept with the action in the audit trail.")
+
+
+def cli_token() -> str | None:
+    """The token `--url` commands present: SYNCLINE_TOKEN, else SYNCLINE_ADMIN_TOKEN."""
+    return os.environ.get("SYNCLINE_TOKEN") or os.environ.get("SYNCLINE_ADMIN_TOKEN") or None
+
+
 def _action(name: str, doc: str) -> None:
     @runs.command(name, help=doc)
     @click.argument("run_id")
+    @REASON
     @_runs_target
-    def command(run_id: str, target: _Target, fmt: str) -> None:
-        detail = _with_client(target, lambda c: c.act(run_id, name))
+    def command(run_id: str, reason: str | None, target: _Target, fmt: str) -> None:
+        from engine.runtime.runtime import MISSING
+
+        detail = _with_client(target, lambda c: c.act(run_id, name, MISSING, reason))
         emit_json(detail) if fmt == "json" else _print_action(name, run_id, detail)
 
 
@@ -225,13 +238,15 @@ _action("replay", "Run a run's event again under the current plan (a new, linked
 @click.argument("run_id")
 @click.option("--data", "data_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Corrected payload (JSON or YAML) to run on.")
+@REASON
 @_runs_target
-def runs_resume(run_id: str, data_file: Path | None, target: _Target, fmt: str) -> None:
+def runs_resume(run_id: str, data_file: Path | None, reason: str | None, target: _Target,
+                fmt: str) -> None:
     """Queue a parked run again, optionally with corrected data."""
     from engine.runtime.runtime import MISSING
 
     data = read_data(data_file) if data_file else MISSING
-    detail = _with_client(target, lambda c: c.act(run_id, "resume", data))
+    detail = _with_client(target, lambda c: c.act(run_id, "resume", data, reason))
     emit_json(detail) if fmt == "json" else _print_action("resume", run_id, detail)
 
 

@@ -22,13 +22,19 @@ from engine.cli.common import DATABASE, ENV, FORMAT, PROJECT, SECRETS, emit_json
 @click.option("--no-workers", is_flag=True,
               help="Ingest only: accept and store, execute nothing; run `syncline worker` "
                    "processes on the same store to execute the runs.")
+@click.option("--tokens", "tokens_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="YAML list of named tokens {name, role, sha256, flows} "
+                                 "(default: SYNCLINE_TOKENS_FILE); hot-reloaded.")
 def serve(project: Path, environment: str | None, host: str, port: int, no_watch: bool,
-          database: str | None, secrets_file: Path | None, no_workers: bool) -> None:
-    """Serve webhooks, /events, process APIs and the admin API; hot-reload definitions.
+          database: str | None, secrets_file: Path | None, no_workers: bool,
+          tokens_file: Path | None) -> None:
+    """Serve webhooks, /events, process APIs, the admin API and the operator console
+    (/console); hot-reload definitions and the tokens file.
 
     Runs execute in this process unless --no-workers. Tokens and limits come from
-    SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_MAX_BODY, SYNCLINE_MAX_PENDING and
-    SYNCLINE_API_TIMEOUT. SIGTERM shuts down gracefully (exit 0)."""
+    SYNCLINE_TOKENS_FILE, SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_SESSION_KEY,
+    SYNCLINE_MAX_BODY, SYNCLINE_MAX_PENDING and SYNCLINE_API_TIMEOUT. SIGTERM shuts down
+    gracefully (exit 0)."""
     from engine.errors import UsageError
     from engine.server.config import ServerConfig
     from engine.server.serve import build_server, load_secrets, run_server
@@ -36,7 +42,7 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
     with exit_on_errors(UsageError):
         config = ServerConfig.from_environ(os.environ, project=project.resolve(),
                                            environment=environment, watch=not no_watch,
-                                           workers=not no_workers)
+                                           workers=not no_workers, tokens_file=tokens_file)
         secrets = load_secrets(os.environ, secrets_file)
         app, _ = build_server(config, environ=os.environ, secrets=secrets, database=database)
     sys.exit(run_server(app, host, port, grace=config.shutdown_grace))

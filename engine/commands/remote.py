@@ -1,7 +1,8 @@
 """`syncline runs ... --url URL`: the admin API of a running server, as a runs client
 (`engine.commands.runs.RunsClient`: list, show, act, aclose).
 
-The token comes from SYNCLINE_ADMIN_TOKEN (read by the CLI and passed in). Every failure becomes
+The token comes from SYNCLINE_TOKEN, else SYNCLINE_ADMIN_TOKEN (read by the CLI and passed in);
+its name on the server is the actor the audit trail records. Every failure becomes
 a UsageError carrying the server's own error message, so the CLI prints it like a local one.
 """
 
@@ -27,12 +28,10 @@ class HttpRunsClient:
         url: str,
         token: str | None = None,
         *,
-        actor: str = "cli",
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        headers["X-Syncline-Actor"] = actor
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
@@ -58,13 +57,22 @@ class HttpRunsClient:
         detail: dict[str, Any] = await self._call("GET", f"/api/v1/runs/{quote(run_id, safe='')}")
         return detail
 
-    async def act(self, run_id: str, action: str, data: Any = MISSING) -> dict[str, Any]:
-        """One of ACTIONS by this client's actor; resume takes corrected `data`."""
+    async def act(
+        self, run_id: str, action: str, data: Any = MISSING, reason: str | None = None
+    ) -> dict[str, Any]:
+        """One of ACTIONS as this client's token, for `reason`; resume takes corrected `data`."""
         if action not in ACTIONS:
             raise UsageError(f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
-        body = {"data": data} if action == "resume" and data is not MISSING else None
+        body: dict[str, Any] = {"reason": reason} if reason else {}
+        if action == "resume" and data is not MISSING:
+            body["data"] = data
         path = f"/api/v1/runs/{quote(run_id, safe='')}/{action}"
-        result: dict[str, Any] = await self._call("POST", path, json=body)
+        result: dict[str, Any] = await self._call("POST", path, json=body or None)
+        return result
+
+    async def audit(self, params: dict[str, str]) -> dict[str, Any]:
+        """A page of the audit trail: `{entries, next_cursor}`."""
+        result: dict[str, Any] = await self._call("GET", "/api/v1/audit", params=params)
         return result
 
     async def status(self) -> dict[str, Any]:

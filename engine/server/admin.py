@@ -1,10 +1,12 @@
-"""The admin API under /api/v1 (bearer SYNCLINE_ADMIN_TOKEN; loopback only without one), plus the
-unauthenticated probes /healthz, /readyz and /metrics.
+"""The admin API under /api/v1 (a named bearer token, engine/server/auth.py; loopback only
+without any), plus the unauthenticated probes /healthz, /readyz and /metrics.
 
     GET  /api/v1/runs?flow=&state=&key=&cursor=&limit=    newest first; `next_cursor` pages on
     GET  /api/v1/runs/{id}                                steps, attempts, lineage, links
-    POST /api/v1/runs/{id}/resume|retry|cancel|replay     operator actions (resume takes
-                                                          optional {"data": corrected payload})
+    POST /api/v1/runs/{id}/resume|retry|cancel|replay     operator actions, optional body
+                                                          {"reason": text, "data": corrected
+                                                          payload (resume only)}
+    GET  /api/v1/audit?run=&actor=&action=&since=&cursor= the audit trail, newest first
     GET  /api/v1/status                                   plan digest, flows, last reload
     GET  /api/v1/openapi.json                             this whole HTTP API, current routes
 """
@@ -24,7 +26,9 @@ from starlette.routing import Route
 from engine.errors import StateConflict, StoreError, UsageError
 from engine.runtime.actions import ACTIONS, perform
 from engine.runtime.runtime import MISSING
-from engine.server.http import Problem, authorize, dumps, header_dict, read_body
+from engine.server import audit as audit_api
+from engine.server.auth import Principal, authenticate, require, require_flow
+from engine.server.http import Problem, dumps, header_dict, read_body
 from engine.server.metrics import CONTENT_TYPE_LATEST
 from engine.server.openapi import openapi_document
 from engine.server.state import ServerState
@@ -32,6 +36,7 @@ from engine.store.base import RunQuery
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 MAX_LIMIT = 500
+MAX_REASON = 2000
 log = logging.getLogger("syncline.server")
 
 
@@ -48,12 +53,13 @@ def state_of(request: Request) -> ServerState:
 
 
 def admin(endpoint: Endpoint) -> Endpoint:
-    """Guard an endpoint with the admin token (constant-time), or loopback without one."""
+    """Let in callers with the `read` right (viewers and up); `request.state.principal` is who
+    they are. Handlers that change something check further rights themselves."""
 
     async def guarded(request: Request) -> Response:
         state = state_of(request)
-        authorize(
-            request.scope, header_dict(request.scope), (state.config.admin_token,), "the admin API"
+        request.state.principal = authenticate(
+            state.tokens.table, request.scope, header_dict(request.scope), "read", "the admin API"
         )
         return await endpoint(request)
 
@@ -95,33 +101,44 @@ async def get_run(request: Request) -> Response:
 
 @admin
 async def run_action(request: Request) -> Response:
-    """resume | retry | cancel | replay, by the operator named in X-Syncline-Actor."""
+    """resume | retry | cancel | replay by the caller's token (its name is the audit's actor)."""
     state = state_of(request)
+    principal: Principal = request.state.principal
     run_id, action = request.path_params["run_id"], request.path_params["action"]
     if action not in ACTIONS:
         raise Problem(404, "not_found", f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
-    actor = request.headers.get("x-syncline-actor", "api")[:100]
-    data = await _resume_data(request, state) if action == "resume" else MISSING
+    require(principal, "act", f"'{action}'")
+    data, reason = await _action_body(request, state, action)
     try:
-        detail = await perform(state.runtime, run_id, action, actor, data)
+        run = await state.runtime.store.get_run(run_id)
+        if run is None:
+            raise Problem(404, "not_found", f"no run '{run_id}'")
+        require_flow(principal, run.flow)
+        detail = await perform(state.runtime, run_id, action, principal.name, data, reason)
     except (UsageError, StoreError) as exc:
         raise _action_problem(run_id, exc) from None
     return JSON(detail, status_code=202 if action == "replay" else 200)
 
 
-async def _resume_data(request: Request, state: ServerState) -> Any:
-    """The corrected data a resume carries (`{"data": ...}`), or MISSING for an empty body."""
+async def _action_body(request: Request, state: ServerState, action: str) -> tuple[Any, Any]:
+    """(corrected data or MISSING, reason or None) from an action's body: empty, or
+    `{"reason": text}` plus `"data"` for a resume."""
     body = await read_body(
         request.receive, state.config.max_body, request.headers.get("content-length")
     )
     if not body.strip():
-        return MISSING
+        return MISSING, None
     from engine.server.ingest import parse_json
 
     document = parse_json(state, body)
-    if not isinstance(document, dict) or set(document) - {"data"}:
-        raise Problem(400, "bad_request", 'resume takes an empty body or {"data": ...}')
-    return document.get("data", MISSING)
+    fields = {"reason", "data"} if action == "resume" else {"reason"}
+    if not isinstance(document, dict) or set(document) - fields:
+        shape = '{"reason": "...", "data": ...}' if action == "resume" else '{"reason": "..."}'
+        raise Problem(400, "bad_request", f"{action} takes an empty body or {shape}")
+    reason = document.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+        raise Problem(400, "bad_request", f"reason must be text of at most {MAX_REASON} characters")
+    return document.get("data", MISSING), reason
 
 
 def _action_problem(run_id: str, exc: Exception) -> Problem:
@@ -158,6 +175,7 @@ def status_document(state: ServerState) -> dict[str, Any]:
         "apis": sorted(routes.apis),
         "events": sorted(plan.subscriptions),
         "reload": state.reload.as_dict() if state.reload else None,
+        "tokens": state.tokens.status.as_dict(),
         "queue_depth": state.runtime.queue_depth(),
         "pending_ingest": state.pending,
         "ready": state.ready and not state.draining,
@@ -208,5 +226,6 @@ ROUTES = [
     Route("/api/v1/runs/{run_id}", get_run, methods=["GET"]),
     Route("/api/v1/runs/{run_id}/{action}", run_action, methods=["POST"]),
     Route("/api/v1/status", status, methods=["GET"]),
+    Route("/api/v1/audit", admin(audit_api.list_audit), methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

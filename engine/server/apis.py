@@ -24,7 +24,8 @@ from starlette.types import Receive, Scope, Send
 from engine.compiler.compiled import CompiledFlow
 from engine.errors import SynclineError
 from engine.runtime import EventMeta
-from engine.server.http import Problem, authorize, send_json
+from engine.server.auth import authenticate
+from engine.server.http import Problem, send_json
 from engine.server.ingest import (
     admitted,
     correlation,
@@ -48,8 +49,7 @@ async def handle_api(
 ) -> None:
     """Run the API flow at `path` for this request and answer with its outcome."""
     started = time.perf_counter()
-    config = state.config
-    authorize(scope, headers, (config.ingest_token, config.admin_token), "this API")
+    authenticate(state.tokens.table, scope, headers, "ingest", "this API")
     with admitted(state):
         require_json(headers)
         data = parse_json(state, await read_raw(state, headers, receive))

@@ -167,7 +167,7 @@ def _entry(path: Path, n: int, item: Any) -> tuple[bytes, Principal]:
         raise UsageError(f"{where}: 'flows' must be a list of flow name globs")
     if flows and role != "operator":
         raise UsageError(f"{where}: only an operator takes 'flows'")
-    return bytes.fromhex(digest), Principal(name, role, tuple(flows))
+    return bytes.fromhex(digest), Principal(name, str(role), tuple(flows))
 
 
 def _is_hex(text: str) -> bool:

@@ -6,6 +6,10 @@ Environment variables, all optional:
                              API answers only to loopback clients
     SYNCLINE_INGEST_TOKEN    bearer token for POST /events and process APIs (the admin token is
                              accepted too); without either, those answer only on loopback
+    SYNCLINE_TOKENS_FILE     YAML list of named tokens {name, role, sha256, flows} (see
+                             engine/server/auth.py); hot-reloaded
+    SYNCLINE_SESSION_KEY     key signing console session cookies (default: random per process,
+                             so sessions end on restart; set it to share them across replicas)
     SYNCLINE_MAX_BODY        largest request body in bytes (default 1 MiB)
     SYNCLINE_MAX_PENDING     ingest requests in progress before new ones get 503 (default 2048)
     SYNCLINE_API_TIMEOUT     cap, in seconds, on a process API's wait (default: the flow's own)
@@ -35,6 +39,10 @@ class ServerConfig:
     """Bearer token of the admin API; None: admin answers only to loopback clients."""
     ingest_token: str | None = None
     """Bearer token of /events and process APIs; None: admin token, else loopback only."""
+    tokens_file: Path | None = None
+    """The named tokens file (SYNCLINE_TOKENS_FILE / serve --tokens); None: none."""
+    session_key: str | None = None
+    """Key signing console sessions; None: a random one per process."""
     max_body: int = MIB
     """Largest accepted request body in bytes, enforced while reading."""
     max_depth: int = 64
@@ -61,7 +69,10 @@ class ServerConfig:
         values: dict[str, Any] = {
             "admin_token": environ.get("SYNCLINE_ADMIN_TOKEN") or None,
             "ingest_token": environ.get("SYNCLINE_INGEST_TOKEN") or None,
+            "session_key": environ.get("SYNCLINE_SESSION_KEY") or None,
         }
+        if environ.get("SYNCLINE_TOKENS_FILE"):
+            values["tokens_file"] = Path(environ["SYNCLINE_TOKENS_FILE"])
         numbers = {
             "SYNCLINE_MAX_BODY": ("max_body", int),
             "SYNCLINE_MAX_PENDING": ("max_pending", int),

@@ -21,8 +21,9 @@ from starlette.types import Receive, Scope, Send
 
 from engine.errors import SynclineError
 from engine.runtime import EventMeta
+from engine.server.auth import authenticate
 from engine.server.cloudevents import CloudEvent, EventFormatError, parse_http
-from engine.server.http import Problem, authorize, send_json
+from engine.server.http import Problem, send_json
 from engine.server.ingest import admitted, correlation, read_raw, runtime_problem
 from engine.server.state import ServerState
 from engine.store.base import EventRecord
@@ -36,7 +37,7 @@ async def handle_events(
     """Parse the CloudEvents of one request and ingest each; 202 once all are stored."""
     started = time.perf_counter()
     config = state.config
-    authorize(scope, headers, (config.ingest_token, config.admin_token), "/events")
+    authenticate(state.tokens.table, scope, headers, "ingest", "/events")
     with admitted(state):
         body = await read_raw(state, headers, receive)
         try:

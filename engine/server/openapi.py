@@ -84,9 +84,37 @@ INGEST_ERRORS = (
     (503, "overloaded (see Retry-After)", ERROR),
 )
 ADMIN_ERRORS = (
-    (401, "missing or wrong admin token", ERROR),
-    (403, "not loopback and no token configured", ERROR),
+    (401, "missing or unknown bearer token", ERROR),
+    (403, "forbidden: the token's role lacks the right (or not loopback and no token)", ERROR),
 )
+ACTION_BODY = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "reason": {"type": "string", "maxLength": 2000, "description": "why, in words"},
+                    "data": {"description": "resume only: corrected data to run on"},
+                },
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+AUDIT_ENTRY = {
+    "type": "object",
+    "properties": {
+        "seq": {"type": "integer"},
+        "at": {"type": "string", "format": "date-time"},
+        "actor": {"type": "string", "description": "the token's name"},
+        "action": {"type": "string"},
+        "run_id": {"type": ["string", "null"]},
+        "reason": {"type": ["string", "null"], "description": "the operator's reason"},
+        "detail": {},
+        "hash": {"type": "string", "description": "sha256(previous hash + content), hex"},
+    },
+}
 
 
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -135,6 +163,31 @@ def _fixed() -> dict[str, Any]:
                 security=admin,
             )
         },
+        "/api/v1/audit": {
+            "get": _op(
+                "The audit trail, newest first",
+                _responses(
+                    (
+                        200,
+                        "a page of entries",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "entries": {"type": "array", "items": AUDIT_ENTRY},
+                                "next_cursor": {"type": ["string", "null"]},
+                            },
+                        },
+                    ),
+                    (400, "bad filter", ERROR),
+                    *ADMIN_ERRORS,
+                ),
+                parameters=[
+                    {"name": n, "in": "query", "schema": {"type": "string"}}
+                    for n in ("run", "actor", "action", "since", "cursor", "limit")
+                ],
+                security=admin,
+            )
+        },
         "/api/v1/openapi.json": {
             "get": _op(
                 "This document",
@@ -157,13 +210,14 @@ def _fixed() -> dict[str, Any]:
                 _responses(
                     (202 if action == "replay" else 200, "the run afterwards", RUN),
                     (404, "no such run", ERROR),
+                    (400, "malformed body", ERROR),
                     (409, "wrong state for this action", ERROR),
                     (503, "the store failed (see Retry-After)", ERROR),
                     *ADMIN_ERRORS,
                 ),
                 parameters=[run_id],
                 security=admin,
-                **({"requestBody": JSON_BODY} if action == "resume" else {}),
+                requestBody=ACTION_BODY,
             )
         }
     return paths

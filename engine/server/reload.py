@@ -19,7 +19,9 @@ from watchfiles import Change, awatch
 
 from engine.compiler.plan import Plan
 from engine.errors import DefinitionErrors, SynclineError
+from engine.server import audit
 from engine.server.state import ReloadResult, ServerState
+from engine.server.tokens import TokensStatus
 
 log = logging.getLogger("syncline.reload")
 SUFFIXES = (".yaml", ".yml")
@@ -45,19 +47,24 @@ class Reloader:
         self.debounce = debounce
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._tokens_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._watch(), name="syncline-reload")
+        self._tokens_task = asyncio.create_task(
+            self.state.tokens.watch(self._stop, self._tokens_changed), name="syncline-tokens"
+        )
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._tokens_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._tokens_task = None
 
     async def _watch(self) -> None:
         quiet = max(1, int(self.debounce * 1000))
@@ -84,10 +91,17 @@ class Reloader:
                         ReloadResult(True, time.time(), current, trigger=trigger)
                     )
             except (SynclineError, OSError) as exc:
-                return self._rejected(exc, current, trigger)
-            log.info("reloaded: plan %s is active", self.state.plan.digest)
-            assert self.state.reload is not None
-            return self.state.reload
+                result = self._rejected(exc, current, trigger)
+            else:
+                log.info("reloaded: plan %s is active", self.state.plan.digest)
+                assert self.state.reload is not None
+                result = self.state.reload
+            await audit.record(self.state.runtime.store, "reload", result.as_dict())
+            return result
+
+    async def _tokens_changed(self, status: TokensStatus) -> None:
+        detail = {k: v for k, v in status.as_dict().items() if k != "at"}
+        await audit.record(self.state.runtime.store, "tokens.reload", detail)
 
     def _rejected(self, exc: Exception, current: str, trigger: str) -> ReloadResult:
         if isinstance(exc, DefinitionErrors):

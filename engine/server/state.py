@@ -22,6 +22,7 @@ from engine.runtime.runtime import Runtime
 from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
 from engine.server.signatures import Verifier, build_verifier
+from engine.server.tokens import Tokens
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,13 @@ class ServerState:
     ready: bool = False  # the runtime started and no shutdown began
     draining: bool = False  # shutting down: refuse new ingest
     started_at: float = field(default_factory=time.time)
+    tokens: Tokens = field(default=None, repr=False)  # type: ignore[assignment]  # from config
     _routes: Routes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.tokens is None:
+            config = self.config
+            self.tokens = Tokens(config.tokens_file, config.admin_token, config.ingest_token)
         self.metrics.watch_queue(self.runtime.queue_depth, lambda: self.pending)
         plan = self.runtime.plan
         self._routes = build_routes(plan, self.secrets)
