@@ -30,6 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from engine.server.admin import JSON, ROUTES
 from engine.server.apis import handle_api
+from engine.server.console import console_routes
 from engine.server.events import handle_events
 from engine.server.http import ClientGone, Problem, header_dict, send_problem
 from engine.server.state import ServerState, WebhookRoute
@@ -177,7 +178,7 @@ def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = 
             await _shutdown(state, reloader, manage_store)
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *console_routes()],
         exception_handlers={Problem: _problem, HTTPException: _http_error, Exception: _internal},
         lifespan=lifespan,
     )

@@ -1,0 +1,193 @@
+"""The console over a real socket with a plain HTTP client: sign-in, sessions, CSRF, roles,
+and every kind of bad input answered with a clear 4xx page and no change. (The browser tests
+in test_console_browser.py drive the same pages in Chromium.)"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from authkit import TOKENS, auth_project, bearer, deliver, wait_state
+from serverkit import LiveServer
+
+from engine.server.console.session import COOKIE, Sessions
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("console")
+    project = auth_project(root)
+    with LiveServer(project, tokens_file=root / "tokens.yaml", session_key="k" * 32) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def signed_in(live: LiveServer, name: str) -> Iterator[httpx.Client]:
+    with live.client(follow_redirects=False) as http:
+        page = http.get("/console/signin")
+        done = http.post(
+            "/console/signin",
+            data={"token": TOKENS[name], "csrf": csrf_of(page), "next": "/console"},
+        )
+        assert done.status_code == 303, done.text
+        yield http
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+def parked(live: LiveServer, deal_id: str, name: str = "Acme", path: str = "/hooks/deals") -> str:
+    with live.client() as http:
+        run_id = deliver(http, path, {"id": deal_id, "name": name, "amount": -1})
+        wait_state(http, run_id, "parked")
+    return run_id
+
+
+def state(live: LiveServer, run_id: str) -> str:
+    with live.client() as http:
+        return str(http.get(f"/api/v1/runs/{run_id}", headers=bearer("root")).json()["state"])
+
+
+def test_pages_need_a_session_and_carry_the_security_headers(live: LiveServer) -> None:
+    with live.client(follow_redirects=False) as http:
+        assert http.get("/console").status_code == 303
+        signin = http.get("/console/signin")
+        assert signin.status_code == 200 and '<label for="token">Token</label>' in signin.text
+        csp = signin.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src" not in csp
+        assert "unsafe-inline" not in csp and signin.headers["x-frame-options"] == "DENY"
+        assert "httponly" in signin.headers["set-cookie"].lower()
+    with signed_in(live, "viewer") as http:
+        cookie = http.cookies.jar
+        session = next(c for c in cookie if c.name == COOKIE)
+        assert session.has_nonstandard_attr("HttpOnly")
+        assert session.get_nonstandard_attr("SameSite") == "strict"
+        for path in ("/console", "/console/exceptions", "/console/runs", "/console/audit"):
+            page = http.get(path)
+            assert page.status_code == 200, (path, page.text)
+            assert page.headers["x-frame-options"] == "DENY"
+        assert http.get("/console/static/console.css").status_code == 200
+
+
+def test_wrong_token_forged_and_expired_sessions_are_401_pages(live: LiveServer) -> None:
+    with live.client(follow_redirects=False) as http:
+        page = http.get("/console/signin")
+        wrong = http.post("/console/signin", data={"token": "nope", "csrf": csrf_of(page)})
+        assert wrong.status_code == 401 and "That token is not valid." in wrong.text
+        no_nonce = http.post("/console/signin", data={"token": TOKENS["viewer"], "csrf": "x"})
+        assert no_nonce.status_code == 403
+    forged = Sessions("another key").issue(_principal(live, "root"))
+    expired = Sessions("k" * 32).issue(_principal(live, "root"), now=time.time() - 9 * 3600)
+    for cookie, words in ((forged, "not valid"), (expired, "expired"), ("garbage", "not valid")):
+        with live.client(cookies={COOKIE: cookie}) as http:
+            page = http.get("/console/runs")
+            assert page.status_code == 401 and words in page.text, page.text
+
+
+def _principal(live: LiveServer, name: str):  # type: ignore[no-untyped-def]
+    from serverkit import state_of
+
+    table = state_of(live).tokens.table
+    return table.identify(TOKENS[name])
+
+
+def test_viewer_sees_no_buttons_and_cannot_post(live: LiveServer) -> None:
+    run_id = parked(live, "c-view")
+    with signed_in(live, "viewer") as http:
+        page = http.get(f"/console/runs/{run_id}")
+        assert page.status_code == 200
+        assert '<button type="submit">Resume</button>' not in page.text
+        refused = http.post(
+            f"/console/runs/{run_id}/cancel", data={"csrf": csrf_of(page), "reason": "x"}
+        )
+        assert refused.status_code == 403 and "viewers can look" in refused.text
+    assert state(live, run_id) == "parked"
+
+
+def test_missing_csrf_bad_json_other_flows_and_unknown_runs_change_nothing(
+    live: LiveServer,
+) -> None:
+    run_id = parked(live, "c-bad")
+    renewal = parked(live, "c-ren", path="/hooks/renewals")
+    with signed_in(live, "alice") as http:
+        page = http.get(f"/console/runs/{run_id}")
+        assert 'for="data">Corrected data (JSON)</label>' in page.text
+        token = csrf_of(page)
+        no_csrf = http.post(f"/console/runs/{run_id}/resume", data={"reason": "x"})
+        assert no_csrf.status_code == 403 and "security token" in no_csrf.text
+        bad_json = http.post(
+            f"/console/runs/{run_id}/resume",
+            data={"csrf": token, "data": "{amount: 5", "reason": "fix"},
+        )
+        assert bad_json.status_code == 400 and "not valid JSON" in bad_json.text
+        assert "{amount: 5" in bad_json.text  # what they typed is kept
+        outside = http.post(f"/console/runs/{renewal}/cancel", data={"csrf": token})
+        assert outside.status_code == 403 and "renewal-sync" in outside.text
+        unknown = http.get("/console/runs/no-such-run")
+        assert unknown.status_code == 404 and "no-such-run" in unknown.text
+        posted = http.post("/console/runs/no-such-run/resume", data={"csrf": token})
+        assert posted.status_code == 404
+        bulk = http.post(
+            "/console/exceptions/bulk",
+            data={"csrf": token, "action": "resume", "run": [run_id, renewal]},
+        )
+        assert bulk.status_code == 403  # one run outside alice's flows: none is touched
+    assert (state(live, run_id), state(live, renewal)) == ("parked", "parked")
+
+
+def test_a_payload_with_markup_shows_as_text(live: LiveServer) -> None:
+    run_id = parked(live, "c-xss", name="<script>alert(1)</script><img src=x onerror=alert(2)>")
+    with signed_in(live, "root") as http:
+        page = http.get(f"/console/runs/{run_id}")
+        assert "<script>alert(1)" not in page.text and "<img src=x" not in page.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+
+
+def test_an_operator_resumes_with_corrected_data_and_the_audit_names_them(
+    live: LiveServer,
+) -> None:
+    run_id = parked(live, "c-ok")
+    with signed_in(live, "alice") as http:
+        page = http.get(f"/console/runs/{run_id}")
+        done = http.post(
+            f"/console/runs/{run_id}/resume",
+            data={
+                "csrf": csrf_of(page),
+                "data": '{"id": "c-ok", "name": "Acme", "amount": 12}',
+                "reason": "amount fixed in the ERP",
+            },
+        )
+        assert done.status_code == 303
+        with live.client() as api:
+            wait_state(api, run_id, "succeeded")
+        after = http.get(done.headers["location"])
+        assert "Resumed" in after.text and "amount fixed in the ERP" in after.text
+        assert "alice" in after.text
+
+
+def test_bulk_retry_of_a_group(live: LiveServer, tmp_path: Path) -> None:
+    ids = [parked(live, f"c-bulk-{n}") for n in range(2)]
+    with signed_in(live, "root") as http:
+        page = http.get("/console/exceptions")
+        assert "BAD_AMOUNT" in page.text and "team finance" in page.text
+        done = http.post(
+            "/console/exceptions/bulk",
+            data={"csrf": csrf_of(page), "action": "resume", "run": ids, "reason": "batch"},
+        )
+        assert done.status_code == 200 and done.text.count("queued again") == 2
+    # resumed without corrected data, they park again on the same rule
+    with live.client() as api:
+        for run_id in ids:
+            wait_state(api, run_id, "parked")
+        entries = api.get(
+            "/api/v1/audit", params={"actor": "root", "action": "resume"}, headers=bearer("root")
+        ).json()["entries"]
+    assert {e["run_id"] for e in entries} >= set(ids)
