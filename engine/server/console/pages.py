@@ -93,6 +93,8 @@ async def run_page(
     if detail is None:
         raise Refused(404, "No such run", f"There is no run with the id '{run_id}'.")
     trail, _ = await entries(state.runtime.store, AuditQuery(run_id=run_id, limit=100))
+    record = await state.runtime.store.get_run(run_id)
+    corrected = record.data_override if record is not None and record.has_override else None
     may_act = session.principal.may_act_on(detail["flow"])
     actions = allowed_actions(detail["state"]) if may_act else []
     if "replay" in actions and detail["flow"] not in state.plan.flows:
@@ -110,6 +112,7 @@ async def run_page(
         actions=actions,
         notice=NOTICES.get(request.query_params.get("done", ""), ""),
         owner=getattr(state.plan.flows.get(detail["flow"]), "owner", None),
+        corrected=corrected,
         **extra,
     )
 
