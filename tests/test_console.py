@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +194,43 @@ def test_bulk_retry_of_a_group(live: LiveServer, tmp_path: Path) -> None:
             "/api/v1/audit", params={"actor": "root", "action": "resume"}, headers=bearer("root")
         ).json()["entries"]
     assert {e["run_id"] for e in entries} >= set(ids)
+
+
+@pytest.mark.slow
+def test_demo_serve_leaves_the_exceptions_to_a_person_in_the_console(tmp_path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "demo", "--serve", "--events", "8"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            check_demo_console(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def check_demo_console(proc: subprocess.Popen[str]) -> None:
+    """Sign in with the token the demo prints; its exceptions wait in the console."""
+    lines: dict[str, str] = {}
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        key, _, value = line.strip().partition(":")
+        if key in ("console", "token"):
+            lines[key] = value.split()[0]
+        if len(lines) == 2:
+            break
+    assert set(lines) == {"console", "token"}, lines
+    base = lines["console"].removesuffix("/console")
+    with httpx.Client(base_url=base, follow_redirects=False, timeout=20) as http:
+        page = http.get("/console/signin")
+        done = http.post("/console/signin", data={"token": lines["token"], "csrf": csrf_of(page)})
+        assert done.status_code == 303
+        exceptions = http.get("/console/exceptions")
+        assert exceptions.status_code == 200 and "Resume all" in exceptions.text
+        assert "team revops" in exceptions.text
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0

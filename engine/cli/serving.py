@@ -83,8 +83,11 @@ def worker(project: Path, environment: str | None, database: str | None,
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A project like the reference one to run instead (default: the reference "
                    "project shipped with Syncline).")
+@click.option("--serve", is_flag=True,
+              help="Leave the day's exceptions unresolved and keep serving: prints the console's "
+                   "address and a token so you can resolve them yourself; Ctrl-C stops.")
 @FORMAT
-def demo(events: int, seed: int, project: Path | None, fmt: str) -> None:
+def demo(events: int, seed: int, project: Path | None, serve: bool, fmt: str) -> None:
     """Run the reference quote-to-cash integration end to end against sandbox systems.
 
     Starts sandbox CRM, ERP, billing and support systems and Syncline (SQLite in a temporary
@@ -97,7 +100,8 @@ def demo(events: int, seed: int, project: Path | None, fmt: str) -> None:
     from engine.errors import SynclineError, UsageError
 
     try:
-        report = asyncio.run(run_demo(DemoOptions(events=events, seed=seed, project=project)))
+        options = DemoOptions(events=events, seed=seed, project=project, serve=serve)
+        report = asyncio.run(run_demo(options))
     except UsageError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -105,4 +109,4 @@ def demo(events: int, seed: int, project: Path | None, fmt: str) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     emit_json(report) if fmt == "json" else click.echo(format_report(report))
-    sys.exit(exit_code(report))
+    sys.exit(0 if serve else exit_code(report))

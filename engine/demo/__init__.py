@@ -13,6 +13,7 @@ SQLite store in a temporary folder, plays a scripted business day through real s
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import tempfile
 import time
@@ -48,6 +49,7 @@ class DemoOptions:
     seed: int = 7
     project: Path | None = None  # default: the reference project shipped with Syncline
     concurrency: int = 32  # runs executing at once
+    serve: bool = False  # leave the exceptions unresolved and serve until interrupted
 
 
 class Progress:
@@ -96,7 +98,9 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
         try:
             progress.set_phase("starting the sandbox systems and Syncline")
             await stack.start()
-            log, runs, states = await play_day(stack, scenario, progress)
+            log, runs, states = await play_day(stack, scenario, progress, not options.serve)
+            if options.serve:
+                await serve_until_interrupted(stack, progress.stream)
         finally:
             await stack.stop()
     return build_report(
@@ -109,13 +113,35 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
     )
 
 
+async def serve_until_interrupted(stack: Stack, stream: TextIO) -> None:
+    """Keep the stack serving, its console's address and a token printed, until Ctrl-C or
+    SIGTERM."""
+    stream.write(
+        f"\nThe day is played; its exceptions are left for you.\n"
+        f"  console: {stack.url}/console\n"
+        f"  token:   {stack.tokens['you']}   (admin, named 'you')\n"
+        "Ctrl-C stops the demo.\n"
+    )
+    stream.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 async def play_day(
-    stack: Stack, scenario: Scenario, progress: Progress
+    stack: Stack, scenario: Scenario, progress: Progress, resolve: bool = True
 ) -> tuple[DayLog, list[dict[str, Any]], dict[str, Any]]:
-    """Play `scenario` on a started stack; the day's log, every run, and the systems' states."""
+    """Play `scenario` on a started stack; the day's log, every run, and the systems' states.
+    Without `resolve`, nobody resolves the exceptions."""
     watcher = asyncio.create_task(progress.watch(lambda: _status(stack)))
     try:
-        async with Driver(stack, scenario, progress.set_phase) as driver:
+        async with Driver(stack, scenario, progress.set_phase, resolve) as driver:
             log = await driver.play()
             progress.set_phase("reconciling")
             runs = await fetch_runs(driver.clients["syncline"])

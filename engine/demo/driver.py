@@ -75,9 +75,14 @@ class Driver:
     """Plays one scenario; `await driver.play()` returns the DayLog."""
 
     def __init__(
-        self, stack: Stack, scenario: Scenario, on_phase: Callable[[str], None] = lambda name: None
+        self,
+        stack: Stack,
+        scenario: Scenario,
+        on_phase: Callable[[str], None] = lambda name: None,
+        resolve: bool = True,
     ) -> None:
         self.stack, self.scenario, self.on_phase = stack, scenario, on_phase
+        self.resolve = resolve  # False: leave the exceptions for a person (demo --serve)
         self.log = DayLog()
         self.accounts: dict[str, str] = {}  # deal key -> CRM account id
         self.opportunities: dict[str, str] = {}  # deal key -> CRM opportunity id
@@ -92,7 +97,9 @@ class Driver:
                 base_url=url, timeout=30.0, headers={"Authorization": f"Bearer {token}"}
             )
         self.clients["syncline"] = httpx.AsyncClient(
-            base_url=self.stack.url, timeout=30.0, headers={"X-Syncline-Actor": "demo-operator"}
+            base_url=self.stack.url,
+            timeout=30.0,
+            headers={"Authorization": f"Bearer {self.stack.tokens['demo-operator']}"},
         )
         return self
 
@@ -170,7 +177,8 @@ class Driver:
     async def play(self) -> DayLog:
         await self.phase("accounts and pipeline", self.create_pipeline)
         await self.phase("deals closing", self.close_deals)
-        await self.phase("operator resolves exceptions", self.resolve_exceptions)
+        if self.resolve:
+            await self.phase("operator resolves exceptions", self.resolve_exceptions)
         await self.phase("invoices paid and failed", self.invoices)
         await self.phase("failed payments recovered", self.recover_payments)
         await self.phase("mid-term amendments", self.amend)

@@ -17,6 +17,7 @@ import uvicorn
 from engine.commands.reference import reference_root
 from engine.errors import UsageError
 from engine.sandbox import Sandbox
+from engine.server.auth import token_digest
 from engine.server.config import ServerConfig
 from engine.server.serve import build_server
 from engine.server.state import ServerState
@@ -77,6 +78,9 @@ class Stack:
         self.root, self.workdir = root, workdir
         self.erp_rate, self.concurrency = erp_rate, concurrency
         self.secrets = make_secrets()
+        # Named console/admin API tokens: the driver acts as `demo-operator`; `you` is the
+        # admin token `syncline demo --serve` prints for a person.
+        self.tokens = {name: random_secrets.token_urlsafe(24) for name in ("demo-operator", "you")}
         self.sandbox: Any = None
         self.state: ServerState | None = None
         self.url = ""
@@ -93,8 +97,18 @@ class Stack:
         await asyncio.to_thread(self.sandbox.start)
         urls = self.sandbox.urls
         environ = {f"{name.upper()}_URL": url for name, url in urls.items()}
+        tokens_file = self.workdir / "tokens.yaml"
+        digest = {name: token_digest(token).hex() for name, token in self.tokens.items()}
+        tokens_file.write_text(
+            f"- {{name: demo-operator, role: operator, sha256: {digest['demo-operator']}}}\n"
+            f"- {{name: you, role: admin, sha256: {digest['you']}}}\n"
+        )
         config = ServerConfig(
-            project=self.root, environment=ENVIRONMENT, watch=False, shutdown_grace=5.0
+            project=self.root,
+            environment=ENVIRONMENT,
+            watch=False,
+            shutdown_grace=5.0,
+            tokens_file=tokens_file,
         )
         app, self.state = build_server(
             config,
