@@ -234,3 +234,41 @@ def check_demo_console(proc: subprocess.Popen[str]) -> None:
         assert "team revops" in exceptions.text
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
+
+
+def test_behind_https_the_cookie_is_secure_and_signing_out_ends_the_session(
+    live: LiveServer,
+) -> None:
+    with live.client(follow_redirects=False) as http:
+        page = http.get("/console/signin")
+        done = http.post(
+            "/console/signin",
+            data={"token": TOKENS["viewer"], "csrf": csrf_of(page)},
+            headers={"X-Forwarded-Proto": "https"},  # a TLS proxy on loopback, trusted
+        )
+        cookie = done.headers["set-cookie"].lower()
+        assert "secure" in cookie and "samesite=strict" in cookie and "httponly" in cookie
+    with signed_in(live, "viewer") as http:
+        page = http.get("/console")
+        out = http.post("/console/signout", data={"csrf": csrf_of(page)})
+        assert out.status_code == 303
+        assert http.get("/console").status_code == 303  # back to signing in
+
+
+def test_a_token_removed_from_the_file_ends_its_sessions(tmp_path: Path) -> None:
+    from serverkit import state_of
+
+    project = auth_project(tmp_path)
+    file = tmp_path / "tokens.yaml"
+    with LiveServer(project, tokens_file=file) as server, signed_in(server, "alice") as http:
+        assert http.get("/console").status_code == 200
+        file.write_text("\n".join(file.read_text().splitlines()[::2]) + "\n")  # alice goes
+        assert state_of(server).tokens.reload().ok
+        ended = http.get("/console")
+        assert ended.status_code == 401 and "no longer valid" in ended.text
+
+
+def test_without_any_token_the_sign_in_page_says_how_to_make_one(tmp_path: Path) -> None:
+    with LiveServer(auth_project(tmp_path)) as server, server.client() as http:
+        page = http.get("/console/signin")
+        assert "has no tokens that can sign in" in page.text

@@ -40,6 +40,10 @@ def test_roles_decide_who_reads_and_who_acts(live: LiveServer) -> None:
         assert (wrong.status_code, wrong.json()["error"]["code"]) == (401, "unauthorized")
         assert http.get("/api/v1/runs", headers=bearer("viewer")).status_code == 200
         assert http.get("/api/v1/audit", headers=bearer("viewer")).status_code == 200
+        document = http.get("/api/v1/openapi.json", headers=bearer("viewer")).json()
+        assert "/api/v1/audit" in document["paths"]
+        resume = document["paths"]["/api/v1/runs/{run_id}/resume"]["post"]
+        assert "403" in resume["responses"] and "reason" in str(resume["requestBody"])
         denied = http.post(f"/api/v1/runs/{run_id}/cancel", headers=bearer("viewer"))
         assert (denied.status_code, denied.json()["error"]["code"]) == (403, "forbidden")
         assert wait_state(http, run_id, "parked")["state"] == "parked"  # nothing changed

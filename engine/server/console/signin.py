@@ -32,8 +32,16 @@ def signin_form(request: Request, message: str = "", status: int = 200) -> Respo
     """The sign-in page; it sets the random value its form must send back."""
     nonce = secrets.token_urlsafe(16)
     target = _safe_next(request.query_params.get("next", "/console"))
+    table = request.app.state.syncline.tokens.table
     response = render(
-        request, "signin.html", None, status, message=message, nonce=nonce, next=target
+        request,
+        "signin.html",
+        None,
+        status,
+        message=message,
+        nonce=nonce,
+        next=target,
+        no_tokens=not table.grants("read"),
     )
     response.set_cookie(SIGNIN_COOKIE, nonce, max_age=3600, **_cookie_options(request))  # type: ignore[arg-type]
     return response
