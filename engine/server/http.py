@@ -3,7 +3,6 @@ one error type every handler raises (`Problem`), rendered as `{"error": {"code",
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping
@@ -122,34 +121,3 @@ def is_loopback(scope: Scope) -> bool:
         return ipaddress.ip_address(client[0]).is_loopback
     except ValueError:
         return False
-
-
-def bearer_matches(headers: Mapping[str, str], tokens: Iterable[str | None]) -> bool:
-    """Constant-time check of `Authorization: Bearer <token>` against any configured token."""
-    scheme, _, given = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        return False
-    presented = given.strip().encode()
-    matched = False
-    for token in tokens:
-        if token is not None:
-            matched |= hmac.compare_digest(presented, token.encode())
-    return matched
-
-
-def authorize(
-    scope: Scope, headers: Mapping[str, str], tokens: tuple[str | None, ...], what: str
-) -> None:
-    """Allow a request carrying one of `tokens`; with no token configured, loopback only."""
-    if any(t is not None for t in tokens):
-        if not bearer_matches(headers, tokens):
-            raise Problem(
-                401,
-                "unauthorized",
-                f"{what} needs a valid bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-    elif not is_loopback(scope):
-        raise Problem(
-            403, "forbidden", f"{what} answers only on loopback when no token is configured"
-        )
