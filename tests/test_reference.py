@@ -33,8 +33,8 @@ CANONICAL_OWNERS = {
     "order": "erp",
     "subscription": "billing",
     "invoice": "billing",
-    "payment": "erp",
-    "entitlement": "support",
+    "payment": "billing",       # billing collects; the ERP applies a copy to the order
+    "entitlement": "billing",   # the subscription decides; the support tool enforces a copy
 }
 DEMO_URLS = {f"{name}_URL": "http://127.0.0.1:9" for name in ("CRM", "ERP", "BILLING", "SUPPORT")}
 

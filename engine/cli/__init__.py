@@ -2,7 +2,7 @@
 `engine.commands`, prints. Exit codes: 0 success, 1 the checked thing failed (invalid
 definitions, failing tests), 2 usage error.
 
-    definitions.py  validate, test, graph, init
+    definitions.py  validate, test, graph, owners, init
     gitops.py       plan, promote, status
     runs.py         run, runs list|show|resume|retry|cancel|replay
     serving.py      serve, worker, demo
@@ -26,6 +26,7 @@ for _command in (
     definitions.validate,
     definitions.test,
     definitions.graph,
+    definitions.owners,
     definitions.init,
     serving.serve,
     serving.worker,

@@ -1,4 +1,4 @@
-"""The compiler's faces: `syncline validate`, `test`, `graph` and `init`."""
+"""The compiler's faces: `syncline validate`, `test`, `graph`, `owners` and `init`."""
 
 from __future__ import annotations
 
@@ -91,6 +91,25 @@ def graph(project: Path, environment: str | None, fmt: str) -> None:
     if plan is None:
         sys.exit(1)
     click.echo(RENDERERS[fmt](plan), nl=False)
+
+
+@click.command()
+@PROJECT
+@ENV
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "mermaid"]),
+              default="text", show_default=True, help="Output format.")
+def owners(project: Path, environment: str | None, fmt: str) -> None:
+    """Print the domain ownership matrix: entity, field, owning System, and which flows write
+    copies of it where (Schema owner/fieldOwners, operations' schema)."""
+    from engine.commands.owners import RENDERERS
+    from engine.compiler.ownership import plan_ownership
+
+    plan, diagnostics = compile_or_report(project, environment, "quiet")
+    for diagnostic in sorted(diagnostics):
+        click.echo(diagnostic.format(), err=True)
+    if plan is None:
+        sys.exit(1)
+    click.echo(RENDERERS[fmt](plan_ownership(plan.bundle)), nl=False)
 
 
 @click.command()

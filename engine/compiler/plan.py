@@ -25,6 +25,7 @@ from engine.compiler.governance import check_registry
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.interpolate import Interpolation
 from engine.compiler.mapping import compile_mapping, compile_schema
+from engine.compiler.ownership import check_ownership
 from engine.compiler.parse import parse_document, parse_project
 from engine.compiler.records import retry_record, system_records
 from engine.compiler.resolve import Registry
@@ -165,6 +166,7 @@ def build_plan(
         "defaults": project.spec.defaults.model_dump(by_alias=True, exclude_none=True),
     }
     build.diagnostics.extend(check_registry(registry, env_name, seen_as_project))
+    build.diagnostics.extend(check_ownership(registry))
     plan = _compile(registry, project, env_name, variables, resolved, build)
     build.diagnostics.extend(registry.diagnostics)
     if any(d.severity == "error" for d in build.diagnostics):

@@ -104,6 +104,12 @@ class ParkSpec(Model):
     message: str
 
 
+class Authority(Model):
+    """Why a step may overwrite master data in the System that owns it (domain ownership)."""
+
+    override: str = Field(min_length=1)
+
+
 STEP_KINDS = ("map", "validate", "call", "emit", "set", "park")
 
 
@@ -115,6 +121,7 @@ class Step(Model):
     input: str | None = None          # for `map`: the mapping's input (default `data`)
     retry: Ref | None = None
     compensate: CallSpec | None = None
+    authority: Authority | None = None
     map: Ref | None = None
     validate_: ValidateSpec | None = Field(default=None, alias="validate")
     call: CallSpec | None = None

@@ -12,6 +12,8 @@ from engine.model.resource import Resource
 
 class SchemaSpec(Model):
     owner: str | None = None          # the System authoritative for this entity
+    # fields another System masters: dotted field path -> System
+    field_owners: dict[str, str] = Field(default_factory=dict, alias="fieldOwners")
     key: str | None = None            # the entity's identity field
     json_schema: dict[str, Any] = Field(alias="jsonSchema")
 

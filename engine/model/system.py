@@ -30,6 +30,7 @@ class Operation(Model):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
     path: str
     write: bool | None = None     # default: every method but GET and HEAD writes
+    schema_: Ref | None = Field(default=None, alias="schema")  # the Schema its request body carries
 
     @property
     def is_write(self) -> bool:
