@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from engine.compiler.compiled import CallAction
 from engine.compiler.plan import Plan
@@ -20,7 +21,8 @@ class Node:
 class Edge:
     source: str
     target: str
-    kind: str        # contains | depends | calls | emits | triggers | receives
+    kind: str        # contains | depends | calls | emits | triggers | receives | routes | case
+    label: str = ""  # a routed call's case value ("default" for its default)
 
 
 def plan_graph(plan: Plan) -> tuple[list[Node], list[Edge]]:
@@ -47,8 +49,7 @@ def plan_graph(plan: Plan) -> tuple[list[Node], list[Edge]]:
             edges.extend(Edge(f"step:{flow.name}.{d}", sid, "depends") for d in sorted(step.needs))
             for call in (step.action, step.compensate):
                 if isinstance(call, CallAction):
-                    sys_id = node(f"system:{call.system.name}", "system", call.system.name)
-                    edges.append(Edge(sid, sys_id, "calls"))
+                    edges.extend(_call_edges(sid, call, node))
             if step.kind == "emit":
                 event_type = step.action.type  # type: ignore[union-attr]
                 edges.append(Edge(sid, node(f"event:{event_type}", "event", event_type), "emits"))
@@ -56,12 +57,26 @@ def plan_graph(plan: Plan) -> tuple[list[Node], list[Edge]]:
     return sorted(nodes.values(), key=lambda n: n.id), unique
 
 
+def _call_edges(sid: str, call: CallAction, node: Any) -> list[Edge]:
+    """A call's arrow to its System; a routed call branches: step -> route -> each System."""
+    if call.route is None:
+        return [Edge(sid, node(f"system:{call.system.name}", "system", call.system.name), "calls")]
+    text = call.route.expression.text
+    route_id = node(f"route:{sid}.{call.operation}", "route", f"route {text}")
+    cases = [(value, case.system.name) for value, case in call.route.cases.items()]
+    if call.route.default is not None:
+        cases.append(("default", call.route.default.system.name))
+    return [Edge(sid, route_id, "calls")] + [
+        Edge(route_id, node(f"system:{name}", "system", name), "case", value)
+        for value, name in cases]
+
+
 def _safe(node_id: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in node_id)
 
 
 SHAPES = {"flow": ('[["', '"]]'), "step": ('["', '"]'), "system": ('[("', '")]'),
-          "event": ('>"', '"]')}
+          "event": ('>"', '"]'), "route": ('{"', '"}')}
 
 
 def to_mermaid(plan: Plan) -> str:
@@ -71,21 +86,23 @@ def to_mermaid(plan: Plan) -> str:
         left, right = SHAPES[n.kind]
         lines.append(f"  {_safe(n.id)}{left}{n.label}{right}")
     arrows = {"depends": "-->", "contains": "-.->", "calls": "==>", "emits": "-->",
-              "triggers": "-->"}
+              "triggers": "-->", "case": "==>"}
     for e in edges:
-        lines.append(f"  {_safe(e.source)} {arrows[e.kind]}|{e.kind}| {_safe(e.target)}")
+        label = f'"{e.label}"' if e.label else e.kind
+        lines.append(f"  {_safe(e.source)} {arrows[e.kind]}|{label}| {_safe(e.target)}")
     return "\n".join(lines) + "\n"
 
 
 def to_dot(plan: Plan) -> str:
     nodes, edges = plan_graph(plan)
-    shapes = {"flow": "box3d", "step": "box", "system": "cylinder", "event": "cds"}
+    shapes = {"flow": "box3d", "step": "box", "system": "cylinder", "event": "cds",
+              "route": "diamond"}
     lines = [f'digraph "{plan.project}" {{', "  rankdir=LR;"]
     for n in nodes:
         lines.append(f'  "{n.id}" [label="{n.label}", shape={shapes[n.kind]}];')
     for e in edges:
         style = ', style=dashed' if e.kind == "contains" else ""
-        lines.append(f'  "{e.source}" -> "{e.target}" [label="{e.kind}"{style}];')
+        lines.append(f'  "{e.source}" -> "{e.target}" [label="{e.label or e.kind}"{style}];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 

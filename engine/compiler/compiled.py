@@ -5,6 +5,7 @@ reachable from a Plan."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -180,6 +181,23 @@ class CallAction:
     headers: Mapping[str, Value]
     body: Value | None
     is_write: bool
+    route: CallRoute | None = None     # routed: the call to send is chosen per run
+
+
+@dataclass(frozen=True)
+class CallRoute:
+    """A routed call's choice: the route expression's value picks a case's call, else the
+    default's; `None` when neither applies (the step parks with NO_ROUTE)."""
+
+    expression: Expression                 # its `text` is shown in lineage and graphs
+    cases: Mapping[str, CallAction]        # value -> the call to that System
+    default: CallAction | None
+
+    def choose(self, context: Mapping[str, Any]) -> tuple[str | None, CallAction | None]:
+        value = self.expression.search(context)
+        key = value if isinstance(value, str) or value is None else json.dumps(value)
+        found = self.cases.get(key) if key is not None else None
+        return key, found if found is not None else self.default
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ templates reference, found by walking their ASTs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 from engine.compiler.compiled import (
     CallAction,
+    CallRoute,
     CompiledFlow,
     CompiledMapping,
     CompiledRetry,
@@ -259,23 +261,50 @@ class FlowCompiler:
         return ValidateAction(schema, source, tuple(rules), spec.code)
 
     def call(self, spec: m.CallSpec, loc: Loc, sid: str) -> CallAction | None:
-        system = self.system(spec.system, loc + ("system",))
         params = self.values(spec.params, loc + ("params",), sid)
         query = self.values(spec.query, loc + ("query",), sid)
         headers = self.values(spec.headers, loc + ("headers",), sid)
         body = self.value(spec.body, loc + ("body",), sid) if spec.body is not None else None
+        if isinstance(spec.system, m.RouteSpec):
+            return self.routed(spec, spec.system, loc, sid, (params, query, headers, body))
+        return self.target(spec, spec.system, loc + ("system",), loc,
+                           (params, query, headers, body))
+
+    def routed(self, spec: m.CallSpec, route: m.RouteSpec, loc: Loc, sid: str,
+               values: tuple[Any, ...]) -> CallAction | None:
+        """A call whose System the route expression picks; every System must have the operation
+        (with the params its path needs)."""
+        where = loc + ("system",)
+        expression = self.expr(route.route, where + ("route",), sid)
+        cases = {value: self.target(spec, ref, where + ("cases", value), loc, values)
+                 for value, ref in route.cases.items()}
+        default = (self.target(spec, route.default, where + ("default",), loc, values)
+                   if route.default else None)
+        if expression is None or None in cases.values() or (route.default and default is None):
+            return None
+        chosen = {k: v for k, v in cases.items() if v is not None}
+        first = default or next(iter(chosen.values()))
+        return dataclasses.replace(first, route=CallRoute(expression, chosen, default))
+
+    def target(self, spec: m.CallSpec, ref: str, system_loc: Loc, loc: Loc,
+               values: tuple[Any, ...]) -> CallAction | None:
+        params, query, headers, body = values
+        system = self.system(ref, system_loc)
         if system is None:
             return None
         operation = system.operations.get(spec.operation)
+        routed = system_loc != loc + ("system",)
         if operation is None:
             hint = suggest(spec.operation, sorted(system.operations))
-            self.error(loc + ("operation",), "E_REF",
-                       f"system '{system.name}' has no operation '{spec.operation}'{hint}")
+            self.error(system_loc if routed else loc + ("operation",), "E_REF",
+                       f"system '{system.name}' has no operation '{spec.operation}'{hint}"
+                       + (" (every System a call routes to needs it)" if routed else ""))
             return None
         missing = [p for p in PLACEHOLDER.findall(operation.path) if p not in spec.params]
         if missing:
-            self.error(loc + ("params",), "E_REF", f"operation '{spec.operation}' path "
-                       f"'{operation.path}' needs params: {', '.join(missing)}")
+            self.error(loc + ("params",), "E_REF", f"operation '{spec.operation}' of system "
+                       f"'{system.name}' path '{operation.path}' needs params: "
+                       f"{', '.join(missing)}")
             return None
         return CallAction(system, spec.operation, operation.method, operation.path, params,
                           query, headers, body, operation.is_write)

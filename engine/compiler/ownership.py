@@ -218,18 +218,30 @@ def _writes(registry: Registry, entities: dict[str, _Entity]
             for key, sid, call in actions:
                 if call is None:
                     continue
-                entity = _entity_of(registry, call, entities)
-                if entity is None:
-                    continue
-                fields = _written(call.body, steps, registry)
-                loc = ("spec", "steps", index, key, "body" if call.body is not None else "system")
-                yield (Write(flow.ident, sid, split_ref(call.system)[0], call.operation, entity,
-                             fields, origins.get(flow.name, ()), override), doc, loc)
+                for target in _targets(call):
+                    entity = _entity_of(registry, target, call.operation, entities)
+                    if entity is None:
+                        continue
+                    fields = _written(call.body, steps, registry)
+                    where = "body" if call.body is not None else "system"
+                    yield (Write(flow.ident, sid, split_ref(target)[0], call.operation, entity,
+                                 fields, origins.get(flow.name, ()), override),
+                           doc, ("spec", "steps", index, key, where))
 
 
-def _entity_of(registry: Registry, call: m.CallSpec, entities: dict[str, _Entity]) -> str | None:
-    system = _silent(registry, "System", call.system)
-    operation = system.spec.operations.get(call.operation) if system else None
+def _targets(call: m.CallSpec) -> list[str]:
+    """The Systems a call may go to (every case of a routed one)."""
+    if isinstance(call.system, m.RouteSpec):
+        route = call.system
+        default = [route.default] if route.default else []
+        return list(dict.fromkeys([*route.cases.values(), *default]))
+    return [call.system]
+
+
+def _entity_of(registry: Registry, ref: str, operation_name: str,
+               entities: dict[str, _Entity]) -> str | None:
+    system = _silent(registry, "System", ref)
+    operation = system.spec.operations.get(operation_name) if system else None
     if operation is None or not operation.is_write or not operation.schema_:
         return None
     schema = _silent(registry, "Schema", operation.schema_)

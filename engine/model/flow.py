@@ -71,8 +71,16 @@ class Trigger(Model):
     api: ApiTrigger | None = None
 
 
+class RouteSpec(Model):
+    """`system: {route: EXPR, cases: {VALUE: SYSTEM}, default: SYSTEM}`: the System by data."""
+
+    route: str                         # JMESPath; its value picks a case
+    cases: dict[str, Ref] = Field(min_length=1)
+    default: Ref | None = None         # none: a value without a case parks the run (NO_ROUTE)
+
+
 class CallSpec(Model):
-    system: Ref
+    system: Ref | RouteSpec
     operation: str
     params: dict[str, Value] = Field(default_factory=dict)
     query: dict[str, Value] = Field(default_factory=dict)

@@ -74,6 +74,7 @@ class OutboundRequest:
     correlation_id: str
     traceparent: str | None  # None: a new span of the correlation id's trace
     is_write: bool | None = None  # None: POST, PUT, PATCH and DELETE write (Operation.is_write)
+    route: Mapping[str, Any] | None = None  # a routed call: {by, value, system} it took
 
     @property
     def url(self) -> str:
@@ -247,6 +248,7 @@ def describe(request: OutboundRequest) -> dict[str, Any]:
         "query": dict(request.query),
         "headers": {**public, **_request_headers(request)},
         "body": request.body,
+        **({"route": dict(request.route)} if request.route is not None else {}),
     }
 
 

@@ -334,7 +334,7 @@ class _Execution:
         )
         described = describe(request)
         policy = step.retry.policy if step.retry is not None else None
-        timeout = policy.timeout if policy and policy.timeout else step.compensate.system.timeout
+        timeout = policy.timeout if policy and policy.timeout else request.system.timeout
         started = self.clock()
         try:
             response = await self.calls.send(request, timeout=timeout)

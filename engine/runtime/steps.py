@@ -230,7 +230,17 @@ async def run_emit(step: CompiledStep, env: StepEnv) -> Any:
 def build_request(
     action: CallAction, context: Mapping[str, Any], run: RunRecord, step_id: str
 ) -> OutboundRequest:
-    """Evaluate a call's params, query, headers and body into the request to send."""
+    """Evaluate a call's params, query, headers and body into the request to send (to the
+    System a routed call's expression picks; none picks one: the run parks, NO_ROUTE)."""
+    route = None
+    if action.route is not None:
+        value, chosen = action.route.choose(context)
+        if chosen is None:
+            raise ParkRequested("NO_ROUTE", f"route {action.route.expression.text} is "
+                                f"{json.dumps(value)}: no case names a System for it and there "
+                                "is no default")
+        route = {"by": action.route.expression.text, "value": value, "system": chosen.system.name}
+        action = chosen
     params = {name: value.evaluate(context) for name, value in action.params.items()}
     query = {name: value.evaluate(context) for name, value in action.query.items()}
     headers = {name: str(value.evaluate(context)) for name, value in action.headers.items()}
@@ -246,6 +256,7 @@ def build_request(
         correlation_id=run.correlation_id,
         traceparent=make_traceparent(run.traceparent or run.correlation_id, f"{run.id}/{step_id}"),
         is_write=action.is_write,
+        route=route,
     )
 
 
@@ -264,7 +275,7 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
         if retry_at is not None and retry_at > env.clock() + 0.005:  # another step woke the run
             raise StepStopped(Stop("wait", "RETRY", previous.error or "", retry_at=retry_at))
     policy = step.retry.policy if step.retry is not None else None
-    timeout = policy.timeout if policy and policy.timeout else action.system.timeout
+    timeout = policy.timeout if policy and policy.timeout else request.system.timeout
     n, started = len(env.attempts) + 1, env.clock()
     try:
         response = await env.calls.send(request, timeout=timeout)
