@@ -38,12 +38,16 @@ def _frozen(values: Mapping[Any, Any]) -> Mapping[Any, Any]:
 class Auth:
     """How calls to a System authenticate; secret placeholders stay unresolved."""
 
-    type: Literal["bearer", "basic", "header", "none"] = "none"
+    type: Literal["bearer", "basic", "header", "oauth2", "none"] = "none"
     token: str | None = None
     username: str | None = None
     password: str | None = None
     header: str | None = None          #: type header: the header's name
     value: str | None = None           #: type header: its value
+    token_url: str | None = None       #: type oauth2 (client credentials): the token endpoint
+    client_id: str | None = None
+    client_secret: str | None = None
+    scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,8 @@ def system_records(spec: sm.SystemSpec) -> tuple[
         Auth, RateLimit | None, Mapping[str, Operation], Webhooks | None]:
     """A System's auth, rate limit, operations and webhooks settings, frozen."""
     a = spec.auth
-    auth = Auth(a.type, a.token, a.username, a.password, a.header, a.value)
+    auth = Auth(a.type, a.token, a.username, a.password, a.header, a.value, a.token_url,
+                a.client_id, a.client_secret, a.scope)
     limit = spec.rate_limit
     rate = RateLimit(limit.per_second, limit.burst) if limit is not None else None
     operations = _frozen({name: operation_record(op) for name, op in spec.operations.items()})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.model.base import Duration, Model, Ref
 from engine.model.resource import Resource
@@ -13,12 +14,26 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Auth(Model):
-    type: Literal["bearer", "basic", "header", "none"] = "none"
+    type: Literal["bearer", "basic", "header", "oauth2", "none"] = "none"
     token: str | None = None
     username: str | None = None
     password: str | None = None
     header: str | None = None
     value: str | None = None
+    token_url: str | None = Field(default=None, alias="tokenUrl")      # oauth2: client credentials
+    client_id: str | None = Field(default=None, alias="clientId")
+    client_secret: str | None = Field(default=None, alias="clientSecret")
+    scope: str | None = None
+
+    @model_validator(mode="after")
+    def _oauth2_credentials(self) -> Auth:
+        absent = [alias for name, alias in (("token_url", "tokenUrl"), ("client_id", "clientId"),
+                                            ("client_secret", "clientSecret"))
+                  if self.type == "oauth2" and getattr(self, name) is None]
+        if absent:
+            raise PydanticCustomError("oauth2", "auth type oauth2 needs {names}",
+                                      {"names": ", ".join(absent)})
+        return self
 
 
 class RateLimit(Model):

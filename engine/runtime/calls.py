@@ -19,7 +19,6 @@ by `[redacted]`, and `describe` (the request as lineage records it) leaves auth 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import math
@@ -42,6 +41,7 @@ from engine.compiler.interpolate import resolve_secrets, secret_refs
 from engine.compiler.records import Auth
 from engine.errors import CallError, ExecutionError, UsageError
 from engine.model.system import WRITE_METHODS
+from engine.runtime.auth import auth_headers, oauth2_flow
 from engine.runtime.ratelimit import TokenBucket
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -332,49 +332,18 @@ def _transport(system: CompiledSystem, connections: int) -> KeepAliveTransport:
 def _open_channel(
     system: CompiledSystem, secrets: Mapping[str, str], transport: httpx.AsyncBaseTransport
 ) -> _Channel:
-    auth = _auth_headers(system, secrets)
+    auth = auth_headers(system, secrets)
     headers = {name: resolve_secrets(value, secrets) for name, value in system.headers.items()}
     client = httpx.AsyncClient(
         base_url=system.base_url,
         headers={"User-Agent": USER_AGENT, **headers, **auth},
         transport=transport,
         timeout=system.timeout,
+        auth=oauth2_flow(system, secrets),
     )
     limit = system.rate_limit
     bucket = TokenBucket(limit.per_second, limit.burst) if limit is not None else None
     return _Channel(client, bucket, _redactions(system, secrets, auth))
-
-
-def _auth_headers(system: CompiledSystem, secrets: Mapping[str, str]) -> dict[str, str]:
-    auth = system.auth
-    needed = _AUTH_FIELDS[auth.type]
-    absent = [name for name in needed if getattr(auth, name) is None]
-    if absent:
-        raise UsageError(
-            f"system '{system.name}': auth type '{auth.type}' needs "
-            f"{', '.join(repr(a) for a in absent)}"
-        )
-    values = [resolve_secrets(getattr(auth, name), secrets) for name in needed]
-    return _AUTH_BUILDERS[auth.type](*values)
-
-
-def _basic(username: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    return {"Authorization": f"Basic {token}"}
-
-
-_AUTH_FIELDS: dict[str, tuple[str, ...]] = {
-    "bearer": ("token",),
-    "basic": ("username", "password"),
-    "header": ("header", "value"),
-    "none": (),
-}
-_AUTH_BUILDERS: dict[str, Callable[..., dict[str, str]]] = {
-    "bearer": lambda token: {"Authorization": f"Bearer {token}"},
-    "basic": _basic,
-    "header": lambda header, value: {header: value},
-    "none": lambda: {},
-}
 
 
 def _redactions(
