@@ -212,3 +212,37 @@ def test_owners_of_a_broken_project_reports_and_exits_1() -> None:
     result = CliRunner().invoke(main, ["owners", str(ROOT / "tests/corpus/ownership")])
     assert result.exit_code == 1
     assert "error[E_OWNERSHIP]" in result.output
+
+
+def test_every_system_a_call_routes_to_is_checked(project: Project) -> None:
+    steps = """\
+    - id: w
+      call:
+        system: {route: data.region, cases: {EU: erp}, default: crm}
+        operation: update-account
+        params: {id: data.id}
+        body: "{name: data.name}"
+"""
+    systems = SYSTEMS.replace("    create-order: {method: POST, path: /orders, schema: account}\n",
+                              "    create-order: {method: POST, path: /orders, schema: account}\n"
+                              "    update-account: {method: PATCH, path: \"/a/{id}\", "
+                              "schema: account}\n")
+    root = project({"flows/systems.yaml": systems,
+                    "flows/f.yaml": _flow("{webhook: {path: /hooks/x, system: erp}}", steps)})
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(root, environ={})
+    [error] = [d.format() for d in caught.value.diagnostics]
+    assert "writes field 'name' of 'account@1' into 'crm'" in error  # the default, not erp
+
+
+def test_owners_lists_writes_it_cannot_check_as_unknown(project: Project) -> None:
+    steps = CRM_WRITE.format(body="data.account")
+    root = project({"flows/systems.yaml": SYSTEMS,
+                    "flows/f.yaml": _flow("{webhook: {path: /hooks/x, system: erp}}", steps)})
+    result = CliRunner().invoke(main, ["owners", str(root), "--format", "json"])
+    assert result.exit_code == 0
+    assert "warning[W_OWNERSHIP_UNKNOWN]" in result.stderr
+    rows = {(r["entity"], r["field"]): r["writes"] for r in json.loads(result.stdout)}
+    assert rows[("account@1", "*")] == [{"flow": "f@1", "step": "w", "system": "crm",
+                                         "operation": "update-account", "kind": "unknown"}]
+    assert rows[("account@1", "plan")] == []
