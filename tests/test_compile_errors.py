@@ -54,7 +54,7 @@ def test_corpus_covers_every_error_code() -> None:
         "E_YAML", "E_YAML_TAG", "E_YAML_DUPKEY", "E_YAML_ALIAS", "E_YAML_SIZE", "E_PROJECT",
         "E_KIND", "E_UNKNOWN_FIELD", "E_INVALID", "E_INTERP", "E_DUPLICATE", "E_REF", "E_CYCLE",
         "E_JMESPATH", "E_TEMPLATE", "E_JSONSCHEMA", "E_TARGET", "E_TRIGGER", "E_FIELD",
-        "E_OWNERSHIP",
+        "E_OWNERSHIP", "E_SHADOW",
     }
 
 

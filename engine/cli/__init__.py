@@ -4,7 +4,7 @@ definitions, failing tests), 2 usage error.
 
     definitions.py  validate, test, graph, owners, init
     gitops.py       plan, promote, status
-    runs.py         run, runs list|show|resume|retry|cancel|replay
+    runs.py         run, runs list|show|resume|retry|cancel|replay, shadow report
     serving.py      serve, worker, demo
     audit.py        audit [verify], tokens hash|new
 """
@@ -35,6 +35,7 @@ for _command in (
     gitops.status,
     runs.run_command,
     runs.runs,
+    runs.shadow,
     serving.demo,
     audit.audit,
     audit.tokens,

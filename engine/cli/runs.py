@@ -199,6 +199,49 @@ def runs_list(target: _Target, flow: str | None, state: str | None, key: str | N
         click.echo(f"(more: --cursor {following})")
 
 
+@click.group()
+def shadow() -> None:
+    """Shadow calls: writes mirrored to a candidate System (`shadow:` on a call step)."""
+
+
+@shadow.command("report")
+@click.option("--flow", default=None, help="Only runs of this flow.")
+@click.option("--limit", default=500, show_default=True, type=click.IntRange(1, 100_000),
+              help="Look at the newest LIMIT runs.")
+@_runs_target
+def shadow_report(target: _Target, flow: str | None, limit: int, fmt: str) -> None:
+    """Per flow, step and candidate System: how many shadow calls matched the primary, which
+    paths differed, and what failed (from the runs' lineage; --url for a running server)."""
+    from engine.runtime.shadow import summarize
+    from engine.store import RunQuery
+
+    async def collect(client: Any) -> list[dict[str, Any]]:
+        details: list[dict[str, Any]] = []
+        cursor = None
+        while len(details) < limit:
+            query = RunQuery(flow=flow, cursor=cursor, limit=min(100, limit - len(details)))
+            page, cursor = await client.list(query)
+            details.extend([await client.show(run["id"]) for run in page])
+            if cursor is None or not page:
+                break
+        return summarize(details)
+
+    groups = _with_client(target, collect)
+    if fmt == "json":
+        emit_json({"shadows": groups})
+        return
+    if not groups:
+        click.echo("no shadow calls in the runs looked at")
+    for g in groups:
+        total = g["match"] + g["mismatch"] + g["error"]
+        paths = ", ".join(f"{p} x{n}" for p, n in sorted(g["paths"].items(), key=lambda i: -i[1]))
+        click.echo(f"{g['flow']} {g['step']} -> {g['system']}: {g['match']} of {total} matched, "
+                   f"{g['mismatch']} mismatched{f' ({paths})' if paths else ''}, "
+                   f"{g['error']} errors")
+        for message, n in sorted(g["errors"].items(), key=lambda i: -i[1])[:5]:
+            click.echo(f"  error x{n}: {message}")
+
+
 @runs.command("show")
 @click.argument("run_id")
 @_runs_target

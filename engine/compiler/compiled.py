@@ -182,6 +182,17 @@ class CallAction:
     body: Value | None
     is_write: bool
     route: CallRoute | None = None     # routed: the call to send is chosen per run
+    shadow: CallShadow | None = None   # mirrored to a candidate System, compared, never decisive
+
+
+@dataclass(frozen=True)
+class CallShadow:
+    """The candidate's side of a shadowed call: the same request to `call.system`, with
+    `compare` evaluated on both responses ({status, headers, body})."""
+
+    call: CallAction
+    compare: Expression
+    timeout: float
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 from engine.compiler.compiled import (
     CallAction,
     CallRoute,
+    CallShadow,
     CompiledFlow,
     CompiledMapping,
     CompiledRetry,
@@ -225,10 +226,42 @@ class FlowCompiler:
         retry = self.retry(step.retry, loc + ("retry",)) if step.retry else None
         if isinstance(action, CallAction) and retry is None:
             retry = action.system.retry or self.default_retry
+        if step.shadow is not None:
+            action = self.shadowed(step, action, loc)
         if action is None:
             return None
         return CompiledStep(step.id, step.kind, action, frozenset(step.needs), when, retry,
                             compensate, index, self.where(loc))
+
+    def shadowed(self, step: m.Step, action: Any, loc: Loc) -> CallAction | None:
+        """A call mirrored to a candidate System: only a write, never to a System the call may
+        go to itself, and the candidate must have the operation."""
+        spec, where = step.shadow, loc + ("shadow",)
+        assert spec is not None
+        compare = self.expr(spec.compare, where + ("compare",))
+        if step.call is None:
+            self.error(where, "E_SHADOW", f"step '{step.id}' has a shadow but no call to mirror")
+            return None
+        if not isinstance(action, CallAction):
+            return None
+        own = {action.system.name} | ({c.system.name for c in action.route.cases.values()}
+                                      if action.route else set())
+        if not action.is_write:
+            self.error(where, "E_SHADOW", f"step '{step.id}' shadows '{step.call.operation}', "
+                       "which writes nothing: shadows compare writes (a read has no effect to "
+                       "rehearse)")
+            return None
+        candidate = self.target(step.call, spec.system, where + ("system",), loc + ("call",),
+                                (action.params, action.query, action.headers, action.body),
+                                " (a shadow's System needs the call's operation)")
+        if candidate is None or compare is None:
+            return None
+        if candidate.system.name in own:
+            self.error(where + ("system",), "E_SHADOW", f"step '{step.id}' shadows its call onto "
+                       f"'{candidate.system.name}', which the call itself goes to")
+            return None
+        timeout = spec.timeout if spec.timeout is not None else candidate.system.timeout
+        return dataclasses.replace(action, shadow=CallShadow(candidate, compare, timeout))
 
     def action(self, step: m.Step, loc: Loc, previous: str | None) -> Any:
         sid = step.id
@@ -287,7 +320,8 @@ class FlowCompiler:
         return dataclasses.replace(first, route=CallRoute(expression, chosen, default))
 
     def target(self, spec: m.CallSpec, ref: str, system_loc: Loc, loc: Loc,
-               values: tuple[Any, ...]) -> CallAction | None:
+               values: tuple[Any, ...],
+               why: str = " (every System a call routes to needs it)") -> CallAction | None:
         params, query, headers, body = values
         system = self.system(ref, system_loc)
         if system is None:
@@ -298,7 +332,7 @@ class FlowCompiler:
             hint = suggest(spec.operation, sorted(system.operations))
             self.error(system_loc if routed else loc + ("operation",), "E_REF",
                        f"system '{system.name}' has no operation '{spec.operation}'{hint}"
-                       + (" (every System a call routes to needs it)" if routed else ""))
+                       + (why if routed else ""))
             return None
         missing = [p for p in PLACEHOLDER.findall(operation.path) if p not in spec.params]
         if missing:

@@ -118,6 +118,15 @@ class Authority(Model):
     override: str = Field(min_length=1)
 
 
+class ShadowSpec(Model):
+    """Mirror a write to a candidate System: same request, own idempotency key and connection
+    pool, compared but never affecting the run."""
+
+    system: Ref
+    compare: str = "body"               # JMESPath over each response {status, headers, body}
+    timeout: Duration | None = None     # default: the candidate System's timeout
+
+
 STEP_KINDS = ("map", "validate", "call", "emit", "set", "park")
 
 
@@ -130,6 +139,7 @@ class Step(Model):
     retry: Ref | None = None
     compensate: CallSpec | None = None
     authority: Authority | None = None
+    shadow: ShadowSpec | None = None  # only with `call`
     map: Ref | None = None
     validate_: ValidateSpec | None = Field(default=None, alias="validate")
     call: CallSpec | None = None

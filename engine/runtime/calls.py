@@ -189,6 +189,10 @@ class Calls:
             _key(s): _open_channel(s, secrets, transport or _transport(s, connections))
             for s in systems
         }
+        self._shadows: dict[tuple[str, int], _Channel] = {}  # a candidate's own pool, lazily
+        shadow_connections = connections
+        self._open_shadow = lambda s: _open_channel(
+            s, secrets, transport or _transport(s, shadow_connections))
 
     def __repr__(self) -> str:
         return f"Calls(systems={sorted(f'{name}@{version}' for name, version in self._channels)})"
@@ -199,9 +203,13 @@ class Calls:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def send(self, request: OutboundRequest, *, timeout: float) -> Response:
-        """Send one attempt; `timeout` bounds the whole exchange (rate-limit wait excluded)."""
-        channel = self._channel(request.system)
+    async def send(
+        self, request: OutboundRequest, *, timeout: float, shadow: bool = False
+    ) -> Response:
+        """Send one attempt; `timeout` bounds the whole exchange (rate-limit wait excluded).
+        A `shadow` request goes through the System's own shadow connection pool (sharing its
+        rate limit), so a slow candidate never holds the connections its primary calls need."""
+        channel = self._shadow(request.system) if shadow else self._channel(request.system)
         if channel.bucket is not None:
             await channel.bucket.acquire()
         try:
@@ -223,8 +231,16 @@ class Calls:
 
     async def aclose(self) -> None:
         """Close every System's connection pool."""
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._shadows.values()]:
             await channel.client.aclose()
+
+    def _shadow(self, system: CompiledSystem) -> _Channel:
+        found = self._shadows.get(_key(system))
+        if found is None:
+            opened = self._open_shadow(system)
+            bucket = self._channel(system).bucket
+            found = self._shadows[_key(system)] = _Channel(opened.client, bucket, opened.redact)
+        return found
 
     def _channel(self, system: CompiledSystem) -> _Channel:
         try:

@@ -67,6 +67,7 @@ class ObserverProtocol(Protocol):
 
     def run_state(self, flow: str, state: str) -> None: ...
     def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None: ...
+    def shadow_result(self, flow: str, step: str, system: str, result: str) -> None: ...
 
 
 class Observer:
@@ -77,6 +78,9 @@ class Observer:
 
     def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None:
         """A step attempt ended with `outcome`; `retry` when another attempt will follow."""
+
+    def shadow_result(self, flow: str, step: str, system: str, result: str) -> None:
+        """A shadow call to candidate `system` came to `result` (match, mismatch, error)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,7 @@ class _Execution:
             self.executor.rng,
             previous=self.records.get(step.id),
             on_attempt=lambda o, r: observer.step_attempt(flow, step.id, o, r),
+            on_shadow=lambda system, r: observer.shadow_result(flow, step.id, system, r),
         )
         return await HANDLERS[step.kind](step, env)
 

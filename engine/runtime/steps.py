@@ -59,6 +59,7 @@ from engine.runtime.calls import (
     make_traceparent,
 )
 from engine.runtime.retry import Decision, decide
+from engine.runtime.shadow import Shadow
 from engine.store.base import Attempt, EventRecord, RunRecord, StepRecord
 
 EVENT_NAMESPACE = uuid.UUID("6f1c1b1e-5b1a-4c43-9a55-2a4f0f5d6a10")
@@ -99,6 +100,7 @@ class StepEnv:
     emitted: list[EventRecord] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
     on_attempt: Callable[[str, bool], None] | None = None  # metrics: (outcome, will retry)
+    on_shadow: Callable[[str, str], None] | None = None  # metrics: (candidate System, result)
 
 
 @dataclass(frozen=True)
@@ -277,24 +279,29 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     policy = step.retry.policy if step.retry is not None else None
     timeout = policy.timeout if policy and policy.timeout else request.system.timeout
     n, started = len(env.attempts) + 1, env.clock()
+    shadow = None
+    if action.shadow is not None:
+        mirrored = build_request(action.shadow.call, env.context, env.run, f"{step.id}#shadow")
+        shadow = Shadow.start(action.shadow, mirrored, env.calls, env.clock)
     try:
         response = await env.calls.send(request, timeout=timeout)
     except CallError as error:
+        if shadow is not None:
+            shadow.cancel()
         return _failed_attempt(step, env, error, n, started, described)
+    output = {"status": response.status, "headers": response.headers, "body": response.body}
+    answered = env.clock()
+    recorded_response = {"status": response.status, "body": response.body}
+    if shadow is not None:
+        result = await shadow.settle(output, answered - started, env.clock)
+        recorded_response["shadow"] = result
+        if env.on_shadow is not None:
+            env.on_shadow(result["system"], result["result"])
     env.attempts.append(
-        Attempt(
-            n,
-            started,
-            env.clock(),
-            "ok",
-            response.status,
-            None,
-            described,
-            {"status": response.status, "body": response.body},
-        )
+        Attempt(n, started, answered, "ok", response.status, None, described, recorded_response)
     )
     _count(env, "ok", False)
-    return {"status": response.status, "headers": response.headers, "body": response.body}
+    return output
 
 
 def _failed_attempt(

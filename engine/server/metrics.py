@@ -49,6 +49,10 @@ class Metrics:
         self.retries = Counter(
             "syncline_step_retries", "Step attempts that were retries", ["flow", "step"], registry=r
         )
+        self.shadows = Counter(
+            "syncline_shadow", "Shadow calls to a candidate System by result",
+            ["flow", "step", "system", "result"], registry=r,
+        )
         self.queue_depth = Gauge(
             "syncline_queue_depth", "Runs accepted but not finished", registry=r
         )
@@ -94,6 +98,9 @@ class Metrics:
         self._child(self.attempts, flow, step, outcome).inc()
         if retry:
             self._child(self.retries, flow, step).inc()
+
+    def shadow_result(self, flow: str, step: str, system: str, result: str) -> None:
+        self._child(self.shadows, flow, step, system, result).inc()
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
         """`metric.labels(*labels)`, looked up once (`labels` costs ~2 us a call)."""

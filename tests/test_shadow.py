@@ -1,0 +1,236 @@
+"""Shadow calls against a real HTTP target and a real SQLite store: the candidate gets the same
+request with its own idempotency key, the comparison lands in the lineage and the metrics, the
+run's outcome and output are the primary's whatever the candidate does, a slow candidate never
+holds the primary's connections, and `syncline shadow report` sums it up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
+
+from engine.cli import main
+from engine.compiler import compile_project
+from engine.errors import DefinitionErrors
+from engine.runtime.calls import Calls
+from engine.runtime.shadow import differences
+from engine.runtime.steps import build_request
+from engine.server.metrics import Metrics
+
+pytestmark = pytest.mark.anyio
+
+CLOUD = """\
+apiVersion: syncline/v1
+kind: System
+metadata: {name: erp-cloud, owner: qa}
+spec:
+  baseUrl: ${env.TARGET_URL}/cloud
+  timeout: 5s
+  idempotencyHeader: Idempotency-Key
+  operations:
+    create: {method: POST, path: /v2/orders}
+    lookup: {method: GET, path: /v2/lookup}
+"""
+
+
+def _flow(compare: str = "{echo: body.echo}", extra: str = "") -> str:
+    return flow("shadowed", f"""
+    - id: erp
+      call: {{system: erp, operation: create, body: data}}
+      shadow: {{system: erp-cloud, compare: "{compare}"{extra}}}
+      retry: fast
+    """)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def target() -> Iterator[tuple[Target, str]]:
+    live = LiveTarget()
+    with live as target:
+        yield target, live.url
+
+
+async def _runs(root: Path, n: int = 1, metrics: Metrics | None = None) -> list[dict[str, Any]]:
+    async with running(root, observer=metrics) as (runtime, plan):
+        accepted = [await runtime.ingest(plan.flows["shadowed"], {"n": i}, meta(i))
+                    for i in range(n)]
+        for a in accepted:
+            await runtime.wait(a.run_id, 10)
+        return [await runtime.run_detail(a.run_id) for a in accepted]
+
+
+def _erp(detail: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in detail["steps"] if s["id"] == "erp")
+
+
+async def test_a_matching_shadow_is_recorded_and_counted(
+        tmp_path: Path, target: tuple[Target, str]) -> None:
+    tgt, url = target
+    root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
+    metrics = Metrics()
+    [detail] = await _runs(root, metrics=metrics)
+    assert detail["state"] == "succeeded"
+    [primary] = tgt.to("/orders")
+    [mirrored] = tgt.to("/cloud/v2/orders")
+    assert mirrored.body == primary.body == {"n": 0}
+    assert mirrored.key and primary.key and mirrored.key != primary.key
+    step = _erp(detail)
+    assert step["output"]["body"]["path"] == "/orders"          # the primary's answer
+    assert step["attempts"][0]["response"]["shadow"] == {
+        "system": "erp-cloud", "result": "match", "status": 201}
+    assert ('syncline_shadow_total{flow="shadowed",result="match",step="erp",system="erp-cloud"} '
+            "1.0") in metrics.render().decode()
+
+
+async def test_a_mismatch_names_the_paths(tmp_path: Path, target: tuple[Target, str]) -> None:
+    _, url = target
+    root = write_project(tmp_path, url, _flow("{id: body.id, echo: body.echo}"),
+                         {"flows/cloud.yaml": CLOUD})
+    [detail] = await _runs(root)
+    assert detail["state"] == "succeeded"
+    shadow = _erp(detail)["attempts"][0]["response"]["shadow"]
+    assert (shadow["result"], shadow["paths"]) == ("mismatch", ["id"])
+
+
+@pytest.mark.parametrize("answer", [500, 409, ("sleep", 1.5)])
+async def test_a_failing_or_slow_candidate_never_changes_the_run(
+        tmp_path: Path, target: tuple[Target, str], answer: Any) -> None:
+    tgt, url = target
+    tgt.script["/cloud/v2/orders"] = [answer]
+    root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
+    [detail] = await _runs(root)
+    assert detail["state"] == "succeeded"
+    step = _erp(detail)
+    assert len(step["attempts"]) == 1 and step["output"]["status"] == 201
+    shadow = step["attempts"][0]["response"]["shadow"]
+    assert shadow["result"] == "error"
+    if isinstance(answer, int):
+        assert shadow["status"] == answer
+    else:  # waited at most the primary's latency, not the candidate's 1.5 s
+        assert shadow["error"].endswith("(the primary's latency)")
+        attempt = step["attempts"][0]
+        assert attempt["finished_at"] - attempt["started_at"] < 1.5
+    assert len(tgt.to("/cloud/v2/orders")) == 1   # never retried
+
+
+async def test_a_failed_primary_attempt_records_no_comparison(
+        tmp_path: Path, target: tuple[Target, str]) -> None:
+    tgt, url = target
+    tgt.script["/orders"] = [503]
+    root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
+    [detail] = await _runs(root)
+    assert detail["state"] == "succeeded"
+    first, second = _erp(detail)["attempts"]
+    assert "shadow" not in (first["response"] or {})
+    assert second["response"]["shadow"]["result"] == "match"
+    keys = {r.key for r in tgt.to("/cloud/v2/orders")}
+    assert len(keys) == 1   # a retried shadow keeps its own idempotency key
+
+
+async def test_a_slow_candidate_cannot_hold_the_primarys_connections(
+        tmp_path: Path, target: tuple[Target, str]) -> None:
+    tgt, url = target
+    tgt.delay["/cloud/v2/orders"] = 2.0
+    root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
+    plan = compile_project(root)
+    shadowed = plan.flows["shadowed"].steps[0].action
+    systems = plan.systems.values()
+    async with Calls(systems, {}, connections=2) as calls:
+        context = {"data": {"n": 1}, "steps": {}, "run": {}, "env": {}, "event": {}}
+        fake: Any = _Run()
+        slow = [asyncio.create_task(calls.send(
+            build_request(shadowed.shadow.call, context, fake, f"s{i}"),  # type: ignore[union-attr]
+            timeout=5, shadow=True)) for i in range(8)]
+        await asyncio.sleep(0.2)
+        primary = await calls.send(build_request(shadowed, context, fake, "p"), timeout=5)
+        assert primary.status == 201
+        assert not any(task.done() for task in slow)   # the candidate is still busy
+        for task in slow:
+            task.cancel()
+        await asyncio.gather(*slow, return_exceptions=True)
+
+
+class _Run:
+    """The few run fields a request is built from."""
+
+    id = "run-1"
+    generation = 1
+    correlation_id = "corr-1"
+    traceparent = None
+
+
+def test_values_compare_as_json() -> None:
+    assert differences({"a": 100, "b": [1, {"c": "x"}]}, {"b": [1.0, {"c": "x"}], "a": 100.0}) == []
+    assert differences({"a": 1, "b": [1]}, {"a": True, "b": [1, 2], "c": None}) == ["a", "b"]
+    assert differences({"t": {"x": 1}}, {"t": {"x": 2, "y": 3}}) == ["t.x", "t.y"]
+
+
+def _errors(tmp_path: Path, flows: str) -> list[str]:
+    root = write_project(tmp_path, "http://127.0.0.1:9", flows, {"flows/cloud.yaml": CLOUD})
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(root)
+    return [d.format() for d in caught.value.diagnostics]
+
+
+def test_a_shadow_of_a_read_is_refused(tmp_path: Path) -> None:
+    flows = flow("shadowed", """
+    - id: erp
+      call: {system: erp, operation: lookup}
+      shadow: {system: erp-cloud}
+    """)
+    [error] = _errors(tmp_path, flows)
+    assert error.startswith("flows/flows.yaml:9:7: error[E_SHADOW] step 'erp' shadows 'lookup', "
+                            "which writes nothing")
+
+
+def test_a_shadow_onto_the_calls_own_system_is_refused(tmp_path: Path) -> None:
+    flows = _flow().replace("shadow: {system: erp-cloud", "shadow: {system: erp")
+    assert _errors(tmp_path, flows) == [
+        "flows/flows.yaml:9:16: error[E_SHADOW] step 'erp' shadows its call onto 'erp', which "
+        "the call itself goes to"]
+
+
+def test_the_candidate_needs_the_operation(tmp_path: Path) -> None:
+    flows = _flow().replace("operation: create", "operation: cancel")
+    flows = flows.replace("body: data}", "params: {id: data.id}}")
+    assert _errors(tmp_path, flows) == [
+        "flows/flows.yaml:9:16: error[E_REF] system 'erp-cloud' has no operation 'cancel' "
+        "(a shadow's System needs the call's operation)"]
+
+
+def test_a_shadow_without_a_call_is_refused(tmp_path: Path) -> None:
+    flows = flow("shadowed", """
+    - id: erp
+      set: {x: data.x}
+      shadow: {system: erp-cloud}
+    """)
+    [error] = _errors(tmp_path, flows)
+    assert "error[E_SHADOW] step 'erp' has a shadow but no call to mirror" in error
+
+
+async def test_shadow_report_sums_up_the_runs(tmp_path: Path, target: tuple[Target, str]) -> None:
+    tgt, url = target
+    tgt.script["/cloud/v2/orders"] = [("json", 201, {"echo": {"n": "different"}}), 500]
+    root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
+    await _runs(root, n=4)
+    runner = CliRunner()
+    result = await asyncio.to_thread(runner.invoke, main, ["shadow", "report", "--project",
+                                                            str(root), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    [group] = json.loads(result.output)["shadows"]
+    assert (group["match"], group["mismatch"], group["error"]) == (2, 1, 1)
+    assert group["paths"] == {"echo.n": 1}
+    text = await asyncio.to_thread(runner.invoke, main, ["shadow", "report", "--project",
+                                                          str(root), "--flow", "shadowed"])
+    assert text.output.splitlines()[0] == (
+        "shadowed erp -> erp-cloud: 2 of 4 matched, 1 mismatched (echo.n x1), 1 errors")
