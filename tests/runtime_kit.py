@@ -209,6 +209,23 @@ spec:
 """
 
 
+CLOUD_SYSTEM = """\
+apiVersion: syncline/v1
+kind: System
+metadata: {name: erp-cloud, owner: qa}
+spec:
+  baseUrl: ${env.TARGET_URL}/cloud
+  timeout: 5s
+  idempotencyHeader: Idempotency-Key
+  operations:
+    create: {method: PUT, path: "/v2/orders/{ref}"}
+    cancel: {method: DELETE, path: "/v2/orders/{id}"}
+    lookup: {method: GET, path: /v2/lookup}
+"""
+"""A second ERP on the same target (paths under /cloud, another API shape), for routing and
+shadow tests."""
+
+
 def write_project(root: Path, url: str, flows: str, extra: dict[str, str] | None = None) -> Path:
     files = {
         "syncline.yaml": PROJECT.format(url=url),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from runtime_kit import CLOUD_SYSTEM as CLOUD
 from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
 
 from engine.cli import main
@@ -17,18 +18,6 @@ from engine.errors import DefinitionErrors
 
 pytestmark = pytest.mark.anyio
 
-CLOUD = """\
-apiVersion: syncline/v1
-kind: System
-metadata: {name: erp-cloud, owner: qa}
-spec:
-  baseUrl: ${env.TARGET_URL}/cloud
-  timeout: 5s
-  idempotencyHeader: Idempotency-Key
-  operations:
-    create: {method: PUT, path: "/v2/orders/{ref}"}
-    cancel: {method: DELETE, path: "/v2/orders/{id}"}
-"""
 
 ROUTED = flow("routed", """
     - id: erp

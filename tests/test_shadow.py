@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from runtime_kit import CLOUD_SYSTEM as CLOUD
 from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
 
 from engine.cli import main
@@ -25,24 +26,12 @@ from engine.server.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 
-CLOUD = """\
-apiVersion: syncline/v1
-kind: System
-metadata: {name: erp-cloud, owner: qa}
-spec:
-  baseUrl: ${env.TARGET_URL}/cloud
-  timeout: 5s
-  idempotencyHeader: Idempotency-Key
-  operations:
-    create: {method: POST, path: /v2/orders}
-    lookup: {method: GET, path: /v2/lookup}
-"""
 
 
 def _flow(compare: str = "{echo: body.echo}", extra: str = "") -> str:
     return flow("shadowed", f"""
     - id: erp
-      call: {{system: erp, operation: create, body: data}}
+      call: {{system: erp, operation: create, params: {{ref: data.n}}, body: data}}
       shadow: {{system: erp-cloud, compare: "{compare}"{extra}}}
       retry: fast
     """)
@@ -69,6 +58,12 @@ async def _runs(root: Path, n: int = 1, metrics: Metrics | None = None) -> list[
         return [await runtime.run_detail(a.run_id) for a in accepted]
 
 
+def _slow_primary(tgt: Target) -> None:
+    """Give the candidate time to answer whatever the machine's load: the step waits for it at
+    most as long as the primary took."""
+    tgt.delay["/orders"] = 0.3
+
+
 def _erp(detail: dict[str, Any]) -> dict[str, Any]:
     return next(s for s in detail["steps"] if s["id"] == "erp")
 
@@ -76,12 +71,13 @@ def _erp(detail: dict[str, Any]) -> dict[str, Any]:
 async def test_a_matching_shadow_is_recorded_and_counted(
         tmp_path: Path, target: tuple[Target, str]) -> None:
     tgt, url = target
+    _slow_primary(tgt)
     root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
     metrics = Metrics()
     [detail] = await _runs(root, metrics=metrics)
     assert detail["state"] == "succeeded"
     [primary] = tgt.to("/orders")
-    [mirrored] = tgt.to("/cloud/v2/orders")
+    [mirrored] = tgt.to("/cloud/v2/orders/0")
     assert mirrored.body == primary.body == {"n": 0}
     assert mirrored.key and primary.key and mirrored.key != primary.key
     step = _erp(detail)
@@ -93,7 +89,8 @@ async def test_a_matching_shadow_is_recorded_and_counted(
 
 
 async def test_a_mismatch_names_the_paths(tmp_path: Path, target: tuple[Target, str]) -> None:
-    _, url = target
+    tgt, url = target
+    _slow_primary(tgt)
     root = write_project(tmp_path, url, _flow("{id: body.id, echo: body.echo}"),
                          {"flows/cloud.yaml": CLOUD})
     [detail] = await _runs(root)
@@ -106,7 +103,7 @@ async def test_a_mismatch_names_the_paths(tmp_path: Path, target: tuple[Target, 
 async def test_a_failing_or_slow_candidate_never_changes_the_run(
         tmp_path: Path, target: tuple[Target, str], answer: Any) -> None:
     tgt, url = target
-    tgt.script["/cloud/v2/orders"] = [answer]
+    tgt.script["/cloud/v2/orders/0"] = [answer]
     root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
     [detail] = await _runs(root)
     assert detail["state"] == "succeeded"
@@ -120,12 +117,13 @@ async def test_a_failing_or_slow_candidate_never_changes_the_run(
         assert shadow["error"].endswith("(the primary's latency)")
         attempt = step["attempts"][0]
         assert attempt["finished_at"] - attempt["started_at"] < 1.5
-    assert len(tgt.to("/cloud/v2/orders")) == 1   # never retried
+    assert len(tgt.to("/cloud/v2/orders/0")) == 1   # never retried
 
 
 async def test_a_failed_primary_attempt_records_no_comparison(
         tmp_path: Path, target: tuple[Target, str]) -> None:
     tgt, url = target
+    _slow_primary(tgt)
     tgt.script["/orders"] = [503]
     root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
     [detail] = await _runs(root)
@@ -133,14 +131,14 @@ async def test_a_failed_primary_attempt_records_no_comparison(
     first, second = _erp(detail)["attempts"]
     assert "shadow" not in (first["response"] or {})
     assert second["response"]["shadow"]["result"] == "match"
-    keys = {r.key for r in tgt.to("/cloud/v2/orders")}
+    keys = {r.key for r in tgt.to("/cloud/v2/orders/0")}
     assert len(keys) == 1   # a retried shadow keeps its own idempotency key
 
 
 async def test_a_slow_candidate_cannot_hold_the_primarys_connections(
         tmp_path: Path, target: tuple[Target, str]) -> None:
     tgt, url = target
-    tgt.delay["/cloud/v2/orders"] = 2.0
+    tgt.delay["/cloud/v2/orders/1"] = 2.0
     root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
     plan = compile_project(root)
     shadowed = plan.flows["shadowed"].steps[0].action
@@ -201,10 +199,9 @@ def test_a_shadow_onto_the_calls_own_system_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_candidate_needs_the_operation(tmp_path: Path) -> None:
-    flows = _flow().replace("operation: create", "operation: cancel")
-    flows = flows.replace("body: data}", "params: {id: data.id}}")
+    flows = _flow().replace("operation: create", "operation: slow")
     assert _errors(tmp_path, flows) == [
-        "flows/flows.yaml:9:16: error[E_REF] system 'erp-cloud' has no operation 'cancel' "
+        "flows/flows.yaml:9:16: error[E_REF] system 'erp-cloud' has no operation 'slow' "
         "(a shadow's System needs the call's operation)"]
 
 
@@ -220,7 +217,9 @@ def test_a_shadow_without_a_call_is_refused(tmp_path: Path) -> None:
 
 async def test_shadow_report_sums_up_the_runs(tmp_path: Path, target: tuple[Target, str]) -> None:
     tgt, url = target
-    tgt.script["/cloud/v2/orders"] = [("json", 201, {"echo": {"n": "different"}}), 500]
+    _slow_primary(tgt)
+    tgt.script["/cloud/v2/orders/1"] = [("json", 201, {"echo": {"n": "different"}})]
+    tgt.script["/cloud/v2/orders/2"] = [500]
     root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
     await _runs(root, n=4)
     runner = CliRunner()

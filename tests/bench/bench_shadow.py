@@ -16,20 +16,12 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from bench_runtime import DEFINITIONS as RUNTIME_DEFINITIONS
 from bench_runtime import PROJECT, runtime_runs_per_second, start_target
 
-DEFINITIONS = """\
-apiVersion: syncline/v1
-kind: System
-metadata: {name: target, owner: bench}
-spec:
-  baseUrl: ${env.TARGET_URL}
-  idempotencyHeader: Idempotency-Key
-  webhooks: {scheme: none}
-  operations:
-    one: {method: POST, path: /one}
-    two: {method: POST, path: /two}
-    three: {method: POST, path: /three}
+TARGET = RUNTIME_DEFINITIONS.split("---\n")[0]  # the System `target` (operations one, two, three)
+
+DEFINITIONS = TARGET + """\
 ---
 apiVersion: syncline/v1
 kind: System
