@@ -233,3 +233,18 @@ async def test_shadow_report_sums_up_the_runs(tmp_path: Path, target: tuple[Targ
                                                           str(root), "--flow", "shadowed"])
     assert text.output.splitlines()[0] == (
         "shadowed erp -> erp-cloud: 2 of 4 matched, 1 mismatched (echo.n x1), 1 errors")
+
+
+async def test_a_candidate_request_that_cannot_be_built_is_the_shadows_error(
+        tmp_path: Path, target: tuple[Target, str]) -> None:
+    tgt, url = target
+    root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
+    async with running(root) as (runtime, plan):
+        accepted = await runtime.ingest(plan.flows["shadowed"], {"m": 1}, meta(1))  # no `n`
+        await runtime.wait(accepted.run_id, 10)
+        detail = await runtime.run_detail(accepted.run_id)
+    assert detail["state"] == "succeeded"
+    assert _erp(detail)["attempts"][0]["response"]["shadow"] == {
+        "system": "erp-cloud", "result": "error",
+        "error": "request not sent: path '/v2/orders/{ref}' needs a value for 'ref'"}
+    assert [r.path for r in tgt.requests] == ["/orders"]

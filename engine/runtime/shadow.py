@@ -33,22 +33,32 @@ class Shadow:
     """A shadow request in flight beside its primary."""
 
     spec: CallShadow
-    task: asyncio.Task[Any]
+    task: asyncio.Task[Any] | None
     started: float
+    unsent: str | None = None   # why the request could not be built (then nothing was sent)
 
     @classmethod
-    def start(cls, spec: CallShadow, request: OutboundRequest, calls: Calls,
+    def start(cls, spec: CallShadow, build: Callable[[], OutboundRequest], calls: Calls,
               clock: Callable[[], float]) -> Shadow:
+        """Send the candidate's request now; a request that cannot be built (a path parameter
+        without a value) is the shadow's error, never the step's."""
+        try:
+            request = build()
+        except ExecutionError as error:
+            return cls(spec, None, clock(), f"request not sent: {error}")
         send = calls.send(request, timeout=spec.timeout, shadow=True)
         return cls(spec, asyncio.create_task(send), clock())
 
     def cancel(self) -> None:
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
     async def settle(self, primary: dict[str, Any], latency: float,
                      clock: Callable[[], float]) -> dict[str, Any]:
         """Wait up to `latency` more (within the shadow's timeout), then compare."""
         system = self.spec.call.system.name
+        if self.task is None:
+            return _result(system, "error", error=self.unsent)
         budget = max(0.0, min(latency, self.spec.timeout - (clock() - self.started)))
         try:
             async with asyncio.timeout(budget):

@@ -281,8 +281,12 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     n, started = len(env.attempts) + 1, env.clock()
     shadow = None
     if action.shadow is not None:
-        mirrored = build_request(action.shadow.call, env.context, env.run, f"{step.id}#shadow")
-        shadow = Shadow.start(action.shadow, mirrored, env.calls, env.clock)
+        mirrored = action.shadow.call
+
+        def build() -> OutboundRequest:
+            return build_request(mirrored, env.context, env.run, f"{step.id}#shadow")
+
+        shadow = Shadow.start(action.shadow, build, env.calls, env.clock)
     try:
         response = await env.calls.send(request, timeout=timeout)
     except CallError as error:
