@@ -248,3 +248,49 @@ async def test_a_candidate_request_that_cannot_be_built_is_the_shadows_error(
         "system": "erp-cloud", "result": "error",
         "error": "request not sent: path '/v2/orders/{ref}' needs a value for 'ref'"}
     assert [r.path for r in tgt.requests] == ["/orders"]
+
+
+ROUTED_SHADOW = flow("shadowed", """
+    - id: erp
+      call:
+        system: {route: data.entity, cases: {EU: erp-cloud, US: erp}}
+        operation: create
+        params: {ref: data.n}
+        body: data
+      shadow: {system: erp-cloud, compare: "{echo: body.echo}"}
+""")
+
+
+async def test_a_call_routed_to_the_candidate_itself_is_not_shadowed(
+        tmp_path: Path, target: tuple[Target, str]) -> None:
+    tgt, url = target
+    _slow_primary(tgt)
+    root = write_project(tmp_path, url, ROUTED_SHADOW, {"flows/cloud.yaml": CLOUD})
+    async with running(root) as (runtime, plan):
+        eu = await runtime.ingest(plan.flows["shadowed"], {"n": 1, "entity": "EU"}, meta(1))
+        us = await runtime.ingest(plan.flows["shadowed"], {"n": 2, "entity": "US"}, meta(2))
+        details = [await runtime.wait(a.run_id, 10) and await runtime.run_detail(a.run_id)
+                   for a in (eu, us)]
+    responses = [_erp(d)["attempts"][0]["response"] for d in details]
+    assert "shadow" not in responses[0]
+    assert responses[1]["shadow"]["result"] == "match"
+    assert sorted(r.path for r in tgt.requests) == [
+        "/cloud/v2/orders/1", "/cloud/v2/orders/2", "/orders"]
+
+
+def test_a_shadow_onto_the_only_system_a_routed_call_goes_to_is_refused(tmp_path: Path) -> None:
+    flows = ROUTED_SHADOW.replace("cases: {EU: erp-cloud, US: erp}", "cases: {EU: erp-cloud}")
+    [error] = _errors(tmp_path, flows)
+    assert "error[E_SHADOW] step 'erp' shadows its call onto 'erp-cloud'" in error
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "erp-migration"
+
+
+def test_the_erp_migration_example_validates_and_its_tests_pass() -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["validate", str(EXAMPLE)]).exit_code == 0
+    tested = runner.invoke(main, ["test", str(EXAMPLE)])
+    assert tested.exit_code == 0 and tested.output.splitlines()[-1] == "3 passed", tested.output
+    graph = runner.invoke(main, ["graph", str(EXAMPLE)]).output.splitlines()
+    assert "  step_deal_to_erp_order_erp -.->|shadow| system_erp_cloud" in graph

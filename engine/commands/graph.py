@@ -21,7 +21,7 @@ class Node:
 class Edge:
     source: str
     target: str
-    kind: str        # contains | depends | calls | emits | triggers | receives | routes | case
+    kind: str        # contains | depends | calls | emits | triggers | receives | case | shadow
     label: str = ""  # a routed call's case value ("default" for its default)
 
 
@@ -58,15 +58,20 @@ def plan_graph(plan: Plan) -> tuple[list[Node], list[Edge]]:
 
 
 def _call_edges(sid: str, call: CallAction, node: Any) -> list[Edge]:
-    """A call's arrow to its System; a routed call branches: step -> route -> each System."""
+    """A call's arrow to its System; a routed call branches: step -> route -> each System; a
+    shadow is a dotted arrow to its candidate."""
+    shadow = [] if call.shadow is None else [Edge(sid, node(
+        f"system:{call.shadow.call.system.name}", "system", call.shadow.call.system.name),
+        "shadow")]
     if call.route is None:
-        return [Edge(sid, node(f"system:{call.system.name}", "system", call.system.name), "calls")]
+        system = call.system.name
+        return [Edge(sid, node(f"system:{system}", "system", system), "calls"), *shadow]
     text = call.route.expression.text
     route_id = node(f"route:{sid}.{call.operation}", "route", f"route {text}")
     cases = [(value, case.system.name) for value, case in call.route.cases.items()]
     if call.route.default is not None:
         cases.append(("default", call.route.default.system.name))
-    return [Edge(sid, route_id, "calls")] + [
+    return [Edge(sid, route_id, "calls"), *shadow] + [
         Edge(route_id, node(f"system:{name}", "system", name), "case", value)
         for value, name in cases]
 
@@ -86,7 +91,7 @@ def to_mermaid(plan: Plan) -> str:
         left, right = SHAPES[n.kind]
         lines.append(f"  {_safe(n.id)}{left}{n.label}{right}")
     arrows = {"depends": "-->", "contains": "-.->", "calls": "==>", "emits": "-->",
-              "triggers": "-->", "case": "==>"}
+              "triggers": "-->", "case": "==>", "shadow": "-.->"}
     for e in edges:
         label = f'"{e.label}"' if e.label else e.kind
         lines.append(f"  {_safe(e.source)} {arrows[e.kind]}|{label}| {_safe(e.target)}")
@@ -101,7 +106,7 @@ def to_dot(plan: Plan) -> str:
     for n in nodes:
         lines.append(f'  "{n.id}" [label="{n.label}", shape={shapes[n.kind]}];')
     for e in edges:
-        style = ', style=dashed' if e.kind == "contains" else ""
+        style = ', style=dashed' if e.kind in ("contains", "shadow") else ""
         lines.append(f'  "{e.source}" -> "{e.target}" [label="{e.label or e.kind}"{style}];')
     lines.append("}")
     return "\n".join(lines) + "\n"

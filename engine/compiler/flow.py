@@ -244,8 +244,8 @@ class FlowCompiler:
             return None
         if not isinstance(action, CallAction):
             return None
-        own = {action.system.name} | ({c.system.name for c in action.route.cases.values()}
-                                      if action.route else set())
+        own = ({action.system.name} if action.route is None or action.route.default else set()) | (
+            {c.system.name for c in action.route.cases.values()} if action.route else set())
         if not action.is_write:
             self.error(where, "E_SHADOW", f"step '{step.id}' shadows '{step.call.operation}', "
                        "which writes nothing: shadows compare writes (a read has no effect to "
@@ -256,7 +256,7 @@ class FlowCompiler:
                                 " (a shadow's System needs the call's operation)")
         if candidate is None or compare is None:
             return None
-        if candidate.system.name in own:
+        if own == {candidate.system.name}:  # routed elsewhere too: skipped for that run
             self.error(where + ("system",), "E_SHADOW", f"step '{step.id}' shadows its call onto "
                        f"'{candidate.system.name}', which the call itself goes to")
             return None

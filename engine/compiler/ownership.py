@@ -218,7 +218,8 @@ def _writes(registry: Registry, entities: dict[str, _Entity]
             for key, sid, call in actions:
                 if call is None:
                     continue
-                for target in _targets(call):
+                shadow = [step.shadow.system] if step.shadow and key == "call" else []
+                for target in dict.fromkeys([*_targets(call), *shadow]):
                     entity = _entity_of(registry, target, call.operation, entities)
                     if entity is None:
                         continue

@@ -111,15 +111,18 @@ def auth_headers(system: CompiledSystem, secrets: Mapping[str, str]) -> dict[str
     return _AUTH_BUILDERS[auth.type](*values)
 
 
-def oauth2_flow(system: CompiledSystem, secrets: Mapping[str, str]) -> ClientCredentials | None:
-    """The client-credentials flow of an oauth2 System (its token cached per channel)."""
+def oauth2_flow(system: CompiledSystem, secrets: Mapping[str, str],
+                transport: httpx.AsyncBaseTransport | None = None) -> ClientCredentials | None:
+    """The client-credentials flow of an oauth2 System (its token cached per channel); token
+    requests go through `transport` when one replaces the network (stubs, tests)."""
     auth = system.auth
     if auth.type != "oauth2":
         return None
     url, client_id, secret = (resolve_secrets(value or "", secrets)
                               for value in (auth.token_url, auth.client_id, auth.client_secret))
     scope = resolve_secrets(auth.scope, secrets) if auth.scope else None
-    return ClientCredentials(system.name, url, client_id, secret, scope, timeout=system.timeout)
+    return ClientCredentials(system.name, url, client_id, secret, scope, timeout=system.timeout,
+                             transport=transport)
 
 
 def _basic(username: str, password: str) -> dict[str, str]:

@@ -186,13 +186,13 @@ class Calls:
         systems = list(systems)
         require_secrets(_names(systems, _outbound_texts), secrets)
         self._channels = {
-            _key(s): _open_channel(s, secrets, transport or _transport(s, connections))
+            _key(s): _open_channel(s, secrets, transport or _transport(s, connections), transport)
             for s in systems
         }
         self._shadows: dict[tuple[str, int], _Channel] = {}  # a candidate's own pool, lazily
         shadow_connections = connections
         self._open_shadow = lambda s: _open_channel(
-            s, secrets, transport or _transport(s, shadow_connections))
+            s, secrets, transport or _transport(s, shadow_connections), transport)
 
     def __repr__(self) -> str:
         return f"Calls(systems={sorted(f'{name}@{version}' for name, version in self._channels)})"
@@ -237,9 +237,11 @@ class Calls:
     def _shadow(self, system: CompiledSystem) -> _Channel:
         found = self._shadows.get(_key(system))
         if found is None:
-            opened = self._open_shadow(system)
-            bucket = self._channel(system).bucket
-            found = self._shadows[_key(system)] = _Channel(opened.client, bucket, opened.redact)
+            opened, primary = self._open_shadow(system), self._channel(system)
+            if primary.client.auth is not None:  # one oauth2 token for both pools
+                opened.client.auth = primary.client.auth
+            found = self._shadows[_key(system)] = _Channel(
+                opened.client, primary.bucket, opened.redact)
         return found
 
     def _channel(self, system: CompiledSystem) -> _Channel:
@@ -346,7 +348,10 @@ def _transport(system: CompiledSystem, connections: int) -> KeepAliveTransport:
 
 
 def _open_channel(
-    system: CompiledSystem, secrets: Mapping[str, str], transport: httpx.AsyncBaseTransport
+    system: CompiledSystem,
+    secrets: Mapping[str, str],
+    transport: httpx.AsyncBaseTransport,
+    replaced: httpx.AsyncBaseTransport | None = None,  # the transport standing in for the network
 ) -> _Channel:
     auth = auth_headers(system, secrets)
     headers = {name: resolve_secrets(value, secrets) for name, value in system.headers.items()}
@@ -355,7 +360,7 @@ def _open_channel(
         headers={"User-Agent": USER_AGENT, **headers, **auth},
         transport=transport,
         timeout=system.timeout,
-        auth=oauth2_flow(system, secrets),
+        auth=oauth2_flow(system, secrets, replaced),
     )
     limit = system.rate_limit
     bucket = TokenBucket(limit.per_second, limit.burst) if limit is not None else None

@@ -280,8 +280,8 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     timeout = policy.timeout if policy and policy.timeout else request.system.timeout
     n, started = len(env.attempts) + 1, env.clock()
     shadow = None
-    if action.shadow is not None:
-        mirrored = action.shadow.call
+    if action.shadow is not None and action.shadow.call.system is not request.system:
+        mirrored = action.shadow.call  # (a call routed to the candidate itself has no shadow)
 
         def build() -> OutboundRequest:
             return build_request(mirrored, env.context, env.run, f"{step.id}#shadow")

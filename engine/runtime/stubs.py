@@ -81,6 +81,8 @@ class StubTransport:
 
     def __post_init__(self) -> None:
         self._routes = _routes(self.plan)
+        self._token_urls = {s.auth.token_url for s in self.plan.systems.values()
+                            if s.auth.type == "oauth2"}
         self._queues = {
             k: list(v) if isinstance(v, Sequence) else [v] for k, v in self.responses.items()
         }
@@ -89,6 +91,8 @@ class StubTransport:
         return httpx.MockTransport(self.handle)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and str(request.url) in self._token_urls:  # oauth2: no call
+            return httpx.Response(200, json={"access_token": "stub-token", "expires_in": 3600})
         route = self._match(request)
         if route is None:
             self.unstubbed.append(f"{request.method} {request.url} matches no operation")
