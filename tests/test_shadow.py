@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,31 @@ def test_the_erp_migration_example_validates_and_its_tests_pass() -> None:
     assert tested.exit_code == 0 and tested.output.splitlines()[-1] == "3 passed", tested.output
     graph = runner.invoke(main, ["graph", str(EXAMPLE)]).output.splitlines()
     assert "  step_deal_to_erp_order_erp -.->|shadow| system_erp_cloud" in graph
+
+
+def test_a_served_project_counts_shadows_and_reports_them_over_its_admin_api(
+        tmp_path: Path, target: tuple[Target, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from serverkit import LiveServer
+
+    tgt, url = target
+    _slow_primary(tgt)
+    tgt.script["/cloud/v2/orders/2"] = [("json", 201, {"echo": {"n": 2, "extra": True}})]
+    root = write_project(tmp_path, url, _flow(), {"flows/cloud.yaml": CLOUD})
+    with LiveServer(root, admin_token="t0ken", secrets={}) as live, live.client() as http:
+        runs = [http.post("/hooks/x", json={"n": n}, headers={"webhook-id": f"d{n}"}).json()
+                for n in (1, 2)]
+        auth = {"Authorization": "Bearer t0ken"}
+        for run in runs:
+            for _ in range(200):
+                if http.get(f"/api/v1/runs/{run['run_id']}", headers=auth).json()["state"] \
+                        == "succeeded":
+                    break
+                time.sleep(0.05)
+        metrics = http.get("/metrics").text
+        monkeypatch.setenv("SYNCLINE_ADMIN_TOKEN", "t0ken")
+        result = CliRunner().invoke(main, ["shadow", "report", "--url", live.url])
+    assert ('syncline_shadow_total{flow="shadowed",result="match",step="erp",system="erp-cloud"} '
+            "1.0") in metrics
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "shadowed erp -> erp-cloud: 1 of 2 matched, 1 mismatched (echo.extra x1), 0 errors"]
