@@ -6,17 +6,14 @@ templates reference, found by walking their ASTs.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.compiler.calls import compile_call, compile_shadow
 from engine.compiler.compiled import (
     CallAction,
-    CallRoute,
-    CallShadow,
     CompiledFlow,
     CompiledMapping,
     CompiledRetry,
@@ -49,7 +46,6 @@ from engine.model import flow as m
 from engine.model.base import suggest
 from engine.source import Diagnostic, SourceLocation
 
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 Loc = tuple[Any, ...]
 
 
@@ -227,41 +223,11 @@ class FlowCompiler:
         if isinstance(action, CallAction) and retry is None:
             retry = action.system.retry or self.default_retry
         if step.shadow is not None:
-            action = self.shadowed(step, action, loc)
+            action = compile_shadow(self, step, action, loc)
         if action is None:
             return None
         return CompiledStep(step.id, step.kind, action, frozenset(step.needs), when, retry,
                             compensate, index, self.where(loc))
-
-    def shadowed(self, step: m.Step, action: Any, loc: Loc) -> CallAction | None:
-        """A call mirrored to a candidate System: only a write, never to a System the call may
-        go to itself, and the candidate must have the operation."""
-        spec, where = step.shadow, loc + ("shadow",)
-        assert spec is not None
-        compare = self.expr(spec.compare, where + ("compare",))
-        if step.call is None:
-            self.error(where, "E_SHADOW", f"step '{step.id}' has a shadow but no call to mirror")
-            return None
-        if not isinstance(action, CallAction):
-            return None
-        own = ({action.system.name} if action.route is None or action.route.default else set()) | (
-            {c.system.name for c in action.route.cases.values()} if action.route else set())
-        if not action.is_write:
-            self.error(where, "E_SHADOW", f"step '{step.id}' shadows '{step.call.operation}', "
-                       "which writes nothing: shadows compare writes (a read has no effect to "
-                       "rehearse)")
-            return None
-        candidate = self.target(step.call, spec.system, where + ("system",), loc + ("call",),
-                                (action.params, action.query, action.headers, action.body),
-                                " (a shadow's System needs the call's operation)")
-        if candidate is None or compare is None:
-            return None
-        if own == {candidate.system.name}:  # routed elsewhere too: skipped for that run
-            self.error(where + ("system",), "E_SHADOW", f"step '{step.id}' shadows its call onto "
-                       f"'{candidate.system.name}', which the call itself goes to")
-            return None
-        timeout = spec.timeout if spec.timeout is not None else candidate.system.timeout
-        return dataclasses.replace(action, shadow=CallShadow(candidate, compare, timeout))
 
     def action(self, step: m.Step, loc: Loc, previous: str | None) -> Any:
         sid = step.id
@@ -294,54 +260,7 @@ class FlowCompiler:
         return ValidateAction(schema, source, tuple(rules), spec.code)
 
     def call(self, spec: m.CallSpec, loc: Loc, sid: str) -> CallAction | None:
-        params = self.values(spec.params, loc + ("params",), sid)
-        query = self.values(spec.query, loc + ("query",), sid)
-        headers = self.values(spec.headers, loc + ("headers",), sid)
-        body = self.value(spec.body, loc + ("body",), sid) if spec.body is not None else None
-        if isinstance(spec.system, m.RouteSpec):
-            return self.routed(spec, spec.system, loc, sid, (params, query, headers, body))
-        return self.target(spec, spec.system, loc + ("system",), loc,
-                           (params, query, headers, body))
-
-    def routed(self, spec: m.CallSpec, route: m.RouteSpec, loc: Loc, sid: str,
-               values: tuple[Any, ...]) -> CallAction | None:
-        """A call whose System the route expression picks; every System must have the operation
-        (with the params its path needs)."""
-        where = loc + ("system",)
-        expression = self.expr(route.route, where + ("route",), sid)
-        cases = {value: self.target(spec, ref, where + ("cases", value), loc, values)
-                 for value, ref in route.cases.items()}
-        default = (self.target(spec, route.default, where + ("default",), loc, values)
-                   if route.default else None)
-        if expression is None or None in cases.values() or (route.default and default is None):
-            return None
-        chosen = {k: v for k, v in cases.items() if v is not None}
-        first = default or next(iter(chosen.values()))
-        return dataclasses.replace(first, route=CallRoute(expression, chosen, default))
-
-    def target(self, spec: m.CallSpec, ref: str, system_loc: Loc, loc: Loc,
-               values: tuple[Any, ...],
-               why: str = " (every System a call routes to needs it)") -> CallAction | None:
-        params, query, headers, body = values
-        system = self.system(ref, system_loc)
-        if system is None:
-            return None
-        operation = system.operations.get(spec.operation)
-        routed = system_loc != loc + ("system",)
-        if operation is None:
-            hint = suggest(spec.operation, sorted(system.operations))
-            self.error(system_loc if routed else loc + ("operation",), "E_REF",
-                       f"system '{system.name}' has no operation '{spec.operation}'{hint}"
-                       + (why if routed else ""))
-            return None
-        missing = [p for p in PLACEHOLDER.findall(operation.path) if p not in spec.params]
-        if missing:
-            self.error(loc + ("params",), "E_REF", f"operation '{spec.operation}' of system "
-                       f"'{system.name}' path '{operation.path}' needs params: "
-                       f"{', '.join(missing)}")
-            return None
-        return CallAction(system, spec.operation, operation.method, operation.path, params,
-                          query, headers, body, operation.is_write)
+        return compile_call(self, spec, loc, sid)
 
     def emit(self, spec: m.EmitSpec, loc: Loc, sid: str) -> EmitAction | None:
         data = self.value(spec.data, loc + ("data",), sid)
