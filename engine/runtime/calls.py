@@ -35,8 +35,8 @@ from urllib.parse import quote
 
 import httpx
 
+from engine.compiler.calls import PLACEHOLDER
 from engine.compiler.compiled import CompiledSystem
-from engine.compiler.flow import PLACEHOLDER
 from engine.compiler.interpolate import resolve_secrets, secret_refs
 from engine.compiler.records import Auth
 from engine.errors import CallError, ExecutionError, UsageError

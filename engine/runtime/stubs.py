@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from engine.compiler.flow import PLACEHOLDER
+from engine.compiler.calls import PLACEHOLDER
 from engine.compiler.plan import Plan
 from engine.compiler.records import StubResponse
 from engine.runtime.calls import AUTH_HEADERS
