@@ -190,9 +190,12 @@ class Calls:
             for s in systems
         }
         self._shadows: dict[tuple[str, int], _Channel] = {}  # a candidate's own pool, lazily
-        shadow_connections = connections
-        self._open_shadow = lambda s: _open_channel(
-            s, secrets, transport or _transport(s, shadow_connections), transport)
+
+        def open_shadow(system: CompiledSystem) -> _Channel:
+            own = transport or _transport(system, connections)
+            return _open_channel(system, secrets, own, transport)
+
+        self._open_shadow = open_shadow
 
     def __repr__(self) -> str:
         return f"Calls(systems={sorted(f'{name}@{version}' for name, version in self._channels)})"
