@@ -16,9 +16,14 @@ from serverkit import LiveServer
 CHROMIUM = os.environ.get("SYNCLINE_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).parent / "artifacts" / "screenshots"
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+if os.environ.get("SYNCLINE_REQUIRE_BROWSER"):  # CI: a missing browser fails, never skips
+    import playwright.sync_api as playwright_api
+
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+else:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
