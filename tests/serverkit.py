@@ -159,6 +159,7 @@ class LiveServer:
         environ: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
         store: Store | None = None,
+        database: str | None = None,
         **config: Any,
     ) -> None:
         config.setdefault("watch", False)
@@ -168,6 +169,7 @@ class LiveServer:
             environ=environ or {},
             secrets=dict(SECRETS if secrets is None else secrets),
             store=store,
+            database=database,
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -25,6 +25,7 @@ from engine.compiler.governance import check_registry
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.interpolate import Interpolation
 from engine.compiler.mapping import compile_mapping, compile_schema
+from engine.compiler.metrics import CompiledMetric, compile_metrics
 from engine.compiler.ownership import check_ownership
 from engine.compiler.parse import parse_document, parse_project
 from engine.compiler.records import retry_record, system_records
@@ -59,6 +60,7 @@ class Plan:
     subscriptions: Mapping[str, tuple[CompiledFlow, ...]] = field(repr=False)  # type -> flows
     secret_names: frozenset[str] = frozenset()
     warnings: tuple[Diagnostic, ...] = ()
+    metrics: Mapping[str, CompiledMetric] = field(default_factory=dict, repr=False)  # by name
 
     @property
     def bundle(self) -> dict[str, Any]:
@@ -217,6 +219,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
     active = _active(registry, flow_versions)
     webhooks, apis = _routes(active, registry, report)
     subscriptions = _subscriptions(active, report)
+    metrics = compile_metrics(registry, active, report)
     bundle = make_bundle(project, env_name, variables, documents)
     return Plan(
         digest=digest(bundle), project=project.name, environment=env_name,
@@ -229,6 +232,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
         subscriptions=MappingProxyType(subscriptions),
         secret_names=frozenset(_secret_names(documents)),
         warnings=tuple(d for d in build.diagnostics if d.severity == "warning"),
+        metrics=MappingProxyType(metrics),
     )
 
 

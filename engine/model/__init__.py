@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.model.flow import Flow
 from engine.model.mapping import Mapping
+from engine.model.metric import Metric
 from engine.model.policy import GovernancePolicy, RetryPolicy
 from engine.model.project import Project
 from engine.model.resource import Resource
@@ -17,7 +18,8 @@ MODELS: dict[str, type[Resource]] = {
     "System": System,
     "RetryPolicy": RetryPolicy,
     "GovernancePolicy": GovernancePolicy,
+    "Metric": Metric,
 }
 
-__all__ = ["MODELS", "Flow", "GovernancePolicy", "Mapping", "Project", "Resource", "RetryPolicy",
-           "Schema", "System"]
+__all__ = ["MODELS", "Flow", "GovernancePolicy", "Mapping", "Metric", "Project", "Resource",
+           "RetryPolicy", "Schema", "System"]

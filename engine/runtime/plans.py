@@ -14,6 +14,7 @@ from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.errors import StoreError
 from engine.runtime.calls import Calls
+from engine.store.aggregates import metric_config
 from engine.store.base import RunRecord, Store
 
 
@@ -40,11 +41,13 @@ class Plans:
     async def open(self) -> None:
         """Save the active plan's bundle and open its Systems' clients (missing secrets raise)."""
         await self.store.save_plan(self.active.digest, dict(self.active.bundle))
+        await self.store.sync_metrics(metric_config(self.active.metrics))
         self.calls_for(self.active)
 
     async def swap(self, plan: Plan) -> None:
         """Make `plan` the active one; plans of runs already accepted stay available."""
         await self.store.save_plan(plan.digest, dict(plan.bundle))
+        await self.store.sync_metrics(metric_config(plan.metrics))
         self._plans[plan.digest] = plan
         self.active = plan
 

@@ -8,6 +8,7 @@ without any), plus the unauthenticated probes /healthz, /readyz and /metrics.
                                                           payload (resume only)}
     GET  /api/v1/audit?run=&actor=&action=&since=&cursor= the audit trail, newest first
     GET  /api/v1/status                                   plan digest, flows, last reload
+    GET  /api/v1/metrics                                  business metrics, measured now
     GET  /api/v1/openapi.json                             this whole HTTP API, current routes
 """
 
@@ -32,6 +33,7 @@ from engine.server.http import Problem, dumps, header_dict, read_body
 from engine.server.metrics import CONTENT_TYPE_LATEST
 from engine.server.openapi import openapi_document
 from engine.server.state import ServerState
+from engine.server.telemetry import as_json, business_values, render
 from engine.store.base import RunQuery
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -201,7 +203,15 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(state_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    state = state_of(request)
+    business = render(await business_values(state))
+    return Response(state.metrics.render() + business, media_type=CONTENT_TYPE_LATEST)
+
+
+@admin
+async def business_metrics(request: Request) -> Response:
+    """The business metrics (Metric kinds) with their owners and objectives, measured now."""
+    return JSON(as_json(await business_values(state_of(request))))
 
 
 def _int(text: str, name: str) -> int:
@@ -227,5 +237,6 @@ ROUTES = [
     Route("/api/v1/runs/{run_id}/{action}", run_action, methods=["POST"]),
     Route("/api/v1/status", status, methods=["GET"]),
     Route("/api/v1/audit", admin(audit_api.list_audit), methods=["GET"]),
+    Route("/api/v1/metrics", business_metrics, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

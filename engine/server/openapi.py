@@ -10,6 +10,7 @@ from engine.compiler.plan import Plan
 ERROR = {"$ref": "#/components/schemas/Error"}
 ACCEPTED = {"$ref": "#/components/schemas/Accepted"}
 RUN = {"$ref": "#/components/schemas/Run"}
+METRICS = {"$ref": "#/components/schemas/BusinessMetrics"}
 JSON_BODY: dict[str, Any] = {"content": {"application/json": {"schema": {}}}}
 
 COMPONENTS: dict[str, Any] = {
@@ -61,6 +62,38 @@ COMPONENTS: dict[str, Any] = {
                     "steps",
                     "links",
                 )
+            },
+        },
+        "BusinessMetrics": {
+            "type": "object",
+            "required": ["metrics", "measured_at"],
+            "properties": {
+                "measured_at": {"type": "string", "format": "date-time"},
+                "metrics": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "kind", "help", "owner", "prometheus"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {"enum": ["gauge", "counter", "duration"]},
+                        "help": {"type": "string"},
+                        "owner": {"type": ["string", "null"]},
+                        "prometheus": {"type": "string", "description": "the family on /metrics"},
+                        "value": {"type": "integer", "description": "gauge, counter: all series"},
+                        "series": {"type": "array", "items": {
+                            "type": "object",
+                            "properties": {"labels": {"type": "object"},
+                                           "value": {"type": "integer"}}}},
+                        "count": {"type": "integer", "description": "duration: observations"},
+                        "sum": {"type": "number", "description": "duration: seconds in all"},
+                        "buckets": {"type": "array", "items": {
+                            "type": "object",
+                            "properties": {"le": {}, "count": {"type": "integer"}}}},
+                        "objective": {"type": "object", "properties": {
+                            "percentile": {"type": "number"}, "under": {"type": "number"},
+                            "ratio": {"type": ["number", "null"]},
+                            "met": {"type": ["boolean", "null"]}}},
+                    },
+                }},
             },
         },
     },
@@ -185,6 +218,13 @@ def _fixed() -> dict[str, Any]:
                     {"name": n, "in": "query", "schema": {"type": "string"}}
                     for n in ("run", "actor", "action", "since", "cursor", "limit")
                 ],
+                security=admin,
+            )
+        },
+        "/api/v1/metrics": {
+            "get": _op(
+                "Business metrics (Metric kinds) with owners and objectives, measured now",
+                _responses((200, "metrics", METRICS), *ADMIN_ERRORS),
                 security=admin,
             )
         },

@@ -21,7 +21,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
+
+if TYPE_CHECKING:
+    from engine.store.aggregates import Aggregates, MetricConfig
 
 from engine.errors import UsageError
 from engine.store.audit import AuditQuery
@@ -332,6 +335,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_runs(self) -> dict[tuple[str, str], int]:
         """(flow, state) -> count, for metrics and reports."""
+
+    # business metrics (engine/store/aggregates.py) ---------------------------------------------
+    @abc.abstractmethod
+    async def sync_metrics(self, config: MetricConfig) -> None:
+        """Track what a plan's metrics need (beforeStep steps, duration points and buckets)."""
+
+    @abc.abstractmethod
+    async def read_aggregates(self) -> Aggregates:
+        """The counts the triggers keep: a read of a few rows, however many runs there are."""
 
     # operator actions --------------------------------------------------------------------------
     @abc.abstractmethod

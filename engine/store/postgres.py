@@ -36,6 +36,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from engine.errors import StoreError
 from engine.store import audit as audit_sql
+from engine.store.aggregates import Aggregates, MetricConfig
+from engine.store.aggregates_postgres import postgres_read, postgres_sync
 from engine.store.audit import AuditQuery
 from engine.store.base import (
     Acceptance,
@@ -274,6 +276,15 @@ class PostgresStore(Store):
     async def count_runs(self) -> dict[tuple[str, str], int]:
         rows = await self._rows("SELECT flow, state, count(*) FROM runs GROUP BY flow, state")
         return {(flow, state): count for flow, state, count in rows}
+
+    # business metrics --------------------------------------------------------------------------
+    async def sync_metrics(self, config: MetricConfig) -> None:
+        async with self._transaction() as conn:
+            await postgres_sync(conn, config)
+
+    async def read_aggregates(self) -> Aggregates:
+        async with self._transaction() as conn:
+            return await postgres_read(conn)
 
     # operator actions --------------------------------------------------------------------------
     async def set_run_state(self, run_id: str, change: StateChange) -> RunRecord:

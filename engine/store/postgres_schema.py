@@ -9,6 +9,7 @@ import psycopg
 
 from engine.errors import StoreError
 from engine.store import audit
+from engine.store.aggregates_postgres import POSTGRES_MIGRATION
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
 
@@ -99,6 +100,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: audit entries are hash-chained (engine/store/audit.py).
     audit.POSTGRES_MIGRATION,
+    # 3: the aggregates business metrics read (engine/store/aggregates.py), kept by triggers.
+    POSTGRES_MIGRATION,
 )
 
 

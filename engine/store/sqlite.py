@@ -34,6 +34,7 @@ from typing import Any, TypeVar, cast
 
 from engine.errors import StoreError
 from engine.store import audit as audit_sql
+from engine.store.aggregates import Aggregates, MetricConfig, sqlite_read, sqlite_sync
 from engine.store.audit import AuditQuery
 from engine.store.base import (
     Acceptance,
@@ -305,6 +306,14 @@ class SQLiteStore(Store):
             _q_all, "SELECT flow, state, count(*) FROM runs GROUP BY flow, state", ()
         )
         return {(flow, state): count for flow, state, count in rows}
+
+    # business metrics --------------------------------------------------------------------------
+    async def sync_metrics(self, config: MetricConfig) -> None:
+        await self._write(sqlite_sync, config)
+
+    async def read_aggregates(self) -> Aggregates:
+        result: Aggregates = await self._read(sqlite_read)
+        return result
 
     # operator actions --------------------------------------------------------------------------
     async def set_run_state(self, run_id: str, change: StateChange) -> RunRecord:

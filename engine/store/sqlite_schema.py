@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.errors import StoreError
 from engine.store import audit
+from engine.store.aggregates import SQLITE_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
 
@@ -121,6 +122,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: audit entries are hash-chained (engine/store/audit.py).
     audit.SQLITE_MIGRATION,
+    # 5: the aggregates business metrics read (engine/store/aggregates.py), kept by triggers.
+    SQLITE_MIGRATION,
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.errors import StoreError
 from engine.store import audit
+from engine.store.aggregates import sqlite_sync
 from engine.store.base import (
     Acceptance,
     Checkpoint,
@@ -340,5 +341,6 @@ WRITES = {
         tx_dispatch,
         tx_save_plan,
         tx_audit,
+        sqlite_sync,
     )
 }

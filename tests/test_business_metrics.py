@@ -1,0 +1,260 @@
+"""The Metric kind: compile checks, the store's aggregates on SQLite and PostgreSQL, and the
+values on /metrics and GET /api/v1/metrics through a real server, across a restart."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.compiler import compile_project
+from engine.errors import DefinitionErrors
+from engine.runtime.business import MAX_LABEL_VALUES, measure
+from engine.store.aggregates import Aggregates
+from tests.serverkit import LiveServer
+
+FLOWS = """\
+apiVersion: syncline/v1
+kind: Flow
+metadata: {name: deal-won, owner: revops}
+spec:
+  trigger: {event: com.acme.deal.won}
+  idempotencyKey: data.id
+  steps:
+    - id: hold
+      when: "data.hold"
+      park: {code: MASTER_DATA, message: customer record incomplete}
+    - id: book
+      needs: [hold]
+      set: {id: data.id}
+    - id: activated
+      needs: [book]
+      emit: {type: com.acme.order.activated, data: "{id: steps.book.id}"}
+---
+apiVersion: syncline/v1
+kind: Flow
+metadata: {name: on-activated, owner: revops}
+spec:
+  trigger: {event: com.acme.order.activated}
+  steps:
+    - id: note
+      set: {id: data.id}
+"""
+
+METRICS = """\
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: deals-awaiting-booking, owner: finance}
+spec:
+  help: Won deals not booked yet
+  gauge: {flow: deal-won, states: [pending, running, waiting, parked], beforeStep: book}
+  labels: {reason: reason.code}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: deals-parked, owner: finance}
+spec:
+  help: Won deals parked, by reason
+  gauge: {flow: "*", states: [parked]}
+  labels: {reason: reason.code, flow: flow}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: deal-cycle-time, owner: revops}
+spec:
+  help: From a won deal received to its order activated
+  duration:
+    from: {flow: deal-won, state: pending}
+    to: {event: com.acme.order.activated}
+  buckets: [1s, 1m, 1h]
+  objective: {percentile: 95, under: 10m}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: manual-interventions, owner: revops}
+spec:
+  help: Runs an operator had to touch
+  counter: {flow: "*", actions: [resume, retry, cancel, replay]}
+  labels: {action: action}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: deals-booked, owner: finance}
+spec:
+  help: Won deals that went through
+  counter: {flow: deal-won, to: succeeded}
+"""
+
+
+def write(project: Callable[[dict[str, str]], Path], metrics: str = METRICS) -> Path:
+    return project({"flows/deals.yaml": FLOWS, "metrics/deals.yaml": metrics})
+
+
+PROJECT = """\
+apiVersion: syncline/v1
+kind: Project
+metadata: {name: metrics-test}
+spec:
+  paths: [flows, metrics]
+  environments: {dev: {}}
+"""
+
+
+@pytest.fixture
+def metrics_project(project: Callable[[dict[str, str]], Path]) -> Path:
+    return project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
+                    "metrics/deals.yaml": METRICS})
+
+
+# -- compile checks ---------------------------------------------------------------------------
+def errors_of(project: Callable[[dict[str, str]], Path], spec: str) -> list[str]:
+    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
+                    "metrics/bad.yaml": "apiVersion: syncline/v1\nkind: Metric\n"
+                    "metadata: {name: bad}\nspec:\n  help: x\n" + spec})
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(root)
+    return [d.format() for d in caught.value.diagnostics]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("  gauge: {flow: deal-wonn, states: [parked]}\n",
+     "metrics/bad.yaml:6:11: error[E_REF] unknown flow 'deal-wonn' (did you mean 'deal-won'?)"),
+    ("  gauge: {flow: deal-won, states: [parkd]}\n",
+     "metrics/bad.yaml:6:36: error[E_METRIC] unknown state 'parkd' (did you mean 'parked'?)"),
+    ("  gauge: {flow: deal-won, states: [parked], beforeStep: bok}\n",
+     "metrics/bad.yaml:6:45: error[E_REF] flow 'deal-won' has no step 'bok' "
+     "(did you mean 'book'?)"),
+    ("  duration: {from: {event: com.acme.deal.wonn}, to: {flow: deal-won, state: succeeded}}\n",
+     "metrics/bad.yaml:6:21: error[E_REF] no flow emits or is triggered by event type "
+     "'com.acme.deal.wonn' (did you mean 'com.acme.deal.won'?)"),
+    ("  gauge: {flow: deal-won, states: [parked]}\n  labels: {region: data.region}\n",
+     "metrics/bad.yaml:7:12: error[E_METRIC] label 'region' reads 'data': a label reads flow, "
+     "state, reason (code, step) or action, which the store keeps aggregated; a run's data and "
+     "steps are not"),
+    ("  counter: {flow: deal-won, to: done}\n",
+     "metrics/bad.yaml:6:29: error[E_METRIC] unknown state 'done'"),
+])
+def test_a_bad_metric_is_a_located_error(project: Callable[[dict[str, str]], Path], spec: str,
+                                         expected: str) -> None:
+    assert expected in errors_of(project, spec)
+
+
+def test_a_duration_whose_end_never_follows_its_start_is_a_warning(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
+                    "metrics/odd.yaml": "apiVersion: syncline/v1\nkind: Metric\n"
+                    "metadata: {name: odd}\nspec:\n  help: x\n  duration:\n"
+                    "    from: {flow: on-activated, state: succeeded}\n"
+                    "    to: {flow: deal-won, state: succeeded}\n"})
+    plan = compile_project(root)
+    [warning] = [w.format() for w in plan.warnings if w.code == "W_METRIC"]
+    assert warning.startswith("metrics/odd.yaml:8:5: warning[W_METRIC] 'run:deal-won:succeeded' "
+                              "never follows 'run:on-activated:succeeded'")
+
+
+def test_label_values_are_bounded_and_a_failing_label_reads_unknown(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
+                    "metrics/m.yaml": "apiVersion: syncline/v1\nkind: Metric\n"
+                    "metadata: {name: parked}\nspec:\n  help: x\n"
+                    "  gauge: {flow: deal-won, states: [parked]}\n"
+                    "  labels: {reason: reason.code, bad: 'abs(reason.code)'}\n"})
+    plan = compile_project(root)
+    tallies = [("runs", "deal-won", "parked", f"CODE_{i:03d}", "hold", i + 1)
+               for i in range(MAX_LABEL_VALUES + 10)]
+    [value] = measure(plan.metrics, Aggregates(tallies, {}))
+    reasons = {dict(key)["reason"] for key, _ in value.series}
+    assert len(reasons) == MAX_LABEL_VALUES + 1 and "other" in reasons
+    assert "CODE_000" not in reasons and "CODE_059" in reasons  # the largest keep their names
+    assert value.value(reason="other") == sum(range(1, 11))
+    assert {dict(key)["bad"] for key, _ in value.series} == {"unknown"}
+    assert value.value() == sum(range(1, MAX_LABEL_VALUES + 11))
+
+
+# -- through a real server, on both stores --------------------------------------------------------
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> str | None:
+    return None if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+def send(http: httpx.Client, deal: str, *, hold: bool) -> None:
+    event = {"specversion": "1.0", "id": f"ev-{deal}", "type": "com.acme.deal.won",
+             "source": "tests", "datacontenttype": "application/json",
+             "data": {"id": deal, "hold": hold}}
+    response = http.post("/events", content=json.dumps(event),
+                         headers={"content-type": "application/cloudevents+json"})
+    assert response.status_code == 202, response.text
+
+
+def metrics_json(http: httpx.Client) -> dict[str, dict]:
+    return {m["name"]: m for m in http.get("/api/v1/metrics").json()["metrics"]}
+
+
+def scrape(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(http.get("/metrics").text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def wait_for(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}")
+        time.sleep(0.05)
+
+
+def runs_in(http: httpx.Client, state: str) -> list[dict]:
+    return list(http.get("/api/v1/runs", params={"state": state}).json()["runs"])
+
+
+def test_metrics_move_with_the_runs_and_survive_a_restart(metrics_project: Path,
+                                                          database: str | None) -> None:
+    with LiveServer(metrics_project, database=database) as live, live.client() as http:
+        send(http, "d1", hold=True)
+        send(http, "d2", hold=False)
+        send(http, "d3", hold=True)
+        wait_for(lambda: len(runs_in(http, "parked")) == 2, "two deals parked")
+        wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 1, "one deal booked")
+        values = metrics_json(http)
+        assert [s for s in values["deals-awaiting-booking"]["series"] if s["value"]] == [
+            {"labels": {"reason": "MASTER_DATA"}, "value": 2}]
+        assert values["deals-parked"]["value"] == 2
+        assert values["deals-parked"]["owner"] == "finance"
+        cycle = values["deal-cycle-time"]
+        assert cycle["count"] == 1 and cycle["objective"]["ratio"] == 1.0
+        assert cycle["objective"]["met"] is True and cycle["prometheus"].endswith("_seconds")
+
+        parked = runs_in(http, "parked")[0]["id"]
+        resumed = http.post(f"/api/v1/runs/{parked}/resume", json={"data": {"id": "d1",
+                                                                              "hold": False}})
+        assert resumed.status_code == 200, resumed.text
+        wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 2, "resumed deal booked")
+        samples = scrape(http)
+        assert samples[("syncline_business_deals_awaiting_booking",
+                        (("reason", "MASTER_DATA"),))] == 1
+        assert samples[("syncline_business_manual_interventions_total",
+                        (("action", "resume"),))] == 1
+        assert samples[("syncline_business_deals_booked_total", ())] == 2
+        assert samples[("syncline_business_deal_cycle_time_seconds_count", ())] == 2
+        assert samples[("syncline_business_deal_cycle_time_seconds_bucket", (("le", "+Inf"),))] == 2
+        assert samples[("syncline_business_deal_cycle_time_objective_ratio", ())] == 1.0
+        before = metrics_json(http)
+    with LiveServer(metrics_project, database=database) as live, live.client() as http:
+        after = metrics_json(http)
+        for name in before:
+            for field in ("value", "series", "count", "buckets"):
+                assert after[name].get(field) == before[name].get(field), (name, field)
+        still = runs_in(http, "parked")[0]["id"]
+        http.post(f"/api/v1/runs/{still}/cancel").raise_for_status()
+        wait_for(lambda: metrics_json(http)["deals-awaiting-booking"]["value"] == 0, "none left")
+        values = metrics_json(http)
+        assert values["deals-parked"]["value"] == 0
+        assert values["manual-interventions"]["value"] == 2
