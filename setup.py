@@ -1,7 +1,7 @@
-"""The wheel ships the reference project (syncline.yaml, flows/, mappings/, policies/ at the root
-of the repository, where SPEC section 1 keeps them) as `engine/reference/`, so `syncline demo` and
-`syncline init --from reference` work from a plain `pip install .`. Everything else is declared in
-pyproject.toml; an editable install reads the files from the checkout instead."""
+"""The wheel ships the reference project (syncline.yaml, flows/, mappings/, policies/, metrics/ at
+the root of the repository, where SPEC section 1 keeps them) as `engine/reference/`, so `syncline
+demo` and `syncline init --from reference` work from a plain `pip install .`. Everything else is
+declared in pyproject.toml; an editable install reads the files from the checkout instead."""
 
 import shutil
 from pathlib import Path
@@ -9,7 +9,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-REFERENCE = ("syncline.yaml", "flows", "mappings", "policies")
+REFERENCE = ("syncline.yaml", "flows", "mappings", "policies", "metrics")
 
 
 class BuildWithReference(build_py):

@@ -107,7 +107,7 @@ def _sabotaged_checkout(tmp_path: Path) -> Path:
     kind the reconciliation is there to catch (the ERP accepts the orders)."""
     copy = tmp_path / "checkout"
     ignore = shutil.ignore_patterns("__pycache__")
-    for name in ("flows", "mappings", "policies"):
+    for name in ("flows", "mappings", "policies", "metrics"):
         shutil.copytree(ROOT / name, copy / name, ignore=ignore)
     shutil.copy(ROOT / "syncline.yaml", copy / "syncline.yaml")
     mapping = copy / "mappings" / "order-to-sales-order.yaml"

@@ -66,7 +66,8 @@ def test_the_installed_wheel_runs_without_the_checkout(installed: Path, tmp_path
         assert done.stdout.rstrip().endswith("passed") and "failed" not in done.stdout
     copied = sorted(p.relative_to(tmp_path / "reference").as_posix()
                     for p in (tmp_path / "reference").rglob("*.yaml"))
-    shipped = sorted(p.relative_to(ROOT).as_posix() for name in ("flows", "mappings", "policies")
+    shipped = sorted(p.relative_to(ROOT).as_posix()
+                     for name in ("flows", "mappings", "policies", "metrics")
                      for p in (ROOT / name).rglob("*.yaml"))
     assert copied == sorted([*shipped, "syncline.yaml"])
 

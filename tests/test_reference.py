@@ -120,8 +120,13 @@ async def _governed_exception(workdir: Path) -> dict[str, Any]:
                 listing = await call("syncline", "GET", "/api/v1/runs?flow=closed-won-to-order")
                 return listing["runs"]
 
+            async def business() -> dict[str, Any]:
+                found = await call("syncline", "GET", "/api/v1/metrics")
+                return {m["name"]: m for m in found["metrics"]}
+
             seen["parked"] = await parked()
             seen["parked_state"] = sandbox.snapshot()
+            seen["parked_metrics"] = await business()
 
             # resumed before the master data is fixed: the ERP refuses again, still nothing written
             run_id = seen["parked"][0]["id"]
@@ -141,11 +146,35 @@ async def _governed_exception(workdir: Path) -> dict[str, Any]:
             seen["done"] = await call("syncline", "GET", f"/api/v1/runs/{run_id}")
             seen["runs"] = await parked()
             seen["final_state"] = sandbox.snapshot()
+            seen["final_metrics"] = await business()
             seen["erp_requests"] = list(sandbox.erp.requests)
             seen["ids"] = (account["id"], opportunity["id"])
     finally:
         await stack.stop()
     return seen
+
+
+def _value(metric: dict[str, Any], **labels: str) -> int:
+    return sum(s["value"] for s in metric["series"] if labels.items() <= s["labels"].items())
+
+
+def _business_metrics_moved(parked: dict[str, Any], final: dict[str, Any]) -> None:
+    """The reference project's business metrics while the order is parked, and after resume."""
+    assert _value(parked["orders-awaiting-erp"], reason="HTTP_400") == 1
+    assert parked["orders-awaiting-erp"]["value"] == 1
+    assert parked["orders-awaiting-erp"]["owner"] == "finance"
+    assert parked["subscriptions-pending-activation"]["value"] == 1
+    assert _value(parked["exceptions-open"], flow="closed-won-to-order", state="parked") == 1
+    assert parked["orders-activated"]["value"] == 0
+    assert parked["order-cycle-time"]["count"] == 0
+    assert final["orders-awaiting-erp"]["value"] == 0
+    assert final["subscriptions-pending-activation"]["value"] == 0
+    assert final["exceptions-open"]["value"] == 0
+    assert _value(final["manual-interventions"], flow="closed-won-to-order", action="resume") == 2
+    assert final["orders-activated"]["value"] == 1
+    assert final["order-cycle-time"]["count"] == 1
+    assert final["order-cycle-time"]["objective"]["met"] is True
+    assert final["order-exception-resolution-time"]["count"] == 1
 
 
 def _writes(state: dict[str, Any]) -> dict[str, int]:
@@ -174,6 +203,7 @@ def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicate
         (crm_account,) = state["crm"]["data"]["accounts"]
         assert crm_account.get("Subscription_Id__c") is None, key
         assert crm_account.get("Status__c") is None, key
+    _business_metrics_moved(seen["parked_metrics"], seen["final_metrics"])
     unfixed = seen["resumed_unfixed"]
     assert unfixed["state"] == "parked" and "UNKNOWN_TAX_NEXUS" in unfixed["reason"]["message"]
 

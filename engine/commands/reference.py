@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.errors import UsageError
 
-FILES = ("syncline.yaml", "flows", "mappings", "policies")
+FILES = ("syncline.yaml", "flows", "mappings", "policies", "metrics")
 
 
 def reference_root() -> Path:

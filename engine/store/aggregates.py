@@ -78,8 +78,8 @@ def _sqlite_step(row: str) -> str:
     return f"coalesce(json_extract({row}.reason, '$.step'), '')"
 
 
-def _sqlite_points(points: str, correlation: str, at: str) -> str:
-    """Statements that observe ends and then mark starts at `points` (an SQL list)."""
+def _sqlite_ends(points: str, correlation: str, at: str) -> str:
+    """Statements that observe the durations ending at `points` (an SQL list)."""
     ends = f"SELECT p.metric FROM metric_points AS p WHERE p.role = 'to' AND p.point IN ({points})"
     return f"""
     UPDATE metric_buckets SET n = n + 1
@@ -89,11 +89,29 @@ def _sqlite_points(points: str, correlation: str, at: str) -> str:
         SELECT m.metric, 1, {at} - m.at FROM metric_marks AS m
         WHERE m.correlation_id = {correlation} AND m.metric IN ({ends})
         ON CONFLICT (metric) DO UPDATE SET count = count + 1, total = total + excluded.total;
-    DELETE FROM metric_marks WHERE correlation_id = {correlation} AND metric IN ({ends});
+    DELETE FROM metric_marks WHERE correlation_id = {correlation} AND metric IN ({ends});"""
+
+
+def _sqlite_point_triggers(name: str, event: str, points: str, correlation: str,
+                           at: str, when: str = "true") -> str:
+    """Two triggers on `event`: one observes the durations ending at `points`, one marks the
+    starts; each runs only when a metric names one of the points in that role."""
+    def exists(role: str) -> str:
+        return (f"{when} AND EXISTS (SELECT 1 FROM metric_points "
+                f"WHERE role = '{role}' AND point IN ({points}))")
+
+    return f"""
+CREATE TRIGGER {name}_ends AFTER {event} WHEN {exists('to')}
+BEGIN
+    {_sqlite_ends(points, correlation, at)}
+END;
+CREATE TRIGGER {name}_starts AFTER {event} WHEN {exists('from')}
+BEGIN
     INSERT INTO metric_marks (metric, correlation_id, at)
         SELECT p.metric, {correlation}, {at} FROM metric_points AS p
         WHERE p.role = 'from' AND p.point IN ({points})
-        ON CONFLICT DO NOTHING;"""
+        ON CONFLICT DO NOTHING;
+END;"""
 
 
 def _sqlite_done(run: str, sign: str) -> str:
@@ -118,6 +136,9 @@ def _sqlite_step_tally(row: str, sign: str) -> str:
             f"{_sqlite_code('r')}, {_sqlite_step('r')}, {sign}1 FROM runs AS r "
             f"WHERE r.id = {row}.run_id ON CONFLICT DO UPDATE SET n = n {sign} 1;")
 
+
+_NEW_RUN_POINTS = ("'run:' || new.flow || ':' || new.state, "
+                   "'event:' || (SELECT e.type FROM events AS e WHERE e.id = new.event_id)")
 
 SQLITE_MIGRATION = f"""
 CREATE TABLE tallies (
@@ -153,10 +174,9 @@ BEGIN
         ('runs', new.flow, new.state, {_sqlite_code('new')}, {_sqlite_step('new')}, 1),
         ('entered', new.flow, new.state, {_sqlite_code('new')}, {_sqlite_step('new')}, 1)
         ON CONFLICT DO UPDATE SET n = n + 1;
-    {_sqlite_points("'run:' || new.flow || ':' || new.state, 'event:' || "
-                    "(SELECT e.type FROM events AS e WHERE e.id = new.event_id)",
-                    "new.correlation_id", "new.created_at")}
 END;
+{_sqlite_point_triggers("metric_run_insert", "INSERT ON runs", _NEW_RUN_POINTS,
+                         "new.correlation_id", "new.created_at")}
 CREATE TRIGGER tally_run_update AFTER UPDATE OF state, reason ON runs
 WHEN new.state IS NOT old.state OR new.reason IS NOT old.reason
 BEGIN
@@ -168,11 +188,17 @@ BEGIN
     INSERT INTO tallies SELECT 'entered', new.flow, new.state, {_sqlite_code('new')},
         {_sqlite_step('new')}, 1 WHERE new.state IS NOT old.state
         ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tally_run_steps AFTER UPDATE OF state, reason ON runs
+WHEN (new.state IS NOT old.state OR new.reason IS NOT old.reason)
+    AND EXISTS (SELECT 1 FROM metric_steps WHERE flow = new.flow)
+BEGIN
     {_sqlite_done('old', '-')}
     {_sqlite_done('new', '+')}
-    {_sqlite_points("SELECT 'run:' || new.flow || ':' || new.state "
-                    "WHERE new.state IS NOT old.state", "new.correlation_id", "new.updated_at")}
 END;
+{_sqlite_point_triggers("metric_run_update", "UPDATE OF state ON runs",
+                         "'run:' || new.flow || ':' || new.state", "new.correlation_id",
+                         "new.updated_at", "new.state IS NOT old.state")}
 CREATE TRIGGER tally_step_replace BEFORE INSERT ON steps
 WHEN {_TRACKED.format(row='new')} AND EXISTS (SELECT 1 FROM steps AS s
     WHERE s.run_id = new.run_id AND s.step_id = new.step_id AND s.state IN {DONE})
@@ -194,13 +220,10 @@ BEGIN
     INSERT INTO tallies SELECT 'action', r.flow, new.action, '', '', 1 FROM runs AS r
         WHERE r.id = new.run_id ON CONFLICT DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER metric_emitted AFTER INSERT ON outbox
-WHEN EXISTS (SELECT 1 FROM metric_points)
-BEGIN
-    {_sqlite_points("'event:' || json_extract(new.event, '$.type')",
-                    "(SELECT r.correlation_id FROM runs AS r WHERE r.id = new.run_id)",
-                    "new.created_at")}
-END;
+{_sqlite_point_triggers("metric_emitted", "INSERT ON outbox",
+                         "'event:' || json_extract(new.event, '$.type')",
+                         "(SELECT r.correlation_id FROM runs AS r WHERE r.id = new.run_id)",
+                         "new.created_at")}
 """
 
 

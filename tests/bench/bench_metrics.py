@@ -1,0 +1,168 @@
+"""Business metrics (the Metric kind): their cost on the hot path, and the cost of a scrape.
+
+1. Ingest and execution (the `local` flow of bench_runtime.py: map, validate, emit) with ten
+   Metric definitions active vs none: runs/s, alternating A/B rounds on fresh SQLite stores, the
+   median of each; the issue asks for a ratio of at least 0.90.
+2. A scrape of the business metrics (read the aggregates, measure, render the Prometheus text)
+   with 1,000,000 runs in a SQLite store (inserted with SQL, through the triggers that keep the
+   aggregates) and the ten Metrics: the median of 20 scrapes; the issue asks for < 50 ms.
+
+    python tests/bench/bench_metrics.py [--runs N] [--rounds R] [--stored M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_runtime import runtime_runs_per_second, write_project  # noqa: E402
+
+from engine.compiler import compile_project  # noqa: E402
+from engine.runtime.business import measure  # noqa: E402
+from engine.server.telemetry import render  # noqa: E402
+from engine.store import SQLiteStore  # noqa: E402
+from engine.store.aggregates import metric_config  # noqa: E402
+
+METRICS = """\
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m1-awaiting-check}
+spec:
+  help: x
+  gauge: {flow: local, states: [pending, running, waiting, parked], beforeStep: check}
+  labels: {reason: reason.code}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m2-parked}
+spec: {help: x, gauge: {flow: local, states: [parked]}, labels: {reason: reason.code}}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m3-exceptions}
+spec: {help: x, gauge: {flow: "*", states: [parked, dead-lettered]}, labels: {flow: flow}}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m4-queued}
+spec: {help: x, gauge: {flow: local, states: [pending]}}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m5-not-emitted}
+spec: {help: x, gauge: {flow: local, states: [pending, running, parked], beforeStep: done}}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m6-succeeded}
+spec: {help: x, counter: {flow: local, to: succeeded}}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m7-interventions}
+spec: {help: x, counter: {flow: "*", actions: [resume, retry, cancel, replay]}}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m8-parked-total}
+spec: {help: x, counter: {flow: local, to: parked}, labels: {reason: reason.code}}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m9-cycle}
+spec:
+  help: x
+  duration: {from: {flow: local, state: pending}, to: {flow: local, state: succeeded}}
+  objective: {percentile: 95, under: 1m}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: m10-to-emit}
+spec:
+  help: x
+  duration: {from: {flow: local, state: running}, to: {event: com.bench.done}}
+"""
+
+
+def with_metrics(root: Path, on: bool) -> Path:
+    path = root / "flows" / "metrics.yaml"
+    if on:
+        path.write_text(METRICS)
+    elif path.exists():
+        path.unlink()
+    return root
+
+
+async def throughput(root: Path, runs: int, rounds: int) -> tuple[float, float]:
+    without, with_ = [], []
+    for _ in range(rounds):
+        without.append(await runtime_runs_per_second(with_metrics(root, False), "local", runs, 32))
+        with_.append(await runtime_runs_per_second(with_metrics(root, True), "local", runs, 32))
+    return statistics.median(without), statistics.median(with_)
+
+
+def fill(db: Path, stored: int) -> None:
+    """`stored` runs of `local` in a spread of states (as a day's history would leave them)."""
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO events VALUES ('ev', 'bench', 'b', NULL, NULL, '{}', '{}', 0)")
+    states = ["succeeded"] * 90 + ["parked"] * 4 + ["pending"] * 3 + ["dead-lettered"] * 3
+    reasons = ['{"code": "NO_AMOUNT", "step": "check", "message": "m"}', None]
+    with conn:
+        conn.executemany(
+            "INSERT INTO runs (id, flow, flow_version, plan_digest, event_id, state, key, "
+            "correlation_id, created_at, updated_at, reason) "
+            "VALUES (?, 'local', 1, 'd', 'ev', ?, ?, ?, 0, 0, ?)",
+            ((f"r{i}", states[i % 100], f"k{i}", f"c{i}",
+              reasons[0] if states[i % 100] in ("parked", "dead-lettered") else reasons[1])
+             for i in range(stored)),
+        )
+    conn.close()
+
+
+async def scrape_ms(root: Path, stored: int) -> float:
+    plan = compile_project(with_metrics(root, True))
+    db = root / ".syncline" / "scrape.db"
+    async with SQLiteStore(db) as store:
+        await store.sync_metrics(metric_config(plan.metrics))
+    fill(db, stored)
+    async with SQLiteStore(db) as store:
+        timings = []
+        for _ in range(20):
+            started = time.perf_counter()
+            text = render(measure(plan.metrics, await store.read_aggregates()))
+            timings.append((time.perf_counter() - started) * 1000)
+        assert b"syncline_business_m3_exceptions" in text
+        found = measure(plan.metrics, await store.read_aggregates())
+        parked = next(v for v in found if v.metric.name == "m2-parked").value()
+        assert parked == stored * 4 // 100, parked
+    return statistics.median(timings)
+
+
+async def main(runs: int, rounds: int, stored: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_project(Path(tmp), "http://127.0.0.1:9")
+        without, with_ = await throughput(root, runs, rounds)
+        print(f"ingest+execution, no Metrics:  {without:8.0f} runs/s")
+        print(f"ingest+execution, ten Metrics: {with_:8.0f} runs/s")
+        print(f"ratio with/without:            {with_ / without:8.2f}   (issue: >= 0.90)")
+        started = time.perf_counter()
+        ms = await scrape_ms(root, stored)
+        print(f"({stored:,} runs inserted in {time.perf_counter() - started:.0f} s)")
+        print(f"scrape with {stored:,} runs, ten Metrics: {ms:6.2f} ms (issue: < 50 ms)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--stored", type=int, default=1_000_000)
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.rounds, args.stored))
