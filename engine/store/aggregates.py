@@ -5,24 +5,23 @@ deployment must report the same values after any restart. So the store keeps cou
 in the same transaction as the rows they count, maintained by triggers on `runs`, `steps`,
 `audit` and `outbox` (nothing in the write paths calls them, so no write can forget them):
 
-- ``tallies(kind, flow, name, code, step, n)``: kind ``runs`` counts runs now in state `name`
-  with reason `code`/`step` ('' for none); ``entered`` counts runs that ever entered a state;
-  ``action`` counts operator actions (`name`) from the audit log; ``done:<step>`` counts runs now
-  in a state that have completed `<step>` (only for the (flow, step) pairs in ``metric_steps``,
-  which a `beforeStep` names).
-- Durations: ``metric_points`` names, per duration metric, its start and end point
-  (``run:FLOW:STATE`` or ``event:TYPE``); a start leaves a mark per correlation id
-  (``metric_marks``), an end observes `now - mark` into ``metric_buckets`` (cumulative, one row
-  per upper bound, +inf last) and ``metric_sums``, and removes the mark.
+- ``tallies(kind, flow, name, code, step, ...)``: kind ``runs`` counts runs now in state `name`
+  with reason `code`/`step` ('' for none) and how many ever entered it (``entered``); ``action``
+  counts operator actions (`name`) from the audit log; ``done:<step>`` counts runs now in a state
+  that have completed `<step>` (for the (flow, step) pairs a `beforeStep` names).
+- Durations: a metric's start point (``run:FLOW:STATE`` or ``event:TYPE``) leaves a mark per
+  correlation id (``metric_marks``, the first start wins); its end observes `now - mark` into
+  ``metric_buckets`` (cumulative, one row per upper bound, +inf last) and ``metric_sums``, and
+  removes the mark.
 
-SQLite has one writer, so its triggers update the counts in place. On PostgreSQL concurrent
-transactions would lock the same count rows in different orders (deadlocks), so its triggers only
-append deltas (engine/store/aggregates_postgres.py); a read adds the deltas to the base
-rows, and folds them in when it can take the aggregation lock (one replica at a time).
-
-`MetricConfig` is what a plan's metrics need tracked; `sync` writes it (at startup and on
-reload). A new `beforeStep` is backfilled from the steps once; a duration counts from the moment
-its points are first synced.
+`MetricConfig` is what a plan's metrics need tracked; `Store.sync_metrics` writes it at startup
+and on reload. A new `beforeStep` is backfilled from the steps once; a duration counts from the
+moment its points are first synced, and starts over when its buckets change. How each store
+does it: SQLite (here) has one writer, so its triggers update the counts in place, and the
+triggers of metric points and steps are created by `sqlite_sync` with the names as literals (a
+write no metric names pays for nothing more than the run tallies). On PostgreSQL
+(aggregates_postgres.py) concurrent transactions would lock the same count rows in different
+orders, so its triggers append deltas that a read folds in.
 """
 
 from __future__ import annotations
@@ -70,80 +69,23 @@ class Aggregates:
 
 
 # -- SQLite ---------------------------------------------------------------------------------------
-def _sqlite_code(row: str) -> str:
+# Static: the run and action tallies (every write pays for these: two statements per state change).
+# Dynamic: `sqlite_sync` creates one trigger per point or beforeStep the metrics name, with the
+# names as literals in its WHEN clause, so a write that touches no metric point runs nothing more.
+def _code(row: str) -> str:
     return f"coalesce(json_extract({row}.reason, '$.code'), '')"
 
 
-def _sqlite_step(row: str) -> str:
+def _step(row: str) -> str:
     return f"coalesce(json_extract({row}.reason, '$.step'), '')"
 
-
-def _sqlite_ends(points: str, correlation: str, at: str) -> str:
-    """Statements that observe the durations ending at `points` (an SQL list)."""
-    ends = f"SELECT p.metric FROM metric_points AS p WHERE p.role = 'to' AND p.point IN ({points})"
-    return f"""
-    UPDATE metric_buckets SET n = n + 1
-        WHERE metric IN ({ends}) AND le >= (SELECT {at} - m.at FROM metric_marks AS m
-            WHERE m.metric = metric_buckets.metric AND m.correlation_id = {correlation});
-    INSERT INTO metric_sums (metric, count, total)
-        SELECT m.metric, 1, {at} - m.at FROM metric_marks AS m
-        WHERE m.correlation_id = {correlation} AND m.metric IN ({ends})
-        ON CONFLICT (metric) DO UPDATE SET count = count + 1, total = total + excluded.total;
-    DELETE FROM metric_marks WHERE correlation_id = {correlation} AND metric IN ({ends});"""
-
-
-def _sqlite_point_triggers(name: str, event: str, points: str, correlation: str,
-                           at: str, when: str = "true") -> str:
-    """Two triggers on `event`: one observes the durations ending at `points`, one marks the
-    starts; each runs only when a metric names one of the points in that role."""
-    def exists(role: str) -> str:
-        return (f"{when} AND EXISTS (SELECT 1 FROM metric_points "
-                f"WHERE role = '{role}' AND point IN ({points}))")
-
-    return f"""
-CREATE TRIGGER {name}_ends AFTER {event} WHEN {exists('to')}
-BEGIN
-    {_sqlite_ends(points, correlation, at)}
-END;
-CREATE TRIGGER {name}_starts AFTER {event} WHEN {exists('from')}
-BEGIN
-    INSERT INTO metric_marks (metric, correlation_id, at)
-        SELECT p.metric, {correlation}, {at} FROM metric_points AS p
-        WHERE p.role = 'from' AND p.point IN ({points})
-        ON CONFLICT DO NOTHING;
-END;"""
-
-
-def _sqlite_done(run: str, sign: str) -> str:
-    """Move the run's completed tracked steps out of (`-`) or into (`+`) its tally rows."""
-    join = (f"FROM metric_steps AS m JOIN steps AS s ON s.run_id = {run}.id "
-            f"AND s.step_id = m.step AND s.state IN {DONE} WHERE m.flow = {run}.flow")
-    if sign == "-":
-        return (f"UPDATE tallies SET n = n - 1 WHERE kind IN (SELECT 'done:' || s.step_id {join}) "
-                f"AND flow = {run}.flow AND name = {run}.state AND code = {_sqlite_code(run)} "
-                f"AND step = {_sqlite_step(run)};")
-    return (f"INSERT INTO tallies SELECT 'done:' || s.step_id, {run}.flow, {run}.state, "
-            f"{_sqlite_code(run)}, {_sqlite_step(run)}, 1 {join} "
-            "ON CONFLICT DO UPDATE SET n = n + 1;")
-
-
-_TRACKED = ("EXISTS (SELECT 1 FROM metric_steps AS m JOIN runs AS r ON r.id = {row}.run_id "
-            "AND r.flow = m.flow WHERE m.step = {row}.step_id)")
-
-
-def _sqlite_step_tally(row: str, sign: str) -> str:
-    return (f"INSERT INTO tallies SELECT 'done:' || {row}.step_id, r.flow, r.state, "
-            f"{_sqlite_code('r')}, {_sqlite_step('r')}, {sign}1 FROM runs AS r "
-            f"WHERE r.id = {row}.run_id ON CONFLICT DO UPDATE SET n = n {sign} 1;")
-
-
-_NEW_RUN_POINTS = ("'run:' || new.flow || ':' || new.state, "
-                   "'event:' || (SELECT e.type FROM events AS e WHERE e.id = new.event_id)")
 
 SQLITE_MIGRATION = f"""
 CREATE TABLE tallies (
     kind TEXT NOT NULL, flow TEXT NOT NULL, name TEXT NOT NULL, code TEXT NOT NULL,
-    step TEXT NOT NULL, n INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    n INTEGER NOT NULL,                -- now: runs in this state (kind runs, done:<step>)
+    total INTEGER NOT NULL DEFAULT 0,  -- ever: runs that entered it, or actions taken
     PRIMARY KEY (kind, flow, name, code, step)
 ) WITHOUT ROWID;
 CREATE TABLE metric_steps (
@@ -164,67 +106,121 @@ CREATE TABLE metric_sums (
     metric TEXT PRIMARY KEY, count INTEGER NOT NULL, total REAL NOT NULL
 ) WITHOUT ROWID;
 INSERT INTO tallies
-    SELECT 'runs', flow, state, {_sqlite_code('runs')}, {_sqlite_step('runs')}, count(*)
+    SELECT 'runs', flow, state, {_code('runs')}, {_step('runs')}, count(*), count(*)
     FROM runs GROUP BY 1, 2, 3, 4, 5;
-INSERT INTO tallies
-    SELECT 'entered', flow, name, code, step, n FROM tallies WHERE kind = 'runs';
 CREATE TRIGGER tally_run_insert AFTER INSERT ON runs
 BEGIN
-    INSERT INTO tallies VALUES
-        ('runs', new.flow, new.state, {_sqlite_code('new')}, {_sqlite_step('new')}, 1),
-        ('entered', new.flow, new.state, {_sqlite_code('new')}, {_sqlite_step('new')}, 1)
-        ON CONFLICT DO UPDATE SET n = n + 1;
+    INSERT INTO tallies VALUES ('runs', new.flow, new.state, {_code('new')}, {_step('new')}, 1, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1, total = total + 1;
 END;
-{_sqlite_point_triggers("metric_run_insert", "INSERT ON runs", _NEW_RUN_POINTS,
-                         "new.correlation_id", "new.created_at")}
 CREATE TRIGGER tally_run_update AFTER UPDATE OF state, reason ON runs
 WHEN new.state IS NOT old.state OR new.reason IS NOT old.reason
 BEGIN
     UPDATE tallies SET n = n - 1 WHERE kind = 'runs' AND flow = old.flow AND name = old.state
-        AND code = {_sqlite_code('old')} AND step = {_sqlite_step('old')};
-    INSERT INTO tallies VALUES
-        ('runs', new.flow, new.state, {_sqlite_code('new')}, {_sqlite_step('new')}, 1)
-        ON CONFLICT DO UPDATE SET n = n + 1;
-    INSERT INTO tallies SELECT 'entered', new.flow, new.state, {_sqlite_code('new')},
-        {_sqlite_step('new')}, 1 WHERE new.state IS NOT old.state
-        ON CONFLICT DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER tally_run_steps AFTER UPDATE OF state, reason ON runs
-WHEN (new.state IS NOT old.state OR new.reason IS NOT old.reason)
-    AND EXISTS (SELECT 1 FROM metric_steps WHERE flow = new.flow)
-BEGIN
-    {_sqlite_done('old', '-')}
-    {_sqlite_done('new', '+')}
-END;
-{_sqlite_point_triggers("metric_run_update", "UPDATE OF state ON runs",
-                         "'run:' || new.flow || ':' || new.state", "new.correlation_id",
-                         "new.updated_at", "new.state IS NOT old.state")}
-CREATE TRIGGER tally_step_replace BEFORE INSERT ON steps
-WHEN {_TRACKED.format(row='new')} AND EXISTS (SELECT 1 FROM steps AS s
-    WHERE s.run_id = new.run_id AND s.step_id = new.step_id AND s.state IN {DONE})
-BEGIN
-    {_sqlite_step_tally('new', '-')}
-END;
-CREATE TRIGGER tally_step_insert AFTER INSERT ON steps
-WHEN new.state IN {DONE} AND {_TRACKED.format(row='new')}
-BEGIN
-    {_sqlite_step_tally('new', '+')}
-END;
-CREATE TRIGGER tally_step_delete AFTER DELETE ON steps
-WHEN old.state IN {DONE} AND {_TRACKED.format(row='old')}
-BEGIN
-    {_sqlite_step_tally('old', '-')}
+        AND code = {_code('old')} AND step = {_step('old')};
+    INSERT INTO tallies VALUES ('runs', new.flow, new.state, {_code('new')}, {_step('new')}, 1,
+                                new.state IS NOT old.state)
+        ON CONFLICT DO UPDATE SET n = n + 1, total = total + excluded.total;
 END;
 CREATE TRIGGER tally_action AFTER INSERT ON audit WHEN new.run_id IS NOT NULL
 BEGIN
-    INSERT INTO tallies SELECT 'action', r.flow, new.action, '', '', 1 FROM runs AS r
-        WHERE r.id = new.run_id ON CONFLICT DO UPDATE SET n = n + 1;
+    INSERT INTO tallies SELECT 'action', r.flow, new.action, '', '', 0, 1 FROM runs AS r
+        WHERE r.id = new.run_id ON CONFLICT DO UPDATE SET total = total + 1;
 END;
-{_sqlite_point_triggers("metric_emitted", "INSERT ON outbox",
-                         "'event:' || json_extract(new.event, '$.type')",
-                         "(SELECT r.correlation_id FROM runs AS r WHERE r.id = new.run_id)",
-                         "new.created_at")}
 """
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _observe(metric: str, role: str, correlation: str, at: str) -> str:
+    """The statements of one metric at one of its points: mark a start, or observe an end."""
+    m = _literal(metric)
+    if role == "from":
+        return (f"INSERT INTO metric_marks VALUES ({m}, {correlation}, {at}) "
+                "ON CONFLICT DO NOTHING;")
+    mark = f"metric_marks AS m WHERE m.correlation_id = {correlation} AND m.metric = {m}"
+    return f"""
+    UPDATE metric_buckets SET n = n + 1
+        WHERE metric = {m} AND le >= (SELECT {at} - m.at FROM {mark});
+    INSERT INTO metric_sums SELECT {m}, 1, {at} - m.at FROM {mark}
+        ON CONFLICT (metric) DO UPDATE SET count = count + 1, total = total + excluded.total;
+    DELETE FROM metric_marks WHERE correlation_id = {correlation} AND metric = {m};"""
+
+
+def _point_triggers(i: int, point: str, roles: list[tuple[str, str]]) -> list[str]:
+    """The triggers that notice `point` (ends observed before starts are marked)."""
+    roles = sorted(roles, key=lambda r: r[1] != "to")
+    kind, _, rest = point.partition(":")
+    if kind == "run":
+        flow, _, state = rest.rpartition(":")
+        when = f"new.flow = {_literal(flow)} AND new.state = {_literal(state)}"
+        places = [("INSERT ON runs", when, "new.correlation_id", "new.created_at"),
+                  ("UPDATE OF state ON runs", f"new.state IS NOT old.state AND {when}",
+                   "new.correlation_id", "new.updated_at")]
+    else:
+        places = [("INSERT ON runs", "(SELECT e.type FROM events AS e WHERE e.id = new.event_id)"
+                   f" = {_literal(rest)}", "new.correlation_id", "new.created_at"),
+                  ("INSERT ON outbox", f"json_extract(new.event, '$.type') = {_literal(rest)}",
+                   "(SELECT r.correlation_id FROM runs AS r WHERE r.id = new.run_id)",
+                   "new.created_at")]
+    triggers = []
+    for j, (event, when, correlation, at) in enumerate(places):
+        body = "\n".join(_observe(metric, role, correlation, at) for metric, role in roles)
+        triggers.append(f"CREATE TRIGGER metric_point_{i}_{j} AFTER {event} WHEN {when}\n"
+                        f"BEGIN\n{body}\nEND")
+    return triggers
+
+
+def _step_triggers(i: int, flow: str, step: str) -> list[str]:
+    """The triggers that keep `done:<step>` of `flow`: a run moving with the step completed, the
+    step written (once, even when rewritten) and the step reset."""
+    f, s, kind = _literal(flow), _literal(step), _literal(f"done:{step}")
+
+    def tally(row: str, sign: str) -> str:
+        return (f"INSERT INTO tallies SELECT {kind}, r.flow, r.state, {_code('r')}, "
+                f"{_step('r')}, {sign}1, 0 FROM runs AS r WHERE r.id = {row}.run_id "
+                f"ON CONFLICT DO UPDATE SET n = n {sign} 1;")
+
+    def of_flow(row: str) -> str:
+        return f"(SELECT r.flow FROM runs AS r WHERE r.id = {row}.run_id) = {f}"
+
+    done = f"SELECT 1 FROM steps AS s WHERE s.run_id = {{}} AND s.step_id = {s} " \
+        f"AND s.state IN {DONE}"
+    return [
+        f"""CREATE TRIGGER metric_step_{i}_move AFTER UPDATE OF state, reason ON runs
+WHEN new.flow = {f} AND (new.state IS NOT old.state OR new.reason IS NOT old.reason)
+    AND EXISTS ({done.format('new.id')})
+BEGIN
+    UPDATE tallies SET n = n - 1 WHERE kind = {kind} AND flow = {f} AND name = old.state
+        AND code = {_code('old')} AND step = {_step('old')};
+    INSERT INTO tallies VALUES ({kind}, {f}, new.state, {_code('new')}, {_step('new')}, 1, 0)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+END""",
+        f"""CREATE TRIGGER metric_step_{i}_replace BEFORE INSERT ON steps
+WHEN new.step_id = {s} AND EXISTS ({done.format('new.run_id')}) AND {of_flow('new')}
+BEGIN {tally('new', '-')} END""",
+        f"""CREATE TRIGGER metric_step_{i}_insert AFTER INSERT ON steps
+WHEN new.step_id = {s} AND new.state IN {DONE} AND {of_flow('new')}
+BEGIN {tally('new', '+')} END""",
+        f"""CREATE TRIGGER metric_step_{i}_delete AFTER DELETE ON steps
+WHEN old.step_id = {s} AND old.state IN {DONE} AND {of_flow('old')}
+BEGIN {tally('old', '-')} END""",
+    ]
+
+
+def sqlite_triggers(config: MetricConfig) -> list[str]:
+    """The dynamic triggers of `config`."""
+    points: dict[str, list[tuple[str, str]]] = {}
+    for point, metric, role in config.points:
+        points.setdefault(point, []).append((metric, role))
+    triggers = []
+    for i, (point, roles) in enumerate(sorted(points.items())):
+        triggers += _point_triggers(i, point, roles)
+    for i, (flow, step) in enumerate(config.steps):
+        triggers += _step_triggers(i, flow, step)
+    return triggers
 
 
 def sqlite_sync(conn: Any, config: MetricConfig) -> None:
@@ -238,7 +234,7 @@ def sqlite_sync(conn: Any, config: MetricConfig) -> None:
         conn.execute("INSERT INTO metric_steps VALUES (?, ?)", (flow, step))
         conn.execute(
             f"INSERT INTO tallies SELECT 'done:' || s.step_id, r.flow, r.state, "
-            f"{_sqlite_code('r')}, {_sqlite_step('r')}, count(*) FROM runs AS r "
+            f"{_code('r')}, {_step('r')}, count(*), 0 FROM runs AS r "
             f"JOIN steps AS s ON s.run_id = r.id AND s.step_id = ? AND s.state IN {DONE} "
             "WHERE r.flow = ? GROUP BY 1, 2, 3, 4, 5",
             (step, flow),
@@ -246,6 +242,12 @@ def sqlite_sync(conn: Any, config: MetricConfig) -> None:
     conn.execute("DELETE FROM metric_points")
     conn.executemany("INSERT INTO metric_points VALUES (?, ?, ?)", config.points)
     _sync_buckets(conn, config, "?")
+    for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'metric_%'"
+    ).fetchall():
+        conn.execute(f"DROP TRIGGER {name}")
+    for trigger in sqlite_triggers(config):
+        conn.execute(trigger)
 
 
 def _sync_buckets(conn: Any, config: MetricConfig, mark: str) -> None:
@@ -265,8 +267,19 @@ def _sync_buckets(conn: Any, config: MetricConfig, mark: str) -> None:
 
 def sqlite_read(conn: Any) -> Aggregates:
     """Every tally and histogram (a reader job: one read transaction)."""
-    tallies = conn.execute("SELECT kind, flow, name, code, step, n FROM tallies").fetchall()
-    return Aggregates(tallies, _durations(conn))
+    rows = conn.execute("SELECT kind, flow, name, code, step, n, total FROM tallies").fetchall()
+    return Aggregates(expand(rows), _durations(conn))
+
+
+def expand(rows: list[tuple[Any, ...]]) -> list[tuple[str, str, str, str, str, int]]:
+    """Tally rows (kind, flow, name, code, step, now, ever) as the 6-tuples `Aggregates` holds:
+    a `runs` row is also an `entered` row (its `ever`), an `action` row counts its `ever`."""
+    out = []
+    for kind, flow, name, code, step, now, ever in rows:
+        if kind == "runs":
+            out.append(("entered", flow, name, code, step, int(ever)))
+        out.append((kind, flow, name, code, step, int(ever if kind == "action" else now)))
+    return out
 
 
 def _durations(conn: Any) -> dict[str, tuple[list[tuple[float, int]], int, float]]:
