@@ -223,6 +223,15 @@ def test_metrics_move_with_the_runs_and_survive_a_restart(metrics_project: Path,
         send(http, "d3", hold=True)
         wait_for(lambda: len(runs_in(http, "parked")) == 2, "two deals parked")
         wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 1, "one deal booked")
+        bad = http.post("/events", content=b"{", headers={"content-type": "application/json"})
+        assert bad.status_code == 415
+        technical = scrape(http)
+        assert technical[("syncline_runs", (("flow", "deal-won"), ("reason", "MASTER_DATA"),
+                                            ("state", "parked")))] == 2
+        assert technical[("syncline_deliveries_total", (("outcome", "accepted"),
+                                                        ("route", "/events")))] == 3
+        assert technical[("syncline_deliveries_total", (("outcome", bad.json()["error"]["code"]),
+                                                        ("route", "/events")))] == 1
         values = metrics_json(http)
         assert [s for s in values["deals-awaiting-booking"]["series"] if s["value"]] == [
             {"labels": {"reason": "MASTER_DATA"}, "value": 2}]

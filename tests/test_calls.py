@@ -677,3 +677,38 @@ def test_traceparents() -> None:
     assert hashed.split("-")[1] != make_traceparent("order-43", "s").split("-")[1]
     assert hashed.split("-")[2] != make_traceparent("order-42", "t").split("-")[2]
     assert make_traceparent("0" * 32, "s").split("-")[1] != "0" * 32
+
+
+# --- what the server's metrics see of calls ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_calls_report_outcome_and_duration_and_a_failing_system_goes_down(server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from engine.server.metrics import HEALTH_WINDOW, Metrics
+
+    metrics = Metrics()
+    system = make_system(server.url)
+    async with Calls([system], SECRETS, on_call=metrics.call) as calls:
+        await calls.send(outbound(system, operation="get-order"), timeout=5)
+        for code in [429] + [503] * HEALTH_WINDOW:
+            with pytest.raises(CallError):
+                await calls.send(outbound(system, path=f"/status/{code}", operation="get-order"),
+                                 timeout=5)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(metrics.render().decode())
+               for s in f.samples}
+    labels = (("operation", "get-order"), ("system", "erp"))
+    assert samples[("syncline_calls_total", (*labels[:1], ("outcome", "ok"), labels[1]))] == 1
+    assert samples[("syncline_calls_total", (*labels[:1], ("outcome", "429"), labels[1]))] == 1
+    assert samples[("syncline_calls_total", (*labels[:1], ("outcome", "5xx"), labels[1]))] == (
+        HEALTH_WINDOW)
+    assert samples[("syncline_call_seconds_count", labels)] == HEALTH_WINDOW + 2
+    assert samples[("syncline_call_seconds_bucket", (("le", "+Inf"), *labels))] == (
+        HEALTH_WINDOW + 2)
+    assert samples[("syncline_system_up", (("system", "erp"),))] == 0
+    metrics.call("erp", "get-order", "ok", 0.01)  # one answer is enough to be up again
+    up = [s.value for f in text_string_to_metric_families(metrics.render().decode())
+          for s in f.samples if s.name == "syncline_system_up"]
+    assert up == [1]

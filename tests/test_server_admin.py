@@ -162,7 +162,10 @@ def test_status_openapi_health_and_metrics(http: httpx.Client, server: LiveServe
     for needle in (
         'syncline_http_requests_total{method="POST",route="/hooks/crm",status="202"}',
         "syncline_ingest_seconds_bucket",
-        'syncline_runs_total{flow="crm-order"',
+        'syncline_run_transitions_total{flow="crm-order"',
+        'syncline_runs{flow="crm-order",reason="",state="',
+        'syncline_deliveries_total{outcome="accepted",route="/hooks/crm"}',
+        "syncline_reload_success 1.0",
         "syncline_step_attempts_total",
         "syncline_step_retries",
         "syncline_queue_depth",

@@ -182,8 +182,10 @@ class Calls:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         connections: int = CONNECTIONS,
+        on_call: Callable[[str, str, str, float], None] | None = None,
     ) -> None:
         systems = list(systems)
+        self._on_call = on_call  # metrics: (system, operation, outcome, seconds) per attempt
         require_secrets(_names(systems, _outbound_texts), secrets)
         self._channels = {
             _key(s): _open_channel(s, secrets, transport or _transport(s, connections), transport)
@@ -212,6 +214,19 @@ class Calls:
         """Send one attempt; `timeout` bounds the whole exchange (rate-limit wait excluded).
         A `shadow` request goes through the System's own shadow connection pool (sharing its
         rate limit), so a slow candidate never holds the connections its primary calls need."""
+        if self._on_call is None:
+            return await self._send(request, timeout, shadow)
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            return await self._send(request, timeout, shadow)
+        except CallError as exc:
+            outcome = exc.kind if exc.status is None else _status_class(exc.status)
+            raise
+        finally:
+            self._on_call(request.system.name, request.operation, outcome,
+                          time.perf_counter() - started)
+
+    async def _send(self, request: OutboundRequest, timeout: float, shadow: bool) -> Response:
         channel = self._shadow(request.system) if shadow else self._channel(request.system)
         if channel.bucket is not None:
             await channel.bucket.acquire()
@@ -447,6 +462,11 @@ def _status_error(
         body=_body(response, redact),
         headers=headers,
     )
+
+
+def _status_class(status: int) -> str:
+    """A status as a calls_total outcome: 429 on its own (throttled), else its class."""
+    return "429" if status == 429 else f"{status // 100}xx"
 
 
 def _label(request: OutboundRequest) -> str:

@@ -68,6 +68,7 @@ class ObserverProtocol(Protocol):
     def run_state(self, flow: str, state: str) -> None: ...
     def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None: ...
     def shadow_result(self, flow: str, step: str, system: str, result: str) -> None: ...
+    def call(self, system: str, operation: str, outcome: str, seconds: float) -> None: ...
 
 
 class Observer:
@@ -81,6 +82,9 @@ class Observer:
 
     def shadow_result(self, flow: str, step: str, system: str, result: str) -> None:
         """A shadow call to candidate `system` came to `result` (match, mismatch, error)."""
+
+    def call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
+        """An outbound call attempt ended: `ok`, `timeout`, `network`, `429` or `4xx`/`5xx`."""
 
 
 @dataclass(frozen=True)

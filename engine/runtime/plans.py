@@ -4,7 +4,7 @@ with (rebuilt from the stored bundle on demand), each with its Systems' clients 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -19,8 +19,8 @@ from engine.store.base import RunRecord, Store
 
 
 class Plans:
-    """The plan cache and the per-plan Calls of one Runtime. `secrets`, `transport` and
-    `connections` are what every plan's `Calls` is opened with."""
+    """The plan cache and the per-plan Calls of one Runtime. `secrets`, `transport`,
+    `connections` and `on_call` are what every plan's `Calls` is opened with."""
 
     def __init__(
         self,
@@ -29,6 +29,7 @@ class Plans:
         secrets: Mapping[str, str],
         transport: httpx.AsyncBaseTransport | None,
         connections: int,
+        on_call: Callable[[str, str, str, float], None] | None = None,
     ) -> None:
         self.store = store
         self.active = plan  # new runs use it
@@ -37,6 +38,7 @@ class Plans:
         self._secrets = dict(secrets)
         self._transport = transport
         self._connections = connections
+        self._on_call = on_call  # each outbound call attempt, for metrics
 
     async def open(self) -> None:
         """Save the active plan's bundle and open its Systems' clients (missing secrets raise)."""
@@ -75,6 +77,7 @@ class Plans:
                 self._secrets,
                 transport=self._transport,
                 connections=self._connections,
+                on_call=self._on_call,
             )
             self._calls[plan.digest] = calls
         return calls

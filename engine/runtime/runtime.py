@@ -72,11 +72,10 @@ class Runtime:
         rng = rng or random.Random()
         ids = functools.partial(new_id, self.clock, rng)
         self.worker_id = worker_id or f"worker-{ids()[-12:]}"
-        self._plans = Plans(store, plan, secrets or {}, transport, concurrency)
+        observer = observer or Observer()
+        self._plans = Plans(store, plan, secrets or {}, transport, concurrency, observer.call)
         self._waiters = Waiters(store, self.clock, poll)
-        executor = Executor(
-            store, observer or Observer(), self.clock.now, lambda: self._workers.stopping, rng
-        )
+        executor = Executor(store, observer, self.clock.now, lambda: self._workers.stopping, rng)
         self._workers = Workers(
             store, self._plans, executor, self._waiters, self.clock,
             lambda item: self._ingest.dispatch(item),

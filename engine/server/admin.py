@@ -33,7 +33,7 @@ from engine.server.http import Problem, dumps, header_dict, read_body
 from engine.server.metrics import CONTENT_TYPE_LATEST
 from engine.server.openapi import openapi_document
 from engine.server.state import ServerState
-from engine.server.telemetry import as_json, business_values, render
+from engine.server.telemetry import as_json, business_values, scrape
 from engine.store.base import RunQuery
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -204,8 +204,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = state_of(request)
-    business = render(await business_values(state))
-    return Response(state.metrics.render() + business, media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.render() + await scrape(state), media_type=CONTENT_TYPE_LATEST)
 
 
 @admin

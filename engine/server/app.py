@@ -84,6 +84,7 @@ class Dispatch:
                 self.state, path, webhook, header_dict(scope), receive, send
             )
         except Problem as problem:
+            self.state.metrics.delivery(path, problem.code)
             await send_problem(send, problem)
             return problem.status
         except ClientGone:
@@ -110,6 +111,8 @@ class Dispatch:
             else:
                 await handle_api(self.state, path, scope, headers, receive, send)
         except Problem as problem:
+            if path == "/events":
+                self.state.metrics.delivery(path, problem.code)
             await send_problem(send, problem)
         except ClientGone:
             pass

@@ -56,6 +56,9 @@ async def handle_events(
     batch = media(headers).endswith("batch+json")
     await send_json(send, 202, {"events": answers} if batch else answers[0])
     state.metrics.ingest("event", time.perf_counter() - started)
+    for answer in answers:
+        for run in answer["runs"] or [{"status": "no_subscriber"}]:
+            state.metrics.delivery("/events", run["status"])
 
 
 def media(headers: Mapping[str, str]) -> str:

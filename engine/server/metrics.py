@@ -9,12 +9,14 @@ a request costs a dict update, not prometheus-client's locks and bucket loop (~2
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
+    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -22,6 +24,10 @@ from prometheus_client.metrics_core import (
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# A System is down when each of its last HEALTH_WINDOW calls failed in a way that says so.
+HEALTH_WINDOW = 5
+DOWN_OUTCOMES = frozenset({"timeout", "network", "5xx"})
 
 
 class Metrics:
@@ -33,10 +39,19 @@ class Metrics:
         # (route, method, status) -> requests; kind -> [count per bucket (+Inf last), sum]
         self._requests: dict[tuple[str, str, int], int] = {}
         self._latency: dict[str, tuple[list[int], list[float]]] = {}
+        # (route, outcome) -> deliveries: accepted/duplicate/filtered, or the refusal's code
+        self.deliveries: dict[tuple[str, str], int] = {}
+        # (system, operation, outcome) -> calls; (system, operation) -> [counts, sum]; system ->
+        # whether each of its last calls failed
+        self.calls: dict[tuple[str, str, str], int] = {}
+        self._call_latency: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self._recent: dict[str, deque[bool]] = {}
         r.register(_Collector(self))
+        r.register(_CallCollector(self))
         self.runs = Counter(
-            "syncline_runs",
-            "Runs entering a state, by flow and state",
+            "syncline_run_transitions",
+            "Runs entering a state in this process, by flow and state (the store's counts: "
+            "syncline_runs)",
             ["flow", "state"],
             registry=r,
         )
@@ -82,6 +97,10 @@ class Metrics:
         counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: a bound counts as in
         total[0] += seconds
 
+    def delivery(self, route: str, outcome: str) -> None:
+        key = (route, outcome)
+        self.deliveries[key] = self.deliveries.get(key, 0) + 1
+
     def reload(self, ok: bool) -> None:
         self.reloads.labels("success" if ok else "failure").inc()
 
@@ -101,6 +120,18 @@ class Metrics:
 
     def shadow_result(self, flow: str, step: str, system: str, result: str) -> None:
         self._child(self.shadows, flow, step, system, result).inc()
+
+    def call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
+        key = (system, operation, outcome)
+        self.calls[key] = self.calls.get(key, 0) + 1
+        counts, total = self._call_latency.get(key[:2]) or self._call_latency.setdefault(
+            key[:2], ([0] * (len(CALL_BUCKETS) + 1), [0.0])
+        )
+        counts[bisect.bisect_left(CALL_BUCKETS, seconds)] += 1
+        total[0] += seconds
+        recent = self._recent.get(system) or self._recent.setdefault(
+            system, deque(maxlen=HEALTH_WINDOW))
+        recent.append(outcome in DOWN_OUTCOMES)
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
         """`metric.labels(*labels)`, looked up once (`labels` costs ~2 us a call)."""
@@ -142,16 +173,60 @@ class _Collector:
         for (route, method, status), count in sorted(requests.items()):
             family.add_metric([route, method, str(status)], count)
         yield family
-        histogram = HistogramMetricFamily(
+        yield _histogram(
             "syncline_ingest_seconds",
             "Time from request start to durable acknowledgement",
-            labels=["kind"],
+            ["kind"],
+            LATENCY_BUCKETS,
+            {(kind,): series for kind, series in latency.items()},
         )
-        bounds = [*(repr(bound) for bound in LATENCY_BUCKETS), "+Inf"]
-        for kind, (counts, total) in sorted(latency.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip(bounds, counts, strict=True):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            histogram.add_metric([kind], buckets, total)
-        yield histogram
+
+
+def _histogram(name: str, help_text: str, labels: list[str], bounds: tuple[float, ...],
+               series: dict[tuple[str, ...], tuple[list[int], float]]) -> HistogramMetricFamily:
+    histogram = HistogramMetricFamily(name, help_text, labels=labels)
+    names = [*(repr(bound) for bound in bounds), "+Inf"]
+    for key, (counts, total) in sorted(series.items()):
+        cumulative, buckets = 0, []
+        for bound, count in zip(names, counts, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        histogram.add_metric(list(key), buckets, total)
+    return histogram
+
+
+class _CallCollector:
+    """Outbound calls, System health and deliveries, from `Metrics`' plain counts."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        calls = CounterMetricFamily("syncline_calls", "Outbound call attempts by outcome",
+                                    labels=["system", "operation", "outcome"])
+        for key, count in sorted(dict(m.calls).items()):
+            calls.add_metric(list(key), count)
+        yield calls
+        latency: dict[tuple[str, ...], tuple[list[int], float]] = {
+            key: (list(c), t[0]) for key, (c, t) in list(m._call_latency.items())}
+        yield _histogram("syncline_call_seconds", "Outbound call attempt duration",
+                         ["system", "operation"], CALL_BUCKETS, latency)
+        up = GaugeMetricFamily(
+            "syncline_system_up",
+            f"0 when each of a System's last {HEALTH_WINDOW} calls timed out, failed to connect "
+            "or answered 5xx; else 1",
+            labels=["system"])
+        for system, recent in sorted(list(m._recent.items())):
+            up.add_metric([system], 0 if len(recent) == HEALTH_WINDOW and all(recent) else 1)
+        yield up
+        deliveries = CounterMetricFamily(
+            "syncline_deliveries",
+            "Webhook and /events deliveries: accepted, duplicate, filtered, or the refusal's code",
+            labels=["route", "outcome"])
+        for route_outcome, count in sorted(dict(m.deliveries).items()):
+            deliveries.add_metric(list(route_outcome), count)
+        yield deliveries

@@ -1,4 +1,5 @@
-"""Business metrics on /metrics and GET /api/v1/metrics.
+"""What /metrics and GET /api/v1/metrics read from the store: the business metrics and the runs
+by flow, state and reason (`syncline_runs`), plus the last reload's result.
 
 Values come from the store's aggregates at scrape time (engine/runtime/business.py), so every
 replica answers the same after any restart, and a scrape reads a few rows however many runs
@@ -21,12 +22,21 @@ from prometheus_client.metrics_core import (
 
 from engine.runtime.business import MetricValue, measure
 from engine.server.state import ServerState
+from engine.store.aggregates import Aggregates
 
 
 async def business_values(state: ServerState) -> list[MetricValue]:
     """Every Metric of the active plan, measured now."""
     aggregates = await state.runtime.store.read_aggregates()
     return measure(state.plan.metrics, aggregates)
+
+
+async def scrape(state: ServerState) -> bytes:
+    """The Prometheus text of what the store knows, and of the last reload."""
+    aggregates = await state.runtime.store.read_aggregates()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StoreFamilies(aggregates, state))
+    return generate_latest(registry) + render(measure(state.plan.metrics, aggregates))
 
 
 def render(values: list[MetricValue]) -> bytes:
@@ -36,6 +46,28 @@ def render(values: list[MetricValue]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(values))
     return generate_latest(registry)
+
+
+class _StoreFamilies:
+    def __init__(self, aggregates: Aggregates, state: ServerState) -> None:
+        self._aggregates, self._state = aggregates, state
+
+    def collect(self) -> Iterator[Metric]:
+        runs = GaugeMetricFamily(
+            "syncline_runs", "Runs now, by flow, state and reason code (the store's counts)",
+            labels=["flow", "state", "reason"])
+        counts: dict[tuple[str, str, str], int] = {}
+        for kind, flow, state, code, _, n in self._aggregates.tallies:
+            if kind == "runs":
+                counts[(flow, state, code)] = counts.get((flow, state, code), 0) + n
+        for key, n in sorted(counts.items()):
+            runs.add_metric(list(key), n)
+        yield runs
+        reload = self._state.reload
+        last = GaugeMetricFamily("syncline_reload_success",
+                                 "1 if the last hot reload was accepted, 0 if it was rejected")
+        last.add_metric([], 1 if reload is None or reload.ok else 0)
+        yield last
 
 
 def as_json(values: list[MetricValue]) -> dict[str, object]:

@@ -65,6 +65,7 @@ async def handle_webhook(
         },
     )
     state.metrics.ingest("webhook", time.perf_counter() - started)
+    state.metrics.delivery(path, acceptance.status)
     return 202
 
 

@@ -68,6 +68,15 @@ class Aggregates:
     durations: dict[str, tuple[list[tuple[float, int]], int, float]] = field(default_factory=dict)
 
 
+def run_counts(aggregates: Aggregates) -> dict[tuple[str, str], int]:
+    """(flow, state) -> runs now, from the tallies (what `Store.count_runs` answers)."""
+    counts: dict[tuple[str, str], int] = {}
+    for kind, flow, state, _, _, n in aggregates.tallies:
+        if kind == "runs" and n:
+            counts[(flow, state)] = counts.get((flow, state), 0) + n
+    return counts
+
+
 # -- SQLite ---------------------------------------------------------------------------------------
 # Static: the run and action tallies (every write pays for these: two statements per state change).
 # Dynamic: `sqlite_sync` creates one trigger per point or beforeStep the metrics name, with the

@@ -36,7 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from engine.errors import StoreError
 from engine.store import audit as audit_sql
-from engine.store.aggregates import Aggregates, MetricConfig
+from engine.store.aggregates import Aggregates, MetricConfig, run_counts
 from engine.store.aggregates_postgres import postgres_read, postgres_sync
 from engine.store.audit import AuditQuery
 from engine.store.base import (
@@ -274,8 +274,7 @@ class PostgresStore(Store):
             )
 
     async def count_runs(self) -> dict[tuple[str, str], int]:
-        rows = await self._rows("SELECT flow, state, count(*) FROM runs GROUP BY flow, state")
-        return {(flow, state): count for flow, state, count in rows}
+        return run_counts(await self.read_aggregates())  # the tallies: no scan of runs
 
     # business metrics --------------------------------------------------------------------------
     async def sync_metrics(self, config: MetricConfig) -> None:

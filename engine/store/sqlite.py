@@ -34,7 +34,13 @@ from typing import Any, TypeVar, cast
 
 from engine.errors import StoreError
 from engine.store import audit as audit_sql
-from engine.store.aggregates import Aggregates, MetricConfig, sqlite_read, sqlite_sync
+from engine.store.aggregates import (
+    Aggregates,
+    MetricConfig,
+    run_counts,
+    sqlite_read,
+    sqlite_sync,
+)
 from engine.store.audit import AuditQuery
 from engine.store.base import (
     Acceptance,
@@ -302,10 +308,7 @@ class SQLiteStore(Store):
 
     async def count_runs(self) -> dict[tuple[str, str], int]:
         """(flow, state) -> number of runs."""
-        rows = await self._read(
-            _q_all, "SELECT flow, state, count(*) FROM runs GROUP BY flow, state", ()
-        )
-        return {(flow, state): count for flow, state, count in rows}
+        return run_counts(await self.read_aggregates())  # the tallies: no scan of runs
 
     # business metrics --------------------------------------------------------------------------
     async def sync_metrics(self, config: MetricConfig) -> None:
