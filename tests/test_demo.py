@@ -100,6 +100,11 @@ def test_text_report_on_a_pipe_has_plain_progress_lines(tmp_path: Path) -> None:
     assert "[demo] deals closing" in done.stderr and "\r" not in done.stderr
     assert "Reconciliation across CRM, ERP, billing and support: OK" in done.stdout
     assert "UNKNOWN_TAX_NEXUS" in done.stdout and "sync latency" in done.stdout
+    # the business metrics, in a finance reader's words, with the money the ERP holds
+    assert "Business metrics" in done.stdout
+    assert "Closed-won deals the ERP has not accepted as a sales order yet" in done.stdout
+    assert re.search(r"Paid invoices whose payment the ERP posted: \d+; all payments posted in "
+                     r"the ERP: [A-Z]{3} [\d,]+\.\d\d", done.stdout), done.stdout
 
 
 def _sabotaged_checkout(tmp_path: Path) -> Path:

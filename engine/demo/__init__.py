@@ -110,6 +110,7 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
         runs=runs,
         reconciliation=reconcile(states),
         wall=time.perf_counter() - started,
+        states=states,
     )
 
 
@@ -146,6 +147,8 @@ async def play_day(
             progress.set_phase("reconciling")
             runs = await fetch_runs(driver.clients["syncline"])
             states = await fetch_states(driver.clients)
+            metrics = await driver.clients["syncline"].get("/api/v1/metrics")
+            states["syncline"] = metrics.raise_for_status().json()  # the business metrics
             log.count_fault_hits(states)
     finally:
         watcher.cancel()

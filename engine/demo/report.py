@@ -79,8 +79,10 @@ def build_report(
     runs: list[dict[str, Any]],
     reconciliation: Reconciliation,
     wall: float,
+    states: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the demo shows, as data."""
+    """Everything the demo shows, as data (`states`: the systems' states, with the business
+    metrics Syncline reported under `syncline`)."""
     executed = [r for r in runs if r["state"] != "filtered"]
     busy = busy_seconds(executed)
     latencies = sync_latencies(runs, {e.run_id for e in log.exceptions})
@@ -103,7 +105,61 @@ def build_report(
         "latency_ms": _latency(latencies),
         "exceptions": [_exception(e) for e in log.exceptions],
         "reconciliation": reconciliation.as_dict(),
+        "business": business_summary(states or {}),
     }
+
+
+# The money behind a count, from the ERP's records: metric -> (collection, amount field, words).
+MONEY = {
+    "orders-activated": ("sales_orders", "total", "all ERP sales orders (renewals included)"),
+    "payments-posted": ("payments", "amount", "all payments posted in the ERP"),
+}
+
+
+def business_summary(states: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The business metrics as a finance reader wants them: a sentence each, with money where
+    the ERP holds the amounts."""
+    erp = states.get("erp", {}).get("data", {})
+    return [{"name": m["name"], "owner": m["owner"], "text": _sentence(m, erp)}
+            for m in states.get("syncline", {}).get("metrics", [])]
+
+
+def _sentence(metric: Mapping[str, Any], erp: Mapping[str, Any]) -> str:
+    help_text = metric["help"]
+    if metric["kind"] == "duration":
+        count, objective = metric["count"], metric.get("objective")
+        if not count:
+            return f"{help_text}: nothing measured yet"
+        mean = _duration(metric["sum"] / count)
+        text = f"{help_text}: {count} measured, {mean} on average"
+        if objective and objective["ratio"] is not None:
+            verdict = "met" if objective["met"] else "MISSED"
+            text += (f"; {objective['ratio']:.0%} within {_duration(objective['under'])} "
+                     f"(objective {objective['percentile']:g}%: {verdict})")
+        return text
+    text = f"{help_text}: {metric['value']}"
+    reasons = [(s["labels"].get("reason") or "in progress", s["value"])
+               for s in metric["series"] if s["value"]]
+    if metric["kind"] == "gauge" and any(r != "in progress" for r, _ in reasons):
+        text += " (" + ", ".join(f"{n} {reason}" for reason, n in reasons) + ")"
+    if metric["name"] in MONEY:
+        collection, field, words = MONEY[metric["name"]]
+        text += f"; {words}: " + _money(erp.get(collection, {}), field)
+    return text
+
+
+def _money(records: Mapping[str, Any] | list[Any], field: str) -> str:
+    totals: dict[str, float] = defaultdict(float)
+    for record in records.values() if isinstance(records, Mapping) else records:
+        totals[record.get("currency", "?")] += float(record.get(field) or 0)
+    return ", ".join(f"{currency} {total:,.2f}" for currency, total in sorted(totals.items()))
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds * 1000:.0f} ms"
 
 
 def _latency(values: list[float]) -> dict[str, Any]:
@@ -143,8 +199,17 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += _day(report["day"])
     lines += _runs(report["runs"], report["latency_ms"])
     lines += _exceptions(report["exceptions"])
+    lines += _business(report.get("business", []))
     lines += _reconciliation(report["reconciliation"])
     return "\n".join(lines)
+
+
+def _business(business: list[Mapping[str, Any]]) -> list[str]:
+    if not business:
+        return []
+    lines = ["Business metrics (GET /api/v1/metrics; owners in brackets)"]
+    lines += [f"  {b['text']} [{b['owner']}]" for b in business]
+    return [*lines, ""]
 
 
 def _day(day: Mapping[str, Any]) -> list[str]:
