@@ -91,10 +91,6 @@ spec:
 """
 
 
-def write(project: Callable[[dict[str, str]], Path], metrics: str = METRICS) -> Path:
-    return project({"flows/deals.yaml": FLOWS, "metrics/deals.yaml": metrics})
-
-
 PROJECT = """\
 apiVersion: syncline/v1
 kind: Project
@@ -112,10 +108,15 @@ def metrics_project(project: Callable[[dict[str, str]], Path]) -> Path:
 
 
 # -- compile checks ---------------------------------------------------------------------------
+def with_metric(project: Callable[[dict[str, str]], Path], name: str, spec: str) -> Path:
+    """The deal flows and one Metric `name` in metrics/<name>.yaml (`spec`: lines after help)."""
+    return project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
+                    f"metrics/{name}.yaml": "apiVersion: syncline/v1\nkind: Metric\n"
+                    f"metadata: {{name: {name}}}\nspec:\n  help: x\n" + spec})
+
+
 def errors_of(project: Callable[[dict[str, str]], Path], spec: str) -> list[str]:
-    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
-                    "metrics/bad.yaml": "apiVersion: syncline/v1\nkind: Metric\n"
-                    "metadata: {name: bad}\nspec:\n  help: x\n" + spec})
+    root = with_metric(project, "bad", spec)
     with pytest.raises(DefinitionErrors) as caught:
         compile_project(root)
     return [d.format() for d in caught.value.diagnostics]
@@ -146,11 +147,9 @@ def test_a_bad_metric_is_a_located_error(project: Callable[[dict[str, str]], Pat
 
 def test_a_duration_whose_end_never_follows_its_start_is_a_warning(
         project: Callable[[dict[str, str]], Path]) -> None:
-    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
-                    "metrics/odd.yaml": "apiVersion: syncline/v1\nkind: Metric\n"
-                    "metadata: {name: odd}\nspec:\n  help: x\n  duration:\n"
-                    "    from: {flow: on-activated, state: succeeded}\n"
-                    "    to: {flow: deal-won, state: succeeded}\n"})
+    root = with_metric(project, "odd", "  duration:\n"
+                       "    from: {flow: on-activated, state: succeeded}\n"
+                       "    to: {flow: deal-won, state: succeeded}\n")
     plan = compile_project(root)
     [warning] = [w.format() for w in plan.warnings if w.code == "W_METRIC"]
     assert warning.startswith("metrics/odd.yaml:8:5: warning[W_METRIC] 'run:deal-won:succeeded' "
@@ -159,11 +158,8 @@ def test_a_duration_whose_end_never_follows_its_start_is_a_warning(
 
 def test_label_values_are_bounded_and_a_failing_label_reads_unknown(
         project: Callable[[dict[str, str]], Path]) -> None:
-    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
-                    "metrics/m.yaml": "apiVersion: syncline/v1\nkind: Metric\n"
-                    "metadata: {name: parked}\nspec:\n  help: x\n"
-                    "  gauge: {flow: deal-won, states: [parked]}\n"
-                    "  labels: {reason: reason.code, bad: 'abs(reason.code)'}\n"})
+    root = with_metric(project, "parked", "  gauge: {flow: deal-won, states: [parked]}\n"
+                       "  labels: {reason: reason.code, bad: 'abs(reason.code)'}\n")
     plan = compile_project(root)
     tallies = [("runs", "deal-won", "parked", f"CODE_{i:03d}", "hold", i + 1)
                for i in range(MAX_LABEL_VALUES + 10)]

@@ -1,8 +1,8 @@
 """Business metrics (the Metric kind): their cost on the hot path, and the cost of a scrape.
 
 1. Ingest and execution (the `local` flow of bench_runtime.py: map, validate, emit) with ten
-   Metric definitions active vs none: runs/s, alternating A/B rounds on fresh SQLite stores, the
-   median of each; the issue asks for a ratio of at least 0.90.
+   Metric definitions active vs none: runs/s on fresh SQLite stores, rounds alternating which
+   goes first, the median of each; the issue asks for a ratio of at least 0.90.
 2. A scrape of the business metrics (read the aggregates, measure, render the Prometheus text)
    with 1,000,000 runs in a SQLite store (inserted with SQL, through the triggers that keep the
    aggregates) and the ten Metrics: the median of 20 scrapes; the issue asks for < 50 ms.
@@ -102,11 +102,15 @@ def with_metrics(root: Path, on: bool) -> Path:
 
 
 async def throughput(root: Path, runs: int, rounds: int) -> tuple[float, float]:
-    without, with_ = [], []
-    for _ in range(rounds):
-        without.append(await runtime_runs_per_second(with_metrics(root, False), "local", runs, 32))
-        with_.append(await runtime_runs_per_second(with_metrics(root, True), "local", runs, 32))
-    return statistics.median(without), statistics.median(with_)
+    """Medians of `rounds` rounds after a discarded warm-up; the order alternates per round
+    (the first of two back-to-back runs tends to be the faster on this machine)."""
+    await runtime_runs_per_second(with_metrics(root, False), "local", runs, 32)
+    figures: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(rounds):
+        for on in (False, True) if i % 2 == 0 else (True, False):
+            figures[on].append(await runtime_runs_per_second(with_metrics(root, on), "local",
+                                                             runs, 32))
+    return statistics.median(figures[False]), statistics.median(figures[True])
 
 
 def fill(db: Path, stored: int) -> None:
