@@ -120,6 +120,7 @@ def test_run_then_operate_on_runs_from_the_cli(tmp_path: Path, live):
     assert code == 2 and "no run 'nope'" in out
     code, out = invoke("runs", "show", run["id"], "--project", str(root))
     assert code == 0 and ": pending" in out
+    assert "audit: resume by" in out  # the actions taken on the run
 
 
 def test_run_refuses_naming_missing_secrets(tmp_path: Path):

@@ -82,6 +82,8 @@ def _print_run(detail: dict[str, Any], dry_run: bool = False) -> None:
     if detail.get("reason"):
         reason = detail["reason"]
         click.echo(f"  reason: {reason['code']} at step {reason['step']}: {reason['message']}")
+    if detail.get("blocked_by"):
+        click.echo(f"  blocked by: {detail['blocked_by']} (an earlier run of its ordering key)")
     for step in detail.get("steps", []):
         tries = len(step["attempts"])
         line = f"  {step['id']:<20} {step['state']:<12} attempts={tries}"
@@ -91,6 +93,8 @@ def _print_run(detail: dict[str, Any], dry_run: bool = False) -> None:
         else:
             pretty = json.dumps(step["output"], indent=2, default=str)
             click.echo(f"{line} output=\n      " + pretty.replace("\n", "\n      "))
+    for entry in reversed(detail.get("audit", [])):
+        click.echo(f"  audit: {entry['action']} by {entry['actor']}")
 
 
 def _print_table(rows: list[list[str]]) -> None:

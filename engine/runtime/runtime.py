@@ -201,11 +201,12 @@ class Runtime:
         run = await self.store.get_run(run_id)
         if run is None:
             return None
-        steps, event = await asyncio.gather(
-            self.store.get_steps(run_id), self.store.get_event(run.event_id)
+        steps, event, blocker, audit = await asyncio.gather(
+            self.store.get_steps(run_id), self.store.get_event(run.event_id),
+            self.store.blocked_by(run), self.store.audit_log(run_id),
         )
         try:
             order = {step.id: i for i, step in enumerate((await self._plans.flow_of(run)).steps)}
         except (StoreError, KeyError):
             order = {}
-        return run_detail(run, steps, event, order)
+        return run_detail(run, steps, event, order, blocker, audit)

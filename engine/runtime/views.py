@@ -3,7 +3,7 @@ from the store's records. The runtime itself never shapes JSON; it hands records
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.store.base import EventRecord, RunRecord, StepRecord
@@ -45,9 +45,14 @@ def run_detail(
     steps: Mapping[str, StepRecord],
     event: EventRecord | None,
     order: Mapping[str, int],
+    blocked_by: str | None = None,
+    audit: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A run with its steps (in the flow's `order`, unknown ones last) and its event."""
+    """A run with its steps (in the flow's `order`, unknown ones last), its event, the run of its
+    ordering key it waits behind and the audit entries of the actions taken on it (newest first)."""
     detail = run_summary(run)
+    detail["blocked_by"] = blocked_by
+    detail["audit"] = list(audit)
     ranked = sorted(steps, key=lambda s: (order.get(s, 1 << 30), s))
     detail["steps"] = [step_detail(steps[s]) for s in ranked]
     if event is not None:

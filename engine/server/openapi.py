@@ -61,6 +61,8 @@ COMPONENTS: dict[str, Any] = {
                     "reason",
                     "steps",
                     "links",
+                    "blocked_by",
+                    "audit",
                 )
             },
         },

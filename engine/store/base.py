@@ -336,6 +336,11 @@ class Store(abc.ABC):
     async def count_runs(self) -> dict[tuple[str, str], int]:
         """(flow, state) -> count, for metrics and reports."""
 
+    @abc.abstractmethod
+    async def blocked_by(self, run: RunRecord) -> str | None:
+        """The run that `run` waits behind: the oldest unfinished (pending, running, waiting or
+        parked) earlier run of its ordering key, if `run` has not started; else None."""
+
     # business metrics (engine/store/aggregates.py) ---------------------------------------------
     @abc.abstractmethod
     async def sync_metrics(self, config: MetricConfig) -> None:

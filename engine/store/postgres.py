@@ -276,6 +276,16 @@ class PostgresStore(Store):
     async def count_runs(self) -> dict[tuple[str, str], int]:
         return run_counts(await self.read_aggregates())  # the tallies: no scan of runs
 
+    async def blocked_by(self, run: RunRecord) -> str | None:
+        if run.ordering_key is None or run.state not in ("pending", "waiting"):
+            return None
+        rows = await self._rows(
+            "SELECT id FROM runs WHERE ordering_key = %s AND seq < %s "
+            "AND state IN ('pending', 'running', 'waiting', 'parked') ORDER BY seq LIMIT 1",
+            (run.ordering_key, run.seq),
+        )
+        return str(rows[0][0]) if rows else None
+
     # business metrics --------------------------------------------------------------------------
     async def sync_metrics(self, config: MetricConfig) -> None:
         async with self._transaction() as conn:

@@ -175,6 +175,14 @@ def _q_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[An
     return conn.execute(sql, params).fetchall()
 
 
+_BLOCKER_SQL = """
+SELECT id FROM runs INDEXED BY runs_blocking
+WHERE ordering_key IS NOT NULL AND ordering_key = ?
+  AND state IN ('pending', 'running', 'waiting', 'parked') AND seq < ?
+ORDER BY seq LIMIT 1
+"""
+
+
 # -- the store -----------------------------------------------------------------------------------
 class SQLiteStore(Store):
     """The embedded `Store`: one SQLite file in WAL mode, group-committed by a writer process.
@@ -309,6 +317,12 @@ class SQLiteStore(Store):
     async def count_runs(self) -> dict[tuple[str, str], int]:
         """(flow, state) -> number of runs."""
         return run_counts(await self.read_aggregates())  # the tallies: no scan of runs
+
+    async def blocked_by(self, run: RunRecord) -> str | None:
+        if run.ordering_key is None or run.state not in ("pending", "waiting"):
+            return None
+        rows = await self._read(_q_all, _BLOCKER_SQL, (run.ordering_key, run.seq))
+        return str(rows[0][0]) if rows else None
 
     # business metrics --------------------------------------------------------------------------
     async def sync_metrics(self, config: MetricConfig) -> None:
