@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -43,3 +44,17 @@ def postgres_url() -> Iterator[str]:
             yield f"{POSTGRES}{separator}options=-csearch_path%3D{schema}"
         finally:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """An open store of each kind: a SQLite file, and a fresh PostgreSQL schema (anyio tests)."""
+    from engine.store import SQLiteStore
+    from engine.store.postgres import PostgresStore
+
+    if request.param == "sqlite":
+        async with SQLiteStore(tmp_path / "syncline.db") as store:
+            yield store
+    else:
+        async with PostgresStore(request.getfixturevalue("postgres_url")) as store:
+            yield store

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import Checkpoint, EventRecord, NewRun, SQLiteStore, Store
-from engine.store.postgres import PostgresStore
+from engine.store import Checkpoint, EventRecord, NewRun, Store
 from tests.serverkit import LiveServer
 
 pytestmark = pytest.mark.anyio
@@ -23,14 +22,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        async with SQLiteStore(tmp_path / "syncline.db") as store:
-            yield store
-    else:
-        async with PostgresStore(request.getfixturevalue("postgres_url")) as store:
-            yield store
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
 
 
 async def add(store: Store, run_id: str, ordering: str | None) -> None:

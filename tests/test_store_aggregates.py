@@ -4,13 +4,10 @@ later is backfilled, and a duration observes from its first start to its end."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from engine.store import Checkpoint, EventRecord, NewRun, Reason, SQLiteStore, StepRecord, Store
+from engine.store import Checkpoint, EventRecord, NewRun, Reason, StepRecord, Store
 from engine.store.aggregates import Aggregates, MetricConfig
-from engine.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.anyio
 
@@ -20,14 +17,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        async with SQLiteStore(tmp_path / "syncline.db") as store:
-            yield store
-    else:
-        async with PostgresStore(request.getfixturevalue("postgres_url")) as store:
-            yield store
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
 
 
 def tally(aggregates: Aggregates, kind: str, name: str, code: str = "") -> int:
