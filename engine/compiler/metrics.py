@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.compiler.compiled import CompiledFlow
-from engine.compiler.expressions import Expression, ExpressionSyntaxError, compile_expression
+from engine.compiler.expressions import Expression, compile_expression
 from engine.compiler.resolve import Registry
+from engine.errors import ExpressionSyntaxError
 from engine.loader import Document
 from engine.model.base import suggest
 from engine.model.metric import Metric, Point
