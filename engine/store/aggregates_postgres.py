@@ -230,4 +230,4 @@ async def postgres_read(conn: Any) -> Aggregates:
             "SELECT metric, count, total FROM metric_sums")).fetchall():
         if metric in durations:
             durations[metric] = (durations[metric][0], int(count), float(total))
-    return Aggregates([tuple(row) for row in tallies], durations)  # type: ignore[misc]
+    return Aggregates([tuple(row) for row in tallies], durations)
