@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from engine.store import Checkpoint, EventRecord, NewRun, Reason, StepRecord, Store
+from engine.store import (
+    Checkpoint,
+    EventRecord,
+    NewRun,
+    Reason,
+    StateChange,
+    StepRecord,
+    Store,
+)
 from engine.store.aggregates import Aggregates, MetricConfig
 
 pytestmark = pytest.mark.anyio
@@ -53,8 +61,8 @@ async def test_counts_follow_states_steps_and_actions(store: Store) -> None:
     assert tally(found, "runs", "parked", "CREDIT_HOLD") == 1
     assert tally(found, "done:erp", "parked", "CREDIT_HOLD") == 1
     assert tally(found, "entered", "running") == 1
-    await store.set_run_state("r1", "pending", expect=("parked",), reset_steps=("erp",),
-                              action="resume")
+    await store.set_run_state("r1", StateChange("pending", expect=("parked",),
+                                                reset_steps=("erp",), action="resume"))
     found = await store.read_aggregates()
     assert tally(found, "runs", "parked", "CREDIT_HOLD") == 0
     assert tally(found, "runs", "pending") == 2

@@ -140,7 +140,7 @@ class _MetricCompiler:
             try:
                 expression = compile_expression(text)
             except ExpressionSyntaxError as exc:
-                self.error(where, f"label '{label}': {exc}", "E_EXPR")
+                self.error(where, f"label '{label}': {exc}", "E_JMESPATH")
                 continue
             extra = sorted(root_fields(expression.ast) - LABEL_FIELDS)
             if extra:
