@@ -36,6 +36,7 @@ from engine.runtime.plans import Plans
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
+from engine.store.audit import AuditQuery
 from engine.store.base import Acceptance, EventRecord, RunQuery, RunRecord, Store
 
 __all__ = ["MISSING", "ApiResult", "EventMeta", "Runtime"]
@@ -203,7 +204,7 @@ class Runtime:
             return None
         steps, event, blocker, audit = await asyncio.gather(
             self.store.get_steps(run_id), self.store.get_event(run.event_id),
-            self.store.blocked_by(run), self.store.audit_log(run_id),
+            self.store.blocked_by(run), self.store.audit_log(AuditQuery(run_id=run_id)),
         )
         try:
             order = {step.id: i for i, step in enumerate((await self._plans.flow_of(run)).steps)}
