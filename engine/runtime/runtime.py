@@ -33,6 +33,7 @@ from engine.runtime.executor import Executor, Observer, ObserverProtocol
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
 from engine.runtime.operations import MISSING, Operations
 from engine.runtime.plans import Plans
+from engine.runtime.schedules import Schedules
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
@@ -84,6 +85,11 @@ class Runtime:
         )  # fmt: skip
         self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted)
         self._operations = Operations(store, self._plans, self._ingest, self._workers.requeued)
+        self.schedules = Schedules(
+            store, lambda: self.plan, self._ingest_timed, clock=self.clock.now,
+            sleep=self.clock.sleep,
+        )
+        self._timers: list[asyncio.Task[None]] = []
 
     # lifecycle -----------------------------------------------------------------------------
     @property
@@ -95,10 +101,15 @@ class Runtime:
         """Save the plan bundle, open the Systems' clients, start the workers and dispatcher."""
         await self._plans.open()
         await self._workers.start()
+        self._timers = [asyncio.create_task(self.schedules.run())]
 
     async def stop(self, grace: float = 10.0) -> None:
         """Claim nothing new; let executing runs checkpoint their in-flight steps (up to `grace`
         seconds) and hand the rest back; stop the loops and close the clients."""
+        for task in self._timers:
+            task.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
+        self._timers = []
         await self._workers.stop(grace)
         await self._plans.aclose()
 
@@ -113,6 +124,14 @@ class Runtime:
     # ingest --------------------------------------------------------------------------------
     async def ingest(self, flow: CompiledFlow, data: Any, meta: EventMeta) -> Acceptance:
         """Durably accept one delivery for `flow`: filtered, duplicate or a new pending run."""
+        return await self._ingest.ingest(flow, data, meta)
+
+    async def _ingest_timed(
+        self, flow: CompiledFlow, data: Any, event_id: str, when: str
+    ) -> Acceptance:
+        """A timed trigger's event (a schedule tick, a polled item) for `flow`."""
+        kind = flow.trigger.kind
+        meta = EventMeta(event_id, f"{kind}:{flow.name}", f"syncline/{kind}", time=when)
         return await self._ingest.ingest(flow, data, meta)
 
     async def ingest_event(self, event: EventRecord, meta: EventMeta) -> list[Acceptance]:

@@ -353,6 +353,14 @@ class Store(abc.ABC):
 
     # audit -----------------------------------------------------------------------------------
     @abc.abstractmethod
+    async def get_trigger_state(self, name: str) -> Any:
+        """What a timed trigger (schedule, poll) stored under `name`; None: nothing yet."""
+
+    @abc.abstractmethod
+    async def put_trigger_state(self, name: str, value: Any) -> None:
+        """Store a timed trigger's JSON state under `name`, replacing what was there."""
+
+    @abc.abstractmethod
     async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None:
         """Append a hash-chained entry (engine/store/audit.py) to the append-only audit log."""
 

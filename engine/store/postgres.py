@@ -309,6 +309,21 @@ class PostgresStore(Store):
         async with self._transaction() as conn:
             await audit(conn, time.time(), actor, action, run_id, detail)
 
+    async def get_trigger_state(self, name: str) -> Any:
+        """What a timed trigger stored under `name` (None: nothing yet)."""
+        rows = await self._rows("SELECT value FROM trigger_state WHERE name = %s", (name,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def put_trigger_state(self, name: str, value: Any) -> None:
+        """Store a timed trigger's state under `name`, replacing what was there."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO trigger_state (name, value, updated_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (name, json.dumps(value), time.time()),
+            )
+
     async def audit_log(self, query: AuditQuery | None = None) -> list[dict[str, Any]]:
         """Audit entries, newest first: ``{seq, at, actor, action, run_id, detail, hash}``."""
         sql, params = audit_sql.select(query or AuditQuery(), "%s")

@@ -99,6 +99,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: audit entries are hash-chained (engine/store/audit.py).
     audit.POSTGRES_MIGRATION,
+    # 3: what the timed triggers remember across restarts: a schedule's last tick, a poll's
+    # cursor (engine/runtime/schedules.py, polling.py), one JSON value per name.
+    """
+    CREATE TABLE trigger_state (
+        name        text PRIMARY KEY,
+        value       text NOT NULL,
+        updated_at  double precision NOT NULL
+    );
+    """,
 )
 
 

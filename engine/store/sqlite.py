@@ -69,6 +69,7 @@ from engine.store.sqlite_writes import (
     tx_claim,
     tx_dispatch,
     tx_renew,
+    tx_put_trigger_state,
     tx_save_plan,
     tx_set_run_state,
 )
@@ -333,6 +334,15 @@ class SQLiteStore(Store):
     async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None:
         """Append an entry to the audit log (which refuses UPDATE and DELETE)."""
         await self._write(tx_audit, (time.time(), actor, action, run_id, dumps(detail)))
+
+    async def get_trigger_state(self, name: str) -> Any:
+        """What a timed trigger stored under `name` (None: nothing yet)."""
+        rows = await self._read(_q_all, "SELECT value FROM trigger_state WHERE name = ?", (name,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def put_trigger_state(self, name: str, value: Any) -> None:
+        """Store a timed trigger's state under `name`, replacing what was there."""
+        await self._write(tx_put_trigger_state, name, dumps(value), time.time())
 
     async def audit_log(self, query: AuditQuery | None = None) -> list[dict[str, Any]]:
         """Audit entries, newest first: ``{seq, at, actor, action, run_id, detail, hash}``."""

@@ -121,6 +121,15 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: audit entries are hash-chained (engine/store/audit.py).
     audit.SQLITE_MIGRATION,
+    # 5: what the timed triggers remember across restarts: a schedule's last tick, a poll's
+    # cursor (engine/runtime/schedules.py, polling.py), one JSON value per name.
+    """
+    CREATE TABLE trigger_state (
+        name        TEXT PRIMARY KEY,
+        value       TEXT NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -328,6 +328,14 @@ def tx_audit(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     audit.append_sqlite(conn, *row)
 
 
+def tx_put_trigger_state(conn: sqlite3.Connection, name: str, value: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO trigger_state (name, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (name, value, now),
+    )
+
+
 # The job functions a writer process runs by name (engine/store/writer.py).
 WRITES = {
     fn.__name__: fn
@@ -340,5 +348,6 @@ WRITES = {
         tx_dispatch,
         tx_save_plan,
         tx_audit,
+        tx_put_trigger_state,
     )
 }
