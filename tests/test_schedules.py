@@ -129,6 +129,7 @@ def test_a_changed_cron_starts_at_its_next_tick(project) -> None:
 
 CRASHING = """
 import asyncio, os, signal, sys
+from pathlib import Path
 from engine.compiler import compile_project
 from engine.runtime import Runtime
 from engine.runtime.schedules import Schedules

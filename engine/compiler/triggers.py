@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
-from engine.compiler.compiled import CompiledSystem, CompiledTrigger
+from engine.compiler.compiled import CompiledRetry, CompiledSystem, CompiledTrigger
 from engine.compiler.expressions import Expression, compile_expression
 from engine.model import flow as m
 from engine.model.base import suggest
@@ -98,6 +98,12 @@ class CompiledPoll:
     cursor_next: Expression | None
     page_param: str | None
     page_next: Expression | None
+    retry: CompiledRetry | None        # the System's RetryPolicy, else the project default
+
+    @property
+    def identity(self) -> str:
+        """What the stored cursor belongs to: a different list, a different cursor."""
+        return f"{self.system.name} {self.operation} {self.cursor_param}"
 
 
 def compile_timed_trigger(compiler: FlowCompiler, trigger: m.Trigger) -> CompiledTrigger | None:
@@ -149,5 +155,5 @@ def compile_poll(compiler: FlowCompiler, spec: PollTrigger) -> CompiledPoll | No
     return CompiledPoll(
         system, spec.operation, operation.method, operation.path, spec.every, items,
         spec.cursor.param if spec.cursor else None, cursor,
-        spec.pages.param if spec.pages else None, page,
+        spec.pages.param if spec.pages else None, page, system.retry or compiler.default_retry,
     )

@@ -33,6 +33,7 @@ from engine.runtime.executor import Executor, Observer, ObserverProtocol
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
 from engine.runtime.operations import MISSING, Operations
 from engine.runtime.plans import Plans
+from engine.runtime.polling import Polls
 from engine.runtime.schedules import Schedules
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
@@ -89,6 +90,10 @@ class Runtime:
             store, lambda: self.plan, self._ingest_timed, clock=self.clock.now,
             sleep=self.clock.sleep,
         )
+        self.polls = Polls(
+            store, lambda: self.plan, self._plans.calls_for, self._ingest_timed,
+            clock=self.clock.now, sleep=self.clock.sleep,
+        )
         self._timers: list[asyncio.Task[None]] = []
 
     # lifecycle -----------------------------------------------------------------------------
@@ -101,7 +106,7 @@ class Runtime:
         """Save the plan bundle, open the Systems' clients, start the workers and dispatcher."""
         await self._plans.open()
         await self._workers.start()
-        self._timers = [asyncio.create_task(self.schedules.run())]
+        self._timers = [asyncio.create_task(loop()) for loop in (self.schedules.run, self.polls.run)]
 
     async def stop(self, grace: float = 10.0) -> None:
         """Claim nothing new; let executing runs checkpoint their in-flight steps (up to `grace`
