@@ -255,7 +255,7 @@ def test_garbage_answers_are_recorded_not_raised(tmp_path: Path) -> None:
         folder.mkdir()
         target = Invoices(items=[_invoice(1)], mode=mode)
         result, state, keys = _poll_once(folder, target)
-        assert result.error["code"] == "POLL_BAD_RESPONSE"
+        assert result.error["code"] == "LIST_BAD_RESPONSE"
         assert "not a list (status 200)" in result.error["message"]
         assert state["cursor"] is None and keys == []
         assert said in result.error["message"]
@@ -278,7 +278,8 @@ def test_retries_as_the_system_policy_says_then_gives_up(tmp_path: Path) -> None
     assert result.error is None and keys == ["INV-1"] and len(target.requests) == 3
     target = Invoices(items=[_invoice(1)], fail_first=5)
     result, state, keys = _poll_once(tmp_path / "b", target)
-    assert result.error["code"] == "POLL_FAILED" and "3 attempts used" in result.error["message"]
+    assert result.error["code"] == "LIST_READ_FAILED"
+    assert "3 attempts used" in result.error["message"]
     assert keys == [] and state["cursor"] is None and len(target.requests) == 3
 
 

@@ -110,7 +110,7 @@ def test_poll_compiles_a_read_and_a_non_writing_post(project) -> None:
 def test_poll_of_a_write_is_an_error(project) -> None:
     [(code, line, message)] = _errors(project, _flow(POLL % "create-invoice", KEY))
     assert (code, line) == ("E_TRIGGER", 16)
-    assert "poll operation 'create-invoice' is a write (POST)" in message
+    assert "operation 'create-invoice' is a write (POST); a list read may only read" in message
 
 
 def test_poll_bad_operation_and_path_params(project) -> None:

@@ -40,8 +40,8 @@ from engine.compiler.records import flow_test_record
 from engine.compiler.refs import ITEM, FieldPath, path_offset
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import Template, compile_template
-from engine.errors import ExpressionSyntaxError
 from engine.compiler.triggers import TICK_KEY, compile_timed_trigger
+from engine.errors import ExpressionSyntaxError
 from engine.loader import Document
 from engine.model import flow as m
 from engine.model.base import suggest

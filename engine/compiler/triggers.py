@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
@@ -21,7 +21,7 @@ from engine.compiler.compiled import CompiledRetry, CompiledSystem, CompiledTrig
 from engine.compiler.expressions import Expression, compile_expression
 from engine.model import flow as m
 from engine.model.base import suggest
-from engine.model.triggers import PollTrigger, ScheduleTrigger
+from engine.model.triggers import PollPages, PollTrigger, ScheduleTrigger
 
 if TYPE_CHECKING:
     from engine.compiler.flow import FlowCompiler
@@ -85,25 +85,45 @@ def compile_schedule(spec: ScheduleTrigger, report: Report) -> CompiledSchedule 
 
 
 @dataclass(frozen=True)
-class CompiledPoll:
-    """A read operation called every `every` seconds; see engine.runtime.polling."""
+class ListRead:
+    """A read operation of a System that answers a list, page after page (engine.runtime.pages):
+    a poll's, or one side of a reconciliation's."""
 
     system: CompiledSystem
     operation: str
     method: str
     path: str
+    items: Expression                  # over a response {status, headers, body}: the items
+    page_param: str | None             # the query parameter carrying the next page's token
+    page_next: Expression | None       # over a response: that token (null or "": the last page)
+    retry: CompiledRetry | None        # the System's RetryPolicy, else the project default
+
+
+@dataclass(frozen=True)
+class CompiledPoll:
+    """A list read every `every` seconds from a stored cursor; see engine.runtime.polling."""
+
+    read: ListRead
     every: float
-    items: Expression
     cursor_param: str | None
     cursor_next: Expression | None
-    page_param: str | None
-    page_next: Expression | None
-    retry: CompiledRetry | None        # the System's RetryPolicy, else the project default
 
     @property
     def identity(self) -> str:
         """What the stored cursor belongs to: a different list, a different cursor."""
-        return f"{self.system.name} {self.operation} {self.cursor_param}"
+        return f"{self.read.system.name} {self.read.operation} {self.cursor_param}"
+
+
+class Context(Protocol):
+    """What compiling a list read needs: FlowCompiler, or a Reconciliation's compiler."""
+
+    default_retry: CompiledRetry | None
+
+    def expr(self, text: str, loc: tuple[Any, ...]) -> Expression | None: ...
+
+    def system(self, ref: str, loc: tuple[Any, ...]) -> CompiledSystem | None: ...
+
+    def error(self, loc: tuple[Any, ...], code: str, message: str) -> None: ...
 
 
 def compile_timed_trigger(compiler: FlowCompiler, trigger: m.Trigger) -> CompiledTrigger | None:
@@ -125,35 +145,40 @@ def compile_timed_trigger(compiler: FlowCompiler, trigger: m.Trigger) -> Compile
                        "idempotencyKey (an item seen on two polls must start one run)")
     if poll is None:
         return None
-    return CompiledTrigger("poll", system=poll.system, poll=poll)
+    return CompiledTrigger("poll", system=poll.read.system, poll=poll)
 
 
 def compile_poll(compiler: FlowCompiler, spec: PollTrigger) -> CompiledPoll | None:
-    """The polled operation must exist, read (GET/HEAD or `write: false`) and take no params."""
     loc: tuple[Any, ...] = ("trigger", "poll")
-    items = compiler.expr(spec.items, (*loc, "items"))
     cursor = compiler.expr(spec.cursor.next, (*loc, "cursor", "next")) if spec.cursor else None
-    page = compiler.expr(spec.pages.next, (*loc, "pages", "next")) if spec.pages else None
-    system = compiler.system(spec.system, (*loc, "system"))
+    read = compile_list_read(compiler, spec.system, spec.operation, spec.items, spec.pages, loc)
+    if read is None:
+        return None
+    return CompiledPoll(read, spec.every, spec.cursor.param if spec.cursor else None, cursor)
+
+
+def compile_list_read(ctx: Context, system_ref: str, name: str, items_text: str,
+                      pages: PollPages | None, loc: tuple[Any, ...]) -> ListRead | None:
+    """The operation must exist, read (GET/HEAD or `write: false`) and take no path params."""
+    items = ctx.expr(items_text, (*loc, "items"))
+    page = ctx.expr(pages.next, (*loc, "pages", "next")) if pages else None
+    system = ctx.system(system_ref, (*loc, "system"))
     if system is None or items is None:
         return None
-    operation = system.operations.get(spec.operation)
+    operation = system.operations.get(name)
     if operation is None:
-        hint = suggest(spec.operation, sorted(system.operations))
-        compiler.error((*loc, "operation"), "E_REF",
-                       f"system '{system.name}' has no operation '{spec.operation}'{hint}")
+        hint = suggest(name, sorted(system.operations))
+        ctx.error((*loc, "operation"), "E_REF",
+                  f"system '{system.name}' has no operation '{name}'{hint}")
         return None
     if operation.is_write:
-        compiler.error((*loc, "operation"), "E_TRIGGER", f"poll operation '{spec.operation}' "
-                       f"is a write ({operation.method}); a poll may only read (GET, or "
-                       "`write: false` on the operation)")
+        ctx.error((*loc, "operation"), "E_TRIGGER", f"operation '{name}' is a write "
+                  f"({operation.method}); a list read may only read (GET, or `write: false` on "
+                  "the operation)")
         return None
     if "{" in operation.path:
-        compiler.error((*loc, "operation"), "E_TRIGGER", f"poll operation '{spec.operation}' "
-                       f"has path parameters ('{operation.path}'); a poll passes none")
+        ctx.error((*loc, "operation"), "E_TRIGGER", f"operation '{name}' has path parameters "
+                  f"('{operation.path}'); a list read passes none")
         return None
-    return CompiledPoll(
-        system, spec.operation, operation.method, operation.path, spec.every, items,
-        spec.cursor.param if spec.cursor else None, cursor,
-        spec.pages.param if spec.pages else None, page, system.retry or compiler.default_retry,
-    )
+    return ListRead(system, name, operation.method, operation.path, items,
+                    pages.param if pages else None, page, system.retry or ctx.default_retry)

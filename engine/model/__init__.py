@@ -6,6 +6,7 @@ from engine.model.flow import Flow
 from engine.model.mapping import Mapping
 from engine.model.policy import GovernancePolicy, RetryPolicy
 from engine.model.project import Project
+from engine.model.reconciliation import Reconciliation
 from engine.model.resource import Resource
 from engine.model.schema import Schema
 from engine.model.system import System
@@ -17,7 +18,8 @@ MODELS: dict[str, type[Resource]] = {
     "System": System,
     "RetryPolicy": RetryPolicy,
     "GovernancePolicy": GovernancePolicy,
+    "Reconciliation": Reconciliation,
 }
 
-__all__ = ["MODELS", "Flow", "GovernancePolicy", "Mapping", "Project", "Resource", "RetryPolicy",
-           "Schema", "System"]
+__all__ = ["MODELS", "Flow", "GovernancePolicy", "Mapping", "Project", "Reconciliation",
+           "Resource", "RetryPolicy", "Schema", "System"]

@@ -8,7 +8,8 @@ from pydantic import Field
 
 from engine.model.base import Model, Name
 
-KINDS = ("Schema", "Mapping", "Flow", "System", "RetryPolicy", "GovernancePolicy", "Project")
+KINDS = ("Schema", "Mapping", "Flow", "System", "RetryPolicy", "GovernancePolicy", "Reconciliation",
+         "Project")
 
 
 class Metadata(Model):

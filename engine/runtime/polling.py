@@ -7,13 +7,12 @@ the new cursor (`cursor.next` of the last page that names one) in the store's `t
 (name `poll:<flow>`). A crash mid-poll leaves the old cursor: the next poll reads the same items
 again and their runs are duplicates, so nothing is lost and nothing runs twice.
 
-Calls go through the runtime's `Calls` (the System's rate limit and connection pool) and are
-retried as the System's RetryPolicy says (else the project's default; else one attempt). What
-goes wrong is recorded in the poll's state as `last.error` `{code, message}` and logged, never
-raised: POLL_FAILED (the call failed for good this time), POLL_BAD_RESPONSE (`items` is not a
-list), PAGE_LOOP (a page token came back a second time: the poll stops and the flow's polling
-is parked until the plan changes or the process restarts, since reading on would loop). An item
-without a key is reported (`last.skipped`, a warning) and starts no run.
+Pages are read by engine.runtime.pages (the System's rate limit, its RetryPolicy). What goes
+wrong is recorded in the poll's state as `last.error` `{code, message}` and logged, never raised:
+LIST_READ_FAILED and LIST_BAD_RESPONSE are tried again at the next interval; after PAGE_LOOP (a
+page token came back) the flow's polling is parked until the plan changes or the process
+restarts, since reading on would loop. An item without a key is reported (`last.skipped`, a
+warning) and starts no run.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,25 +27,16 @@ from typing import Any
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.compiler.triggers import CompiledPoll, tick_text
-from engine.errors import CallError, StoreError
-from engine.runtime.calls import Calls, OutboundRequest, Response
-from engine.runtime.retry import decide
+from engine.errors import StoreError
+from engine.runtime.calls import Calls
+from engine.runtime.pages import ReadProblem, read_pages
 from engine.store.base import Acceptance, Store
 
 log = logging.getLogger("syncline.polling")
 
 # (flow, item, event id, event time) -> the acceptance of the item's run
 IngestItem = Callable[[CompiledFlow, Any, str, str], Awaitable[Acceptance]]
-MAX_PAGES = 10_000  # a list longer than this in one poll is taken for a loop the tokens hide
 MAX_SLEEP = 30.0
-
-
-class PollProblem(Exception):
-    """Why one poll stopped: a reason code and a message for the poll's state."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 @dataclass
@@ -133,9 +122,9 @@ class Polls:
             state = {"poll": poll.identity, "cursor": None}
         result = PollResult(flow.name, cursor=state.get("cursor"))
         try:
-            result.cursor = await self._read_pages(flow, poll, result)
-        except PollProblem as problem:
-            result.error = {"code": problem.code, "message": problem.message}
+            result.cursor = await self._read(flow, poll, result)
+        except ReadProblem as problem:
+            result.error = problem.as_dict()
             log.error("poll %s: %s %s", flow.name, problem.code, problem.message,
                       extra={"event": "poll.failed", "flow": flow.name})
         state = {**state, "cursor": result.cursor, "polled_at": self._clock(),
@@ -143,39 +132,22 @@ class Polls:
         await self._store.put_trigger_state(name, state)
         return result
 
-    async def _read_pages(self, flow: CompiledFlow, poll: CompiledPoll, result: PollResult) -> Any:
+    async def _read(self, flow: CompiledFlow, poll: CompiledPoll, result: PollResult) -> Any:
         """Accept every page's items; answer the cursor to store (unchanged on a problem)."""
-        cursor, latest = result.cursor, result.cursor
-        token: Any = None
-        seen: set[str] = set()
-        while result.pages < MAX_PAGES:
-            query = {}
-            if poll.cursor_param is not None and cursor is not None:
-                query[poll.cursor_param] = cursor
-            if token is not None:
-                query[poll.page_param or ""] = token
-            response = await self._get(poll, query)
-            context = {"status": response.status, "headers": response.headers,
-                       "body": response.body}
-            items = poll.items.search(context)
-            if not isinstance(items, list):
-                raise PollProblem("POLL_BAD_RESPONSE", f"{poll.operation}: items expression gave "
-                                  f"{type(items).__name__ if items is not None else 'null'}, "
-                                  f"not a list (status {response.status})")
+        latest = result.cursor
+        query = {}
+        if poll.cursor_param is not None and result.cursor is not None:
+            query[poll.cursor_param] = result.cursor
+
+        async def on_page(items: list[Any], response: dict[str, Any]) -> None:
+            nonlocal latest
             await self._accept(flow, items, result)
             result.pages += 1
-            if poll.cursor_next is not None:
-                found = poll.cursor_next.search(context)
-                latest = latest if found is None else found
-            token = poll.page_next.search(context) if poll.page_next is not None else None
-            if token is None or token == "":
-                return latest
-            text = json.dumps(token, sort_keys=True, default=str)
-            if text in seen:
-                raise PollProblem("PAGE_LOOP", f"{poll.operation}: page token {text} came back "
-                                  f"after {result.pages} pages; polling is parked")
-            seen.add(text)
-        raise PollProblem("PAGE_LOOP", f"{poll.operation}: more than {MAX_PAGES} pages in one poll")
+            found = poll.cursor_next.search(response) if poll.cursor_next is not None else None
+            latest = latest if found is None else found
+
+        await read_pages(self._calls(self._plan()), poll.read, query, on_page, sleep=self._sleep)
+        return latest
 
     async def _accept(self, flow: CompiledFlow, items: list[Any], result: PollResult) -> None:
         key_of = flow.idempotency_key
@@ -197,23 +169,3 @@ class Polls:
                 result.duplicates += 1
             else:
                 result.accepted += 1
-
-    async def _get(self, poll: CompiledPoll, query: dict[str, Any]) -> Response:
-        """One page, retried as the poll's RetryPolicy says; PollProblem when it gives up."""
-        calls = self._calls(self._plan())
-        request = OutboundRequest(poll.system, poll.operation, poll.method, poll.path, query, {},
-                                  None, None, f"poll-{poll.system.name}", None, False)
-        policy = poll.retry.policy if poll.retry is not None else None
-        timeout = policy.timeout if policy is not None and policy.timeout else poll.system.timeout
-        first, attempt = time.time(), 0
-        while True:
-            attempt += 1
-            try:
-                return await calls.send(request, timeout=timeout)
-            except CallError as error:
-                decision = None if policy is None else decide(
-                    policy, error, attempt=attempt, first_attempt_at=first, now=time.time())
-                if decision is None or decision.action != "retry":
-                    reason = decision.reason if decision is not None else str(error)
-                    raise PollProblem("POLL_FAILED", f"{poll.operation}: {reason}") from None
-                await self._sleep(decision.delay)
