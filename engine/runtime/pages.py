@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,7 @@ from engine.errors import CallError
 from engine.runtime.calls import Calls, OutboundRequest, Response
 from engine.runtime.retry import decide
 
+_RNG = random.Random()  # backoff jitter: it must vary, not be secret
 MAX_PAGES = 10_000  # a list longer than this in one read is taken for a loop the tokens hide
 OnPage = Callable[[list[Any], dict[str, Any]], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -85,7 +87,7 @@ async def fetch(calls: Calls, read: ListRead, query: dict[str, Any], sleep: Slee
             return await calls.send(request, timeout=timeout)
         except CallError as error:
             decision = None if policy is None else decide(
-                policy, error, attempt=attempt, first_attempt_at=first, now=time.time())
+                policy, error, attempt=attempt, first_attempt_at=first, now=time.time(), rng=_RNG)
             if decision is None or decision.action != "retry":
                 reason = decision.reason if decision is not None else str(error)
                 raise ReadProblem("LIST_READ_FAILED", f"{read.operation}: {reason}") from None

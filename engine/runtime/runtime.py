@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,8 @@ from engine.runtime.ingest import ApiResult, EventMeta, Ingest
 from engine.runtime.operations import MISSING, Operations
 from engine.runtime.plans import Plans
 from engine.runtime.polling import Polls
-from engine.runtime.schedules import Schedules
+from engine.runtime.reconciling import Reconciler
+from engine.runtime.schedules import Schedules, Timed, plan_timed
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
@@ -86,9 +88,13 @@ class Runtime:
         )  # fmt: skip
         self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted)
         self._operations = Operations(store, self._plans, self._ingest, self._workers.requeued)
+        self.reconciler = Reconciler(
+            store, lambda: self.plan, self._plans.calls_for, self._emit_event,
+            clock=self.clock.now,
+        )
+        self._timed: tuple[str, list[Timed]] = ("", [])
         self.schedules = Schedules(
-            store, lambda: self.plan, self._ingest_timed, clock=self.clock.now,
-            sleep=self.clock.sleep,
+            store, self._scheduled, clock=self.clock.now, sleep=self.clock.sleep
         )
         self.polls = Polls(
             store, lambda: self.plan, self._plans.calls_for, self._ingest_timed,
@@ -115,6 +121,7 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)
         self._timers = []
+        await self.reconciler.stop()
         await self._workers.stop(grace)
         await self._plans.aclose()
 
@@ -138,6 +145,20 @@ class Runtime:
         kind = flow.trigger.kind
         meta = EventMeta(event_id, f"{kind}:{flow.name}", f"syncline/{kind}", time=when)
         return await self._ingest.ingest(flow, data, meta)
+
+    def _scheduled(self) -> list[Timed]:
+        """What the active plan runs on a schedule (worked out once per plan)."""
+        if self._timed[0] != self.plan.digest:
+            timed = plan_timed(self.plan, self._ingest_timed, self.reconciler.start_tick)
+            self._timed = (self.plan.digest, timed)
+        return self._timed[1]
+
+    async def _emit_event(self, type_: str, event_id: str, data: Any) -> list[Acceptance]:
+        """A CloudEvent from inside the runtime (a reconciliation's mismatch)."""
+        source = "syncline/reconciliation"
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.now()))
+        event = EventRecord(event_id, type_, source, data, None, when, {})
+        return await self._ingest.ingest_event(event, EventMeta(event_id, type_, source))
 
     async def ingest_event(self, event: EventRecord, meta: EventMeta) -> list[Acceptance]:
         """A CloudEvent: one run per active flow whose `trigger.event` is its type."""

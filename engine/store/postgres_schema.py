@@ -100,12 +100,22 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: audit entries are hash-chained (engine/store/audit.py).
     audit.POSTGRES_MIGRATION,
     # 3: what the timed triggers remember across restarts: a schedule's last tick, a poll's
-    # cursor (engine/runtime/schedules.py, polling.py), one JSON value per name.
+    # cursor (engine/runtime/schedules.py, polling.py), one JSON value per name; and the results
+    # of Reconciliations, one per (name, tick): the row claims the tick for one replica.
     """
     CREATE TABLE trigger_state (
         name        text PRIMARY KEY,
         value       text NOT NULL,
         updated_at  double precision NOT NULL
+    );
+    CREATE TABLE reconciliations (
+        seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name        text NOT NULL,
+        tick        text NOT NULL,
+        started_at  double precision NOT NULL,
+        state       text NOT NULL,
+        report      text,
+        UNIQUE (name, tick)
     );
     """,
 )
