@@ -132,7 +132,7 @@ import asyncio, os, signal, sys
 from pathlib import Path
 from engine.compiler import compile_project
 from engine.runtime import Runtime
-from engine.runtime.schedules import Schedules, plan_timed
+from engine.runtime.schedules import Schedules, flow_ticks
 from engine.store import SQLiteStore
 
 async def main(root, now):
@@ -143,7 +143,7 @@ async def main(root, now):
             acceptance = await runtime._ingest_timed(flow, data, event_id, when)
             print(acceptance.status, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)  # accepted, not yet remembered as fired
-        timed = plan_timed(plan, ingest, runtime.reconciler.start_tick)
+        timed = flow_ticks(plan, ingest)
         await Schedules(store, lambda: timed, clock=lambda: now).fire_due()
 
 asyncio.run(main(Path(sys.argv[1]), float(sys.argv[2])))

@@ -25,10 +25,12 @@ from engine.compiler.plan import Plan
 from engine.compiler.reconciliation import CompiledReconciliation, CompiledSide
 from engine.runtime.calls import Calls
 from engine.runtime.pages import ReadProblem, Sleep, read_pages
+from engine.runtime.schedules import BUSY
 from engine.store.base import Store
 
 log = logging.getLogger("syncline.reconciliations")
 
+LEASE = 300.0  # seconds a tick's `running` result holds it against other processes
 KINDS = ("missing-left", "missing-right", "field", "duplicate-left", "duplicate-right")
 MAX_LISTED = 1000  # mismatches kept in a report (all are counted)
 
@@ -125,12 +127,15 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 class Reconciler:
-    """Runs the active plan's Reconciliations (now, or on a schedule tick), stores each result and
-    does what `onMismatch` says: emit a CloudEvent (its flows start as for any emitted event), or
-    store the result `parked` with the reason code (for a human).
+    """Runs the active plan's Reconciliations (now, or for a schedule tick), stores each result
+    and does what `onMismatch` says: emit a CloudEvent (its flows start as for any emitted
+    event; the event id names the tick, so a tick emits once), or store the result `parked` with
+    the reason code, for a human.
 
-    A tick's result row is claimed first (`Store.claim_reconciliation`): of replicas firing the
-    same tick one runs it. `emit(type, event_id, data)` publishes an event into the runtime."""
+    A tick is claimed in the store before it runs (`Store.claim_reconciliation`): of replicas
+    firing the same tick one runs it, and a tick whose process died mid-run (its row `running`
+    for longer than `lease` seconds) is claimed again. `emit(type, event_id, data)` publishes an
+    event into the runtime."""
 
     def __init__(
         self,
@@ -140,19 +145,20 @@ class Reconciler:
         emit: Callable[[str, str, Any], Awaitable[Any]],
         *,
         clock: Callable[[], float],
+        lease: float = LEASE,
     ) -> None:
         self._store, self._plan, self._calls, self._emit = store, plan, calls, emit
-        self._clock = clock
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._clock, self.lease = clock, lease
 
-    async def run(self, name: str, tick: str | None = None) -> dict[str, Any] | None:
-        """Run `name` now (or for schedule `tick`); None when another replica has the tick.
-        Raises KeyError for a name the active plan does not have."""
+    async def run(self, name: str, tick: str | None = None) -> Any:
+        """Run `name` now (or for schedule `tick`): its report; None when the tick has a result
+        already; BUSY while another process runs it. KeyError: no such Reconciliation."""
         plan = self._plan()
         recon = plan.reconciliations[name]
         tick = tick or f"manual:{self._clock():.6f}"
-        if not await self._store.claim_reconciliation(name, tick):
-            return None
+        claim = await self._store.claim_reconciliation(name, tick, self._clock(), self.lease)
+        if claim != "claimed":
+            return BUSY if claim == "running" else None
         report = await reconcile(recon, self._calls(plan), clock=self._clock)
         report["tick"] = tick
         state = report["state"]
@@ -165,22 +171,9 @@ class Reconciler:
         elif state == "mismatch" and recon.park is not None:
             state = "parked"
             report["action"] = {"park": recon.park}
-        await self._store.finish_reconciliation(name, tick, state, report)
         report["state"] = state
+        await self._store.finish_reconciliation(name, tick, state, report)
+        log.log(logging.INFO if state == "ok" else logging.WARNING,
+                "reconciliation %s (%s): %s %s", name, tick, state, report["counts"],
+                extra={"event": f"reconciliation.{state}"})
         return report
-
-    async def start_tick(self, name: str, tick: str) -> None:
-        """Run a schedule tick in the background (a long read must not delay other ticks)."""
-        task = asyncio.create_task(self.run(name, tick))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a scheduled reconciliation failed: %s", task.exception())
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -21,7 +21,7 @@ import asyncio
 import functools
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -36,7 +36,7 @@ from engine.runtime.operations import MISSING, Operations
 from engine.runtime.plans import Plans
 from engine.runtime.polling import Polls
 from engine.runtime.reconciling import Reconciler
-from engine.runtime.schedules import Schedules, Timed, plan_timed
+from engine.runtime.schedules import Schedules, Timed, flow_ticks, reconciliation_ticks
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
@@ -92,9 +92,14 @@ class Runtime:
             store, lambda: self.plan, self._plans.calls_for, self._emit_event,
             clock=self.clock.now,
         )
-        self._timed: tuple[str, list[Timed]] = ("", [])
         self.schedules = Schedules(
-            store, self._scheduled, clock=self.clock.now, sleep=self.clock.sleep
+            store, self._per_plan(lambda plan: flow_ticks(plan, self._ingest_timed)),
+            clock=self.clock.now, sleep=self.clock.sleep,
+        )
+        # their own loop: a long reconciliation never delays a flow's tick
+        self.reconciliation_schedules = Schedules(
+            store, self._per_plan(lambda plan: reconciliation_ticks(plan, self.reconciler.run)),
+            clock=self.clock.now, sleep=self.clock.sleep,
         )
         self.polls = Polls(
             store, lambda: self.plan, self._plans.calls_for, self._ingest_timed,
@@ -112,7 +117,10 @@ class Runtime:
         """Save the plan bundle, open the Systems' clients, start the workers and dispatcher."""
         await self._plans.open()
         await self._workers.start()
-        self._timers = [asyncio.create_task(loop()) for loop in (self.schedules.run, self.polls.run)]
+        self._timers = [
+            asyncio.create_task(loop())
+            for loop in (self.schedules.run, self.reconciliation_schedules.run, self.polls.run)
+        ]
 
     async def stop(self, grace: float = 10.0) -> None:
         """Claim nothing new; let executing runs checkpoint their in-flight steps (up to `grace`
@@ -121,7 +129,6 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)
         self._timers = []
-        await self.reconciler.stop()
         await self._workers.stop(grace)
         await self._plans.aclose()
 
@@ -146,12 +153,16 @@ class Runtime:
         meta = EventMeta(event_id, f"{kind}:{flow.name}", f"syncline/{kind}", time=when)
         return await self._ingest.ingest(flow, data, meta)
 
-    def _scheduled(self) -> list[Timed]:
-        """What the active plan runs on a schedule (worked out once per plan)."""
-        if self._timed[0] != self.plan.digest:
-            timed = plan_timed(self.plan, self._ingest_timed, self.reconciler.start_tick)
-            self._timed = (self.plan.digest, timed)
-        return self._timed[1]
+    def _per_plan(self, build: Callable[[Plan], list[Timed]]) -> Callable[[], list[Timed]]:
+        """`build(active plan)`, worked out again only when the plan changes."""
+        cache: list[Any] = [None, []]
+
+        def timed() -> list[Timed]:
+            if cache[0] != self.plan.digest:
+                cache[:] = [self.plan.digest, build(self.plan)]
+            return list(cache[1])
+
+        return timed
 
     async def _emit_event(self, type_: str, event_id: str, data: Any) -> list[Acceptance]:
         """A CloudEvent from inside the runtime (a reconciliation's mismatch)."""

@@ -28,6 +28,8 @@ from engine.store.base import Store
 
 log = logging.getLogger("syncline.schedules")
 MAX_SLEEP = 30.0  # look again at least this often: a reload may add or change a schedule
+AGAIN = 5.0
+BUSY = "busy"  # what a `fire` answers when another process runs the tick: not fired yet
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Schedules:
         self._store, self._timed = store, timed
         self._clock, self._sleep = clock, sleep
         self._last: dict[str, tuple[float, str]] = {}  # name -> (last tick, schedule identity)
+        self._again = False  # a tick was busy elsewhere: look again after AGAIN seconds
 
     async def run(self) -> None:
         """Fire due ticks until cancelled; a store failure is logged and tried again."""
@@ -70,17 +73,24 @@ class Schedules:
         """Seconds until the next tick of anything scheduled (at most MAX_SLEEP)."""
         now = self._clock()
         ticks = [t for item in self._timed() if (t := item.schedule.following(now)) is not None]
-        return max(0.0, min([MAX_SLEEP, *(t - now for t in ticks)]))
+        longest = AGAIN if self._again else MAX_SLEEP
+        return max(0.0, min([longest, *(t - now for t in ticks)]))
 
     async def fire_due(self) -> list[Any]:
         """Fire the latest tick of everything scheduled that has not fired it yet; answers what
         each `fire` answered (for a flow, the Acceptance of the tick's run)."""
         now = self._clock()
         fired = []
+        self._again = False
         for item in self._timed():
             tick = await self._due(item, now)
-            if tick is not None:
-                fired.append(await item.fire(tick_text(tick)))
+            if tick is None:
+                continue
+            result = await item.fire(tick_text(tick))
+            fired.append(result)
+            if result == BUSY:  # another process is on it: look again soon
+                self._again = True
+            else:
                 await self._remember(item, tick)
         return fired
 
@@ -105,15 +115,12 @@ class Schedules:
         self._last[item.name] = (tick, identity)
 
 
-def plan_timed(
-    plan: Plan,
-    ingest: Callable[[CompiledFlow, Any, str, str], Awaitable[Any]],
-    reconcile: Callable[[str, str], Awaitable[Any]],
+def flow_ticks(
+    plan: Plan, ingest: Callable[[CompiledFlow, Any, str, str], Awaitable[Any]]
 ) -> list[Timed]:
-    """What `plan` runs on a schedule: its schedule flows (`ingest(flow, data, event id, time)`
-    accepts a tick's run) and its scheduled Reconciliations (`reconcile(name, tick)`)."""
+    """The schedule flows of `plan`; `ingest(flow, data, event id, time)` accepts a tick's run."""
 
-    def flow_tick(flow: CompiledFlow, schedule: CompiledSchedule) -> Timed:
+    def timed(flow: CompiledFlow, schedule: CompiledSchedule) -> Timed:
         async def fire(tick: str) -> Any:
             data = {"tick": tick, "cron": schedule.cron, "timezone": schedule.timezone}
             acceptance = await ingest(flow, data, f"schedule:{flow.name}:{tick}", tick)
@@ -123,12 +130,15 @@ def plan_timed(
 
         return Timed(f"schedule:{flow.name}", schedule, fire)
 
-    timed = [
-        flow_tick(flow, flow.trigger.schedule)
+    return [
+        timed(flow, flow.trigger.schedule)
         for flow in plan.flows.values() if flow.trigger.schedule is not None
     ]
-    for name, recon in plan.reconciliations.items():
-        if recon.schedule is not None:
-            timed.append(Timed(f"schedule:reconciliation:{name}", recon.schedule,
-                               functools.partial(reconcile, name)))
-    return timed
+
+
+def reconciliation_ticks(plan: Plan, run: Callable[[str, str], Awaitable[Any]]) -> list[Timed]:
+    """The scheduled Reconciliations of `plan`; `run(name, tick)` runs one tick."""
+    return [
+        Timed(f"schedule:reconciliation:{name}", recon.schedule, functools.partial(run, name))
+        for name, recon in plan.reconciliations.items() if recon.schedule is not None
+    ]
