@@ -5,6 +5,7 @@ tick, two replicas on PostgreSQL, and a process killed mid-reconciliation."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -18,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from runtime_kit import LiveTarget
+from serverkit import LiveServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from engine.cli import main
 from engine.compiler import compile_project
 from engine.errors import DefinitionErrors
 from engine.runtime import Runtime
@@ -325,3 +329,57 @@ def test_a_tick_whose_process_died_is_run_again_after_the_lease(tmp_path: Path) 
                 await later.stop()
 
         asyncio.run(restart())
+
+
+def test_syncline_reconcile_locally_exits_1_on_mismatch(tmp_path: Path) -> None:
+    lists = Lists(orders=[_order(1), _order(2, total=99.5)],
+                  subscriptions=[_subscription(1), _subscription(2, amount="99.50")])
+    with serve(lists) as url:
+        root = _project(tmp_path, url)
+        runner = CliRunner()
+        agreed = runner.invoke(main, ["reconcile", "orders-vs-subscriptions", "--project",
+                                      str(root)])
+        assert agreed.exit_code == 0, agreed.output
+        assert agreed.output.startswith("orders-vs-subscriptions: ok (left 2, right 2, matched 2)")
+        lists.subscriptions[1] = _subscription(2, amount="99.00", currency="EUR")
+        differ = runner.invoke(main, ["reconcile", "orders-vs-subscriptions", "--project",
+                                      str(root), "--format", "json"])
+        assert differ.exit_code == 1
+        report = json.loads(differ.output)
+        assert report["counts"]["field"] == 2 and report["state"] == "mismatch"
+        unknown = runner.invoke(main, ["reconcile", "orders", "--project", str(root)])
+        assert unknown.exit_code == 2
+        assert "no reconciliation 'orders' in the project (it has: orders-vs-subscriptions)" in (
+            unknown.output)
+
+
+def test_server_api_metrics_audit_and_reconcile_url(tmp_path: Path) -> None:
+    lists = Lists(orders=[_order(1), _order(2)], subscriptions=[_subscription(1, amount=7)])
+    with serve(lists) as url:
+        root = _project(tmp_path, url)
+        with LiveServer(root, secrets={}) as server, server.client() as http:
+            ran = http.post("/api/v1/reconciliations/orders-vs-subscriptions/run")
+            assert ran.status_code == 200 and ran.json()["counts"]["missing-right"] == 1
+            assert http.post("/api/v1/reconciliations/nope/run").status_code == 404
+            listed = http.get("/api/v1/reconciliations").json()
+            assert [r["state"] for r in listed["reconciliations"]] == ["mismatch"]
+            assert listed["defined"]["orders-vs-subscriptions"]["schedule"] == "*/30 * * * *"
+            text = http.get("/metrics").text
+            assert ('syncline_reconciliation_mismatches{kind="field",'
+                    'name="orders-vs-subscriptions"} 1.0') in text
+            assert ('syncline_reconciliation_mismatches{kind="missing-right",'
+                    'name="orders-vs-subscriptions"} 1.0') in text
+            document = http.get("/api/v1/openapi.json").json()
+            assert "/api/v1/reconciliations" in document["paths"]
+            result = CliRunner().invoke(main, ["reconcile", "orders-vs-subscriptions",
+                                               "--url", server.url])
+            assert result.exit_code == 1
+            assert "field          SO-1  amount: 100 != 7" in result.output
+            assert "missing-right  SO-2" in result.output
+            audit = asyncio.run(_audit(server))
+            assert [a["detail"]["state"] for a in audit if a["action"] == "reconcile"] == [
+                "mismatch", "mismatch"]
+
+
+async def _audit(server: LiveServer) -> list[dict[str, Any]]:
+    return list(await server.runtime.store.audit_log())

@@ -173,6 +173,9 @@ class Reconciler:
             report["action"] = {"park": recon.park}
         report["state"] = state
         await self._store.finish_reconciliation(name, tick, state, report)
+        await self._store.audit("syncline", "reconcile", None, {
+            "name": name, "tick": tick, "state": state, "counts": report["counts"],
+        })
         log.log(logging.INFO if state == "ok" else logging.WARNING,
                 "reconciliation %s (%s): %s %s", name, tick, state, report["counts"],
                 extra={"event": f"reconciliation.{state}"})

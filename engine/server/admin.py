@@ -201,7 +201,9 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(state_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    state = state_of(request)
+    await state.metrics.read_store(state.runtime.store)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _int(text: str, name: str) -> int:

@@ -69,6 +69,7 @@ from engine.store.rows import (
     event_record,
     event_row,
     outbox_item,
+    reconciliation_row,
     step_params,
     step_record,
 )

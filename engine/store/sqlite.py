@@ -58,6 +58,7 @@ from engine.store.rows import (
     event_row,
     fields,
     outbox_item,
+    reconciliation_row,
     step_params,
     step_record,
 )
@@ -68,11 +69,11 @@ from engine.store.sqlite_writes import (
     tx_audit,
     tx_checkpoint,
     tx_claim,
-    tx_dispatch,
-    tx_renew,
     tx_claim_reconciliation,
+    tx_dispatch,
     tx_finish_reconciliation,
     tx_put_trigger_state,
+    tx_renew,
     tx_save_plan,
     tx_set_run_state,
 )
