@@ -23,6 +23,7 @@ Loc = tuple[Any, ...]
 class CompiledSide:
     read: ListRead
     key: Expression                    # over an item: what pairs it with the other side
+    query: tuple[tuple[str, str], ...] = ()  # constant query parameters of every page
 
 
 @dataclass(frozen=True)
@@ -108,4 +109,6 @@ def compile_reconciliation(
 def _side(ctx: _Context, side: Side, which: str) -> CompiledSide | None:
     key = ctx.expr(side.key, (which, "key"))
     read = compile_list_read(ctx, side.system, side.operation, side.items, side.pages, (which,))
-    return None if read is None or key is None else CompiledSide(read, key)
+    if read is None or key is None:
+        return None
+    return CompiledSide(read, key, tuple(sorted(side.query.items())))

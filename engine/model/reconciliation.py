@@ -16,6 +16,7 @@ class Side(Model):
     operation: str                     # a read (GET/HEAD or `write: false`), no path parameters
     items: str = "body.items"          # JMESPath over a response: the list of items
     key: str                           # JMESPath over an item: what pairs it with the other side
+    query: dict[str, str] = Field(default_factory=dict)  # constant query parameters
     pages: PollPages | None = None
 
 

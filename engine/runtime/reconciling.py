@@ -1,6 +1,6 @@
 """Running a Reconciliation: read both sides page by page, pair items by key, compare fields.
 
-    report = await reconcile(recon, calls)         # a ReconciliationReport, never raises
+    report = await reconcile(recon, calls)         # the report (a JSON object), never raises
     report.mismatches   # [{kind, key, field?, left?, right?}], kind one of KINDS
 
 Pairing: each side's `key` expression is evaluated on each of its items; keys compare as text
@@ -90,7 +90,7 @@ async def _collect(
             else:
                 items[text] = item
 
-    await read_pages(calls, side.read, {}, on_page, sleep=sleep)
+    await read_pages(calls, side.read, dict(side.query), on_page, sleep=sleep)
     return items
 
 
