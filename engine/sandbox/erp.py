@@ -261,6 +261,7 @@ class ErpSandbox(SandboxSystem):
                     "DUPLICATE_EXTERNAL_ID",
                     f"external_id {external_id!r} already exists",
                     existing_id=record["id"],
+                    existing_status=record.get("status"),
                 )
 
     # -- customers
