@@ -68,8 +68,10 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p95"]
     exceptions = {e["erp_code"]: e for e in report["exceptions"]}
     assert set(exceptions) == {"UNKNOWN_TAX_NEXUS", "UNKNOWN_ITEM"}
-    for exception in exceptions.values():
-        assert (exception["reason"]["code"], exception["reason"]["step"]) == ("HTTP_400", "erp")
+    steps = {"UNKNOWN_TAX_NEXUS": "nexus", "UNKNOWN_ITEM": "erp"}  # the nexus check comes first
+    for code, exception in exceptions.items():
+        assert (exception["reason"]["code"], exception["reason"]["step"]) == ("HTTP_400",
+                                                                              steps[code])
         assert exception["state"] == "succeeded" and exception["resolution_s"] > 0
 
     # the day: each business event happened, and each injected failure hit real requests

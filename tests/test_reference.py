@@ -163,10 +163,10 @@ def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicate
     seen = asyncio.run(_governed_exception(tmp_path))
     account_id, opportunity_id = seen["ids"]
 
-    # parked at the ERP step with the ERP's reason code, nothing downstream created
+    # parked at the ERP's tax-nexus check with the ERP's reason code, before any write
     (run,) = seen["parked"]
     assert run["state"] == "parked"
-    assert (run["reason"]["code"], run["reason"]["step"]) == ("HTTP_400", "erp")
+    assert (run["reason"]["code"], run["reason"]["step"]) == ("HTTP_400", "nexus")
     assert "UNKNOWN_TAX_NEXUS" in run["reason"]["message"]
     for key in ("parked_state", "unfixed_state"):
         state = seen[key]
@@ -199,8 +199,9 @@ def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicate
     posts = [
         r for r in seen["erp_requests"] if (r["method"], r["path"]) == ("POST", "/sales-orders")
     ]
-    assert [r["status"] for r in posts] == [400, 400, 201]
-    assert len({r["idempotency_key"] for r in posts}) == 1  # resumed with the same key
+    assert [r["status"] for r in posts] == [201]  # the order was written once, after the fix
+    checks = [r for r in seen["erp_requests"] if r["path"] == "/tax-nexus/check"]
+    assert [r["status"] for r in checks] == [400, 400, 200]
     for system, state in final.items():
         assert all(e["writes"] <= 1 for e in state["idempotency"].values()), system
     verdict = reconcile(final, seen["reports"])
