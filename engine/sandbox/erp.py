@@ -379,6 +379,10 @@ class ErpSandbox(SandboxSystem):
                 "name": record_customer["name"],
                 "bill_to": dict(record_customer["bill_to"]),
             },
+            # where the goods go (tax follows them); without one, the bill-to
+            "ship_to": dict(customer["ship_to"])
+            if isinstance(customer.get("ship_to"), dict)
+            else dict(record_customer["bill_to"]),
             "subsidiary": subsidiary,
             "currency": currency,
             "tax_nexus": nexus,
