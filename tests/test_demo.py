@@ -280,6 +280,12 @@ def _payment_short(states: dict[str, Any]) -> str:
     return f"ERP payment {payment['id']} is"
 
 
+def _payment_in_another_currency(states: dict[str, Any]) -> tuple[str, str]:
+    payment = states["erp"]["data"]["payments"][0]
+    payment["currency"] = "XXX"
+    return f"paid-invoices-vs-payments: {payment['external_id']}: currency: ", "!= 'XXX'"
+
+
 def _payment_applied_twice(states: dict[str, Any]) -> str:
     payments = states["erp"]["data"]["payments"]
     payments.append({**payments[0], "id": "PAY-9999"})
@@ -312,6 +318,7 @@ BREAKERS = [
     _cancelled_order,
     _entitlement_left_active,
     _payment_short,
+    _payment_in_another_currency,
     _payment_applied_twice,
     _amendment_not_in_crm,
     _renewal_not_in_crm,
