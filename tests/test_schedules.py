@@ -5,13 +5,16 @@ between two replicas on PostgreSQL. Time is an injected clock: nothing waits for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import signal
 import subprocess
 import sys
 
 from engine.compiler import compile_project
+from engine.compiler.triggers import CompiledSchedule
 from engine.runtime import Runtime
+from engine.runtime.schedules import Schedules, Timed
 from engine.store import SQLiteStore, Store
 from engine.store.postgres import PostgresStore
 
@@ -202,3 +205,38 @@ def test_two_replicas_on_postgres_run_each_tick_once(project, postgres_url: str)
             ]
 
     asyncio.run(scenario())
+
+
+def test_a_tick_that_fails_is_logged_and_fired_again(tmp_path, caplog) -> None:
+    clock = Clock(at(10, 2))
+    attempts: list[str] = []
+
+    async def fire(tick: str) -> str:
+        attempts.append(tick)
+        if len(attempts) == 1:
+            raise RuntimeError("a bug in a tick")
+        return "fired"
+
+    async def scenario() -> None:
+        async with SQLiteStore(tmp_path / "s.db") as store:
+            item = Timed("schedule:x", CompiledSchedule("*/5 * * * *", "UTC"), fire)
+            loops = 0
+
+            async def sleep(seconds: float) -> None:
+                nonlocal loops
+                loops += 1
+                clock.now = at(10, 5)  # the tick after the first sight
+                await asyncio.sleep(0)
+
+            schedules = Schedules(store, lambda: [item], clock=clock, sleep=sleep)
+            task = asyncio.create_task(schedules.run())
+            while loops < 4:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert attempts == ["2026-12-04T10:05:00Z", "2026-12-04T10:05:00Z"]
+            assert (await store.get_trigger_state("schedule:x"))["tick"] == at(10, 5)
+
+    asyncio.run(scenario())
+    assert "firing schedule ticks failed unexpectedly" in caplog.text

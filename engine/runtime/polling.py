@@ -85,6 +85,8 @@ class Polls:
                 await self.poll_due()
             except StoreError:
                 log.exception("polling failed on the store; retrying")
+            except Exception:  # a bug must not stop every poll of the process: say so
+                log.exception("polling failed unexpectedly; retrying")
             await self._sleep(self.delay())
 
     def delay(self) -> float:

@@ -61,12 +61,15 @@ class Schedules:
         self._again = False  # a tick was busy elsewhere: look again after AGAIN seconds
 
     async def run(self) -> None:
-        """Fire due ticks until cancelled; a store failure is logged and tried again."""
+        """Fire due ticks until cancelled; a failure is logged and tried again (the tick is
+        remembered only once fired, so it is not lost)."""
         while True:
             try:
                 await self.fire_due()
             except StoreError:
-                log.exception("firing schedule ticks failed; retrying")
+                log.exception("firing schedule ticks failed on the store; retrying")
+            except Exception:  # a bug must not stop every schedule of the process: say so
+                log.exception("firing schedule ticks failed unexpectedly; retrying")
             await self._sleep(self.delay())
 
     def delay(self) -> float:
