@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clockkit import SetClock
 from runtime_kit import LiveTarget
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +27,7 @@ from starlette.routing import Route
 from engine.compiler import compile_project
 from engine.runtime import Runtime
 from engine.store import SQLiteStore, Store
+from engine.store.base import RunQuery
 
 
 @dataclass
@@ -125,15 +127,9 @@ def _invoice(n: int) -> dict[str, Any]:
 
 
 async def _keys(store: Store) -> list[str]:
-    return sorted(r.key for r in await store.list_runs(flow="invoices", limit=1000))
+    return sorted(r.key for r in await store.list_runs(RunQuery(flow="invoices", limit=1000)))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @contextmanager
@@ -147,7 +143,7 @@ def test_pages_items_and_cursor(tmp_path: Path) -> None:
     target = Invoices(items=[_invoice(n) for n in range(1, 6)])
     with serve(target) as url:
         plan = compile_project(_project(tmp_path, url), environ={})
-        clock = Clock()
+        clock = SetClock(1_800_000_000.0)
 
         async def scenario() -> None:
             async with SQLiteStore(tmp_path / "s.db") as store:
@@ -157,7 +153,7 @@ def test_pages_items_and_cursor(tmp_path: Path) -> None:
                 assert first.cursor == "2026-12-04T10:05:00Z" and first.error is None
                 assert await runtime.polls.poll_due() == []  # not due for a minute
                 target.items.append(_invoice(6))
-                clock.now += 60
+                clock.t += 60
                 [second] = await runtime.polls.poll_due()
                 assert (second.pages, second.accepted) == (1, 1)
                 assert target.requests[-1][1] == {"updated_since": "2026-12-04T10:05:00Z"}
@@ -167,7 +163,7 @@ def test_pages_items_and_cursor(tmp_path: Path) -> None:
                 await runtime.start()
                 assert await runtime.idle(10)
                 await runtime.stop()
-                runs = await store.list_runs(flow="invoices", limit=10)
+                runs = await store.list_runs(RunQuery(flow="invoices", limit=10))
                 assert {r.state for r in runs} == {"succeeded"}
 
         asyncio.run(scenario())

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from clockkit import SetClock
 from runtime_kit import LiveTarget
 from serverkit import LiveServer
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from engine.errors import DefinitionErrors
 from engine.runtime import Runtime
 from engine.runtime.reconciling import same
 from engine.store import SQLiteStore
+from engine.store.base import RunQuery
 from engine.store.postgres import PostgresStore
 
 
@@ -178,7 +180,7 @@ def test_pairs_reports_and_emits(tmp_path: Path) -> None:
                 assert [u["side"] for u in report["unkeyed"]] == ["left", "right"]
                 assert report["action"]["emit"] == "com.acme.reconciliation.mismatch"
                 assert await runtime.idle(10)
-                [run] = await store.list_runs(flow="on-mismatch")
+                [run] = await store.list_runs(RunQuery(flow="on-mismatch"))
                 assert run.state == "succeeded"
                 [stored] = await store.list_reconciliations()
                 assert stored["state"] == "mismatch" and stored["report"]["matched"] == 3
@@ -256,14 +258,14 @@ def test_two_replicas_on_postgres_run_a_tick_once(tmp_path: Path, postgres_url: 
     with serve(lists) as url:
         plan = compile_project(_project(tmp_path, url), environ={})
         start = 1_800_000_000.0 - 1_800_000_000.0 % 1800 + 60  # a minute past a tick
-        now = [start]
+        clock = SetClock(start)
 
         async def scenario() -> None:
             async with PostgresStore(postgres_url) as one, PostgresStore(postgres_url) as two:
-                replicas = [Runtime(s, plan, clock=lambda: now[0]) for s in (one, two)]
+                replicas = [Runtime(s, plan, clock=clock) for s in (one, two)]
                 for r in replicas:
                     assert await r.reconciliation_schedules.fire_due() == []  # first sight
-                now[0] = start + 1800
+                clock.t = start + 1800
                 fired = await asyncio.gather(
                     *(r.reconciliation_schedules.fire_due() for r in replicas)
                 )
@@ -285,13 +287,13 @@ from engine.compiler import compile_project
 from engine.runtime import Runtime
 from engine.store import SQLiteStore
 
-async def main(root, now):
+async def main(root):
     plan = compile_project(root, environ={})
     async with SQLiteStore(root / "s.db") as store:
-        runtime = Runtime(store, plan, clock=lambda: now)
+        runtime = Runtime(store, plan)  # the real clock: the claim is stamped now
         await runtime.reconciler.run("orders-vs-subscriptions", "2026-12-04T10:30:00Z")
 
-asyncio.run(main(Path(sys.argv[1]), float(sys.argv[2])))
+asyncio.run(main(Path(sys.argv[1])))
 """
 
 
@@ -301,7 +303,7 @@ def test_a_tick_whose_process_died_is_run_again_after_the_lease(tmp_path: Path) 
     with serve(lists) as url:
         root = _project(tmp_path, url)
         started = time.time()
-        worker = subprocess.Popen([sys.executable, "-c", KILLED, str(root), str(started)])
+        worker = subprocess.Popen([sys.executable, "-c", KILLED, str(root)])
         try:
             deadline = time.monotonic() + 60
             while "subscriptions" not in lists.requests:  # the left side is read, the right held
@@ -317,9 +319,9 @@ def test_a_tick_whose_process_died_is_run_again_after_the_lease(tmp_path: Path) 
             async with SQLiteStore(root / "s.db") as store:
                 [stale] = await store.list_reconciliations()
                 assert stale["state"] == "running"
-                soon = Runtime(store, plan, clock=lambda: started + 10)
+                soon = Runtime(store, plan, clock=SetClock(started + 10))
                 assert await soon.reconciler.run("orders-vs-subscriptions", tick) == "busy"
-                later = Runtime(store, plan, clock=lambda: started + soon.reconciler.lease + 1)
+                later = Runtime(store, plan, clock=SetClock(started + soon.reconciler.lease + 60))
                 report = await later.reconciler.run("orders-vs-subscriptions", tick)
                 assert report["state"] == "ok"
                 assert await later.reconciler.run("orders-vs-subscriptions", tick) is None

@@ -11,11 +11,14 @@ import signal
 import subprocess
 import sys
 
+from clockkit import JumpingClock, SetClock
+
 from engine.compiler import compile_project
 from engine.compiler.triggers import CompiledSchedule
 from engine.runtime import Runtime
 from engine.runtime.schedules import Schedules, Timed
 from engine.store import SQLiteStore, Store
+from engine.store.base import RunQuery
 from engine.store.postgres import PostgresStore
 
 FLOW = """\
@@ -32,39 +35,32 @@ def at(hour: int, minute: int, second: int = 0) -> float:
     return dt.datetime(2026, 12, 4, hour, minute, second, tzinfo=dt.UTC).timestamp()
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def _runs(store: Store) -> list[tuple[str, str]]:
-    return sorted((r.key, r.state) for r in await store.list_runs(flow="nightly", limit=100))
+    runs = await store.list_runs(RunQuery(flow="nightly", limit=100))
+    return sorted((r.key, r.state) for r in runs)
 
 
 def test_one_run_per_tick_and_one_catch_up_after_downtime(project) -> None:
     root = project({"flows/f.yaml": FLOW})
     plan = compile_project(root, environ={})
-    clock = Clock(at(10, 2))
+    clock = SetClock(at(10, 2))
 
     async def scenario() -> None:
         async with SQLiteStore(root / "s.db") as store:
             runtime = Runtime(store, plan, clock=clock, poll=0.02)
             await runtime.start()
             assert await runtime.schedules.fire_due() == []  # first sight: starts at the next tick
-            clock.now = at(10, 5)
+            clock.t = at(10, 5)
             [first] = await runtime.schedules.fire_due()
             assert first.status == "accepted"
-            clock.now = at(10, 9, 59)
+            clock.t = at(10, 9, 59)
             assert await runtime.schedules.fire_due() == []
-            clock.now = at(13, 47, 30)  # down from 10:10 to 13:45: 44 ticks missed
+            clock.t = at(13, 47, 30)  # down from 10:10 to 13:45: 44 ticks missed
             [catch_up] = await runtime.schedules.fire_due()
             assert catch_up.status == "accepted"
             assert await runtime.schedules.fire_due() == []
             assert runtime.schedules.delay() == 30.0  # 13:50 is 150 s away: look again in 30 s
-            clock.now = at(13, 49, 50)
+            clock.t = at(13, 49, 50)
             assert runtime.schedules.delay() == 10.0
             assert await runtime.idle(10)
             detail = await runtime.run_detail(catch_up.run_id)
@@ -83,16 +79,11 @@ def test_one_run_per_tick_and_one_catch_up_after_downtime(project) -> None:
 def test_the_runtime_loop_fires_ticks_on_its_clock(project) -> None:
     root = project({"flows/f.yaml": FLOW})
     plan = compile_project(root, environ={})
-    clock = Clock(at(10, 2))
-
-    async def fake_sleep(seconds: float) -> None:
-        clock.now += seconds  # the loop sleeps exactly until the next tick
-        await asyncio.sleep(0.01)
+    clock = JumpingClock(at(10, 2))  # each sleep until the next tick lands on it
 
     async def scenario() -> None:
         async with SQLiteStore(root / "s.db") as store:
             runtime = Runtime(store, plan, clock=clock, poll=0.02)
-            runtime.schedules._sleep = fake_sleep  # the injected seam the runtime's loop uses
             await runtime.start()
             for _ in range(200):
                 if len(await _runs(store)) >= 3:
@@ -114,16 +105,16 @@ def test_a_changed_cron_starts_at_its_next_tick(project) -> None:
         (root / "flows/f.yaml").read_text().replace("*/5 * * * *", "0 * * * *")
     )
     hourly = compile_project(root, environ={})
-    clock = Clock(at(10, 2))
+    clock = SetClock(at(10, 2))
 
     async def scenario() -> None:
         async with SQLiteStore(root / "s.db") as store:
             runtime = Runtime(store, plan, clock=clock)
             await runtime.schedules.fire_due()
             await runtime.swap_plan(hourly)
-            clock.now = at(12, 30)
+            clock.t = at(12, 30)
             assert await runtime.schedules.fire_due() == []  # no catch-up for a new schedule
-            clock.now = at(13, 0)
+            clock.t = at(13, 0)
             [run] = await runtime.schedules.fire_due()
             assert run.status == "accepted"
 
@@ -159,7 +150,7 @@ def test_a_tick_accepted_before_a_crash_does_not_run_twice(project) -> None:
 
     async def baseline() -> None:
         async with SQLiteStore(root / "s.db") as store:
-            await Runtime(store, plan, clock=lambda: at(10, 2)).schedules.fire_due()
+            await Runtime(store, plan, clock=SetClock(at(10, 2))).schedules.fire_due()
 
     asyncio.run(baseline())
     crashed = subprocess.run(
@@ -171,11 +162,11 @@ def test_a_tick_accepted_before_a_crash_does_not_run_twice(project) -> None:
 
     async def restart() -> None:
         async with SQLiteStore(root / "s.db") as store:
-            clock = Clock(at(10, 5, 1))
+            clock = SetClock(at(10, 5, 1))
             runtime = Runtime(store, plan, clock=clock)
             [again] = await runtime.schedules.fire_due()
             assert again.status == "duplicate"
-            clock.now = at(10, 7)
+            clock.t = at(10, 7)
             assert await runtime.schedules.fire_due() == []  # remembered now
             assert [k for k, _ in await _runs(store)] == ["2026-12-04T10:05:00Z"]
 
@@ -185,18 +176,18 @@ def test_a_tick_accepted_before_a_crash_does_not_run_twice(project) -> None:
 def test_two_replicas_on_postgres_run_each_tick_once(project, postgres_url: str) -> None:
     root = project({"flows/f.yaml": FLOW})
     plan = compile_project(root, environ={})
-    clock = Clock(at(10, 2))
+    clock = SetClock(at(10, 2))
 
     async def scenario() -> None:
         async with PostgresStore(postgres_url) as one, PostgresStore(postgres_url) as two:
             replicas = [Runtime(store, plan, clock=clock) for store in (one, two)]
             await asyncio.gather(*(r.schedules.fire_due() for r in replicas))
             for minute in (5, 10, 15):
-                clock.now = at(10, minute)
+                clock.t = at(10, minute)
                 fired = await asyncio.gather(*(r.schedules.fire_due() for r in replicas))
                 statuses = sorted(a.status for batch in fired for a in batch)
                 assert statuses == ["accepted", "duplicate"]
-            clock.now = at(12, 0, 30)  # both replicas were down: one catch-up between them
+            clock.t = at(12, 0, 30)  # both replicas were down: one catch-up between them
             fired = await asyncio.gather(*(r.schedules.fire_due() for r in replicas))
             assert sorted(a.status for batch in fired for a in batch) == ["accepted", "duplicate"]
             assert [k for k, _ in await _runs(one)] == [
@@ -208,7 +199,7 @@ def test_two_replicas_on_postgres_run_each_tick_once(project, postgres_url: str)
 
 
 def test_a_tick_that_fails_is_logged_and_fired_again(tmp_path, caplog) -> None:
-    clock = Clock(at(10, 2))
+    clock = SetClock(at(10, 2))
     attempts: list[str] = []
 
     async def fire(tick: str) -> str:
@@ -225,7 +216,7 @@ def test_a_tick_that_fails_is_logged_and_fired_again(tmp_path, caplog) -> None:
             async def sleep(seconds: float) -> None:
                 nonlocal loops
                 loops += 1
-                clock.now = at(10, 5)  # the tick after the first sight
+                clock.t = at(10, 5)  # the tick after the first sight
                 await asyncio.sleep(0)
 
             schedules = Schedules(store, lambda: [item], clock=clock, sleep=sleep)
