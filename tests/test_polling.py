@@ -8,7 +8,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clockkit import SetClock
+from projectkit import write_files
 from runtime_kit import LiveTarget
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -115,11 +115,7 @@ def _project(root: Path, url: str, rate: str = "") -> Path:
               steps: [{{id: s, set: {{id: data.id}}}}]
         """,
     }
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
+    return write_files(root, files)
 
 
 def _invoice(n: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from clockkit import SetClock
+from projectkit import write_files
 from runtime_kit import LiveTarget
 from serverkit import LiveServer
 from starlette.applications import Starlette
@@ -133,11 +133,7 @@ def _project(root: Path, url: str, on_mismatch: str = "{emit: com.acme.reconcili
         """,
         "defs/recon.yaml": RECONCILIATION.format(on_mismatch=on_mismatch) + extra,
     }
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
+    return write_files(root, files)
 
 
 def _order(n: int, total: Any = 100, currency: str = "USD") -> dict[str, Any]:

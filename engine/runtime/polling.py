@@ -27,9 +27,9 @@ from typing import Any
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.compiler.triggers import CompiledPoll, tick_text
-from engine.errors import StoreError
 from engine.runtime.calls import Calls
 from engine.runtime.pages import ReadProblem, read_pages
+from engine.runtime.schedules import keep_running
 from engine.store.base import Acceptance, Store
 
 log = logging.getLogger("syncline.polling")
@@ -79,15 +79,8 @@ class Polls:
         self._parked: dict[str, str] = {}     # flow -> the plan digest it was parked under
 
     async def run(self) -> None:
-        """Poll due flows until cancelled; a store failure is logged and tried again."""
-        while True:
-            try:
-                await self.poll_due()
-            except StoreError:
-                log.exception("polling failed on the store; retrying")
-            except Exception:  # a bug must not stop every poll of the process: say so
-                log.exception("polling failed unexpectedly; retrying")
-            await self._sleep(self.delay())
+        """Poll due flows until cancelled; a failure is logged and tried again."""
+        await keep_running(self.poll_due, self.delay, self._sleep, "polling")
 
     def delay(self) -> float:
         """Seconds until the next poll is due (at most MAX_SLEEP)."""

@@ -32,6 +32,22 @@ AGAIN = 5.0
 BUSY = "busy"  # what a `fire` answers when another process runs the tick: not fired yet
 
 
+async def keep_running(
+    step: Callable[[], Awaitable[Any]], delay: Callable[[], float],
+    sleep: Callable[[float], Awaitable[Any]], what: str,
+) -> None:
+    """`step()`, then sleep `delay()` seconds, until cancelled. A failure is logged and the loop
+    goes on: a bug in one tick or poll must not stop every schedule of the process."""
+    while True:
+        try:
+            await step()
+        except StoreError:
+            log.exception("%s failed on the store; retrying", what)
+        except Exception:  # not swallowed: logged with its traceback, then tried again
+            log.exception("%s failed unexpectedly; retrying", what)
+        await sleep(delay())
+
+
 @dataclass(frozen=True)
 class Timed:
     """Something the plan runs on a schedule: `fire(tick)` starts the tick's work."""
@@ -63,14 +79,7 @@ class Schedules:
     async def run(self) -> None:
         """Fire due ticks until cancelled; a failure is logged and tried again (the tick is
         remembered only once fired, so it is not lost)."""
-        while True:
-            try:
-                await self.fire_due()
-            except StoreError:
-                log.exception("firing schedule ticks failed on the store; retrying")
-            except Exception:  # a bug must not stop every schedule of the process: say so
-                log.exception("firing schedule ticks failed unexpectedly; retrying")
-            await self._sleep(self.delay())
+        await keep_running(self.fire_due, self.delay, self._sleep, "firing schedule ticks")
 
     def delay(self) -> float:
         """Seconds until the next tick of anything scheduled (at most MAX_SLEEP)."""
