@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from authkit import bearer, tokens_yaml
 from click.testing import CliRunner
 from clockkit import SetClock
 from projectkit import write_files
@@ -381,3 +382,22 @@ def test_server_api_metrics_audit_and_reconcile_url(tmp_path: Path) -> None:
 
 async def _audit(server: LiveServer) -> list[dict[str, Any]]:
     return list(await server.runtime.store.audit_log())
+
+
+def test_a_viewer_reads_results_but_only_an_operator_runs_one(tmp_path: Path) -> None:
+    lists = Lists(orders=[_order(1)], subscriptions=[_subscription(1)])
+    with serve(lists) as url:
+        root = _project(tmp_path, url)
+        (tmp_path / "tokens.yaml").write_text(tokens_yaml())
+        with LiveServer(root, secrets={}, tokens_file=tmp_path / "tokens.yaml") as server, \
+                server.client() as http:
+            path = "/api/v1/reconciliations/orders-vs-subscriptions/run"
+            assert http.post(path).status_code == 401
+            refused = http.post(path, headers=bearer("viewer"))
+            assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
+            ran = http.post(path, headers=bearer("alice"))
+            assert ran.status_code == 200 and ran.json()["state"] == "ok"
+            listed = http.get("/api/v1/reconciliations", headers=bearer("viewer")).json()
+            assert [r["state"] for r in listed["reconciliations"]] == ["ok"]
+            audit = asyncio.run(_audit(server))
+            assert [a["actor"] for a in audit if a["action"] == "reconcile"] == ["alice"]

@@ -18,6 +18,7 @@ from engine.cli.common import (
     emit_json,
     exit_on_errors,
 )
+from engine.cli.runs import cli_token
 from engine.errors import UsageError
 
 
@@ -34,14 +35,15 @@ def reconcile(name: str, url: str | None, project: Path, environment: str | None
     """Run the Reconciliation NAME now and print its report: items missing on either side and
     fields that differ (numbers compared as decimals). The result is stored, and a mismatch
     emits or parks as its `onMismatch` says. Exit 0 when the systems agree, 1 on mismatches
-    (or when a side could not be read). With --url the server runs it (token:
-    SYNCLINE_ADMIN_TOKEN); else it runs here against the project's store."""
+    (or when a side could not be read). With --url the server runs it (token: SYNCLINE_TOKEN,
+    else SYNCLINE_ADMIN_TOKEN; operator or admin); else it runs here against the project's
+    store."""
     from engine.commands.reconcile import reconcile_local, reconcile_remote, render_report
     from engine.server.serve import load_secrets
 
     with exit_on_errors(UsageError):
         if url:
-            job = reconcile_remote(url, name, os.environ.get("SYNCLINE_ADMIN_TOKEN"))
+            job = reconcile_remote(url, name, cli_token())
         else:
             secrets = load_secrets(os.environ, secrets_file)
             job = reconcile_local(project.resolve(), name, environment=environment,

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.server.admin import JSON, MAX_LIMIT, admin, state_of
+from engine.server.auth import require
 from engine.server.http import Problem
 
 
@@ -39,12 +40,15 @@ async def list_reconciliations(request: Request) -> Response:
 
 @admin
 async def run_reconciliation(request: Request) -> Response:
-    """Run a Reconciliation of the active plan now and answer its report."""
+    """Run a Reconciliation of the active plan now and answer its report (the `act` right: it
+    stores a result and may emit or park; the audit names the caller)."""
+    principal = request.state.principal
+    require(principal, "act", "running a reconciliation")
     name = request.path_params["name"]
     state = state_of(request)
     if name not in state.plan.reconciliations:
         raise Problem(404, "not_found", f"no reconciliation '{name}' in the active plan")
-    report = await state.runtime.reconciler.run(name)
+    report = await state.runtime.reconciler.run(name, actor=principal.name)
     return JSON(report)
 
 

@@ -64,7 +64,6 @@ from engine.store.postgres_sql import (
 from engine.store.rows import (
     EVENT_COLUMNS,
     STEP_COLUMNS,
-    reconciliation_row,
     dumps,
     event_record,
     event_row,

@@ -52,7 +52,6 @@ from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
-    reconciliation_row,
     dumps,
     event_record,
     event_row,
