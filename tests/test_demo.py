@@ -54,8 +54,11 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
 
     assert report["reconciliation"]["ok"], report["reconciliation"]["problems"]
     checked = report["reconciliation"]["checked"]
-    assert checked["ERP sales order"] == 10 and checked["subscription"] == 10
-    assert checked["entitlement"] == 10 and checked["ERP renewal order"] == 1
+    # the product's Reconciliations: 10 new deals and 1 renewal, each paired with its ERP order
+    assert checked["reconciliation orders-vs-deals"] == 11
+    assert checked["reconciliation subscriptions-vs-deals"] == 10
+    assert checked["reconciliation entitlements-vs-subscriptions"] == 10
+    assert checked["order amount"] == 10 and checked["renewed subscription"] == 1
     by_flow = report["runs"]["by_flow"]
     assert set(by_flow) == set(FLOWS)
     assert all(set(states) <= {"succeeded", "filtered"} for states in by_flow.values()), by_flow
@@ -65,8 +68,10 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p95"]
     exceptions = {e["erp_code"]: e for e in report["exceptions"]}
     assert set(exceptions) == {"UNKNOWN_TAX_NEXUS", "UNKNOWN_ITEM"}
-    for exception in exceptions.values():
-        assert (exception["reason"]["code"], exception["reason"]["step"]) == ("HTTP_400", "erp")
+    steps = {"UNKNOWN_TAX_NEXUS": "nexus", "UNKNOWN_ITEM": "erp"}  # the nexus check comes first
+    for code, exception in exceptions.items():
+        assert (exception["reason"]["code"], exception["reason"]["step"]) == ("HTTP_400",
+                                                                              steps[code])
         assert exception["state"] == "succeeded" and exception["resolution_s"] > 0
 
     # the day: each business event happened, and each injected failure hit real requests
@@ -136,7 +141,8 @@ def test_demo_exits_non_zero_when_the_systems_do_not_reconcile(tmp_path: Path) -
     report = json.loads(done.stdout)  # the day was played and reported: no crash, no usage error
     assert not report["reconciliation"]["ok"]
     problems = report["reconciliation"]["problems"]
-    assert any("ERP order in USD, deal in EUR" in p for p in problems), problems
+    assert any("orders-vs-deals" in p and "currency: 'USD' != 'EUR'" in p for p in problems), (
+        problems)
     # the payments the ERP refused park, hold their accounts' later runs, and are reported as
     # exceptions nobody resolved (the day ends instead of waiting for an operator)
     unresolved = [e for e in report["exceptions"] if e["resolution_s"] is None]
@@ -151,8 +157,10 @@ def test_demo_exits_non_zero_when_the_systems_do_not_reconcile(tmp_path: Path) -
 class Day:
     log: DayLog
     states: dict[str, Any]
+    reports: list[dict[str, Any]]  # the product's Reconciliations after the day
     progress: str
     scenario: Scenario
+    broken: dict[str, Any]  # breaker name -> the verdict on the systems it broke
 
 
 @pytest.fixture(scope="module")
@@ -163,12 +171,42 @@ def day(tmp_path_factory: pytest.TempPathFactory) -> Day:
         stream = io.StringIO()
         await stack.start()
         try:
-            log, _, states = await play_day(stack, scenario, Progress(stream, interval=0.1))
+            log, _, states, reports = await play_day(
+                stack, scenario, Progress(stream, interval=0.1)
+            )
+            broken = {b.__name__: await _break_live(stack, states, b) for b in BREAKERS}
         finally:
             await stack.stop()
-        return Day(log, states, stream.getvalue(), scenario)
+        return Day(log, states, reports, stream.getvalue(), scenario, broken)
 
     return asyncio.run(play())
+
+
+async def _break_live(stack: Stack, states: dict[str, Any], break_it: Any) -> tuple[Any, Any]:
+    """Break a copy of the states and, the same way, the live sandbox systems; the verdict of the
+    product's Reconciliations (which read the systems) and the extra checks (which read the
+    states), and what `break_it` says the verdict must mention. The systems are restored."""
+    broken = copy.deepcopy(states)
+    expected = break_it(broken)
+    systems = {name: getattr(stack.sandbox, name) for name in ("crm", "erp", "billing", "support")}
+    saved = {name: copy.deepcopy(system.data) for name, system in systems.items()}
+    for name, system in systems.items():
+        for collection, records in broken[name]["data"].items():
+            system.data[collection] = {_record_key(r, i): r for i, r in enumerate(records)}
+    try:
+        names = sorted(stack.runtime.plan.reconciliations)
+        reports = [await stack.runtime.reconciler.run(n) for n in names]
+    finally:
+        for name, system in systems.items():
+            system.data.update(saved[name])
+    return reconcile(broken, reports), expected
+
+
+def _record_key(record: Any, index: int) -> str:
+    for field in ("id", "Id", "account_id"):
+        if isinstance(record, dict) and field in record:
+            return str(record[field])
+    return f"record-{index}"
 
 
 def test_progress_shows_each_phase_and_the_runs_while_they_happen(day: Day) -> None:
@@ -197,7 +235,7 @@ def test_failed_payments_suspend_entitlements_until_paid(day: Day) -> None:
         assert "suspended" in history, (key, history)
         expected = ("suspended", "Past Due") if key in still_failed else ("active", "Active")
         assert (entitlement["status"], account["Status__c"]) == expected, key
-    assert reconcile(states).ok
+    assert reconcile(states, day.reports).ok
 
 
 def _first(records: list[Any], **match: Any) -> Any:
@@ -207,13 +245,13 @@ def _first(records: list[Any], **match: Any) -> Any:
 def _lose_an_order(states: dict[str, Any]) -> tuple[str, str]:
     orders = states["erp"]["data"]["sales_orders"]
     lost = orders.pop(0)
-    return f"deal {lost['external_id']} (", "expected exactly one ERP sales order, found 0"
+    return f"reconciliation orders-vs-deals: {lost['external_id']}: missing-left"
 
 
 def _order_in_another_currency(states: dict[str, Any]) -> str:
     order = _first(states["erp"]["data"]["sales_orders"], currency="EUR")
     order["currency"] = "USD"
-    return "ERP order in USD, deal in EUR"
+    return f"orders-vs-deals: {order['external_id']}: currency: 'USD' != 'EUR'"
 
 
 def _subscription_billing_less(states: dict[str, Any]) -> str:
@@ -225,19 +263,20 @@ def _subscription_billing_less(states: dict[str, Any]) -> str:
 def _duplicate_subscription(states: dict[str, Any]) -> str:
     subscriptions = states["billing"]["data"]["subscriptions"]
     subscriptions.append({**copy.deepcopy(subscriptions[0]), "id": "sub_duplicate"})
-    return "expected exactly one subscription, found 2"
+    return f"subscriptions-vs-deals: {subscriptions[0]['metadata']['order_id']}: duplicate-left"
 
 
 def _cancelled_order(states: dict[str, Any]) -> str:
     order = states["erp"]["data"]["sales_orders"][0]
     order["status"] = "cancelled"
-    return f"ERP order {order['id']} is cancelled"
+    return f"orders-vs-deals: {order['external_id']}: status: 'cancelled' != 'open'"
 
 
 def _entitlement_left_active(states: dict[str, Any]) -> str:
     suspended = _first(states["support"]["data"]["entitlements"], status="suspended")
     suspended["status"] = "active"
-    return "entitlement is active, subscription is past_due"
+    return (f"entitlements-vs-subscriptions: {suspended['account_id']}: "
+            "status: 'suspended' != 'active'")
 
 
 def _payment_short(states: dict[str, Any]) -> str:
@@ -246,10 +285,16 @@ def _payment_short(states: dict[str, Any]) -> str:
     return f"ERP payment {payment['id']} is"
 
 
+def _payment_in_another_currency(states: dict[str, Any]) -> tuple[str, str]:
+    payment = states["erp"]["data"]["payments"][0]
+    payment["currency"] = "XXX"
+    return f"paid-invoices-vs-payments: {payment['external_id']}: currency: ", "!= 'XXX'"
+
+
 def _payment_applied_twice(states: dict[str, Any]) -> str:
     payments = states["erp"]["data"]["payments"]
     payments.append({**payments[0], "id": "PAY-9999"})
-    return "expected exactly one ERP payment, found 2"
+    return f"paid-invoices-vs-payments: {payments[0]['external_id']}: duplicate-right"
 
 
 def _amendment_not_in_crm(states: dict[str, Any]) -> str:
@@ -270,29 +315,36 @@ def _key_written_twice(states: dict[str, Any]) -> str:
     return "wrote 2 times"
 
 
-@pytest.mark.parametrize(
-    "break_it",
-    [
-        _lose_an_order,
-        _order_in_another_currency,
-        _subscription_billing_less,
-        _duplicate_subscription,
-        _cancelled_order,
-        _entitlement_left_active,
-        _payment_short,
-        _payment_applied_twice,
-        _amendment_not_in_crm,
-        _renewal_not_in_crm,
-        _key_written_twice,
-    ],
-)
-def test_reconciliation_finds_what_went_wrong(day: Day, break_it: Any) -> None:
-    before = reconcile(day.states)
-    assert before.ok, before.problems
-    broken = copy.deepcopy(day.states)
-    expected = break_it(broken)
+BREAKERS = [
+    _lose_an_order,
+    _order_in_another_currency,
+    _subscription_billing_less,
+    _duplicate_subscription,
+    _cancelled_order,
+    _entitlement_left_active,
+    _payment_short,
+    _payment_in_another_currency,
+    _payment_applied_twice,
+    _amendment_not_in_crm,
+    _renewal_not_in_crm,
+    _key_written_twice,
+]
+
+
+def test_the_day_reconciles_with_the_product_reconciliations(day: Day) -> None:
+    names = sorted(r["name"] for r in day.reports)
+    assert names == ["entitlements-vs-subscriptions", "orders-vs-deals",
+                     "paid-invoices-vs-payments", "subscriptions-vs-deals"]
+    assert all(r["state"] == "ok" and r["matched"] > 0 for r in day.reports), day.reports
+    verdict = reconcile(day.states, day.reports)
+    assert verdict.ok, verdict.problems
+    assert verdict.checked["reconciliation orders-vs-deals"] > 0
+
+
+@pytest.mark.parametrize("break_it", [b.__name__ for b in BREAKERS])
+def test_reconciliation_finds_what_went_wrong(day: Day, break_it: str) -> None:
+    after, expected = day.broken[break_it]
     parts = expected if isinstance(expected, tuple) else (expected,)
-    after = reconcile(broken)
     assert not after.ok
     assert any(all(p in problem for p in parts) for problem in after.problems), (
         parts, after.problems

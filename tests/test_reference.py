@@ -149,6 +149,10 @@ async def _governed_exception(workdir: Path) -> dict[str, Any]:
             seen["final_metrics"] = await business()
             seen["erp_requests"] = list(sandbox.erp.requests)
             seen["ids"] = (account["id"], opportunity["id"])
+            seen["reports"] = [
+                await stack.runtime.reconciler.run(name)
+                for name in sorted(stack.runtime.plan.reconciliations)
+            ]
     finally:
         await stack.stop()
     return seen
@@ -188,10 +192,10 @@ def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicate
     seen = asyncio.run(_governed_exception(tmp_path))
     account_id, opportunity_id = seen["ids"]
 
-    # parked at the ERP step with the ERP's reason code, nothing downstream created
+    # parked at the ERP's tax-nexus check with the ERP's reason code, before any write
     (run,) = seen["parked"]
     assert run["state"] == "parked"
-    assert (run["reason"]["code"], run["reason"]["step"]) == ("HTTP_400", "erp")
+    assert (run["reason"]["code"], run["reason"]["step"]) == ("HTTP_400", "nexus")
     assert "UNKNOWN_TAX_NEXUS" in run["reason"]["message"]
     for key in ("parked_state", "unfixed_state"):
         state = seen[key]
@@ -225,10 +229,111 @@ def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicate
     posts = [
         r for r in seen["erp_requests"] if (r["method"], r["path"]) == ("POST", "/sales-orders")
     ]
-    assert [r["status"] for r in posts] == [400, 400, 201]
-    assert len({r["idempotency_key"] for r in posts}) == 1  # resumed with the same key
+    assert [r["status"] for r in posts] == [201]  # the order was written once, after the fix
+    checks = [r for r in seen["erp_requests"] if r["path"] == "/tax-nexus/check"]
+    assert [r["status"] for r in checks] == [400, 400, 200]
     for system, state in final.items():
         assert all(e["writes"] <= 1 for e in state["idempotency"].values()), system
-    verdict = reconcile(final)
+    verdict = reconcile(final, seen["reports"])
     assert verdict.ok, verdict.problems
-    assert verdict.checked["ERP sales order"] == verdict.checked["subscription"] == 1
+    assert verdict.checked["reconciliation orders-vs-deals"] == 1
+    assert verdict.checked["reconciliation subscriptions-vs-deals"] == 1
+    assert verdict.checked["order amount"] == 1
+
+
+# -- cancel compensates every write; a replay after it parks ------------------------------------
+US_ACCOUNT = {
+    "Name": "Initech Austin",
+    "BillingStreet": "100 Congress Ave",
+    "BillingCity": "Austin",
+    "BillingPostalCode": "78701",
+    "BillingCountry": "US",
+    "CurrencyIsoCode": "USD",
+}
+
+
+async def _deal(call: Any, name: str) -> tuple[str, str]:
+    account = await call("crm", "POST", f"{CRM_API}/sobjects/Account", {**US_ACCOUNT, "Name": name})
+    opportunity = await call("crm", "POST", f"{CRM_API}/sobjects/Opportunity", {
+        "AccountId": account["id"], "Name": f"{name} - New Business",
+        "StageName": "Negotiation", "CloseDate": "2025-03-01", "CurrencyIsoCode": "USD",
+        "Term__c": 1,
+        "OpportunityLineItems": [{"ProductCode": "SEAT-STD", "Quantity": 10, "UnitPrice": 600}],
+    })
+    return account["id"], opportunity["id"]
+
+
+async def _cancel_then_replay(workdir: Path) -> dict[str, Any]:
+    """Two deals whose runs park after writing: A when the CRM refuses the account update (the
+    entitlement is granted by then), B when the support tool refuses the entitlement (the CRM
+    account is updated by then). Both are cancelled, then A is replayed."""
+    stack = Stack(ROOT, workdir)
+    await stack.start()
+    seen: dict[str, Any] = {}
+    try:
+        async with Driver(stack, build_scenario(4)) as driver:
+            call, sandbox = driver.call, stack.sandbox
+            account_a, deal_a = await _deal(call, "Initech Austin")
+            account_b, deal_b = await _deal(call, "Hooli Austin")
+            await call("crm", "POST", "/sandbox/faults", {
+                "status": 403, "count": 1, "method": "PATCH",
+                "path_prefix": f"{CRM_API}/sobjects/Account/{account_a}"})
+            await call("support", "POST", "/sandbox/faults", {
+                "status": 403, "count": 1, "method": "PUT",
+                "path_prefix": f"/entitlements/{account_b}"})
+            for deal in (deal_a, deal_b):
+                await call("crm", "POST", f"/sandbox/opportunities/{deal}/close")
+            await driver.settle()
+            listing = await call("syncline", "GET", "/api/v1/runs?flow=closed-won-to-order")
+            runs = {r["key"]: r for r in listing["runs"]}
+            seen["parked"] = [runs[deal_a], runs[deal_b]]
+            seen["before_cancel"] = sandbox.snapshot()
+            for run in seen["parked"]:
+                await call("syncline", "POST", f"/api/v1/runs/{run['id']}/cancel")
+            await driver.settle()
+            seen["cancelled"] = [
+                await call("syncline", "GET", f"/api/v1/runs/{run['id']}") for run in runs.values()
+            ]
+            seen["after_cancel"] = sandbox.snapshot()
+            replay = await call("syncline", "POST", f"/api/v1/runs/{runs[deal_a]['id']}/replay")
+            await driver.settle()
+            seen["replay"] = await call("syncline", "GET", f"/api/v1/runs/{replay['id']}")
+            seen["after_replay"] = sandbox.snapshot()
+            seen["accounts"] = (account_a, account_b)
+    finally:
+        await stack.stop()
+    return seen
+
+
+def test_cancel_leaves_nothing_active_and_a_replay_then_parks(tmp_path: Path) -> None:
+    seen = asyncio.run(_cancel_then_replay(tmp_path))
+    account_a, account_b = seen["accounts"]
+    run_a, run_b = seen["parked"]
+    assert (run_a["state"], run_a["reason"]["step"]) == ("parked", "crm")
+    assert (run_b["state"], run_b["reason"]["step"]) == ("parked", "entitlement")
+    before = seen["before_cancel"]
+    entitlements = {e["account_id"]: e for e in before["support"]["data"]["entitlements"]}
+    assert entitlements[account_a]["status"] == "active" and account_b not in entitlements
+    accounts = {a["Id"]: a for a in before["crm"]["data"]["accounts"]}
+    assert accounts[account_b]["Status__c"] == "Active"
+
+    assert [r["state"] for r in seen["cancelled"]] == ["cancelled", "cancelled"], seen["cancelled"]
+    state = seen["after_cancel"]
+    assert {o["status"] for o in state["erp"]["data"]["sales_orders"]} == {"cancelled"}
+    assert {s["status"] for s in state["billing"]["data"]["subscriptions"]} == {"canceled"}
+    assert all(c.get("deleted") is True for c in state["billing"]["data"]["customers"])
+    entitlements = {e["account_id"]: e for e in state["support"]["data"]["entitlements"]}
+    assert entitlements[account_a]["status"] == "revoked"  # no active entitlement is left
+    assert all(e["status"] != "active" for e in entitlements.values())
+    accounts = {a["Id"]: a for a in state["crm"]["data"]["accounts"]}
+    assert (accounts[account_b]["Status__c"], accounts[account_b].get("Subscription_Id__c")) == (
+        "Cancelled", None)
+
+    replay = seen["replay"]
+    assert replay["state"] == "parked"
+    assert (replay["reason"]["code"], replay["reason"]["step"]) == ("ORDER_CANCELLED", "live")
+    assert replay["links"]["replay_of"] == run_a["id"]
+    after = seen["after_replay"]
+    assert len(after["billing"]["data"]["subscriptions"]) == 2  # none resurrected
+    assert {s["status"] for s in after["billing"]["data"]["subscriptions"]} == {"canceled"}
+    assert {o["status"] for o in after["erp"]["data"]["sales_orders"]} == {"cancelled"}

@@ -181,6 +181,31 @@ def test_erp_creates_order_with_customer_and_invoice(sb: Sandbox, client: httpx.
     duplicate = client.post(f"{erp}/sales-orders", json=order_body())
     assert (duplicate.status_code, error_code(duplicate)) == (409, "DUPLICATE_EXTERNAL_ID")
     assert duplicate.json()["error"]["existing_id"] == order["id"]
+    assert duplicate.json()["error"]["existing_status"] == "open"
+    assert order["ship_to"] == order["customer"]["bill_to"]  # no ship-to: the bill-to
+
+
+def test_erp_keeps_a_ship_to_and_checks_its_tax_nexus_before_an_order(
+    sb: Sandbox, client: httpx.Client
+) -> None:
+    erp = sb.urls["erp"]
+    ship_to = {"street": "1 Rue de Rivoli", "city": "Paris", "postal_code": "75001",
+               "country": "FR"}
+    customer = {**order_body()["customer"], "ship_to": ship_to}
+    created = client.post(f"{erp}/sales-orders", json=order_body(customer=customer,
+                                                                  tax_nexus="FR"))
+    assert created.status_code == 201, created.text
+    assert created.json()["ship_to"] == ship_to
+    ok = client.post(f"{erp}/tax-nexus/check", json={"subsidiary": "EU", "tax_nexus": "FR"})
+    assert ok.status_code == 200 and ok.json()["registered"] is True
+    refused = client.post(f"{erp}/tax-nexus/check", json={"subsidiary": "EU", "tax_nexus": "AT"})
+    assert (refused.status_code, error_code(refused)) == (400, "UNKNOWN_TAX_NEXUS")
+    assert refused.json()["error"]["tax_nexus"] == "AT"
+    cancelled = client.post(f"{erp}/sales-orders/{created.json()['id']}/cancel", json={})
+    assert cancelled.status_code == 200
+    again = client.post(f"{erp}/sales-orders", json=order_body(customer=customer,
+                                                                tax_nexus="FR"))
+    assert (again.status_code, again.json()["error"]["existing_status"]) == (409, "cancelled")
 
 
 def test_erp_idempotency_key_returns_first_result_and_writes_once(

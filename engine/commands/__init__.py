@@ -11,4 +11,5 @@ no stage imports them.
     remote.py     `syncline runs ... --url`: the same through a running server's admin API
     graph.py      `syncline graph`: mermaid, dot, JSON
     init.py       `syncline init`: a new project, from the reference one or a minimal one
+    reconcile.py  `syncline reconcile NAME`: a Reconciliation now, here or on a server
 """

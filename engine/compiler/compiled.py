@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.compiler.expressions import Expression
 from engine.compiler.records import (
@@ -23,6 +23,9 @@ from engine.compiler.records import (
 from engine.compiler.templates import Template
 from engine.errors import FieldProblem, MappingError
 from engine.source import SourceLocation
+
+if TYPE_CHECKING:
+    from engine.compiler.triggers import CompiledPoll, CompiledSchedule
 
 
 class Value(Protocol):
@@ -247,11 +250,13 @@ class CompiledStep:
 
 @dataclass(frozen=True)
 class CompiledTrigger:
-    kind: str                          # webhook | event | api
+    kind: str                          # webhook | event | api | schedule | poll
     path: str | None = None            # webhook / api
-    system: CompiledSystem | None = None   # webhook sender
+    system: CompiledSystem | None = None   # webhook sender, polled System
     event: str | None = None           # event type
     timeout: float | None = None       # api
+    schedule: CompiledSchedule | None = None
+    poll: CompiledPoll | None = None
 
 
 @dataclass(frozen=True)

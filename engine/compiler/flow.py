@@ -40,6 +40,7 @@ from engine.compiler.records import flow_test_record
 from engine.compiler.refs import ITEM, FieldPath, path_offset
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import Template, compile_template
+from engine.compiler.triggers import TICK_KEY, compile_timed_trigger
 from engine.errors import ExpressionSyntaxError
 from engine.loader import Document
 from engine.model import flow as m
@@ -158,6 +159,8 @@ class FlowCompiler:
         trigger = self.trigger(spec.trigger)
         filt = self.expr(spec.filter, ("filter",)) if spec.filter else None
         key = self.expr(spec.idempotency_key, ("idempotencyKey",)) if spec.idempotency_key else None
+        if spec.trigger.schedule is not None:
+            key = TICK_KEY  # one run per tick, whichever replica fires it
         order = self.expr(spec.ordering_key, ("orderingKey",)) if spec.ordering_key else None
         steps = self.steps(spec.steps)
         ids = {s.id for s in spec.steps}
@@ -199,6 +202,8 @@ class FlowCompiler:
             return CompiledTrigger("webhook", path=trigger.webhook.path, system=system)
         if trigger.api is not None:
             return CompiledTrigger("api", path=trigger.api.path, timeout=trigger.api.timeout)
+        if trigger.schedule is not None or trigger.poll is not None:
+            return compile_timed_trigger(self, trigger)
         return CompiledTrigger("event", event=trigger.event)
 
     def steps(self, steps: list[m.Step]) -> dict[str, CompiledStep]:

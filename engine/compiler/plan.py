@@ -28,12 +28,13 @@ from engine.compiler.mapping import compile_mapping, compile_schema
 from engine.compiler.metrics import CompiledMetric, compile_metrics
 from engine.compiler.ownership import check_ownership
 from engine.compiler.parse import parse_document, parse_project
+from engine.compiler.reconciliation import CompiledReconciliation, compile_reconciliation
 from engine.compiler.records import retry_record, system_records
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import Template
 from engine.errors import DefinitionErrors
 from engine.loader import Document
-from engine.model import Flow, Project, RetryPolicy, Schema, System
+from engine.model import Flow, Project, Reconciliation, RetryPolicy, Schema, System
 from engine.model import Mapping as MappingModel
 from engine.source import Diagnostic, SourceLocation
 
@@ -61,6 +62,9 @@ class Plan:
     secret_names: frozenset[str] = frozenset()
     warnings: tuple[Diagnostic, ...] = ()
     metrics: Mapping[str, CompiledMetric] = field(default_factory=dict, repr=False)  # by name
+    reconciliations: Mapping[str, CompiledReconciliation] = field(  # highest version per name
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
 
     @property
     def bundle(self) -> dict[str, Any]:
@@ -233,7 +237,24 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
         secret_names=frozenset(_secret_names(documents)),
         warnings=tuple(d for d in build.diagnostics if d.severity == "warning"),
         metrics=MappingProxyType(metrics),
+        reconciliations=MappingProxyType(
+            _reconciliations(registry, systems, default_retry, report)
+        ),
     )
+
+
+def _reconciliations(registry: Registry, systems: dict[Key, CompiledSystem],
+                     default_retry: CompiledRetry | None, report: Any
+                     ) -> dict[str, CompiledReconciliation]:
+    compiled = {}
+    for resource, doc in registry.all("Reconciliation"):
+        assert isinstance(resource, Reconciliation)
+        if registry.active("Reconciliation", resource.name) != (resource, doc):
+            continue
+        found = compile_reconciliation(resource, doc, registry, systems, default_retry, report)
+        if found is not None:
+            compiled[resource.name] = found
+    return compiled
 
 
 def _systems(registry: Registry, retries: dict[Key, CompiledRetry]) -> dict[Key, CompiledSystem]:

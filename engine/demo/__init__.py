@@ -98,7 +98,9 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
         try:
             progress.set_phase("starting the sandbox systems and Syncline")
             await stack.start()
-            log, runs, states = await play_day(stack, scenario, progress, not options.serve)
+            log, runs, states, reports = await play_day(
+                stack, scenario, progress, not options.serve
+            )
             if options.serve:
                 await serve_until_interrupted(stack, progress.stream)
         finally:
@@ -108,7 +110,7 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
         seed=options.seed,
         log=log,
         runs=runs,
-        reconciliation=reconcile(states),
+        reconciliation=reconcile(states, reports),
         wall=time.perf_counter() - started,
         states=states,
     )
@@ -137,9 +139,10 @@ async def serve_until_interrupted(stack: Stack, stream: TextIO) -> None:
 
 async def play_day(
     stack: Stack, scenario: Scenario, progress: Progress, resolve: bool = True
-) -> tuple[DayLog, list[dict[str, Any]], dict[str, Any]]:
-    """Play `scenario` on a started stack; the day's log, every run, and the systems' states.
-    Without `resolve`, nobody resolves the exceptions."""
+) -> tuple[DayLog, list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Play `scenario` on a started stack; the day's log, every run, the systems' states and the
+    reports of the project's Reconciliations. Without `resolve`, nobody resolves the
+    exceptions."""
     watcher = asyncio.create_task(progress.watch(lambda: _status(stack)))
     try:
         async with Driver(stack, scenario, progress.set_phase, resolve) as driver:
@@ -149,11 +152,14 @@ async def play_day(
             states = await fetch_states(driver.clients)
             metrics = await driver.clients["syncline"].get("/api/v1/metrics")
             states["syncline"] = metrics.raise_for_status().json()  # the business metrics
+            reports = await run_reconciliations(
+                driver.clients["syncline"], sorted(stack.runtime.plan.reconciliations)
+            )
             log.count_fault_hits(states)
     finally:
         watcher.cancel()
         progress.done()
-    return log, runs, states
+    return log, runs, states, reports
 
 
 async def _status(stack: Stack) -> str:
@@ -186,6 +192,18 @@ async def fetch_states(clients: dict[str, httpx.AsyncClient]) -> dict[str, Any]:
     for response in responses:
         response.raise_for_status()
     return {name: r.json() for name, r in zip(names, responses, strict=True)}
+
+
+async def run_reconciliations(
+    client: httpx.AsyncClient, names: list[str]
+) -> list[dict[str, Any]]:
+    """Run each Reconciliation now through the admin API; their reports."""
+    reports = []
+    for name in names:
+        response = await client.post(f"/api/v1/reconciliations/{name}/run", timeout=300)
+        response.raise_for_status()
+        reports.append(response.json())
+    return reports
 
 
 def exit_code(report: dict[str, Any]) -> int:

@@ -7,6 +7,7 @@ from engine.model.mapping import Mapping
 from engine.model.metric import Metric
 from engine.model.policy import GovernancePolicy, RetryPolicy
 from engine.model.project import Project
+from engine.model.reconciliation import Reconciliation
 from engine.model.resource import Resource
 from engine.model.schema import Schema
 from engine.model.system import System
@@ -19,7 +20,8 @@ MODELS: dict[str, type[Resource]] = {
     "RetryPolicy": RetryPolicy,
     "GovernancePolicy": GovernancePolicy,
     "Metric": Metric,
+    "Reconciliation": Reconciliation,
 }
 
-__all__ = ["MODELS", "Flow", "GovernancePolicy", "Mapping", "Metric", "Project", "Resource",
-           "RetryPolicy", "Schema", "System"]
+__all__ = ["MODELS", "Flow", "GovernancePolicy", "Mapping", "Metric", "Project", "Reconciliation",
+           "Resource", "RetryPolicy", "Schema", "System"]

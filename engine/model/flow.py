@@ -14,6 +14,7 @@ from pydantic import Discriminator, Field, Tag
 from engine.model.base import STEP_ID_RE as _STEP_ID_RE
 from engine.model.base import Duration, Model, Ref
 from engine.model.resource import Resource
+from engine.model.triggers import PollTrigger, ScheduleTrigger
 
 
 class TemplateValue(Model):
@@ -65,10 +66,12 @@ class ApiTrigger(Model):
 
 
 class Trigger(Model):
-    _exclusive: ClassVar[tuple[str, ...]] = ("webhook", "event", "api")
+    _exclusive: ClassVar[tuple[str, ...]] = ("webhook", "event", "api", "schedule", "poll")
     webhook: WebhookTrigger | None = None
     event: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]+$")
     api: ApiTrigger | None = None
+    schedule: ScheduleTrigger | None = None
+    poll: PollTrigger | None = None
 
 
 class RouteSpec(Model):

@@ -9,7 +9,7 @@ from pydantic import Field
 from engine.model.base import Model, Name
 
 KINDS = ("Schema", "Mapping", "Flow", "System", "RetryPolicy", "GovernancePolicy", "Metric",
-         "Project")
+         "Reconciliation", "Project")
 
 
 class Metadata(Model):

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -33,6 +34,9 @@ from engine.runtime.executor import Executor, Observer, ObserverProtocol
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
 from engine.runtime.operations import MISSING, Operations
 from engine.runtime.plans import Plans
+from engine.runtime.polling import Polls
+from engine.runtime.reconciling import Reconciler
+from engine.runtime.schedules import Schedules, Timed, flow_ticks, reconciliation_ticks
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
@@ -84,6 +88,24 @@ class Runtime:
         )  # fmt: skip
         self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted)
         self._operations = Operations(store, self._plans, self._ingest, self._workers.requeued)
+        self.reconciler = Reconciler(
+            store, lambda: self.plan, self._plans.calls_for, self._emit_event,
+            clock=self.clock.now,
+        )
+        self.schedules = Schedules(
+            store, self._per_plan(lambda plan: flow_ticks(plan, self._ingest_timed)),
+            clock=self.clock.now, sleep=self.clock.sleep,
+        )
+        # their own loop: a long reconciliation never delays a flow's tick
+        self.reconciliation_schedules = Schedules(
+            store, self._per_plan(lambda plan: reconciliation_ticks(plan, self.reconciler.run)),
+            clock=self.clock.now, sleep=self.clock.sleep,
+        )
+        self.polls = Polls(
+            store, lambda: self.plan, self._plans.calls_for, self._ingest_timed,
+            clock=self.clock.now, sleep=self.clock.sleep,
+        )
+        self._timers: list[asyncio.Task[None]] = []
 
     # lifecycle -----------------------------------------------------------------------------
     @property
@@ -95,10 +117,18 @@ class Runtime:
         """Save the plan bundle, open the Systems' clients, start the workers and dispatcher."""
         await self._plans.open()
         await self._workers.start()
+        self._timers = [
+            asyncio.create_task(loop())
+            for loop in (self.schedules.run, self.reconciliation_schedules.run, self.polls.run)
+        ]
 
     async def stop(self, grace: float = 10.0) -> None:
         """Claim nothing new; let executing runs checkpoint their in-flight steps (up to `grace`
         seconds) and hand the rest back; stop the loops and close the clients."""
+        for task in self._timers:
+            task.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
+        self._timers = []
         await self._workers.stop(grace)
         await self._plans.aclose()
 
@@ -114,6 +144,32 @@ class Runtime:
     async def ingest(self, flow: CompiledFlow, data: Any, meta: EventMeta) -> Acceptance:
         """Durably accept one delivery for `flow`: filtered, duplicate or a new pending run."""
         return await self._ingest.ingest(flow, data, meta)
+
+    async def _ingest_timed(
+        self, flow: CompiledFlow, data: Any, event_id: str, when: str
+    ) -> Acceptance:
+        """A timed trigger's event (a schedule tick, a polled item) for `flow`."""
+        kind = flow.trigger.kind
+        meta = EventMeta(event_id, f"{kind}:{flow.name}", f"syncline/{kind}", time=when)
+        return await self._ingest.ingest(flow, data, meta)
+
+    def _per_plan(self, build: Callable[[Plan], list[Timed]]) -> Callable[[], list[Timed]]:
+        """`build(active plan)`, worked out again only when the plan changes."""
+        cache: list[Any] = [None, []]
+
+        def timed() -> list[Timed]:
+            if cache[0] != self.plan.digest:
+                cache[:] = [self.plan.digest, build(self.plan)]
+            return list(cache[1])
+
+        return timed
+
+    async def _emit_event(self, type_: str, event_id: str, data: Any) -> list[Acceptance]:
+        """A CloudEvent from inside the runtime (a reconciliation's mismatch)."""
+        source = "syncline/reconciliation"
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.now()))
+        event = EventRecord(event_id, type_, source, data, None, when, {})
+        return await self._ingest.ingest_event(event, EventMeta(event_id, type_, source))
 
     async def ingest_event(self, event: EventRecord, meta: EventMeta) -> list[Acceptance]:
         """A CloudEvent: one run per active flow whose `trigger.event` is its type."""

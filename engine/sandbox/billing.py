@@ -125,6 +125,7 @@ class BillingSandbox(SandboxSystem):
             ("GET", "/v1/customers", self.list_of("customers", ())),
             ("GET", "/v1/customers/{id}", self.get_one("customers", "customer")),
             ("POST", "/v1/customers/{id}", self.update_customer),
+            ("DELETE", "/v1/customers/{id}", self.delete_customer),
             ("GET", "/v1/prices", lambda call: Reply(200, self._list(self.prices.values(), call))),
             ("GET", "/v1/prices/{id}", self.get_price),
             ("POST", "/v1/subscriptions", self.create_subscription),
@@ -256,6 +257,12 @@ class BillingSandbox(SandboxSystem):
                 customer[name] = body[name]
         customer["metadata"] = self._metadata(body, customer["metadata"])
         return Reply(200, customer)
+
+    def delete_customer(self, call: Call) -> Reply:
+        """Stripe's delete: the customer is marked deleted (kept, as Stripe keeps it)."""
+        customer = self._get("customers", "customer", call.params["id"])
+        customer["deleted"] = True
+        return Reply(200, {"id": customer["id"], "object": "customer", "deleted": True})
 
     # -- subscriptions
 

@@ -136,6 +136,7 @@ class ErpSandbox(SandboxSystem):
             ("GET", "/payments", self.list_of("payments", ("invoice_id", "sales_order_id"))),
             ("GET", "/payments/{id}", self.get_one("payments", "payment")),
             ("GET", "/items", lambda call: Reply(200, {"items": self._items_list()})),
+            ("POST", "/tax-nexus/check", self.check_tax_nexus),
         ]
 
     def sandbox_routes(self) -> list[tuple[str, str, Handler]]:
@@ -245,6 +246,21 @@ class ErpSandbox(SandboxSystem):
             )
         return str(subsidiary)
 
+    def check_tax_nexus(self, call: Call) -> Reply:
+        """A process API: may an order of `subsidiary` be taxed in `tax_nexus`? 200 when it may;
+        400 UNKNOWN_TAX_NEXUS (as create-sales-order would answer) when it may not."""
+        body = call.json_object()
+        subsidiary = self._subsidiary(body)
+        nexus = body.get("tax_nexus")
+        if nexus not in self.tax_nexus[subsidiary]:
+            raise self._reject([{
+                "code": "UNKNOWN_TAX_NEXUS",
+                "message": f"tax nexus {nexus!r} is not registered for subsidiary {subsidiary}",
+                "tax_nexus": nexus,
+                "subsidiary": subsidiary,
+            }])
+        return Reply(200, {"subsidiary": subsidiary, "tax_nexus": nexus, "registered": True})
+
     def _currency(self, body: JSON) -> str:
         currency = body.get("currency")
         if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
@@ -261,6 +277,7 @@ class ErpSandbox(SandboxSystem):
                     "DUPLICATE_EXTERNAL_ID",
                     f"external_id {external_id!r} already exists",
                     existing_id=record["id"],
+                    existing_status=record.get("status"),
                 )
 
     # -- customers
@@ -362,6 +379,10 @@ class ErpSandbox(SandboxSystem):
                 "name": record_customer["name"],
                 "bill_to": dict(record_customer["bill_to"]),
             },
+            # where the goods go (tax follows them); without one, the bill-to
+            "ship_to": dict(customer["ship_to"])
+            if isinstance(customer.get("ship_to"), dict)
+            else dict(record_customer["bill_to"]),
             "subsidiary": subsidiary,
             "currency": currency,
             "tax_nexus": nexus,

@@ -35,6 +35,7 @@ class SupportSandbox(SandboxSystem):
             ("PUT", "/entitlements/{account_id}", self.upsert),
             ("PATCH", "/entitlements/{account_id}", self.patch),
             ("GET", "/entitlements/{account_id}", self.get_entitlement),
+            ("DELETE", "/entitlements/{account_id}", self.revoke),
         ]
 
     @staticmethod
@@ -112,6 +113,12 @@ class SupportSandbox(SandboxSystem):
         body = call.json_object()
         changes = self._validate(body, partial=True)
         entitlement, _ = self._apply(call.params["account_id"], changes, create=False)
+        return Reply(200, entitlement)
+
+    def revoke(self, call: Call) -> Reply:
+        """Withdraw an entitlement (status `revoked`, kept with its history); again: no change."""
+        entitlement, _ = self._apply(call.params["account_id"], {"status": "revoked"},
+                                     create=False)
         return Reply(200, entitlement)
 
     def get_entitlement(self, call: Call) -> Reply:

@@ -204,6 +204,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = state_of(request)
+    await state.metrics.read_store(state.runtime.store)
     return Response(state.metrics.render() + await scrape(state), media_type=CONTENT_TYPE_LATEST)
 
 

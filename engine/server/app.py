@@ -33,6 +33,7 @@ from engine.server.apis import handle_api
 from engine.server.console import console_routes
 from engine.server.events import handle_events
 from engine.server.http import ClientGone, Problem, header_dict, send_problem
+from engine.server.reconciliations import ROUTES as RECONCILIATION_ROUTES
 from engine.server.state import ServerState, WebhookRoute
 from engine.server.webhooks import handle_webhook
 
@@ -181,7 +182,7 @@ def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = 
             await _shutdown(state, reloader, manage_store)
 
     app = Starlette(
-        routes=[*ROUTES, *console_routes()],
+        routes=[*ROUTES, *RECONCILIATION_ROUTES, *console_routes()],
         exception_handlers={Problem: _problem, HTTPException: _http_error, Exception: _internal},
         lifespan=lifespan,
     )

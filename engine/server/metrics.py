@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -79,6 +80,12 @@ class Metrics:
         )
         self.reloads = Counter("syncline_reloads", "Hot reloads by result", ["result"], registry=r)
         self.plan = Gauge("syncline_plan_info", "The active plan (value 1)", ["digest"], registry=r)
+        self.mismatches = Gauge(
+            "syncline_reconciliation_mismatches",
+            "Mismatches of each Reconciliation's latest result, by kind",
+            ["name", "kind"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Counter] = {}
 
     def watch_queue(self, depth: Callable[[], int], pending: Callable[[], int]) -> None:
@@ -107,6 +114,18 @@ class Metrics:
     def active_plan(self, digest: str) -> None:
         self.plan.clear()
         self.plan.labels(digest).set(1)
+
+    async def read_store(self, store: Any) -> None:
+        """Before a scrape: the metrics kept in the store (each Reconciliation's latest result)."""
+        latest: dict[str, dict[str, int]] = {}
+        for result in await store.list_reconciliations(None, 500):
+            report = result["report"]
+            if result["state"] != "running" and report and result["name"] not in latest:
+                latest[result["name"]] = report.get("counts") or {}
+        self.mismatches.clear()
+        for name, counts in latest.items():
+            for kind, count in counts.items():
+                self.mismatches.labels(name, kind).set(count)
 
     # the runtime's Observer ------------------------------------------------------------------
 

@@ -237,6 +237,26 @@ def _fixed() -> dict[str, Any]:
                 security=admin,
             )
         },
+        "/api/v1/reconciliations": {
+            "get": _op(
+                "Reconciliation results, newest first (each with its report: counts by kind, "
+                "mismatches, unkeyed items), and the active plan's Reconciliations",
+                _responses((200, "results", None), *ADMIN_ERRORS),
+                parameters=[{"name": n, "in": "query", "schema": {"type": "string"}}
+                            for n in ("name", "limit")],
+                security=admin,
+            )
+        },
+        "/api/v1/reconciliations/{name}/run": {
+            "post": _op(
+                "Run a Reconciliation now (`syncline reconcile NAME --url`)",
+                _responses((200, "its report", None), (404, "no such reconciliation", ERROR),
+                           *ADMIN_ERRORS),
+                parameters=[{"name": "name", "in": "path", "required": True,
+                             "schema": {"type": "string"}}],
+                security=admin,
+            )
+        },
         "/healthz": {"get": _op("Liveness", _responses((200, "alive", None)))},
         "/readyz": {
             "get": _op(

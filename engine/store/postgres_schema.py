@@ -102,6 +102,25 @@ MIGRATIONS: tuple[str, ...] = (
     audit.POSTGRES_MIGRATION,
     # 3: the aggregates business metrics read (engine/store/aggregates.py), kept by triggers.
     POSTGRES_MIGRATION,
+    # 4: what the timed triggers remember across restarts: a schedule's last tick, a poll's
+    # cursor (engine/runtime/schedules.py, polling.py), one JSON value per name; and the results
+    # of Reconciliations, one per (name, tick): the row claims the tick for one replica.
+    """
+    CREATE TABLE trigger_state (
+        name        text PRIMARY KEY,
+        value       text NOT NULL,
+        updated_at  double precision NOT NULL
+    );
+    CREATE TABLE reconciliations (
+        seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name        text NOT NULL,
+        tick        text NOT NULL,
+        started_at  double precision NOT NULL,
+        state       text NOT NULL,
+        report      text,
+        UNIQUE (name, tick)
+    );
+    """,
 )
 
 

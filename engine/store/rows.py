@@ -209,3 +209,10 @@ def accept_runs(
                 acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
         results.append(acceptances)
     return results, rows
+
+
+def reconciliation_row(row: Sequence[Any]) -> dict[str, Any]:
+    """``{name, tick, started_at, state, report}`` of a stored Reconciliation result."""
+    name, tick, started_at, state, report = row
+    return {"name": name, "tick": tick, "started_at": started_at, "state": state,
+            "report": None if report is None else json.loads(report)}  # fmt: skip

@@ -64,6 +64,7 @@ from engine.store.rows import (
     event_row,
     fields,
     outbox_item,
+    reconciliation_row,
     step_params,
     step_record,
 )
@@ -74,7 +75,10 @@ from engine.store.sqlite_writes import (
     tx_audit,
     tx_checkpoint,
     tx_claim,
+    tx_claim_reconciliation,
     tx_dispatch,
+    tx_finish_reconciliation,
+    tx_put_trigger_state,
     tx_renew,
     tx_save_plan,
     tx_set_run_state,
@@ -359,6 +363,39 @@ class SQLiteStore(Store):
     async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None:
         """Append an entry to the audit log (which refuses UPDATE and DELETE)."""
         await self._write(tx_audit, (time.time(), actor, action, run_id, dumps(detail)))
+
+    async def get_trigger_state(self, name: str) -> Any:
+        """What a timed trigger stored under `name` (None: nothing yet)."""
+        rows = await self._read(_q_all, "SELECT value FROM trigger_state WHERE name = ?", (name,))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def put_trigger_state(self, name: str, value: Any) -> None:
+        """Store a timed trigger's state under `name`, replacing what was there."""
+        await self._write(tx_put_trigger_state, name, dumps(value), time.time())
+
+    async def claim_reconciliation(self, name: str, tick: str, now: float, lease: float) -> str:
+        """Claim a Reconciliation's tick (see `Store.claim_reconciliation`)."""
+        claimed: str = await self._write(tx_claim_reconciliation, name, tick, now, lease)
+        return claimed
+
+    async def finish_reconciliation(
+        self, name: str, tick: str, state: str, report: dict[str, Any]
+    ) -> None:
+        """Store the report of a claimed tick."""
+        await self._write(tx_finish_reconciliation, name, tick, state, dumps(report))
+
+    async def list_reconciliations(
+        self, name: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Reconciliation results, newest first: `{name, tick, started_at, state, report}`."""
+        where, params = ("WHERE name = ?", (name, limit)) if name else ("", (limit,))
+        rows = await self._read(
+            _q_all,
+            f"SELECT name, tick, started_at, state, report FROM reconciliations {where} "
+            "ORDER BY seq DESC LIMIT ?",
+            params,
+        )
+        return [reconciliation_row(row) for row in rows]
 
     async def audit_log(self, query: AuditQuery | None = None) -> list[dict[str, Any]]:
         """Audit entries, newest first: ``{seq, at, actor, action, run_id, detail, hash}``."""

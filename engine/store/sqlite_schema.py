@@ -124,6 +124,25 @@ MIGRATIONS: tuple[str, ...] = (
     audit.SQLITE_MIGRATION,
     # 5: the aggregates business metrics read (engine/store/aggregates.py), kept by triggers.
     SQLITE_MIGRATION,
+    # 6: what the timed triggers remember across restarts: a schedule's last tick, a poll's
+    # cursor (engine/runtime/schedules.py, polling.py), one JSON value per name; and the results
+    # of Reconciliations, one per (name, tick): the row claims the tick for one replica.
+    """
+    CREATE TABLE trigger_state (
+        name        TEXT PRIMARY KEY,
+        value       TEXT NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE reconciliations (
+        seq         INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        tick        TEXT NOT NULL,
+        started_at  REAL NOT NULL,
+        state       TEXT NOT NULL,
+        report      TEXT,
+        UNIQUE (name, tick)
+    );
+    """,
 )
 
 

@@ -329,6 +329,40 @@ def tx_audit(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     audit.append_sqlite(conn, *row)
 
 
+def tx_put_trigger_state(conn: sqlite3.Connection, name: str, value: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO trigger_state (name, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (name, value, now),
+    )
+
+
+def tx_claim_reconciliation(
+    conn: sqlite3.Connection, name: str, tick: str, now: float, lease: float
+) -> str:
+    cursor = conn.execute(
+        "INSERT INTO reconciliations (name, tick, started_at, state) VALUES (?, ?, ?, 'running') "
+        "ON CONFLICT (name, tick) DO UPDATE SET started_at = excluded.started_at "
+        "WHERE reconciliations.state = 'running' AND reconciliations.started_at < ?",
+        (name, tick, now, now - lease),
+    )
+    if cursor.rowcount == 1:
+        return "claimed"
+    row = conn.execute(
+        "SELECT state FROM reconciliations WHERE name = ? AND tick = ?", (name, tick)
+    ).fetchone()
+    return "running" if row[0] == "running" else "done"
+
+
+def tx_finish_reconciliation(
+    conn: sqlite3.Connection, name: str, tick: str, state: str, report: str
+) -> None:
+    conn.execute(
+        "UPDATE reconciliations SET state = ?, report = ? WHERE name = ? AND tick = ?",
+        (state, report, name, tick),
+    )
+
+
 # The job functions a writer process runs by name (engine/store/writer.py).
 WRITES = {
     fn.__name__: fn
@@ -342,5 +376,8 @@ WRITES = {
         tx_save_plan,
         tx_audit,
         sqlite_sync,
+        tx_put_trigger_state,
+        tx_claim_reconciliation,
+        tx_finish_reconciliation,
     )
 }
