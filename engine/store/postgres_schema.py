@@ -9,6 +9,7 @@ import psycopg
 
 from engine.errors import StoreError
 from engine.store import audit
+from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
 
@@ -99,6 +100,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: audit entries are hash-chained (engine/store/audit.py).
     audit.POSTGRES_MIGRATION,
+    # 3: paused flows and Systems, and circuit breakers that are not closed.
+    CONTROLS_MIGRATION,
 )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.errors import StoreError
 from engine.store import audit
+from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
 
@@ -121,6 +122,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: audit entries are hash-chained (engine/store/audit.py).
     audit.SQLITE_MIGRATION,
+    # 5: paused flows and Systems, and circuit breakers that are not closed.
+    CONTROLS_MIGRATION,
 )
 
 

@@ -20,6 +20,7 @@ from engine.store.base import (
     RunRecord,
     StateChange,
 )
+from engine.store.controls import run_statements
 from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -340,5 +341,6 @@ WRITES = {
         tx_dispatch,
         tx_save_plan,
         tx_audit,
+        run_statements,
     )
 }
