@@ -14,6 +14,7 @@ from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.errors import StoreError
 from engine.runtime.calls import Calls
+from engine.runtime.gates import Gates
 from engine.store.base import RunRecord, Store
 
 
@@ -28,6 +29,7 @@ class Plans:
         secrets: Mapping[str, str],
         transport: httpx.AsyncBaseTransport | None,
         connections: int,
+        gates: Gates | None = None,
     ) -> None:
         self.store = store
         self.active = plan  # new runs use it
@@ -36,6 +38,7 @@ class Plans:
         self._secrets = dict(secrets)
         self._transport = transport
         self._connections = connections
+        self._gates = gates  # what holds calls back (paused Systems, open circuits)
 
     async def open(self) -> None:
         """Save the active plan's bundle and open its Systems' clients (missing secrets raise)."""
@@ -72,6 +75,7 @@ class Plans:
                 self._secrets,
                 transport=self._transport,
                 connections=self._connections,
+                gates=self._gates,
             )
             self._calls[plan.digest] = calls
         return calls

@@ -176,6 +176,7 @@ def status_document(state: ServerState) -> dict[str, Any]:
         "events": sorted(plan.subscriptions),
         "reload": state.reload.as_dict() if state.reload else None,
         "tokens": state.tokens.status.as_dict(),
+        **state.runtime.gates.describe(),
         "queue_depth": state.runtime.queue_depth(),
         "pending_ingest": state.pending,
         "ready": state.ready and not state.draining,

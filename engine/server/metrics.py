@@ -64,6 +64,12 @@ class Metrics:
         )
         self.reloads = Counter("syncline_reloads", "Hot reloads by result", ["result"], registry=r)
         self.plan = Gauge("syncline_plan_info", "The active plan (value 1)", ["digest"], registry=r)
+        self.circuits_opened = Counter(
+            "syncline_circuit_opened",
+            "Circuit breakers this server opened, by System",
+            ["system"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Counter] = {}
 
     def watch_queue(self, depth: Callable[[], int], pending: Callable[[], int]) -> None:
@@ -101,6 +107,9 @@ class Metrics:
 
     def shadow_result(self, flow: str, step: str, system: str, result: str) -> None:
         self._child(self.shadows, flow, step, system, result).inc()
+
+    def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
+        self._child(self.circuits_opened, system).inc()
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
         """`metric.labels(*labels)`, looked up once (`labels` costs ~2 us a call)."""
