@@ -7,13 +7,14 @@ definitions, failing tests), 2 usage error.
     runs.py         run, runs list|show|resume|retry|cancel|replay, shadow report
     serving.py      serve, worker, demo
     audit.py        audit [verify], tokens hash|new
+    operations.py   flows|systems pause|resume, store backup|restore, owners --codeowners
 """
 
 from __future__ import annotations
 
 import click
 
-from engine.cli import audit, definitions, gitops, runs, serving
+from engine.cli import audit, definitions, gitops, operations, runs, serving
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +37,9 @@ for _command in (
     runs.run_command,
     runs.runs,
     runs.shadow,
+    operations.flows,
+    operations.systems,
+    operations.store_group,
     serving.demo,
     audit.audit,
     audit.tokens,
