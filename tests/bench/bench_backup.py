@@ -82,7 +82,7 @@ def keep_writing(path: Path, stop: threading.Event) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1_000_000)
-    parser.add_argument("--dir", type=Path, default=None, help="Where to build (default: a temp dir)")
+    parser.add_argument("--dir", type=Path, default=None, help="Where to build (default: temp)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
