@@ -108,7 +108,8 @@ def test_the_workflow_runs_and_fails_a_breaking_pull_request(tmp_path: Path) -> 
     git(clone, "commit", "-q", "-am", "an optional field")
     codes = run_workflow(workflow, clone, tmp_path, "prod")
     assert list(codes) == [
-        "Validate", "CODEOWNERS is current", "Mapping and flow tests", "Plan against the base branch"
+        "Validate", "CODEOWNERS is current", "Mapping and flow tests",
+        "Plan against the base branch",
     ]
     assert set(codes.values()) == {0}, codes
     summary = (tmp_path / "summary.md").read_text()
