@@ -13,6 +13,7 @@ without any), plus the unauthenticated probes /healthz, /readyz and /metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -155,8 +156,12 @@ def _action_problem(run_id: str, exc: Exception) -> Problem:
 
 @admin
 async def status(request: Request) -> Response:
-    """What this server runs: plan digest, environment, flows, routes, last reload."""
-    return JSON(status_document(state_of(request)))
+    """What this server runs: plan digest, environment, flows, routes, last reload, paused flows
+    and Systems, open circuits."""
+    state = state_of(request)
+    with contextlib.suppress(StoreError):  # else as last read
+        await state.runtime.gates.refresh()  # as the store has them (an ingest node runs no loop)
+    return JSON(status_document(state))
 
 
 def status_document(state: ServerState) -> dict[str, Any]:
