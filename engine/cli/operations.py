@@ -34,7 +34,7 @@ def _switch_group(kind: str, help_text: str) -> click.Group:
     return group
 
 
-def _switch_command(group: Any, kind: str, action: str) -> None:
+def _switch_command(group: click.Group, kind: str, action: str) -> None:
     @group.command(action, help=f"{action.capitalize()} a {kind} (operator; audited).")
     @click.argument("name")
     @click.option("--reason", default="", help="Why (kept in the audit trail).")
