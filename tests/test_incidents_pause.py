@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from authkit import bearer, tokens_yaml
 from click.testing import CliRunner
 from incidentkit import CountingSystem, incident_project, until
 from serverkit import SECRETS, LiveServer
@@ -21,6 +22,7 @@ from engine.cli import main as cli
 from engine.compiler import compile_project
 from engine.errors import StateConflict, UsageError
 from engine.runtime.runtime import Runtime
+from engine.server.auth import token_digest
 from engine.store import open_store
 
 
@@ -141,19 +143,35 @@ def test_a_paused_system_receives_nothing_until_resumed(
 
 
 @pytest.mark.anyio
-async def test_pause_and_resume_are_audited_with_the_actor_and_reason(
+async def test_operators_pause_and_resume_audited_with_their_name_and_reason(
     tmp_path: Path, erp: CountingSystem
 ) -> None:
     project = incident_project(tmp_path, erp.url)
-    with LiveServer(project) as live, live.client(headers={"X-Syncline-Actor": "alice"}) as http:
-        switch(http, "/api/v1/systems/erp/pause", "ERP upgrade window")
-        switch(http, "/api/v1/systems/erp/resume", "upgrade finished")
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        tokens_yaml(
+            f"- {{name: bob, role: operator, sha256: {token_digest('tok-bob').hex()}}}\n"
+        )
+    )
+    bob = {"Authorization": "Bearer tok-bob"}
+    with LiveServer(project, tokens_file=tokens) as live, live.client() as http:
+        viewer = http.post("/api/v1/systems/erp/pause", headers=bearer("viewer"))
+        assert (viewer.status_code, viewer.json()["error"]["code"]) == (403, "forbidden")
+        limited = http.post("/api/v1/systems/erp/pause", headers=bearer("alice"))  # deal-* only
+        assert limited.status_code == 403 and "not pause a System" in limited.text
+        elsewhere = http.post("/api/v1/flows/order-sync/pause", headers=bearer("alice"))
+        assert elsewhere.status_code == 403
+        reason = {"reason": "ERP upgrade window"}
+        paused = http.post("/api/v1/systems/erp/pause", json=reason, headers=bob)
+        assert paused.status_code == 200 and paused.json()["actor"] == "bob"
+        done = {"reason": "upgrade finished"}
+        assert http.post("/api/v1/systems/erp/resume", json=done, headers=bob).status_code == 200
     async with open_store(None, project) as store:
         log = await store.audit_log()
     actions = [(e["actor"], e["action"], e["detail"]["reason"]) for e in log[:2]]
     assert actions == [
-        ("alice", "resume-system", "upgrade finished"),
-        ("alice", "pause-system", "ERP upgrade window"),
+        ("bob", "resume-system", "upgrade finished"),
+        ("bob", "pause-system", "ERP upgrade window"),
     ]
 
 

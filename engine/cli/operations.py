@@ -19,7 +19,7 @@ from engine.cli.common import (
     exit_on_errors,
     print_diagnostics,
 )
-from engine.cli.runs import _runs_target, _Target
+from engine.cli.runs import _runs_target, _Target, cli_token
 
 
 def _switch_group(kind: str, help_text: str) -> click.Group:
@@ -49,7 +49,7 @@ def _switch_command(group: click.Group, kind: str, action: str) -> None:
         actor = f"cli:{os.environ.get('USER', 'operator')}"
         with exit_on_errors(UsageError, StoreError):
             if target.url:
-                token = os.environ.get("SYNCLINE_ADMIN_TOKEN") or None
+                token = cli_token()
                 work = switch_remote(target.url, token, kind, name, action, reason, actor)
             else:
                 plan = load_project_plan(target.project, target.environment)
