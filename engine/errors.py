@@ -9,6 +9,7 @@
     |   +-- MappingError           a mapping could not produce a valid target document
     |   +-- ValidationFailed       a `validate` step's schema or rules rejected the data
     |   +-- CallError              an outbound call failed (carries status, retryable, retry_after)
+    |   +-- CallHeld               a call was not sent: its System is paused or its circuit open
     |   +-- ParkRequested          a step asked for a human (reason code, message)
     +-- StoreError                 the durable store refused or lost its connection
     +-- UsageError                 the CLI or API was called wrongly
@@ -123,6 +124,17 @@ class CallError(ExecutionError):
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+
+
+class CallHeld(ExecutionError):
+    """A call was not sent: its System is paused (SYSTEM_PAUSED) or its circuit is open
+    (CIRCUIT_OPEN). The run waits until `until` (unix seconds) without spending an attempt."""
+
+    def __init__(self, code: str, message: str, until: float) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.until = until
 
 
 class ParkRequested(ExecutionError):

@@ -78,6 +78,9 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     day = report["day"]
     assert day["deals"] == 10 and day["amendments"] >= 1 and day["renewals"] >= 1
     assert day["invoices paid"] >= 1 and day["payments failed"] >= 2
+    # the ERP's maintenance window: renewals waited for it, and it received nothing meanwhile
+    assert day["runs held in the ERP maintenance window"] >= 1
+    assert day["ERP calls during it"] == 0
     for flow in ("subscription-amended", "renewal", "invoice-paid", "payment-failed"):
         assert by_flow[flow].get("succeeded", 0) >= 1, flow
     assert checked["CRM amendment"] >= 1 and checked["CRM renewal status"] >= 1

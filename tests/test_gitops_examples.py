@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 from ruamel.yaml import YAML
 
 from engine.cli import main
@@ -96,14 +97,20 @@ def test_the_workflow_runs_and_fails_a_breaking_pull_request(tmp_path: Path) -> 
     origin = tmp_path / "origin"
     origin.mkdir()
     git(origin, "init", "-q")
-    commit(origin, "the project", dict(FILES))
+    teams = '  teams: {tests: "@shop/tests", finance: "@shop/finance", revops: "@shop/revops"}\n'
+    commit(origin, "the project", {**FILES, "syncline.yaml": FILES["syncline.yaml"] + teams})
+    CliRunner().invoke(main, ["owners", str(origin), "--codeowners"])
+    commit(origin, "its CODEOWNERS", {})
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(origin), str(clone))
     git(clone, "checkout", "-q", "-b", "feature")
     write(clone, {"mappings/order.yaml": SCHEMA + "      note: {type: string}\n"})
     git(clone, "commit", "-q", "-am", "an optional field")
     codes = run_workflow(workflow, clone, tmp_path, "prod")
-    assert list(codes) == ["Validate", "Mapping and flow tests", "Plan against the base branch"]
+    assert list(codes) == [
+        "Validate", "CODEOWNERS is current", "Mapping and flow tests",
+        "Plan against the base branch",
+    ]
     assert set(codes.values()) == {0}, codes
     summary = (tmp_path / "summary.md").read_text()
     assert "  ~ Schema order@1\n      + spec.jsonSchema.properties.note:" in summary
@@ -114,10 +121,13 @@ def test_the_workflow_runs_and_fails_a_breaking_pull_request(tmp_path: Path) -> 
     commit(clone, "order@2 drops amount", {
         "mappings/order-v2.yaml": order2, "mappings/to-order.yaml": to_order2,
     })
+    CliRunner().invoke(main, ["owners", str(clone), "--codeowners"])  # order-v2.yaml: finance
+    commit(clone, "its CODEOWNERS", {})
     (tmp_path / "summary.md").unlink()
     codes = run_workflow(workflow, clone, tmp_path, "prod")
     assert codes == {
-        "Validate": 0, "Mapping and flow tests": 0, "Plan against the base branch": 1,
+        "Validate": 0, "CODEOWNERS is current": 0, "Mapping and flow tests": 0,
+        "Plan against the base branch": 1,
     }
     summary = (tmp_path / "summary.md").read_text()
     assert "  ! Schema order@1 -> order@2: removed field 'amount'\n" in summary

@@ -8,13 +8,14 @@ definitions, failing tests), 2 usage error.
     serving.py      serve, worker, demo
     audit.py        audit [verify], tokens hash|new
     reconcile.py    reconcile
+    operations.py   flows|systems pause|resume, store backup|restore, owners --codeowners
 """
 
 from __future__ import annotations
 
 import click
 
-from engine.cli import audit, definitions, gitops, reconcile, runs, serving
+from engine.cli import audit, definitions, gitops, operations, reconcile, runs, serving
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,6 +39,9 @@ for _command in (
     runs.runs,
     runs.shadow,
     reconcile.reconcile,
+    operations.flows,
+    operations.systems,
+    operations.store_group,
     serving.demo,
     audit.audit,
     audit.tokens,

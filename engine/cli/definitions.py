@@ -98,11 +98,27 @@ def graph(project: Path, environment: str | None, fmt: str) -> None:
 @ENV
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "mermaid"]),
               default="text", show_default=True, help="Output format.")
-def owners(project: Path, environment: str | None, fmt: str) -> None:
+@click.option("--codeowners", is_flag=True,
+              help="Instead: write a CODEOWNERS file, each definition file -> its owners' "
+                   "handles (metadata.owner, mapped by syncline.yaml spec.teams).")
+@click.option("--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              default=None, help="--codeowners: where to write it ('-': print it; default: "
+                                 "CODEOWNERS at the git repository's root).")
+@click.option("--check", is_flag=True,
+              help="--codeowners: write nothing; exit 1 if the file is not current (for CI).")
+def owners(project: Path, environment: str | None, fmt: str, codeowners: bool,
+           output: Path | None, check: bool) -> None:
     """Print the domain ownership matrix: entity, field, owning System, and which flows write
-    copies of it where (Schema owner/fieldOwners, operations' schema)."""
+    copies of it where (Schema owner/fieldOwners, operations' schema). With --codeowners, the
+    definitions' owners become the reviewers of their files instead."""
     from engine.commands.owners import RENDERERS
     from engine.compiler.ownership import plan_ownership
+
+    if codeowners:
+        from engine.cli.operations import write_codeowners
+
+        write_codeowners(project, output, check)
+        return
 
     plan, diagnostics = compile_or_report(project, environment, "quiet")
     for diagnostic in sorted(diagnostics):

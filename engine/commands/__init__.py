@@ -9,6 +9,7 @@ no stage imports them.
                   flow tests and `syncline run`
     runs.py       `syncline run` and `syncline runs ...` on the project's store
     remote.py     `syncline runs ... --url`: the same through a running server's admin API
+    switches.py   `syncline flows|systems pause|resume`, on the store or through a server
     graph.py      `syncline graph`: mermaid, dot, JSON
     init.py       `syncline init`: a new project, from the reference one or a minimal one
     reconcile.py  `syncline reconcile NAME`: a Reconciliation now, here or on a server

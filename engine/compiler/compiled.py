@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from engine.compiler.expressions import Expression
 from engine.compiler.records import (
     Auth,
+    CircuitBreaker,
     FlowTest,
     MappingTest,
     Operation,
@@ -147,6 +148,7 @@ class CompiledSystem:
     operations: Mapping[str, Operation]
     webhooks: Webhooks | None
     location: SourceLocation | None = None
+    circuit_breaker: CircuitBreaker | None = None  # None: calls are never held back
 
 
 # --- step actions: one frozen class per step kind ---------------------------------------------

@@ -81,6 +81,21 @@ class Webhooks:
     header: str | None = None          #: hmac-sha256: the header that carries the signature
 
 
+@dataclass(frozen=True, slots=True)
+class CircuitBreaker:
+    """When to stop calling a System (engine/runtime/gates.py)."""
+
+    failure_rate: float  #: the failing share of calls in `window` that opens the circuit
+    min_calls: int  #: calls in the window before the rate counts
+    window: float  #: seconds
+    open_for: float  #: seconds without calls, then one probe
+
+
+def breaker_record(spec: sm.SystemSpec) -> CircuitBreaker | None:
+    b = spec.circuit_breaker
+    return None if b is None else CircuitBreaker(b.failure_rate, b.min_calls, b.window, b.open_for)
+
+
 def operation_record(op: sm.Operation) -> Operation:
     return Operation(op.method, op.path, op.write)
 

@@ -1,7 +1,9 @@
 """Play a `Scenario` against the running stack, the way the people and platforms of a B2B SaaS
 company would: sales reps close deals in the CRM (its webhooks reach Syncline), customers change
 and renew subscriptions and pay or fail invoices in billing, the ERP has an outage and a rate
-limit storm, and an operator fixes master data and resumes the parked runs through the admin API.
+limit storm, and an operator fixes master data and resumes the parked runs through the admin API;
+at the end of the day the ERP has a planned maintenance window: paused in Syncline, it receives
+nothing while the renewals that need it wait, and they go through once it is resumed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 from engine.demo.scenario import LIST_PRICES, Deal, Scenario
 from engine.demo.stack import Stack
 from engine.errors import SynclineError
+from engine.store.controls import SYSTEM_PAUSED as HELD
 
 CRM_API = "/services/data/v60.0"
 PARALLEL = 8  # requests the "people" of the day make at once
@@ -146,9 +149,15 @@ class Driver:
         counts = await self.stack.runtime.store.count_runs()
         if any(n for (_, state), n in counts.items() if state in ("running", "waiting")):
             return False
+        return await self.pending_blocked(require_pending=True)
+
+    async def pending_blocked(self, require_pending: bool = False) -> bool:
+        """Whether every pending run waits behind an older parked run of its ordering key."""
         pending = await self.runs("pending")
         parked = await self.runs("parked")
-        if not pending or not parked:
+        if not pending:
+            return not require_pending
+        if not parked:
             return False
         holders: dict[str, float] = {}
         for run in parked:
@@ -182,7 +191,7 @@ class Driver:
         await self.phase("invoices paid and failed", self.invoices)
         await self.phase("failed payments recovered", self.recover_payments)
         await self.phase("mid-term amendments", self.amend)
-        await self.phase("renewals", self.renew)
+        await self.phase("renewals, ERP maintenance", self.renew_in_maintenance)
         await self.refresh_exceptions()
         return self.log
 
@@ -357,6 +366,35 @@ class Driver:
 
         await self.each(list(self.scenario.amendments.items()), upgrade)
         self.log.counts["amendments"] = len(self.scenario.amendments)
+
+    async def renew_in_maintenance(self) -> None:
+        """The ERP's planned maintenance: the ERP is paused in Syncline, the renewals close and
+        wait (SYSTEM_PAUSED) while it receives nothing, and go through once it is resumed."""
+        before = await self.erp_requests()
+        reason = {"reason": "planned ERP maintenance"}
+        await self.call("syncline", "POST", "/api/v1/systems/erp/pause", reason)
+        await self.renew()
+        await self.stack.webhooks_idle(SETTLE_TIMEOUT)
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while True:  # until every run that can go on without the ERP did
+            counts = await self.stack.runtime.store.count_runs()
+            running = any(n for (_, state), n in counts.items() if state == "running")
+            if not running and await self.pending_blocked():
+                break
+            if time.monotonic() > deadline:
+                raise DemoError("runs did not come to rest while the ERP was paused")
+            await asyncio.sleep(0.05)
+        held = [r for r in await self.runs("waiting") if (r["reason"] or {}).get("code") == HELD]
+        during = await self.erp_requests() - before
+        await self.call("syncline", "POST", "/api/v1/systems/erp/resume", {"reason": "done"})
+        if during:
+            raise DemoError(f"the paused ERP received {during} requests")
+        self.log.counts["runs held in the ERP maintenance window"] = len(held)
+        self.log.counts["ERP calls during it"] = during
+
+    async def erp_requests(self) -> int:
+        state = await self.call("erp", "GET", "/sandbox/state")
+        return int(state.get("counters", {}).get("requests", 0))
 
     async def renew(self) -> None:
         deals = {d.key: d for d in self.scenario.deals}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from engine.model.base import Model, Ref
 from engine.model.resource import Resource
+
+HANDLE_RE = r"^(@[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?|[^@\s]+@[^@\s]+)$"
 
 
 class Environment(Model):
@@ -23,6 +25,8 @@ class ProjectSpec(Model):
     paths: list[str] = Field(default_factory=lambda: ["flows", "mappings", "policies"])
     defaults: Defaults = Field(default_factory=Defaults)
     environments: dict[str, Environment] = Field(default_factory=lambda: {"dev": Environment()})
+    # team (metadata.owner) -> its CODEOWNERS handle: @user, @org/team or an email address
+    teams: dict[str, Annotated[str, Field(pattern=HANDLE_RE)]] = Field(default_factory=dict)
 
 
 class Project(Resource):

@@ -59,6 +59,15 @@ class Webhooks(Model):
     header: str | None = None     # hmac-sha256: header that carries the signature
 
 
+class CircuitBreaker(Model):
+    """Stop calling a System that keeps failing (see engine/runtime/breaker.py)."""
+
+    failure_rate: float = Field(alias="failureRate", ge=0, le=1)  # failed share that opens it
+    min_calls: int = Field(default=20, alias="minCalls", ge=1)  # calls in the window before
+    window: Duration = 60.0  # the sliding window the failure rate is measured over
+    open_for: Duration = Field(default=30.0, alias="openFor")  # then one probe call decides
+
+
 class SystemSpec(Model):
     base_url: str = Field(alias="baseUrl")
     auth: Auth = Field(default_factory=Auth)
@@ -69,6 +78,7 @@ class SystemSpec(Model):
     headers: dict[str, str] = Field(default_factory=dict)
     operations: dict[str, Operation] = Field(default_factory=dict)
     webhooks: Webhooks | None = None
+    circuit_breaker: CircuitBreaker | None = Field(default=None, alias="circuitBreaker")
 
 
 class System(Resource):

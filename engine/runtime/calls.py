@@ -10,7 +10,9 @@ a `Response` for 2xx or raises `CallError`:
     HTTP status outside 2xx                             kind="status", status, body, headers,
                                                         retry_after; retryable for 429 and 5xx
 
-`retryable` is a hint: `engine.runtime.retry.decide` applies the RetryPolicy. Every request carries
+A `Gates` given to `Calls` holds calls back (CallHeld) while a System is paused or its circuit
+is open, and hears every outcome. `retryable` is a hint: `engine.runtime.retry.decide` applies
+the RetryPolicy. Every request carries
 `X-Correlation-ID` and a W3C `traceparent`; writes carry the System's idempotency header. Secret
 values never appear in an exception message or repr: error bodies and headers have them replaced
 by `[redacted]`, and `describe` (the request as lineage records it) leaves auth headers out.
@@ -42,6 +44,7 @@ from engine.compiler.records import Auth
 from engine.errors import CallError, ExecutionError, UsageError
 from engine.model.system import WRITE_METHODS
 from engine.runtime.auth import auth_headers, oauth2_flow
+from engine.runtime.gates import Gates
 from engine.runtime.ratelimit import TokenBucket
 
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -183,9 +186,11 @@ class Calls:
         transport: httpx.AsyncBaseTransport | None = None,
         connections: int = CONNECTIONS,
         on_call: Callable[[str, str, str, float], None] | None = None,
+        gates: Gates | None = None,
     ) -> None:
         systems = list(systems)
         self._on_call = on_call  # metrics: (system, operation, outcome, seconds) per attempt
+        self.gates = gates
         require_secrets(_names(systems, _outbound_texts), secrets)
         self._channels = {
             _key(s): _open_channel(s, secrets, transport or _transport(s, connections), transport)
@@ -213,18 +218,28 @@ class Calls:
     ) -> Response:
         """Send one attempt; `timeout` bounds the whole exchange (rate-limit wait excluded).
         A `shadow` request goes through the System's own shadow connection pool (sharing its
-        rate limit), so a slow candidate never holds the connections its primary calls need."""
-        if self._on_call is None:
+        rate limit), so a slow candidate never holds the connections its primary calls need.
+        With `gates`, a (primary) call to a paused System or one whose circuit is open raises
+        CallHeld and sends nothing, and every outcome feeds the System's circuit breaker."""
+        gates = None if shadow else self.gates
+        if gates is None and self._on_call is None:
             return await self._send(request, timeout, shadow)
+        probe = False if gates is None else await gates.admit(request.system)
         started, outcome = time.perf_counter(), "ok"
         try:
-            return await self._send(request, timeout, shadow)
+            response = await self._send(request, timeout, shadow)
         except CallError as exc:
             outcome = exc.kind if exc.status is None else _status_class(exc.status)
+            if gates is not None:
+                await gates.record(request.system, exc, probe)
             raise
         finally:
-            self._on_call(request.system.name, request.operation, outcome,
-                          time.perf_counter() - started)
+            if self._on_call is not None:
+                self._on_call(request.system.name, request.operation, outcome,
+                              time.perf_counter() - started)
+        if gates is not None:
+            await gates.record(request.system, None, probe)
+        return response
 
     async def _send(self, request: OutboundRequest, timeout: float, shadow: bool) -> Response:
         channel = self._shadow(request.system) if shadow else self._channel(request.system)

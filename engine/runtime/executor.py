@@ -21,10 +21,12 @@ Step semantics (the contract SPEC.md section 2 leaves to the runtime):
   attempt is checkpointed and the run waits (`waiting`, next attempt
   time in the store, no worker held). One that still fails ends the run `failed` with reason
   COMPENSATION_FAILED naming the step: downstream state is then partial, and the run says so.
-- A runnable run that carries a reason is being compensated: the executor records the reason with
-  the run still `running` before the first compensation call, and `cancel` queues a run with
-  reason CANCELLED. A crash in the middle of compensation thus resumes compensation, never the
-  flow.
+- A run held back by a paused System or an open circuit waits (`waiting`) with the reason
+  SYSTEM_PAUSED or CIRCUIT_OPEN (engine/runtime/gates.py); it spends no attempt.
+- A runnable run that carries any other reason is being compensated: the executor records the
+  reason with the run still `running` before the first compensation call, and `cancel` queues a
+  run with reason CANCELLED. A crash in the middle of compensation thus resumes compensation,
+  never the flow.
 - `cancel` of a running run records the request in the store (reason CANCELLED, still
   `running`). Every checkpoint answers it (`Store.checkpoint`), so the worker starts no further
   step: the steps in flight finish and are checkpointed, then it compensates and the run ends
@@ -43,7 +45,7 @@ from typing import Any, Protocol
 
 from engine.compiler.compiled import CompiledFlow, CompiledStep
 from engine.compiler.plan import Plan
-from engine.errors import CallError
+from engine.errors import CallError, CallHeld
 from engine.runtime.calls import Calls, describe
 from engine.runtime.retry import Decision, decide
 from engine.runtime.steps import HANDLERS, StepEnv, StepOutcome, Stop, build_request
@@ -57,6 +59,7 @@ from engine.store.base import (
     StepRecord,
     Store,
 )
+from engine.store.controls import HELD
 
 DONE = frozenset({"succeeded", "skipped"})
 COMPENSATE = "compensate:"  # outcome prefix of a compensation attempt that failed
@@ -69,6 +72,8 @@ class ObserverProtocol(Protocol):
     def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None: ...
     def shadow_result(self, flow: str, step: str, system: str, result: str) -> None: ...
     def call(self, system: str, operation: str, outcome: str, seconds: float) -> None: ...
+
+    def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None: ...
 
 
 class Observer:
@@ -85,6 +90,9 @@ class Observer:
 
     def call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
         """An outbound call attempt ended: `ok`, `timeout`, `network`, `429` or `4xx`/`5xx`."""
+
+    def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
+        """This process opened `system`'s circuit: `failure_rate` of `calls` failed."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ class Executor:
                 run, flow, "failed", Reason("EVENT_MISSING", None, f"event {run.event_id} is gone")
             )
         execution = _Execution(self, run, flow, plan, event, records, calls)
-        if run.reason is not None:
+        if run.reason is not None and run.reason.code not in HELD:
             return await execution.compensate(run.reason)
         return await execution.run()
 
@@ -280,7 +288,9 @@ class _Execution:
             return Checkpoint(run_id, None, state, reason=reason)
         if self.stops:
             due = min(s.retry_at or self.clock() for _, s in self.stops)
-            return Checkpoint(run_id, None, "waiting", next_attempt_at=due)
+            held = next((Reason(s.code, i, s.message) for i, s in self.stops if s.code in HELD),
+                        None)  # fmt: skip
+            return Checkpoint(run_id, None, "waiting", next_attempt_at=due, reason=held)
         if self.todo:  # the runtime is stopping: hand the run back for another worker
             return Checkpoint(run_id, None, "pending")
         return Checkpoint(run_id, None, "succeeded")
@@ -349,6 +359,8 @@ class _Execution:
             response = await self.calls.send(request, timeout=timeout)
             status: int | None = response.status
             body = response.body
+        except CallHeld as held:  # its System is paused or its circuit open: no attempt spent
+            return await self._wait_to_compensate(record, reason, held.until)
         except CallError as error:
             decision = self._compensation_decision(step, record, error, started)
             status, body = error.status, error.body

@@ -14,6 +14,7 @@ from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.errors import StoreError
 from engine.runtime.calls import Calls
+from engine.runtime.gates import Gates
 from engine.store.aggregates import metric_config
 from engine.store.base import RunRecord, Store
 
@@ -30,6 +31,7 @@ class Plans:
         transport: httpx.AsyncBaseTransport | None,
         connections: int,
         on_call: Callable[[str, str, str, float], None] | None = None,
+        gates: Gates | None = None,
     ) -> None:
         self.store = store
         self.active = plan  # new runs use it
@@ -39,6 +41,7 @@ class Plans:
         self._transport = transport
         self._connections = connections
         self._on_call = on_call  # each outbound call attempt, for metrics
+        self._gates = gates  # what holds calls back (paused Systems, open circuits)
 
     async def open(self) -> None:
         """Save the active plan's bundle and open its Systems' clients (missing secrets raise)."""
@@ -78,6 +81,7 @@ class Plans:
                 transport=self._transport,
                 connections=self._connections,
                 on_call=self._on_call,
+                gates=self._gates,
             )
             self._calls[plan.digest] = calls
         return calls

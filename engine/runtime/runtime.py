@@ -22,15 +22,16 @@ import functools
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
-from engine.errors import StoreError
+from engine.errors import StoreError, UsageError
 from engine.runtime.clock import Clock, SystemClock, new_id
 from engine.runtime.executor import Executor, Observer, ObserverProtocol
+from engine.runtime.gates import Gates
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
 from engine.runtime.operations import MISSING, Operations
 from engine.runtime.plans import Plans
@@ -42,6 +43,7 @@ from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
 from engine.store.audit import AuditQuery
 from engine.store.base import Acceptance, EventRecord, RunQuery, RunRecord, Store
+from engine.store.controls import Controls, Kind
 
 __all__ = ["MISSING", "ApiResult", "EventMeta", "Runtime"]
 
@@ -78,13 +80,17 @@ class Runtime:
         ids = functools.partial(new_id, self.clock, rng)
         self.worker_id = worker_id or f"worker-{ids()[-12:]}"
         observer = observer or Observer()
-        self._plans = Plans(store, plan, secrets or {}, transport, concurrency, observer.call)
+        self.gates = Gates(Controls(store), self.clock.now, observer=observer)
+        self._plans = Plans(
+            store, plan, secrets or {}, transport, concurrency, observer.call, self.gates
+        )
         self._waiters = Waiters(store, self.clock, poll)
         executor = Executor(store, observer, self.clock.now, lambda: self._workers.stopping, rng)
         self._workers = Workers(
             store, self._plans, executor, self._waiters, self.clock,
             lambda item: self._ingest.dispatch(item),
             worker_id=self.worker_id, concurrency=concurrency, lease=lease, poll=poll,
+            gates=self.gates,
         )  # fmt: skip
         self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted)
         self._operations = Operations(store, self._plans, self._ingest, self._workers.requeued)
@@ -234,6 +240,27 @@ class Runtime:
     ) -> RunRecord:
         """A new run of the old run's event under the current plan, linked by `replay_of`."""
         return await self._operations.replay(run_id, actor, note)
+
+    # controlled fallback -------------------------------------------------------------------
+    async def switch(
+        self, kind: str, name: str, action: str, reason: str, actor: str = "operator"
+    ) -> dict[str, Any]:
+        """`pause` or `resume` a `flow` (deliveries are still accepted; no run starts) or a
+        `system` (no call is sent; runs needing it wait), for every replica sharing the store;
+        audited. Answers `{kind, name, paused, reason, actor, at}` (of the pause lifted, for a
+        resume). UsageError for an unknown name, StateConflict when nothing would change."""
+        if kind not in ("flow", "system") or action not in ("pause", "resume"):
+            raise UsageError(f"cannot {action} a {kind}")
+        which = cast(Kind, kind)
+        plan = self._plans.active
+        names = set(plan.flows) if which == "flow" else {n for n, _ in plan.systems}
+        if name not in names:
+            raise UsageError(f"no {kind} '{name}' (the {kind}s: {', '.join(sorted(names))})")
+        if action == "pause":
+            found = await self.gates.pause(which, name, reason, actor)
+        else:
+            found = await self.gates.resume(which, name, reason, actor)
+        return {"kind": kind, "name": name, "paused": action == "pause", **found.as_dict()}
 
     # reading -------------------------------------------------------------------------------
     async def list_runs(

@@ -16,7 +16,8 @@ Failure classes (what the executor does with a `Stop`):
     park         a `park` step, an `onError: park` outcome, `onExhausted: park`   -> parked
     fail         a failed `validate`, a MappingError, a failed expression,
                  an `onError: fail` outcome, a call failing without a retry policy  -> onFailure
-    wait         a call to retry after a backoff delay                             -> waiting
+    wait         a call to retry after a backoff delay, or held back (its System
+                 paused, its circuit open: no attempt spent, the run's reason says so) -> waiting
     dead-letter  retries exhausted with `onExhausted: dead-letter`                 -> dead-lettered
 """
 
@@ -44,6 +45,7 @@ from engine.compiler.compiled import (
 )
 from engine.errors import (
     CallError,
+    CallHeld,
     ExecutionError,
     FieldProblem,
     MappingError,
@@ -61,6 +63,7 @@ from engine.runtime.calls import (
 from engine.runtime.retry import Decision, decide
 from engine.runtime.shadow import Shadow
 from engine.store.base import Attempt, EventRecord, RunRecord, StepRecord
+from engine.store.controls import HELD
 
 EVENT_NAMESPACE = uuid.UUID("6f1c1b1e-5b1a-4c43-9a55-2a4f0f5d6a10")
 SKIPPED = object()  # a handler's answer when `when` was false
@@ -289,6 +292,8 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
         shadow = Shadow.start(action.shadow, build, env.calls, env.clock)
     try:
         response = await env.calls.send(request, timeout=timeout)
+    except CallHeld as held:  # nothing was sent: no attempt spent
+        raise StepStopped(Stop("wait", held.code, held.message, retry_at=held.until)) from None
     except CallError as error:
         if shadow is not None:
             shadow.cancel()
@@ -397,7 +402,8 @@ def recorded(handler: Handler) -> Wrapped:
             return StepOutcome(
                 StepRecord(env.run.id, step.id, "skipped", None, updated_at=finished)
             )
-        if not env.attempts:  # a local step: one attempt
+        held = stop is not None and stop.code in HELD  # a call not sent: no attempt
+        if not env.attempts and not held:  # a local step: one attempt
             env.attempts.append(
                 Attempt(
                     1,
@@ -418,6 +424,8 @@ def _record(
 ) -> StepRecord:
     if stop is None:
         state, error = "succeeded", None
+    elif stop.action == "wait" and stop.code in HELD:  # the gates decide again when it wakes
+        state, error, output = "waiting", stop.message, {"held": stop.code}
     elif stop.action == "wait":
         state, error, output = "waiting", stop.message, {"retry_at": stop.retry_at}
     else:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from engine.errors import StoreError
 from engine.runtime.clock import Clock
 from engine.runtime.executor import Executor, Finished
+from engine.runtime.gates import Gates
 from engine.runtime.plans import Plans
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.store.base import (
@@ -25,9 +26,11 @@ from engine.store.base import (
     RunRecord,
     Store,
 )
+from engine.store.controls import FLOW_PAUSED, HELD
 
 log = logging.getLogger("syncline.runtime")
 IDLE_POLL = 0.02  # seconds between looks while `idle` waits
+FLOW_BACKSTOP = 3600.0  # a run held for a paused flow looks again this late if no resume wakes it
 
 
 class Workers:
@@ -48,6 +51,7 @@ class Workers:
         concurrency: int,
         lease: float,
         poll: float,
+        gates: Gates,
     ) -> None:
         self.store, self.plans, self.executor = store, plans, executor
         self.waiters, self.clock = waiters, clock
@@ -56,6 +60,7 @@ class Workers:
         self.stopping = False
         self.depth = 0  # runs accepted and not finished: an estimate
         self.dispatch = dispatch  # turns an emitted event into runs
+        self.gates = gates  # paused flows and Systems, circuit breakers
         self._active: dict[str, asyncio.Task[None]] = {}
         self._due: list[float] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -64,12 +69,13 @@ class Workers:
 
     async def start(self) -> None:
         """Count the queue and start the claim, dispatch and renew loops."""
+        await self.gates.refresh()
         counts = await self.store.count_runs()
         self.depth = sum(n for (_, state), n in counts.items() if state in RUNNABLE_STATES)
         self.stopping = False
         self._tasks = [
             asyncio.create_task(loop())
-            for loop in (self._claim_loop, self._dispatch_loop, self._renew_loop)
+            for loop in (self._claim_loop, self._dispatch_loop, self._renew_loop, self._gates_loop)
         ]
 
     async def stop(self, grace: float) -> None:
@@ -142,6 +148,8 @@ class Workers:
     async def _execute(self, run: RunRecord) -> None:
         finished: Finished | None = None
         try:
+            if self.gates.flow_paused(run.flow) and _holdable(run) and await self._hold(run):
+                return
             plan = await self.plans.plan_for(run.plan_digest)
             finished = await self.executor.execute(run, plan, self.plans.calls_for(plan))
         except asyncio.CancelledError:
@@ -158,6 +166,24 @@ class Workers:
             self._wakeup.set()
         if finished is not None:
             self._after(run.id, finished)
+
+    async def _hold(self, run: RunRecord) -> bool:
+        """Put a claimed run of a paused flow back, unexecuted (False: resumed meanwhile)."""
+        switch = self.gates.flow_paused(run.flow)
+        message = f"flow '{run.flow}' is paused: {switch.reason if switch else ''}"
+        now = self.clock.now()
+        return await self.gates.controls.hold(
+            run.id, Reason(FLOW_PAUSED, None, message), now + FLOW_BACKSTOP, now
+        )
+
+    async def _gates_loop(self) -> None:
+        """Keep this process's copy of the switches current (other replicas, the CLI)."""
+        while not self.stopping:
+            await self.clock.sleep(self.poll)
+            try:
+                await self.gates.refresh()
+            except StoreError:
+                log.exception("reading the pause switches failed")
 
     async def _fail(self, run: RunRecord, exc: Exception) -> Finished | None:
         reason = Reason("INTERNAL_ERROR", None, f"{type(exc).__name__}: {exc}")
@@ -197,3 +223,8 @@ class Workers:
                 items = []
             if not items:
                 await self.clock.wait_for(self._outbox_wakeup.wait(), self.poll)
+
+
+def _holdable(run: RunRecord) -> bool:
+    """A paused flow holds its runs, but not one being compensated or cancelled."""
+    return run.reason is None or run.reason.code in HELD

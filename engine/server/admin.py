@@ -14,6 +14,7 @@ without any), plus the unauthenticated probes /healthz, /readyz and /metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -157,8 +158,12 @@ def _action_problem(run_id: str, exc: Exception) -> Problem:
 
 @admin
 async def status(request: Request) -> Response:
-    """What this server runs: plan digest, environment, flows, routes, last reload."""
-    return JSON(status_document(state_of(request)))
+    """What this server runs: plan digest, environment, flows, routes, last reload, paused flows
+    and Systems, open circuits."""
+    state = state_of(request)
+    with contextlib.suppress(StoreError):  # else as last read
+        await state.runtime.gates.refresh()  # as the store has them (an ingest node runs no loop)
+    return JSON(status_document(state))
 
 
 def status_document(state: ServerState) -> dict[str, Any]:
@@ -178,6 +183,7 @@ def status_document(state: ServerState) -> dict[str, Any]:
         "events": sorted(plan.subscriptions),
         "reload": state.reload.as_dict() if state.reload else None,
         "tokens": state.tokens.status.as_dict(),
+        **state.runtime.gates.describe(),
         "queue_depth": state.runtime.queue_depth(),
         "pending_ingest": state.pending,
         "ready": state.ready and not state.draining,

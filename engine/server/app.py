@@ -31,6 +31,8 @@ from starlette.types import Message, Receive, Scope, Send
 from engine.server.admin import JSON, ROUTES
 from engine.server.apis import handle_api
 from engine.server.console import console_routes
+from engine.server.controls import ROUTES as CONTROL_ROUTES
+from engine.server.controls import GatesCollector
 from engine.server.events import handle_events
 from engine.server.http import ClientGone, Problem, header_dict, send_problem
 from engine.server.reconciliations import ROUTES as RECONCILIATION_ROUTES
@@ -182,11 +184,12 @@ def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = 
             await _shutdown(state, reloader, manage_store)
 
     app = Starlette(
-        routes=[*ROUTES, *RECONCILIATION_ROUTES, *console_routes()],
+        routes=[*ROUTES, *RECONCILIATION_ROUTES, *CONTROL_ROUTES, *console_routes()],
         exception_handlers={Problem: _problem, HTTPException: _http_error, Exception: _internal},
         lifespan=lifespan,
     )
     app.state.syncline = state
+    state.metrics.registry.register(GatesCollector(state.runtime.gates, lambda: state.plan))
     return Dispatch(app, state)
 
 

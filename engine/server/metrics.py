@@ -86,6 +86,12 @@ class Metrics:
             ["name", "kind"],
             registry=r,
         )
+        self.circuits_opened = Counter(
+            "syncline_circuit_opened",
+            "Circuit breakers this server opened, by System",
+            ["system"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Counter] = {}
 
     def watch_queue(self, depth: Callable[[], int], pending: Callable[[], int]) -> None:
@@ -151,6 +157,8 @@ class Metrics:
         recent = self._recent.get(system) or self._recent.setdefault(
             system, deque(maxlen=HEALTH_WINDOW))
         recent.append(outcome in DOWN_OUTCOMES)
+    def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
+        self._child(self.circuits_opened, system).inc()
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
         """`metric.labels(*labels)`, looked up once (`labels` costs ~2 us a call)."""

@@ -282,6 +282,37 @@ def _fixed() -> dict[str, Any]:
                 requestBody=ACTION_BODY,
             )
         }
+    paths.update(_switches(admin))
+    return paths
+
+
+def _switches(admin: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """POST /api/v1/flows|systems/{name}/pause|resume (engine/server/controls.py)."""
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    reason = {
+        "required": False,
+        "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"reason": {"type": "string"}},
+            "additionalProperties": False,
+        }}},
+    }  # fmt: skip
+    paths: dict[str, Any] = {}
+    for kind in ("flows", "systems"):
+        for action, conflict in (("pause", "already paused"), ("resume", "not paused")):
+            paths[f"/api/v1/{kind}/{{name}}/{action}"] = {
+                "post": _op(
+                    f"{action.capitalize()} a {kind[:-1]} (audited with the reason)",
+                    _responses(
+                        (200, "the switch", None),
+                        (404, f"no such {kind[:-1]} in the active plan", ERROR),
+                        (409, conflict, ERROR),
+                        *ADMIN_ERRORS,
+                    ),
+                    parameters=[name],
+                    security=admin,
+                    requestBody=reason,
+                )
+            }
     return paths
 
 

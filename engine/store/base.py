@@ -368,6 +368,20 @@ class Store(abc.ABC):
         """Store the emitted event, create its runs (deduplicated) and mark the item dispatched,
         in one transaction."""
 
+    # operating switches ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def transact(
+        self,
+        statements: Sequence[tuple[str, tuple[Any, ...]]],
+        *,
+        only_if_first: bool = False,
+        read_only: bool = False,
+    ) -> list[tuple[list[tuple[Any, ...]], int]]:
+        """Run SQL statements (`%s` placeholders) in one transaction: each one's rows and
+        rowcount. With `only_if_first`, the later ones run only if the first changed or returned
+        something; `read_only` statements only read (SQLite runs them off the writer). For
+        engine/store/controls.py, whose statements both stores understand."""
+
     # audit -----------------------------------------------------------------------------------
     @abc.abstractmethod
     async def claim_reconciliation(self, name: str, tick: str, now: float, lease: float) -> str:

@@ -52,6 +52,7 @@ from engine.store.base import (
     StepRecord,
     Store,
 )
+from engine.store.controls import run_statements_async
 from engine.store.postgres_schema import migrate
 from engine.store.postgres_sql import (
     AcceptItem,
@@ -323,6 +324,18 @@ class PostgresStore(Store):
                 (now, item.seq),
             )
             return acceptances
+
+    # operating switches ------------------------------------------------------------------------
+    async def transact(
+        self,
+        statements: Sequence[tuple[str, tuple[Any, ...]]],
+        *,
+        only_if_first: bool = False,
+        read_only: bool = False,
+    ) -> list[tuple[list[tuple[Any, ...]], int]]:
+        """See `Store.transact`."""
+        async with self._transaction() as conn:
+            return await run_statements_async(conn, statements, only_if_first)
 
     # audit -------------------------------------------------------------------------------------
     async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None:

@@ -10,6 +10,7 @@ import psycopg
 from engine.errors import StoreError
 from engine.store import audit
 from engine.store.aggregates_postgres import POSTGRES_MIGRATION
+from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
 
@@ -121,6 +122,8 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (name, tick)
     );
     """,
+    # 5: paused flows and Systems, and circuit breakers that are not closed.
+    CONTROLS_MIGRATION,
 )
 
 

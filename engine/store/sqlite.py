@@ -55,6 +55,7 @@ from engine.store.base import (
     StepRecord,
     Store,
 )
+from engine.store.controls import run_statements
 from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -358,6 +359,20 @@ class SQLiteStore(Store):
         in one transaction."""
         event = event_row(item.event, time.time())
         return await self._write(tx_dispatch, item.seq, event, tuple(runs))
+
+    # operating switches ------------------------------------------------------------------------
+    async def transact(
+        self,
+        statements: Sequence[tuple[str, tuple[Any, ...]]],
+        *,
+        only_if_first: bool = False,
+        read_only: bool = False,
+    ) -> list[tuple[list[tuple[Any, ...]], int]]:
+        """See `Store.transact`: one job of the writer, so it commits with the others (reads on
+        a reader connection)."""
+        if read_only:
+            return await self._read(run_statements, tuple(statements), only_if_first)
+        return await self._write(run_statements, tuple(statements), only_if_first)
 
     # audit -------------------------------------------------------------------------------------
     async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None:

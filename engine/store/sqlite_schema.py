@@ -10,6 +10,7 @@ from pathlib import Path
 from engine.errors import StoreError
 from engine.store import audit
 from engine.store.aggregates import SQLITE_MIGRATION
+from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
 
@@ -143,6 +144,8 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (name, tick)
     );
     """,
+    # 7: paused flows and Systems, and circuit breakers that are not closed.
+    CONTROLS_MIGRATION,
 )
 
 

@@ -21,6 +21,7 @@ from engine.store.base import (
     RunRecord,
     StateChange,
 )
+from engine.store.controls import run_statements
 from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -379,5 +380,6 @@ WRITES = {
         tx_put_trigger_state,
         tx_claim_reconciliation,
         tx_finish_reconciliation,
+        run_statements,
     )
 }
