@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.model.base import Model, Ref
+from engine.model.base import Model, Ref, RelativePath
 from engine.model.resource import Resource
 
 
@@ -20,7 +20,7 @@ class Defaults(Model):
 
 
 class ProjectSpec(Model):
-    paths: list[str] = Field(default_factory=lambda: ["flows", "mappings", "policies"])
+    paths: list[RelativePath] = Field(default_factory=lambda: ["flows", "mappings", "policies"])
     defaults: Defaults = Field(default_factory=Defaults)
     environments: dict[str, Environment] = Field(default_factory=lambda: {"dev": Environment()})
 

@@ -45,6 +45,7 @@ from engine.compiler.compiled import (
 from engine.errors import (
     CallError,
     ExecutionError,
+    ExpressionError,
     FieldProblem,
     MappingError,
     ParkRequested,
@@ -441,6 +442,8 @@ def classify(exc: Exception) -> Stop:
         return Stop("fail", "MAPPING_FAILED", str(exc), errors=_problems(exc.problems))
     if isinstance(exc, CallError):
         return Stop("park", "CALL_FAILED", exc.message)
+    if isinstance(exc, ExpressionError):  # e.g. a template beyond the sandbox's limits
+        return Stop("fail", "EXPRESSION_FAILED", str(exc))
     return Stop("fail", "STEP_FAILED", str(exc))
 
 
