@@ -650,3 +650,19 @@ def test_a_deeply_nested_expression_is_a_syntax_error(text: str) -> None:
 def test_a_very_long_expression_is_refused_before_parsing() -> None:
     with pytest.raises(ExpressionSyntaxError, match="12000 characters long"):
         compile_expression("a" * 12000)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+     "loops over range\\(\\) went beyond 1000000 items"),
+    ("{% for a in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+     "output went beyond 1048576 characters"),
+    ("{% for a in source.l %}{% for b in source.l %}{% for c in source.l %}{% endfor %}"
+     "{% endfor %}{% endfor %}", "took longer than 2 s"),
+])
+def test_a_runaway_template_fails_within_its_budget(text: str, message: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError, match=message):
+        compile_template(text).render({"source": {"l": list(range(3000))}})
+    assert time.perf_counter() - started < 30   # bounded, not hung (2 s deadline + slack)
+    assert compile_template("{% for a in range(3) %}{{ a }}{% endfor %}").render({}) == "012"

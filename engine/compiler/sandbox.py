@@ -26,6 +26,7 @@ from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate
 from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine.compiler.budget import budgeted_range
 from engine.errors import ExpressionError
 
 __all__ = ["GUARDED_BINOPS", "NATIVE_ENV", "STRING_ENV", "Sandbox", "native_concat",
@@ -141,6 +142,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.filters.update(_GUARDED_FILTERS)
+        self.globals["range"] = budgeted_range
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         _check_call(__obj, args, kwargs)
