@@ -228,8 +228,9 @@ class Calls:
                 kind="network",
                 retryable=True,
             ) from exc
-        if 200 <= response.status_code < 300:
-            return Response(response.status_code, dict(response.headers), _body(response, ()))
+        if 200 <= response.status_code < 300:  # a target may echo credentials: redact them too
+            headers = {k: _redacted(v, channel.redact) for k, v in response.headers.items()}
+            return Response(response.status_code, headers, _body(response, channel.redact))
         raise _status_error(request, response, channel.redact)
 
     async def aclose(self) -> None:
@@ -274,16 +275,33 @@ def describe(request: OutboundRequest) -> dict[str, Any]:
 
 
 def fill_path(template: str, params: Mapping[str, Any]) -> str:
-    """Fill `{name}` placeholders from `params`, each value URL-quoted (a `/` becomes `%2F`)."""
+    """Fill `{name}` placeholders from `params`, each value URL-quoted (a `/` becomes `%2F`, a
+    `?` `%3F`), so a value can change neither the host, the path's shape nor the query; a value
+    of exactly `.` or `..` (a segment climbing the path) is refused."""
 
     def fill(match: re.Match[str]) -> str:
         value = params.get(match[1])
         if value is None:
             raise ExecutionError(f"path '{template}' needs a value for '{match[1]}'")
         text = json.dumps(value) if isinstance(value, bool) else str(value)
+        if text in (".", ".."):
+            raise ExecutionError(f"path '{template}': '{match[1]}' is {text!r}, which would "
+                                 "climb the path (refused)")
         return quote(text, safe="")
 
     return PLACEHOLDER.sub(fill, template)
+
+
+_UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
+
+
+def checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers`, refused at once (a data error, not a network one) if a value holds CR, LF or
+    NUL: such a value would split the request."""
+    for name, value in headers.items():
+        if _UNSAFE_HEADER.search(value) or _UNSAFE_HEADER.search(name):
+            raise ExecutionError(f"header '{name}' holds a CR, LF or NUL character (refused)")
+    return dict(headers)
 
 
 def idempotency_key(run_id: str, step_id: str, generation: int = 0) -> str:

@@ -54,6 +54,7 @@ from engine.errors import (
 from engine.runtime.calls import (
     Calls,
     OutboundRequest,
+    checked_headers,
     describe,
     fill_path,
     idempotency_key,
@@ -246,7 +247,8 @@ def build_request(
         action = chosen
     params = {name: value.evaluate(context) for name, value in action.params.items()}
     query = {name: value.evaluate(context) for name, value in action.query.items()}
-    headers = {name: str(value.evaluate(context)) for name, value in action.headers.items()}
+    headers = checked_headers(
+        {name: str(value.evaluate(context)) for name, value in action.headers.items()})
     return OutboundRequest(
         system=action.system,
         operation=action.operation,
