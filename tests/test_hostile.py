@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.compiler import compile_project
+
 CORPUS = Path(__file__).parent / "corpus" / "hostile"
 DRIVER = Path(__file__).parent / "hostile_driver.py"
 
@@ -65,3 +67,16 @@ def test_every_command_answers_every_hostile_definition_without_a_traceback(
             assert reported == expected, f"{where}\n{result['output']}"
         if expected:
             assert result["exit"] == 1, where
+
+
+def test_a_flow_replayable_by_an_untimed_sender_without_an_idempotency_key_is_warned(
+        tmp_path: Path) -> None:
+    root = _materialise("routes", tmp_path)
+    defs = root / "defs" / "f.yaml"
+    kept = defs.read_text().split("---\n")
+    defs.write_text("---\n".join([kept[0], kept[-1]]))   # the System and the one valid flow
+    (warning,) = compile_project(root, environ={}).warnings
+    assert (warning.code, warning.location.line) == ("W_REPLAY", 12)
+    assert "idempotencyKey" in warning.message
+    defs.write_text(defs.read_text().replace("  steps:", "  idempotencyKey: data.id\n  steps:"))
+    assert compile_project(root, environ={}).warnings == ()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from engine.model.base import Model, Ref, RelativePath
 from engine.model.resource import Resource
@@ -19,8 +20,18 @@ class Defaults(Model):
     retry: Ref | None = None
 
 
+def _check_process_env(names: list[str]) -> list[str]:
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name.upper().startswith("SYNCLINE_"):
+            raise ValueError(f"'{name}' cannot be read by ${{env.X}} (a variable name, never a "
+                             "SYNCLINE_* credential)")
+    return names
+
+
 class ProjectSpec(Model):
     paths: list[RelativePath] = Field(default_factory=lambda: ["flows", "mappings", "policies"])
+    process_env: Annotated[list[str], AfterValidator(_check_process_env)] = Field(
+        default_factory=list, alias="processEnv")   # what ${env.X} may read besides vars
     defaults: Defaults = Field(default_factory=Defaults)
     environments: dict[str, Environment] = Field(default_factory=lambda: {"dev": Environment()})
 
