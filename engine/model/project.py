@@ -22,7 +22,8 @@ class Defaults(Model):
 
 def _check_process_env(names: list[str]) -> list[str]:
     for name in names:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name.upper().startswith("SYNCLINE_"):
+        credential = name.upper().startswith("SYNCLINE_")
+        if credential or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"'{name}' cannot be read by ${{env.X}} (a variable name, never a "
                              "SYNCLINE_* credential)")
     return names
