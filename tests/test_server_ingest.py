@@ -177,6 +177,17 @@ def test_malformed_and_deeply_nested_json_are_400(http: httpx.Client) -> None:
     error(http.post("/hooks/crm", content=deep, headers=standard(deep, "md")), 400, "too_deep")
 
 
+@pytest.mark.parametrize(("body", "says"), [
+    (b'{"id": "ord-s", "name": "\\ud800"}', "lone surrogate"),    # was 202, then INTERNAL_ERROR
+    (b'{"id": "ord-f", "amount": 1e400}', "beyond the range of a double"),
+    (b'{"id": "ord-g", "amount": -1e400, "n": 1234567890123456789012}', "range of a double"),
+])
+def test_a_body_the_runtime_could_not_store_is_refused_with_400(
+        http: httpx.Client, body: bytes, says: str) -> None:
+    assert says in error(http.post("/hooks/crm", content=body, headers=standard(body, "ms")),
+                         400, "malformed_json")
+
+
 def test_wrong_content_type_is_415(http: httpx.Client) -> None:
     body = b"id=1"
     headers = {**standard(body, "mt"), "content-type": "application/x-www-form-urlencoded"}
