@@ -306,6 +306,18 @@ def test_process_api_answers_output_or_validation_errors(http: httpx.Client) -> 
     error(http.post("/api/quote", content=b"[", headers=JSON), 400, "malformed_json")
 
 
+def test_an_idempotency_key_reused_with_another_body_is_422_never_the_first_answer(
+        http: httpx.Client) -> None:
+    key = {"Idempotency-Key": "quote-key-1"}
+    first = http.post("/api/quote", json={"amount": 12}, headers=key)
+    assert first.status_code == 200, first.text
+    again = http.post("/api/quote", json={"amount": 12}, headers=key)
+    assert (again.status_code, again.json()) == (200, first.json())
+    other = http.post("/api/quote", json={"amount": 13}, headers=key)
+    error(other, 422, "idempotency_key_reused")
+    assert "12" not in other.text
+
+
 def test_a_bug_in_the_webhook_path_is_a_json_500_and_the_server_goes_on(
     http: httpx.Client,
     server: LiveServer,
