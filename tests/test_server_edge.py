@@ -1,0 +1,107 @@
+"""The HTTP edge against hostile clients, through a real socket: oversized heads (431), stalled
+heads and bodies, unsigned requests that must cost no admission slot, and 413 answers that the
+sender actually receives (no connection reset while it is still writing)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from serverkit import LiveServer, write_project
+from test_server_ingest import post_crm, standard
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    project = write_project(tmp_path_factory.mktemp("edge"))
+    with LiveServer(project, max_body=64 * 1024, max_pending=2, body_timeout=0.5,
+                    head_timeout=0.5) as live:
+        yield live
+
+
+def _raw(server: LiveServer, data: bytes, *, wait: float = 5.0) -> bytes:
+    """Send `data` on a fresh connection; what the server answers before closing (or `wait`)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        return _answer(sock)
+
+
+def _status_line(sock: socket.socket) -> bytes:
+    received = b""
+    while b"\r\n" not in received and (chunk := sock.recv(4096)):
+        received += chunk
+    return received.split(b"\r\n", 1)[0]
+
+
+def _answer(sock: socket.socket) -> bytes:
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return received
+
+
+def test_an_oversized_header_or_request_line_is_431(server: LiveServer) -> None:
+    header = b"POST /hooks/crm HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (1024 * 1024) + b"\r\n\r\n"
+    assert _raw(server, header).startswith(b"HTTP/1.1 431 ")
+    line = b"GET /" + b"a" * (1024 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert _raw(server, line).startswith(b"HTTP/1.1 431 ")
+    with server.client() as client:      # the server goes on
+        assert client.get("/healthz").status_code == 200
+
+
+def _stalled_delivery(server: LiveServer, signed: bool) -> socket.socket:
+    body = b'{"id": "stall"}'
+    headers = standard(body, "stall") if signed else {"content-type": "application/json"}
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(f"POST /hooks/crm HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n{head}\r\n"
+                 .encode() + b"{")
+    return sock
+
+
+def test_unsigned_stalled_requests_take_no_slot_and_signed_ones_time_out(
+        server: LiveServer) -> None:
+    unsigned = [_stalled_delivery(server, signed=False) for _ in range(3)]
+    signed = [_stalled_delivery(server, signed=True) for _ in range(2)]  # both slots taken
+    started = time.monotonic()
+    try:
+        for sock in unsigned:    # refused on their headers, before any body byte is awaited
+            assert b" 401 " in _status_line(sock)
+        for sock in signed:
+            assert b" 408 " in _status_line(sock)   # the body deadline frees their slots
+    finally:
+        for sock in unsigned + signed:
+            sock.close()
+    assert time.monotonic() - started < 5
+    with server.client() as client:
+        assert post_crm(client, {"id": "after-stall"}, "after-stall").status_code == 202
+
+
+def test_an_oversized_body_gets_its_413_not_a_reset(server: LiveServer) -> None:
+    body = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    for n in range(10):
+        request = urllib.request.Request(f"{server.url}/hooks/crm", data=body, method="POST",
+                                         headers=standard(body, f"big-{n}"))
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        caught.value.close()
+        assert caught.value.code == 413
+
+
+
+
+def test_a_stalled_request_head_is_closed(server: LiveServer) -> None:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /hooks/crm HTTP/1.1\r\nHost: x\r\nX-Slow: a")   # never finished
+        assert _answer(sock) == b""    # closed without an answer
+    assert time.monotonic() - started < 5
