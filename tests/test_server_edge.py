@@ -5,6 +5,7 @@ sender actually receives (no connection reset while it is still writing)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 import urllib.error
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 import pytest
 from serverkit import LiveServer, write_project
 from test_server_ingest import post_crm, standard
+
+from engine.server.http import dumps
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +108,9 @@ def test_a_stalled_request_head_is_closed(server: LiveServer) -> None:
         sock.sendall(b"POST /hooks/crm HTTP/1.1\r\nHost: x\r\nX-Slow: a")   # never finished
         assert _answer(sock) == b""    # closed without an answer
     assert time.monotonic() - started < 5
+
+
+def test_an_answer_holding_a_lone_surrogate_is_still_json() -> None:
+    # runs stored before ingest refused such bodies must still be readable (was a 500)
+    assert json.loads(dumps({"name": "a\ud800b", "big": 2**70})) == {"name": "a\ud800b",
+                                                                     "big": 2**70}

@@ -43,6 +43,7 @@ class ClientGone(Exception):
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def dumps(value: Any) -> bytes:
@@ -51,7 +52,11 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
+        pass
+    try:
         return _ENCODER.encode(value).encode()
+    except UnicodeEncodeError:  # a lone surrogate stored before ingest refused them: \ud800
+        return _ASCII_ENCODER.encode(value).encode()
 
 
 async def send_json(
