@@ -143,7 +143,8 @@ def _fixed() -> dict[str, Any]:
         "/api/v1/runs": {
             "get": _op(
                 "Runs, newest first",
-                _responses((200, "a page of runs", None), *ADMIN_ERRORS),
+                _responses((200, "a page of runs", None),
+                           (400, "a malformed limit, cursor or state", ERROR), *ADMIN_ERRORS),
                 parameters=listing,
                 security=admin,
             )
