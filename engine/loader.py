@@ -502,10 +502,5 @@ def _paths(project: Document | None) -> list[str]:
     paths = spec.get("paths", default) if isinstance(spec, dict) else default
     if not isinstance(paths, list):
         return default
-    return [p for p in paths if isinstance(p, str) and inside_project(p)]
-
-
-def inside_project(rel: str) -> bool:
-    """A relative path that stays inside the project: not absolute, no `..` part."""
-    path = Path(rel)
-    return not path.is_absolute() and ".." not in path.parts and not rel.startswith("~")
+    return [p for p in paths  # inside the project: the model reports the others
+            if isinstance(p, str) and not Path(p).is_absolute() and ".." not in Path(p).parts]

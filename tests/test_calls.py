@@ -30,7 +30,6 @@ from engine.model.system import Auth, RateLimit, Webhooks
 from engine.runtime.calls import (
     Calls,
     OutboundRequest,
-    checked_headers,
     describe,
     fill_path,
     idempotency_key,
@@ -40,6 +39,7 @@ from engine.runtime.calls import (
     secret_names,
 )
 from engine.runtime.ratelimit import TokenBucket
+from engine.runtime.steps import checked_headers
 
 TOKEN = "tok_live_4f9a1c77e2b0"
 TENANT_KEY = "tenant-key-81d3e5"

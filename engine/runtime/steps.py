@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +55,6 @@ from engine.errors import (
 from engine.runtime.calls import (
     Calls,
     OutboundRequest,
-    checked_headers,
     describe,
     fill_path,
     idempotency_key,
@@ -231,6 +231,18 @@ async def run_emit(step: CompiledStep, env: StepEnv) -> Any:
 
 
 # -- calls ---------------------------------------------------------------------------------------
+_UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
+
+
+def checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers`, refused at once (a data error, not a network one) if a name or value holds
+    CR, LF or NUL: such a value would split the request."""
+    for name, value in headers.items():
+        if _UNSAFE_HEADER.search(value) or _UNSAFE_HEADER.search(name):
+            raise ExecutionError(f"header '{name}' holds a CR, LF or NUL character (refused)")
+    return dict(headers)
+
+
 def build_request(
     action: CallAction, context: Mapping[str, Any], run: RunRecord, step_id: str
 ) -> OutboundRequest:
