@@ -4,6 +4,7 @@ sender actually receives (no connection reset while it is still writing)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -11,12 +12,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from serverkit import LiveServer, write_project
+from serverkit import SECRETS, LiveServer, write_project
 from test_server_ingest import post_crm, standard
 
+from engine.compiler import compile_project
+from engine.runtime.client import store_path
+from engine.runtime.runtime import EventMeta, Runtime
 from engine.server.http import dumps
+from engine.store.sqlite import SQLiteStore
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +120,32 @@ def test_an_answer_holding_a_lone_surrogate_is_still_json() -> None:
     # runs stored before ingest refused such bodies must still be readable (was a 500)
     assert json.loads(dumps({"name": "a\ud800b", "big": 2**70})) == {"name": "a\ud800b",
                                                                      "big": 2**70}
+
+
+def test_a_run_stored_with_a_lone_surrogate_answers_every_read_and_action(tmp_path: Path) -> None:
+    # Such a body is refused at ingest now; a run stored before must still be operable.
+    project = write_project(tmp_path)
+
+    async def seed() -> str:
+        plan = compile_project(project, environ={})
+        async with SQLiteStore(store_path(project)) as store:
+            runtime = Runtime(store, plan, secrets=SECRETS, poll=0.05)
+            await runtime.start()
+            try:
+                meta = EventMeta(id="sur-1", type="webhook:/hooks/crm", source="crm")
+                data = {"id": "sur-1", "name": "a\ud800b"}
+                accepted = await runtime.ingest(plan.flows["crm-order"], data, meta)
+                await runtime.wait(accepted.run_id, 10)
+                return accepted.run_id
+            finally:
+                await runtime.stop(grace=5)
+
+    run_id = asyncio.run(seed())
+    with LiveServer(project) as live, live.client() as http:
+        detail = http.get(f"/api/v1/runs/{run_id}")
+        assert detail.status_code == 200, detail.text
+        assert detail.json()["event"]["data"]["name"] == "a\ud800b"
+        assert http.get("/api/v1/runs").status_code == 200
+        for action in ("retry", "replay"):
+            answer = http.post(f"/api/v1/runs/{run_id}/{action}")
+            assert answer.status_code in (200, 202, 409), answer.text
