@@ -80,7 +80,7 @@ async def list_runs(request: Request) -> Response:
         raise Problem(400, "bad_request", f"state must be one of {', '.join(RUN_STATES)}")
     cursor = query.get("cursor") or None
     if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
-        raise Problem(400, "bad_request", "cursor must be a next_cursor this listing gave")
+        raise Problem(400, "bad_request", f"bad cursor {cursor!r} (a listing's next_cursor)")
     filters = RunQuery(
         flow=query.get("flow") or None,
         state=state,
