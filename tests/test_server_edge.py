@@ -18,9 +18,9 @@ import pytest
 from serverkit import SECRETS, LiveServer, write_project
 from test_server_ingest import post_crm, standard
 
+from engine.commands.runs import store_path
 from engine.compiler import compile_project
-from engine.runtime.client import store_path
-from engine.runtime.runtime import EventMeta, Runtime
+from engine.runtime import EventMeta, Runtime
 from engine.server.http import dumps
 from engine.store.sqlite import SQLiteStore
 
