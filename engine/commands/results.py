@@ -58,7 +58,7 @@ def load_fixture(inline: Any, file: str | None, base: Path, root: Path | None = 
     if root is not None and not path.is_relative_to(root.resolve()):
         raise SynclineError(f"fixture {file} is outside the project")
     try:
-        if root is not None and not path.is_file():
+        if root is not None and path.exists() and not path.is_file():
             raise SynclineError(f"fixture {file} is not a regular file")
         with path.open("rb") as handle:
             content = handle.read(MAX_FIXTURE_BYTES + 1)
