@@ -181,7 +181,7 @@ class LiveServer:
                 access_log=False,
                 log_level="warning",
                 timeout_graceful_shutdown=5,
-                **uvicorn_options(self.config.head_timeout),
+                **uvicorn_options(self.config.request_timeout),
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -46,10 +46,15 @@ class ServerConfig:
     max_body: int = MIB
     """Largest accepted request body in bytes, enforced while reading."""
     body_timeout: float = 10.0
-    """Seconds a request body may take to arrive once admitted; then 408 and the connection
-    closes (a stalled sender must not hold an admission slot)."""
+    """Seconds a request body may take to arrive after its head; then the connection closes
+    (a stalled sender must not hold an admission slot)."""
     head_timeout: float = 10.0
     """Seconds a request line and headers may take to arrive; then the connection closes."""
+
+    @property
+    def request_timeout(self) -> float:
+        """The whole request's deadline, head and body, from its first byte."""
+        return self.head_timeout + self.body_timeout
     max_depth: int = 64
     """Deepest accepted JSON nesting."""
     max_pending: int = 2048

@@ -3,7 +3,6 @@ one error type every handler raises (`Problem`), rendered as `{"error": {"code",
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping
@@ -80,24 +79,16 @@ def header_dict(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def read_body(receive: Receive, limit: int, content_length: str | None,
-                    deadline: float | None = None) -> bytes:
+async def read_body(receive: Receive, limit: int, content_length: str | None) -> bytes:
     """The whole body, read once. Past `limit` bytes it stops reading and raises 413, whether the
-    client announced the size (Content-Length) or streams it (chunked); not complete within
-    `deadline` seconds, it raises 408 (the connection is closed)."""
+    client announced the size (Content-Length) or streams it (chunked). (A body that stalls is
+    the protocol's to end: `protocol.py` closes the connection, and this raises ClientGone.)"""
     if content_length is not None:
         if not content_length.isdigit():
             raise Problem(400, "bad_request", "Content-Length is not a number")
         if int(content_length) > limit:
             raise too_large(limit)
-    if deadline is None:
-        return await _read_chunks(receive, limit)
-    try:
-        async with asyncio.timeout(deadline):
-            return await _read_chunks(receive, limit)
-    except TimeoutError:
-        raise Problem(408, "body_timeout", f"the request body did not arrive within "
-                      f"{deadline:g} s", headers={"Connection": "close"}) from None
+    return await _read_chunks(receive, limit)
 
 
 async def _read_chunks(receive: Receive, limit: int) -> bytes:

@@ -74,10 +74,8 @@ def check_length(state: ServerState, headers: Mapping[str, str]) -> None:
 
 
 async def read_raw(state: ServerState, headers: Mapping[str, str], receive: Receive) -> bytes:
-    """The body, within the size limit and the body deadline (a stalled sender gets 408)."""
-    config = state.config
-    return await read_body(receive, config.max_body, headers.get("content-length"),
-                           config.body_timeout)
+    """The body, within the size limit (a stalled one: see `protocol.py`)."""
+    return await read_body(receive, state.config.max_body, headers.get("content-length"))
 
 
 def parse_json(state: ServerState, body: bytes) -> Any:

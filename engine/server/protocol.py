@@ -4,9 +4,10 @@ client may make it hold before a request reaches the application.
 - The request line and headers together are limited (`MAX_HEAD_BYTES`): past it the answer is
   431 and the connection closes, before the parser has buffered more than one read beyond it
   (uvicorn has no such limit with httptools; one 64 MiB header line was buffered whole).
-- A request's head must arrive within `HEAD_TIMEOUT` seconds of its first byte; a connection
-  that stalls there is closed (slowloris). Bodies are read under their own deadline by the
-  application (`http.read_body`).
+- A request (head and body) must arrive within `request_timeout` seconds of its first byte
+  (ServerConfig's head_timeout + body_timeout); a connection that stalls is closed (slowloris),
+  and the application, waiting for the body, sees the client gone and frees its admission slot.
+  One timer per request, in the protocol: no deadline machinery on the application's hot path.
 - A connection closed while the client is still sending the body of a request answered early
   (413, 401, 415 to a client that said `Connection: close`) lingers: what arrives is discarded
   until the client pauses (`LINGER_IDLE`), stops, or sends `LINGER_BYTES` (at most
@@ -20,10 +21,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HEAD_TIMEOUT", "MAX_HEAD_BYTES", "BoundedHttpToolsProtocol", "uvicorn_options"]
+__all__ = ["MAX_HEAD_BYTES", "REQUEST_TIMEOUT", "BoundedHttpToolsProtocol", "uvicorn_options"]
 
 MAX_HEAD_BYTES = 64 * 1024
-HEAD_TIMEOUT = 10.0  # the default of ServerConfig.head_timeout
+REQUEST_TIMEOUT = 20.0  # the default of ServerConfig.head_timeout + body_timeout
 LINGER_BYTES = 16 * 1024 * 1024
 LINGER_IDLE = 0.5
 LINGER_SECONDS = 10.0
@@ -59,7 +60,7 @@ class _LingeringTransport:
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol that refuses oversized heads (431) and closes stalled ones."""
 
-    head_timeout = HEAD_TIMEOUT
+    request_timeout = REQUEST_TIMEOUT
     _head_bytes = 0
     _in_head = True        # until a request's headers are complete, and again after it ends
     _head_timer: asyncio.TimerHandle | None = None
@@ -100,20 +101,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._linger_again()
             return
         if self._in_head:
-            if self._head_timer is None:   # the first bytes of a request's head
+            if self._head_timer is None:   # the first bytes of a request
                 self._head_timer = asyncio.get_running_loop().call_later(
-                    self.head_timeout, self._stalled)
+                    self.request_timeout, self._stalled)
             self._head_bytes += len(data)
         super().data_received(data)
         if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
             self._refuse_head()
 
     def on_headers_complete(self) -> None:
-        self._end_head()
+        self._in_head = False            # the request's timer runs on until its body is in
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._end_head()
         self._in_head, self._head_bytes = True, 0
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -131,8 +133,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _stalled(self) -> None:
         self._head_timer = None
-        if self._in_head:
-            self.transport.close()
+        self._close_now()
+
+    def _close_now(self) -> None:
+        transport = self.transport
+        assert isinstance(transport, _LingeringTransport)
+        transport.close_now()
 
     def _refuse_head(self) -> None:
         self._end_head()
@@ -140,11 +146,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message))
-        self.transport.close()
+        self._close_now()
 
 
-def uvicorn_options(head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
+def uvicorn_options(request_timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
     """The uvicorn.Config options every Syncline server runs with."""
     protocol = type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,),
-                    {"head_timeout": head_timeout})
+                    {"request_timeout": request_timeout})
     return {"http": protocol, "timeout_keep_alive": 5}
