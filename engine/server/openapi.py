@@ -121,6 +121,10 @@ ACTION_BODY = {
         }
     },
 }
+REASON_BODY = {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False,
+    "properties": {"reason": {"type": "string", "maxLength": 2000, "description": "why, in words"}},
+}}}}
 AUDIT_ENTRY = {
     "type": "object",
     "properties": {
@@ -208,8 +212,14 @@ def _fixed() -> dict[str, Any]:
                     *ADMIN_ERRORS,
                 ),
                 parameters=[
-                    {"name": n, "in": "query", "schema": {"type": "string"}}
-                    for n in ("run", "actor", "action", "since", "cursor", "limit")
+                    *({"name": n, "in": "query", "schema": {"type": "string"}}
+                      for n in ("run", "actor", "action")),
+                    {"name": "since", "in": "query",
+                     "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "cursor", "in": "query",
+                     "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                 ],
                 security=admin,
             )
@@ -244,7 +254,7 @@ def _fixed() -> dict[str, Any]:
                 ),
                 parameters=[run_id],
                 security=admin,
-                requestBody=ACTION_BODY,
+                requestBody=ACTION_BODY if action == "resume" else REASON_BODY,
             )
         }
     return paths
