@@ -25,6 +25,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import BaseResolver
 from ruamel.yaml.tag import Tag
 
+from engine.nesting import MAX_PARSE_DEPTH, too_deep
 from engine.source import Diagnostic, SourceLocation
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -221,15 +222,23 @@ def _plain(text: str, node: Node) -> Any:
     return text
 
 
+MAX_INT = 2**64  # beyond it an integer is no JSON number other systems read (quote it)
+
+
 def _int(text: str, node: Node) -> int:
     digits = text.replace("_", "")
     try:
-        return int(digits, 0)
+        value = int(digits, 0) if len(digits) < 100 else MAX_INT
     except ValueError:
         try:
-            return int(digits, 10)
+            value = int(digits, 10)
         except ValueError as exc:
             raise _Refused("E_YAML", f"'{text}' is not an integer", node) from exc
+    if abs(value) >= MAX_INT:
+        shown = text if len(text) <= 24 else text[:24] + "..."
+        raise _Refused("E_YAML", f"integer '{shown}' is out of range (at most 64 bits; quote it "
+                       "to keep it as text)", node)
+    return value
 
 
 def _float(text: str, node: Node) -> float:
@@ -246,6 +255,10 @@ def _float(text: str, node: Node) -> float:
 def load_yaml(text: str, path: str) -> tuple[list[Document], list[Diagnostic]]:
     """Parse every document of one file. Returns what parsed and one diagnostic per refusal."""
     documents: list[Document] = []
+    deep = too_deep(text)
+    if deep is not None:
+        message = f"nesting deeper than {MAX_PARSE_DEPTH} levels (refused before parsing)"
+        return documents, [Diagnostic(SourceLocation(path, *deep), "E_YAML_DEPTH", message)]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -489,4 +502,5 @@ def _paths(project: Document | None) -> list[str]:
     paths = spec.get("paths", default) if isinstance(spec, dict) else default
     if not isinstance(paths, list):
         return default
-    return [p for p in paths if isinstance(p, str) and ".." not in Path(p).parts]
+    return [p for p in paths  # inside the project: the model reports the others
+            if isinstance(p, str) and not Path(p).is_absolute() and ".." not in Path(p).parts]

@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 
 from engine.server.config import ServerConfig
+from engine.server.protocol import uvicorn_options
 from engine.server.serve import build_server
 from engine.server.state import ServerState
 from engine.store import Store
@@ -182,6 +183,7 @@ class LiveServer:
                 access_log=False,
                 log_level="warning",
                 timeout_graceful_shutdown=5,
+                **uvicorn_options(self.config.request_timeout),
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)

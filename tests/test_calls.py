@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import socket
@@ -38,6 +39,7 @@ from engine.runtime.calls import (
     secret_names,
 )
 from engine.runtime.ratelimit import TokenBucket
+from engine.runtime.steps import checked_headers
 
 TOKEN = "tok_live_4f9a1c77e2b0"
 TENANT_KEY = "tenant-key-81d3e5"
@@ -56,6 +58,9 @@ async def echo(request: Request) -> Response:
             "raw_path": request.scope["raw_path"].decode(),
             "query": dict(request.query_params),
             "headers": dict(request.headers),
+            # what was sent, provable although credentials echoed back are redacted
+            "sha256": {k: hashlib.sha256(v.encode()).hexdigest()
+                       for k, v in request.headers.items()},
             "content_type": request.headers.get("content-type"),
             "body": json.loads(raw) if raw else None,
         }
@@ -230,9 +235,10 @@ async def test_a_write_carries_auth_headers_correlation_trace_and_idempotency_ke
         correlation_id="run-corr-7",
     )
     assert response.status == 200
-    seen = response.body["headers"]
-    assert seen["authorization"] == f"Bearer {TOKEN}"
-    assert seen["x-tenant"] == TENANT_KEY and seen["x-source"] == "syncline"
+    seen = response.body["headers"]  # the echo of the credentials is redacted in the answer
+    assert seen["authorization"] == "[redacted]"
+    assert seen["x-tenant"] == "[redacted]" and seen["x-source"] == "syncline"
+    assert TOKEN not in json.dumps(response.body) and TENANT_KEY not in str(response.headers)
     assert seen["x-step"] == "1"
     assert seen["idempotency-key"] == "idem-123"
     assert seen["x-correlation-id"] == "run-corr-7"
@@ -297,7 +303,8 @@ async def test_the_step_cannot_override_correlation_headers(server) -> None:
 )
 async def test_auth_types(server, auth: dict[str, str], header: str, value: str) -> None:
     response = await call(make_system(server.url, auth=auth), "GET")
-    assert response.body["headers"][header] == value
+    assert response.body["sha256"][header] == hashlib.sha256(value.encode()).hexdigest()
+    assert response.body["headers"][header] == "[redacted]"
 
 
 @pytest.mark.anyio
@@ -712,3 +719,19 @@ async def test_calls_report_outcome_and_duration_and_a_failing_system_goes_down(
     up = [s.value for f in text_string_to_metric_families(metrics.render().decode())
           for s in f.samples if s.name == "syncline_system_up"]
     assert up == [1]
+
+
+def test_a_path_value_of_dot_or_dot_dot_is_refused_and_others_cannot_change_the_shape() -> None:
+    for value in (".", ".."):
+        with pytest.raises(ExecutionError, match="would climb the path"):
+            fill_path("/orders/{id}/cancel", {"id": value})
+    assert fill_path("/orders/{id}/cancel", {"id": "../admin?x="}) == (
+        "/orders/..%2Fadmin%3Fx%3D/cancel")
+    assert fill_path("/orders/{id}", {"id": "..."}) == "/orders/..."
+
+
+def test_a_header_value_with_cr_or_lf_is_a_data_error_at_once() -> None:
+    assert checked_headers({"X-Id": "a b"}) == {"X-Id": "a b"}
+    for value in ("a\r\nX-Admin: 1", "a\nb", "a\x00"):
+        with pytest.raises(ExecutionError, match="CR, LF or NUL"):
+            checked_headers({"X-Id": value})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
@@ -439,9 +438,12 @@ def test_integers_past_64_bits_stay_exact_integers(text: str) -> None:
     assert type(value) is int and value == int(text)
 
 
-@pytest.mark.parametrize(
-    ("body", "value"),
-    [(b'\xef\xbb\xbf{"a": 1}', {"a": 1}), (b'["\\ud800"]', ["\ud800"]), (b"[1e400]", [math.inf])],
-)
-def test_what_the_fast_parser_refuses_the_standard_one_reads(body: bytes, value: Any) -> None:
-    assert json_loads_bounded(body, 4) == value
+def test_what_the_fast_parser_refuses_the_standard_one_reads() -> None:
+    assert json_loads_bounded(b'\xef\xbb\xbf{"a": 1}', 4) == {"a": 1}
+
+
+@pytest.mark.parametrize("body", [b'["\\ud800"]', b"[1e400]", b"[-1e400]"])
+def test_what_no_store_could_hold_is_refused(body: bytes) -> None:
+    # a lone surrogate cannot be encoded, an infinity is no JSON: such a run failed INTERNAL_ERROR
+    with pytest.raises(EventFormatError, match="malformed_json"):
+        json_loads_bounded(body, 4)

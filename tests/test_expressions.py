@@ -613,3 +613,56 @@ def test_jmespath_compliance(given: Any, case: dict[str, Any]) -> None:
 
 def test_compliance_suite_is_all_there() -> None:
     assert len(_compliance_cases()) == 892
+
+
+# -- hostile templates and expressions (issue 17) ------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "{{ 'x'.center(10**9) }}", "{{ '%1000000000s' % 1 }}", "{{ '{:1000000000}'.format(1) }}",
+    "{{ '{:{}}'.format(1, 10**9) }}", "{{ '%*s' % (10**9, 1) }}", "{{ 'x'|center(10**9) }}",
+    "{{ '%1000000000s'|format(1) }}", "{{ 'a'|indent(10**9) }}", "{{ 'x'.ljust(width=10**9) }}",
+    "{{ 'x'.zfill(10**9) }}", "{{ 2 ** (10**9) }}", "{{ 'x' * 10**9 }}",
+])
+def test_a_template_that_would_allocate_gigabytes_fails_before_it_allocates(text: str) -> None:
+    template = compile_template(text)   # Jinja2 folds constants: compiling must not allocate
+    with pytest.raises(ExpressionError, match="beyond|more than|not allowed|may not hold"):
+        template.render({})
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("{{ '%5s' % 1 }}", "    1"), ("{{ '{:>5}'.format(1) }}", "    1"), ("{{ 7 % 3 }}", 1),
+    ("{{ source.n % 3 }}", 2), ("{{ 'ab'|center(6) }}", "  ab  "),
+])
+def test_modest_widths_and_modulo_still_work(text: str, value: Any) -> None:
+    assert compile_template(text).render({"source": {"n": 8}}) == value
+
+
+@pytest.mark.parametrize("text", [
+    "(" * 1500 + "a" + ")" * 1500, " | ".join(["a"] * 1500), " || ".join(["a"] * 1500),
+    "a" + "[?b" * 1500 + "]" * 1500, "`" + "[" * 1500 + "]" * 1500 + "`", "!" * 1500 + "a",
+    " && ".join(["a"] * 1500), "[" * 1500 + "a" + "]" * 1500,
+])
+def test_a_deeply_nested_expression_is_a_syntax_error(text: str) -> None:
+    with pytest.raises(ExpressionSyntaxError, match="nests deeper than 100 levels"):
+        compile_expression(text)
+
+
+def test_a_very_long_expression_is_refused_before_parsing() -> None:
+    with pytest.raises(ExpressionSyntaxError, match="12000 characters long"):
+        compile_expression("a" * 12000)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+     "loops over range\\(\\) went beyond 1000000 items"),
+    ("{% for a in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+     "output went beyond 1048576 characters"),
+    ("{% for a in source.l %}{% for b in source.l %}{% for c in source.l %}{% endfor %}"
+     "{% endfor %}{% endfor %}", "took longer than 2 s"),
+])
+def test_a_runaway_template_fails_within_its_budget(text: str, message: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError, match=message):
+        compile_template(text).render({"source": {"l": list(range(3000))}})
+    assert time.perf_counter() - started < 30   # bounded, not hung (2 s deadline + slack)
+    assert compile_template("{% for a in range(3) %}{{ a }}{% endfor %}").render({}) == "012"

@@ -136,12 +136,13 @@ def test_the_digest_covers_resolved_values_and_secrets_by_reference(
     assert first == plan.digest and first.startswith("sha256:")
     monkeypatch.setenv("SYNCLINE_SECRET_ERP_TOKEN", "another-value")
     assert digest() == first  # a secret's value is not part of the plan
-    write(project, {"syncline.yaml": PROJECT.replace("127.0.0.1:9", "127.0.0.1:10")})
+    allowing = PROJECT.replace("spec:\n", "spec:\n  processEnv: [ROUTE]\n", 1)
+    write(project, {"syncline.yaml": allowing.replace("127.0.0.1:9", "127.0.0.1:10")})
     assert digest() != first  # a var is
     changed = digest()
     routed = SYSTEM_WITH_SECRET.replace("/orders", '"${env.ROUTE}"')
     write(project, {"flows/systems.yaml": routed})
-    monkeypatch.setenv("ROUTE", "/orders")  # not in vars: the process environment's value
+    monkeypatch.setenv("ROUTE", "/orders")  # not in vars: the process variable processEnv allows
     assert digest() == changed  # the resolved value is what counts: it is the same
     monkeypatch.setenv("ROUTE", "/v2/orders")
     assert digest() not in (changed, "None")

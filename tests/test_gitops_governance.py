@@ -249,3 +249,24 @@ def test_match_by_name_glob_and_labels(tmp_path: Path) -> None:
 
 def test_zero_is_true_as_jmespath_counts_it(tmp_path: Path) -> None:
     compile_project(custom(tmp_path, "{kind: RetryPolicy}", "`0`"), environ={})
+
+
+def test_a_host_allowlist_per_environment(tmp_path: Path) -> None:
+    allowlist = """\
+apiVersion: syncline/v1
+kind: GovernancePolicy
+metadata: {name: egress, owner: security}
+spec:
+  rules:
+    - id: prod-hosts
+      match: {kind: System, environments: [prod]}
+      assert: "spec.baseUrl == 'https://erp.example.com' || starts_with(spec.baseUrl, 'https://erp.example.com/')"
+      message: prod systems call only allowed hosts
+"""
+    root = write(tmp_path, policies__egress_yaml=allowlist)
+    compile_project(root, environment="prod", environ={})
+    evil = PROJECT.replace("https://erp.example.com", "https://erp.example.com.evil.io")
+    root = write(tmp_path, policies__egress_yaml=allowlist, syncline_yaml=evil)
+    compile_project(root, environment="dev", environ={})
+    (d,) = violations(root, "prod")
+    assert d.code == "E_POLICY" and d.message.startswith("prod-hosts:")

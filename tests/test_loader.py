@@ -54,7 +54,7 @@ def test_alias_bomb_is_refused_quickly() -> None:
 
 def test_recursive_alias_and_deep_nesting_are_refused() -> None:
     assert load_yaml("&a [*a]", "f")[1][0].code == "E_YAML_ALIAS"
-    assert load_yaml("[" * 5000, "f")[1][0].code == "E_YAML"
+    assert load_yaml("[" * 5000, "f")[1][0].code == "E_YAML_DEPTH"
     too_deep = "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 80))
     assert load_yaml(too_deep, "f")[1][0].code == "E_YAML"
 
@@ -115,3 +115,23 @@ def test_one_line_values_know_where_each_character_stands() -> None:
     assert str(doc.locate_in(("b",), 3)) == "f.yaml:2:1"   # an escape: the key's place
     assert str(doc.locate_in(("c",), 2)) == "f.yaml:3:7"
     assert str(doc.locate_in(("d",), 2)) == "f.yaml:4:1"   # a block scalar: the key's place
+
+
+@pytest.mark.parametrize("text", ["[" * 200_000, "a: " + "{a: " * 200_000, "- " * 200_000 + "x"])
+def test_nesting_that_would_overflow_the_parser_is_refused_before_parsing(text: str) -> None:
+    (problem,) = load_yaml(text, "f")[1]   # the C parser died of SIGSEGV here
+    assert (problem.code, problem.location.line) == ("E_YAML_DEPTH", 1)
+    assert "deeper than 1000 levels" in problem.message
+
+
+def test_brackets_inside_quoted_strings_and_comments_are_no_nesting() -> None:
+    text = "".join(f"k{i}: '[[[{{' # [[[\n" for i in range(2000))
+    documents, problems = load_yaml(text, "f")
+    assert problems == [] and documents[0].data["k1999"] == "[[[{"
+
+
+def test_integers_beyond_64_bits_are_refused_with_a_location() -> None:
+    (problem,) = load_yaml("a: 1\nb: 0x" + "f" * 5000 + "\n", "f")[1]
+    assert (problem.code, problem.location.line, problem.location.col) == ("E_YAML", 2, 4)
+    assert "out of range" in problem.message
+    assert load_yaml("a: 18446744073709551615", "f")[0][0].data == {"a": 2**64 - 1}

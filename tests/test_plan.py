@@ -126,10 +126,35 @@ def test_environment_values_are_resolved_and_secrets_never_are(project) -> None:
     assert "s3cr3t-value" not in json.dumps(dict(plan.bundle), default=str)
 
 
-def test_process_environment_fills_missing_vars(project) -> None:
+def test_process_environment_fills_missing_vars_the_project_allows(project) -> None:
     root = project({"flows/s.yaml": SYSTEM.replace("TARGET_URL", "OTHER_URL")})
+    with pytest.raises(DefinitionErrors, match="list it in spec.processEnv"):
+        compile_project(root, environ={"OTHER_URL": "http://other"})   # not allowed: unread
+    allowing = (root / "syncline.yaml").read_text().replace(
+        "  paths:", "  processEnv: [OTHER_URL]\n  paths:")
+    (root / "syncline.yaml").write_text(allowing)
     plan = compile_project(root, environ={"OTHER_URL": "http://other"})
     assert plan.system("erp").base_url == "http://other"
+
+
+def test_a_definition_never_reads_a_syncline_credential_from_the_process(project) -> None:
+    leak = "tok-9f8e7d6c5b4a"
+    root = project({"mappings/m.yaml": """\
+        apiVersion: syncline/v1
+        kind: Mapping
+        metadata: {name: m}
+        spec: {fields: {a: {const: "${env.SYNCLINE_SECRET_TOP}"}}}
+    """})
+    environ = {"SYNCLINE_SECRET_TOP": leak, "SYNCLINE_ADMIN_TOKEN": leak}
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(root, environ=environ)
+    assert [d.code for d in caught.value.diagnostics] == ["E_INTERP"]
+    assert leak not in str(caught.value)
+    listing = (root / "syncline.yaml").read_text().replace(
+        "  paths:", "  processEnv: [SYNCLINE_SECRET_TOP]\n  paths:")
+    (root / "syncline.yaml").write_text(listing)
+    with pytest.raises(DefinitionErrors, match="never a SYNCLINE_\\* credential"):
+        compile_project(root, environ=environ)
 
 
 def test_bundle_recompiles_to_the_same_digest(project) -> None:

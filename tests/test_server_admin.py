@@ -93,6 +93,15 @@ def test_actions_on_unknown_or_wrong_state_runs(http: httpx.Client) -> None:
     assert bad.status_code == 400 and "bad cursor 'yesterday'" in bad.text
 
 
+@pytest.mark.parametrize("query", [
+    {"cursor": "abc"}, {"cursor": "1e5"}, {"cursor": "99999999999999999999999"},
+    {"cursor": "-1"}, {"state": "nonsense"},
+])
+def test_a_malformed_cursor_or_state_is_400_not_500(http: httpx.Client, query: dict) -> None:
+    response = http.get("/api/v1/runs", params=query)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "bad_request")
+
+
 def test_a_store_failure_during_an_action_is_503_not_a_conflict(
     http: httpx.Client, server: LiveServer
 ) -> None:

@@ -177,6 +177,17 @@ def test_malformed_and_deeply_nested_json_are_400(http: httpx.Client) -> None:
     error(http.post("/hooks/crm", content=deep, headers=standard(deep, "md")), 400, "too_deep")
 
 
+@pytest.mark.parametrize(("body", "says"), [
+    (b'{"id": "ord-s", "name": "\\ud800"}', "lone surrogate"),    # was 202, then INTERNAL_ERROR
+    (b'{"id": "ord-f", "amount": 1e400}', "beyond the range of a double"),
+    (b'{"id": "ord-g", "amount": -1e400, "n": 1234567890123456789012}', "range of a double"),
+])
+def test_a_body_the_runtime_could_not_store_is_refused_with_400(
+        http: httpx.Client, body: bytes, says: str) -> None:
+    assert says in error(http.post("/hooks/crm", content=body, headers=standard(body, "ms")),
+                         400, "malformed_json")
+
+
 def test_wrong_content_type_is_415(http: httpx.Client) -> None:
     body = b"id=1"
     headers = {**standard(body, "mt"), "content-type": "application/x-www-form-urlencoded"}
@@ -293,6 +304,18 @@ def test_process_api_answers_output_or_validation_errors(http: httpx.Client) -> 
     assert "amount must be positive" in message
     assert bad.json()["error"]["errors"][0]["code"] == "BAD_AMOUNT"
     error(http.post("/api/quote", content=b"[", headers=JSON), 400, "malformed_json")
+
+
+def test_an_idempotency_key_reused_with_another_body_is_422_never_the_first_answer(
+        http: httpx.Client) -> None:
+    key = {"Idempotency-Key": "quote-key-1"}
+    first = http.post("/api/quote", json={"amount": 12}, headers=key)
+    assert first.status_code == 200, first.text
+    again = http.post("/api/quote", json={"amount": 12}, headers=key)
+    assert (again.status_code, again.json()) == (200, first.json())
+    other = http.post("/api/quote", json={"amount": 13}, headers=key)
+    error(other, 422, "idempotency_key_reused")
+    assert "12" not in other.text
 
 
 def test_a_bug_in_the_webhook_path_is_a_json_500_and_the_server_goes_on(

@@ -154,6 +154,9 @@ def test_sigterm_lets_in_flight_steps_checkpoint_and_exits_0(tmp_path: Path) -> 
     thread.start()
     until(lambda: target.started)
     project = write_project(tmp_path, {"flows/slow.yaml": SLOW_FLOW})
+    allowing = (project / "syncline.yaml").read_text().replace(
+        "  paths:", "  processEnv: [SLOW_URL]   # set below, in the server's environment\n  paths:")
+    (project / "syncline.yaml").write_text(allowing)
     port = free_port()
     env = {
         **os.environ,

@@ -33,10 +33,12 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
 
     Runs execute in this process unless --no-workers. Tokens and limits come from
     SYNCLINE_TOKENS_FILE, SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_SESSION_KEY,
-    SYNCLINE_MAX_BODY, SYNCLINE_MAX_PENDING and SYNCLINE_API_TIMEOUT. SIGTERM shuts down
-    gracefully (exit 0)."""
+    SYNCLINE_MAX_BODY, SYNCLINE_MAX_PENDING, SYNCLINE_API_TIMEOUT, SYNCLINE_HEAD_TIMEOUT and
+    SYNCLINE_BODY_TIMEOUT (a request's head and body must arrive within their sum, or the
+    connection closes). Heads over 64 KiB are 431. SIGTERM shuts down gracefully (exit 0)."""
     from engine.errors import UsageError
     from engine.server.config import ServerConfig
+    from engine.server.protocol import uvicorn_options
     from engine.server.serve import build_server, load_secrets, run_server
 
     with exit_on_errors(UsageError):
@@ -45,7 +47,8 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
                                            workers=not no_workers, tokens_file=tokens_file)
         secrets = load_secrets(os.environ, secrets_file)
         app, _ = build_server(config, environ=os.environ, secrets=secrets, database=database)
-    sys.exit(run_server(app, host, port, grace=config.shutdown_grace))
+    sys.exit(run_server(app, host, port, grace=config.shutdown_grace,
+                        **uvicorn_options(config.request_timeout)))
 
 
 @click.command()

@@ -51,7 +51,7 @@ async def run_flow_test(
         return TestResult("flow", flow.ident, test.name, passed, detail, where)
 
     try:
-        data = load_fixture(test.input, test.input_file, fixture_base(root, flow.location))
+        data = load_fixture(test.input, test.input_file, fixture_base(root, flow.location), root)
     except SynclineError as exc:
         return result(False, str(exc))
     stubs = StubTransport(plan, test.responses)

@@ -45,21 +45,38 @@ def fixture_base(root: Path, location: SourceLocation | None) -> Path:
     return root / Path(location.path).parent if location else root
 
 
-def load_fixture(inline: Any, file: str | None, base: Path) -> Any:
+MAX_FIXTURE_BYTES = 1024 * 1024
+
+
+def load_fixture(inline: Any, file: str | None, base: Path, root: Path | None = None) -> Any:
     """A test's inline value, or the JSON/YAML file it names (relative to `base`, the folder of
-    its definition)."""
+    its definition). With `root` (the project) the file must stay inside it (symlinks resolved)
+    and be a regular file; any file is read up to MAX_FIXTURE_BYTES."""
     if file is None:
         return inline
     path = (base / file).resolve()
+    if root is not None and not path.is_relative_to(root.resolve()):
+        raise SynclineError(f"fixture {file} is outside the project")
     try:
-        text = path.read_text()
+        if root is not None and path.exists() and not path.is_file():
+            raise SynclineError(f"fixture {file} is not a regular file")
+        with path.open("rb") as handle:
+            content = handle.read(MAX_FIXTURE_BYTES + 1)
     except OSError as exc:
         raise SynclineError(f"cannot read fixture {file} ({path}): {exc.strerror}") from exc
+    if len(content) > MAX_FIXTURE_BYTES:
+        raise SynclineError(f"fixture {file} is larger than {MAX_FIXTURE_BYTES} bytes")
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SynclineError(f"fixture {file} is not UTF-8 text: {exc.reason}") from exc
     if path.suffix == ".json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise SynclineError(f"{path}:{exc.lineno}:{exc.colno}: {exc.msg}") from exc
+        except RecursionError as exc:
+            raise SynclineError(f"{path}: nested too deeply") from exc
     docs, problems = load_yaml(text, str(path))
     if problems:
         raise SynclineError(problems[0].format())

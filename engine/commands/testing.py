@@ -47,8 +47,8 @@ def _run_mapping_test(
 
     base = fixture_base(root, mapping.location)
     try:
-        data = load_fixture(test.input, test.input_file, base)
-        expected = load_fixture(test.expect, test.expect_file, base)
+        data = load_fixture(test.input, test.input_file, base, root)
+        expected = load_fixture(test.expect, test.expect_file, base, root)
     except SynclineError as exc:
         return result(False, str(exc))
     try:

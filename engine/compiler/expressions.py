@@ -39,8 +39,10 @@ from engine.compiler.pycode import UNCOMPILABLE, Program, PythonBuilder
 from engine.compiler.refs import FieldPath, root_paths, step_refs
 from engine.errors import ExpressionError, ExpressionSyntaxError
 
-__all__ = ["Expression", "compile_expression"]
+__all__ = ["MAX_EXPRESSION_CHARS", "MAX_EXPRESSION_DEPTH", "Expression", "compile_expression"]
 
+MAX_EXPRESSION_CHARS = 10_000  #: longer expressions are refused before they are parsed
+MAX_EXPRESSION_DEPTH = 100     #: levels of the parsed tree, literal values included
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,13 @@ def compile_expression(text: str) -> Expression:
 
 
 def _parse_jmespath(text: str) -> JPNode:
+    if len(text) > MAX_EXPRESSION_CHARS:
+        message = f"expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_CHARS}"
+        raise ExpressionSyntaxError(message, text=text[:80], offset=0)
     try:
         parsed: JPNode = Parser().parse(text).parsed
-        return parsed
+    except RecursionError as exc:  # the parser recurses once per nesting level
+        raise _too_deep(text) from exc
     except jp_exceptions.EmptyExpressionError as exc:
         raise ExpressionSyntaxError("empty expression", text=text, offset=0) from exc
     except jp_exceptions.LexerError as exc:
@@ -115,6 +121,29 @@ def _parse_jmespath(text: str) -> JPNode:
         what = "incomplete expression" if exc.token_type is None else exc.msg
         message = f"{what} at column {where + 1} of {text!r}"
         raise ExpressionSyntaxError(message, text=text, offset=where) from exc
+    if _depth(parsed) > MAX_EXPRESSION_DEPTH:
+        raise _too_deep(text)
+    return parsed
+
+
+def _too_deep(text: str) -> ExpressionSyntaxError:
+    message = f"expression nests deeper than {MAX_EXPRESSION_DEPTH} levels"
+    return ExpressionSyntaxError(message, text=text, offset=0)
+
+
+def _depth(root: Any) -> int:
+    """How deep a parsed tree (or a literal's value) nests, counted without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_EXPRESSION_DEPTH:
+            break
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
 
 
 def _check_functions(text: str, node: JPNode) -> None:

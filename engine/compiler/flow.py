@@ -192,6 +192,11 @@ class FlowCompiler:
         )
 
     def trigger(self, trigger: m.Trigger) -> CompiledTrigger | None:
+        for kind, route in (("webhook", trigger.webhook), ("api", trigger.api)):
+            if route is not None and _reserved(route.path):
+                self.error(("trigger", kind, "path"), "E_TRIGGER",
+                           f"path '{route.path}' is reserved for the server's own endpoints "
+                           f"({', '.join(RESERVED_PATHS)})")
         if trigger.webhook is not None:
             system = self.system(trigger.webhook.system, ("trigger", "webhook", "system"))
             if system is not None and system.webhooks is None:
@@ -199,12 +204,24 @@ class FlowCompiler:
                     ("trigger", "webhook", "system"), "E_TRIGGER",
                     f"system '{system.name}' has no webhooks block to verify deliveries with",
                 )
+            self._warn_replayable(system)
             return CompiledTrigger("webhook", path=trigger.webhook.path, system=system)
         if trigger.api is not None:
             return CompiledTrigger("api", path=trigger.api.path, timeout=trigger.api.timeout)
         if trigger.schedule is not None or trigger.poll is not None:
             return compile_timed_trigger(self, trigger)
         return CompiledTrigger("event", event=trigger.event)
+
+    def _warn_replayable(self, system: CompiledSystem | None) -> None:
+        """Senders that sign no timestamp (and not their delivery id) can be replayed with a new
+        delivery id: only an idempotencyKey read from the signed body recognises the replay."""
+        scheme = system.webhooks.scheme if system and system.webhooks else None
+        if scheme in UNTIMED_SCHEMES and self.flow.spec.idempotency_key is None:
+            self.report(Diagnostic(
+                self.where(("trigger", "webhook", "system")), "W_REPLAY",
+                f"'{scheme}' deliveries carry no signed timestamp: a captured delivery resent "
+                "with a new delivery id starts a new run unless the flow sets idempotencyKey "
+                "from the body (e.g. idempotencyKey: data.id)", severity="warning"))
 
     def steps(self, steps: list[m.Step]) -> dict[str, CompiledStep]:
         compiled: dict[str, CompiledStep] = {}
@@ -354,3 +371,14 @@ def _closing(cycle: list[str], rank: dict[str, int]) -> list[str]:
     needs = list(reversed(cycle[:-1]))
     start = max(range(len(needs)), key=lambda i: rank.get(needs[i], 0))
     return needs[start:] + needs[:start]
+
+
+RESERVED_PATHS = ("/api/v1/", "/healthz", "/readyz", "/metrics", "/events", "/console")
+UNTIMED_SCHEMES = frozenset({"github", "shopify", "hmac-sha256"})
+
+
+def _reserved(path: str) -> bool:
+    """A trigger path that would shadow one of the server's own endpoints."""
+    trimmed = path.rstrip("/") or "/"
+    return trimmed == "/api/v1" or any(
+        trimmed == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in RESERVED_PATHS)

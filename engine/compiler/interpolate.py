@@ -68,7 +68,8 @@ class Interpolation:
         if name in self.environ:
             return self.environ[name]
         self._error(doc, path, f"'{text}' is not set: add it to the environment's vars in "
-                    "syncline.yaml or to the process environment")
+                    "syncline.yaml, or list it in spec.processEnv and set it in the process "
+                    "environment")
         return text
 
     def _secret(self, name: str, path: tuple[Any, ...], doc: Document) -> None:

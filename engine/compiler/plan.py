@@ -153,7 +153,7 @@ def build_plan(
     env_name = select_environment(project, environment, project_doc, build.report)
     env = project.spec.environments.get(env_name)
     variables = dict(env.vars) if env else {}
-    interpolation = Interpolation(variables, dict(environ or {}))
+    interpolation = Interpolation(variables, allowed_environ(project, environ or {}))
     resolved = [interpolation.document(doc) for doc in documents]
     build.diagnostics.extend(interpolation.diagnostics)
 
@@ -255,6 +255,13 @@ def _reconciliations(registry: Registry, systems: dict[Key, CompiledSystem],
         if found is not None:
             compiled[resource.name] = found
     return compiled
+
+
+def allowed_environ(project: Project, environ: Mapping[str, str]) -> dict[str, str]:
+    """The process variables `${env.X}` may read: those `spec.processEnv` names, never a
+    SYNCLINE_* credential (a definition must not be able to read the server's secrets)."""
+    return {name: environ[name] for name in project.spec.process_env
+            if name in environ and not name.upper().startswith("SYNCLINE_")}
 
 
 def _systems(registry: Registry, retries: dict[Key, CompiledRetry]) -> dict[Key, CompiledSystem]:

@@ -2,24 +2,31 @@
 
 Templates run in an immutable sandbox (no attribute starting with ``_``, no mutation of lists or
 dicts, ``range`` capped at 100,000 items, ``*`` and ``**`` refuse results beyond 100,000 items /
-10,000 bits, unsafe attribute access raises at once). Native output is data only: a non-data
+10,000 bits, widths beyond 100,000 refused in ``%``, ``str.format``, ``center``/``ljust``/
+``rjust``/``zfill``/``expandtabs`` and the ``format``/``center``/``indent`` filters, unsafe
+attribute access raises at once). The guards raise before anything is allocated, so Jinja2's
+constant folding at compile time cannot allocate either. Native output is data only: a non-data
 result (a method, a Jinja object) is an ``ExpressionError``; tuples become lists; a string that
 Python would read as a set, bytes or complex number stays a string.
 """
 
 from __future__ import annotations
 
+import re
 from ast import literal_eval, parse
 from collections.abc import Callable, Iterable
 from itertools import chain, islice
+from string import Formatter
 from typing import Any
 
 from jinja2 import ChainableUndefined
 from jinja2.exceptions import SecurityError
+from jinja2.filters import do_center, do_format, do_indent
 from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate
 from jinja2.runtime import Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine.compiler.budget import budgeted_range
 from engine.errors import ExpressionError
 
 __all__ = ["GUARDED_BINOPS", "NATIVE_ENV", "STRING_ENV", "Sandbox", "native_concat",
@@ -49,16 +56,97 @@ def _sandboxed_pow(base: Any, exponent: Any) -> Any:
     return base**exponent
 
 
+def _check_width(width: Any, what: str = "a width") -> None:
+    if isinstance(width, int) and width > _MAX_ITEMS:
+        raise SecurityError(f"{what} of {width} is beyond the limit of {_MAX_ITEMS}")
+
+
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_DIGITS = re.compile(r"\d+")
+
+
+def _check_number_text(digits: str) -> None:
+    if len(digits) > 6 or int(digits) > _MAX_ITEMS:
+        raise SecurityError(f"a width of {digits[:12]} is beyond the limit of {_MAX_ITEMS}")
+
+
+def _check_percent_format(template: str) -> None:
+    for match in _PERCENT_SPEC.finditer(template):
+        for part in match.groups():
+            if part == "*":
+                raise SecurityError("'%*' widths are not allowed (write the width)")
+            if part:
+                _check_number_text(part)
+
+
+def _check_str_format(template: str) -> None:
+    for _, _, spec, _ in Formatter().parse(template):
+        if spec and "{" in spec:
+            raise SecurityError("a format spec may not hold a nested {field}")
+        for digits in _DIGITS.findall(spec or ""):
+            _check_number_text(digits)
+
+
+def _sandboxed_mod(left: Any, right: Any) -> Any:
+    if isinstance(left, str):
+        _check_percent_format(left)
+    return left % right
+
+
 GUARDED_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
     "*": _sandboxed_mul,
     "**": _sandboxed_pow,
+    "%": _sandboxed_mod,
 }
+
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _check_call(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse a str method call that would allocate beyond the limits (before it runs)."""
+    target = getattr(function, "__wrapped__", function)  # jinja2 wraps str.format
+    owner, name = getattr(target, "__self__", None), getattr(target, "__name__", "")
+    if not isinstance(owner, str):
+        return
+    if name in _WIDTH_METHODS:
+        for width in (*args[:1], *kwargs.values()):
+            _check_width(width)
+    elif name in ("format", "format_map"):
+        _check_str_format(owner)
+
+
+def _guarded_format(value: Any, *args: Any, **kwargs: Any) -> str:
+    _check_percent_format(str(value))
+    return do_format(value, *args, **kwargs)
+
+
+def _guarded_center(value: Any, width: int = 80) -> str:
+    _check_width(width)
+    return do_center(value, width)
+
+
+def _guarded_indent(value: Any, width: Any = 4, first: bool = False, blank: bool = False) -> str:
+    _check_width(width if isinstance(width, int) else len(str(width)))
+    return do_indent(value, width, first, blank)
+
+
+_GUARDED_FILTERS = {"format": _guarded_format, "center": _guarded_center,
+                    "indent": _guarded_indent}
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with size guards on ``*``/``**`` and unsafe access raising at once."""
 
     intercepted_binops = frozenset(GUARDED_BINOPS)
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters.update(_GUARDED_FILTERS)
+        self.globals["range"] = budgeted_range
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         return GUARDED_BINOPS[operator](left, right)

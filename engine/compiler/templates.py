@@ -22,6 +22,7 @@ from typing import Any
 
 from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 
+from engine.compiler.budget import Budget, collect
 from engine.compiler.jinja_python import compile_fast, emit_template_value
 from engine.compiler.pycode import UNCOMPILABLE, Program, PythonBuilder
 from engine.compiler.refs import FieldPath, step_refs, template_root_paths
@@ -147,17 +148,23 @@ def _expression_only(ast: nodes.Template) -> nodes.Expr | None:
 
 
 
+def _render(template: Any, context: Mapping[str, Any]) -> list[Any]:
+    """Jinja2's output pieces, within the rendering budget (`budget.py`)."""
+    with Budget():
+        return collect(template.root_render_func(template.new_context(dict(context))))
+
+
 def _render_one(template: Any, finish: Callable[[Any], Any], context: Mapping[str, Any]) -> Any:
-    outputs = list(template.root_render_func(template.new_context(dict(context))))
+    outputs = _render(template, context)
     return finish(outputs[0] if outputs else None)
 
 
 def _render_native(template: Any, context: Mapping[str, Any]) -> Any:
-    return native_concat(template.root_render_func(template.new_context(dict(context))))
+    return native_concat(iter(_render(template, context)))
 
 
 def _render_string(template: Any, context: Mapping[str, Any]) -> str:
-    return "".join(template.root_render_func(template.new_context(dict(context))))
+    return "".join(_render(template, context))
 
 
 def emit_template(b: PythonBuilder, template: Template, names: Mapping[str, str]) -> str | None:

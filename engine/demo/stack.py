@@ -19,6 +19,7 @@ from engine.errors import UsageError
 from engine.sandbox import Sandbox
 from engine.server.auth import token_digest
 from engine.server.config import ServerConfig
+from engine.server.protocol import uvicorn_options
 from engine.server.serve import build_server
 from engine.server.state import ServerState
 
@@ -132,6 +133,7 @@ class Stack:
             access_log=False,
             log_config=None,
             server_header=False,
+            **uvicorn_options(),
         )
         self._server = server = uvicorn.Server(config)
         self._task = asyncio.create_task(server.serve(sockets=[sock]))

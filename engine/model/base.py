@@ -134,6 +134,20 @@ Ref = Annotated[str, BeforeValidator(_check_ref)]
 Name = Annotated[str, Field(pattern=NAME_RE)]
 
 
+def _check_relative(value: Any) -> str:
+    parts = value.replace("\\", "/").split("/") if isinstance(value, str) else []
+    if not isinstance(value, str) or value.startswith(("/", "~")) or ".." in parts or (
+            len(value) > 1 and value[1] == ":"):
+        raise PydanticCustomError(
+            "relative_path", "'{value}' must be a relative path inside the project (no "
+            "absolute path, no '..')", {"value": value})
+    return value
+
+
+RelativePath = Annotated[str, BeforeValidator(_check_relative)]
+"""A file or folder named by a definition: relative, and never leaving the project."""
+
+
 def split_ref(ref: str) -> tuple[str, int | None]:
     """'order@2' -> ('order', 2); 'order' -> ('order', None)."""
     match = REF_RE.match(ref)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Discriminator, Field, Tag
 
 from engine.model.base import STEP_ID_RE as _STEP_ID_RE
-from engine.model.base import Duration, Model, Ref
+from engine.model.base import Duration, Model, Ref, RelativePath
 from engine.model.resource import Resource
 from engine.model.triggers import PollTrigger, ScheduleTrigger
 
@@ -187,7 +187,7 @@ class FlowExpect(Model):
 class FlowTest(Model):
     name: str
     input: Any = None
-    input_file: str | None = Field(default=None, alias="inputFile")
+    input_file: RelativePath | None = Field(default=None, alias="inputFile")
     responses: dict[str, StubResponse | list[StubResponse]] = Field(default_factory=dict)
     expect: FlowExpect = Field(default_factory=FlowExpect)
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from engine.model.base import Model, Ref
+from engine.model.base import Model, Ref, RelativePath
 from engine.model.resource import Resource
 
 
@@ -25,9 +25,9 @@ class FieldRuleSpec(Model):
 class MappingTest(Model):
     name: str
     input: Any = None
-    input_file: str | None = Field(default=None, alias="inputFile")
+    input_file: RelativePath | None = Field(default=None, alias="inputFile")
     expect: Any = None
-    expect_file: str | None = Field(default=None, alias="expectFile")
+    expect_file: RelativePath | None = Field(default=None, alias="expectFile")
     expect_error: str | None = Field(default=None, alias="expectError")
 
 

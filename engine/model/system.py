@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+import socket
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from engine.model.base import Duration, Model, Ref
 from engine.model.resource import Resource
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "instance-data",
+                            "metadata.azure.internal"})
+
+
+def base_url_problem(url: str, allow_link_local: bool = False) -> str | None:
+    """Why `url` may not be a System's baseUrl (http/https only; no link-local or cloud metadata
+    address unless allowed), or None. Literal addresses only: no name is resolved here."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        return f"'{url}' is not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"'{url}' must be an http:// or https:// URL with a host"
+    if parts.username or parts.password:
+        return "credentials belong in auth:, not in the baseUrl"
+    if allow_link_local:
+        return None
+    if host in METADATA_HOSTS or _link_local(host):
+        return (f"'{host}' is a link-local or cloud metadata address (allow it with "
+                "network: {allowLinkLocal: true})")
+    return None
+
+
+def _link_local(host: str) -> bool:
+    try:
+        address: Any = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # legacy IPv4 forms a resolver accepts: 2852039166, 0xa9.0xfe.0xa9.0xfe, 169.254.1
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_link_local or (mapped is not None and mapped.is_link_local))
 
 
 class Auth(Model):
@@ -47,6 +84,17 @@ class Operation(Model):
     write: bool | None = None     # default: every method but GET and HEAD writes
     schema_: Ref | None = Field(default=None, alias="schema")  # the Schema its request body carries
 
+    @field_validator("path")
+    @classmethod
+    def _a_path(cls, path: str) -> str:
+        """A path below the baseUrl: no URL, no `.`/`..` segment, no query or fragment."""
+        segments = path.split("/")
+        if not path.startswith("/") or path.startswith("//") or any(
+                c in path for c in "?#\\") or "." in segments or ".." in segments:
+            raise ValueError(f"'{path}' must be a path starting with '/', without '.' or '..' "
+                             "segments, a host, a query or a fragment")
+        return path
+
     @property
     def is_write(self) -> bool:
         return self.write if self.write is not None else self.method in WRITE_METHODS
@@ -68,7 +116,12 @@ class CircuitBreaker(Model):
     open_for: Duration = Field(default=30.0, alias="openFor")  # then one probe call decides
 
 
+class Network(Model):
+    allow_link_local: bool = Field(default=False, alias="allowLinkLocal")
+
+
 class SystemSpec(Model):
+    network: Network = Field(default_factory=Network)   # validated first: baseUrl reads it
     base_url: str = Field(alias="baseUrl")
     auth: Auth = Field(default_factory=Auth)
     timeout: Duration = 10.0
@@ -79,6 +132,15 @@ class SystemSpec(Model):
     operations: dict[str, Operation] = Field(default_factory=dict)
     webhooks: Webhooks | None = None
     circuit_breaker: CircuitBreaker | None = Field(default=None, alias="circuitBreaker")
+
+    @field_validator("base_url")
+    @classmethod
+    def _allowed_base_url(cls, url: str, info: ValidationInfo) -> str:
+        network = info.data.get("network")
+        problem = base_url_problem(url, network is not None and network.allow_link_local)
+        if problem is not None and "${" not in url:
+            raise ValueError(problem)
+        return url
 
 
 class System(Resource):

@@ -258,8 +258,9 @@ class Calls:
                 kind="network",
                 retryable=True,
             ) from exc
-        if 200 <= response.status_code < 300:
-            return Response(response.status_code, dict(response.headers), _body(response, ()))
+        if 200 <= response.status_code < 300:  # a target may echo credentials: redact them too
+            headers = {k: _redacted(v, channel.redact) for k, v in response.headers.items()}
+            return Response(response.status_code, headers, _body(response, channel.redact))
         raise _status_error(request, response, channel.redact)
 
     async def aclose(self) -> None:
@@ -304,13 +305,17 @@ def describe(request: OutboundRequest) -> dict[str, Any]:
 
 
 def fill_path(template: str, params: Mapping[str, Any]) -> str:
-    """Fill `{name}` placeholders from `params`, each value URL-quoted (a `/` becomes `%2F`)."""
+    """Fill `{name}` placeholders from `params`, each value URL-quoted (`/` is `%2F`, `?` `%3F`):
+    a value changes neither host, path shape nor query; exactly `.` or `..` is refused."""
 
     def fill(match: re.Match[str]) -> str:
         value = params.get(match[1])
         if value is None:
             raise ExecutionError(f"path '{template}' needs a value for '{match[1]}'")
         text = json.dumps(value) if isinstance(value, bool) else str(value)
+        if text in (".", ".."):
+            raise ExecutionError(f"path '{template}': '{match[1]}' is {text!r}, which would "
+                                 "climb the path (refused)")
         return quote(text, safe="")
 
     return PLACEHOLDER.sub(fill, template)

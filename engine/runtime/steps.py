@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from engine.errors import (
     CallError,
     CallHeld,
     ExecutionError,
+    ExpressionError,
     FieldProblem,
     MappingError,
     ParkRequested,
@@ -232,6 +234,18 @@ async def run_emit(step: CompiledStep, env: StepEnv) -> Any:
 
 
 # -- calls ---------------------------------------------------------------------------------------
+_UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
+
+
+def checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers`, refused at once (a data error, not a network one) if a name or value holds
+    CR, LF or NUL: such a value would split the request."""
+    for name, value in headers.items():
+        if _UNSAFE_HEADER.search(value) or _UNSAFE_HEADER.search(name):
+            raise ExecutionError(f"header '{name}' holds a CR, LF or NUL character (refused)")
+    return dict(headers)
+
+
 def build_request(
     action: CallAction, context: Mapping[str, Any], run: RunRecord, step_id: str
 ) -> OutboundRequest:
@@ -248,7 +262,8 @@ def build_request(
         action = chosen
     params = {name: value.evaluate(context) for name, value in action.params.items()}
     query = {name: value.evaluate(context) for name, value in action.query.items()}
-    headers = {name: str(value.evaluate(context)) for name, value in action.headers.items()}
+    headers = checked_headers(
+        {name: str(value.evaluate(context)) for name, value in action.headers.items()})
     return OutboundRequest(
         system=action.system,
         operation=action.operation,
@@ -449,6 +464,8 @@ def classify(exc: Exception) -> Stop:
         return Stop("fail", "MAPPING_FAILED", str(exc), errors=_problems(exc.problems))
     if isinstance(exc, CallError):
         return Stop("park", "CALL_FAILED", exc.message)
+    if isinstance(exc, ExpressionError):  # e.g. a template beyond the sandbox's limits
+        return Stop("fail", "EXPRESSION_FAILED", str(exc))
     return Stop("fail", "STEP_FAILED", str(exc))
 
 

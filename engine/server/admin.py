@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, get_args
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,7 +35,7 @@ from engine.server.metrics import CONTENT_TYPE_LATEST
 from engine.server.openapi import openapi_document
 from engine.server.state import ServerState
 from engine.server.telemetry import as_json, business_values, scrape
-from engine.store.base import RunQuery
+from engine.store.base import RunQuery, RunState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 MAX_LIMIT = 500
@@ -78,11 +78,17 @@ async def list_runs(request: Request) -> Response:
     limit = _int(query.get("limit", "50"), "limit")
     if not 1 <= limit <= MAX_LIMIT:
         raise Problem(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
+    state = query.get("state") or None
+    if state is not None and state not in RUN_STATES:
+        raise Problem(400, "bad_request", f"state must be one of {', '.join(RUN_STATES)}")
+    cursor = query.get("cursor") or None
+    if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
+        raise Problem(400, "bad_request", f"bad cursor {cursor!r} (a listing's next_cursor)")
     filters = RunQuery(
         flow=query.get("flow") or None,
-        state=query.get("state") or None,
+        state=state,
         key=query.get("key") or None,
-        cursor=query.get("cursor") or None,
+        cursor=cursor,
         limit=limit,
     )
     try:
@@ -218,6 +224,9 @@ async def metrics(request: Request) -> Response:
 async def business_metrics(request: Request) -> Response:
     """The business metrics (Metric kinds) with their owners and objectives, measured now."""
     return JSON(as_json(await business_values(state_of(request))))
+
+
+RUN_STATES: tuple[str, ...] = get_args(RunState)
 
 
 def _int(text: str, name: str) -> int:

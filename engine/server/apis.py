@@ -66,12 +66,24 @@ async def handle_api(
         )
         try:
             result = await state.runtime.call_api(flow, data, meta, api_timeout(state, flow))
+            if meta.id is not None:
+                await _require_same_body(state, result.run_id, data)
         except SynclineError as exc:
             raise runtime_problem(exc) from None
     status, body = answer(result)
     extra = [("X-Syncline-Run-Id", result.run_id)]
     await send_json(send, status, body, extra)
     state.metrics.ingest("api", time.perf_counter() - started)
+
+
+async def _require_same_body(state: ServerState, run_id: str, data: Any) -> None:
+    """An Idempotency-Key names one request: reused with another body, it is refused (422, as
+    Stripe answers), never answered with another caller's result."""
+    run = await state.runtime.store.get_run(run_id)
+    event = await state.runtime.store.get_event(run.event_id) if run is not None else None
+    if event is not None and event.data != data:
+        raise Problem(422, "idempotency_key_reused", "this Idempotency-Key was used with a "
+                      "different request body; use a new key for a new request")
 
 
 def api_timeout(state: ServerState, flow: CompiledFlow) -> float:

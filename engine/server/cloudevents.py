@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import urllib.parse
 from collections.abc import Mapping
@@ -124,7 +125,13 @@ def json_loads_bounded(body: bytes, max_depth: int, *, where: str = "body") -> A
     except UnicodeDecodeError as exc:
         raise EventFormatError("malformed_json", f"{where}: not UTF-8 at byte {exc.start}") from exc
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot encode
+        return value
+    except UnicodeEncodeError as exc:
+        raise EventFormatError("malformed_json", f"{where}: a string holds a lone surrogate "
+                               "(\\ud800-\\udfff without its pair), which is not Unicode text"
+                               ) from exc
     except json.JSONDecodeError as exc:
         message = f"{where}: line {exc.lineno} column {exc.colno}: {exc.msg}"
         raise EventFormatError("malformed_json", message, line=exc.lineno, col=exc.colno) from exc
@@ -161,7 +168,15 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: hot path
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:24]} is beyond the range of a double")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant,   # built once: hot path
+                            parse_float=_finite_float)
 # orjson parses what the standard parser does, to equal values, several times faster; but it
 # reads integers past 64 bits as floats, and leaves a BOM, lone surrogates and errors (with their
 # messages) to the standard parser. A body with a run of 19 digits goes to the standard parser

@@ -45,6 +45,16 @@ class ServerConfig:
     """Key signing console sessions; None: a random one per process."""
     max_body: int = MIB
     """Largest accepted request body in bytes, enforced while reading."""
+    body_timeout: float = 10.0
+    """Seconds a request body may take to arrive after its head; then the connection closes
+    (a stalled sender must not hold an admission slot)."""
+    head_timeout: float = 10.0
+    """Seconds a request line and headers may take to arrive; then the connection closes."""
+
+    @property
+    def request_timeout(self) -> float:
+        """The whole request's deadline, head and body, from its first byte."""
+        return self.head_timeout + self.body_timeout
     max_depth: int = 64
     """Deepest accepted JSON nesting."""
     max_pending: int = 2048
@@ -77,6 +87,8 @@ class ServerConfig:
             "SYNCLINE_MAX_BODY": ("max_body", int),
             "SYNCLINE_MAX_PENDING": ("max_pending", int),
             "SYNCLINE_API_TIMEOUT": ("api_timeout", float),
+            "SYNCLINE_BODY_TIMEOUT": ("body_timeout", float),
+            "SYNCLINE_HEAD_TIMEOUT": ("head_timeout", float),
         }
         for name, (attr, kind) in numbers.items():
             if environ.get(name):

@@ -42,6 +42,7 @@ class ClientGone(Exception):
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 
 
 def dumps(value: Any) -> bytes:
@@ -50,7 +51,11 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
+        pass
+    try:
         return _ENCODER.encode(value).encode()
+    except UnicodeEncodeError:  # a lone surrogate stored before ingest refused them: \ud800
+        return _ASCII_ENCODER.encode(value).encode()
 
 
 async def send_json(
@@ -76,12 +81,17 @@ def header_dict(scope: Scope) -> dict[str, str]:
 
 async def read_body(receive: Receive, limit: int, content_length: str | None) -> bytes:
     """The whole body, read once. Past `limit` bytes it stops reading and raises 413, whether the
-    client announced the size (Content-Length) or streams it (chunked)."""
+    client announced the size (Content-Length) or streams it (chunked). (A body that stalls is
+    the protocol's to end: `protocol.py` closes the connection, and this raises ClientGone.)"""
     if content_length is not None:
         if not content_length.isdigit():
             raise Problem(400, "bad_request", "Content-Length is not a number")
         if int(content_length) > limit:
             raise too_large(limit)
+    return await _read_chunks(receive, limit)
+
+
+async def _read_chunks(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -14,7 +14,7 @@ from starlette.types import Receive
 
 from engine.errors import ExpressionError, StoreError, SynclineError
 from engine.server.cloudevents import EventFormatError, json_loads_bounded
-from engine.server.http import Problem, is_json, read_body
+from engine.server.http import Problem, is_json, read_body, too_large
 from engine.server.state import ServerState
 from engine.store.base import ReceivedJSON
 
@@ -63,7 +63,18 @@ def require_json(headers: Mapping[str, str]) -> None:
         )
 
 
+def check_length(state: ServerState, headers: Mapping[str, str]) -> None:
+    """413 (or 400) at once for an announced Content-Length the body limit refuses."""
+    announced = headers.get("content-length")
+    if announced is not None:
+        if not announced.isdigit():
+            raise Problem(400, "bad_request", "Content-Length is not a number")
+        if int(announced) > state.config.max_body:
+            raise too_large(state.config.max_body)
+
+
 async def read_raw(state: ServerState, headers: Mapping[str, str], receive: Receive) -> bytes:
+    """The body, within the size limit (a stalled one: see `protocol.py`)."""
     return await read_body(receive, state.config.max_body, headers.get("content-length"))
 
 

@@ -3,15 +3,29 @@ webhook and API paths (so it changes with every reload)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from engine.compiler.plan import Plan
+from engine.store.base import RunState
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 ACCEPTED = {"$ref": "#/components/schemas/Accepted"}
 RUN = {"$ref": "#/components/schemas/Run"}
 METRICS = {"$ref": "#/components/schemas/BusinessMetrics"}
-JSON_BODY: dict[str, Any] = {"content": {"application/json": {"schema": {}}}}
+JSON_BODY: dict[str, Any] = {"required": True, "content": {"application/json": {"schema": {}}}}
+CLOUDEVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["specversion", "id", "source", "type"],
+    "properties": {
+        "specversion": {"const": "1.0"},
+        **{name: {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,60}$"}
+           for name in ("id", "source", "type")},
+    },
+}
+EVENT_BODY: dict[str, Any] = {"required": True, "content": {
+    "application/cloudevents+json": {"schema": CLOUDEVENT},
+    "application/cloudevents-batch+json": {"schema": {"type": "array", "items": CLOUDEVENT}},
+}}
 
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {
@@ -118,6 +132,11 @@ INGEST_ERRORS = (
     (415, "unsupported Content-Type", ERROR),
     (503, "overloaded (see Retry-After)", ERROR),
 )
+ACTION_ERRORS = (
+    (400, "a malformed body (reason, corrected data)", ERROR),
+    (413, "body larger than the limit", ERROR),
+    (415, "unsupported Content-Type", ERROR),
+)
 ADMIN_ERRORS = (
     (401, "missing or unknown bearer token", ERROR),
     (403, "forbidden: the token's role lacks the right (or not loopback and no token)", ERROR),
@@ -137,6 +156,10 @@ ACTION_BODY = {
         }
     },
 }
+REASON_BODY = {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False,
+    "properties": {"reason": {"type": "string", "maxLength": 2000, "description": "why, in words"}},
+}}}}
 AUDIT_ENTRY = {
     "type": "object",
     "properties": {
@@ -160,8 +183,12 @@ def _fixed() -> dict[str, Any]:
     admin: list[dict[str, list[str]]] = [{"admin": []}]
     run_id = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
     listing = [
-        {"name": n, "in": "query", "schema": {"type": "string"}}
-        for n in ("flow", "state", "key", "cursor", "limit")
+        {"name": "flow", "in": "query", "schema": {"type": "string"}},
+        {"name": "key", "in": "query", "schema": {"type": "string"}},
+        {"name": "state", "in": "query", "schema": {"enum": list(get_args(RunState))}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                    "maximum": 500}},
     ]
     paths: dict[str, Any] = {
         "/events": {
@@ -171,14 +198,17 @@ def _fixed() -> dict[str, Any]:
                     (202, "stored; runs started", None),
                     *INGEST_ERRORS,
                     (401, "missing or wrong token", ERROR),
+                    (403, "not loopback and no token configured", ERROR),
                 ),
+                requestBody=EVENT_BODY,
                 security=[{"ingest": []}],
             )
         },
         "/api/v1/runs": {
             "get": _op(
                 "Runs, newest first",
-                _responses((200, "a page of runs", None), *ADMIN_ERRORS),
+                _responses((200, "a page of runs", None),
+                           (400, "a malformed limit, cursor or state", ERROR), *ADMIN_ERRORS),
                 parameters=listing,
                 security=admin,
             )
@@ -217,8 +247,14 @@ def _fixed() -> dict[str, Any]:
                     *ADMIN_ERRORS,
                 ),
                 parameters=[
-                    {"name": n, "in": "query", "schema": {"type": "string"}}
-                    for n in ("run", "actor", "action", "since", "cursor", "limit")
+                    *({"name": n, "in": "query", "schema": {"type": "string"}}
+                      for n in ("run", "actor", "action")),
+                    {"name": "since", "in": "query",
+                     "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "cursor", "in": "query",
+                     "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                 ],
                 security=admin,
             )
@@ -276,10 +312,11 @@ def _fixed() -> dict[str, Any]:
                     (409, "wrong state for this action", ERROR),
                     (503, "the store failed (see Retry-After)", ERROR),
                     *ADMIN_ERRORS,
+                    *ACTION_ERRORS,
                 ),
                 parameters=[run_id],
                 security=admin,
-                requestBody=ACTION_BODY,
+                requestBody=ACTION_BODY if action == "resume" else REASON_BODY,
             )
         }
     paths.update(_switches(admin))
@@ -343,6 +380,7 @@ def openapi_document(plan: Plan, version: str) -> dict[str, Any]:
                     (502, "the run failed", ERROR),
                     (504, "timed out; the run continues", ERROR),
                     *INGEST_ERRORS,
+                    *ADMIN_ERRORS,
                 ),
                 requestBody=JSON_BODY,
                 security=[{"ingest": []}],

@@ -27,6 +27,7 @@ from engine.runtime.calls import require_secrets
 from engine.server.app import Dispatch, create_app
 from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
+from engine.server.protocol import uvicorn_options
 from engine.server.reload import Reloader
 from engine.server.state import ServerState
 from engine.store import Store, open_store
@@ -174,7 +175,7 @@ def run_server(
         log_level=log_level,
         timeout_graceful_shutdown=max(1, round(grace)),
         server_header=False,
-        **options,
+        **{**uvicorn_options(), **options},
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it handled once it has shut down; a no-op handler here turns

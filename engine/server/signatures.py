@@ -107,11 +107,23 @@ class Verifier:
         lowered = {name.lower(): value for name, value in headers.items()}
         return self.verify_lowered(lowered, body, now)
 
+    def require_header(self, headers: dict[str, str]) -> None:
+        """Raise `missing_signature` unless the (lower-cased) headers carry this scheme's
+        signature header: checked before the body is read, so an unsigned request costs none."""
+        name = self._header if self.config.scheme == "hmac-sha256" else _SIGNATURE_HEADERS.get(
+            self.config.scheme)
+        if name is not None:
+            _require(headers, name)
+
     def verify_lowered(
         self, headers: dict[str, str], body: bytes, now: float | None = None
     ) -> Verified:
         """`verify` for headers already keyed by lower-case name, as ASGI servers give them."""
         return self._check(self, headers, body, time.time() if now is None else now)
+
+
+_SIGNATURE_HEADERS = {"standard-webhooks": "webhook-signature", "stripe": "stripe-signature",
+                      "github": "x-hub-signature-256", "shopify": "x-shopify-hmac-sha256"}
 
 
 def build_verifier(

@@ -20,6 +20,7 @@ from engine.runtime import EventMeta
 from engine.server.http import Problem, send_json
 from engine.server.ingest import (
     admitted,
+    check_length,
     correlation,
     new_correlation_id,
     parse_json,
@@ -42,8 +43,13 @@ async def handle_webhook(
     """Verify, parse and durably accept one delivery and answer 202 (returned); raises
     `Problem` for every refusal."""
     started = time.perf_counter()
+    require_json(headers)        # what the headers can refuse costs no admission slot
+    check_length(state, headers)
+    try:
+        route.verifier.require_header(headers)
+    except SignatureError as exc:
+        raise Problem(401, exc.reason, exc.message) from None
     with admitted(state):
-        require_json(headers)
         body = await read_raw(state, headers, receive)
         verified = verify(route, headers, body)
         data = parse_json(state, body)
