@@ -23,6 +23,8 @@ class ProjectSpec(Model):
     paths: list[str] = Field(default_factory=lambda: ["flows", "mappings", "policies"])
     defaults: Defaults = Field(default_factory=Defaults)
     environments: dict[str, Environment] = Field(default_factory=lambda: {"dev": Environment()})
+    # field-name patterns (fnmatch) masked in what `plan --samples` prints; None: the defaults
+    redact: list[str] | None = None
 
 
 class Project(Resource):

@@ -1,0 +1,137 @@
+"""`syncline plan --samples DIR`: old and new mappings run on recorded payloads, between two
+commits of a real git repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.gitops_kit import FILES, MAPPING, commit, new_repo, run, write
+
+SAMPLES = {
+    "samples/order-flow/a.json": json.dumps({"Id": "A-1", "Amount": 10}),
+    "samples/order-flow/b.yaml": "Id: B-2\nAmount: 20\n",
+    "samples/order-flow/more.jsonl": json.dumps({"Id": "C-3", "Amount": 30}) + "\n"
+    + json.dumps({"Id": "D-4", "Amount": "thirty"}) + "\n",
+    "samples/wrapped.json": json.dumps({"trigger": "com.acme.order.requested",
+                                        "data": {"Id": "E-5", "Amount": 50}}),
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Two commits: the base project with samples, then a changed mapping."""
+    _, project = new_repo(tmp_path)
+    commit(project, "base", {**FILES, **SAMPLES})
+    return project
+
+
+def change(project: Path, mapping: str) -> None:
+    commit(project, "change the mapping", {"mappings/to-order.yaml": mapping})
+
+
+def plan(project: Path, *extra: str, base: str = "HEAD~1") -> tuple[int, str]:
+    result = run("plan", str(project), "--base", base, "--samples",
+                 str(project / "samples"), *extra)
+    return result.exit_code, result.output
+
+
+def test_a_changed_field_is_shown_per_sample(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project, "--format", "json")
+    assert code == 0, output
+    preview = json.loads(output)["preview"]
+    assert preview["samples"] == 5 and preview["unmatched"] == []
+    [step] = preview["steps"]
+    assert (step["flow"], step["step"], step["old"], step["new"]) == (
+        "order-flow", "order", "to-order@1", "to-order@1")
+    # D-4 fails in both (amount is not a number): still failing, not newly failing
+    assert step["counts"] == {"unchanged": 0, "changed": 4, "newly_failing": 0,
+                              "newly_passing": 0, "still_failing": 1}
+    first = step["samples"][0]
+    assert first["sample"].endswith("samples/order-flow/a.json")
+    assert first["fields"] == [{"path": "status", "old": "open", "new": "won"}]
+
+
+def test_newly_failing_and_newly_passing(project: Path) -> None:
+    change(project, MAPPING.replace("amount: Amount", "amount: to_number(Amount)")
+           .replace("id: Id", "id: to_number(Id)"))
+    code, output = plan(project, "--fail-on", "failing")
+    assert code == 1, output
+    assert "0 unchanged, 0 changed, 4 newly failing, 0 newly passing" in output
+    assert "error: mapping 'to-order@1' failed" in output
+    change(project, MAPPING.replace("amount: Amount", "amount: to_number(Amount) || `0`"))
+    code, output = plan(project, "--format", "json", base="HEAD~2")
+    counts = json.loads(output)["preview"]["steps"][0]["counts"]
+    assert counts["unchanged"] == 4 and counts["changed"] == 0
+    assert counts["newly_passing"] == 1 and code == 0  # --fail-on never by default
+
+
+def test_unchanged_mapping_reports_no_step_and_fail_on_changed(project: Path) -> None:
+    commit(project, "a readme only", {"README.md": "x\n"})
+    code, output = plan(project, "--fail-on", "changed")
+    assert code == 0, output
+    assert "Preview on 5 samples:\n  no mapping step changed." in output
+    change(project, MAPPING.replace("amount: Amount", "amount: {const: 1}"))
+    code, output = plan(project, "--fail-on", "changed", base="HEAD~2")
+    assert code == 1
+    assert "amount: 10 -> 1" in output
+
+
+def test_markdown_for_a_pull_request(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project, "--format", "markdown")
+    assert code == 0
+    assert output.startswith("## Syncline plan\n\n```\nPlan for shop [dev]")
+    assert "| `order-flow/order` | to-order@1 → to-order@1 | 0 | 4 | 0 | 0 |" in output
+    assert "| `status` | `\"open\"` | `\"won\"` |" in output
+
+
+def test_secrets_and_people_are_redacted(project: Path) -> None:
+    write(project, {"samples/order-flow/a.json": json.dumps(
+        {"Id": "jane.doe@example.com", "Amount": 10})})
+    change(project, MAPPING.replace("id: Id", "id: \"join('', [Id, '!'])\""))
+    code, output = plan(project)
+    assert code == 0, output
+    assert "jane.doe@example.com" not in output
+    assert 'id: "[redacted]" -> "[redacted]!"' in output
+    assert 'id: "B-2" -> "B-2!"' in output
+
+
+def test_redaction_list_from_syncline_yaml(project: Path) -> None:
+    write(project, {"syncline.yaml": FILES["syncline.yaml"].replace(
+        "spec:\n", "spec:\n  redact: ['stat*']\n")})
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project)
+    assert code == 0, output
+    assert 'status: "[redacted]" -> "[redacted]"' in output
+
+
+def test_samples_matching_no_flow_are_reported(project: Path) -> None:
+    write(project, {"samples/nobody/x.json": "{}",
+                    "samples/top.yaml": "flow: gone\ndata: {Id: X}\n"})
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project)
+    assert code == 0, output
+    assert "'nobody' is no flow, event type or trigger path of the head" in output
+    assert "top.yaml: 'gone' is no flow" in output
+
+
+def test_a_sample_that_is_not_json_is_a_located_error(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    write(project, {"samples/order-flow/bad.json": '{"Id": "A",\n  oops}\n'})
+    code, output = plan(project)
+    assert code == 2
+    assert "samples/order-flow/bad.json:2:3: error[E_SAMPLE] not JSON: " in output
+    write(project, {"samples/order-flow/bad.json": None, "samples/order-flow/bad.yaml": "a: [\n"})
+    code, output = plan(project)
+    assert code == 2 and "bad.yaml:2:1: error[E_SAMPLE] not YAML" in output
+
+
+def test_an_unknown_base_ref_is_a_usage_error(project: Path) -> None:
+    result = run("plan", str(project), "--base", "no-such-ref", "--samples",
+                 str(project / "samples"))
+    assert result.exit_code == 2
+    assert "neither a directory nor a git ref" in result.output
