@@ -96,14 +96,16 @@ def test_the_workflow_runs_and_fails_a_breaking_pull_request(tmp_path: Path) -> 
     origin = tmp_path / "origin"
     origin.mkdir()
     git(origin, "init", "-q")
-    commit(origin, "the project", dict(FILES))
+    sample = {"samples/order-flow/a.json": '{"Id": "A", "Amount": 1}'}
+    commit(origin, "the project", {**FILES, **sample})
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(origin), str(clone))
     git(clone, "checkout", "-q", "-b", "feature")
     write(clone, {"mappings/order.yaml": SCHEMA + "      note: {type: string}\n"})
     git(clone, "commit", "-q", "-am", "an optional field")
     codes = run_workflow(workflow, clone, tmp_path, "prod")
-    assert list(codes) == ["Validate", "Mapping and flow tests", "Plan against the base branch"]
+    assert list(codes) == ["Validate", "Mapping and flow tests", "Plan against the base branch",
+                           "Preview on recorded samples"]
     assert set(codes.values()) == {0}, codes
     summary = (tmp_path / "summary.md").read_text()
     assert "  ~ Schema order@1\n      + spec.jsonSchema.properties.note:" in summary
@@ -118,9 +120,12 @@ def test_the_workflow_runs_and_fails_a_breaking_pull_request(tmp_path: Path) -> 
     codes = run_workflow(workflow, clone, tmp_path, "prod")
     assert codes == {
         "Validate": 0, "Mapping and flow tests": 0, "Plan against the base branch": 1,
+        "Preview on recorded samples": 0,
     }
     summary = (tmp_path / "summary.md").read_text()
     assert "  ! Schema order@1 -> order@2: removed field 'amount'\n" in summary
+    assert "| `order-flow/order` | to-order@1 → to-order@1 | 0 | 1 | 0 | 0 |" in summary
+    assert (clone / "preview.md").read_text().startswith("## Syncline plan\n")
 
 
 def test_the_pre_commit_hooks_run_on_definition_files(tmp_path: Path) -> None:

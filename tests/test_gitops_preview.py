@@ -135,3 +135,12 @@ def test_an_unknown_base_ref_is_a_usage_error(project: Path) -> None:
                  str(project / "samples"))
     assert result.exit_code == 2
     assert "neither a directory nor a git ref" in result.output
+
+
+def test_preview_costs_a_small_multiple_of_running_the_mapping() -> None:
+    """Old and new mapping plus the diff: a few times one mapping run, never an interpreter's
+    hundreds (a ratio, not an absolute time; tests/bench/bench_preview.py prints both)."""
+    from tests.bench.bench_preview import measure
+
+    took, bare = measure(200)
+    assert took / bare < 25, (took, bare)
