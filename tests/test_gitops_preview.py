@@ -144,3 +144,43 @@ def test_preview_costs_a_small_multiple_of_running_the_mapping() -> None:
 
     took, bare = measure(200)
     assert took / bare < 25, (took, bare)
+
+
+def test_samples_export_writes_the_newest_events_redacted_and_plan_reads_them(
+    project: Path,
+) -> None:
+    """Events accepted into the project's SQLite store become a committed sample set."""
+    import asyncio
+
+    from engine.store import EventRecord, NewRun, SQLiteStore
+
+    async def record() -> None:
+        async with SQLiteStore(project / ".syncline" / "syncline.db") as store:
+            for n in range(5):
+                data = {"Id": f"O-{n}", "Amount": n, "Contact": {"Email": f"p{n}@acme.example"}}
+                event = EventRecord(id=f"ev-{n}", type="com.acme.order.requested",
+                                    source="tests", data=data)
+                run = NewRun(id=f"run-{n}", flow="order-flow", flow_version=1,
+                             plan_digest="sha256:x", key=f"O-{n}", ordering_key=None,
+                             correlation_id=f"c-{n}", state="succeeded")
+                await store.accept(event, [run])
+
+    (project / ".syncline").mkdir()
+    asyncio.run(record())
+    out = project / "exported"
+    result = run("samples", "export", str(out), "--project", str(project), "--limit", "3")
+    assert result.exit_code == 0, result.output
+    assert "order-flow: 3 samples" in result.output
+    files = sorted(p.name for p in (out / "order-flow").iterdir())
+    assert files == ["ev-2.json", "ev-3.json", "ev-4.json"]  # the newest three
+    written = json.loads((out / "order-flow" / "ev-4.json").read_text())
+    assert written == {"Amount": 4, "Contact": {"Email": "[redacted]"}, "Id": "O-4"}
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    result = run("plan", str(project), "--base", "HEAD~1", "--samples", str(out))
+    assert "0 unchanged, 3 changed" in result.output
+
+
+def test_samples_export_without_a_store_is_a_usage_error(project: Path) -> None:
+    result = run("samples", "export", str(project / "out"), "--project", str(project))
+    assert result.exit_code == 2
+    assert "no local store at" in result.output

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from engine.cli.common import (
+    DATABASE,
     ENV,
     FORMAT,
     PROJECT,
@@ -24,6 +25,7 @@ from engine.loader import load_project
 
 if TYPE_CHECKING:
     from engine.gitops.preview import Preview
+    from engine.gitops.samples import Redactor
 
 
 @click.command("plan")
@@ -90,16 +92,71 @@ def _preview(project: Path, before: Plan | None, head: Plan, directory: Path) ->
     """The change preview on the samples in `directory` (exit 2 on an unreadable one)."""
     from engine.errors import UsageError
     from engine.gitops.preview import preview
-    from engine.gitops.samples import Redactor, load_samples
+    from engine.gitops.samples import load_samples
 
     try:
         samples = load_samples(directory)
     except UsageError as exc:
         click.echo(f"{exc}", err=True)
         sys.exit(2)
+    return preview(before, head, samples, _redactor(project))
+
+
+def _redactor(project: Path) -> Redactor:
+    """The redaction list of the project's syncline.yaml (`spec.redact`), else the default."""
+    from engine.gitops.samples import Redactor
+
     document = load_project(project).project
-    spec = (document.data.get("spec") if document and isinstance(document.data, dict) else None)
-    return preview(before, head, samples, Redactor((spec or {}).get("redact")))
+    spec = document.data.get("spec") if document and isinstance(document.data, dict) else None
+    return Redactor((spec or {}).get("redact") if isinstance(spec, dict) else None)
+
+
+@click.group()
+def samples() -> None:
+    """Recorded payloads for `syncline plan --samples DIR`."""
+
+
+@samples.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Events per flow (the newest).")
+@DATABASE
+@ENV
+@PROJECT_OPTION
+def samples_export(directory: Path, limit: int, database: str | None,
+                   environment: str | None, project: Path) -> None:
+    """Write the last --limit accepted events of each flow of PROJECT from its store (or
+    --database) to DIRECTORY/<flow>/<event id>.json, with the redaction list (`spec.redact` in
+    syncline.yaml, else emails, names, addresses, phones, tokens, secrets) masked, so the set
+    can be committed and previewed with `syncline plan --samples DIRECTORY`."""
+    import asyncio
+
+    from engine.cli.common import exit_on_errors
+    from engine.commands.runs import store_path
+    from engine.errors import StoreError, UsageError
+    from engine.gitops.export import export_samples
+    from engine.store import open_store
+
+    head, _ = compile_or_report(project, environment)
+    if head is None:
+        sys.exit(1)
+    if database is None and not store_path(project).exists():
+        click.echo(f"error: no local store at {store_path(project)}", err=True)
+        sys.exit(2)
+
+    async def go() -> dict[str, int]:
+        store = open_store(database, project.resolve())
+        await store.open()
+        try:
+            return await export_samples(store, head.flows, directory, limit, _redactor(project))
+        finally:
+            await store.close()
+
+    with exit_on_errors(UsageError, StoreError):
+        written = asyncio.run(go())
+    for flow, count in written.items():
+        click.echo(f"{flow}: {count} samples")
+    click.echo(f"wrote {sum(written.values())} samples to {directory}")
 
 
 def _compile_base(project: Path, base: str, environment: str, fmt: str) -> tuple[Plan | None, str]:
