@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gitops_kit import FILES, MAPPING, commit, new_repo, run, write
+from tests.gitops_kit import FILES, FLOW, MAPPING, commit, new_repo, run, write
 
 SAMPLES = {
     "samples/order-flow/a.json": json.dumps({"Id": "A-1", "Amount": 10}),
@@ -184,3 +184,22 @@ def test_samples_export_without_a_store_is_a_usage_error(project: Path) -> None:
     result = run("samples", "export", str(project / "out"), "--project", str(project))
     assert result.exit_code == 2
     assert "no local store at" in result.output
+
+
+def test_a_new_map_step_and_one_that_reads_a_call(project: Path) -> None:
+    """A step the base has not: every field is new. A step reading a call's result cannot be
+    run without calling: listed as not previewed, no sample counted."""
+    flow = FLOW.replace(
+        "    - {id: erp,",
+        "    - {id: again, map: to-order}\n"
+        "    - {id: after, map: to-order, input: steps.erp.body}\n    - {id: erp,")
+    commit(project, "two more map steps", {"flows/order-flow.yaml": flow})
+    code, output = plan(project, "--format", "json")
+    assert code == 0, output
+    steps = {s["step"]: s for s in json.loads(output)["preview"]["steps"]}
+    assert set(steps) == {"again", "after"}
+    assert steps["again"]["old"] is None and steps["again"]["counts"]["changed"] == 4
+    assert steps["again"]["samples"][0]["fields"][0] == {"path": "amount", "new": 10}
+    assert steps["after"]["not_previewed"] == (
+        "reads step 'erp' (call), which preview does not run")
+    assert sum(steps["after"]["counts"].values()) == 0

@@ -88,7 +88,8 @@ def preview(base: Plan | None, head: Plan, samples: Iterable[Sample],
                 continue
             result = StepPreview(name, step.id, old.ident if old else None,
                                  step.action.mapping.ident)
-            reason = _offline(flow, step.id) or (old_flow and _offline(old_flow, step.id))
+            reason = _offline(flow, step.id) or (
+                _offline(old_flow, step.id) if old is not None and old_flow else None)
             if reason:
                 result.not_previewed = reason
             else:
