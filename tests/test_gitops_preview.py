@@ -203,3 +203,11 @@ def test_a_new_map_step_and_one_that_reads_a_call(project: Path) -> None:
     assert steps["after"]["not_previewed"] == (
         "reads step 'erp' (call), which preview does not run")
     assert sum(steps["after"]["counts"].values()) == 0
+
+
+def test_markdown_without_samples_is_the_plan_only(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    result = run("plan", str(project), "--base", "HEAD~1", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("## Syncline plan\n\n```\n")
+    assert result.output.endswith("0 breaking.\n```\n") and "Preview" not in result.output

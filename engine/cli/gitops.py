@@ -75,10 +75,9 @@ def plan_command(project: Path, base: str, environment: str | None, fmt: str,
         preview = {"preview": shown.as_dict()} if shown is not None else {}
         emit_json({"ok": not failed, "base": label, **diff.as_dict(), **preview})
     elif fmt == "markdown":
-        from engine.gitops.preview import Preview
         from engine.gitops.preview_render import render_markdown
 
-        click.echo(render_markdown(shown or Preview([], [], 0), text), nl=False)
+        click.echo(render_markdown(shown, text), nl=False)
     else:
         click.echo(text, nl=False)
         if shown is not None:

@@ -51,9 +51,12 @@ def render_text(preview: Preview) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(preview: Preview, plan_text: str) -> str:
-    out = ["## Syncline plan", "", "```", plan_text.rstrip("\n"), "```", "",
-           f"### Preview on {preview.sample_count} recorded samples", ""]
+def render_markdown(preview: Preview | None, plan_text: str) -> str:
+    """The plan in a code block, then (with samples) the preview's tables."""
+    out = ["## Syncline plan", "", "```", plan_text.rstrip("\n"), "```"]
+    if preview is None:
+        return "\n".join(out) + "\n"
+    out += ["", f"### Preview on {preview.sample_count} recorded samples", ""]
     if not preview.steps:
         out.append("No mapping step changed.")
     else:
