@@ -98,7 +98,9 @@ def test_the_workflow_runs_and_fails_a_breaking_pull_request(tmp_path: Path) -> 
     origin.mkdir()
     git(origin, "init", "-q")
     teams = '  teams: {tests: "@shop/tests", finance: "@shop/finance", revops: "@shop/revops"}\n'
-    commit(origin, "the project", {**FILES, "syncline.yaml": FILES["syncline.yaml"] + teams})
+    sample = {"samples/order-flow/a.json": '{"Id": "A", "Amount": 1}'}
+    commit(origin, "the project",
+           {**FILES, **sample, "syncline.yaml": FILES["syncline.yaml"] + teams})
     CliRunner().invoke(main, ["owners", str(origin), "--codeowners"])
     commit(origin, "its CODEOWNERS", {})
     clone = tmp_path / "clone"
@@ -109,7 +111,7 @@ def test_the_workflow_runs_and_fails_a_breaking_pull_request(tmp_path: Path) -> 
     codes = run_workflow(workflow, clone, tmp_path, "prod")
     assert list(codes) == [
         "Validate", "CODEOWNERS is current", "Mapping and flow tests",
-        "Plan against the base branch",
+        "Plan against the base branch", "Preview on recorded samples",
     ]
     assert set(codes.values()) == {0}, codes
     summary = (tmp_path / "summary.md").read_text()
@@ -127,10 +129,12 @@ def test_the_workflow_runs_and_fails_a_breaking_pull_request(tmp_path: Path) -> 
     codes = run_workflow(workflow, clone, tmp_path, "prod")
     assert codes == {
         "Validate": 0, "CODEOWNERS is current": 0, "Mapping and flow tests": 0,
-        "Plan against the base branch": 1,
+        "Plan against the base branch": 1, "Preview on recorded samples": 0,
     }
     summary = (tmp_path / "summary.md").read_text()
     assert "  ! Schema order@1 -> order@2: removed field 'amount'\n" in summary
+    assert "| `order-flow/order` | to-order@1 → to-order@1 | 0 | 1 | 0 | 0 |" in summary
+    assert (clone / "preview.md").read_text().startswith("## Syncline plan\n")
 
 
 def test_the_pre_commit_hooks_run_on_definition_files(tmp_path: Path) -> None:

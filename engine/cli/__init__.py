@@ -3,7 +3,7 @@
 definitions, failing tests), 2 usage error.
 
     definitions.py  validate, test, graph, owners, init
-    gitops.py       plan, promote, status
+    gitops.py       plan, promote, status, samples export
     runs.py         run, runs list|show|resume|retry|cancel|replay, shadow report
     serving.py      serve, worker, demo
     audit.py        audit [verify], tokens hash|new
@@ -35,6 +35,7 @@ for _command in (
     gitops.plan_command,
     gitops.promote,
     gitops.status,
+    gitops.samples,
     runs.run_command,
     runs.runs,
     runs.shadow,

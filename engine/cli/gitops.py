@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from engine.cli.common import (
+    DATABASE,
     ENV,
     FORMAT,
     PROJECT,
@@ -21,6 +23,10 @@ from engine.compiler.plan import Plan
 from engine.errors import DefinitionErrors
 from engine.loader import load_project
 
+if TYPE_CHECKING:
+    from engine.gitops.preview import Preview
+    from engine.gitops.samples import Redactor
+
 
 @click.command("plan")
 @PROJECT
@@ -28,16 +34,25 @@ from engine.loader import load_project
               help="A directory, or a git ref of the repository holding PROJECT (read with git; "
                    "the working tree is not touched).")
 @ENV
-@FORMAT
-@click.option("--fail-on", type=click.Choice(["breaking", "never"]), default="never",
-              show_default=True, help="Exit 1 when a breaking schema change is found.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              default="text", show_default=True,
+              help="Output format (markdown: a pull request comment).")
+@click.option("--fail-on", type=click.Choice(["breaking", "changed", "failing", "never"]),
+              default="never", show_default=True,
+              help="Exit 1 on a breaking schema change; with --samples, on any changed or newly "
+                   "failing sample (changed) or on a newly failing one (failing).")
+@click.option("--samples", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Also run the base's and the head's changed mappings on the "
+              "recorded payloads in DIR (DIR/<flow>/*.json|yaml|jsonl, or {flow|trigger, data} "
+              "wrappers at the top) and show how each output changes. Nothing is called.")
 def plan_command(project: Path, base: str, environment: str | None, fmt: str,
-                 fail_on: str) -> None:
+                 fail_on: str, samples: Path | None) -> None:
     """What changes against a git ref or a directory, for one environment, like `terraform
-    plan`: resources added, removed and changed, active versions, breaking schema changes.
+    plan`: resources added, removed and changed, active versions, breaking schema changes;
+    with --samples, what the changed mappings do to recorded payloads.
 
     Exit 1 when PROJECT does not compile, a Schema was edited incompatibly in place, or
-    (with --fail-on breaking) something is breaking."""
+    --fail-on finds what it names; exit 2 on an unknown base or an unreadable sample."""
     from engine.gitops.diff import diff_bundles, render_text
 
     head, diagnostics = compile_or_report(project, environment, fmt)
@@ -50,11 +65,97 @@ def plan_command(project: Path, base: str, environment: str | None, fmt: str,
                         base_digest=before.digest if before else None, head_digest=head.digest,
                         head_documents=load_project(project).documents)
     failed = bool(diff.errors) or (fail_on == "breaking" and bool(diff.breaking))
+    shown = _preview(project, before, head, samples) if samples is not None else None
+    if shown is not None:
+        failing = shown.total("newly_failing") > 0
+        failed = failed or (fail_on == "failing" and failing) or (
+            fail_on == "changed" and (failing or shown.total("changed") > 0))
+    text = render_text(diff, label, str(project))
     if fmt == "json":
-        emit_json({"ok": not failed, "base": label, **diff.as_dict()})
+        preview = {"preview": shown.as_dict()} if shown is not None else {}
+        emit_json({"ok": not failed, "base": label, **diff.as_dict(), **preview})
+    elif fmt == "markdown":
+        from engine.gitops.preview_render import render_markdown
+
+        click.echo(render_markdown(shown, text), nl=False)
     else:
-        click.echo(render_text(diff, label, str(project)), nl=False)
+        click.echo(text, nl=False)
+        if shown is not None:
+            from engine.gitops.preview_render import render_text as render_preview
+
+            click.echo("\n" + render_preview(shown), nl=False)
     sys.exit(1 if failed else 0)
+
+
+def _preview(project: Path, before: Plan | None, head: Plan, directory: Path) -> Preview:
+    """The change preview on the samples in `directory` (exit 2 on an unreadable one)."""
+    from engine.errors import UsageError
+    from engine.gitops.preview import preview
+    from engine.gitops.samples import load_samples
+
+    try:
+        samples = load_samples(directory)
+    except UsageError as exc:
+        click.echo(f"{exc}", err=True)
+        sys.exit(2)
+    return preview(before, head, samples, _redactor(project))
+
+
+def _redactor(project: Path) -> Redactor:
+    """The redaction list of the project's syncline.yaml (`spec.redact`), else the default."""
+    from engine.gitops.samples import Redactor
+
+    document = load_project(project).project
+    spec = document.data.get("spec") if document and isinstance(document.data, dict) else None
+    return Redactor((spec or {}).get("redact") if isinstance(spec, dict) else None)
+
+
+@click.group()
+def samples() -> None:
+    """Recorded payloads for `syncline plan --samples DIR`."""
+
+
+@samples.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--limit", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Events per flow (the newest).")
+@DATABASE
+@ENV
+@PROJECT_OPTION
+def samples_export(directory: Path, limit: int, database: str | None,
+                   environment: str | None, project: Path) -> None:
+    """Write the last --limit accepted events of each flow of PROJECT from its store (or
+    --database) to DIRECTORY/<flow>/<event id>.json, with the redaction list (`spec.redact` in
+    syncline.yaml, else emails, names, addresses, phones, tokens, secrets) masked, so the set
+    can be committed and previewed with `syncline plan --samples DIRECTORY`."""
+    import asyncio
+
+    from engine.cli.common import exit_on_errors
+    from engine.commands.runs import store_path
+    from engine.errors import StoreError, UsageError
+    from engine.gitops.export import export_samples
+    from engine.store import open_store
+
+    head, _ = compile_or_report(project, environment)
+    if head is None:
+        sys.exit(1)
+    if database is None and not store_path(project).exists():
+        click.echo(f"error: no local store at {store_path(project)}", err=True)
+        sys.exit(2)
+
+    async def go() -> dict[str, int]:
+        store = open_store(database, project.resolve())
+        await store.open()
+        try:
+            return await export_samples(store, head.flows, directory, limit, _redactor(project))
+        finally:
+            await store.close()
+
+    with exit_on_errors(UsageError, StoreError):
+        written = asyncio.run(go())
+    for flow, count in written.items():
+        click.echo(f"{flow}: {count} samples")
+    click.echo(f"wrote {sum(written.values())} samples to {directory}")
 
 
 def _compile_base(project: Path, base: str, environment: str, fmt: str) -> tuple[Plan | None, str]:

@@ -39,6 +39,8 @@ class ProjectSpec(Model):
     environments: dict[str, Environment] = Field(default_factory=lambda: {"dev": Environment()})
     # team (metadata.owner) -> its CODEOWNERS handle: @user, @org/team or an email address
     teams: dict[str, Annotated[str, Field(pattern=HANDLE_RE)]] = Field(default_factory=dict)
+    # field-name patterns (fnmatch) masked in what `plan --samples` prints; None: the defaults
+    redact: list[str] | None = None
 
 
 class Project(Resource):

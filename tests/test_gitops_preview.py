@@ -1,0 +1,213 @@
+"""`syncline plan --samples DIR`: old and new mappings run on recorded payloads, between two
+commits of a real git repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.gitops_kit import FILES, FLOW, MAPPING, commit, new_repo, run, write
+
+SAMPLES = {
+    "samples/order-flow/a.json": json.dumps({"Id": "A-1", "Amount": 10}),
+    "samples/order-flow/b.yaml": "Id: B-2\nAmount: 20\n",
+    "samples/order-flow/more.jsonl": json.dumps({"Id": "C-3", "Amount": 30}) + "\n"
+    + json.dumps({"Id": "D-4", "Amount": "thirty"}) + "\n",
+    "samples/wrapped.json": json.dumps({"trigger": "com.acme.order.requested",
+                                        "data": {"Id": "E-5", "Amount": 50}}),
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Two commits: the base project with samples, then a changed mapping."""
+    _, project = new_repo(tmp_path)
+    commit(project, "base", {**FILES, **SAMPLES})
+    return project
+
+
+def change(project: Path, mapping: str) -> None:
+    commit(project, "change the mapping", {"mappings/to-order.yaml": mapping})
+
+
+def plan(project: Path, *extra: str, base: str = "HEAD~1") -> tuple[int, str]:
+    result = run("plan", str(project), "--base", base, "--samples",
+                 str(project / "samples"), *extra)
+    return result.exit_code, result.output
+
+
+def test_a_changed_field_is_shown_per_sample(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project, "--format", "json")
+    assert code == 0, output
+    preview = json.loads(output)["preview"]
+    assert preview["samples"] == 5 and preview["unmatched"] == []
+    [step] = preview["steps"]
+    assert (step["flow"], step["step"], step["old"], step["new"]) == (
+        "order-flow", "order", "to-order@1", "to-order@1")
+    # D-4 fails in both (amount is not a number): still failing, not newly failing
+    assert step["counts"] == {"unchanged": 0, "changed": 4, "newly_failing": 0,
+                              "newly_passing": 0, "still_failing": 1}
+    first = step["samples"][0]
+    assert first["sample"].endswith("samples/order-flow/a.json")
+    assert first["fields"] == [{"path": "status", "old": "open", "new": "won"}]
+
+
+def test_newly_failing_and_newly_passing(project: Path) -> None:
+    change(project, MAPPING.replace("amount: Amount", "amount: to_number(Amount)")
+           .replace("id: Id", "id: to_number(Id)"))
+    code, output = plan(project, "--fail-on", "failing")
+    assert code == 1, output
+    assert "0 unchanged, 0 changed, 4 newly failing, 0 newly passing" in output
+    assert "error: mapping 'to-order@1' failed" in output
+    change(project, MAPPING.replace("amount: Amount", "amount: to_number(Amount) || `0`"))
+    code, output = plan(project, "--format", "json", base="HEAD~2")
+    counts = json.loads(output)["preview"]["steps"][0]["counts"]
+    assert counts["unchanged"] == 4 and counts["changed"] == 0
+    assert counts["newly_passing"] == 1 and code == 0  # --fail-on never by default
+
+
+def test_unchanged_mapping_reports_no_step_and_fail_on_changed(project: Path) -> None:
+    commit(project, "a readme only", {"README.md": "x\n"})
+    code, output = plan(project, "--fail-on", "changed")
+    assert code == 0, output
+    assert "Preview on 5 samples:\n  no mapping step changed." in output
+    change(project, MAPPING.replace("amount: Amount", "amount: {const: 1}"))
+    code, output = plan(project, "--fail-on", "changed", base="HEAD~2")
+    assert code == 1
+    assert "amount: 10 -> 1" in output
+
+
+def test_markdown_for_a_pull_request(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project, "--format", "markdown")
+    assert code == 0
+    assert output.startswith("## Syncline plan\n\n```\nPlan for shop [dev]")
+    assert "| `order-flow/order` | to-order@1 → to-order@1 | 0 | 4 | 0 | 0 |" in output
+    assert "| `status` | `\"open\"` | `\"won\"` |" in output
+
+
+def test_secrets_and_people_are_redacted(project: Path) -> None:
+    write(project, {"samples/order-flow/a.json": json.dumps(
+        {"Id": "jane.doe@example.com", "Amount": 10})})
+    change(project, MAPPING.replace("id: Id", "id: \"join('', [Id, '!'])\""))
+    code, output = plan(project)
+    assert code == 0, output
+    assert "jane.doe@example.com" not in output
+    assert 'id: "[redacted]" -> "[redacted]!"' in output
+    assert 'id: "B-2" -> "B-2!"' in output
+
+
+def test_redaction_list_from_syncline_yaml(project: Path) -> None:
+    write(project, {"syncline.yaml": FILES["syncline.yaml"].replace(
+        "spec:\n", "spec:\n  redact: ['stat*']\n")})
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project)
+    assert code == 0, output
+    assert 'status: "[redacted]" -> "[redacted]"' in output
+
+
+def test_samples_matching_no_flow_are_reported(project: Path) -> None:
+    write(project, {"samples/nobody/x.json": "{}",
+                    "samples/top.yaml": "flow: gone\ndata: {Id: X}\n"})
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project)
+    assert code == 0, output
+    assert "'nobody' is no flow, event type or trigger path of the head" in output
+    assert "top.yaml: 'gone' is no flow" in output
+
+
+def test_a_sample_that_is_not_json_is_a_located_error(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    write(project, {"samples/order-flow/bad.json": '{"Id": "A",\n  oops}\n'})
+    code, output = plan(project)
+    assert code == 2
+    assert "samples/order-flow/bad.json:2:3: error[E_SAMPLE] not JSON: " in output
+    write(project, {"samples/order-flow/bad.json": None, "samples/order-flow/bad.yaml": "a: [\n"})
+    code, output = plan(project)
+    assert code == 2 and "bad.yaml:2:1: error[E_SAMPLE] not YAML" in output
+
+
+def test_an_unknown_base_ref_is_a_usage_error(project: Path) -> None:
+    result = run("plan", str(project), "--base", "no-such-ref", "--samples",
+                 str(project / "samples"))
+    assert result.exit_code == 2
+    assert "neither a directory nor a git ref" in result.output
+
+
+def test_preview_costs_a_small_multiple_of_running_the_mapping() -> None:
+    """Old and new mapping plus the diff: a few times one mapping run, never an interpreter's
+    hundreds (a ratio, not an absolute time; tests/bench/bench_preview.py prints both)."""
+    from tests.bench.bench_preview import measure
+
+    took, bare = measure(200)
+    assert took / bare < 25, (took, bare)
+
+
+def test_samples_export_writes_the_newest_events_redacted_and_plan_reads_them(
+    project: Path,
+) -> None:
+    """Events accepted into the project's SQLite store become a committed sample set."""
+    import asyncio
+
+    from engine.store import EventRecord, NewRun, SQLiteStore
+
+    async def record() -> None:
+        async with SQLiteStore(project / ".syncline" / "syncline.db") as store:
+            for n in range(5):
+                data = {"Id": f"O-{n}", "Amount": n, "Contact": {"Email": f"p{n}@acme.example"}}
+                event = EventRecord(id=f"ev-{n}", type="com.acme.order.requested",
+                                    source="tests", data=data)
+                run = NewRun(id=f"run-{n}", flow="order-flow", flow_version=1,
+                             plan_digest="sha256:x", key=f"O-{n}", ordering_key=None,
+                             correlation_id=f"c-{n}", state="succeeded")
+                await store.accept(event, [run])
+
+    (project / ".syncline").mkdir()
+    asyncio.run(record())
+    out = project / "exported"
+    result = run("samples", "export", str(out), "--project", str(project), "--limit", "3")
+    assert result.exit_code == 0, result.output
+    assert "order-flow: 3 samples" in result.output
+    files = sorted(p.name for p in (out / "order-flow").iterdir())
+    assert files == ["ev-2.json", "ev-3.json", "ev-4.json"]  # the newest three
+    written = json.loads((out / "order-flow" / "ev-4.json").read_text())
+    assert written == {"Amount": 4, "Contact": {"Email": "[redacted]"}, "Id": "O-4"}
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    result = run("plan", str(project), "--base", "HEAD~1", "--samples", str(out))
+    assert "0 unchanged, 3 changed" in result.output
+
+
+def test_samples_export_without_a_store_is_a_usage_error(project: Path) -> None:
+    result = run("samples", "export", str(project / "out"), "--project", str(project))
+    assert result.exit_code == 2
+    assert "no local store at" in result.output
+
+
+def test_a_new_map_step_and_one_that_reads_a_call(project: Path) -> None:
+    """A step the base has not: every field is new. A step reading a call's result cannot be
+    run without calling: listed as not previewed, no sample counted."""
+    flow = FLOW.replace(
+        "    - {id: erp,",
+        "    - {id: again, map: to-order}\n"
+        "    - {id: after, map: to-order, input: steps.erp.body}\n    - {id: erp,")
+    commit(project, "two more map steps", {"flows/order-flow.yaml": flow})
+    code, output = plan(project, "--format", "json")
+    assert code == 0, output
+    steps = {s["step"]: s for s in json.loads(output)["preview"]["steps"]}
+    assert set(steps) == {"again", "after"}
+    assert steps["again"]["old"] is None and steps["again"]["counts"]["changed"] == 4
+    assert steps["again"]["samples"][0]["fields"][0] == {"path": "amount", "new": 10}
+    assert steps["after"]["not_previewed"] == (
+        "reads step 'erp' (call), which preview does not run")
+    assert sum(steps["after"]["counts"].values()) == 0
+
+
+def test_markdown_without_samples_is_the_plan_only(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    result = run("plan", str(project), "--base", "HEAD~1", "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("## Syncline plan\n\n```\n")
+    assert result.output.endswith("0 breaking.\n```\n") and "Preview" not in result.output
