@@ -24,6 +24,7 @@ def _materialise(name: str, tmp_path: Path) -> Path:
     root = tmp_path / name
     shutil.copytree(CORPUS / name, root, symlinks=True)
     defs = root / "defs"
+    defs.mkdir(exist_ok=True)  # git keeps no empty folder: a clean clone of yaml_depth has none
     if name == "yaml_depth":  # 200,000 levels: the C parser overflowed its stack (SIGSEGV)
         (defs / "flow.yaml").write_text("a: " + "[" * 200_000 + "]" * 200_000 + "\n")
         (defs / "block.yaml").write_text("- " * 200_000 + "x\n")
