@@ -277,9 +277,11 @@ def _fixed() -> dict[str, Any]:
             "get": _op(
                 "Reconciliation results, newest first (each with its report: counts by kind, "
                 "mismatches, unkeyed items), and the active plan's Reconciliations",
-                _responses((200, "results", None), *ADMIN_ERRORS),
-                parameters=[{"name": n, "in": "query", "schema": {"type": "string"}}
-                            for n in ("name", "limit")],
+                _responses((200, "results", None), (400, "a malformed limit", ERROR),
+                           *ADMIN_ERRORS),
+                parameters=[{"name": "name", "in": "query", "schema": {"type": "string"}},
+                            {"name": "limit", "in": "query",
+                             "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
                 security=admin,
             )
         },
