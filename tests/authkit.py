@@ -33,6 +33,26 @@ spec:
       set: {{deal: data.name, amount: data.amount}}
 """
 
+METRICS = """\
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: deals-needing-attention, owner: finance}
+spec:
+  help: Deals parked for a person
+  gauge: {flow: deal-to-order, states: [parked]}
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: deal-resolution-time, owner: finance}
+spec:
+  help: From a deal parked to its order going through
+  duration:
+    from: {flow: deal-to-order, state: parked}
+    to: {flow: deal-to-order, state: succeeded}
+  objective: {percentile: 90, under: 1h}
+"""
+
 TOKENS = {"viewer": "tok-viewer-1", "alice": "tok-alice-1", "root": "tok-root-1"}
 
 
@@ -47,9 +67,10 @@ def tokens_yaml(extra: str = "") -> str:
 
 def auth_project(root: Path) -> Path:
     """The server kit's project plus two parking flows: deal-to-order (owner finance, alice's)
-    and renewal-sync (owner revops, not alice's)."""
+    and renewal-sync (owner revops, not alice's), and two business metrics over deal-to-order."""
     flows = DEALS.format(name="deal-to-order", owner="finance", path="/hooks/deals") + "---\n"
     flows += DEALS.format(name="renewal-sync", owner="revops", path="/hooks/renewals")
+    flows += METRICS
     project = write_project(root / "project", {"flows/deals.yaml": flows})
     (root / "tokens.yaml").write_text(tokens_yaml())
     return project

@@ -272,3 +272,16 @@ def test_without_any_token_the_sign_in_page_says_how_to_make_one(tmp_path: Path)
     with LiveServer(auth_project(tmp_path)) as server, server.client() as http:
         page = http.get("/console/signin")
         assert "has no tokens that can sign in" in page.text
+
+
+def test_the_overview_shows_the_business_metrics_and_their_objectives(live: LiveServer) -> None:
+    with signed_in(live, "viewer") as http:
+        before = http.get("/console").text
+    parked(live, "metric-1")
+    with signed_in(live, "viewer") as http:
+        page = http.get("/console").text
+    assert "Business metrics" in page and "Deals parked for a person" in page
+    assert "90% under 1 h" in page  # the objective in words
+    count = re.compile(r"Deals parked for a person.*?<td class=\"num\">(\d+)", re.S)
+    now, earlier = count.search(page), count.search(before)
+    assert now and earlier and int(now.group(1)) == int(earlier.group(1)) + 1

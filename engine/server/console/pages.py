@@ -11,9 +11,16 @@ from starlette.responses import Response
 from engine.errors import UsageError
 from engine.server.audit import entries, query_from
 from engine.server.console.session import Session
-from engine.server.console.views import STATE_WORDS, allowed_actions, bars, group_exceptions
+from engine.server.console.views import (
+    STATE_WORDS,
+    allowed_actions,
+    bars,
+    business_rows,
+    group_exceptions,
+)
 from engine.server.console.web import Refused, page, render
 from engine.server.http import Problem
+from engine.server.telemetry import business_values
 from engine.store.audit import AuditQuery
 
 EXCEPTION_STATES = ("parked", "dead-lettered")
@@ -44,6 +51,7 @@ async def overview(request: Request, session: Session) -> Response:
         reload=state.reload,
         tokens=state.tokens.status,
         queue=state.runtime.queue_depth(),
+        business=business_rows(await business_values(state)),
     )
 
 

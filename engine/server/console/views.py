@@ -55,7 +55,12 @@ def when(at: float | str | None) -> str:
 
 def age(at: float, now: float | None = None) -> str:
     """How long ago, in the largest two units: `2 d 3 h`, `5 min`, `12 s`."""
-    seconds = max(0, int((now or time.time()) - at))
+    return span((now or time.time()) - at)
+
+
+def span(seconds: float) -> str:
+    """A duration in the largest two units: `2 d 3 h`, `5 min`, `12 s`."""
+    seconds = max(0, int(seconds))
     units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
     parts: list[str] = []
     for name, size in units:
@@ -123,6 +128,25 @@ def bars(counts: Mapping[tuple[str, str], int], width: int = 600) -> list[dict[s
                 x += w
         out.append({"flow": flow, "total": sum(flows[flow].values()), "segments": segments})
     return out
+
+
+def business_rows(values: Iterable[Any]) -> list[dict[str, Any]]:
+    """The business metrics (`MetricValue`s) as Overview rows: a count now for gauges and
+    counters; for durations how many were measured and, with an objective, the share that met
+    it in words (`95% under 10 min`) and as a bar width in percent."""
+    rows = []
+    for value in values:
+        m = value.metric
+        row: dict[str, Any] = {"name": m.name, "help": m.help, "owner": m.owner, "kind": m.kind,
+                               "now": value.value(), "objective": None, "met": value.met}
+        if m.kind == "duration":
+            row["now"] = value.count
+        if m.objective is not None:
+            percentile, under = m.objective
+            row["objective"] = f"{percentile:g}% under {span(under)}"
+            row["ratio"] = None if value.ratio is None else round(value.ratio * 100)
+        rows.append(row)
+    return rows
 
 
 def allowed_actions(state: str) -> list[str]:
