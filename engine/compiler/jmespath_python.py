@@ -249,22 +249,22 @@ def _emit_comparator(b: PythonBuilder, node: JPNode, value: str) -> str:
 
 
 def _emit_or(b: PythonBuilder, node: JPNode, value: str) -> str:
-    left = emit_jmespath(b, node["children"][0], value)
-    out = b.fresh()
-    with b.block(f"if {_is_false_src(left)}:"):
-        b.line(f"{out} = {emit_jmespath(b, node['children'][1], value)}")
-    with b.block("else:"):
-        b.line(f"{out} = {left}")
-    return out
+    return _emit_short_circuit(b, node, value, right_when_false=True)
 
 
 def _emit_and(b: PythonBuilder, node: JPNode, value: str) -> str:
+    return _emit_short_circuit(b, node, value, right_when_false=False)
+
+
+def _emit_short_circuit(b: PythonBuilder, node: JPNode, value: str, right_when_false: bool) -> str:
+    """`a || b` evaluates b only when a is false; `a && b` only when a is true."""
     left = emit_jmespath(b, node["children"][0], value)
     out = b.fresh()
-    with b.block(f"if {_is_false_src(left)}:"):
-        b.line(f"{out} = {left}")
-    with b.block("else:"):
-        b.line(f"{out} = {emit_jmespath(b, node['children'][1], value)}")
+    for branch, takes_right in ((f"if {_is_false_src(left)}:", right_when_false),
+                                ("else:", not right_when_false)):
+        with b.block(branch):
+            right = emit_jmespath(b, node["children"][1], value) if takes_right else left
+            b.line(f"{out} = {right}")
     return out
 
 
