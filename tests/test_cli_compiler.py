@@ -107,3 +107,40 @@ def test_graph_formats_show_flows_steps_systems_and_events() -> None:
     dot = runner.invoke(main, ["graph", str(ROOT), "--format", "dot"]).output
     assert dot.startswith('digraph "acme-revops" {')
     assert '"step:closed-won-to-order.erp" -> "system:erp" [label="calls"];' in dot
+
+
+BIG_MAPPING = """\
+apiVersion: syncline/v1
+kind: Mapping
+metadata: {name: big, owner: finance}
+spec:
+  fields:
+    a: {template: "{% for i in range(7) %}{{ 'x' * 100000 }}{% endfor %}"}
+    b: {template: "{% for i in range(source.n) %}{{ 'y' * 100000 }}{% endfor %}"}
+  tests:
+    - name: each field is within its budget, but not the two together
+      input: {n: 7}
+      expectError: RESULT_TOO_LARGE
+---
+apiVersion: syncline/v1
+kind: Flow
+metadata: {name: big, owner: finance}
+spec:
+  trigger: {event: big.requested}
+  steps:
+    - {id: m, map: big}
+  tests:
+    - name: the step fails with MAPPING_FAILED and the run parks
+      input: {n: 7}
+      expect: {state: parked, reason: MAPPING_FAILED}
+    - name: a smaller one passes
+      input: {n: 1}
+      expect: {state: succeeded}
+"""
+
+
+def test_a_mapping_result_over_one_mebibyte_fails_the_step(project) -> None:
+    result = CliRunner().invoke(main, ["test", str(project({"flows/big.yaml": BIG_MAPPING})),
+                                       "-v"])
+    assert result.exit_code == 0, result.output
+    assert "3 passed" in result.output

@@ -666,3 +666,39 @@ def test_a_runaway_template_fails_within_its_budget(text: str, message: str) -> 
         compile_template(text).render({"source": {"l": list(range(3000))}})
     assert time.perf_counter() - started < 30   # bounded, not hung (2 s deadline + slack)
     assert compile_template("{% for a in range(3) %}{{ a }}{% endfor %}").render({}) == "012"
+
+
+@pytest.mark.parametrize("text", [
+    # a string doubled in a loop: ~, + (rendered templates and expression templates alike)
+    "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s=[1]) %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endfor %}done",
+    # replace() and join() multiply what they are given
+    "{{ ('x' * 1000).replace('x', 'x' * 1000).replace('x', 'x' * 1000)|length }}",
+    "{{ ('x' * 1000)|replace('x', 'x' * 1000)|replace('x', 'x' * 1000)|length }}",
+    "{{ 'abcdefghijklmnop'.replace('', 'y' * 100000)|length }}",
+    "{{ ('x' * 1000).join(['y' * 1000] * 1000)|length }}",
+    "{{ (['y' * 1000] * 2000)|join('x')|length }}",
+    "{{ source.s ~ source.s ~ source.s }}",
+    "{{ source.s + source.s + source.s }}",
+])
+def test_a_template_growing_a_string_by_composition_stops_at_one_mebibyte(text: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ExpressionError, match="beyond the limit of 1,048,576"):
+        compile_template(text).render({"source": {"s": "y" * 600_000}})
+    assert time.perf_counter() - started < 1.5  # refused before it allocates, not at the deadline
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("{{ 1 + 2 }}", 3), ("{{ 'a' ~ 1 ~ source.s[:2] }}", "a1yy"),
+    ("{{ 'abc'.replace('b', 'xx') }}", "axxc"), ("{{ ['a', 'b']|join('-') }}", "a-b"),
+    ("{{ 'a'|replace('a', 'bb') }}", "bb"), ("{{ [1] + [2] }}", [1, 2]),
+    ("{{ '-'.join(['a', 'b']) }}", "a-b"),
+])
+def test_modest_composition_still_works(text: str, value: Any) -> None:
+    assert compile_template(text).render({"source": {"s": "yyy"}}) == value

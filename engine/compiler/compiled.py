@@ -116,9 +116,33 @@ class CompiledMapping:
         if self.source is not None and (problems := self.source.problems(data)):
             raise MappingError(self.ident, [_coded(p, "SOURCE_SCHEMA") for p in problems])
         result = self.transform(data)
+        if (size := result_size(result)) > MAX_RESULT_CHARS:
+            message = f"the result is {size:,} characters, beyond the limit of {MAX_RESULT_CHARS:,}"
+            raise MappingError(self.ident, [FieldProblem("", message, "RESULT_TOO_LARGE")])
         if self.target is not None and (problems := self.target.problems(result)):
             raise MappingError(self.ident, [_coded(p, "TARGET_SCHEMA") for p in problems])
         return result
+
+
+MAX_RESULT_CHARS = 1024 * 1024  #: the largest mapping result (string characters and items)
+
+
+def result_size(value: Any) -> int:
+    """The characters of `value`'s strings plus its items: what JSON would hold, roughly. Cheap
+    (about as much as a 25-field transform): only strings and containers are counted."""
+    kind = type(value)
+    if kind is str:
+        return len(value)
+    if kind is not dict and kind is not list:
+        return 1
+    size = len(value)
+    for item in value.values() if kind is dict else value:
+        item_kind = type(item)
+        if item_kind is str:
+            size += len(item)
+        elif item_kind is dict or item_kind is list:
+            size += result_size(item)
+    return size
 
 
 def _coded(problem: FieldProblem, code: str) -> FieldProblem:

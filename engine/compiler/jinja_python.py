@@ -11,11 +11,17 @@ from typing import Any
 
 from jinja2 import UndefinedError, nodes
 from jinja2.nodes import EvalContext
-from jinja2.runtime import Undefined, str_join
+from jinja2.runtime import Undefined
 from jinja2.utils import _PassArg
 
 from engine.compiler.pycode import UNCOMPILABLE, Program, PythonBuilder, scalar_repr
-from engine.compiler.sandbox import GUARDED_BINOPS, NATIVE_ENV, native_value, string_value
+from engine.compiler.sandbox import (
+    GUARDED_BINOPS,
+    NATIVE_ENV,
+    guarded_concat,
+    native_value,
+    string_value,
+)
 
 __all__ = ["compile_fast", "emit_template_value"]
 
@@ -156,7 +162,7 @@ def _jinja_compare(b: PythonBuilder, node: nodes.Compare, names: Mapping[str, st
 
 def _jinja_concat(b: PythonBuilder, node: nodes.Concat, names: Mapping[str, str]) -> str:
     items = "".join(f"{emit_jinja(b, item, names)}, " for item in node.nodes)
-    return f"{b.helper('_str_join', str_join)}(({items}))"
+    return f"{b.helper('_guarded_concat', guarded_concat)}(({items}))"
 
 
 def _jinja_condexpr(b: PythonBuilder, node: nodes.CondExpr, names: Mapping[str, str]) -> str:

@@ -4,8 +4,11 @@ Templates run in an immutable sandbox (no attribute starting with ``_``, no muta
 dicts, ``range`` capped at 100,000 items, ``*`` and ``**`` refuse results beyond 100,000 items /
 10,000 bits, widths beyond 100,000 refused in ``%``, ``str.format``, ``center``/``ljust``/
 ``rjust``/``zfill``/``expandtabs`` and the ``format``/``center``/``indent`` filters, unsafe
-attribute access raises at once). The guards raise before anything is allocated, so Jinja2's
-constant folding at compile time cannot allocate either. Native output is data only: a non-data
+attribute access raises at once). Strings and lists that grow by composition (``~``, ``+``,
+``replace``, ``join``, as methods or filters) are refused beyond 1 MiB (`MAX_VALUE_CHARS`), so a
+loop doubling a string stops at the 20th step instead of allocating gigabytes. The guards raise
+before anything is allocated, so Jinja2's constant folding at compile time cannot allocate
+either. Native output is data only: a non-data
 result (a method, a Jinja object) is an ``ExpressionError``; tuples become lists; a string that
 Python would read as a set, bytes or complex number stays a string.
 """
@@ -19,24 +22,62 @@ from itertools import chain, islice
 from string import Formatter
 from typing import Any
 
-from jinja2 import ChainableUndefined
+from jinja2 import ChainableUndefined, nodes, pass_eval_context
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.filters import do_center, do_format, do_indent
+from jinja2.filters import do_center, do_format, do_indent, do_join, do_replace
 from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate
-from jinja2.runtime import Undefined
+from jinja2.runtime import Undefined, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from engine.compiler.budget import budgeted_range
+from engine.compiler.budget import MAX_OUTPUT_CHARS, budgeted_range
 from engine.errors import ExpressionError
 
-__all__ = ["GUARDED_BINOPS", "NATIVE_ENV", "STRING_ENV", "Sandbox", "native_concat",
-           "native_value", "string_value"]
+__all__ = ["GUARDED_BINOPS", "MAX_VALUE_CHARS", "NATIVE_ENV", "STRING_ENV", "Sandbox",
+           "guarded_concat", "native_concat", "native_value", "string_value"]
 
 # -- Jinja2 sandbox -------------------------------------------------------------------------
 
 _MAX_ITEMS = 100_000  # as jinja2.sandbox.MAX_RANGE
 _MAX_POWER_BITS = 10_000
+MAX_VALUE_CHARS = MAX_OUTPUT_CHARS  #: the longest string (or list) composition may build
 _NUMBERS = frozenset({int, float})
+_SIZED = (str, list, tuple)
+
+
+def _check_size(size: int, what: str) -> None:
+    if size > MAX_VALUE_CHARS:
+        raise SecurityError(f"{what} would build {size:,} characters or items, beyond the limit "
+                            f"of {MAX_VALUE_CHARS:,}")
+
+
+def _sandboxed_add(left: Any, right: Any) -> Any:
+    if isinstance(left, _SIZED) and isinstance(right, _SIZED):
+        _check_size(len(left) + len(right), "'+'")
+    return left + right
+
+
+def guarded_concat(values: Iterable[Any]) -> str:
+    """``a ~ b ~ ...`` (Jinja2's str_join), refused beyond MAX_VALUE_CHARS."""
+    result = str_join(values)  # each part is bounded, so the transient join is too
+    _check_size(len(result), "'~'")
+    return result
+
+
+def _replace_size(text: str, old: Any, new: Any, count: Any = -1) -> int:
+    if not isinstance(old, str) or not isinstance(new, str) or len(new) <= len(old):
+        return len(text)
+    found = len(text) + 1 if not old else text.count(old)
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    return len(text) + found * (len(new) - len(old))
+
+
+def _join_size(separator: str, items: Any) -> int:
+    if not isinstance(items, (list, tuple)):
+        return 0  # an iterator: consumed by the join itself; its parts are bounded
+    parts = sum(len(item) if isinstance(item, str) else 0 for item in items)
+    return parts + len(separator) * max(len(items) - 1, 0)
 
 
 def _sandboxed_mul(left: Any, right: Any) -> Any:
@@ -94,6 +135,7 @@ def _sandboxed_mod(left: Any, right: Any) -> Any:
 
 
 GUARDED_BINOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": _sandboxed_add,
     "*": _sandboxed_mul,
     "**": _sandboxed_pow,
     "%": _sandboxed_mod,
@@ -113,6 +155,10 @@ def _check_call(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
             _check_width(width)
     elif name in ("format", "format_map"):
         _check_str_format(owner)
+    elif name == "replace":
+        _check_size(_replace_size(owner, *args[:3], *kwargs.values()), "replace()")
+    elif name == "join" and args:
+        _check_size(_join_size(owner, args[0]), "join()")
 
 
 def _guarded_format(value: Any, *args: Any, **kwargs: Any) -> str:
@@ -130,14 +176,52 @@ def _guarded_indent(value: Any, width: Any = 4, first: bool = False, blank: bool
     return do_indent(value, width, first, blank)
 
 
+@pass_eval_context
+def _guarded_replace(eval_ctx: Any, value: Any, old: Any, new: Any, count: Any = None) -> str:
+    if isinstance(value, str):
+        _check_size(_replace_size(value, old, new, -1 if count is None else count), "replace")
+    return do_replace(eval_ctx, value, old, new, count)
+
+
+@pass_eval_context
+def _guarded_join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    if attribute is None and isinstance(d, str):
+        _check_size(_join_size(d, value), "join")
+    result = do_join(eval_ctx, value, d, attribute)
+    _check_size(len(result), "join")
+    return result
+
+
 _GUARDED_FILTERS = {"format": _guarded_format, "center": _guarded_center,
-                    "indent": _guarded_indent}
+                    "indent": _guarded_indent, "replace": _guarded_replace,
+                    "join": _guarded_join}
+
+
+class _GuardedConcat(CodeGenerator):
+    """Jinja2's code generator with ``~`` going through `guarded_concat` (the sandbox intercepts
+    binary operators, but ``~`` is not one)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile or frame.eval_ctx.autoescape:
+            super().visit_Concat(node, frame)  # never: the sandbox renders without autoescape
+            return
+        self.write("environment.guarded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _NativeGuardedConcat(_GuardedConcat, NativeCodeGenerator):
+    """The native-types code generator with the guarded ``~``."""
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with size guards on ``*``/``**`` and unsafe access raising at once."""
 
     intercepted_binops = frozenset(GUARDED_BINOPS)
+    code_generator_class = _GuardedConcat
+    guarded_concat = staticmethod(guarded_concat)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -159,7 +243,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
 class _NativeSandbox(Sandbox):
     """The sandbox with Jinja2's native-types code generator (outputs keep their Python type)."""
 
-    code_generator_class = NativeCodeGenerator
+    code_generator_class = _NativeGuardedConcat
     template_class = NativeTemplate
 
 
