@@ -95,6 +95,46 @@ def test_unsigned_stalled_requests_take_no_slot_and_signed_ones_time_out(
         assert post_crm(client, {"id": "after-stall"}, "after-stall").status_code == 202
 
 
+def _stalled(server: LiveServer, path: str, headers: dict[str, str],
+             length: int = 60000) -> socket.socket:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n{head}\r\n"
+                 .encode() + b"{")
+    return sock
+
+
+@pytest.mark.parametrize(("path", "headers", "length", "status"), [
+    ("/events", {"content-type": "application/json"}, 60000, b" 415 "),        # no event mode
+    ("/events", {"content-type": "application/cloudevents+xml"}, 60000, b" 415 "),
+    ("/events", {"content-type": "application/cloudevents+json"}, 10**9, b" 413 "),
+    ("/api/quote", {"content-type": "text/plain"}, 60000, b" 415 "),
+    ("/api/quote", {"content-type": "application/json"}, 10**9, b" 413 "),
+])
+def test_events_and_process_apis_refuse_on_their_headers_without_a_slot(
+        server: LiveServer, path: str, headers: dict[str, str], length: int,
+        status: bytes) -> None:
+    held = [_stalled(server, "/events", {"content-type": "application/cloudevents+json"})
+            for _ in range(2)]  # both admission slots taken by senders that stall
+    try:
+        time.sleep(0.1)  # let the server admit them (a refusal below must not be a 503)
+        refused = [_stalled(server, path, headers, length) for _ in range(3)]
+        try:
+            for sock in refused:  # answered at once, before any body byte is awaited
+                assert status in _status_line(sock)
+        finally:
+            for sock in refused:
+                sock.close()
+        for sock in held:  # closed at the body deadline: their slots are freed
+            assert _status_line(sock) in (b"", b"HTTP/1.1 408 Request Timeout")
+    finally:
+        for sock in held:
+            sock.close()
+    with server.client() as client:
+        answer = post_crm(client, {"id": f"after-{path}"}, f"after-{path}-{length}")
+        assert answer.status_code == 202
+
+
 def test_an_oversized_body_gets_its_413_not_a_reset(server: LiveServer) -> None:
     body = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
     for n in range(10):

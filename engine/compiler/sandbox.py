@@ -187,7 +187,7 @@ def _guarded_replace(eval_ctx: Any, value: Any, old: Any, new: Any, count: Any =
 def _guarded_join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
     if attribute is None and isinstance(d, str):
         _check_size(_join_size(d, value), "join")
-    result = do_join(eval_ctx, value, d, attribute)
+    result: str = do_join(eval_ctx, value, d, attribute)
     _check_size(len(result), "join")
     return result
 

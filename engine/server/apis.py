@@ -28,6 +28,7 @@ from engine.server.auth import authenticate
 from engine.server.http import Problem, send_json
 from engine.server.ingest import (
     admitted,
+    check_length,
     correlation,
     parse_json,
     read_raw,
@@ -50,8 +51,9 @@ async def handle_api(
     """Run the API flow at `path` for this request and answer with its outcome."""
     started = time.perf_counter()
     authenticate(state.tokens.table, scope, headers, "ingest", "this API")
+    require_json(headers)  # what the headers can refuse costs no admission slot
+    check_length(state, headers)
     with admitted(state):
-        require_json(headers)
         data = parse_json(state, await read_raw(state, headers, receive))
         flow = state.routes().apis.get(path)
         if flow is None:

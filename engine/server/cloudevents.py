@@ -91,16 +91,27 @@ def parse_http(headers: Mapping[str, str], body: bytes, *, max_depth: int = 64) 
     Header names match case-insensitively. Raises `EventFormatError`.
     """
     lowered = {name.lower(): value for name, value in headers.items()}
-    media = _media_type(lowered.get("content-type"))
-    if media == STRUCTURED:
+    mode = event_mode(lowered)
+    if mode == "structured":
         document = json_loads_bounded(body, max_depth, where="structured event")
         return [_from_json(document, "structured event")]
-    if media == BATCH:
+    if mode == "batch":
         return _parse_batch(json_loads_bounded(body, max_depth, where="batch"))
+    return [_from_binary(lowered, body, max_depth)]
+
+
+def event_mode(lowered: Mapping[str, str]) -> str:
+    """"structured", "batch" or "binary", from the (lower-cased) headers alone, so a request no
+    mode accepts is refused before its body is read. Raises `EventFormatError`."""
+    media = _media_type(lowered.get("content-type"))
+    if media == STRUCTURED:
+        return "structured"
+    if media == BATCH:
+        return "batch"
     if media is not None and media.startswith("application/cloudevents"):
         raise EventFormatError("unsupported_media_type", f"event format {media!r} is not supported")
     if any(name.startswith("ce-") for name in lowered):
-        return [_from_binary(lowered, body, max_depth)]
+        return "binary"
     raise EventFormatError(
         "unsupported_media_type",
         f"expected {STRUCTURED}, {BATCH} or binary-mode ce-* headers, got {media or 'no type'}",

@@ -22,9 +22,15 @@ from starlette.types import Receive, Scope, Send
 from engine.errors import SynclineError
 from engine.runtime import EventMeta
 from engine.server.auth import authenticate
-from engine.server.cloudevents import CloudEvent, EventFormatError, parse_http
+from engine.server.cloudevents import CloudEvent, EventFormatError, event_mode, parse_http
 from engine.server.http import Problem, send_json
-from engine.server.ingest import admitted, correlation, read_raw, runtime_problem
+from engine.server.ingest import (
+    admitted,
+    check_length,
+    correlation,
+    read_raw,
+    runtime_problem,
+)
 from engine.server.state import ServerState
 from engine.store.base import EventRecord
 
@@ -38,6 +44,11 @@ async def handle_events(
     started = time.perf_counter()
     config = state.config
     authenticate(state.tokens.table, scope, headers, "ingest", "/events")
+    try:  # what the headers can refuse costs no admission slot
+        event_mode(headers)
+    except EventFormatError as exc:
+        raise Problem(_STATUS.get(exc.code, 400), exc.code, exc.message) from None
+    check_length(state, headers)
     with admitted(state):
         body = await read_raw(state, headers, receive)
         try:
