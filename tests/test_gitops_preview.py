@@ -130,6 +130,30 @@ def test_a_sample_that_is_not_json_is_a_located_error(project: Path) -> None:
     assert code == 2 and "bad.yaml:2:1: error[E_SAMPLE] not YAML" in output
 
 
+def test_samples_stay_inside_the_project_and_are_bounded(project: Path, tmp_path: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "a.json").write_text("{}")
+    result = run("plan", str(project), "--base", "HEAD~1", "--samples", str(outside))
+    assert result.exit_code == 2
+    assert f"--samples {outside}: outside the project" in result.output
+    climbing = run("plan", str(project), "--base", "HEAD~1", "--samples",
+                   str(project / "samples" / ".." / ".." / "elsewhere"))
+    assert climbing.exit_code == 2 and "outside the project" in climbing.output
+
+    (project / "samples" / "order-flow" / "passwd.yaml").symlink_to("/etc/passwd")
+    code, output = plan(project)
+    assert code == 2
+    assert "passwd.yaml:1:1: error[E_SAMPLE] links to a file outside the project" in output
+    (project / "samples" / "order-flow" / "passwd.yaml").unlink()
+
+    write(project, {"samples/order-flow/deep.json": "[" * 100_000 + "]" * 100_000})
+    code, output = plan(project)
+    assert code == 2 and "deep.json:1:1000: error[E_SAMPLE] nests too deeply" in output
+    assert "Traceback" not in output
+
+
 def test_an_unknown_base_ref_is_a_usage_error(project: Path) -> None:
     result = run("plan", str(project), "--base", "no-such-ref", "--samples",
                  str(project / "samples"))

@@ -94,7 +94,7 @@ def _preview(project: Path, before: Plan | None, head: Plan, directory: Path) ->
     from engine.gitops.samples import load_samples
 
     try:
-        samples = load_samples(directory)
+        samples = load_samples(directory, project)
     except UsageError as exc:
         click.echo(f"{exc}", err=True)
         sys.exit(2)

@@ -7,6 +7,10 @@ A sample directory holds payloads in two ways (both may be mixed):
   `data`); a `.jsonl` file holds one payload per line.
 - `DIR/<anything>.json|.yaml|.yml|.jsonl` at the top: each payload is a wrapper
   `{flow: NAME, data: {...}}` or `{trigger: EVENT_TYPE|/webhook/path, data: {...}}`.
+
+Samples are untrusted input like any payload: the directory and every file in it (links
+resolved) stay inside the project, each file is a regular file read up to MAX_SAMPLE_BYTES, and
+nesting is bounded before a parser recurses.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from typing import Any
 import yaml
 
 from engine.errors import UsageError
+from engine.nesting import too_deep
 
 SUFFIXES = (".json", ".yaml", ".yml", ".jsonl")
+MAX_SAMPLE_BYTES = 16 * 1024 * 1024  #: the largest sample file (a JSON-lines file holds many)
 # Field names masked by default: people's emails, names, addresses and phones, and credentials.
 DEFAULT_REDACT = ("*email*", "*name*", "*street*", "*address*", "*phone*", "*token*",
                   "*secret*", "*password*", "*api_key*", "*ssn*")
@@ -46,16 +52,20 @@ class Sample:
     data: Any
 
 
-def load_samples(directory: Path) -> list[Sample]:
-    """Every sample under `directory`, in file-name order. Raises SampleError, located."""
+def load_samples(directory: Path, root: Path | None = None) -> list[Sample]:
+    """Every sample under `directory`, in file-name order. With `root` (the project), the
+    directory and its files must lie inside it. Raises SampleError, located."""
     if not directory.is_dir():
         raise UsageError(f"--samples {directory}: not a directory")
+    if root is not None and not directory.resolve().is_relative_to(root.resolve()):
+        raise UsageError(f"--samples {directory}: outside the project {root} (samples are "
+                         "committed with the definitions they preview)")
     samples: list[Sample] = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         if path.suffix not in SUFFIXES or any(part.startswith(".") for part in path.parts):
             continue
         folder = path.parent.relative_to(directory).parts
-        for source, payload in _payloads(path):
+        for source, payload in _payloads(path, _read(path, root)):
             if folder:
                 samples.append(Sample(source, folder[0], payload))
             else:
@@ -63,8 +73,23 @@ def load_samples(directory: Path) -> list[Sample]:
     return samples
 
 
-def _payloads(path: Path) -> Iterator[tuple[str, Any]]:
-    text = path.read_text(encoding="utf-8", errors="replace")
+def _read(path: Path, root: Path | None) -> str:
+    real = path.resolve()
+    if root is not None and not real.is_relative_to(root.resolve()):
+        raise SampleError(path, 1, 1, "links to a file outside the project")
+    try:
+        with real.open("rb") as handle:
+            content = handle.read(MAX_SAMPLE_BYTES + 1)
+    except OSError as exc:
+        raise SampleError(path, 1, 1, f"cannot be read: {exc.strerror}") from None
+    if len(content) > MAX_SAMPLE_BYTES:
+        raise SampleError(path, 1, 1, f"is larger than {MAX_SAMPLE_BYTES:,} bytes")
+    return content.decode("utf-8", errors="replace")
+
+
+def _payloads(path: Path, text: str) -> Iterator[tuple[str, Any]]:
+    if (deep := too_deep(text)) is not None:
+        raise SampleError(path, deep[0], deep[1], "nests too deeply")
     if path.suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
@@ -87,6 +112,8 @@ def _json(path: Path, text: str, line: int) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SampleError(path, line or exc.lineno, exc.colno, f"not JSON: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:  # too deep for the parser; too many digits
+        raise SampleError(path, line or 1, 1, f"not readable JSON: {exc}") from None
 
 
 def _unwrap(path: Path, source: str, payload: Any) -> Sample:
