@@ -178,3 +178,15 @@ async def test_a_write_that_cannot_be_pickled_fails_alone(tmp_path: Path) -> Non
         with pytest.raises(StoreError, match="cannot send write tx_audit to the writer process"):
             await bad
         assert [a.run_id for a in await good] == ["r1"]
+
+
+def test_the_writer_process_imports_no_compiler() -> None:
+    """Every SQLite store open spawns the writer; loading the compiler there cost seconds."""
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.store.sqlite_writes; print(sorted(m for m in sys.modules if "
+            "m.startswith(('engine.compiler', 'engine.runtime', 'jinja2', 'pydantic'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

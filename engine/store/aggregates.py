@@ -29,9 +29,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.compiler.metrics import CompiledMetric
+if TYPE_CHECKING:  # the writer process imports this module: it must not load the compiler
+    from engine.compiler.metrics import CompiledMetric
 
 DONE = "('succeeded', 'skipped')"  # a step a run has got past
 
