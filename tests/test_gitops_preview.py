@@ -235,3 +235,68 @@ def test_markdown_without_samples_is_the_plan_only(project: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.startswith("## Syncline plan\n\n```\n")
     assert result.output.endswith("0 breaking.\n```\n") and "Preview" not in result.output
+
+
+# -- flows: run old and new through the runtime, Systems stubbed ---------------------------------
+STUBBED_FLOW = FLOW + """\
+  tests:
+    - name: an order reaches the ERP
+      input: {Id: A-1, Amount: 10}
+      responses:
+        erp.create-order: {status: 201, body: {id: ERP-1}}
+      expect: {state: succeeded}
+"""
+
+
+@pytest.fixture
+def stubbed(tmp_path: Path) -> Path:
+    """The base project with a flow test that stubs the ERP, and the samples."""
+    _, project = new_repo(tmp_path)
+    commit(project, "base", {**FILES, "flows/order-flow.yaml": STUBBED_FLOW, **SAMPLES})
+    return project
+
+
+def test_a_changed_mapping_shows_the_request_each_call_would_send(stubbed: Path) -> None:
+    change(stubbed, MAPPING.replace("amount: Amount",
+                                    'amount: {template: "{{ source.Amount * 100 }}"}'))
+    code, output = plan(stubbed, "--format", "json")
+    assert code == 0, output
+    [flow] = json.loads(output)["preview"]["flows"]
+    assert (flow["flow"], flow["old"], flow["new"]) == ("order-flow", "order-flow@1",
+                                                        "order-flow@1")
+    # D-4 ("thirty") fails its mapping in both (with another message): still failing
+    assert flow["counts"] == {"unchanged": 0, "changed": 4, "newly_failing": 0,
+                              "newly_passing": 0, "still_failing": 1, "not_previewed": 0}
+    first = next(s for s in flow["samples"] if s["sample"].endswith("order-flow/a.json"))
+    assert first["fields"] == [
+        {"path": "calls.#1 erp.create-order.body.amount", "old": 10, "new": 1000},
+        {"path": "steps.order.amount", "old": 10, "new": 1000},
+    ]
+    text = plan(stubbed)[1]
+    assert ("~ flow order-flow: order-flow@1 -> order-flow@1: 0 unchanged, 4 changed, "
+            "0 newly failing, 0 newly passing, 1 still failing") in text
+    assert "calls.#1 erp.create-order.body.amount: 10 -> 1000" in text
+
+
+def test_a_changed_flow_that_now_parks_is_newly_failing(stubbed: Path) -> None:
+    guarded = STUBBED_FLOW.replace(
+        "    - {id: erp,",
+        "    - id: limit\n      validate: {input: steps.order, rules: [{assert: 'steps.order.amount < `25`', "
+        "code: OVER_LIMIT, message: over the limit}]}\n"
+        "    - {id: erp, needs: [limit],")
+    commit(stubbed, "a credit limit", {"flows/order-flow.yaml": guarded})
+    code, output = plan(stubbed, "--fail-on", "failing")
+    assert code == 1, output   # C-3 (30) and E-5 (50) no longer reach the ERP
+    assert "0 changed, 2 newly failing, 0 newly passing" in output
+    assert "error: parked (OVER_LIMIT)" in output
+    assert "calls.#1 erp.create-order.request: \"POST /orders\" -> (absent)" in output
+    markdown = plan(stubbed, "--format", "markdown")[1]
+    assert "| `order-flow` | order-flow@1 → order-flow@1 | 3 | 0 | 2 | 0 | 0 |" in markdown
+
+
+def test_a_call_without_a_stub_is_not_previewed(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project)
+    assert code == 0, output
+    assert "4 not previewed" in output
+    assert "why: erp.create-order has no stubbed response" in output

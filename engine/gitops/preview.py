@@ -1,29 +1,31 @@
-"""Change preview: run the base's and the head's compiled mappings on recorded payloads and say,
-per changed mapping step, which samples come out unchanged, changed (field by field), newly
-failing or newly passing. Nothing is called: a map step is previewed only when everything it
+"""Change preview: run the base's and the head's definitions on recorded payloads and say which
+samples come out unchanged, changed (field by field), newly failing or newly passing.
+
+Two levels: every changed map step runs old and new mapping on its samples in-process (the
+compiled mapping path: fast, so every sample), and every changed flow runs old and new through
+the runtime with stubbed Systems (`engine.gitops.flow_preview`), which shows the requests its
+calls would send. Nothing is called: a map step is previewed on its own only when everything it
 reads comes from the sample or from earlier map steps."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compiler.compiled import CompiledFlow, CompiledMapping, MapAction
 from engine.compiler.plan import Plan
-from engine.gitops.samples import REDACTED, Redactor, Sample
+from engine.gitops.compare import (
+    ABSENT,
+    Change,
+    diff_fields,
+    mapping_documents,
+    mapping_fingerprint,
+)
+from engine.gitops.flow_preview import FlowPreview, preview_flows
+from engine.gitops.samples import Redactor, Sample
 
-_ABSENT = object()
 KINDS = ("unchanged", "changed", "newly_failing", "newly_passing", "still_failing")
-
-
-@dataclass
-class Change:
-    sample: str
-    kind: str                                  # one of KINDS
-    fields: list[dict[str, Any]] = field(default_factory=list)   # {path, old?, new?}
-    error: str | None = None                   # the failure (old for newly passing)
 
 
 @dataclass
@@ -51,31 +53,35 @@ class Preview:
     steps: list[StepPreview]
     unmatched: list[str]                       # samples that belong to no flow of the head
     sample_count: int
+    flows: list[FlowPreview] = field(default_factory=list)
 
     def total(self, kind: str) -> int:
-        return sum(s.count(kind) for s in self.steps)
+        """Samples of that kind over every step and flow preview."""
+        return sum(s.count(kind) for s in self.steps) + sum(f.count(kind) for f in self.flows)
 
     def as_dict(self) -> dict[str, Any]:
         return {"samples": self.sample_count, "unmatched": self.unmatched,
-                "totals": {k: self.total(k) for k in KINDS},
-                "steps": [s.as_dict() for s in self.steps]}
+                "totals": {k: self.total(k) for k in (*KINDS, "not_previewed")},
+                "steps": [s.as_dict() for s in self.steps],
+                "flows": [f.as_dict() for f in self.flows]}
 
 
-def preview(base: Plan | None, head: Plan, samples: Iterable[Sample],
-            redactor: Redactor) -> Preview:
-    """Every changed map step of the head's active flows, run old and new on its samples."""
+def preview(base: Plan | None, head: Plan, samples: Iterable[Sample], redactor: Redactor,
+            *, flows: bool = True) -> Preview:
+    """Every changed map step of the head's active flows, run old and new on its samples; with
+    `flows`, every changed flow too (through the runtime, its Systems stubbed)."""
     by_flow: dict[str, list[Sample]] = {}
     unmatched: list[str] = []
     count = 0
     for sample in samples:
         count += 1
-        flows = _flows_for(head, sample.target)
-        if not flows:
+        names = _flows_for(head, sample.target)
+        if not names:
             unmatched.append(f"{sample.source}: '{sample.target}' is no flow, event type or "
                              "trigger path of the head")
-        for name in flows:
+        for name in names:
             by_flow.setdefault(name, []).append(sample)
-    old_docs, new_docs = _mapping_documents(base), _mapping_documents(head)
+    old_docs, new_docs = mapping_documents(base), mapping_documents(head)
     steps: list[StepPreview] = []
     for name, flow in sorted(head.flows.items()):
         old_flow = base.flows.get(name) if base else None
@@ -83,8 +89,8 @@ def preview(base: Plan | None, head: Plan, samples: Iterable[Sample],
             if not isinstance(step.action, MapAction):
                 continue
             old = _old_mapping(old_flow, step.id)
-            if old is not None and (_fingerprint(old, old_docs)
-                                    == _fingerprint(step.action.mapping, new_docs)):
+            if old is not None and (mapping_fingerprint(old, old_docs)
+                                    == mapping_fingerprint(step.action.mapping, new_docs)):
                 continue
             result = StepPreview(name, step.id, old.ident if old else None,
                                  step.action.mapping.ident)
@@ -96,7 +102,8 @@ def preview(base: Plan | None, head: Plan, samples: Iterable[Sample],
                 for sample in by_flow.get(name, []):
                     result.changes.append(_compare(sample, old_flow, flow, step.id, redactor))
             steps.append(result)
-    return Preview(steps, unmatched, count)
+    flow_previews = preview_flows(base, head, by_flow, redactor) if flows else []
+    return Preview(steps, unmatched, count, flow_previews)
 
 
 def _flows_for(plan: Plan, target: str) -> list[str]:
@@ -113,20 +120,6 @@ def _old_mapping(flow: CompiledFlow | None, step_id: str) -> CompiledMapping | N
         if step.id == step_id and isinstance(step.action, MapAction):
             return step.action.mapping
     return None
-
-
-def _mapping_documents(plan: Plan | None) -> dict[str, Any]:
-    """Each Mapping's source spec in `plan`, by ident."""
-    documents = plan.bundle["documents"] if plan else []
-    return {f"{d['metadata']['name']}@{d['metadata'].get('version', 1)}":
-            {k: v for k, v in (d.get("spec") or {}).items() if k != "tests"}
-            for d in documents if d.get("kind") == "Mapping"}
-
-
-def _fingerprint(mapping: CompiledMapping, documents: Mapping[str, Any]) -> str:
-    """What decides a mapping's output: its definition and its schemas."""
-    schemas = [s.json_schema if s else None for s in (mapping.source, mapping.target)]
-    return json.dumps([documents.get(mapping.ident), schemas], sort_keys=True, default=str)
 
 
 def _offline(flow: CompiledFlow, step_id: str) -> str | None:
@@ -173,41 +166,10 @@ def _compare(sample: Sample, old_flow: CompiledFlow | None, flow: CompiledFlow, 
 
 def _outcome(flow: CompiledFlow | None, step_id: str, data: Any) -> tuple[Any, str | None]:
     if flow is None:
-        return _ABSENT, None
+        return ABSENT, None
     try:
         return _run(flow, step_id, data, {}), None
     except Exception as exc:  # noqa: BLE001 - a generated mapping may fail in any way
         return None, str(exc) or type(exc).__name__
 
 
-def diff_fields(old: Any, new: Any, redactor: Redactor) -> list[dict[str, Any]]:
-    """Leaf paths whose values differ: {path, old, new}; a missing side has no key."""
-    before, after = _flatten(old), _flatten(new)
-    changes = []
-    for path in sorted(set(before) | set(after), key=lambda p: (p not in before, p)):
-        a, b = before.get(path, _ABSENT), after.get(path, _ABSENT)
-        if a == b and type(a) is type(b):
-            continue
-        entry: dict[str, Any] = {"path": path}
-        hidden = redactor.hides(path)
-        if a is not _ABSENT:
-            entry["old"] = REDACTED if hidden else redactor.value(a)
-        if b is not _ABSENT:
-            entry["new"] = REDACTED if hidden else redactor.value(b)
-        changes.append(entry)
-    return changes
-
-
-def _flatten(value: Any, prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
-    out = {} if out is None else out
-    if value is _ABSENT:
-        return out
-    if isinstance(value, Mapping) and value:
-        for key, item in value.items():
-            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(value, list) and value:
-        for index, item in enumerate(value):
-            _flatten(item, f"{prefix}[{index}]", out)
-    else:
-        out[prefix or "."] = value
-    return out

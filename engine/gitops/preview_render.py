@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.gitops.compare import Change
+from engine.gitops.flow_preview import FlowPreview
 from engine.gitops.preview import Preview, StepPreview
 
 SHOWN = 5        # samples listed per step and kind; the rest are counted
@@ -14,15 +16,36 @@ def _value(entry: dict[str, Any], side: str) -> str:
     return json.dumps(entry[side], default=str) if side in entry else "(absent)"
 
 
-def _summary(step: StepPreview) -> str:
-    if step.not_previewed:
+def _summary(step: StepPreview | FlowPreview) -> str:
+    if isinstance(step, StepPreview) and step.not_previewed:
         return f"not previewed: {step.not_previewed}"
     parts = [f"{step.count('unchanged')} unchanged", f"{step.count('changed')} changed",
              f"{step.count('newly_failing')} newly failing",
              f"{step.count('newly_passing')} newly passing"]
-    if step.count("still_failing"):
-        parts.append(f"{step.count('still_failing')} still failing")
+    for kind in ("still_failing", "not_previewed"):
+        if step.count(kind):
+            parts.append(f"{step.count(kind)} {kind.replace('_', ' ')}")
     return ", ".join(parts)
+
+
+def _flow_title(flow: FlowPreview) -> str:
+    return f"flow {flow.flow}: {flow.old or '(new flow)'} -> {flow.new}"
+
+
+def _samples_text(changes: list[Change]) -> list[str]:
+    lines = []
+    for kind in ("changed", "newly_failing", "newly_passing", "not_previewed"):
+        hits = [c for c in changes if c.kind == kind]
+        for change in hits[:SHOWN]:
+            lines.append(f"      {kind.replace('_', ' ')} {change.sample}")
+            lines.extend(f"        {f['path']}: {_value(f, 'old')} -> {_value(f, 'new')}"
+                         for f in change.fields)
+            if change.error:
+                label = {"newly_passing": "was", "not_previewed": "why"}.get(kind, "error")
+                lines.append(f"        {label}: {change.error}")
+        if len(hits) > SHOWN:
+            lines.append(f"      ... and {len(hits) - SHOWN} more {kind.replace('_', ' ')}")
+    return lines
 
 
 def _title(step: StepPreview) -> str:
@@ -35,17 +58,10 @@ def render_text(preview: Preview) -> str:
         lines.append("  no mapping step changed.")
     for step in preview.steps:
         lines.append(f"  ~ {_title(step)}: {_summary(step)}")
-        for kind in ("changed", "newly_failing", "newly_passing"):
-            hits = [c for c in step.changes if c.kind == kind]
-            for change in hits[:SHOWN]:
-                lines.append(f"      {kind.replace('_', ' ')} {change.sample}")
-                lines.extend(f"        {f['path']}: {_value(f, 'old')} -> {_value(f, 'new')}"
-                             for f in change.fields)
-                if change.error:
-                    lines.append(f"        {'was' if kind == 'newly_passing' else 'error'}: "
-                                 f"{change.error}")
-            if len(hits) > SHOWN:
-                lines.append(f"      ... and {len(hits) - SHOWN} more {kind.replace('_', ' ')}")
+        lines.extend(_samples_text(step.changes))
+    for flow in preview.flows:
+        lines.append(f"  ~ {_flow_title(flow)}: {_summary(flow)}")
+        lines.extend(_samples_text(flow.changes))
     for unmatched in preview.unmatched:
         lines.append(f"  ? {unmatched}")
     return "\n".join(lines) + "\n"
@@ -70,23 +86,38 @@ def render_markdown(preview: Preview | None, plan_text: str) -> str:
             out.append(f"| `{s.flow}/{s.step}` | {s.old or 'new'} → {s.new} | "
                        f"{s.count('unchanged')} | {s.count('changed')} | "
                        f"{s.count('newly_failing')} | {s.count('newly_passing')} |")
-    for s in preview.steps:
-        notable = [c for c in s.changes if c.kind in ("changed", "newly_failing", "newly_passing")]
-        if not notable:
-            continue
-        out += ["", f"<details><summary><code>{s.flow}/{s.step}</code>: "
-                f"{len(notable)} samples differ</summary>", "",
-                "| sample | field | old | new |", "| --- | --- | --- | --- |"]
-        for change in notable[:SHOWN * 4]:
-            if change.fields:
-                out += [f"| {change.sample} | `{f['path']}` | `{_value(f, 'old')}` | "
-                        f"`{_value(f, 'new')}` |" for f in change.fields]
-            else:
-                label = "now fails" if change.kind == "newly_failing" else "now passes"
-                error = (change.error or "").replace("|", "\\|")
-                out.append(f"| {change.sample} | {label} | {error} | |")
-        out += ["", "</details>"]
+    if preview.flows:
+        out += ["", "| flow | version | unchanged | changed | newly failing | newly passing | "
+                "not previewed |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        out += [f"| `{f.flow}` | {f.old or 'new'} → {f.new} | {f.count('unchanged')} | "
+                f"{f.count('changed')} | {f.count('newly_failing')} | "
+                f"{f.count('newly_passing')} | {f.count('not_previewed')} |"
+                for f in preview.flows]
+    for label, changes in [*((f"{s.flow}/{s.step}", s.changes) for s in preview.steps),
+                           *((f"flow {f.flow}", f.changes) for f in preview.flows)]:
+        out += _details_markdown(label, changes)
     if preview.unmatched:
         out += ["", f"{len(preview.unmatched)} samples match no flow:", ""]
         out += [f"- {u}" for u in preview.unmatched]
     return "\n".join(out) + "\n"
+
+
+def _details_markdown(label: str, changes: list[Change]) -> list[str]:
+    notable = [c for c in changes if c.kind not in ("unchanged", "still_failing")]
+    if not notable:
+        return []
+    out = ["", f"<details><summary><code>{label}</code>: {len(notable)} samples differ"
+           "</summary>", "", "| sample | field | old | new |", "| --- | --- | --- | --- |"]
+    for change in notable[:SHOWN * 4]:
+        out += [f"| {change.sample} | `{f['path']}` | `{_cell(_value(f, 'old'))}` | "
+                f"`{_cell(_value(f, 'new'))}` |" for f in change.fields]
+        if change.error or not change.fields:
+            label_ = {"newly_failing": "now fails", "newly_passing": "now passes",
+                      "not_previewed": "not previewed"}.get(change.kind, change.kind)
+            out.append(f"| {change.sample} | {label_} | {_cell(change.error or '')} | |")
+    return [*out, "", "</details>"]
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell (and inside a code span)."""
+    return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,9 @@ class Sample:
     source: str          # FILE, or FILE:LINE for JSON lines
     target: str          # the flow name, event type or trigger path it belongs to
     data: Any
+    # what each operation answered in the sample's recorded run ("system.operation" -> the
+    # responses, in order: {status, body, headers}); None for samples written by hand
+    responses: Mapping[str, list[dict[str, Any]]] | None = None
 
 
 def load_samples(directory: Path, root: Path | None = None) -> list[Sample]:

@@ -76,7 +76,7 @@ def measure(count: int) -> tuple[float, float]:
         base, head = project(root / "base", False), project(root / "head", True)
         write_samples(root / "samples", count)
         start = time.perf_counter()
-        shown = preview(base, head, load_samples(root / "samples"), Redactor())
+        shown = preview(base, head, load_samples(root / "samples"), Redactor(), flows=False)
         render_text(shown)
         took = time.perf_counter() - start
         assert shown.total("changed") == count, shown.as_dict()["totals"]
