@@ -281,8 +281,8 @@ def test_a_changed_mapping_shows_the_request_each_call_would_send(stubbed: Path)
 def test_a_changed_flow_that_now_parks_is_newly_failing(stubbed: Path) -> None:
     guarded = STUBBED_FLOW.replace(
         "    - {id: erp,",
-        "    - id: limit\n      validate: {input: steps.order, rules: [{assert: 'steps.order.amount < `25`', "
-        "code: OVER_LIMIT, message: over the limit}]}\n"
+        "    - id: limit\n      validate: {input: steps.order, rules: [{assert: "
+        "'steps.order.amount < `25`', code: OVER_LIMIT, message: over the limit}]}\n"
         "    - {id: erp, needs: [limit],")
     commit(stubbed, "a credit limit", {"flows/order-flow.yaml": guarded})
     code, output = plan(stubbed, "--fail-on", "failing")

@@ -42,9 +42,10 @@ if TYPE_CHECKING:
               help="Exit 1 on a breaking schema change; with --samples, on any changed or newly "
                    "failing sample (changed) or on a newly failing one (failing).")
 @click.option("--samples", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="DIR", help="Also run the base's and the head's changed mappings on the "
-              "recorded payloads in DIR (DIR/<flow>/*.json|yaml|jsonl, or {flow|trigger, data} "
-              "wrappers at the top) and show how each output changes. Nothing is called.")
+              metavar="DIR", help="Also run the base's and the head's changed mappings and flows "
+              "on the recorded payloads in DIR (DIR/<flow>/*.json|yaml|jsonl, or {flow|trigger, "
+              "data} wrappers at the top) and show how each output, and each request a call "
+              "would send, changes. Nothing is called: Systems answer with the flow tests' stubs.")
 def plan_command(project: Path, base: str, environment: str | None, fmt: str,
                  fail_on: str, samples: Path | None) -> None:
     """What changes against a git ref or a directory, for one environment, like `terraform

@@ -46,6 +46,8 @@ def diff_fields(old: Any, new: Any, redactor: Redactor) -> list[dict[str, Any]]:
         a, b = before.get(path, ABSENT), after.get(path, ABSENT)
         if a == b and type(a) is type(b):
             continue
+        if _emptied(a, b, path, after) or _emptied(b, a, path, before):
+            continue  # `{}` on one side, its fields on the other: the fields say it all
         entry: dict[str, Any] = {"path": path}
         hidden = redactor.hides(path)
         if a is not ABSENT:
@@ -54,6 +56,13 @@ def diff_fields(old: Any, new: Any, redactor: Redactor) -> list[dict[str, Any]]:
             entry["new"] = REDACTED if hidden else redactor.value(b)
         changes.append(entry)
     return changes
+
+
+def _emptied(value: Any, other: Any, path: str, other_side: Mapping[str, Any]) -> bool:
+    """Whether `value` is an empty object or list whose path holds leaves on the other side."""
+    if other is not ABSENT or value not in ({}, []):
+        return False
+    return any(p.startswith((f"{path}.", f"{path}[")) for p in other_side)
 
 
 def _flatten(value: Any, prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -199,12 +199,19 @@ def _described(flow: CompiledFlow, run: Mapping[str, Any], detail: Mapping[str, 
         path = httpx.URL(call.url).raw_path.decode()
         calls[f"#{number} {call.system}.{call.operation}"] = {
             "request": f"{call.method} {path}", "body": call.body}
-    emits = {step_id: s["output"] for step_id, s in steps.items()
+    emits = {step_id: _event(s["output"]) for step_id, s in steps.items()
              if flow.step(step_id).kind == "emit" and s["state"] == "succeeded"}
     outputs = {step_id: s["output"] for step_id, s in steps.items()
                if flow.step(step_id).kind in ("map", "set")}
     return {"state": run["state"], "reason": run["reason"], "calls": calls, "emits": emits,
             "steps": outputs}
+
+
+def _event(emitted: Any) -> Any:
+    """An emitted event without what differs on every run (its id and time)."""
+    if not isinstance(emitted, dict):
+        return emitted
+    return {k: v for k, v in emitted.items() if k not in ("id", "time")}
 
 
 def _compare(source: str, before: dict[str, Any] | None, after: dict[str, Any],

@@ -9,7 +9,8 @@ from engine.gitops.compare import Change
 from engine.gitops.flow_preview import FlowPreview
 from engine.gitops.preview import Preview, StepPreview
 
-SHOWN = 5        # samples listed per step and kind; the rest are counted
+SHOWN = 5          # samples listed per step and kind; the rest are counted
+FIELDS_SHOWN = 12  # fields listed per sample in text
 
 
 def _value(entry: dict[str, Any], side: str) -> str:
@@ -39,7 +40,10 @@ def _samples_text(changes: list[Change]) -> list[str]:
         for change in hits[:SHOWN]:
             lines.append(f"      {kind.replace('_', ' ')} {change.sample}")
             lines.extend(f"        {f['path']}: {_value(f, 'old')} -> {_value(f, 'new')}"
-                         for f in change.fields)
+                         for f in change.fields[:FIELDS_SHOWN])
+            if len(change.fields) > FIELDS_SHOWN:
+                lines.append(f"        ... and {len(change.fields) - FIELDS_SHOWN} more fields "
+                             "(--format json lists them all)")
             if change.error:
                 label = {"newly_passing": "was", "not_previewed": "why"}.get(kind, "error")
                 lines.append(f"        {label}: {change.error}")
