@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,9 +33,10 @@ def change(project: Path, mapping: str) -> None:
     commit(project, "change the mapping", {"mappings/to-order.yaml": mapping})
 
 
-def plan(project: Path, *extra: str, base: str = "HEAD~1") -> tuple[int, str]:
+def plan(project: Path, *extra: str, base: str = "HEAD~1",
+         samples: str | None = None) -> tuple[int, str]:
     result = run("plan", str(project), "--base", base, "--samples",
-                 str(project / "samples"), *extra)
+                 samples or str(project / "samples"), *extra)
     return result.exit_code, result.output
 
 
@@ -300,3 +302,63 @@ def test_a_call_without_a_stub_is_not_previewed(project: Path) -> None:
     assert code == 0, output
     assert "4 not previewed" in output
     assert "why: erp.create-order has no stubbed response" in output
+
+
+# -- samples from a store or a running server, with the responses their runs recorded ---------
+def _erp() -> Any:
+    """A small real ERP: POST /orders answers 201 with the order's id."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def create(request: Request) -> JSONResponse:
+        body = await request.json()
+        return JSONResponse({"id": f"ERP-{body['id']}", "status": "booked"}, 201)
+
+    return Starlette(routes=[Route("/orders", create, methods=["POST"])])
+
+
+def test_samples_from_the_store_and_from_a_server_replay_what_the_erp_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_gitops_drift import serving
+
+    from engine.server.config import ServerConfig
+    from engine.server.serve import build_server
+
+    _, project = new_repo(tmp_path)
+    with serving(_erp()) as erp_url:
+        commit(project, "base", {**FILES, "syncline.yaml": FILES["syncline.yaml"].replace(
+            "http://127.0.0.1:9", erp_url)})
+        for n in range(3):
+            payload = tmp_path / f"order-{n}.json"
+            payload.write_text(json.dumps({"Id": f"S-{n}", "Amount": n}))
+            result = run("run", "order-flow", "--input", str(payload), "--project", str(project))
+            assert result.exit_code == 0, result.output
+    # the ERP is gone: its answers come from the runs' lineage, the flow has no test stubs
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project, "--format", "json", samples="store")
+    assert code == 0, output
+    [flow] = json.loads(output)["preview"]["flows"]
+    assert flow["counts"]["changed"] == 3 and flow["counts"]["not_previewed"] == 0, flow
+    assert {"path": "calls.#1 erp.create-order.body.status", "old": "open", "new": "won"} in \
+        flow["samples"][0]["fields"]
+
+    monkeypatch.setenv("SYNCLINE_TOKEN", "admin-token")
+    config = ServerConfig.from_environ({"SYNCLINE_ADMIN_TOKEN": "admin-token"},
+                                       project=project, watch=False)
+    app, _ = build_server(config, environ={}, secrets={},
+                          database=str(project / ".syncline" / "syncline.db"))
+    with serving(app, lifespan="on") as url:
+        code, remote = plan(project, "--samples-limit", "2", "--url", url, samples="store")
+    assert code == 0, remote
+    assert "~ flow order-flow: order-flow@1 -> order-flow@1: 0 unchanged, 2 changed" in remote
+    assert "calls.#1 erp.create-order.body.status: \"open\" -> \"won\"" in remote
+
+
+def test_samples_store_needs_a_store_and_the_store_options_need_it(project: Path) -> None:
+    change(project, MAPPING.replace("status: {const: open}", "status: {const: won}"))
+    code, output = plan(project, samples="store")
+    assert code == 2 and "--samples store: no local store at" in output
+    code, output = plan(project, "--database", "x.db")
+    assert code == 2 and "--database and --url go with --samples store" in output

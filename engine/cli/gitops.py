@@ -25,7 +25,7 @@ from engine.loader import load_project
 
 if TYPE_CHECKING:
     from engine.gitops.preview import Preview
-    from engine.gitops.samples import Redactor
+    from engine.gitops.samples import Redactor, Sample
 
 
 @click.command("plan")
@@ -41,13 +41,22 @@ if TYPE_CHECKING:
               default="never", show_default=True,
               help="Exit 1 on a breaking schema change; with --samples, on any changed or newly "
                    "failing sample (changed) or on a newly failing one (failing).")
-@click.option("--samples", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="DIR", help="Also run the base's and the head's changed mappings and flows "
-              "on the recorded payloads in DIR (DIR/<flow>/*.json|yaml|jsonl, or {flow|trigger, "
-              "data} wrappers at the top) and show how each output, and each request a call "
-              "would send, changes. Nothing is called: Systems answer with the flow tests' stubs.")
+@click.option("--samples", default=None, metavar="DIR|store",
+              help="Also run the base's and the head's changed mappings and flows on recorded "
+              "payloads and show how each output, and each request a call would send, changes: "
+              "DIR holds them (DIR/<flow>/*.json|yaml|jsonl, or {flow|trigger, data} wrappers "
+              "at the top); `store` reads the newest --samples-limit events of each flow from "
+              "the project's store, --database or a server's --url. Nothing is called: Systems "
+              "answer with the flow tests' stubs, else what the sample's run recorded.")
+@click.option("--samples-limit", default=200, show_default=True, type=click.IntRange(min=1),
+              help="With --samples store: events per flow (the newest).")
+@DATABASE
+@click.option("--url", default=None, metavar="URL",
+              help="With --samples store: read them from the server at URL (token: "
+                   "SYNCLINE_TOKEN or SYNCLINE_ADMIN_TOKEN; the viewer role suffices).")
 def plan_command(project: Path, base: str, environment: str | None, fmt: str,
-                 fail_on: str, samples: Path | None) -> None:
+                 fail_on: str, samples: str | None, samples_limit: int, database: str | None,
+                 url: str | None) -> None:
     """What changes against a git ref or a directory, for one environment, like `terraform
     plan`: resources added, removed and changed, active versions, breaking schema changes;
     with --samples, what the changed mappings do to recorded payloads.
@@ -66,7 +75,11 @@ def plan_command(project: Path, base: str, environment: str | None, fmt: str,
                         base_digest=before.digest if before else None, head_digest=head.digest,
                         head_documents=load_project(project).documents)
     failed = bool(diff.errors) or (fail_on == "breaking" and bool(diff.breaking))
-    shown = _preview(project, before, head, samples) if samples is not None else None
+    if (database or url) and samples != "store":
+        raise click.BadParameter("--database and --url go with --samples store",
+                                 param_hint="--samples")
+    shown = (_preview(project, before, head, samples, samples_limit, database, url)
+             if samples is not None else None)
     if shown is not None:
         failing = shown.total("newly_failing") > 0
         failed = failed or (fail_on == "failing" and failing) or (
@@ -88,18 +101,49 @@ def plan_command(project: Path, base: str, environment: str | None, fmt: str,
     sys.exit(1 if failed else 0)
 
 
-def _preview(project: Path, before: Plan | None, head: Plan, directory: Path) -> Preview:
-    """The change preview on the samples in `directory` (exit 2 on an unreadable one)."""
-    from engine.errors import UsageError
+def _preview(project: Path, before: Plan | None, head: Plan, samples: str, limit: int,
+             database: str | None, url: str | None) -> Preview:
+    """The change preview on the samples (a directory, or `store`); exit 2 on unreadable ones."""
+    from engine.errors import StoreError, UsageError
     from engine.gitops.preview import preview
     from engine.gitops.samples import load_samples
 
     try:
-        samples = load_samples(directory, project)
-    except UsageError as exc:
+        if samples == "store":
+            loaded = _recorded_samples(project, head, limit, database, url)
+        else:
+            loaded = load_samples(Path(samples), project)
+    except (UsageError, StoreError) as exc:
         click.echo(f"{exc}", err=True)
         sys.exit(2)
-    return preview(before, head, samples, _redactor(project))
+    return preview(before, head, loaded, _redactor(project))
+
+
+def _recorded_samples(project: Path, head: Plan, limit: int, database: str | None,
+                      url: str | None) -> list[Sample]:
+    import asyncio
+
+    from engine.cli.runs import cli_token
+    from engine.commands.runs import store_path
+    from engine.errors import UsageError
+    from engine.gitops.recorded import server_samples, store_samples
+    from engine.store import open_store
+
+    if url:
+        return asyncio.run(server_samples(url, cli_token(), head, limit))
+    if database is None and not store_path(project).exists():
+        raise UsageError(f"--samples store: no local store at {store_path(project)} (give "
+                         "--database or --url)")
+
+    async def read() -> list[Sample]:
+        store = open_store(database, project.resolve())
+        await store.open()
+        try:
+            return await store_samples(store, head, limit)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def _redactor(project: Path) -> Redactor:

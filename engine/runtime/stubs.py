@@ -111,6 +111,14 @@ class StubTransport:
             return httpx.Response(501, json={"error": "not stubbed"})
         return httpx.Response(stub.status, json=stub.body, headers=stub.headers)
 
+    def operation(self, method: str, url: str) -> str | None:
+        """The `system.operation` a request to `url` is (None: no operation of the plan)."""
+        try:
+            route = self._match(httpx.Request(method, url))
+        except (httpx.InvalidURL, ValueError):
+            return None
+        return f"{route.system}.{route.operation}" if route else None
+
     def _match(self, request: httpx.Request) -> _Route | None:
         host, path = request.url.netloc.decode(), request.url.raw_path.decode().split("?")[0]
         for route in self._routes:
