@@ -95,6 +95,24 @@ def main() -> None:
     print(f"preview of {count} samples through a changed {FIELDS}-field mapping: "
           f"{took * 1000:.0f} ms (applying the new mapping alone: {bare * 1000:.1f} ms; "
           f"ratio {took / bare:.1f}x)")
+    flows = measure_flows(min(count, 200))
+    print(f"flow level (old and new through the runtime, Systems stubbed): {min(count, 200)} "
+          f"samples in {flows * 1000:.0f} ms, {flows / took * count / min(count, 200):.0f}x "
+          "the mapping level per sample")
+
+
+def measure_flows(count: int) -> float:
+    """Seconds to preview `count` samples at both levels (flows through the runtime)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        base, head = project(root / "base", False), project(root / "head", True)
+        write_samples(root / "samples", count)
+        samples = load_samples(root / "samples")
+        start = time.perf_counter()
+        shown = preview(base, head, samples, Redactor())
+        took = time.perf_counter() - start
+        assert shown.flows[0].count("changed") == count, shown.as_dict()["totals"]
+        return took
 
 
 if __name__ == "__main__":
