@@ -344,8 +344,11 @@ def test_samples_from_the_store_and_from_a_server_replay_what_the_erp_answered(
     assert {"path": "calls.#1 erp.create-order.body.status", "old": "open", "new": "won"} in \
         flow["samples"][0]["fields"]
 
-    monkeypatch.setenv("SYNCLINE_TOKEN", "admin-token")
-    config = ServerConfig.from_environ({"SYNCLINE_ADMIN_TOKEN": "admin-token"},
+    from authkit import TOKENS, tokens_yaml
+
+    (tmp_path / "tokens.yaml").write_text(tokens_yaml())
+    monkeypatch.setenv("SYNCLINE_TOKEN", TOKENS["viewer"])  # reading runs is a viewer's right
+    config = ServerConfig.from_environ({"SYNCLINE_TOKENS_FILE": str(tmp_path / "tokens.yaml")},
                                        project=project, watch=False)
     app, _ = build_server(config, environ={}, secrets={},
                           database=str(project / ".syncline" / "syncline.db"))
