@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from engine.compiler.compiled import CallAction
+from engine.compiler.compiled import CallAction, PublishAction
 from engine.compiler.plan import Plan
 
 
@@ -50,6 +50,10 @@ def plan_graph(plan: Plan) -> tuple[list[Node], list[Edge]]:
             for call in (step.action, step.compensate):
                 if isinstance(call, CallAction):
                     edges.extend(_call_edges(sid, call, node))
+            if isinstance(step.action, PublishAction):
+                backbone = step.action.system.name
+                edges.append(Edge(sid, node(f"system:{backbone}", "system", backbone),
+                                  "publishes", step.action.subject))
             if step.kind == "emit":
                 event_type = step.action.type  # type: ignore[union-attr]
                 edges.append(Edge(sid, node(f"event:{event_type}", "event", event_type), "emits"))
@@ -91,7 +95,7 @@ def to_mermaid(plan: Plan) -> str:
         left, right = SHAPES[n.kind]
         lines.append(f"  {_safe(n.id)}{left}{n.label}{right}")
     arrows = {"depends": "-->", "contains": "-.->", "calls": "==>", "emits": "-->",
-              "triggers": "-->", "case": "==>", "shadow": "-.->"}
+              "triggers": "-->", "case": "==>", "shadow": "-.->", "publishes": "==>"}
     for e in edges:
         label = f'"{e.label}"' if e.label else e.kind
         lines.append(f"  {_safe(e.source)} {arrows[e.kind]}|{label}| {_safe(e.target)}")

@@ -15,7 +15,7 @@ import httpx
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.runtime.runtime import EventMeta, Runtime
-from engine.runtime.stubs import StubTransport
+from engine.runtime.stubs import StubBackbone, StubTransport
 from engine.store.base import RunRecord
 from engine.store.sqlite import SQLiteStore
 
@@ -36,7 +36,9 @@ async def local_runtime(
     with tempfile.TemporaryDirectory(prefix="syncline-") as tmp:
         path = store_file or Path(tmp) / "syncline.db"
         async with SQLiteStore(path) as store:
-            runtime = Runtime(store, plan, secrets=secrets, transport=transport, poll=POLL)
+            backbone = StubBackbone() if transport is not None else None  # stubbed: no NATS
+            runtime = Runtime(store, plan, secrets=secrets, transport=transport, poll=POLL,
+                              backbone=backbone)
             await runtime.start()
             try:
                 yield runtime

@@ -16,6 +16,7 @@ from engine.compiler.records import (
     CircuitBreaker,
     FlowTest,
     MappingTest,
+    NatsBackbone,
     Operation,
     RateLimit,
     RetryPolicySpec,
@@ -173,6 +174,7 @@ class CompiledSystem:
     webhooks: Webhooks | None
     location: SourceLocation | None = None
     circuit_breaker: CircuitBreaker | None = None  # None: calls are never held back
+    nats: NatsBackbone | None = None   # an event backbone (publish to it, stream from it)
 
 
 # --- step actions: one frozen class per step kind ---------------------------------------------
@@ -258,7 +260,18 @@ class ParkAction:
     message: str
 
 
-Action = MapAction | ValidateAction | CallAction | EmitAction | SetAction | ParkAction
+@dataclass(frozen=True)
+class PublishAction:
+    """A CloudEvent published to a NATS JetStream subject (engine/runtime/backbone.py)."""
+
+    system: CompiledSystem              # has `nats`
+    subject: str
+    type: str
+    data: Value
+
+
+Action = (MapAction | ValidateAction | CallAction | EmitAction | SetAction | ParkAction
+          | PublishAction)
 
 
 @dataclass(frozen=True)
@@ -275,14 +288,24 @@ class CompiledStep:
 
 
 @dataclass(frozen=True)
+class CompiledStream:
+    """A durable JetStream consumer of `subject` (wildcards allowed) on `system`'s stream."""
+
+    system: CompiledSystem
+    subject: str
+    ack_wait: float
+
+
+@dataclass(frozen=True)
 class CompiledTrigger:
-    kind: str                          # webhook | event | api | schedule | poll
+    kind: str                          # webhook | event | api | schedule | poll | stream
     path: str | None = None            # webhook / api
     system: CompiledSystem | None = None   # webhook sender, polled System
     event: str | None = None           # event type
     timeout: float | None = None       # api
     schedule: CompiledSchedule | None = None
     poll: CompiledPoll | None = None
+    stream: CompiledStream | None = None
 
 
 @dataclass(frozen=True)

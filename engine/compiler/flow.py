@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.compiler.backbone import compile_publish, compile_stream
 from engine.compiler.calls import compile_call, compile_shadow
 from engine.compiler.compiled import (
     CallAction,
@@ -27,6 +28,7 @@ from engine.compiler.compiled import (
     MapAction,
     MapValue,
     ParkAction,
+    PublishAction,
     RuleCheck,
     SetAction,
     TemplateValue,
@@ -210,6 +212,8 @@ class FlowCompiler:
             return CompiledTrigger("api", path=trigger.api.path, timeout=trigger.api.timeout)
         if trigger.schedule is not None or trigger.poll is not None:
             return compile_timed_trigger(self, trigger)
+        if trigger.stream is not None:
+            return compile_stream(self, trigger.stream)
         return CompiledTrigger("event", event=trigger.event)
 
     def _warn_replayable(self, system: CompiledSystem | None) -> None:
@@ -242,7 +246,7 @@ class FlowCompiler:
         compensate = (self.call(step.compensate, loc + ("compensate",), f"{step.id}#compensate")
                       if step.compensate else None)  # runs after the step: references, no edges
         retry = self.retry(step.retry, loc + ("retry",)) if step.retry else None
-        if isinstance(action, CallAction) and retry is None:
+        if isinstance(action, (CallAction, PublishAction)) and retry is None:
             retry = action.system.retry or self.default_retry
         if step.shadow is not None:
             action = compile_shadow(self, step, action, loc)
@@ -265,6 +269,8 @@ class FlowCompiler:
             return self.emit(step.emit, loc + ("emit",), sid)
         if step.set is not None:
             return SetAction(self.values(step.set, loc + ("set",), sid))
+        if step.publish is not None:
+            return compile_publish(self, step.publish, loc + ("publish",), sid)
         assert step.park is not None
         return ParkAction(step.park.code, step.park.message)
 

@@ -29,7 +29,7 @@ from engine.compiler.metrics import CompiledMetric, compile_metrics
 from engine.compiler.ownership import check_ownership
 from engine.compiler.parse import parse_document, parse_project
 from engine.compiler.reconciliation import CompiledReconciliation, compile_reconciliation
-from engine.compiler.records import breaker_record, retry_record, system_records
+from engine.compiler.records import breaker_record, nats_record, retry_record, system_records
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import Template
 from engine.errors import DefinitionErrors
@@ -278,7 +278,7 @@ def _systems(registry: Registry, retries: dict[Key, CompiledRetry]) -> dict[Key,
         systems[(resource.name, resource.version)] = CompiledSystem(
             resource.name, resource.version, spec.base_url.rstrip("/"), auth, spec.timeout,
             rate_limit, retry, spec.idempotency_header, MappingProxyType(dict(spec.headers)),
-            operations, webhooks, doc.locate(), breaker_record(spec),
+            operations, webhooks, doc.locate(), breaker_record(spec), nats_record(spec),
         )
     return systems
 

@@ -91,6 +91,20 @@ class CircuitBreaker:
     open_for: float  #: seconds without calls, then one probe
 
 
+@dataclass(frozen=True, slots=True)
+class NatsBackbone:
+    """A System that is a NATS JetStream: where it listens and the stream that keeps events."""
+
+    url: str
+    stream: str
+    connect_timeout: float
+
+
+def nats_record(spec: sm.SystemSpec) -> NatsBackbone | None:
+    n = spec.nats
+    return None if n is None else NatsBackbone(n.url, n.stream, n.connect_timeout)
+
+
 def breaker_record(spec: sm.SystemSpec) -> CircuitBreaker | None:
     b = spec.circuit_breaker
     return None if b is None else CircuitBreaker(b.failure_rate, b.min_calls, b.window, b.open_for)

@@ -14,7 +14,7 @@ from pydantic import Discriminator, Field, Tag
 from engine.model.base import STEP_ID_RE as _STEP_ID_RE
 from engine.model.base import Duration, Model, Ref, RelativePath
 from engine.model.resource import Resource
-from engine.model.triggers import PollTrigger, ScheduleTrigger
+from engine.model.triggers import SUBJECT, PollTrigger, ScheduleTrigger, StreamTrigger
 
 
 class TemplateValue(Model):
@@ -66,12 +66,14 @@ class ApiTrigger(Model):
 
 
 class Trigger(Model):
-    _exclusive: ClassVar[tuple[str, ...]] = ("webhook", "event", "api", "schedule", "poll")
+    _exclusive: ClassVar[tuple[str, ...]] = ("webhook", "event", "api", "schedule", "poll",
+                                             "stream")
     webhook: WebhookTrigger | None = None
     event: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]+$")
     api: ApiTrigger | None = None
     schedule: ScheduleTrigger | None = None
     poll: PollTrigger | None = None
+    stream: StreamTrigger | None = None
 
 
 class RouteSpec(Model):
@@ -110,6 +112,15 @@ class EmitSpec(Model):
     subject: str | None = None        # JMESPath; default: the run's ordering key
 
 
+class PublishSpec(Model):
+    """`publish: {system, subject, type, data}`: a CloudEvent onto a NATS JetStream backbone."""
+
+    system: Ref                       # a System with `nats`
+    subject: str = Field(pattern=SUBJECT)
+    type: str = Field(pattern=r"^[A-Za-z0-9_\-.]+$")
+    data: Value = "data"
+
+
 class ParkSpec(Model):
     code: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
     message: str
@@ -130,7 +141,7 @@ class ShadowSpec(Model):
     timeout: Duration | None = None     # default: the candidate System's timeout
 
 
-STEP_KINDS = ("map", "validate", "call", "emit", "set", "park")
+STEP_KINDS = ("map", "validate", "call", "emit", "set", "park", "publish")
 
 
 class Step(Model):
@@ -149,6 +160,7 @@ class Step(Model):
     emit: EmitSpec | None = None
     set: dict[str, Value] | None = None
     park: ParkSpec | None = None
+    publish: PublishSpec | None = None
 
     @property
     def kind(self) -> str:

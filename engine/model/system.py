@@ -120,9 +120,18 @@ class Network(Model):
     allow_link_local: bool = Field(default=False, alias="allowLinkLocal")
 
 
+class Nats(Model):
+    """The System is a NATS JetStream event backbone (engine/runtime/backbone.py)."""
+
+    url: str = Field(pattern=r"^(nats|tls)://[^\s]+$")   # nats://host:4222 (several: a,b)
+    stream: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")  # created if missing, with our subjects
+    connect_timeout: Duration = Field(default=2.0, alias="connectTimeout", gt=0)
+
+
 class SystemSpec(Model):
     network: Network = Field(default_factory=Network)   # validated first: baseUrl reads it
-    base_url: str = Field(alias="baseUrl")
+    base_url: str = Field(default="", alias="baseUrl")  # "" only for a `nats` backbone
+    nats: Nats | None = None
     auth: Auth = Field(default_factory=Auth)
     timeout: Duration = 10.0
     rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
@@ -133,9 +142,20 @@ class SystemSpec(Model):
     webhooks: Webhooks | None = None
     circuit_breaker: CircuitBreaker | None = Field(default=None, alias="circuitBreaker")
 
+    @model_validator(mode="after")
+    def _http_or_backbone(self) -> SystemSpec:
+        if not self.base_url and self.nats is None:
+            raise ValueError("a System needs baseUrl (an HTTP API) or nats (an event backbone)")
+        if self.nats is not None and (self.base_url or self.operations):
+            raise ValueError("a nats backbone has no baseUrl or operations: flows `publish` to "
+                             "it and `stream` from it")
+        return self
+
     @field_validator("base_url")
     @classmethod
     def _allowed_base_url(cls, url: str, info: ValidationInfo) -> str:
+        if not url:
+            return url  # no HTTP API (a backbone); `_http_or_backbone` requires one of them
         network = info.data.get("network")
         problem = base_url_problem(url, network is not None and network.allow_link_local)
         if problem is not None and "${" not in url:

@@ -1,6 +1,7 @@
-"""The timed triggers of a Flow: `schedule` (cron ticks) and `poll` (a list operation read on an
-interval). Their meaning (a cron expression parses, the operation is a read) is checked by the
-compiler, which can say where a mistake is."""
+"""The timed and streamed triggers of a Flow: `schedule` (cron ticks), `poll` (a list operation
+read on an interval) and `stream` (CloudEvents consumed from a NATS JetStream backbone). Their
+meaning (a cron expression parses, the operation is a read, the System is a backbone) is checked
+by the compiler, which can say where a mistake is."""
 
 from __future__ import annotations
 
@@ -31,3 +32,14 @@ class PollTrigger(Model):
     items: str = "body.items"          # JMESPath over a response: the list of items
     cursor: PollCursor | None = None
     pages: PollPages | None = None
+
+
+SUBJECT = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"            # NATS subject tokens
+_SUBJECT_FILTER = r"^([A-Za-z0-9_\-]+|\*)(\.([A-Za-z0-9_\-]+|\*))*(\.>)?$|^>$"
+
+
+class StreamTrigger(Model):
+    system: Ref                        # a System with `nats`
+    subject: str = Field(pattern=_SUBJECT_FILTER)   # may hold `*` and a final `>`
+    ack_wait: Duration = Field(default=30.0, alias="ackWait", gt=0)  # then NATS redelivers
+

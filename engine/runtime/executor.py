@@ -46,6 +46,7 @@ from typing import Any, Protocol
 from engine.compiler.compiled import CompiledFlow, CompiledStep
 from engine.compiler.plan import Plan
 from engine.errors import CallError, CallHeld
+from engine.runtime.backbone import Backbone
 from engine.runtime.calls import Calls, describe
 from engine.runtime.retry import Decision, decide
 from engine.runtime.steps import HANDLERS, StepEnv, StepOutcome, Stop, build_request
@@ -74,6 +75,7 @@ class ObserverProtocol(Protocol):
     def call(self, system: str, operation: str, outcome: str, seconds: float) -> None: ...
 
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None: ...
+    def stream_message(self, flow: str, outcome: str) -> None: ...
 
 
 class Observer:
@@ -93,6 +95,10 @@ class Observer:
 
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
         """This process opened `system`'s circuit: `failure_rate` of `calls` failed."""
+
+    def stream_message(self, flow: str, outcome: str) -> None:
+        """A backbone message for `flow`'s stream trigger: accepted, duplicate, filtered or
+        rejected (not a CloudEvent: terminated)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,7 @@ class Executor:
     clock: Callable[[], float] = time.time
     stopping: Callable[[], bool] = lambda: False
     rng: random.Random = field(default_factory=random.Random)  # backoff jitter
+    backbone: Backbone | None = None  # NATS connections, for publish steps
 
     async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         """Run `run` (already claimed) until it succeeds or stops; return its new state."""
@@ -229,6 +236,7 @@ class _Execution:
             previous=self.records.get(step.id),
             on_attempt=lambda o, r: observer.step_attempt(flow, step.id, o, r),
             on_shadow=lambda system, r: observer.shadow_result(flow, step.id, system, r),
+            backbone=self.executor.backbone,
         )
         return await HANDLERS[step.kind](step, env)
 

@@ -16,7 +16,7 @@ from engine.store.base import CANCELLED, CorrectedData, Reason, RunRecord, State
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 CANCELLABLE = ("pending", "waiting", "parked", "dead-lettered")  # and running: a cancel request
-EFFECT_KINDS = frozenset({"call", "emit"})
+EFFECT_KINDS = frozenset({"call", "emit", "publish"})
 
 
 class Operations:

@@ -29,6 +29,7 @@ import httpx
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.errors import StoreError, UsageError
+from engine.runtime.backbone import Backbone
 from engine.runtime.clock import Clock, SystemClock, new_id
 from engine.runtime.executor import Executor, Observer, ObserverProtocol
 from engine.runtime.gates import Gates
@@ -38,6 +39,7 @@ from engine.runtime.plans import Plans
 from engine.runtime.polling import Polls
 from engine.runtime.reconciling import Reconciler
 from engine.runtime.schedules import Schedules, Timed, flow_ticks, reconciliation_ticks
+from engine.runtime.streams import Streams
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
@@ -73,6 +75,7 @@ class Runtime:
         poll: float = 0.5,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        backbone: Backbone | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
@@ -85,7 +88,9 @@ class Runtime:
             store, plan, secrets or {}, transport, concurrency, observer.call, self.gates
         )
         self._waiters = Waiters(store, self.clock, poll)
-        executor = Executor(store, observer, self.clock.now, lambda: self._workers.stopping, rng)
+        self.backbone = backbone or Backbone()
+        executor = Executor(store, observer, self.clock.now, lambda: self._workers.stopping, rng,
+                            backbone=self.backbone)
         self._workers = Workers(
             store, self._plans, executor, self._waiters, self.clock,
             lambda item: self._ingest.dispatch(item),
@@ -111,6 +116,8 @@ class Runtime:
             store, lambda: self.plan, self._plans.calls_for, self._ingest_timed,
             clock=self.clock.now, sleep=self.clock.sleep,
         )
+        self.streams = Streams(self.backbone, lambda: self.plan, self.ingest,
+                               report=observer.stream_message, sleep=self.clock.sleep)
         self._timers: list[asyncio.Task[None]] = []
 
     # lifecycle -----------------------------------------------------------------------------
@@ -125,7 +132,8 @@ class Runtime:
         await self._workers.start()
         self._timers = [
             asyncio.create_task(loop())
-            for loop in (self.schedules.run, self.reconciliation_schedules.run, self.polls.run)
+            for loop in (self.schedules.run, self.reconciliation_schedules.run, self.polls.run,
+                         self.streams.run)
         ]
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -137,6 +145,7 @@ class Runtime:
         self._timers = []
         await self._workers.stop(grace)
         await self._plans.aclose()
+        await self.backbone.aclose()
 
     async def swap_plan(self, plan: Plan) -> None:
         """Hot reload: new runs use `plan`; runs already accepted finish with their own plan."""

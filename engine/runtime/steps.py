@@ -41,6 +41,7 @@ from engine.compiler.compiled import (
     EmitAction,
     MapAction,
     ParkAction,
+    PublishAction,
     SetAction,
     ValidateAction,
 )
@@ -54,6 +55,7 @@ from engine.errors import (
     ParkRequested,
     ValidationFailed,
 )
+from engine.runtime import backbone
 from engine.runtime.calls import (
     Calls,
     OutboundRequest,
@@ -106,6 +108,7 @@ class StepEnv:
     attempts: list[Attempt] = field(default_factory=list)
     on_attempt: Callable[[str, bool], None] | None = None  # metrics: (outcome, will retry)
     on_shadow: Callable[[str, str], None] | None = None  # metrics: (candidate System, result)
+    backbone: backbone.Backbone | None = None  # the NATS connections (publish steps)
 
 
 @dataclass(frozen=True)
@@ -215,12 +218,7 @@ async def run_emit(step: CompiledStep, env: StepEnv) -> Any:
         data=data,
         subject=None if subject is None else str(subject),
         time=now_iso(env.clock),
-        attributes={
-            "correlationid": run.correlation_id,
-            "traceparent": make_traceparent(
-                run.traceparent or run.correlation_id, f"{run.id}/{step.id}"
-            ),
-        },
+        attributes=_trace(env, step),
     )
     env.emitted.append(event)
     return {
@@ -288,14 +286,7 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     request = build_request(action, env.context, env.run, step.id)
     described = describe(request)
     env.consumed = {k: described[k] for k in ("method", "url", "query", "body")}
-    previous = env.previous if env.previous and env.previous.state == "waiting" else None
-    if previous is not None:
-        env.attempts.extend(previous.attempts)
-        retry_at = (previous.output or {}).get("retry_at")
-        if retry_at is not None and retry_at > env.clock() + 0.005:  # another step woke the run
-            raise StepStopped(Stop("wait", "RETRY", previous.error or "", retry_at=retry_at))
-    policy = step.retry.policy if step.retry is not None else None
-    timeout = policy.timeout if policy and policy.timeout else request.system.timeout
+    timeout = _resume(step, env, request.system.timeout)
     n, started = len(env.attempts) + 1, env.clock()
     shadow = None
     if action.shadow is not None and action.shadow.call.system is not request.system:
@@ -326,6 +317,54 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     )
     _count(env, "ok", False)
     return output
+
+
+def _resume(step: CompiledStep, env: StepEnv, default_timeout: float) -> float:
+    """Before an attempt: carry the earlier attempts of a waiting step over (or wait on if another
+    step woke the run before this one's retry time); the attempt's timeout."""
+    previous = env.previous if env.previous and env.previous.state == "waiting" else None
+    if previous is not None:
+        env.attempts.extend(previous.attempts)
+        retry_at = (previous.output or {}).get("retry_at")
+        if retry_at is not None and retry_at > env.clock() + 0.005:  # another step woke the run
+            raise StepStopped(Stop("wait", "RETRY", previous.error or "", retry_at=retry_at))
+    policy = step.retry.policy if step.retry is not None else None
+    return policy.timeout if policy and policy.timeout else default_timeout
+
+
+async def run_publish(step: CompiledStep, env: StepEnv) -> Any:
+    """One attempt to publish a CloudEvent to the backbone; its id is deterministic (run, step,
+    generation), so JetStream stores a retried publish once. Failures go through the step's
+    RetryPolicy exactly as a call's network errors do."""
+    action = step.action
+    assert isinstance(action, PublishAction)
+    if env.backbone is None:
+        raise ExecutionError("no event backbone in this runtime")
+    data = action.data.evaluate(env.context)
+    env.consumed = data
+    run = env.run
+    ident = backbone.event_id(run.id, step.id, run.generation)
+    timeout = _resume(step, env, action.system.timeout)
+    payload = backbone.cloud_event(action, ident, f"syncline/{env.flow_name}", data,
+                                   now_iso(env.clock), _trace(env, step))
+    described = {"method": "PUBLISH", "url": action.subject, "headers": {"Nats-Msg-Id": ident},
+                 "body": data}
+    n, started = len(env.attempts) + 1, env.clock()
+    try:
+        output = await backbone.publish(env.backbone, step, payload, ident, timeout)
+    except CallError as error:
+        return _failed_attempt(step, env, error, n, started, described)
+    env.attempts.append(Attempt(n, started, env.clock(), "ok", None, None, described, output))
+    _count(env, "ok", False)
+    return output
+
+
+def _trace(env: StepEnv, step: CompiledStep) -> dict[str, Any]:
+    """The correlation and trace extensions of an event a step sends."""
+    run = env.run
+    return {"correlationid": run.correlation_id,
+            "traceparent": make_traceparent(run.traceparent or run.correlation_id,
+                                            f"{run.id}/{step.id}")}
 
 
 def _failed_attempt(
@@ -478,6 +517,7 @@ HANDLERS: dict[str, Wrapped] = {
     "validate": _wrap(run_validate),
     "call": _wrap(run_call),
     "emit": _wrap(run_emit),
+    "publish": _wrap(run_publish),
     "set": _wrap(run_set),
     "park": _wrap(run_park),
 }

@@ -1,5 +1,6 @@
 """Stubbed Systems: an httpx transport that answers a plan's operations from canned responses and
-records every call. Flow `tests:` and `syncline run --dry-run` execute the real Runtime on it."""
+records every call, and a backbone that keeps what is published in memory. Flow `tests:`, the
+change preview and `syncline run --dry-run` execute the real Runtime on them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.compiler.calls import PLACEHOLDER
+from engine.compiler.compiled import CompiledSystem
 from engine.compiler.plan import Plan
 from engine.compiler.records import StubResponse
+from engine.runtime.backbone import Backbone
 from engine.runtime.calls import AUTH_HEADERS
 
 
@@ -148,3 +151,36 @@ class StubTransport:
 def placeholder_secrets(plan: Plan) -> dict[str, str]:
     """Stand-in values for every secret a plan names: stubbed calls need no real ones."""
     return {name: f"stub-{name.lower()}" for name in plan.secret_names}
+
+
+@dataclass(frozen=True)
+class _Ack:
+    stream: str
+    seq: int
+    duplicate: bool
+
+
+class StubBackbone(Backbone):
+    """A backbone that reaches no NATS server: each publish is kept in `published` (subject,
+    CloudEvent), de-duplicated by its Nats-Msg-Id as JetStream would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[str, dict[str, Any]]] = []
+        self._seq: dict[str, int] = {}
+
+    async def jetstream(self, system: CompiledSystem, subject: str) -> Any:
+        stream = system.nats.stream if system.nats else system.name
+        backbone = self
+
+        class _Js:
+            async def publish(self, subject: str, payload: bytes, timeout: float = 0,
+                              headers: dict[str, str] | None = None) -> _Ack:
+                ident = (headers or {}).get("Nats-Msg-Id", "")
+                if ident in backbone._seq:
+                    return _Ack(stream, backbone._seq[ident], True)
+                backbone.published.append((subject, json.loads(payload)))
+                backbone._seq[ident] = len(backbone.published)
+                return _Ack(stream, len(backbone.published), False)
+
+        return _Js()

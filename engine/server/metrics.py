@@ -92,6 +92,13 @@ class Metrics:
             ["system"],
             registry=r,
         )
+        self.stream_messages = Counter(
+            "syncline_stream_messages",
+            "Backbone messages taken by stream triggers, by flow and outcome (rejected: not a "
+            "CloudEvent, terminated)",
+            ["flow", "outcome"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Counter] = {}
 
     def watch_queue(self, depth: Callable[[], int], pending: Callable[[], int]) -> None:
@@ -159,6 +166,9 @@ class Metrics:
         recent.append(outcome in DOWN_OUTCOMES)
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
         self._child(self.circuits_opened, system).inc()
+
+    def stream_message(self, flow: str, outcome: str) -> None:
+        self._child(self.stream_messages, flow, outcome).inc()
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
         """`metric.labels(*labels)`, looked up once (`labels` costs ~2 us a call)."""
