@@ -54,16 +54,10 @@ from engine.errors import (
     ParkRequested,
     ValidationFailed,
 )
-from engine.runtime.calls import (
-    Calls,
-    OutboundRequest,
-    describe,
-    fill_path,
-    idempotency_key,
-    make_traceparent,
-)
+from engine.runtime.calls import Calls, OutboundRequest, describe
 from engine.runtime.retry import Decision, decide
 from engine.runtime.shadow import Shadow
+from engine.runtime.wire import fill_path, idempotency_key, make_traceparent
 from engine.store.base import Attempt, EventRecord, RunRecord, StepRecord
 from engine.store.controls import HELD
 
