@@ -9,41 +9,25 @@ over-deep nesting.
 
 from __future__ import annotations
 
-import math
 import posixpath
 import re
-import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.resolver import BaseResolver
-from ruamel.yaml.tag import Tag
+from ruamel.yaml.nodes import Node
 
 from engine.nesting import MAX_PARSE_DEPTH, too_deep
 from engine.source import Diagnostic, SourceLocation
+from engine.yaml_nodes import Converter, Path_, Refused, compose_all, mark
 
 MAX_FILE_BYTES = 1024 * 1024
-MAX_NODES = 100_000           # per document, after alias expansion
-MAX_DEPTH = 64
 PROJECT_FILE = "syncline.yaml"
 YAML_SUFFIXES = (".yaml", ".yml")
 FIXTURE_DIR = "fixtures"      # test inputs/expectations live here; they are not definitions
-
-_CORE = "tag:yaml.org,2002:"
-_PLAIN = "tag:syncline:plain"   # an untagged plain scalar: typed by _plain(), YAML 1.2 core schema
-_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
-_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-_INT = re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+)$")
-_FLOAT = re.compile(
-    r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-)
-Path_ = tuple[str | int, ...]
 
 
 @dataclass(frozen=True)
@@ -109,149 +93,6 @@ class LoadedProject:
     unloaded: tuple[tuple[str, str], ...] = ()   # (kind, name) of definitions that did not load
 
 
-class _Refused(Exception):
-    def __init__(self, code: str, message: str, node: Node | None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.node = code, message, node
-
-
-class _Converter:
-    """Turns a composed node tree into plain data, recording locations and enforcing limits."""
-
-    def __init__(self) -> None:
-        self.nodes = 0
-        self.active: set[int] = set()
-        self.locations: dict[Path_, tuple[int, int]] = {}
-
-    def convert(self, node: Node, path: Path_, depth: int = 0) -> Any:
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise _Refused("E_YAML_ALIAS", f"document expands to more than {MAX_NODES} nodes "
-                           "(an alias/anchor bomb?)", node)
-        if depth > MAX_DEPTH:
-            raise _Refused("E_YAML", f"nesting deeper than {MAX_DEPTH} levels", node)
-        if id(node) in self.active:
-            raise _Refused("E_YAML_ALIAS", "an alias refers to a node that contains it", node)
-        self.active.add(id(node))
-        try:
-            if isinstance(node, MappingNode):
-                return self._mapping(node, path, depth)
-            if isinstance(node, SequenceNode):
-                self._check_tag(node, "seq")
-                return [self._item(child, path + (i,), depth) for i, child in enumerate(node.value)]
-            return _scalar(node)
-        finally:
-            self.active.discard(id(node))
-
-    def _item(self, node: Node, path: Path_, depth: int) -> Any:
-        self.locations.setdefault(path, _mark(node))
-        return self.convert(node, path, depth + 1)
-
-    def _mapping(self, node: MappingNode, path: Path_, depth: int) -> dict[str, Any]:
-        self._check_tag(node, "map")
-        result: dict[str, Any] = {}
-        merged: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.value == "<<" and str(key_node.tag) in (_PLAIN, _CORE + "merge"):
-                merged.update(self._merge(value_node, path, depth))
-                continue
-            if not isinstance(key_node, ScalarNode):
-                raise _Refused("E_YAML", "mapping keys must be plain scalars", key_node)
-            key = _key(key_node)
-            if key in result:
-                raise _Refused("E_YAML_DUPKEY", f"duplicate key '{key}'", key_node)
-            self.locations[path + (key,)] = _mark(key_node)
-            result[key] = self.convert(value_node, path + (key,), depth + 1)
-        return {**{k: v for k, v in merged.items() if k not in result}, **result}
-
-    def _merge(self, node: Node, path: Path_, depth: int) -> dict[str, Any]:
-        sources = node.value if isinstance(node, SequenceNode) else [node]
-        merged: dict[str, Any] = {}
-        for source in reversed(sources):
-            if not isinstance(source, MappingNode):
-                message = "a merge key '<<' takes a mapping or a list of them"
-                raise _Refused("E_YAML", message, source)
-            merged.update(self.convert(source, path, depth + 1))
-        return merged
-
-    @staticmethod
-    def _check_tag(node: Node, expected: str) -> None:
-        tag = str(node.tag)
-        if tag != _CORE + expected:
-            raise _Refused("E_YAML_TAG", f"tag '{tag}' is not allowed (plain YAML data only)", node)
-
-
-def _mark(node: Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-def _key(node: ScalarNode) -> str:
-    value = _scalar(node)
-    if isinstance(value, bool | float) or value is None:
-        return str(node.value)
-    return str(value)
-
-
-def _scalar(node: Node) -> Any:
-    text: str = node.value
-    if node.ctag is _PLAIN_TAG:
-        return _plain(text, node)
-    tag = str(node.tag)
-    if tag in (_CORE + "str", _CORE + "timestamp", "!"):
-        return text
-    if tag == _CORE + "null":
-        return None
-    if tag == _CORE + "bool":
-        return text.lower() in ("true", "yes", "on", "y")
-    if tag == _CORE + "int":
-        return _int(text, node)
-    if tag == _CORE + "float":
-        return _float(text, node)
-    raise _Refused("E_YAML_TAG", f"tag '{tag}' is not allowed (plain YAML data only)", node)
-
-
-def _plain(text: str, node: Node) -> Any:
-    if _NULL.match(text):
-        return None
-    if _BOOL.match(text):
-        return text.lower() == "true"
-    if _INT.match(text):
-        return _int(text, node)
-    if _FLOAT.match(text):
-        return _float(text, node)
-    return text
-
-
-MAX_INT = 2**64  # beyond it an integer is no JSON number other systems read (quote it)
-
-
-def _int(text: str, node: Node) -> int:
-    digits = text.replace("_", "")
-    try:
-        value = int(digits, 0) if len(digits) < 100 else MAX_INT
-    except ValueError:
-        try:
-            value = int(digits, 10)
-        except ValueError as exc:
-            raise _Refused("E_YAML", f"'{text}' is not an integer", node) from exc
-    if abs(value) >= MAX_INT:
-        shown = text if len(text) <= 24 else text[:24] + "..."
-        raise _Refused("E_YAML", f"integer '{shown}' is out of range (at most 64 bits; quote it "
-                       "to keep it as text)", node)
-    return value
-
-
-def _float(text: str, node: Node) -> float:
-    lowered = text.replace("_", "").lower()
-    specials = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
-    if lowered in specials:
-        return specials[lowered]
-    try:
-        return float(lowered)
-    except ValueError as exc:
-        raise _Refused("E_YAML", f"'{text}' is not a number", node) from exc
-
-
 def load_yaml(text: str, path: str) -> tuple[list[Document], list[Diagnostic]]:
     """Parse every document of one file. Returns what parsed and one diagnostic per refusal."""
     documents: list[Document] = []
@@ -262,12 +103,12 @@ def load_yaml(text: str, path: str) -> tuple[list[Document], list[Diagnostic]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for index, node in enumerate(_compose_all(text)):
+            for index, node in enumerate(compose_all(text)):
                 if node is None:
                     continue
                 documents.append(_document(node, path, index, text))
-    except _Refused as exc:
-        where = _mark(exc.node) if exc.node is not None else (1, 1)
+    except Refused as exc:
+        where = mark(exc.node) if exc.node is not None else (1, 1)
         return documents, [Diagnostic(SourceLocation(path, *where), exc.code, exc.message)]
     except MarkedYAMLError as exc:
         return documents, [_syntax_diagnostic(exc, path, text)]
@@ -278,41 +119,9 @@ def load_yaml(text: str, path: str) -> tuple[list[Document], list[Diagnostic]]:
     return documents, []
 
 
-class _PlainResolver(BaseResolver):
-    """Tags every untagged plain scalar `_PLAIN`; `_plain` types it (ruamel's resolver is the
-    slowest part of loading)."""
-
-    def __init__(self, version: Any = None, loader: Any = None, loadumper: Any = None) -> None:
-        super().__init__(loadumper=loader or loadumper)
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is ScalarNode:
-            return _PLAIN_TAG if implicit[0] else _STR_TAG
-        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
-
-
-# One Tag each, shared by every node: a Tag decodes its text char by char on first str().
-_PLAIN_TAG, _STR_TAG, _SEQ_TAG, _MAP_TAG = (
-    Tag(suffix=suffix) for suffix in (_PLAIN, _CORE + "str", _CORE + "seq", _CORE + "map")
-)
-
-
-_local = threading.local()
-
-
-def _compose_all(text: str) -> Iterator[Node | None]:
-    # The C parser (ruamel.yaml.clib) composes ~5x faster than the pure one and keeps marks;
-    # composing (not constructing) means no tag is ever turned into an object.
-    yaml = getattr(_local, "yaml", None)
-    if yaml is None:
-        yaml = _local.yaml = YAML(typ="safe", pure=False)
-        yaml.Resolver = _PlainResolver
-    yield from yaml.compose_all(text)
-
-
 def _document(node: Node, path: str, index: int, text: str) -> Document:
-    converter = _Converter()
-    converter.locations[()] = _mark(node)
+    converter = Converter()
+    converter.locations[()] = mark(node)
     data = converter.convert(node, ())
     return Document(path, index, data, converter.locations, text)
 

@@ -5,7 +5,7 @@ The C parser recurses once per nesting level and overflows the C stack (SIGSEGV)
 line by line: block levels are the stack of increasing indentations, compact ``- `` / ``? ``
 indicators at the start of a line add one level each, and flow ``[``/``{`` add one until closed
 (outside quoted strings and comments). It over-estimates rather than under-estimates, so the
-limit is far above the loader's semantic limit (`loader.MAX_DEPTH`).
+limit is far above the loader's semantic limit (`yaml_nodes.MAX_DEPTH`).
 """
 
 from __future__ import annotations

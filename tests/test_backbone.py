@@ -189,8 +189,8 @@ class Counting(Observer):
     def __init__(self) -> None:
         self.outcomes: list[tuple[str, str]] = []
 
-    def stream_message(self, flow: str, outcome: str) -> None:
-        self.outcomes.append((flow, outcome))
+    def delivery(self, route: str, outcome: str) -> None:
+        self.outcomes.append((route.removeprefix("stream:"), outcome))
 
 
 def test_a_lost_acknowledgement_redelivers_and_makes_no_second_run(

@@ -31,15 +31,12 @@ from engine.runtime.calls import (
     Calls,
     OutboundRequest,
     describe,
-    fill_path,
-    idempotency_key,
-    make_traceparent,
-    parse_retry_after,
     require_secrets,
     secret_names,
 )
 from engine.runtime.ratelimit import TokenBucket
 from engine.runtime.steps import checked_headers
+from engine.runtime.wire import fill_path, idempotency_key, make_traceparent, parse_retry_after
 
 TOKEN = "tok_live_4f9a1c77e2b0"
 TENANT_KEY = "tenant-key-81d3e5"

@@ -225,17 +225,17 @@ async def test_a_pause_is_shared_by_runtimes_on_one_store_and_survives_a_restart
     database = None if store == "sqlite" else request.getfixturevalue("postgres_url")
     async with open_store(database, project) as first:
         one = Runtime(first, plan)
-        await one.switch("system", "erp", "pause", "maintenance", actor="bob")
+        await one.operations.switch("system", "erp", "pause", "maintenance", actor="bob")
         with pytest.raises(StateConflict):
-            await one.switch("flow", "order-sync", "resume", "never paused", actor="bob")
+            await one.operations.switch("flow", "order-sync", "resume", "never paused", actor="bob")
         with pytest.raises(UsageError, match="no flow 'nope'"):
-            await one.switch("flow", "nope", "pause", "", actor="bob")
+            await one.operations.switch("flow", "nope", "pause", "", actor="bob")
     async with open_store(database, project) as second:  # a restart, or another replica
         two = Runtime(second, plan)
         await two.gates.refresh()
         assert two.gates.systems["erp"].reason == "maintenance"
         assert two.gates.systems["erp"].actor == "bob"
-        lifted = await two.switch("system", "erp", "resume", "done", actor="carol")
+        lifted = await two.operations.switch("system", "erp", "resume", "done", actor="carol")
         assert lifted["reason"] == "maintenance" and lifted["paused"] is False
         assert two.gates.systems == {}
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.loader import MAX_NODES, load_yaml, parse_content
+from engine.loader import load_yaml, parse_content
+from engine.yaml_nodes import MAX_NODES
 
 
 def test_documents_keep_locations_of_keys_and_items() -> None:

@@ -25,8 +25,8 @@ def test_import_direction_compiler_never_imports_runtime_or_server() -> None:
     import re
 
     root = pathlib.Path(engine.__file__).parent
-    stages = {"loader": 0, "model": 1, "compiler": 2, "runtime": 3, "store": 3, "server": 4,
-              "gitops": 5, "sandbox": 5, "commands": 5, "demo": 5, "cli": 6}
+    stages = {"loader": 0, "yaml_nodes": 0, "model": 1, "compiler": 2, "runtime": 3, "store": 3,
+              "server": 4, "gitops": 5, "sandbox": 5, "commands": 5, "demo": 5, "cli": 6}
     for path in root.rglob("*.py"):
         rel = path.relative_to(root).parts
         stage = stages.get(rel[0].removesuffix(".py"))

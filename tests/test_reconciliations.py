@@ -261,10 +261,10 @@ def test_two_replicas_on_postgres_run_a_tick_once(tmp_path: Path, postgres_url: 
             async with PostgresStore(postgres_url) as one, PostgresStore(postgres_url) as two:
                 replicas = [Runtime(s, plan, clock=clock) for s in (one, two)]
                 for r in replicas:
-                    assert await r.reconciliation_schedules.fire_due() == []  # first sight
+                    assert await r.timers.reconciliation_schedules.fire_due() == []  # first sight
                 clock.t = start + 1800
                 fired = await asyncio.gather(
-                    *(r.reconciliation_schedules.fire_due() for r in replicas)
+                    *(r.timers.reconciliation_schedules.fire_due() for r in replicas)
                 )
                 reports = [x for batch in fired for x in batch]
                 assert len([x for x in reports if isinstance(x, dict)]) == 1

@@ -115,7 +115,7 @@ async def test_cancel_of_a_running_run_stops_it_after_the_step_in_flight(tmp_pat
             return bool(target.to("/slow"))
 
         await until(two_in_flight)
-        requested = await runtime.cancel(run_id, actor="alice")
+        requested = await runtime.operations.cancel(run_id, actor="alice")
         run = await runtime.wait(run_id, 10)
         detail = await runtime.run_detail(run_id)
         audit = await runtime.store.audit_log(AuditQuery(run_id=run_id))
@@ -154,7 +154,7 @@ async def test_cancel_of_a_waiting_run_ends_it_at_once(tmp_path, live):
 
         await until(lambda: in_state(runtime, run_id, "waiting"))
         started = time.monotonic()
-        await runtime.cancel(run_id)
+        await runtime.operations.cancel(run_id)
         run = await runtime.wait(run_id, 5)
     assert run.state == "cancelled" and time.monotonic() - started < 5  # not the 60 s backoff
     assert len(target.to("/orders")) == 1
@@ -292,11 +292,11 @@ async def test_cancel_retries_a_state_race_but_not_a_store_failure(tmp_path, liv
         race = f"run {run_id!r} is 'running', not 'waiting'"
         store.fail("set_run_state", lambda: StateConflict(race))
         with pytest.raises(UsageError, match="keeps changing state"):
-            await runtime.cancel(run_id)
+            await runtime.operations.cancel(run_id)
         assert store.calls["set_run_state"] == 3  # read again and retried
         store.fail("set_run_state", StoreError("the SQLite store could not commit: disk I/O"))
         with pytest.raises(StoreError, match="disk I/O"):  # said as it is, at once
-            await runtime.cancel(run_id)
+            await runtime.operations.cancel(run_id)
         assert store.calls["set_run_state"] == 1
         store.heal()
-        assert (await runtime.cancel(run_id)).id == run_id  # the real store behind it
+        assert (await runtime.operations.cancel(run_id)).id == run_id  # the real store behind it

@@ -104,10 +104,10 @@ async def test_cancel_compensates_a_parked_run(tmp_path, live):
     async with running(root) as (runtime, plan):
         acceptance = await runtime.ingest(plan.flows["saga"], {"ok": False}, meta(1))
         assert (await runtime.wait(acceptance.run_id, 10)).state == "parked"
-        await runtime.cancel(acceptance.run_id, actor="alice")
+        await runtime.operations.cancel(acceptance.run_id, actor="alice")
         run = await runtime.wait(acceptance.run_id, 10)
         with pytest.raises(UsageError, match="is cancelled"):
-            await runtime.cancel(acceptance.run_id)
+            await runtime.operations.cancel(acceptance.run_id)
         audit = await runtime.store.audit_log(AuditQuery(run_id=acceptance.run_id))
     assert run.state == "cancelled" and run.reason.code == "CANCELLED"
     assert [r.path for r in target.requests if r.path.endswith("/cancel")] == [
@@ -147,8 +147,8 @@ async def test_resume_with_corrected_data_completes_without_duplicate_writes(tmp
         parked = await runtime.wait(acceptance.run_id, 10)
         assert parked.state == "parked" and parked.reason.code == "BAD_AMOUNT"
         with pytest.raises(UsageError, match="is parked; retry needs"):
-            await runtime.retry(parked.id)
-        await runtime.resume(parked.id, data={"id": 7, "amount": 5})
+            await runtime.operations.retry(parked.id)
+        await runtime.operations.resume(parked.id, data={"id": 7, "amount": 5})
         run = await runtime.wait(parked.id, 10)
     assert run.state == "succeeded" and run.reason is None and run.generation == 1
     bodies = [r.body for r in target.to("/orders")]
@@ -173,7 +173,7 @@ async def test_resume_without_data_retries_a_rejected_call_with_the_same_key(tmp
     async with running(root) as (runtime, plan):
         acceptance = await runtime.ingest(plan.flows["one"], {"n": 1}, meta(1))
         assert (await runtime.wait(acceptance.run_id, 10)).state == "parked"
-        await runtime.resume(acceptance.run_id)
+        await runtime.operations.resume(acceptance.run_id)
         run = await runtime.wait(acceptance.run_id, 10)
     assert run.state == "succeeded"
     first, second = target.to("/orders")
@@ -198,7 +198,7 @@ async def test_retry_a_dead_lettered_run(tmp_path, live):
     async with running(root) as (runtime, plan):
         acceptance = await runtime.ingest(plan.flows["once"], {"n": 1}, meta(1))
         assert (await runtime.wait(acceptance.run_id, 10)).state == "dead-lettered"
-        await runtime.retry(acceptance.run_id)
+        await runtime.operations.retry(acceptance.run_id)
         run = await runtime.wait(acceptance.run_id, 10)
     assert run.state == "succeeded"
     assert len({r.key for r in target.to("/orders")}) == 1
@@ -232,11 +232,11 @@ async def test_replay_makes_a_linked_run_under_the_current_plan(tmp_path, live):
             ),
         )
         await runtime.swap_plan(compile_project(root))
-        replay = await runtime.replay(first.run_id)
+        replay = await runtime.operations.replay(first.run_id)
         done = await runtime.wait(replay.id, 10)
         old, new = await runtime.run_detail(first.run_id), await runtime.run_detail(replay.id)
         with pytest.raises(UsageError, match="no run 'nope'"):
-            await runtime.replay("nope")
+            await runtime.operations.replay("nope")
     assert done.state == "succeeded"
     assert new["links"]["replay_of"] == first.run_id and old["links"]["replayed_by"] == [replay.id]
     assert new["plan_digest"] != old["plan_digest"]

@@ -134,7 +134,7 @@ async def main(root, now):
     async with SQLiteStore(root / "s.db") as store:
         runtime = Runtime(store, plan)
         async def ingest(flow, data, event_id, when):
-            acceptance = await runtime._ingest_timed(flow, data, event_id, when)
+            acceptance = await runtime.timers._ingest_timed(flow, data, event_id, when)
             print(acceptance.status, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)  # accepted, not yet remembered as fired
         timed = flow_ticks(plan, ingest)

@@ -28,7 +28,7 @@ async def switch_local(
     """Pause or resume `name` in the project's store; the answer the admin API gives."""
     async with open_store(database, project) as store:
         try:
-            return await Runtime(store, plan).switch(kind, name, action, reason, actor)
+            return await Runtime(store, plan).operations.switch(kind, name, action, reason, actor)
         except StateConflict as exc:
             raise UsageError(str(exc)) from None
 

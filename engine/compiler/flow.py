@@ -1,14 +1,12 @@
 """Compile a Flow: resolve its references, compile its expressions, and build its step graph.
 
 Dependencies are explicit (`needs`) and implicit: every `steps.<id>` a step's expressions or
-templates reference, found by walking their ASTs.
+templates reference, found by walking their ASTs. The parts: flow_scope.py (errors, expressions,
+values, references), flow_graph.py (the step graph), this module (trigger, steps, field checks).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compiler.backbone import compile_publish, compile_stream
@@ -16,144 +14,31 @@ from engine.compiler.calls import compile_call, compile_shadow
 from engine.compiler.compiled import (
     CallAction,
     CompiledFlow,
-    CompiledMapping,
-    CompiledRetry,
-    CompiledSchema,
     CompiledStep,
     CompiledSystem,
     CompiledTrigger,
-    ConstValue,
     EmitAction,
-    ExprValue,
     MapAction,
-    MapValue,
     ParkAction,
     PublishAction,
     RuleCheck,
     SetAction,
-    TemplateValue,
     ValidateAction,
-    Value,
 )
-from engine.compiler.expressions import Expression, compile_expression
 from engine.compiler.fields import unknown_reads
-from engine.compiler.graph import DependencyGraph
+from engine.compiler.flow_graph import FlowGraph
+from engine.compiler.flow_scope import Loc
 from engine.compiler.records import flow_test_record
 from engine.compiler.refs import ITEM, FieldPath, path_offset
-from engine.compiler.resolve import Registry
-from engine.compiler.templates import Template, compile_template
 from engine.compiler.triggers import TICK_KEY, compile_timed_trigger
-from engine.errors import ExpressionSyntaxError
-from engine.loader import Document
 from engine.model import flow as m
 from engine.model.base import suggest
-from engine.source import Diagnostic, SourceLocation
-
-Loc = tuple[Any, ...]
+from engine.source import Diagnostic
 
 
-@dataclass
-class FlowCompiler:
-    """Compiles one Flow against the already compiled schemas, mappings, systems and policies."""
-
-    flow: m.Flow
-    doc: Document
-    registry: Registry
-    schemas: dict[tuple[str, int], CompiledSchema]
-    mappings: dict[tuple[str, int], CompiledMapping]
-    systems: dict[tuple[str, int], CompiledSystem]
-    retries: dict[tuple[str, int], CompiledRetry]
-    default_retry: CompiledRetry | None
-    report: Callable[[Diagnostic], None]
-    failed: bool = False
-    _refs: dict[str, set[str]] = field(default_factory=dict)
-    _ref_locs: dict[str, dict[str, tuple[Loc, str]]] = field(default_factory=dict)
-    _reads: list[tuple[Loc, Expression | Template]] = field(default_factory=list)  # E_FIELD
-
-    def error(self, loc: Loc, code: str, message: str) -> None:
-        self.failed = True
-        self.report(Diagnostic(self.where(loc), code, message))
-
-    def syntax_error(self, exc: ExpressionSyntaxError, loc: Loc, message: str) -> None:
-        """Report an expression that does not compile, at the column its parser stopped at."""
-        self.failed = True
-        self.report(exc.at(self.doc.locate_in(("spec", *loc), exc.offset), message))
-
-    def where(self, loc: Loc) -> SourceLocation:
-        return self.doc.locate(("spec", *loc))
-
-    # expressions ---------------------------------------------------------------------------
-    def expr(self, text: str, loc: Loc, step: str | None = None) -> Expression | None:
-        try:
-            compiled = compile_expression(text)
-        except ExpressionSyntaxError as exc:
-            self.syntax_error(exc, loc, f"invalid JMESPath '{text}': {exc.message}")
-            return None
-        self._note_refs(compiled.step_refs, loc, step, text)
-        self._reads.append((loc, compiled))
-        return compiled
-
-    def value(self, raw: Any, loc: Loc, step: str | None) -> Value | None:
-        if isinstance(raw, str):
-            compiled = self.expr(raw, loc, step)
-            return ExprValue(compiled, compiled.step_refs) if compiled else None
-        if isinstance(raw, m.TemplateValue):
-            try:
-                template = compile_template(raw.template)
-            except ExpressionSyntaxError as exc:
-                self.syntax_error(exc, loc + ("template",), f"invalid template: {exc.message}")
-                return None
-            self._note_refs(template.step_refs, loc, step, "")
-            self._reads.append((loc + ("template",), template))
-            return TemplateValue(template, template.step_refs)
-        if isinstance(raw, m.ConstValue):
-            return ConstValue(raw.const)
-        mapping = self.mapping(raw.map, loc + ("map",))
-        source = self.expr(raw.input, loc + ("input",), step)
-        if mapping is None or source is None:
-            return None
-        return MapValue(mapping, source, source.step_refs)
-
-    def values(self, raw: dict[str, Any], loc: Loc, step: str) -> dict[str, Value]:
-        out = {k: self.value(v, loc + (k,), step) for k, v in raw.items()}
-        return {k: v for k, v in out.items() if v is not None}
-
-    def _note_refs(self, refs: frozenset[str], loc: Loc, step: str | None, text: str) -> None:
-        if step is None:
-            if refs:
-                self.error(loc, "E_REF", f"steps.{sorted(refs)[0]} is not available here "
-                           "(only data, event, run and env are)")
-            return
-        self._refs.setdefault(step, set()).update(refs)
-        self._ref_locs.setdefault(step, {}).update({r: (loc, text) for r in refs})
-
-    # references ----------------------------------------------------------------------------
-    def mapping(self, ref: str, loc: Loc) -> CompiledMapping | None:
-        found = self.registry.lookup("Mapping", ref, self.where(loc), "step")
-        if found is None:
-            self.failed = True
-            return None
-        compiled = self.mappings.get((found.name, found.version))
-        self.failed = self.failed or compiled is None
-        return compiled
-
-    def schema(self, ref: str, loc: Loc) -> CompiledSchema | None:
-        found = self.registry.lookup("Schema", ref, self.where(loc), "step")
-        compiled = self.schemas.get((found.name, found.version)) if found else None
-        self.failed = self.failed or compiled is None
-        return compiled
-
-    def system(self, ref: str, loc: Loc) -> CompiledSystem | None:
-        found = self.registry.lookup("System", ref, self.where(loc), "flow")
-        compiled = self.systems.get((found.name, found.version)) if found else None
-        self.failed = self.failed or compiled is None
-        return compiled
-
-    def retry(self, ref: str, loc: Loc) -> CompiledRetry | None:
-        found = self.registry.lookup("RetryPolicy", ref, self.where(loc), "step")
-        compiled = self.retries.get((found.name, found.version)) if found else None
-        self.failed = self.failed or compiled is None
-        return compiled
+class FlowCompiler(FlowGraph):
+    """Compiles one Flow against the already compiled schemas, mappings, systems and policies:
+    its trigger and steps here, the shared parts in `FlowScope`, its graph in `FlowGraph`."""
 
     # the flow ------------------------------------------------------------------------------
     def compile(self) -> CompiledFlow | None:
@@ -306,59 +191,6 @@ class FlowCompiler:
             self.report(Diagnostic(where, "E_FIELD", f"{_dotted(path[:-1])} has no field "
                                    f"'{name}'{suggest(name, known)}, so this is always null"))
 
-    # graph ---------------------------------------------------------------------------------
-    def graph(self, raw: list[m.Step], steps: dict[str, CompiledStep]) -> DependencyGraph | None:
-        ids = set(steps)
-        graph = DependencyGraph(s.id for s in raw if s.id in ids)
-        written: dict[tuple[str, str], Callable[[], SourceLocation]] = {}  # -> where it is said
-        for index, step in enumerate(raw):
-            for j, need in enumerate(step.needs):
-                if need not in ids:
-                    self.error(("steps", index, "needs", j), "E_REF", f"step '{step.id}' needs "
-                               f"unknown step '{need}'{suggest(need, sorted(ids))}")
-                else:
-                    graph.add_dependency(step.id, need)
-                    at = ("steps", index, "needs", j)
-                    written.setdefault((step.id, need), functools.partial(self.where, at))
-            for ref in self._check_refs(step.id, ids, ("steps", index)):
-                graph.add_dependency(step.id, ref)
-                written.setdefault((step.id, ref),
-                                   functools.partial(self._ref_location, step.id, ref))
-            self._check_refs(f"{step.id}#compensate", ids, ("steps", index, "compensate"))
-        cycle = graph.find_cycle()
-        if cycle:
-            self._report_cycle(cycle, written, {s.id: i for i, s in enumerate(raw)})
-        return None if self.failed else graph
-
-    def _report_cycle(self, cycle: list[str],
-                      written: dict[tuple[str, str], Callable[[], SourceLocation]],
-                      rank: dict[str, int]) -> None:
-        """At the dependency that closes the cycle (see `_closing`)."""
-        chain = _closing(cycle, rank)
-        closing, needed = chain[0], chain[1 % len(chain)]
-        self.failed = True
-        self.report(Diagnostic(
-            written[(closing, needed)](), "E_CYCLE",
-            f"steps form a cycle: {' -> '.join([*chain, closing])} (each needs the next; step "
-            f"'{closing}' needing '{needed}' closes it)",
-        ))
-
-    def _ref_location(self, step: str, ref: str) -> SourceLocation:
-        """Where a step's expression reads `steps.<ref>`: at `ref` inside the expression."""
-        loc, text = self._ref_locs[step][ref]
-        return self.doc.locate_in(("spec", *loc), path_offset(text, ("steps", ref)))
-
-    def _check_refs(self, step: str, ids: set[str], loc: Loc) -> list[str]:
-        good = []
-        for ref in sorted(self._refs.get(step, ())):
-            if ref in ids:
-                good.append(ref)
-                continue
-            where = self._ref_locs.get(step, {}).get(ref, (loc, ""))[0]
-            name = "output" if step == "__output__" else f"step '{step.split('#')[0]}'"
-            self.error(where, "E_REF", f"{name} refers to unknown step "
-                       f"'{ref}'{suggest(ref, sorted(ids))}")
-        return good
 
 
 def _with_needs(step: CompiledStep, needs: frozenset[str]) -> CompiledStep:
@@ -369,14 +201,6 @@ def _with_needs(step: CompiledStep, needs: frozenset[str]) -> CompiledStep:
 def _dotted(path: FieldPath) -> str:
     """`steps.order.lines[].sku` for ("steps", "order", "lines", ITEM, "sku")."""
     return "".join("[]" if p == ITEM else f".{p}" for p in path).lstrip(".")
-
-
-def _closing(cycle: list[str], rank: dict[str, int]) -> list[str]:
-    """A cycle `[a, b, a]` of the graph (each runs after the one before) as the steps each
-    needing the next, starting at the last declared one: its need of the next closes it."""
-    needs = list(reversed(cycle[:-1]))
-    start = max(range(len(needs)), key=lambda i: rank.get(needs[i], 0))
-    return needs[start:] + needs[:start]
 
 
 RESERVED_PATHS = ("/api/v1/", "/healthz", "/readyz", "/metrics", "/events", "/console")

@@ -24,5 +24,6 @@ async def perform(
     if action not in ACTIONS:
         raise UsageError(f"unknown action '{action}' (one of {', '.join(ACTIONS)})")
     extra = {"data": data} if action == "resume" and data is not MISSING else {}
-    record = await getattr(runtime, action)(run_id, actor=actor, note=reason or None, **extra)
+    act = getattr(runtime.operations, action)
+    record = await act(run_id, actor=actor, note=reason or None, **extra)
     return await runtime.run_detail(record.id) or {}

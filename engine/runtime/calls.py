@@ -21,44 +21,31 @@ by `[redacted]`, and `describe` (the request as lineage records it) leaves auth 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import math
-import re
 import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
-from engine.compiler.calls import PLACEHOLDER
 from engine.compiler.compiled import CompiledSystem
 from engine.compiler.interpolate import resolve_secrets, secret_refs
 from engine.compiler.records import Auth
-from engine.errors import CallError, ExecutionError, UsageError
+from engine.errors import CallError, UsageError
 from engine.model.system import WRITE_METHODS
 from engine.runtime.auth import auth_headers, oauth2_flow
 from engine.runtime.gates import Gates
 from engine.runtime.ratelimit import TokenBucket
+from engine.runtime.transport import CONNECTIONS, system_transport
+from engine.runtime.wire import make_traceparent, parse_retry_after
 
 CORRELATION_HEADER = "X-Correlation-ID"
 TRACEPARENT_HEADER = "traceparent"
 USER_AGENT = "syncline"
 REDACTED = "[redacted]"
-# Connections per System: by default one for each run the Runtime executes at once, all kept
-# alive between calls; an idle one is dropped after 5 s, before common server keep-alive timeouts
-# (uvicorn: 5 s). Each is its own one-connection httpcore pool (see `KeepAliveTransport`).
-CONNECTIONS = 32
-KEEPALIVE_EXPIRY = 5.0
 _MIN_REDACT_LEN = 6  # shorter secret values would mangle bodies more than they hide
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})  # never recorded
 
 
@@ -99,66 +86,6 @@ class Response:
     body: Any  # parsed JSON for JSON content types, else text; None if empty
 
 
-class KeepAliveTransport(httpx.AsyncBaseTransport):
-    """`connections` keep-alive HTTP connections to one System; a request takes a free one, or
-    waits on the least busy one (the wait counts against its timeout).
-
-    Each connection is a one-connection httpcore pool, and this class is the pool. httpcore 1.0's
-    own pool does O(connections x queued requests) bookkeeping, with a poll() of every idle
-    socket, on each request, and closes idle connections whenever it holds more than its
-    keep-alive limit in all (encode/httpcore#1035): with 32 connections in one pool that was most
-    of a call's CPU (the 3-call benchmark runs ~1.8x faster this way)."""
-
-    def __init__(self, connections: int = CONNECTIONS, proxy: str | None = None) -> None:
-        one = httpx.Limits(
-            max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY
-        )
-        tls = httpx.create_ssl_context()  # loading CA certificates is slow: once per System
-        self._pools = [
-            httpx.AsyncHTTPTransport(verify=tls, limits=one, proxy=proxy)
-            for _ in range(max(1, connections))
-        ]
-        count = len(self._pools)
-        self._busy = [0] * count  # requests on each connection, until their response is closed
-
-    def __repr__(self) -> str:
-        return f"KeepAliveTransport(connections={len(self._pools)}, busy={sum(self._busy)})"
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        busy = self._busy
-        n = busy.index(min(busy))
-        busy[n] += 1
-        try:
-            response = await self._pools[n].handle_async_request(request)
-        except BaseException:
-            busy[n] -= 1
-            raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Releasing(response.stream, busy, n)
-        return response
-
-    async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
-
-
-class _Releasing(httpx.AsyncByteStream):
-    """A response body that marks its connection free again once it is closed."""
-
-    def __init__(self, stream: httpx.AsyncByteStream, busy: list[int], n: int) -> None:
-        self._stream, self._busy, self._n = stream, busy, n
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        if self._n >= 0:
-            self._busy[self._n] -= 1
-            self._n = -1
-        await self._stream.aclose()
-
-
 @dataclass(frozen=True)
 class _Channel:
     """What `send` needs for one System, prepared once."""
@@ -193,13 +120,15 @@ class Calls:
         self.gates = gates
         require_secrets(_names(systems, _outbound_texts), secrets)
         self._channels = {
-            _key(s): _open_channel(s, secrets, transport or _transport(s, connections), transport)
+            _key(s): _open_channel(
+                s, secrets, transport or system_transport(s, connections), transport
+            )
             for s in systems
         }
         self._shadows: dict[tuple[str, int], _Channel] = {}  # a candidate's own pool, lazily
 
         def open_shadow(system: CompiledSystem) -> _Channel:
-            own = transport or _transport(system, connections)
+            own = transport or system_transport(system, connections)
             return _open_channel(system, secrets, own, transport)
 
         self._open_shadow = open_shadow
@@ -304,42 +233,6 @@ def describe(request: OutboundRequest) -> dict[str, Any]:
     }
 
 
-def fill_path(template: str, params: Mapping[str, Any]) -> str:
-    """Fill `{name}` placeholders from `params`, each value URL-quoted (`/` is `%2F`, `?` `%3F`):
-    a value changes neither host, path shape nor query; exactly `.` or `..` is refused."""
-
-    def fill(match: re.Match[str]) -> str:
-        value = params.get(match[1])
-        if value is None:
-            raise ExecutionError(f"path '{template}' needs a value for '{match[1]}'")
-        text = json.dumps(value) if isinstance(value, bool) else str(value)
-        if text in (".", ".."):
-            raise ExecutionError(f"path '{template}': '{match[1]}' is {text!r}, which would "
-                                 "climb the path (refused)")
-        return quote(text, safe="")
-
-    return PLACEHOLDER.sub(fill, template)
-
-
-def idempotency_key(run_id: str, step_id: str, generation: int = 0) -> str:
-    """A stable key for one step of one run: the same inputs always give the same 64 hex digits.
-
-    Retries of an attempt reuse it; bump `generation` only when a step must really run anew.
-    """
-    return hashlib.sha256(json.dumps([run_id, step_id, generation]).encode()).hexdigest()
-
-
-def make_traceparent(correlation_id: str, span_seed: str) -> str:
-    """A W3C traceparent `00-<trace>-<span>-01`.
-
-    The trace id is the correlation id itself when it is 32 hex digits (dashes of a UUID ignored)
-    or a traceparent, else a hash of it; the span id is derived from the trace id and `span_seed`.
-    """
-    trace = _trace_id(correlation_id)
-    span = hashlib.sha256(f"{trace}/{span_seed}".encode()).hexdigest()[:16]
-    return f"00-{trace}-{span if span.strip('0') else '0' * 15 + '1'}-01"
-
-
 def secret_names(systems: Iterable[CompiledSystem]) -> set[str]:
     """The secrets the Systems refer to (auth, headers, webhooks)."""
     return _names(list(systems), _all_texts)
@@ -355,34 +248,11 @@ def require_secrets(needed: Iterable[str], secrets: Mapping[str, str]) -> None:
         )
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """A `Retry-After` value (delay-seconds or HTTP-date) -> seconds from `now`; None if invalid."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        return _seconds_until(text, time.time() if now is None else now)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
 # --- building clients --------------------------------------------------------------------------
 
 
 def _key(system: CompiledSystem) -> tuple[str, int]:
     return system.name, system.version
-
-
-def _transport(system: CompiledSystem, connections: int) -> KeepAliveTransport:
-    """The System's connections, through the proxy HTTP(S)_PROXY / ALL_PROXY name for its base
-    URL unless NO_PROXY exempts its host (httpx reads these only for its own default transport)."""
-    url = httpx.URL(system.base_url)
-    proxies = urllib.request.getproxies_environment()
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy is not None and urllib.request.proxy_bypass(url.host):
-        proxy = None
-    return KeepAliveTransport(connections, proxy)
 
 
 def _open_channel(
@@ -513,20 +383,3 @@ def _redacted(text: str, redact: tuple[str, ...]) -> str:
     return text
 
 
-def _seconds_until(http_date: str, now: float) -> float | None:
-    try:
-        when = parsedate_to_datetime(http_date)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def _trace_id(correlation_id: str) -> str:
-    text = correlation_id.strip().lower()
-    parent = _TRACEPARENT.fullmatch(text)
-    candidate = parent[1] if parent else text.replace("-", "")
-    if _HEX32.fullmatch(candidate) and candidate.strip("0"):
-        return candidate
-    return hashlib.sha256(correlation_id.encode()).hexdigest()[:32]

@@ -48,8 +48,9 @@ from engine.compiler.plan import Plan
 from engine.errors import CallError, CallHeld
 from engine.runtime.backbone import Backbone
 from engine.runtime.calls import Calls, describe
+from engine.runtime.handlers import HANDLERS
 from engine.runtime.retry import Decision, decide
-from engine.runtime.steps import HANDLERS, StepEnv, StepOutcome, Stop, build_request
+from engine.runtime.steps import StepEnv, StepOutcome, Stop, build_request
 from engine.store.base import (
     CANCELLED,
     Attempt,
@@ -75,7 +76,7 @@ class ObserverProtocol(Protocol):
     def call(self, system: str, operation: str, outcome: str, seconds: float) -> None: ...
 
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None: ...
-    def stream_message(self, flow: str, outcome: str) -> None: ...
+    def delivery(self, route: str, outcome: str) -> None: ...
 
 
 class Observer:
@@ -96,9 +97,9 @@ class Observer:
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
         """This process opened `system`'s circuit: `failure_rate` of `calls` failed."""
 
-    def stream_message(self, flow: str, outcome: str) -> None:
-        """A backbone message for `flow`'s stream trigger: accepted, duplicate, filtered or
-        rejected (not a CloudEvent: terminated)."""
+    def delivery(self, route: str, outcome: str) -> None:
+        """A delivery the runtime took itself (route `stream:<flow>`, a backbone message):
+        accepted, duplicate, filtered or rejected (not a CloudEvent: terminated)."""
 
 
 @dataclass(frozen=True)

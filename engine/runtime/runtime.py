@@ -9,10 +9,11 @@ operators resume, retry, cancel and replay them.
     await runtime.stop()
 
 `Runtime` is a facade over the parts that do the work: `Plans` (plan cache, per-plan clients),
-`Ingest` (deliveries -> runs), `Workers` (claim, execute, renew, dispatch), `Waiters` and
-`Operations` (operator actions). Runs with the same ordering key execute one at a time in
-arrival order, which the store's claim enforces. Time and randomness come from the `clock` and
-`rng` given, so tests can drive them.
+`Ingest` (deliveries -> runs), `Workers` (claim, execute, renew, dispatch), `Waiters`, `Timers`
+(schedules, polls, Reconciliations: `runtime.timers`), `Operations` (operator actions and pause
+switches: `runtime.operations`) and `Gates` (`runtime.gates`). Runs with the same ordering key
+execute one at a time in arrival order, which the store's claim enforces. Time and randomness
+come from the `clock` and `rng` given, so tests can drive them.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
-from engine.errors import StoreError, UsageError
+from engine.errors import StoreError
 from engine.runtime.backbone import Backbone
 from engine.runtime.clock import Clock, SystemClock, new_id
 from engine.runtime.executor import Executor, Observer, ObserverProtocol
@@ -36,16 +36,14 @@ from engine.runtime.gates import Gates
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
 from engine.runtime.operations import MISSING, Operations
 from engine.runtime.plans import Plans
-from engine.runtime.polling import Polls
-from engine.runtime.reconciling import Reconciler
-from engine.runtime.schedules import Schedules, Timed, flow_ticks, reconciliation_ticks
 from engine.runtime.streams import Streams
+from engine.runtime.timers import Timers
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
 from engine.store.audit import AuditQuery
 from engine.store.base import Acceptance, EventRecord, RunQuery, RunRecord, Store
-from engine.store.controls import Controls, Kind
+from engine.store.controls import Controls
 
 __all__ = ["MISSING", "ApiResult", "EventMeta", "Runtime"]
 
@@ -98,27 +96,16 @@ class Runtime:
             gates=self.gates,
         )  # fmt: skip
         self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted)
-        self._operations = Operations(store, self._plans, self._ingest, self._workers.requeued)
-        self.reconciler = Reconciler(
-            store, lambda: self.plan, self._plans.calls_for, self._emit_event,
-            clock=self.clock.now,
+        self.operations = Operations(
+            store, self._plans, self._ingest, self._workers.requeued, self.gates
         )
-        self.schedules = Schedules(
-            store, self._per_plan(lambda plan: flow_ticks(plan, self._ingest_timed)),
-            clock=self.clock.now, sleep=self.clock.sleep,
-        )
-        # their own loop: a long reconciliation never delays a flow's tick
-        self.reconciliation_schedules = Schedules(
-            store, self._per_plan(lambda plan: reconciliation_ticks(plan, self.reconciler.run)),
-            clock=self.clock.now, sleep=self.clock.sleep,
-        )
-        self.polls = Polls(
-            store, lambda: self.plan, self._plans.calls_for, self._ingest_timed,
-            clock=self.clock.now, sleep=self.clock.sleep,
-        )
-        self.streams = Streams(self.backbone, lambda: self.plan, self.ingest,
-                               report=observer.stream_message, sleep=self.clock.sleep)
-        self._timers: list[asyncio.Task[None]] = []
+        streams = Streams(self.backbone, lambda: self.plan, self._ingest.ingest,
+                          report=lambda flow, outcome: observer.delivery(f"stream:{flow}", outcome),
+                          sleep=self.clock.sleep)
+        self.timers = Timers(store, self._plans, self._ingest, self.clock, streams)
+        self.reconciler = self.timers.reconciler
+        self.schedules = self.timers.schedules
+        self.polls = self.timers.polls
 
     # lifecycle -----------------------------------------------------------------------------
     @property
@@ -130,19 +117,12 @@ class Runtime:
         """Save the plan bundle, open the Systems' clients, start the workers and dispatcher."""
         await self._plans.open()
         await self._workers.start()
-        self._timers = [
-            asyncio.create_task(loop())
-            for loop in (self.schedules.run, self.reconciliation_schedules.run, self.polls.run,
-                         self.streams.run)
-        ]
+        self.timers.start()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Claim nothing new; let executing runs checkpoint their in-flight steps (up to `grace`
         seconds) and hand the rest back; stop the loops and close the clients."""
-        for task in self._timers:
-            task.cancel()
-        await asyncio.gather(*self._timers, return_exceptions=True)
-        self._timers = []
+        await self.timers.stop()
         await self._workers.stop(grace)
         await self._plans.aclose()
         await self.backbone.aclose()
@@ -159,32 +139,6 @@ class Runtime:
     async def ingest(self, flow: CompiledFlow, data: Any, meta: EventMeta) -> Acceptance:
         """Durably accept one delivery for `flow`: filtered, duplicate or a new pending run."""
         return await self._ingest.ingest(flow, data, meta)
-
-    async def _ingest_timed(
-        self, flow: CompiledFlow, data: Any, event_id: str, when: str
-    ) -> Acceptance:
-        """A timed trigger's event (a schedule tick, a polled item) for `flow`."""
-        kind = flow.trigger.kind
-        meta = EventMeta(event_id, f"{kind}:{flow.name}", f"syncline/{kind}", time=when)
-        return await self._ingest.ingest(flow, data, meta)
-
-    def _per_plan(self, build: Callable[[Plan], list[Timed]]) -> Callable[[], list[Timed]]:
-        """`build(active plan)`, worked out again only when the plan changes."""
-        cache: list[Any] = [None, []]
-
-        def timed() -> list[Timed]:
-            if cache[0] != self.plan.digest:
-                cache[:] = [self.plan.digest, build(self.plan)]
-            return list(cache[1])
-
-        return timed
-
-    async def _emit_event(self, type_: str, event_id: str, data: Any) -> list[Acceptance]:
-        """A CloudEvent from inside the runtime (a reconciliation's mismatch)."""
-        source = "syncline/reconciliation"
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.now()))
-        event = EventRecord(event_id, type_, source, data, None, when, {})
-        return await self._ingest.ingest_event(event, EventMeta(event_id, type_, source))
 
     async def ingest_event(self, event: EventRecord, meta: EventMeta) -> list[Acceptance]:
         """A CloudEvent: one run per active flow whose `trigger.event` is its type."""
@@ -215,61 +169,6 @@ class Runtime:
     async def idle(self, timeout: float) -> bool:
         """True once no run is pending, running or waiting and the outbox is empty."""
         return await self._workers.idle(timeout)
-
-    # operator actions ----------------------------------------------------------------------
-    async def resume(
-        self, run_id: str, data: Any = MISSING, actor: str = "operator", note: str | None = None
-    ) -> RunRecord:
-        """Run a parked run again from where it stopped. With corrected `data`, every step that
-        wrote nothing downstream runs again on it (calls that succeeded and emits are kept), and
-        the calls that run again carry new idempotency keys (a new logical write)."""
-        return await self._operations.resume(run_id, data, actor, note)
-
-    async def retry(
-        self, run_id: str, actor: str = "operator", note: str | None = None
-    ) -> RunRecord:
-        """Run a dead-lettered (or failed) run again; the failed step starts a fresh retry budget
-        with the same idempotency key, so a write that did land is not applied twice."""
-        return await self._operations.retry(run_id, actor, note)
-
-    async def cancel(
-        self, run_id: str, actor: str = "operator", note: str | None = None
-    ) -> RunRecord:
-        """Stop a run for good, compensating its completed steps; it ends `cancelled`.
-
-        A run that is not executing (pending, waiting for a retry, parked, dead-lettered) is
-        queued with reason CANCELLED at once, and a worker compensates it. A running run gets a
-        cancel request in the store (still `running`, reason CANCELLED): its worker finishes and
-        checkpoints the steps in flight, starts no other, then compensates. Answers the run as
-        stored right after the request."""
-        return await self._operations.cancel(run_id, actor, note)
-
-    async def replay(
-        self, run_id: str, actor: str = "operator", note: str | None = None
-    ) -> RunRecord:
-        """A new run of the old run's event under the current plan, linked by `replay_of`."""
-        return await self._operations.replay(run_id, actor, note)
-
-    # controlled fallback -------------------------------------------------------------------
-    async def switch(
-        self, kind: str, name: str, action: str, reason: str, actor: str = "operator"
-    ) -> dict[str, Any]:
-        """`pause` or `resume` a `flow` (deliveries are still accepted; no run starts) or a
-        `system` (no call is sent; runs needing it wait), for every replica sharing the store;
-        audited. Answers `{kind, name, paused, reason, actor, at}` (of the pause lifted, for a
-        resume). UsageError for an unknown name, StateConflict when nothing would change."""
-        if kind not in ("flow", "system") or action not in ("pause", "resume"):
-            raise UsageError(f"cannot {action} a {kind}")
-        which = cast(Kind, kind)
-        plan = self._plans.active
-        names = set(plan.flows) if which == "flow" else {n for n, _ in plan.systems}
-        if name not in names:
-            raise UsageError(f"no {kind} '{name}' (the {kind}s: {', '.join(sorted(names))})")
-        if action == "pause":
-            found = await self.gates.pause(which, name, reason, actor)
-        else:
-            found = await self.gates.resume(which, name, reason, actor)
-        return {"kind": kind, "name": name, "paused": action == "pause", **found.as_dict()}
 
     # reading -------------------------------------------------------------------------------
     async def list_runs(

@@ -41,7 +41,6 @@ from engine.compiler.compiled import (
     EmitAction,
     MapAction,
     ParkAction,
-    PublishAction,
     SetAction,
     ValidateAction,
 )
@@ -55,17 +54,11 @@ from engine.errors import (
     ParkRequested,
     ValidationFailed,
 )
-from engine.runtime import backbone
-from engine.runtime.calls import (
-    Calls,
-    OutboundRequest,
-    describe,
-    fill_path,
-    idempotency_key,
-    make_traceparent,
-)
+from engine.runtime.backbone import Backbone
+from engine.runtime.calls import Calls, OutboundRequest, describe
 from engine.runtime.retry import Decision, decide
 from engine.runtime.shadow import Shadow
+from engine.runtime.wire import fill_path, idempotency_key, make_traceparent
 from engine.store.base import Attempt, EventRecord, RunRecord, StepRecord
 from engine.store.controls import HELD
 
@@ -108,7 +101,7 @@ class StepEnv:
     attempts: list[Attempt] = field(default_factory=list)
     on_attempt: Callable[[str, bool], None] | None = None  # metrics: (outcome, will retry)
     on_shadow: Callable[[str, str], None] | None = None  # metrics: (candidate System, result)
-    backbone: backbone.Backbone | None = None  # the NATS connections (publish steps)
+    backbone: Backbone | None = None  # the NATS connections (publish steps)
 
 
 @dataclass(frozen=True)
@@ -218,7 +211,7 @@ async def run_emit(step: CompiledStep, env: StepEnv) -> Any:
         data=data,
         subject=None if subject is None else str(subject),
         time=now_iso(env.clock),
-        attributes=_trace(env, step),
+        attributes=trace_extensions(env, step),
     )
     env.emitted.append(event)
     return {
@@ -286,7 +279,7 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     request = build_request(action, env.context, env.run, step.id)
     described = describe(request)
     env.consumed = {k: described[k] for k in ("method", "url", "query", "body")}
-    timeout = _resume(step, env, request.system.timeout)
+    timeout = resume_attempts(step, env, request.system.timeout)
     n, started = len(env.attempts) + 1, env.clock()
     shadow = None
     if action.shadow is not None and action.shadow.call.system is not request.system:
@@ -303,7 +296,7 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     except CallError as error:
         if shadow is not None:
             shadow.cancel()
-        return _failed_attempt(step, env, error, n, started, described)
+        return failed_attempt(step, env, error, n, started, described)
     output = {"status": response.status, "headers": response.headers, "body": response.body}
     answered = env.clock()
     recorded_response = {"status": response.status, "body": response.body}
@@ -315,11 +308,11 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     env.attempts.append(
         Attempt(n, started, answered, "ok", response.status, None, described, recorded_response)
     )
-    _count(env, "ok", False)
+    count_attempt(env, "ok", False)
     return output
 
 
-def _resume(step: CompiledStep, env: StepEnv, default_timeout: float) -> float:
+def resume_attempts(step: CompiledStep, env: StepEnv, default_timeout: float) -> float:
     """Before an attempt: carry the earlier attempts of a waiting step over (or wait on if another
     step woke the run before this one's retry time); the attempt's timeout."""
     previous = env.previous if env.previous and env.previous.state == "waiting" else None
@@ -332,34 +325,7 @@ def _resume(step: CompiledStep, env: StepEnv, default_timeout: float) -> float:
     return policy.timeout if policy and policy.timeout else default_timeout
 
 
-async def run_publish(step: CompiledStep, env: StepEnv) -> Any:
-    """One attempt to publish a CloudEvent to the backbone; its id is deterministic (run, step,
-    generation), so JetStream stores a retried publish once. Failures go through the step's
-    RetryPolicy exactly as a call's network errors do."""
-    action = step.action
-    assert isinstance(action, PublishAction)
-    if env.backbone is None:
-        raise ExecutionError("no event backbone in this runtime")
-    data = action.data.evaluate(env.context)
-    env.consumed = data
-    run = env.run
-    ident = backbone.event_id(run.id, step.id, run.generation)
-    timeout = _resume(step, env, action.system.timeout)
-    payload = backbone.cloud_event(action, ident, f"syncline/{env.flow_name}", data,
-                                   now_iso(env.clock), _trace(env, step))
-    described = {"method": "PUBLISH", "url": action.subject, "headers": {"Nats-Msg-Id": ident},
-                 "body": data}
-    n, started = len(env.attempts) + 1, env.clock()
-    try:
-        output = await backbone.publish(env.backbone, step, payload, ident, timeout)
-    except CallError as error:
-        return _failed_attempt(step, env, error, n, started, described)
-    env.attempts.append(Attempt(n, started, env.clock(), "ok", None, None, described, output))
-    _count(env, "ok", False)
-    return output
-
-
-def _trace(env: StepEnv, step: CompiledStep) -> dict[str, Any]:
+def trace_extensions(env: StepEnv, step: CompiledStep) -> dict[str, Any]:
     """The correlation and trace extensions of an event a step sends."""
     run = env.run
     return {"correlationid": run.correlation_id,
@@ -367,7 +333,7 @@ def _trace(env: StepEnv, step: CompiledStep) -> dict[str, Any]:
                                             f"{run.id}/{step.id}")}
 
 
-def _failed_attempt(
+def failed_attempt(
     step: CompiledStep, env: StepEnv, error: CallError, n: int, started: float, described: Any
 ) -> Any:
     now = env.clock()
@@ -391,7 +357,7 @@ def _failed_attempt(
             {"status": error.status, "body": error.body},
         )
     )
-    _count(env, outcome, decision.action == "retry")
+    count_attempt(env, outcome, decision.action == "retry")
     if decision.action == "succeed":
         return {"status": error.status, "headers": error.headers, "body": error.body}
     raise StepStopped(_stop_for(step, decision, error, now))
@@ -423,7 +389,7 @@ def _error_detail(body: Any) -> str:
     return ""
 
 
-def _count(env: StepEnv, outcome: str, retry: bool) -> None:
+def count_attempt(env: StepEnv, outcome: str, retry: bool) -> None:
     if env.on_attempt is not None:
         env.on_attempt(outcome, retry)
 
@@ -467,7 +433,7 @@ def recorded(handler: Handler) -> Wrapped:
                     error=None if stop is None else stop.message,
                 )
             )
-            _count(env, env.attempts[0].outcome, False)
+            count_attempt(env, env.attempts[0].outcome, False)
         return StepOutcome(_record(step, env, output, stop, finished), tuple(env.emitted), stop)
 
     return run
@@ -506,18 +472,3 @@ def classify(exc: Exception) -> Stop:
     if isinstance(exc, ExpressionError):  # e.g. a template beyond the sandbox's limits
         return Stop("fail", "EXPRESSION_FAILED", str(exc))
     return Stop("fail", "STEP_FAILED", str(exc))
-
-
-def _wrap(handler: Handler) -> Wrapped:
-    return recorded(conditional(handler))
-
-
-HANDLERS: dict[str, Wrapped] = {
-    "map": _wrap(run_map),
-    "validate": _wrap(run_validate),
-    "call": _wrap(run_call),
-    "emit": _wrap(run_emit),
-    "publish": _wrap(run_publish),
-    "set": _wrap(run_set),
-    "park": _wrap(run_park),
-}

@@ -17,6 +17,7 @@ from engine.sandbox.common import (
     dumps,
 )
 from engine.sandbox.limits import Fault, TokenBucket
+from engine.sandbox.operating import Operating
 from engine.sandbox.pipeline import RequestPipeline
 from engine.sandbox.serving import ServerThread
 from engine.sandbox.webhooks import WebhookSender
@@ -44,10 +45,10 @@ class SandboxConfig:
     request_log_size: int = 5000
 
 
-class SandboxSystem:
-    """Base of the sandbox systems: state, lock, routes and what operators and tests change (rate
-    limit, faults, webhook target). Its app is built by `RequestPipeline`, with the control
-    endpoints of `ControlApi`."""
+class SandboxSystem(Operating):
+    """Base of the sandbox systems: state, lock and routes; what operators and tests change (rate
+    limit, faults, webhook target) comes from `Operating`. Its app is built by
+    `RequestPipeline`, with the control endpoints of `ControlApi`."""
 
     name = "sandbox"
     config_class: type[SandboxConfig] = SandboxConfig
@@ -167,34 +168,6 @@ class SandboxSystem:
         with self.lock:
             entry = self.idempotency.get(key)
             return entry["writes"] if entry else 0
-
-    def emit(self, event_type: str, payload: Any, webhook_id: str) -> JSON | None:
-        """Queue an outbound webhook (a no-op for systems without webhooks)."""
-        if self.webhooks is None:
-            return None
-        return self.webhooks.send(event_type, payload, webhook_id)
-
-    def wait_webhooks(self, timeout: float = 10.0) -> bool:
-        return self.webhooks.wait_idle(timeout) if self.webhooks else True
-
-    def configure_webhook(self, url: str | None = None, secret: str | None = None) -> None:
-        if self.webhooks is None:
-            raise ValueError(f"the {self.name} sandbox sends no webhooks")
-        self.webhooks.configure(url=url, secret=secret)
-
-    def set_rate_limit(self, per_second: float | None, burst: int | None = None) -> None:
-        with self.lock:
-            if per_second is None:
-                self.bucket = None
-            else:
-                self.bucket = TokenBucket(per_second, burst or max(1, int(per_second)))
-
-    def add_fault(self, **spec: Any) -> JSON:
-        with self.lock:
-            self._fault_seq += 1
-            fault = Fault.from_body(f"flt_{self._fault_seq}", spec)
-            self.faults.append(fault)
-            return fault.describe()
 
     def close(self) -> None:
         """Release background resources (the webhook thread)."""

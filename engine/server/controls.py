@@ -49,7 +49,8 @@ async def switch(request: Request) -> Response:
                                         f"not {action} a System")  # fmt: skip
     reason = await _reason(request, state.config.max_body)
     try:
-        return JSON(await state.runtime.switch(kind, name, action, reason, principal.name))
+        switched = await state.runtime.operations.switch(kind, name, action, reason, principal.name)
+        return JSON(switched)
     except UsageError as exc:
         raise Problem(404, "not_found", str(exc)) from None
     except StateConflict as exc:

@@ -92,13 +92,6 @@ class Metrics:
             ["system"],
             registry=r,
         )
-        self.stream_messages = Counter(
-            "syncline_stream_messages",
-            "Backbone messages taken by stream triggers, by flow and outcome (rejected: not a "
-            "CloudEvent, terminated)",
-            ["flow", "outcome"],
-            registry=r,
-        )
         self._children: dict[tuple[object, ...], Counter] = {}
 
     def watch_queue(self, depth: Callable[[], int], pending: Callable[[], int]) -> None:
@@ -166,9 +159,6 @@ class Metrics:
         recent.append(outcome in DOWN_OUTCOMES)
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
         self._child(self.circuits_opened, system).inc()
-
-    def stream_message(self, flow: str, outcome: str) -> None:
-        self._child(self.stream_messages, flow, outcome).inc()
 
     def _child(self, metric: Counter, *labels: str) -> Counter:
         """`metric.labels(*labels)`, looked up once (`labels` costs ~2 us a call)."""
@@ -262,7 +252,9 @@ class _CallCollector:
         yield up
         deliveries = CounterMetricFamily(
             "syncline_deliveries",
-            "Webhook and /events deliveries: accepted, duplicate, filtered, or the refusal's code",
+            "Webhook, /events and stream-trigger (route stream:<flow>) deliveries: accepted, "
+            "duplicate, filtered, or the refusal's code (rejected: a stream message that is no "
+            "CloudEvent)",
             labels=["route", "outcome"])
         for route_outcome, count in sorted(dict(m.deliveries).items()):
             deliveries.add_metric(list(route_outcome), count)

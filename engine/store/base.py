@@ -1,5 +1,9 @@
 """The durable store's interface: what the runtime and the server need, nothing more.
 
+`Store` composes one abstract class per concern (engine/store/interface/: lifecycle, execution,
+events, reads, metrics, triggers, audit); the records it takes and answers live in
+engine/store/records.py and are importable from here too.
+
 Every method is async. Implementations: `sqlite.SQLiteStore` (the embedded default) and
 `postgres.PostgresStore` (several replicas on one database); the executor and the server only
 ever see `Store`, and `engine.store.open_store` picks one from a `--database` value.
@@ -16,408 +20,58 @@ Invariants every implementation keeps:
 
 from __future__ import annotations
 
-import abc
-import hashlib
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
-
-if TYPE_CHECKING:
-    from engine.store.aggregates import Aggregates, MetricConfig
-
-from engine.errors import UsageError
-from engine.store.audit import AuditQuery
-
-RunState = Literal[
-    "pending", "running", "waiting", "succeeded", "filtered", "parked",
-    "dead-lettered", "compensated", "cancelled", "failed",
-]
-TERMINAL_STATES: frozenset[str] = frozenset(
-    {"succeeded", "filtered", "dead-lettered", "compensated", "cancelled", "failed"}
+from engine.store.interface.audit import AuditLog
+from engine.store.interface.events import Events
+from engine.store.interface.execution import Execution
+from engine.store.interface.lifecycle import Lifecycle
+from engine.store.interface.metrics import Metrics
+from engine.store.interface.reads import RunReads
+from engine.store.interface.triggers import Triggers
+from engine.store.records import (
+    CANCEL_ENDS,
+    CANCELLED,
+    RUNNABLE_STATES,
+    TERMINAL_STATES,
+    Acceptance,
+    Attempt,
+    Checkpoint,
+    CorrectedData,
+    EventRecord,
+    NewRun,
+    OutboxItem,
+    Reason,
+    ReceivedJSON,
+    RunQuery,
+    RunRecord,
+    RunState,
+    StateChange,
+    StepRecord,
 )
-# `parked` is not terminal: an operator resumes or cancels it. It still blocks its ordering key.
-RUNNABLE_STATES: frozenset[str] = frozenset({"pending", "running", "waiting"})
-# The reason code of an operator's cancel. A `running` run carrying it has a cancel request: see
-# `Store.checkpoint`.
-CANCELLED = "CANCELLED"
-# The states that end a compensation: the only ones a checkpoint may give a run with a cancel
-# request, unless the checkpoint carries the CANCELLED reason itself.
-CANCEL_ENDS: frozenset[str] = frozenset({"cancelled", "compensated", "failed"})
+
+__all__ = [
+    "Acceptance",
+    "Attempt",
+    "CANCELLED",
+    "CANCEL_ENDS",
+    "Checkpoint",
+    "CorrectedData",
+    "EventRecord",
+    "NewRun",
+    "OutboxItem",
+    "RUNNABLE_STATES",
+    "Reason",
+    "ReceivedJSON",
+    "RunQuery",
+    "RunRecord",
+    "RunState",
+    "StateChange",
+    "StepRecord",
+    "Store",
+    "TERMINAL_STATES",
+]
 
 
-class _Record:
-    """Pickles as a call of its class with its field values, in order: records cross to the
-    SQLite writer process (engine/store/writer.py) on every write, and the default pickling of a
-    frozen dataclass costs several times more."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), tuple(self.__dict__.values()))
-
-
-class ReceivedJSON(dict):  # type: ignore[type-arg]
-    """A JSON object exactly as parsed from `text`, the payload's own JSON text.
-
-    Ingest hands the store one of these as an event's `data`, so the store keeps the text as it
-    came instead of encoding the dict again. It is the dict in every other respect; whoever
-    builds one promises that `json.loads(text)` equals it, and nobody changes it afterwards."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, parsed: dict[str, Any], text: str) -> None:
-        super().__init__(parsed)
-        self.text = text
-
-
-@dataclass(frozen=True)
-class EventRecord(_Record):
-    """An accepted inbound (or emitted) event, CloudEvents-shaped."""
-
-    id: str                      # unique event id (ce id, webhook-id, or generated)
-    type: str                    # CloudEvents type, or "webhook:<path>" / "api:<path>"
-    source: str
-    data: Any                    # the parsed payload
-    subject: str | None = None
-    time: str | None = None      # RFC 3339
-    attributes: dict[str, Any] = field(default_factory=dict)  # other ce attributes, headers kept
-
-
-@dataclass(frozen=True)
-class NewRun(_Record):
-    """A run to create together with its event."""
-
-    id: str
-    flow: str
-    flow_version: int
-    plan_digest: str
-    key: str                     # idempotency key: (flow, key) is unique
-    ordering_key: str | None
-    correlation_id: str
-    traceparent: str | None = None
-    state: RunState = "pending"  # "filtered" for a filter non-match (recorded, never executed)
-    replay_of: str | None = None
-
-
-class Acceptance(NamedTuple):
-    """What `accept` did for one NewRun. (A named tuple: every accept makes one, and answers it
-    across from the SQLite writer process.)"""
-
-    run_id: str                  # the new run, or the existing one for a duplicate
-    status: Literal["accepted", "duplicate", "filtered"]
-    correlation_id: str
-
-
-@dataclass(frozen=True)
-class Reason(_Record):
-    """Why a run is parked / dead-lettered / failed."""
-
-    code: str
-    step: str | None
-    message: str
-
-
-@dataclass
-class RunRecord(_Record):
-    id: str
-    flow: str
-    flow_version: int
-    plan_digest: str
-    event_id: str
-    state: str
-    key: str
-    ordering_key: str | None
-    correlation_id: str
-    traceparent: str | None
-    created_at: float            # unix seconds
-    updated_at: float
-    seq: int                     # arrival order (monotonic)
-    next_attempt_at: float | None = None
-    reason: Reason | None = None
-    replay_of: str | None = None
-    replayed_by: list[str] = field(default_factory=list)
-    data_override: Any = None    # corrected data given on resume (None: use the event's data)
-    has_override: bool = False
-    generation: int = 0          # bumped by a resume with corrected data: new idempotency keys
-    # What executing the run needs, loaded by `claim` in its own transaction (no extra reads per
-    # run); None on records from anything else.
-    event: EventRecord | None = None
-    steps: dict[str, StepRecord] | None = None
-
-
-@dataclass(frozen=True)
-class Attempt(_Record):
-    """One try of a step (a call attempt, or the single execution of a local step)."""
-
-    n: int
-    started_at: float
-    finished_at: float
-    outcome: str                 # ok | retry | error | park | timeout ...
-    status: int | None = None
-    error: str | None = None
-    request: Any = None          # what was sent (headers without secrets, body)
-    response: Any = None
-
-
-@dataclass
-class StepRecord(_Record):
-    run_id: str
-    step_id: str
-    state: str                   # succeeded | skipped | failed | waiting | compensated
-    output: Any = None
-    input_digest: str | None = None
-    error: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    updated_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Checkpoint(_Record):
-    """One atomic write after a step: its record, the run's new state, and emitted events."""
-
-    run_id: str
-    step: StepRecord | None
-    run_state: str | None = None          # new state, None = unchanged
-    next_attempt_at: float | None = None
-    reason: Reason | None = None
-    emitted: Sequence[EventRecord] = ()   # go to the outbox in the same transaction
-    clear_lease: bool = False
-
-
-@dataclass(frozen=True)
-class OutboxItem(_Record):
-    seq: int
-    run_id: str
-    event: EventRecord
-
-
-@dataclass(frozen=True)
-class CorrectedData(_Record):
-    """Data an operator gives a run in place of its event's (null is a value like any other)."""
-
-    value: Any
-
-
-@dataclass(frozen=True)
-class StateChange(_Record):
-    """A change of a run's state by an operator action, applied by `Store.set_run_state` in one
-    transaction with its audit entry."""
-
-    state: str                          # the new state
-    expect: tuple[str, ...] = ()        # refuse (StateConflict) unless the run is in one; (): any
-    reason: Reason | None = None        # replaces the run's reason; None clears it
-    reset_steps: tuple[str, ...] = ()   # step records deleted, so that those steps run again
-    data: CorrectedData | None = None   # stored as the run's data; bumps its `generation`, so
-                                        # the calls that run again carry new idempotency keys
-    actor: str = "system"               # who, for the audit log
-    action: str | None = None           # the audit entry's action; None: "set-state:<state>"
-    note: str | None = None             # the operator's reason, in words
-
-    def audit_detail(self, previous: str) -> dict[str, Any]:
-        """The audit entry's detail, from the run's `previous` state: never the corrected data
-        itself, only its SHA-256 (of its canonical JSON)."""
-        detail: dict[str, Any] = {"from": previous, "to": self.state}
-        if self.note:
-            detail["note"] = self.note
-        if self.reason is not None:
-            detail["reason"] = dict(self.reason.__dict__)
-        if self.reset_steps:
-            detail["reset_steps"] = list(self.reset_steps)
-        if self.data is not None:
-            detail["data_override"] = True
-            canonical = json.dumps(
-                self.data.value, sort_keys=True, separators=(",", ":"), default=str
-            )
-            detail["data_sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
-        return detail
-
-    @property
-    def audit_action(self) -> str:
-        return self.action or f"set-state:{self.state}"
-
-
-@dataclass(frozen=True)
-class RunQuery:
-    """Which runs a listing answers, newest first (the store, the runtime and the admin API
-    filter with it)."""
-
-    flow: str | None = None    # only runs of this flow
-    state: str | None = None   # only runs in this state
-    key: str | None = None     # only runs with this idempotency key
-    cursor: str | None = None  # continue after the page that gave this cursor
-    limit: int = 50            # runs per page
-    correlation_id: str | None = None  # only runs with this correlation id
-
-    @property
-    def before_seq(self) -> int | None:
-        """The cursor as the arrival order it stands for; UsageError if it is not one."""
-        if not self.cursor:
-            return None
-        try:
-            return int(self.cursor)
-        except ValueError:
-            raise UsageError(f"bad cursor {self.cursor!r}") from None
-
-    def next_cursor(self, page: Sequence[RunRecord]) -> str | None:
-        """The cursor of the page after `page` (None: it was the last)."""
-        return str(page[-1].seq) if page and len(page) == self.limit else None
-
-
-class Store(abc.ABC):
+class Store(Lifecycle, Execution, Events, RunReads, Metrics, Triggers, AuditLog):
     """Durable state of the runtime. Implementations must be safe for concurrent async callers.
 
     ``async with store:`` opens it and closes it."""
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    # lifecycle -------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Connect and apply numbered schema migrations."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Flush pending group commits and close."""
-
-    # plans -----------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def save_plan(self, digest: str, bundle: dict[str, Any]) -> None:
-        """Keep a compiled bundle by digest (idempotent)."""
-
-    @abc.abstractmethod
-    async def load_plan(self, digest: str) -> dict[str, Any] | None: ...
-
-    # ingest ----------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def accept(self, event: EventRecord, runs: Sequence[NewRun]) -> list[Acceptance]:
-        """Store the event and create its runs atomically; (flow, key) duplicates create nothing
-        and answer `duplicate` with the existing run id. Returns once durably committed."""
-
-    # claiming work ---------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def claim(self, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:
-        """Lease up to `limit` runs that may execute now: state pending, or waiting with
-        next_attempt_at <= now, or running with an expired lease (a crashed worker). A run is
-        claimable only if no older (lower seq) run with the same ordering key is still non-terminal
-        (pending/running/waiting/parked). Claimed runs become `running`, leased until now+lease,
-        and come with their `event` and `steps` loaded."""
-
-    @abc.abstractmethod
-    async def renew(self, worker: str, run_ids: Sequence[str], until: float) -> None: ...
-
-    # execution -------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def checkpoint(self, cp: Checkpoint) -> Reason | None:
-        """Commit a step result + run state + outbox atomically (group-committed).
-
-        Returns the run's cancel request, if it has one (state `running`, reason code
-        CANCELLED, set by `set_run_state`). The request stands: the step is written, but a new
-        run state outside CANCEL_ENDS is not, unless `cp.reason` is itself CANCELLED (the
-        executor acknowledging it); the run then stays `running` under its worker's lease."""
-
-    @abc.abstractmethod
-    async def get_event(self, event_id: str) -> EventRecord | None: ...
-
-    @abc.abstractmethod
-    async def get_run(self, run_id: str) -> RunRecord | None: ...
-
-    @abc.abstractmethod
-    async def get_steps(self, run_id: str) -> dict[str, StepRecord]: ...
-
-    @abc.abstractmethod
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        """Runs matching `query`, newest first, at most `query.limit`."""
-
-    @abc.abstractmethod
-    async def count_runs(self) -> dict[tuple[str, str], int]:
-        """(flow, state) -> count, for metrics and reports."""
-
-    @abc.abstractmethod
-    async def blocked_by(self, run: RunRecord) -> str | None:
-        """The run that `run` waits behind: the oldest unfinished (pending, running, waiting or
-        parked) earlier run of its ordering key, if `run` has not started; else None."""
-
-    # business metrics (engine/store/aggregates.py) ---------------------------------------------
-    @abc.abstractmethod
-    async def sync_metrics(self, config: MetricConfig) -> None:
-        """Track what a plan's metrics need (beforeStep steps, duration points and buckets)."""
-
-    @abc.abstractmethod
-    async def read_aggregates(self) -> Aggregates:
-        """The counts the triggers keep: a read of a few rows, however many runs there are."""
-
-    # operator actions --------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def set_run_state(self, run_id: str, change: StateChange) -> RunRecord:
-        """Apply `change` to the run and append its audit entry in one transaction: StoreError
-        if the run does not exist, StateConflict (nothing written) if it is not in one of
-        `change.expect`. The reason is replaced, next_attempt_at cleared, and so is the lease
-        unless the new state is `running`."""
-
-    # events out ------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def outbox(self, limit: int) -> list[OutboxItem]:
-        """Emitted events not yet dispatched, oldest first."""
-
-    @abc.abstractmethod
-    async def dispatch(self, item: OutboxItem, runs: Sequence[NewRun]) -> list[Acceptance]:
-        """Store the emitted event, create its runs (deduplicated) and mark the item dispatched,
-        in one transaction."""
-
-    # operating switches ----------------------------------------------------------------------
-    @abc.abstractmethod
-    async def transact(
-        self,
-        statements: Sequence[tuple[str, tuple[Any, ...]]],
-        *,
-        only_if_first: bool = False,
-        read_only: bool = False,
-    ) -> list[tuple[list[tuple[Any, ...]], int]]:
-        """Run SQL statements (`%s` placeholders) in one transaction: each one's rows and
-        rowcount. With `only_if_first`, the later ones run only if the first changed or returned
-        something; `read_only` statements only read (SQLite runs them off the writer). For
-        engine/store/controls.py, whose statements both stores understand."""
-
-    # audit -----------------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def claim_reconciliation(self, name: str, tick: str, now: float, lease: float) -> str:
-        """Create the `running` result of a Reconciliation's tick: "claimed" (run it), or
-        "running" (another process started it less than `lease` seconds before `now`), or
-        "done" (it has a result). A `running` row older than the lease (its process died) is
-        claimed again."""
-
-    @abc.abstractmethod
-    async def finish_reconciliation(
-        self, name: str, tick: str, state: str, report: dict[str, Any]
-    ) -> None:
-        """Store the report of a claimed tick, with its state (ok, mismatch, parked, error)."""
-
-    @abc.abstractmethod
-    async def list_reconciliations(
-        self, name: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        """Reconciliation results, newest first: `{name, tick, started_at, state, report}`."""
-
-    @abc.abstractmethod
-    async def get_trigger_state(self, name: str) -> Any:
-        """What a timed trigger (schedule, poll) stored under `name`; None: nothing yet."""
-
-    @abc.abstractmethod
-    async def put_trigger_state(self, name: str, value: Any) -> None:
-        """Store a timed trigger's JSON state under `name`, replacing what was there."""
-
-    @abc.abstractmethod
-    async def audit(self, actor: str, action: str, run_id: str | None, detail: Any) -> None:
-        """Append a hash-chained entry (engine/store/audit.py) to the append-only audit log."""
-
-    @abc.abstractmethod
-    async def audit_log(self, query: AuditQuery | None = None) -> list[dict[str, Any]]:
-        """Audit entries, newest first, as `query` filters them."""
-
-    @abc.abstractmethod
-    async def audit_chain(self, after_seq: int, limit: int) -> list[tuple[Any, ...]]:
-        """Raw audit rows (engine.store.audit.COLUMNS) after `after_seq`, in chain order."""

@@ -224,20 +224,11 @@ class WriterProcess:
         try:
             data = _frame(jobs)
         except Exception:  # noqa: BLE001 - an argument that cannot be pickled: fail that job alone
-            data = _frame(self._picklable(jobs))
+            jobs, refused = _picklable(jobs)
+            for job_id, error in refused:
+                self._settle(job_id, error, None)
+            data = _frame(jobs)
         self._transport.write(data)
-
-    def _picklable(self, jobs: list[tuple[int, str, tuple[Any, ...]]]) -> list[Any]:
-        kept = []
-        for job in jobs:
-            try:
-                pickle.dumps(job, pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:  # noqa: BLE001
-                error = StoreError(f"cannot send write {job[1]} to the writer process: {exc}")
-                self._settle(job[0], error, None)
-            else:
-                kept.append(job)
-        return kept
 
     def _received(self, message: Any) -> None:
         if isinstance(message, Unreadable):  # from the child, or a `broken` report of it
@@ -316,6 +307,22 @@ class WriterProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             await asyncio.to_thread(proc.wait)
+
+
+def _picklable(
+    jobs: list[tuple[int, str, tuple[Any, ...]]],
+) -> tuple[list[tuple[int, str, tuple[Any, ...]]], list[tuple[int, StoreError]]]:
+    """The jobs that pickle, and an error for each job (by id) that does not."""
+    kept, refused = [], []
+    for job in jobs:
+        try:
+            pickle.dumps(job, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001
+            error = StoreError(f"cannot send write {job[1]} to the writer process: {exc}")
+            refused.append((job[0], error))
+        else:
+            kept.append(job)
+    return kept, refused
 
 
 class _Protocol(asyncio.Protocol):

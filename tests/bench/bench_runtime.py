@@ -31,7 +31,7 @@ import httpx
 
 from engine.compiler import compile_project
 from engine.runtime import EventMeta, Runtime
-from engine.runtime.calls import KeepAliveTransport
+from engine.runtime.transport import KeepAliveTransport
 from engine.store import EventRecord, NewRun, SQLiteStore
 
 PROJECT = """\
