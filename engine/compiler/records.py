@@ -54,8 +54,10 @@ class Auth:
 class RateLimit:
     """Outbound calls per second, shared by all runs, with a burst."""
 
-    per_second: float
+    per_second: float | None
     burst: int = 1
+    per_hour: int | None = None
+    per_day: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,8 @@ def system_records(spec: sm.SystemSpec) -> tuple[
     auth = Auth(a.type, a.token, a.username, a.password, a.header, a.value, a.token_url,
                 a.client_id, a.client_secret, a.scope)
     limit = spec.rate_limit
-    rate = RateLimit(limit.per_second, limit.burst) if limit is not None else None
+    rate = (RateLimit(limit.per_second, limit.burst, limit.per_hour, limit.per_day)
+            if limit is not None else None)
     operations = _frozen({name: operation_record(op) for name, op in spec.operations.items()})
     hooks = spec.webhooks
     webhooks = (Webhooks(hooks.scheme, hooks.secret, hooks.tolerance, hooks.header)

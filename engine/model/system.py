@@ -74,8 +74,22 @@ class Auth(Model):
 
 
 class RateLimit(Model):
-    per_second: float = Field(alias="perSecond", gt=0)
+    """Outbound calls: `perSecond` (with `burst`) smooths each process and, on a shared store, is
+    the budget of all replicas together; `perHour`/`perDay` are budgets of clock hours and UTC
+    days kept in the store (engine/runtime/quota.py)."""
+
+    per_second: float | None = Field(default=None, alias="perSecond", gt=0)
     burst: int = Field(default=1, ge=1)
+    per_hour: int | None = Field(default=None, alias="perHour", ge=1)
+    per_day: int | None = Field(default=None, alias="perDay", ge=1)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimit:
+        if self.per_second is None and self.per_hour is None and self.per_day is None:
+            raise ValueError("a rateLimit needs perSecond, perHour or perDay")
+        if self.per_hour and self.per_day and self.per_hour > self.per_day:
+            raise ValueError(f"perHour ({self.per_hour}) is more than perDay ({self.per_day})")
+        return self
 
 
 class Operation(Model):

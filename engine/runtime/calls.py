@@ -271,7 +271,8 @@ def _open_channel(
         auth=oauth2_flow(system, secrets, replaced),
     )
     limit = system.rate_limit
-    bucket = TokenBucket(limit.per_second, limit.burst) if limit is not None else None
+    bucket = (TokenBucket(limit.per_second, limit.burst)
+              if limit is not None and limit.per_second is not None else None)
     return _Channel(client, bucket, _redactions(system, secrets, auth))
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from engine.compiler.compiled import CompiledSystem
 from engine.compiler.records import CircuitBreaker
 from engine.errors import CallError, CallHeld, StateConflict, StoreError
+from engine.runtime.quota import Quotas
 from engine.store.controls import (
     CIRCUIT_OPEN,
     SYSTEM_PAUSED,
@@ -98,10 +99,12 @@ class Gates:
         clock: Callable[[], float],
         *,
         observer: GateObserver | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.controls = controls
         self.clock = clock
         self.observer = observer
+        self.quotas = quotas
         self.flows: dict[str, Switch] = {}
         self.systems: dict[str, Switch] = {}
         self.circuits: dict[str, Circuit] = {}
@@ -154,8 +157,15 @@ class Gates:
 
     # calls -------------------------------------------------------------------------------------
     async def admit(self, system: CompiledSystem) -> bool:
-        """May a call to `system` go now? Raises CallHeld if not; True if it is the probe of an
-        open circuit (report its outcome with `record(..., probe=True)`)."""
+        """May a call to `system` go now? Raises CallHeld if not (paused, circuit open, a
+        budget used up: engine/runtime/quota.py); True if it is the probe of an open circuit
+        (report its outcome with `record(..., probe=True)`)."""
+        probe = await self._switches(system)
+        if self.quotas is not None and system.rate_limit is not None:
+            await self.quotas.take(system)
+        return probe
+
+    async def _switches(self, system: CompiledSystem) -> bool:
         if self.systems:
             paused = self.systems.get(system.name)
             if paused is not None:

@@ -36,6 +36,7 @@ from engine.runtime.gates import Gates
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
 from engine.runtime.operations import MISSING, Operations
 from engine.runtime.plans import Plans
+from engine.runtime.quota import Quotas
 from engine.runtime.streams import Streams
 from engine.runtime.timers import Timers
 from engine.runtime.views import run_detail, run_summary
@@ -44,6 +45,7 @@ from engine.runtime.workers import Workers
 from engine.store.audit import AuditQuery
 from engine.store.base import Acceptance, EventRecord, RunQuery, RunRecord, Store
 from engine.store.controls import Controls
+from engine.store.quotas import QuotaLedger
 
 __all__ = ["MISSING", "ApiResult", "EventMeta", "Runtime"]
 
@@ -81,7 +83,9 @@ class Runtime:
         ids = functools.partial(new_id, self.clock, rng)
         self.worker_id = worker_id or f"worker-{ids()[-12:]}"
         observer = observer or Observer()
-        self.gates = Gates(Controls(store), self.clock.now, observer=observer)
+        quotas = Quotas(QuotaLedger(store), self.clock.now, shared=store.shared,
+                        sleep=self.clock.sleep)
+        self.gates = Gates(Controls(store), self.clock.now, observer=observer, quotas=quotas)
         self._plans = Plans(
             store, plan, secrets or {}, transport, concurrency, observer.call, self.gates
         )

@@ -216,7 +216,10 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = state_of(request)
-    await state.metrics.read_store(state.runtime.store)
+    plan, quotas = state.runtime.plan, state.runtime.gates.quotas
+    systems = [plan.system(name) for name in sorted({name for name, _ in plan.systems})]
+    left = await quotas.remaining(systems) if quotas is not None else {}
+    await state.metrics.read_store(state.runtime.store, left)
     return Response(state.metrics.render() + await scrape(state), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -86,6 +86,13 @@ class Metrics:
             ["name", "kind"],
             registry=r,
         )
+        self.quota_remaining = Gauge(
+            "syncline_quota_remaining",
+            "Calls left in the current window of a System's budget (rateLimit perSecond on a "
+            "shared store, perHour, perDay), among all replicas",
+            ["system", "period"],
+            registry=r,
+        )
         self.circuits_opened = Counter(
             "syncline_circuit_opened",
             "Circuit breakers this server opened, by System",
@@ -121,8 +128,12 @@ class Metrics:
         self.plan.clear()
         self.plan.labels(digest).set(1)
 
-    async def read_store(self, store: Any) -> None:
-        """Before a scrape: the metrics kept in the store (each Reconciliation's latest result)."""
+    async def read_store(self, store: Any, quotas: dict[tuple[str, str], int]) -> None:
+        """Before a scrape: the metrics kept in the store (each Reconciliation's latest result,
+        the calls left in each System's budgets)."""
+        self.quota_remaining.clear()
+        for (system, period), left in quotas.items():
+            self.quota_remaining.labels(system, period).set(left)
         latest: dict[str, dict[str, int]] = {}
         for result in await store.list_reconciliations(None, 500):
             report = result["report"]

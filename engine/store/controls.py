@@ -29,7 +29,8 @@ Kind = Literal["flow", "system"]
 FLOW_PAUSED = "FLOW_PAUSED"
 SYSTEM_PAUSED = "SYSTEM_PAUSED"
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
-HELD = frozenset({FLOW_PAUSED, SYSTEM_PAUSED, CIRCUIT_OPEN})
+QUOTA = "QUOTA"  # a budget of the System is used up (engine/runtime/quota.py)
+HELD = frozenset({FLOW_PAUSED, SYSTEM_PAUSED, CIRCUIT_OPEN, QUOTA})
 
 MIGRATION = """
 CREATE TABLE switches (

@@ -11,6 +11,7 @@ from engine.errors import StoreError
 from engine.store import audit
 from engine.store.aggregates_postgres import POSTGRES_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
+from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
 
@@ -124,6 +125,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 5: paused flows and Systems, and circuit breakers that are not closed.
     CONTROLS_MIGRATION,
+    # 6: the call budgets of Systems (engine/store/quotas.py), shared by replicas.
+    QUOTAS_MIGRATION,
 )
 
 

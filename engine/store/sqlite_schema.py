@@ -11,6 +11,7 @@ from engine.errors import StoreError
 from engine.store import audit
 from engine.store.aggregates import SQLITE_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
+from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
 
@@ -146,6 +147,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 7: paused flows and Systems, and circuit breakers that are not closed.
     CONTROLS_MIGRATION,
+    # 8: the call budgets of Systems (engine/store/quotas.py), shared by replicas.
+    QUOTAS_MIGRATION,
 )
 
 

@@ -10,6 +10,8 @@ from typing import Any, Self
 class Lifecycle(abc.ABC):
     """``async with store:`` opens it and closes it."""
 
+    shared = False  # whether several processes (replicas) share it: PostgreSQL
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self

@@ -57,3 +57,5 @@ class PostgresStore(
     Each concern of the interface is a mixin of its own module (execution, events, reads,
     metrics, triggers, audit) over `PostgresCore`, which owns the connection pool.
     """
+
+    shared = True
