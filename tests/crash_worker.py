@@ -28,6 +28,7 @@ async def main(root: Path, count: int, database: str | None) -> None:
     async with store:
         runtime = Runtime(store, plan, lease=1.0, poll=0.05, concurrency=16)
         await runtime.start()
+        print("worker", runtime.worker_id, flush=True)
         flow = plan.flows["crash"]
         for start in range(0, count, 25):
             await asyncio.gather(
