@@ -2,10 +2,13 @@
 or a day's count survives a restart (engine/runtime/quota.py leases slices of them).
 
     quota_usage (system, period, began) -> used     calls granted in that window: the period
-                                                    (second | hour | day) starting at `began`
+                                                    (hour | day) starting at `began`
+    quota_bucket (system) -> tokens, updated        the per-second token bucket all replicas
+                                                    draw from (refilled by elapsed time)
 
-A lease is one conditional UPDATE in the store's transaction (`used + n <= limit`), so replicas
-racing for the last calls of a window are settled by the database: together they never exceed it.
+A lease is one conditional UPDATE in the store's transaction (`used + n <= limit`, or enough
+tokens after the refill), so replicas racing for the last calls are settled by the database:
+together they never exceed the budget.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ CREATE TABLE quota_usage (
     used    bigint NOT NULL,
     PRIMARY KEY (system, period, began)
 );
+CREATE TABLE quota_bucket (
+    system  text PRIMARY KEY,
+    tokens  double precision NOT NULL,
+    updated double precision NOT NULL
+);
 """
 
 _ENSURE = ("INSERT INTO quota_usage (system, period, began, used) VALUES (%s, %s, %s, 0) "
@@ -27,7 +35,18 @@ _ENSURE = ("INSERT INTO quota_usage (system, period, began, used) VALUES (%s, %s
 _TAKE = ("UPDATE quota_usage SET used = used + %s "
          "WHERE system = %s AND period = %s AND began = %s AND used + %s <= %s")
 _FORGET = "DELETE FROM quota_usage WHERE began < %s AND period = %s"
-KEEP = {"second": 120.0, "hour": 2 * 86400.0, "day": 8 * 86400.0}  # rows kept for reading
+KEEP = {"hour": 2 * 86400.0, "day": 8 * 86400.0}  # how long a window's row is kept for reading
+# the bucket's balance after refilling it to `now` (%s: now, now, rate, capacity, capacity), in
+# SQL both stores speak (no LEAST/GREATEST in SQLite, no scalar MIN in PostgreSQL)
+_REFILLED = ("(CASE WHEN tokens + (CASE WHEN %s > updated THEN %s - updated ELSE 0 END) * %s "
+             "< %s THEN tokens + (CASE WHEN %s > updated THEN %s - updated ELSE 0 END) * %s "
+             "ELSE %s END)")
+_BUCKET = "INSERT INTO quota_bucket (system, tokens, updated) VALUES (%s, %s, %s) " \
+          "ON CONFLICT DO NOTHING"
+_DRAW = (f"UPDATE quota_bucket SET tokens = {_REFILLED} - %s, "
+         "updated = CASE WHEN %s > updated THEN %s ELSE updated END "
+         f"WHERE system = %s AND {_REFILLED} >= %s")
+_BALANCE = f"SELECT {_REFILLED} FROM quota_bucket WHERE system = %s"
 
 
 class QuotaLedger:
@@ -52,6 +71,21 @@ class QuotaLedger:
             [(_, taken)] = await self.store.transact([(_TAKE, (1, *key, 1, limit))])
             return 1 if taken == 1 else 0
         return 0
+
+    async def draw(self, system: str, rate: float, capacity: float, want: int,
+                   now: float) -> float:
+        """Take `want` tokens of `system`'s shared bucket (refilled at `rate` a second up to
+        `capacity`): 0.0 if taken, else how many seconds until they will be there."""
+        refill = (now, now, rate, capacity, now, now, rate, capacity)
+        results = await self.store.transact([
+            (_BUCKET, (system, capacity, now)),
+            (_DRAW, (*refill, want, now, now, system, *refill, want)),
+        ])
+        if results[1][1] == 1:
+            return 0.0
+        [(rows, _)] = await self.store.transact([(_BALANCE, (*refill, system))], read_only=True)
+        balance = float(rows[0][0]) if rows else 0.0
+        return max(0.001, (want - balance) / rate)
 
     async def used(self, windows: list[tuple[str, str, float]]) -> dict[tuple[str, str], int]:
         """Calls granted so far in each (system, period, began) window."""
