@@ -117,10 +117,17 @@ def test_definition_reloads_are_audited(live: LiveServer) -> None:
         flows = live.config.project / "flows" / "deals.yaml"
         flows.write_text(flows.read_text() + "\n---\nnot: [valid\n")
         until_status(http, lambda s: s["reload"]["ok"] is False)
-        entries = http.get(
-            "/api/v1/audit", params={"action": "reload"}, headers=bearer("viewer")
-        ).json()["entries"]
-        assert entries[0]["detail"]["ok"] is False and entries[0]["detail"]["error"]
+
+        def entries() -> list[dict]:  # type: ignore[type-arg]
+            return list(http.get(
+                "/api/v1/audit", params={"action": "reload"}, headers=bearer("viewer")
+            ).json()["entries"])
+
+        deadline = time.monotonic() + 15  # the status shows the rejection before it is audited
+        while not entries() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        entry = entries()[0]  # the newest
+        assert entry["detail"]["ok"] is False and entry["detail"]["error"]
 
 
 def test_audit_cli_lists_and_verify_catches_an_altered_row(live: LiveServer) -> None:
