@@ -3,7 +3,8 @@
     run.started        debug    a worker begins executing a run (each generation, each wake-up)
     run.succeeded      debug
     run.waiting        debug    a retry is due later (reason RETRY, SYSTEM_PAUSED, ...)
-    run.parked         warning  needs a person: reason code, step, message
+    run.parked         warning  needs a person: reason code and step (the message, which may
+                                quote the data, stays in the run: API, console)
     run.compensated    warning  a failure undone by compensation
     run.cancelled      info
     run.failed         error
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from engine.store.base import Reason, RunRecord
 
 log = logging.getLogger("syncline.runtime")
-MESSAGE_LIMIT = 300  # a reason's message is the engine's text; keep a line a line
 _LEVELS = {
     "succeeded": logging.DEBUG,
     "waiting": logging.DEBUG,
@@ -39,10 +39,6 @@ _LEVELS = {
     "failed": logging.ERROR,
     "dead-lettered": logging.ERROR,
 }
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
 def _run_fields(run: RunRecord) -> dict[str, Any]:
@@ -62,11 +58,9 @@ def run_ended(run: RunRecord, state: str, reason: Reason | None = None) -> None:
         return
     fields: dict[str, Any] = {"event": f"run.{state}", **_run_fields(run)}
     message = f"run {run.id} of {run.flow} {state}"
-    if reason is not None:
+    if reason is not None:  # its message stays in the run: a validation's may quote the data
         fields.update(reason=reason.code, step=reason.step)
         message += f": {reason.code}" + (f" at step {reason.step}" if reason.step else "")
-        if reason.message:
-            message += f": {_clip(reason.message)}"
     log.log(level, "%s", message, extra=fields)
 
 
