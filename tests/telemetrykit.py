@@ -187,6 +187,18 @@ spec:
         operation: create-order
         params: {id: steps.shape.id}
         body: "{id: steps.shape.id, note: steps.shape.note}"
+    - id: announce
+      needs: [erp]
+      emit: {type: com.test.order.synced, data: "{id: steps.shape.id}"}
+---
+apiVersion: syncline/v1
+kind: Flow
+metadata: {name: order-announced, owner: revops}
+spec:
+  trigger: {event: com.test.order.synced}
+  steps:
+    - id: note
+      set: {id: data.id}
 ---
 apiVersion: syncline/v1
 kind: Flow
@@ -202,7 +214,8 @@ spec:
 
 def traced_project(root: Path, target_url: str) -> Path:
     """The server-test project plus `erp` (at `target_url`, bearer ERP_TOKEN) and two flows:
-    order-sync (set, then a call: succeeds) and order-reject (a call answered 422: parks)."""
+    order-sync (set, a call, an emitted event that order-announced takes: succeeds) and
+    order-reject (a call answered 422: parks)."""
     return write_project(
         root, {"flows/erp.yaml": ERP.format(url=target_url), "flows/orders.yaml": FLOWS}
     )

@@ -126,7 +126,7 @@ def test_serve_logs_each_event_as_a_json_line_without_secrets_tokens_or_bodies(
     assert startup["level"] == "info" and startup["listen"] == f"127.0.0.1:{port}"
     assert startup["store"] == {"kind": "sqlite",
                                 "location": str(project / ".syncline" / "syncline.db")}
-    assert startup["flows"] == 9 and startup["systems"] == 6
+    assert startup["flows"] == 10 and startup["systems"] == 6
     assert startup["tokens"] == {"admin": ["admin"]} and startup["tracing"] is False
     assert "/hooks/order" in startup["webhook_paths"] and startup["version"]
     assert startup["plan_digest"].startswith("sha256:")

@@ -55,16 +55,20 @@ def test_a_delivery_run_steps_and_call_are_one_trace_continuing_the_sender(
         with server, server.client() as http:
             run_id = delivery(http, "/hooks/order", {"id": "o-1", "note": BODY_MARKER},
                               traceparent=SENDER)
-            until(lambda: http.get(f"/api/v1/runs/{run_id}").json()["state"] == "succeeded")
+            until(lambda: [r["state"] for r in http.get(
+                "/api/v1/runs?flow=order-announced").json()["runs"]] == ["succeeded"])
             answer = http.get(f"/api/v1/runs/{run_id}").json()
         # the server has stopped: its provider flushed every span to the receiver
         ingest = one(receiver.named("POST /hooks/order"))
         run = one(receiver.named("run order-sync"))
         shape, erp = one(receiver.named("step shape")), one(receiver.named("step erp"))
         call = one(receiver.named("POST /orders/{id}"))
+        announce, announced = one(receiver.named("step announce")), one(
+            receiver.named("run order-announced"))
 
     assert answer["correlation_id"] == SENDER_TRACE  # one id for logs and traces
-    for span in (ingest, run, shape, erp, call):
+    assert announced.parent_id == announce.span_id  # an emitted event's run continues the trace
+    for span in (ingest, run, shape, erp, call, announce, announced):
         assert span.trace_id == SENDER_TRACE
         assert span.resource["service.name"] == "sync-test"
     assert ingest.parent_id == SENDER_SPAN and ingest.kind == "server"
