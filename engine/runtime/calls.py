@@ -12,8 +12,9 @@ a `Response` for 2xx or raises `CallError`:
 
 A `Gates` given to `Calls` holds calls back (CallHeld) while a System is paused or its circuit
 is open, and hears every outcome. `retryable` is a hint: `engine.runtime.retry.decide` applies
-the RetryPolicy. Every request carries
-`X-Correlation-ID` and a W3C `traceparent`; writes carry the System's idempotency header. Secret
+the RetryPolicy. Every request carries `X-Correlation-ID` and a W3C `traceparent` (with tracing
+on, that of the attempt's own span: `engine.runtime.tracing`); writes carry the System's
+idempotency header. Every attempt ends in a log event (`call.completed` / `call.failed`). Secret
 values never appear in an exception message or repr: error bodies and headers have them replaced
 by `[redacted]`, and `describe` (the request as lineage records it) leaves auth headers out.
 """
