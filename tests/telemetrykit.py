@@ -73,6 +73,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
+        owner.headers.append({k.lower(): v for k, v in self.headers.items()})
         owner.receive(body)
         answer = ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
@@ -93,6 +94,7 @@ class OtlpReceiver(_Server):
         super().__init__(_OtlpHandler)
         self.spans: list[SpanSeen] = []
         self.raw: list[bytes] = []
+        self.headers: list[dict[str, str]] = []  # each export request's headers
         self._lock = threading.Lock()
 
     def receive(self, body: bytes) -> None:

@@ -1,5 +1,6 @@
 """Structured logs of a real `syncline serve`: the events of SPEC section 9 with their fields,
-as JSON lines (or text), and never a secret, token, auth header or payload body."""
+as JSON lines (or text), and never a secret, token, auth header or payload body (tracing on, so
+its spans' work is covered too)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from typing import Any
 
 import httpx
 from serverkit import SECRETS, free_port
-from telemetrykit import ALL_SECRETS, ERP_TOKEN, FLOWS, Target, traced_project, until
+from telemetrykit import (
+    ALL_SECRETS,
+    ERP_TOKEN,
+    FLOWS,
+    OtlpReceiver,
+    Target,
+    traced_project,
+    until,
+)
 
 from engine.logs import configure_logging, redact
 from engine.server.signatures import sign
@@ -24,6 +33,7 @@ from engine.server.signatures import sign
 ADMIN_TOKEN = "adm_5b7e1c0d9f2a4c83b6e0"
 BODY_MARKER = "confidential-note-77e1b2"
 CORRECTED_MARKER = "corrected-note-0c4d5e"
+COLLECTOR_KEY = "collector-key-4a5b6c7d"
 
 
 def _post(http: httpx.Client, path: str, body: bytes, msg_id: str) -> httpx.Response:
@@ -83,10 +93,11 @@ def _exercise(http: httpx.Client, project: Path) -> dict[str, str]:
 def test_serve_logs_each_event_as_a_json_line_without_secrets_tokens_or_bodies(
     tmp_path: Path,
 ) -> None:
-    with Target() as target:
+    with Target() as target, OtlpReceiver() as receiver:
         project = traced_project(tmp_path / "project", target.url)
         env = {**os.environ, **{f"SYNCLINE_SECRET_{k}": v for k, v in ALL_SECRETS.items()},
-               "SYNCLINE_ADMIN_TOKEN": ADMIN_TOKEN}
+               "SYNCLINE_ADMIN_TOKEN": ADMIN_TOKEN, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+               "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{COLLECTOR_KEY}"}
         port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "serve", str(project), "--port", str(port),
@@ -102,12 +113,13 @@ def test_serve_logs_each_event_as_a_json_line_without_secrets_tokens_or_bodies(
                 proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
+    assert receiver.named("run order-sync")  # traced while it logged
     text = err.decode()
     lines = [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
     assert out == b""
 
     for forbidden in [*ALL_SECRETS.values(), ERP_TOKEN, ADMIN_TOKEN, BODY_MARKER,
-                      CORRECTED_MARKER, "Bearer", "Zm9yZ2Vk"]:
+                      CORRECTED_MARKER, COLLECTOR_KEY, "Bearer", "Zm9yZ2Vk"]:
         assert forbidden not in text, forbidden
 
     for line in lines:
@@ -127,7 +139,7 @@ def test_serve_logs_each_event_as_a_json_line_without_secrets_tokens_or_bodies(
     assert startup["store"] == {"kind": "sqlite",
                                 "location": str(project / ".syncline" / "syncline.db")}
     assert startup["flows"] == 10 and startup["systems"] == 6
-    assert startup["tokens"] == {"admin": ["admin"]} and startup["tracing"] is False
+    assert startup["tokens"] == {"admin": ["admin"]} and startup["tracing"] is True
     assert "/hooks/order" in startup["webhook_paths"] and startup["version"]
     assert startup["plan_digest"].startswith("sha256:")
 

@@ -29,6 +29,7 @@ SENDER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SENDER_SPAN = "00f067aa0ba902b7"
 SENDER = f"00-{SENDER_TRACE}-{SENDER_SPAN}-01"
 BODY_MARKER = "confidential-note-3f9c1a"
+COLLECTOR_KEY = "otlp-key-9d8e7f6a5b"
 
 
 def delivery(http: httpx.Client, path: str, payload: dict[str, object], **headers: str) -> str:
@@ -50,7 +51,8 @@ def test_a_delivery_run_steps_and_call_are_one_trace_continuing_the_sender(
 ) -> None:
     with OtlpReceiver() as receiver, Target() as target:
         project = traced_project(tmp_path, target.url)
-        environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "sync-test"}
+        environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "sync-test",
+                   "OTEL_EXPORTER_OTLP_HEADERS": f"x-api-key={COLLECTOR_KEY}"}
         server = LiveServer(project, environ=environ, secrets=ALL_SECRETS)
         with server, server.client() as http:
             run_id = delivery(http, "/hooks/order", {"id": "o-1", "note": BODY_MARKER},
@@ -95,6 +97,7 @@ def test_a_delivery_run_steps_and_call_are_one_trace_continuing_the_sender(
     [received] = target.seen
     assert received["headers"]["traceparent"] == f"00-{SENDER_TRACE}-{call.span_id}-01"
     assert received["headers"]["authorization"] == f"Bearer {ERP_TOKEN}"
+    assert receiver.headers[0]["x-api-key"] == COLLECTOR_KEY  # the collector's credentials
     exported = b"".join(receiver.raw)
     for secret in [*ALL_SECRETS.values(), BODY_MARKER, "Bearer"]:
         assert secret.encode() not in exported

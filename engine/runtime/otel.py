@@ -3,9 +3,10 @@ ask for traces (see `engine.runtime.tracing`).
 
 Each process owns its `TracerProvider` (no global one), exporting in batches with OTLP over
 HTTP (protobuf) to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` +
-`/v1/traces`; `OTEL_TRACES_EXPORTER=console` prints spans instead (a list may name both). The
-SDK reads the rest itself: `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`, `_COMPRESSION`,
-`_CERTIFICATE`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`. Context travels as W3C `traceparent`.
+`/v1/traces`, with the headers of `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS` (never logged);
+`OTEL_TRACES_EXPORTER=console` prints spans instead (a list may name both). The SDK reads the
+rest itself: `_TIMEOUT`, `_COMPRESSION`, `_CERTIFICATE`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`.
+Context travels as W3C `traceparent`.
 
 Attributes follow the HTTP semantic conventions (`http.request.method`, `http.route`,
 `url.full`, `server.address`, `http.response.status_code`, `error.type`) plus `syncline.*`
@@ -28,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from engine import logs
 from engine.compiler.compiled import CompiledStep
 from engine.errors import UsageError
 from engine.runtime.calls import OutboundRequest
@@ -89,7 +91,10 @@ class OtelTracing:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], version: str = "") -> OtelTracing:
         """A provider exporting as the OTEL_* variables say (UsageError for unusable ones)."""
-        provider = TracerProvider(resource=Resource.create(_resource(environ, version)))
+        logs.redact(_headers(environ).values())  # a collector's API key is never printed
+        provider = TracerProvider(
+            resource=Resource.create(_resource(environ, version)), shutdown_on_exit=False
+        )
         for exporter in _exporters(environ):
             provider.add_span_processor(BatchSpanProcessor(exporter))
         return cls(provider)
@@ -191,7 +196,9 @@ def _exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
     exporters: list[SpanExporter] = []
     for name in filter(None, names):
         if name == "otlp":
-            exporters.append(OTLPSpanExporter(endpoint=_endpoint(environ)))
+            exporters.append(
+                OTLPSpanExporter(endpoint=_endpoint(environ), headers=_headers(environ))
+            )
         elif name == "console":
             exporters.append(ConsoleSpanExporter())
         else:
@@ -199,6 +206,15 @@ def _exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
                 f"OTEL_TRACES_EXPORTER: '{name}' is not supported (use otlp, console or none)"
             )
     return exporters
+
+
+def _headers(environ: Mapping[str, str]) -> dict[str, str]:
+    """OTEL_EXPORTER_OTLP_TRACES_HEADERS, else OTEL_EXPORTER_OTLP_HEADERS: `k=v,k2=v2`."""
+    text = environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get(
+        "OTEL_EXPORTER_OTLP_HEADERS", ""
+    )
+    pairs = (pair.partition("=") for pair in text.split(","))
+    return {unquote(k.strip()).lower(): unquote(v.strip()) for k, sep, v in pairs if sep}
 
 
 def _endpoint(environ: Mapping[str, str]) -> str:
