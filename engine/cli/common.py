@@ -31,6 +31,13 @@ DATABASE = click.option(
     "--database", default=None, metavar="URL",
     help="postgresql://..., a SQLite path or sqlite:///PATH "
          "(default: PROJECT/.syncline/syncline.db).")
+LOG_FORMAT = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None,
+    help="Log lines on stderr: text, or JSON objects (default: text on a terminal, else json).")
+LOG_LEVEL = click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+    show_default=True,
+    help="Least severe events logged; debug adds every delivery, run and call.")
 SECRETS = click.option(
     "--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="File of NAME=value secrets (or a JSON object).")

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import click
 
-from engine.cli.common import DATABASE, ENV, FORMAT, PROJECT, SECRETS, emit_json, exit_on_errors
+from engine.cli.common import (
+    DATABASE,
+    ENV,
+    FORMAT,
+    LOG_FORMAT,
+    LOG_LEVEL,
+    PROJECT,
+    SECRETS,
+    emit_json,
+    exit_on_errors,
+)
 
 
 @click.command()
@@ -25,9 +35,11 @@ from engine.cli.common import DATABASE, ENV, FORMAT, PROJECT, SECRETS, emit_json
 @click.option("--tokens", "tokens_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="YAML list of named tokens {name, role, sha256, flows} "
                                  "(default: SYNCLINE_TOKENS_FILE); hot-reloaded.")
+@LOG_FORMAT
+@LOG_LEVEL
 def serve(project: Path, environment: str | None, host: str, port: int, no_watch: bool,
           database: str | None, secrets_file: Path | None, no_workers: bool,
-          tokens_file: Path | None) -> None:
+          tokens_file: Path | None, log_format: str | None, log_level: str) -> None:
     """Serve webhooks, /events, process APIs, the admin API and the operator console
     (/console); hot-reload definitions and the tokens file.
 
@@ -35,16 +47,23 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
     SYNCLINE_TOKENS_FILE, SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_SESSION_KEY,
     SYNCLINE_MAX_BODY, SYNCLINE_MAX_PENDING, SYNCLINE_API_TIMEOUT, SYNCLINE_HEAD_TIMEOUT and
     SYNCLINE_BODY_TIMEOUT (a request's head and body must arrive within their sum, or the
-    connection closes). Heads over 64 KiB are 431. SIGTERM shuts down gracefully (exit 0)."""
+    connection closes). Heads over 64 KiB are 431. SIGTERM shuts down gracefully (exit 0).
+
+    Logs: one line per event on stderr (startup, shutdown, reload.accepted|rejected,
+    webhook.rejected, run.parked|failed|dead-lettered, call.failed, operator.action, ...), never
+    a secret, token or body. Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (needs syncline[otel])."""
     from engine.errors import UsageError
+    from engine.logs import configure_logging
     from engine.server.config import ServerConfig
     from engine.server.protocol import uvicorn_options
     from engine.server.serve import build_server, load_secrets, run_server
 
+    configure_logging(log_format, log_level)
     with exit_on_errors(UsageError):
         config = ServerConfig.from_environ(os.environ, project=project.resolve(),
                                            environment=environment, watch=not no_watch,
-                                           workers=not no_workers, tokens_file=tokens_file)
+                                           workers=not no_workers, tokens_file=tokens_file,
+                                           listen=f"{host}:{port}")
         secrets = load_secrets(os.environ, secrets_file)
         app, _ = build_server(config, environ=os.environ, secrets=secrets, database=database)
     sys.exit(run_server(app, host, port, grace=config.shutdown_grace,
@@ -58,25 +77,28 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
 @SECRETS
 @click.option("--concurrency", default=32, show_default=True, type=click.IntRange(1, 10_000),
               help="Runs executing at once in this process.")
+@LOG_FORMAT
+@LOG_LEVEL
 def worker(project: Path, environment: str | None, database: str | None,
-           secrets_file: Path | None, concurrency: int) -> None:
+           secrets_file: Path | None, concurrency: int, log_format: str | None,
+           log_level: str) -> None:
     """Execute the runs that `syncline serve --no-workers` accepts into the same store.
 
     Start as many as the machine has cores to spare; runs are leased, so each executes once.
     On a SQLite file every process queues for the one write lock, which shows in the ingest
     node's tail latency; PostgreSQL (--database postgresql://...) has no such single lock.
-    SIGTERM lets in-flight steps checkpoint, then exits 0."""
+    SIGTERM lets in-flight steps checkpoint, then exits 0. Logs and traces as `serve`'s."""
     import asyncio
 
     from engine.errors import UsageError
+    from engine.logs import configure_logging
     from engine.server.serve import load_secrets, run_worker
 
+    configure_logging(log_format, log_level)
     with exit_on_errors(UsageError):
         secrets = load_secrets(os.environ, secrets_file)
         asyncio.run(run_worker(project.resolve(), environment=environment, environ=os.environ,
                                secrets=secrets, database=database, concurrency=concurrency))
-
-
 
 
 @click.command()
@@ -90,7 +112,12 @@ def worker(project: Path, environment: str | None, database: str | None,
               help="Leave the day's exceptions unresolved and keep serving: prints the console's "
                    "address and a token so you can resolve them yourself; Ctrl-C stops.")
 @FORMAT
-def demo(events: int, seed: int, project: Path | None, serve: bool, fmt: str) -> None:
+@LOG_FORMAT
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default=None, help="Also log the server's events on stderr from this level on, as "
+                                 "`serve` does (default: none; the report tells the day).")
+def demo(events: int, seed: int, project: Path | None, serve: bool, fmt: str,
+         log_format: str | None, log_level: str | None) -> None:
     """Run the reference quote-to-cash integration end to end against sandbox systems.
 
     Starts sandbox CRM, ERP, billing and support systems and Syncline (SQLite in a temporary
@@ -101,7 +128,12 @@ def demo(events: int, seed: int, project: Path | None, serve: bool, fmt: str) ->
 
     from engine.demo import DemoOptions, exit_code, format_report, run_demo
     from engine.errors import SynclineError, UsageError
+    from engine.logs import configure_logging, quiet
 
+    if log_level is None:
+        quiet()
+    else:
+        configure_logging(log_format, log_level)
     try:
         options = DemoOptions(events=events, seed=seed, project=project, serve=serve)
         report = asyncio.run(run_demo(options))

@@ -12,8 +12,9 @@ a `Response` for 2xx or raises `CallError`:
 
 A `Gates` given to `Calls` holds calls back (CallHeld) while a System is paused or its circuit
 is open, and hears every outcome. `retryable` is a hint: `engine.runtime.retry.decide` applies
-the RetryPolicy. Every request carries
-`X-Correlation-ID` and a W3C `traceparent`; writes carry the System's idempotency header. Secret
+the RetryPolicy. Every request carries `X-Correlation-ID` and a W3C `traceparent` (with tracing
+on, that of the attempt's own span: `engine.runtime.tracing`); writes carry the System's
+idempotency header. Every attempt ends in a log event (`call.completed` / `call.failed`). Secret
 values never appear in an exception message or repr: error bodies and headers have them replaced
 by `[redacted]`, and `describe` (the request as lineage records it) leaves auth headers out.
 """
@@ -21,6 +22,7 @@ by `[redacted]`, and `describe` (the request as lineage records it) leaves auth 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -37,7 +39,9 @@ from engine.errors import CallError, UsageError
 from engine.model.system import WRITE_METHODS
 from engine.runtime.auth import auth_headers, oauth2_flow
 from engine.runtime.gates import Gates
+from engine.runtime.logevents import call_ended
 from engine.runtime.ratelimit import TokenBucket
+from engine.runtime.tracing import Tracing
 from engine.runtime.transport import CONNECTIONS, system_transport
 from engine.runtime.wire import make_traceparent, parse_retry_after
 
@@ -65,6 +69,8 @@ class OutboundRequest:
     traceparent: str | None  # None: a new span of the correlation id's trace
     is_write: bool | None = None  # None: POST, PUT, PATCH and DELETE write (Operation.is_write)
     route: Mapping[str, Any] | None = None  # a routed call: {by, value, system} it took
+    template: str | None = None  # the operation's path with its {placeholders} (span names)
+    run_id: str | None = None  # the run calling (logs and spans)
 
     @property
     def url(self) -> str:
@@ -114,10 +120,12 @@ class Calls:
         connections: int = CONNECTIONS,
         on_call: Callable[[str, str, str, float], None] | None = None,
         gates: Gates | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         systems = list(systems)
         self._on_call = on_call  # metrics: (system, operation, outcome, seconds) per attempt
         self.gates = gates
+        self.tracing = tracing  # a span per attempt sent, its context as the `traceparent`
         require_secrets(_names(systems, _outbound_texts), secrets)
         self._channels = {
             _key(s): _open_channel(
@@ -154,23 +162,39 @@ class Calls:
         if gates is None and self._on_call is None:
             return await self._send(request, timeout, shadow)
         probe = False if gates is None else await gates.admit(request.system)
-        started, outcome = time.perf_counter(), "ok"
+        started, outcome, status = time.perf_counter(), "ok", None
         try:
             response = await self._send(request, timeout, shadow)
+            status = response.status
         except CallError as exc:
-            outcome = exc.kind if exc.status is None else _status_class(exc.status)
+            status = exc.status
+            outcome = exc.kind if status is None else _status_class(status)
             if gates is not None:
                 await gates.record(request.system, exc, probe)
             raise
         finally:
+            seconds = time.perf_counter() - started
             if self._on_call is not None:
-                self._on_call(request.system.name, request.operation, outcome,
-                              time.perf_counter() - started)
+                self._on_call(request.system.name, request.operation, outcome, seconds)
+            call_ended(request, outcome, status, seconds)
         if gates is not None:
             await gates.record(request.system, None, probe)
         return response
 
     async def _send(self, request: OutboundRequest, timeout: float, shadow: bool) -> Response:
+        if self.tracing is None:
+            return await self._exchange(request, timeout, shadow)
+        with self.tracing.call(request) as span:
+            request = dataclasses.replace(request, traceparent=span.traceparent)
+            try:
+                response = await self._exchange(request, timeout, shadow)
+            except CallError as exc:
+                span.answered(exc.status, exc.kind if exc.status is None else str(exc.status))
+                raise
+            span.answered(response.status)
+            return response
+
+    async def _exchange(self, request: OutboundRequest, timeout: float, shadow: bool) -> Response:
         channel = self._shadow(request.system) if shadow else self._channel(request.system)
         if channel.bucket is not None:
             await channel.bucket.acquire()

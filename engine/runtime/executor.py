@@ -49,8 +49,10 @@ from engine.errors import CallError, CallHeld
 from engine.runtime.backbone import Backbone
 from engine.runtime.calls import Calls, describe
 from engine.runtime.handlers import HANDLERS
+from engine.runtime.logevents import run_ended, run_started
 from engine.runtime.retry import Decision, decide
 from engine.runtime.steps import StepEnv, StepOutcome, Stop, build_request
+from engine.runtime.tracing import Tracing
 from engine.store.base import (
     CANCELLED,
     Attempt,
@@ -109,6 +111,7 @@ class Finished:
     state: str
     emitted: bool = False
     next_attempt_at: float | None = None
+    reason: Reason | None = None  # why it stopped (parked, failed, waiting behind a gate, ...)
 
 
 def event_context(event: EventRecord) -> dict[str, Any]:
@@ -150,9 +153,21 @@ class Executor:
     stopping: Callable[[], bool] = lambda: False
     rng: random.Random = field(default_factory=random.Random)  # backoff jitter
     backbone: Backbone | None = None  # NATS connections, for publish steps
+    tracing: Tracing | None = None  # spans for the run and its steps (None: tracing off)
 
     async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         """Run `run` (already claimed) until it succeeds or stops; return its new state."""
+        run_started(run)
+        if self.tracing is None:
+            finished = await self._execute(run, plan, calls)
+        else:
+            with self.tracing.run(run) as span:
+                finished = await self._execute(run, plan, calls)
+                span.outcome(finished.state, finished.reason)
+        run_ended(run, finished.state, finished.reason)
+        return finished
+
+    async def _execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         flow = plan.flow(run.flow, run.flow_version)
         event, records = run.event, run.steps  # loaded by the claim
         assert records is not None, "execute takes claimed runs"
@@ -170,7 +185,7 @@ class Executor:
     ) -> Finished:
         await self.store.checkpoint(Checkpoint(run.id, None, state, reason=reason))
         self.observer.run_state(flow.name, state)
-        return Finished(state)
+        return Finished(state, reason=reason)
 
 
 class _Execution:
@@ -239,7 +254,16 @@ class _Execution:
             on_shadow=lambda system, r: observer.shadow_result(flow, step.id, system, r),
             backbone=self.executor.backbone,
         )
-        return await HANDLERS[step.kind](step, env)
+        tracing = self.executor.tracing
+        if tracing is None:
+            return await HANDLERS[step.kind](step, env)
+        with tracing.step(self.run_record, step) as span:
+            env.traceparent = tracing.current_traceparent()
+            outcome = await HANDLERS[step.kind](step, env)
+            stop = outcome.stop
+            span.outcome(outcome.record.state,
+                         None if stop is None else Reason(stop.code, step.id, stop.message))
+            return outcome
 
     def _decide(
         self, outcomes: list[tuple[CompiledStep, StepOutcome]], still_running: bool
@@ -314,7 +338,7 @@ class _Execution:
             return await self.compensate(final.reason)
         if state not in ("pending", "waiting"):
             self.executor.observer.run_state(self.flow.name, state)
-        return Finished(state, self.emitted, final.next_attempt_at)
+        return Finished(state, self.emitted, final.next_attempt_at, final.reason)
 
     # compensation --------------------------------------------------------------------------
     async def compensate(self, reason: Reason) -> Finished:
@@ -347,7 +371,7 @@ class _Execution:
             writes.insert(0, self.store.audit("runtime", "cancelled", run_id, detail))
         await asyncio.gather(*writes)
         self.executor.observer.run_state(self.flow.name, state)
-        return Finished(state, self.emitted)
+        return Finished(state, self.emitted, reason=reason)
 
     async def _compensate_step(
         self, step: CompiledStep, record: StepRecord, reason: Reason
@@ -437,4 +461,4 @@ class _Execution:
         cancel = await self.store.checkpoint(Checkpoint(run_id, tried, "waiting", at, reason))
         if cancel is not None and reason.code != CANCELLED:
             await self.store.checkpoint(Checkpoint(run_id, None, "waiting", at, cancel))
-        return Finished("waiting", self.emitted, at)
+        return Finished("waiting", self.emitted, at, reason)

@@ -15,6 +15,7 @@ from engine.errors import StateConflict, UsageError
 from engine.runtime.executor import DONE
 from engine.runtime.gates import Gates
 from engine.runtime.ingest import EventMeta, Ingest
+from engine.runtime.logevents import operator_action
 from engine.runtime.plans import Plans
 from engine.runtime.waiting import require_run
 from engine.store.base import CANCELLED, CorrectedData, Reason, RunRecord, StateChange, Store
@@ -66,7 +67,9 @@ class Operations:
             action="resume",
             note=note,
         )
-        return self.requeued(await self.store.set_run_state(run_id, change))
+        record = self.requeued(await self.store.set_run_state(run_id, change))
+        operator_action("resume", actor, record, corrected_data=data is not MISSING, note=note)
+        return record
 
     async def retry(
         self, run_id: str, actor: str = "operator", note: str | None = None
@@ -80,7 +83,9 @@ class Operations:
         change = StateChange(
             "pending", expect, reset_steps=reset, actor=actor, action="retry", note=note
         )
-        return self.requeued(await self.store.set_run_state(run_id, change))
+        record = self.requeued(await self.store.set_run_state(run_id, change))
+        operator_action("retry", actor, record, note=note)
+        return record
 
     async def cancel(
         self, run_id: str, actor: str = "operator", note: str | None = None
@@ -108,6 +113,7 @@ class Operations:
                 record = await self.store.set_run_state(run_id, change)
             except StateConflict:  # it moved between reading and writing: look again
                 continue
+            operator_action("cancel", actor, record, note=note)
             return record if running else self.requeued(record)
         raise UsageError(f"run '{run_id}' keeps changing state; try cancel again")
 
@@ -135,6 +141,7 @@ class Operations:
         detail = {"new_run": acceptance.run_id, **({"note": note} if note else {})}
         await self.store.audit(actor, "replay", old.id, detail)
         self.ingest.accepted([acceptance])
+        operator_action("replay", actor, old, new_run_id=acceptance.run_id, note=note)
         return await require_run(self.store, acceptance.run_id)
 
     async def switch(

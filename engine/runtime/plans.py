@@ -15,13 +15,15 @@ from engine.compiler.plan import Plan
 from engine.errors import StoreError
 from engine.runtime.calls import Calls
 from engine.runtime.gates import Gates
+from engine.runtime.tracing import Tracing
 from engine.store.aggregates import metric_config
 from engine.store.base import RunRecord, Store
 
 
 class Plans:
     """The plan cache and the per-plan Calls of one Runtime. `secrets`, `transport`,
-    `connections` and `on_call` are what every plan's `Calls` is opened with."""
+    `connections`, `on_call`, `gates` and `tracing` are what every plan's `Calls` is opened
+    with."""
 
     def __init__(
         self,
@@ -32,6 +34,7 @@ class Plans:
         connections: int,
         on_call: Callable[[str, str, str, float], None] | None = None,
         gates: Gates | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.active = plan  # new runs use it
@@ -42,6 +45,7 @@ class Plans:
         self._connections = connections
         self._on_call = on_call  # each outbound call attempt, for metrics
         self._gates = gates  # what holds calls back (paused Systems, open circuits)
+        self._tracing = tracing  # a span per call sent (None: tracing off)
 
     async def open(self) -> None:
         """Save the active plan's bundle and open its Systems' clients (missing secrets raise)."""
@@ -82,6 +86,7 @@ class Plans:
                 connections=self._connections,
                 on_call=self._on_call,
                 gates=self._gates,
+                tracing=self._tracing,
             )
             self._calls[plan.digest] = calls
         return calls

@@ -39,6 +39,7 @@ from engine.runtime.plans import Plans
 from engine.runtime.quota import Quotas
 from engine.runtime.streams import Streams
 from engine.runtime.timers import Timers
+from engine.runtime.tracing import Tracing
 from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
@@ -58,7 +59,8 @@ class Runtime:
     `lease` is how long a claimed run is reserved for this worker (renewed while it executes);
     `poll` bounds how long a worker sleeps before looking at the store again. `clock` (default
     the system clock) and `rng` (default a fresh `random.Random`) are its only sources of time
-    and randomness: ids, backoff jitter, leases and every wait.
+    and randomness: ids, backoff jitter, leases and every wait. `tracing` (from
+    `tracing_from_environ`) gives every run, step and call a span; None: no tracing.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Runtime:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         backbone: Backbone | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
@@ -86,13 +89,14 @@ class Runtime:
         quotas = Quotas(QuotaLedger(store), self.clock.now, shared=store.shared,
                         sleep=self.clock.sleep)
         self.gates = Gates(Controls(store), self.clock.now, observer=observer, quotas=quotas)
+        self.tracing = tracing
         self._plans = Plans(
-            store, plan, secrets or {}, transport, concurrency, observer.call, self.gates
+            store, plan, secrets or {}, transport, concurrency, observer.call, self.gates, tracing
         )
         self._waiters = Waiters(store, self.clock, poll)
         self.backbone = backbone or Backbone()
         executor = Executor(store, observer, self.clock.now, lambda: self._workers.stopping, rng,
-                            backbone=self.backbone)
+                            backbone=self.backbone, tracing=tracing)
         self._workers = Workers(
             store, self._plans, executor, self._waiters, self.clock,
             lambda item: self._ingest.dispatch(item),

@@ -137,7 +137,8 @@ def flow_ticks(
             data = {"tick": tick, "cron": schedule.cron, "timezone": schedule.timezone}
             acceptance = await ingest(flow, data, f"schedule:{flow.name}:{tick}", tick)
             log.info("schedule %s: tick %s %s run %s", flow.name, tick, acceptance.status,
-                     acceptance.run_id)
+                     acceptance.run_id, extra={"event": "schedule.tick", "flow": flow.name,
+                                               "run_id": acceptance.run_id, "tick": tick})
             return acceptance
 
         return Timed(f"schedule:{flow.name}", schedule, fire)

@@ -102,6 +102,7 @@ class StepEnv:
     on_attempt: Callable[[str, bool], None] | None = None  # metrics: (outcome, will retry)
     on_shadow: Callable[[str, str], None] | None = None  # metrics: (candidate System, result)
     backbone: Backbone | None = None  # the NATS connections (publish steps)
+    traceparent: str | None = None  # the step's span (tracing on): emitted events continue it
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,8 @@ def build_request(
         traceparent=make_traceparent(run.traceparent or run.correlation_id, f"{run.id}/{step_id}"),
         is_write=action.is_write,
         route=route,
+        template=action.path,
+        run_id=run.id,
     )
 
 
@@ -326,11 +329,12 @@ def resume_attempts(step: CompiledStep, env: StepEnv, default_timeout: float) ->
 
 
 def trace_extensions(env: StepEnv, step: CompiledStep) -> dict[str, Any]:
-    """The correlation and trace extensions of an event a step sends."""
+    """The correlation and trace extensions of an event a step sends (with tracing on, the
+    step span's context)."""
     run = env.run
     return {"correlationid": run.correlation_id,
-            "traceparent": make_traceparent(run.traceparent or run.correlation_id,
-                                            f"{run.id}/{step.id}")}
+            "traceparent": env.traceparent or make_traceparent(
+                run.traceparent or run.correlation_id, f"{run.id}/{step.id}")}
 
 
 def failed_attempt(

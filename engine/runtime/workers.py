@@ -159,7 +159,9 @@ class Workers:
                 "run %s: the store failed; the run is retried when its lease ends", run.id
             )
         except Exception as exc:  # a bug, or a plan that cannot be rebuilt: say so on the run
-            log.exception("run %s failed unexpectedly", run.id)
+            fields = {"event": "run.failed", "flow": run.flow, "run_id": run.id,
+                      "correlation_id": run.correlation_id, "reason": "INTERNAL_ERROR"}
+            log.exception("run %s failed unexpectedly", run.id, extra=fields)
             finished = await self._fail(run, exc)
         finally:
             self._active.pop(run.id, None)

@@ -16,6 +16,7 @@ ingest-only node (`config.workers` false) starts no workers: it only saves the p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -28,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from engine.server import logevents
 from engine.server.admin import JSON, ROUTES
 from engine.server.apis import handle_api
 from engine.server.console import console_routes
@@ -81,13 +83,32 @@ class Dispatch:
         self, scope: Scope, path: str, webhook: WebhookRoute, receive: Receive, send: Send
     ) -> int:
         """Handle a delivery to a webhook path; return the status answered (500: none)."""
+        headers = header_dict(scope)
+        tracing = self.state.runtime.tracing
+        if tracing is None:
+            return await self._webhook(scope, path, webhook, headers, receive, send)
+        with tracing.ingest(scope["method"], path, headers) as span:
+            status = await self._webhook(scope, path, webhook, headers, receive, send)
+            span.answered(status, str(status) if status >= 500 else None)
+        return status
+
+    async def _webhook(
+        self,
+        scope: Scope,
+        path: str,
+        webhook: WebhookRoute,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+    ) -> int:
         try:
             _require_post(scope, path)
-            return await handle_webhook(
-                self.state, path, webhook, header_dict(scope), receive, send
-            )
+            return await handle_webhook(self.state, path, webhook, headers, receive, send)
         except Problem as problem:
             self.state.metrics.delivery(path, problem.code)
+            logevents.rejected(
+                "webhook", path, webhook.flow.name, problem.status, problem.code, problem.message
+            )
             await send_problem(send, problem)
             return problem.status
         except ClientGone:
@@ -106,9 +127,30 @@ class Dispatch:
             await self.app(scope, receive, send)
             found = scope.get("route")
             return str(getattr(found, "path", UNMATCHED))
+        headers = header_dict(scope)
+        tracing = self.state.runtime.tracing
+        if tracing is None:
+            await self._ingest(scope, path, headers, receive, send)
+        else:
+            status = 500
+
+            async def answered(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            with tracing.ingest(scope["method"], path, headers) as span:
+                await self._ingest(scope, path, headers, receive, answered)
+                span.answered(status, str(status) if status >= 500 else None)
+        return path
+
+    async def _ingest(
+        self, scope: Scope, path: str, headers: dict[str, str], receive: Receive, send: Send
+    ) -> None:
+        """POST /events, or a process API."""
         try:
             _require_post(scope, path)
-            headers = header_dict(scope)
             if path == "/events":
                 await handle_events(self.state, scope, headers, receive, send)
             else:
@@ -116,10 +158,11 @@ class Dispatch:
         except Problem as problem:
             if path == "/events":
                 self.state.metrics.delivery(path, problem.code)
+                logevents.rejected("events", path, None, problem.status, problem.code,
+                                   problem.message)  # fmt: skip
             await send_problem(send, problem)
         except ClientGone:
             pass
-        return path
 
 
 def _require_post(scope: Scope, path: str) -> None:
@@ -171,6 +214,7 @@ def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = 
             plan = state.runtime.plan
             await state.runtime.store.save_plan(plan.digest, dict(plan.bundle))
         state.ready = True
+        logevents.startup(state, state.config.listen)
         # What startup built (the plan, the modules) lives as long as the process: keep it out
         # of the collector's full passes, which otherwise stall every request in flight for
         # tens of milliseconds under load (the ingest p99).
@@ -200,4 +244,6 @@ async def _shutdown(state: ServerState, reloader: Any, store: Any) -> None:
     await state.runtime.stop(state.config.shutdown_grace)
     if store is not None:
         await store.close()
-    log.info("stopped; in-flight steps checkpointed")
+    if state.runtime.tracing is not None:  # export the spans still buffered
+        await asyncio.to_thread(state.runtime.tracing.shutdown)
+    logevents.shutdown(state)

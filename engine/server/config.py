@@ -72,6 +72,8 @@ class ServerConfig:
     """Seconds of quiet after a change before recompiling."""
     shutdown_grace: float = 10.0
     """Seconds in-flight steps get to checkpoint on SIGTERM."""
+    listen: str | None = None
+    """HOST:PORT the server binds (the startup log says it); None: not known to the app."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> ServerConfig:

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from engine.errors import SynclineError
 from engine.runtime import EventMeta
+from engine.server import logevents
 from engine.server.auth import authenticate
 from engine.server.cloudevents import CloudEvent, EventFormatError, event_mode, parse_http
 from engine.server.http import Problem, send_json
@@ -64,6 +65,8 @@ async def handle_events(
             except SynclineError as exc:
                 raise runtime_problem(exc) from None
             answers.append(describe(event, accepted))
+            for acceptance in accepted:
+                logevents.delivery("events", "/events", None, acceptance, event.type)
     batch = media(headers).endswith("batch+json")
     await send_json(send, 202, {"events": answers} if batch else answers[0])
     state.metrics.ingest("event", time.perf_counter() - started)

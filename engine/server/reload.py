@@ -19,7 +19,7 @@ from watchfiles import Change, awatch
 
 from engine.compiler.plan import Plan
 from engine.errors import DefinitionErrors, SynclineError
-from engine.server import audit
+from engine.server import audit, logevents
 from engine.server.state import ReloadResult, ServerState
 from engine.server.tokens import TokensStatus
 
@@ -75,7 +75,8 @@ class Reloader:
             debounce=max(1600, quiet * 4),
             stop_event=self._stop,
         ):
-            log.info("definitions changed (%d file events); recompiling", len(changes))
+            log.info("definitions changed (%d file events); recompiling", len(changes),
+                     extra={"event": "reload.started", "files": len(changes)})
             await self.reload("watch")
 
     async def reload(self, trigger: str = "api") -> ReloadResult:
@@ -93,7 +94,7 @@ class Reloader:
             except (SynclineError, OSError) as exc:
                 result = self._rejected(exc, current, trigger)
             else:
-                log.info("reloaded: plan %s is active", self.state.plan.digest)
+                logevents.reload_accepted(self.state.plan.digest, current, trigger)
                 assert self.state.reload is not None
                 result = self.state.reload
             await audit.record(self.state.runtime.store, "reload", result.as_dict())
@@ -108,7 +109,7 @@ class Reloader:
             message = "\n".join(d.format() for d in exc.diagnostics if d.severity == "error")
         else:
             message = str(exc)
-        log.error("reload rejected; still serving plan %s:\n%s", current, message)
+        logevents.reload_rejected(current, trigger, message)
         result = ReloadResult(False, time.time(), current, error=message, trigger=trigger)
         self.state.record_reload(result)
         return result

@@ -19,13 +19,16 @@ from typing import Any
 import httpx
 import uvicorn
 
+from engine import logs
 from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.errors import UsageError
 from engine.runtime import Runtime
 from engine.runtime.calls import require_secrets
+from engine.runtime.tracing import tracing_from_environ
 from engine.server.app import Dispatch, create_app
 from engine.server.config import ServerConfig
+from engine.server.logevents import store_description, syncline_version
 from engine.server.metrics import Metrics
 from engine.server.protocol import uvicorn_options
 from engine.server.reload import Reloader
@@ -101,11 +104,14 @@ def build_server(
 
     plan = compile_plan()
     require_secrets(plan.secret_names, secrets)
+    logs.redact([*secrets.values(), config.admin_token or "", config.ingest_token or ""])
+    tracing = tracing_from_environ(environ, syncline_version())
     store = store or open_store(database, config.project)
     metrics = Metrics()
     runtime = Runtime(
-        store, plan, secrets=secrets, transport=transport, concurrency=concurrency, observer=metrics
-    )
+        store, plan, secrets=secrets, transport=transport, concurrency=concurrency,
+        observer=metrics, tracing=tracing,
+    )  # fmt: skip
     state = ServerState(config, runtime, secrets=secrets, metrics=metrics)
     reloader = (
         Reloader(state, compile_plan, config.project, debounce=config.debounce)
@@ -137,21 +143,35 @@ async def run_worker(
     plan = compile_project(project, environment=environment, environ=dict(environ))
     plan.warm()
     require_secrets(plan.secret_names, secrets)
+    logs.redact(secrets.values())
+    tracing = tracing_from_environ(environ, syncline_version())
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         async with open_store(database, project) as store:
-            runtime = Runtime(store, plan, secrets=secrets, concurrency=concurrency)
+            runtime = Runtime(
+                store, plan, secrets=secrets, concurrency=concurrency, tracing=tracing
+            )
             await runtime.start()
             # not the --database value: a PostgreSQL URL may carry a password
-            log.info("worker %s executing runs (%s)", runtime.worker_id, type(store).__name__)
+            described = store_description(store)
+            fields = {"event": "startup", "role": "worker", "worker_id": runtime.worker_id,
+                      "version": syncline_version(), "plan_digest": plan.digest,
+                      "store": described, "concurrency": concurrency,
+                      "tracing": tracing is not None}  # fmt: skip
+            log.info("worker %s executing runs (%s store at %s)", runtime.worker_id,
+                     described["kind"], described["location"], extra=fields)  # fmt: skip
             try:
                 await stop.wait()
             finally:
                 await runtime.stop(grace)
+        log.info("worker %s stopped", runtime.worker_id,
+                 extra={"event": "shutdown", "worker_id": runtime.worker_id})  # fmt: skip
     finally:
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
@@ -162,17 +182,17 @@ def run_server(
     port: int,
     *,
     grace: float = 10.0,
-    log_level: str = "info",
     **options: Any,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; return the exit status (0 after a graceful shutdown)."""
+    """Serve until SIGTERM/SIGINT; return the exit status (0 after a graceful shutdown).
+    uvicorn's own lines go through the process's logging (`engine.logs.configure_logging`)."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         lifespan="on",
         access_log=False,
-        log_level=log_level,
+        log_config=None,
         timeout_graceful_shutdown=max(1, round(grace)),
         server_header=False,
         **{**uvicorn_options(), **options},

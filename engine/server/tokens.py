@@ -57,7 +57,8 @@ class Tokens:
         try:
             entries, digest = read_tokens_file(self.file)
         except UsageError as exc:
-            log.error("tokens file rejected; the previous tokens stay in use: %s", exc)
+            log.error("tokens file rejected; the previous tokens stay in use: %s", exc,
+                      extra={"event": "tokens.rejected"})
             old = self.status
             self.status = TokensStatus(
                 False, time.time(), old.file, old.digest, old.count, str(exc)
@@ -67,7 +68,8 @@ class Tokens:
         self.status = TokensStatus(
             True, time.time(), _name(self.file), digest, len(self.table.entries)
         )
-        log.info("tokens file reloaded: %d tokens", len(self.table.entries))
+        log.info("tokens file reloaded: %d tokens", len(self.table.entries),
+                 extra={"event": "tokens.reloaded", "tokens": len(self.table.entries)})
         return self.status
 
     async def watch(

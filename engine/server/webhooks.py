@@ -17,6 +17,7 @@ from starlette.types import Receive, Send
 
 from engine.errors import SynclineError
 from engine.runtime import EventMeta
+from engine.server import logevents
 from engine.server.http import Problem, send_json
 from engine.server.ingest import (
     admitted,
@@ -72,6 +73,12 @@ async def handle_webhook(
     )
     state.metrics.ingest("webhook", time.perf_counter() - started)
     state.metrics.delivery(path, acceptance.status)
+    logevents.delivery("webhook", path, flow.flow.name, acceptance)
+    tracing = state.runtime.tracing
+    if tracing is not None:
+        tracing.annotate({"syncline.flow": flow.flow.name, "syncline.run.id": acceptance.run_id,
+                          "syncline.delivery.status": acceptance.status,
+                          "syncline.correlation_id": acceptance.correlation_id})  # fmt: skip
     return 202
 
 
