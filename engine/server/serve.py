@@ -104,7 +104,8 @@ def build_server(
     store = store or open_store(database, config.project)
     metrics = Metrics()
     runtime = Runtime(
-        store, plan, secrets=secrets, transport=transport, concurrency=concurrency, observer=metrics
+        store, plan, secrets=secrets, transport=transport, concurrency=concurrency,
+        observer=metrics, alert_every=config.alert_every,
     )
     state = ServerState(config, runtime, secrets=secrets, metrics=metrics)
     reloader = (
