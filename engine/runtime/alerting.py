@@ -193,8 +193,9 @@ def render(notify: CompiledNotify, context: Mapping[str, Any]) -> dict[str, Any]
 def summary(alert: CompiledAlert, context: Mapping[str, Any]) -> str:
     """A line for people: what fired, about what."""
     if alert.kind == "parked":
-        count = context["count"]
-        return f"{count} run{'s' if count != 1 else ''} parked ({context['subject']})"
+        count, subject = context["count"], context["subject"]
+        about = "" if subject == alert.name else f" ({subject})"
+        return f"{count} run{'s' if count != 1 else ''} parked{about}"
     if alert.kind == "metric":
         return f"{alert.metric} is {context['metric']['value']}"
     if alert.kind == "objective":

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engine.demo.day import Day
-from engine.demo.phases import billing, changes, exceptions, maintenance, pipeline
+from engine.demo.phases import alerts, billing, changes, exceptions, maintenance, pipeline
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Phase:
 DAY: tuple[Phase, ...] = (
     Phase("accounts and pipeline", pipeline.create_pipeline),
     Phase("deals closing", pipeline.close_deals),
+    Phase("owners alerted", alerts.alert_owners),
     Phase("operator resolves exceptions", exceptions.resolve_exceptions, operator=True),
     Phase("invoices paid and failed", billing.invoices),
     Phase("failed payments recovered", billing.recover_payments),
