@@ -143,9 +143,9 @@ class Alerting:
         notify = alert.notify
         try:
             await self._calls(plan).send(_request(notify, n), timeout=_timeout(notify))
-        except CallHeld as held:
-            await self.log.finish(n.id, "pending", now=now, attempted=False, next_at=held.until,
-                                  error=held.message)
+        except CallHeld as held:  # look again soon: a resume wakes no notification
+            await self.log.finish(n.id, "pending", now=now, attempted=False,
+                                  next_at=min(held.until, now + self.every), error=held.message)
             return 0
         except CallError as error:
             await self._failed(notify, n, error)
