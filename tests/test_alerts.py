@@ -65,13 +65,26 @@ spec:
 """
 
 
-ALERTS = (
+FAST_CYCLE = """\
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: fast-cycle, owner: revops}
+spec:
+  help: An objective no deal can meet (1 ms)
+  duration: {from: {flow: deal-won, state: pending}, to: {event: com.acme.order.activated}}
+  objective: {percentile: 99, under: 1ms}
+"""
+
+ALERTS = FAST_CYCLE + (
     alert("deals-held", "{parked: {flows: [deal-*], reasons: [MASTER_DATA]}}", "once")
     + alert("each-deal", "{parked: {flows: [deal-won], per: run}}", "runs",
             text="join(' ', [run.key, reason.code])")
     + alert("still-held", "{parked: {flows: [deal-won]}}", "repeat", repeat="1s")
     + alert("many-parked", "{metric: {name: deals-parked, above: 1, for: 200ms}}", "metric",
             text="join(' ', [metric.name, to_string(metric.value)])")
+    + alert("too-slow", "{objective: {metric: fast-cycle}}", "objective",
+            text="join(' ', [metric.name, to_string(metric.ratio), to_string(metric.count)])")
 )
 
 
@@ -124,6 +137,7 @@ def test_an_alert_reaches_the_chat_once_per_subject_and_interval(
         assert texts(system, "once")[0].startswith("deals-held deals-held ")
         assert sorted(texts(system, "runs")) == ["d1 MASTER_DATA", "d2 MASTER_DATA"]
         assert texts(system, "metric") == ["deals-parked 2"]
+        assert texts(system, "objective") == ["fast-cycle 0.0 1"]  # d3 took over 1 ms
         sent = [n for n in notifications(http, "still-held") if n["state"] == "sent"]
         first, second = sorted(n["created_at"] for n in sent)[:2]
         assert second - first >= 1.0  # repeat: 1s
