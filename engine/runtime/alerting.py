@@ -84,15 +84,20 @@ class Alerting:
         sources = Sources(self._store, plan, self._clock())
         created = []
         for alert in plan.alerts.values():
-            created += await self._evaluate(alert, sources)
+            try:
+                created += await self._evaluate(alert, sources)
+            except SynclineError:  # one alert's trouble (the store, an expression) spares others
+                log.exception("evaluating alert %s failed; trying again next time", alert.name)
         return created
 
     async def _evaluate(self, alert: CompiledAlert, sources: Sources) -> list[Notification]:
         firing = await find_firing(alert, sources)
         known = await self.log.subjects(alert.name)
         now = sources.now
-        started = [s for s in firing if s not in known or known[s].firing_since is None]
-        stopped = [s for s, k in known.items() if k.firing_since is not None and s not in firing]
+        # sorted: replicas lock the rows in one order (no deadlock on PostgreSQL)
+        started = sorted(s for s in firing if s not in known or known[s].firing_since is None)
+        stopped = sorted(s for s, k in known.items()
+                         if k.firing_since is not None and s not in firing)
         await self.log.mark(alert.name, started, stopped, now)
         hold = 0.0 if alert.kind == "parked" else alert.hold  # parked: the runs' own age
         created = []

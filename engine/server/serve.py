@@ -144,7 +144,9 @@ async def run_worker(
         loop.add_signal_handler(sig, stop.set)
     try:
         async with open_store(database, project) as store:
-            runtime = Runtime(store, plan, secrets=secrets, concurrency=concurrency)
+            every = ServerConfig.from_environ(environ).alert_every  # SYNCLINE_ALERT_EVERY
+            runtime = Runtime(store, plan, secrets=secrets, concurrency=concurrency,
+                              alert_every=every)
             await runtime.start()
             # not the --database value: a PostgreSQL URL may carry a password
             log.info("worker %s executing runs (%s)", runtime.worker_id, type(store).__name__)
