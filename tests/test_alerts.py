@@ -81,6 +81,7 @@ ALERTS = FAST_CYCLE + (
     + alert("each-deal", "{parked: {flows: [deal-won], per: run}}", "runs",
             text="join(' ', [run.key, reason.code])")
     + alert("still-held", "{parked: {flows: [deal-won]}}", "repeat", repeat="1s")
+    + alert("by-reason", "{parked: {flows: ['*'], per: reason}}", "reasons")
     + alert("many-parked", "{metric: {name: deals-parked, above: 1, for: 200ms}}", "metric",
             text="join(' ', [metric.name, to_string(metric.value)])")
     + alert("too-slow", "{objective: {metric: fast-cycle}}", "objective",
@@ -138,6 +139,8 @@ def test_an_alert_reaches_the_chat_once_per_subject_and_interval(
         assert sorted(texts(system, "runs")) == ["d1 MASTER_DATA", "d2 MASTER_DATA"]
         assert texts(system, "metric") == ["deals-parked 2"]
         assert texts(system, "objective") == ["fast-cycle 0.0 1"]  # d3 took over 1 ms
+        [by_reason] = texts(system, "reasons")
+        assert by_reason.startswith("by-reason MASTER_DATA ")
         sent = [n for n in notifications(http, "still-held") if n["state"] == "sent"]
         first, second = sorted(n["created_at"] for n in sent)[:2]
         assert second - first >= 1.0  # repeat: 1s
