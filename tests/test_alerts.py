@@ -156,6 +156,9 @@ def test_an_alert_reaches_the_chat_once_per_subject_and_interval(
         for run in runs_in(http, "parked"):  # resolved: the alerts stop
             http.post(f"/api/v1/runs/{run['id']}/resume", json={"data": {"id": "x"}})
         wait_for(lambda: not runs_in(http, "parked"), "the exceptions resolved")
+        time.sleep(10 * EVERY)  # a pass that read the runs before they resumed has finished
+        wait_for(lambda: all(n["state"] == "sent" for n in notifications(http, "still-held")),
+                 "nothing pending")
         settled = len(texts(system, "repeat"))
         time.sleep(1.5)
         assert len(texts(system, "repeat")) == settled
