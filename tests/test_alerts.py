@@ -5,6 +5,7 @@ notification the chat has not received yet survives a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,13 @@ from serverkit import LiveServer
 from test_business_metrics import FLOWS, METRICS, PROJECT, runs_in, scrape, send, wait_for
 from test_incidents_pause import deliver
 
+from engine.compiler import compile_project
+from engine.runtime.alerting import Alerting
+from engine.runtime.calls import Calls
 from engine.sandbox.chat import ChatSandbox
 from engine.sandbox.serving import ServerThread
+from engine.store import open_store
+from engine.store.alerts import AlertLog, Notification
 
 EVERY = 0.05  # seconds between alert evaluations in these servers
 
@@ -238,3 +244,34 @@ def test_a_circuit_opening_alerts_its_owners(
             wait_for(lambda: texts(system, "oncall") == ["erp open"], "the circuit alert")
             time.sleep(10 * EVERY)
             assert texts(system, "oncall") == ["erp open"]
+
+
+def test_a_delivery_whose_process_died_is_taken_over_after_its_lease(
+    alerts_project: Path, chat: tuple[ChatSandbox, ServerThread]
+) -> None:
+    system, _ = chat
+    plan = compile_project(alerts_project)
+
+    async def scenario() -> None:
+        async with open_store(None, alerts_project) as store, \
+                Calls(plan.systems.values(), {}) as calls:
+            log = AlertLog(store)
+            now = time.time()
+            request = {"params": {"channel": "once"}, "query": {}, "headers": {},
+                       "body": {"text": "taken over"}}
+            await log.mark("deals-held", ["deals-held"], [], now)
+            notification = Notification("n1", "deals-held", "deals-held", now, "pending",
+                                        request, "1 run parked", 0, now)
+            assert await log.claim(notification, repeat=3600)
+            assert not await log.claim(notification, repeat=3600)  # once per interval
+            assert await log.lease("n1", now + 0.5, now)  # a process took it ... and died
+            survivor = Alerting(store, lambda: plan, lambda _: calls, clock=time.time)
+            assert await survivor.deliver() == 0  # its lease still holds
+            await asyncio.sleep(0.6)
+            assert await survivor.deliver() == 1
+            assert await survivor.deliver() == 0
+            [sent] = await log.recent("deals-held", 10)
+            assert (sent.state, sent.attempts) == ("sent", 1)
+
+    asyncio.run(scenario())
+    assert texts(system, "once") == ["taken over"]
