@@ -98,7 +98,7 @@ class Alerting:
         started = sorted(s for s in firing if s not in known or known[s].firing_since is None)
         stopped = sorted(s for s, k in known.items()
                          if k.firing_since is not None and s not in firing)
-        await self.log.mark(alert.name, started, stopped, now)
+        await self.log.mark(alert.name, started, stopped, now, alert.repeat)
         hold = 0.0 if alert.kind == "parked" else alert.hold  # parked: the runs' own age
         created = []
         for subject, context in firing.items():

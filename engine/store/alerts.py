@@ -106,9 +106,12 @@ class AlertLog:
         )
         return {subject: Subject(since, last) for subject, since, last in rows}
 
-    async def mark(self, alert: str, firing: list[str], cleared: list[str], now: float) -> None:
-        """Subjects that started firing now, and subjects that stopped."""
-        statements = [
+    async def mark(self, alert: str, firing: list[str], cleared: list[str], now: float,
+                   repeat: float = 0.0) -> None:
+        """Subjects that started firing now, and subjects that stopped. With subjects stopping,
+        those quiet and not notified within `repeat` are forgotten (a subject per run would
+        otherwise keep a row per run ever parked)."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [
             ("INSERT INTO alert_subjects (alert, subject, firing_since) VALUES (%s, %s, %s) "
              "ON CONFLICT (alert, subject) DO UPDATE SET firing_since = excluded.firing_since "
              "WHERE alert_subjects.firing_since IS NULL", (alert, subject, now))
@@ -118,6 +121,10 @@ class AlertLog:
              (alert, subject))
             for subject in cleared
         ]
+        if cleared:
+            statements.append(
+                ("DELETE FROM alert_subjects WHERE alert = %s AND firing_since IS NULL AND "
+                 "(last_sent IS NULL OR last_sent <= %s)", (alert, now - repeat)))
         if statements:
             await self.store.transact(statements)
 
