@@ -72,10 +72,11 @@ class Alerting:
         await keep_running(self.tick, lambda: self.every, self._sleep, "evaluating alerts")
 
     async def tick(self) -> None:
+        """One evaluation and delivery pass (nothing at all for a plan without Alerts)."""
         plan = self._plan()
         if plan.alerts:
             await self.evaluate(plan)
-        await self.deliver(plan)
+            await self.deliver(plan)
 
     # evaluating ----------------------------------------------------------------------------
     async def evaluate(self, plan: Plan | None = None) -> list[Notification]:
