@@ -43,6 +43,7 @@ log = logging.getLogger("syncline.alerts")
 EVERY = 10.0     # seconds between evaluations
 LEASE = 60.0     # seconds a delivery is reserved for the process that took it
 BATCH = 50       # notifications delivered per pass
+IDLE = 1.0       # seconds between looks at a plan without Alerts
 _RNG = random.Random()  # backoff jitter: it must vary, not be secret
 
 
@@ -69,7 +70,13 @@ class Alerting:
     async def run(self) -> None:
         """Evaluate and deliver every `every` seconds until cancelled (failures are logged and
         tried again next time)."""
-        await keep_running(self.tick, lambda: self.every, self._sleep, "evaluating alerts")
+        await keep_running(self.tick, lambda: self.every, self._pause, "evaluating alerts")
+
+    async def _pause(self, seconds: float) -> None:
+        if self._plan().alerts:
+            await self._sleep(seconds)
+        else:  # nothing to evaluate: look for a reload adding Alerts in real time, without
+            await asyncio.sleep(IDLE)  # moving an injected clock (tests jump it on each sleep)
 
     async def tick(self) -> None:
         """One evaluation and delivery pass (nothing at all for a plan without Alerts)."""
