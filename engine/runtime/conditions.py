@@ -6,7 +6,8 @@ env}`; the keys a condition has no value for are null).
     firing = await find_firing(alert, sources)     # subject -> context
 
 A parked condition lists the parked runs of its flows (a page of the newest MAX_RUNS per flow)
-and groups them by `per`; a metric or objective condition reads the store's aggregates once per
+and groups them by `per` (its `count` comes from the store's tallies, so it is exact beyond
+that page); a metric or objective condition reads the store's aggregates once per
 pass; a circuit condition reads the circuits table (the state every replica shares).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from engine.compiler.alerts import CompiledAlert
 from engine.compiler.plan import Plan
 from engine.runtime.business import MetricValue, by_name, measure
+from engine.store.aggregates import Aggregates
 from engine.store.base import RunQuery, RunRecord, Store
 from engine.store.controls import Circuit, Controls
 
@@ -39,15 +41,29 @@ class Sources:
 
     def __init__(self, store: Store, plan: Plan, now: float) -> None:
         self.store, self.plan, self.now = store, plan, now
+        self._aggregates: Aggregates | None = None
         self._metrics: dict[str, MetricValue] | None = None
         self._circuits: list[Circuit] | None = None
         self._parked: dict[str, list[RunRecord]] = {}
 
+    async def aggregates(self) -> Aggregates:
+        if self._aggregates is None:
+            self._aggregates = await self.store.read_aggregates()
+        return self._aggregates
+
     async def metrics(self) -> dict[str, MetricValue]:
         if self._metrics is None:
-            aggregates = await self.store.read_aggregates()
-            self._metrics = by_name(measure(self.plan.metrics, aggregates))
+            self._metrics = by_name(measure(self.plan.metrics, await self.aggregates()))
         return self._metrics
+
+    async def parked_counts(self) -> dict[tuple[str, str], int]:
+        """(flow, reason code) -> runs parked now, from the store's tallies (all of them, not
+        only the MAX_RUNS listed)."""
+        counts: dict[tuple[str, str], int] = {}
+        for kind, flow, state, code, _, n in (await self.aggregates()).tallies:
+            if kind == "runs" and state == "parked" and n:
+                counts[(flow, code)] = counts.get((flow, code), 0) + int(n)
+        return counts
 
     async def circuits(self) -> list[Circuit]:
         if self._circuits is None:
@@ -89,14 +105,26 @@ async def parked(alert: CompiledAlert, sources: Sources) -> Firing:
             subject = {"alert": alert.name, "flow": run.flow, "reason": code,
                        "run": run.id}[alert.per]
             groups.setdefault(subject, []).append(run)
+    counts = await _exact_counts(alert, sources) if alert.per != "run" and not alert.hold else {}
     firing: Firing = {}
     for subject, runs in groups.items():
         runs.sort(key=lambda r: (r.updated_at, r.id))
         context = base_context(alert, subject, sources.plan)
         listed = [run_context(run) for run in runs[:LISTED]]
-        context.update(run=listed[0], runs=listed, count=len(runs), reason=listed[0]["reason"])
+        count = max(len(runs), counts.get(subject, 0))
+        context.update(run=listed[0], runs=listed, count=count, reason=listed[0]["reason"])
         firing[subject] = context
     return firing
+
+
+async def _exact_counts(alert: CompiledAlert, sources: Sources) -> dict[str, int]:
+    """Parked runs per subject from the tallies: exact beyond the MAX_RUNS listed per flow."""
+    counts: dict[str, int] = {}
+    for (flow, code), n in (await sources.parked_counts()).items():
+        if flow in alert.flows and (not alert.reasons or code in alert.reasons):
+            subject = {"alert": alert.name, "flow": flow, "reason": code}[alert.per]
+            counts[subject] = counts.get(subject, 0) + n
+    return counts
 
 
 async def metric(alert: CompiledAlert, sources: Sources) -> Firing:
