@@ -95,7 +95,11 @@ def run_context(run: RunRecord) -> dict[str, Any]:
 
 async def parked(alert: CompiledAlert, sources: Sources) -> Firing:
     groups: dict[str, list[RunRecord]] = {}
+    tallied = await sources.parked_counts()  # list only flows with such runs parked
     for flow in alert.flows:
+        if not any(f == flow and (not alert.reasons or code in alert.reasons)
+                   for f, code in tallied):
+            continue
         for run in await sources.parked(flow):
             code = run.reason.code if run.reason is not None else ""
             if alert.reasons and code not in alert.reasons:
