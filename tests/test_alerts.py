@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from incidentkit import CountingSystem, incident_project
 from projectkit import write_files
 from serverkit import LiveServer
-from test_business_metrics import FLOWS, METRICS, PROJECT, runs_in, scrape, send, wait_for
+from test_business_metrics import FLOWS, METRICS, PROJECT, runs_in, scrape, send
 from test_incidents_pause import deliver
 
 from engine.compiler import compile_project
@@ -116,6 +116,15 @@ def alerts_project(tmp_path: Path, chat: tuple[ChatSandbox, ServerThread]) -> Pa
 @pytest.fixture(params=["sqlite", "postgres"])
 def database(request: pytest.FixtureRequest) -> str | None:
     return None if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+def wait_for(check: Callable[[], bool], what: str) -> None:
+    """Until `check()`, for up to 40 s (the machine may be busy: nothing here is timed)."""
+    deadline = time.monotonic() + 40
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}")
+        time.sleep(0.05)
 
 
 def texts(chat: ChatSandbox, channel: str) -> list[str]:
@@ -264,10 +273,10 @@ def test_a_delivery_whose_process_died_is_taken_over_after_its_lease(
                                         request, "1 run parked", 0, now)
             assert await log.claim(notification, repeat=3600)
             assert not await log.claim(notification, repeat=3600)  # once per interval
-            assert await log.lease("n1", now + 0.5, now)  # a process took it ... and died
+            assert await log.lease("n1", now + 3.0, now)  # a process took it ... and died
             survivor = Alerting(store, lambda: plan, lambda _: calls, clock=time.time)
             assert await survivor.deliver() == 0  # its lease still holds
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(max(0.0, now + 3.1 - time.time()))
             assert await survivor.deliver() == 1
             assert await survivor.deliver() == 0
             [sent] = await log.recent("deals-held", 10)
