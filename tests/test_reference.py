@@ -36,7 +36,9 @@ CANONICAL_OWNERS = {
     "payment": "billing",       # billing collects; the ERP applies a copy to the order
     "entitlement": "billing",   # the subscription decides; the support tool enforces a copy
 }
-DEMO_URLS = {f"{name}_URL": "http://127.0.0.1:9" for name in ("CRM", "ERP", "BILLING", "SUPPORT")}
+DEMO_URLS = {
+    f"{name}_URL": "http://127.0.0.1:9" for name in ("CRM", "ERP", "BILLING", "SUPPORT", "CHAT")
+}
 
 
 @pytest.mark.parametrize("env", ["dev", "demo", "staging", "prod"])

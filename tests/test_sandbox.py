@@ -807,6 +807,30 @@ def test_support_entitlements(sb: Sandbox, client: httpx.Client) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# chat
+
+
+def test_chat_records_messages_per_channel_and_never_deduplicates(
+    sb: Sandbox, client: httpx.Client
+) -> None:
+    chat = sb.urls["chat"]
+    first = client.post(f"{chat}/hooks/finance", json={"text": "2 orders blocked"})
+    assert first.status_code == 200 and first.json()["ok"] is True
+    client.post(f"{chat}/hooks/finance", json={"text": "2 orders blocked"})  # shown twice
+    client.post(f"{chat}/hooks/revops", json={"text": "cycle time", "username": "syncline"})
+    finance = client.get(f"{chat}/channels/finance/messages").json()
+    assert [m["text"] for m in finance["messages"]] == ["2 orders blocked"] * 2
+    everything = client.get(f"{chat}/messages").json()
+    assert [m["channel"] for m in everything["messages"]] == ["finance", "finance", "revops"]
+    assert sb.chat.messages("revops")[0]["username"] == "syncline"
+    for payload, code in [({}, "no_text"), ({"text": "  "}, "no_text"),
+                          ({"text": "x" * 40_001}, "msg_too_long")]:
+        refused = client.post(f"{chat}/hooks/finance", json=payload)
+        assert (refused.status_code, error_code(refused)) == (400, code)
+    assert len(sb.chat.messages("finance")) == 2
+
+
+# --------------------------------------------------------------------------------------------
 # inspection, lifecycle
 
 
@@ -842,7 +866,7 @@ def test_state_inspection_and_reset(sb: Sandbox, client: httpx.Client) -> None:
 
 
 def test_sandbox_urls_and_unknown_routes(sb: Sandbox, client: httpx.Client) -> None:
-    assert set(sb.urls) == {"crm", "erp", "billing", "support"}
+    assert set(sb.urls) == {"crm", "erp", "billing", "support", "chat"}
     for url in sb.urls.values():
         assert url.startswith("http://127.0.0.1:")
         response = client.get(f"{url}/no/such/path")
@@ -890,7 +914,7 @@ def wait_until_up(client: httpx.Client, url: str, process: subprocess.Popen) -> 
             time.sleep(0.05)
 
 
-@pytest.mark.parametrize("system", ["crm", "erp", "billing", "support"])
+@pytest.mark.parametrize("system", ["crm", "erp", "billing", "support", "chat"])
 def test_standalone_module_runs(client: httpx.Client, system: str) -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -910,8 +934,8 @@ def test_standalone_module_runs(client: httpx.Client, system: str) -> None:
     assert b"Traceback" not in stderr, stderr.decode()
 
 
-def test_python_m_examples_sandbox_runs_all_four(client: httpx.Client) -> None:
-    ports = {name: free_port() for name in ("crm", "erp", "billing", "support")}
+def test_python_m_examples_sandbox_runs_all_five(client: httpx.Client) -> None:
+    ports = {name: free_port() for name in ("crm", "erp", "billing", "support", "chat")}
     process = subprocess.Popen(
         [sys.executable, "-m", "engine.sandbox",
          *[arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]],
@@ -923,7 +947,7 @@ def test_python_m_examples_sandbox_runs_all_four(client: httpx.Client) -> None:
     try:
         assert process.stdout is not None
         printed = ""
-        while not printed.endswith("}\n"):  # it prints its URLs as JSON once all four serve
+        while not printed.endswith("}\n"):  # it prints its URLs as JSON once all five serve
             line = process.stdout.readline()
             assert line, process.stderr.read() if process.stderr else ""
             printed += line
@@ -934,7 +958,7 @@ def test_python_m_examples_sandbox_runs_all_four(client: httpx.Client) -> None:
         account = client.post(f"{urls['crm']}{API}/sobjects/Account", json={"Name": "Acme"})
         assert account.status_code == 201
     finally:
-        process.terminate()  # SIGTERM stops all four cleanly
+        process.terminate()  # SIGTERM stops all five cleanly
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr, stderr
@@ -945,6 +969,7 @@ SAMPLE_WRITES = {
     "erp": ("POST", "/sales-orders", order_body(), "sales_orders"),
     "billing": ("POST", "/v1/customers", {"name": "Acme"}, "customers"),
     "support": ("PUT", "/entitlements/001A", {"plan": "pro", "seats": 1}, "entitlements"),
+    "chat": ("POST", "/hooks/finance", {"text": "hello"}, "messages"),
 }
 
 

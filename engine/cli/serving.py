@@ -47,7 +47,8 @@ def serve(project: Path, environment: str | None, host: str, port: int, no_watch
     SYNCLINE_TOKENS_FILE, SYNCLINE_ADMIN_TOKEN, SYNCLINE_INGEST_TOKEN, SYNCLINE_SESSION_KEY,
     SYNCLINE_MAX_BODY, SYNCLINE_MAX_PENDING, SYNCLINE_API_TIMEOUT, SYNCLINE_HEAD_TIMEOUT and
     SYNCLINE_BODY_TIMEOUT (a request's head and body must arrive within their sum, or the
-    connection closes). Heads over 64 KiB are 431. SIGTERM shuts down gracefully (exit 0).
+    connection closes). Heads over 64 KiB are 431. The Alerts are evaluated every
+    SYNCLINE_ALERT_EVERY seconds (default 10). SIGTERM shuts down gracefully (exit 0).
 
     Logs: one line per event on stderr (startup, shutdown, reload.accepted|rejected,
     webhook.rejected, run.parked|failed|dead-lettered, call.failed, operator.action, ...), never

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from engine.compiler.alerts import CompiledAlert, compile_alerts
 from engine.compiler.codegen import GeneratedMapping
 from engine.compiler.compiled import (
     CompiledFlow,
@@ -63,6 +64,9 @@ class Plan:
     warnings: tuple[Diagnostic, ...] = ()
     metrics: Mapping[str, CompiledMetric] = field(default_factory=dict, repr=False)  # by name
     reconciliations: Mapping[str, CompiledReconciliation] = field(  # highest version per name
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
+    alerts: Mapping[str, CompiledAlert] = field(  # active version per name
         default_factory=lambda: MappingProxyType({}), repr=False
     )
 
@@ -224,6 +228,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
     webhooks, apis = _routes(active, registry, report)
     subscriptions = _subscriptions(active, report)
     metrics = compile_metrics(registry, active, report)
+    alerts = compile_alerts(registry, active, metrics, systems, default_retry, report)
     bundle = make_bundle(project, env_name, variables, documents)
     return Plan(
         digest=digest(bundle), project=project.name, environment=env_name,
@@ -240,6 +245,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
         reconciliations=MappingProxyType(
             _reconciliations(registry, systems, default_retry, report)
         ),
+        alerts=MappingProxyType(alerts),
     )
 
 

@@ -3,7 +3,7 @@
     report = asyncio.run(run_demo(DemoOptions(events=40)))
     report["reconciliation"]["ok"]
 
-Starts the four sandbox systems (`engine/sandbox`) and the Syncline server with an embedded
+Starts the five sandbox systems (`engine/sandbox`) and the Syncline server with an embedded
 SQLite store in a temporary folder, plays a scripted business day through real signed webhooks
 (`engine.demo.driver`), then reconciles the systems (`engine.demo.reconcile`) and reports
 (`engine.demo.report`). The project is the reference one shipped with Syncline
@@ -187,7 +187,7 @@ async def fetch_runs(client: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 async def fetch_states(clients: dict[str, httpx.AsyncClient]) -> dict[str, Any]:
     """Each sandbox's `GET /sandbox/state`."""
-    names = ("crm", "erp", "billing", "support")
+    names = ("crm", "erp", "billing", "support", "chat")
     responses = await asyncio.gather(*(clients[n].get("/sandbox/state") for n in names))
     for response in responses:
         response.raise_for_status()

@@ -106,6 +106,7 @@ def build_report(
         "exceptions": [_exception(e) for e in log.exceptions],
         "reconciliation": reconciliation.as_dict(),
         "business": business_summary(states or {}),
+        "alerts": alerts_summary(states or {}),
     }
 
 
@@ -146,6 +147,15 @@ def _sentence(metric: Mapping[str, Any], erp: Mapping[str, Any]) -> str:
         collection, field, words = MONEY[metric["name"]]
         text += f"; {words}: " + _money(erp.get(collection, {}), field)
     return text
+
+
+def alerts_summary(states: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What each team's chat channel received from the Alerts: how many messages, and each."""
+    channels: dict[str, list[str]] = defaultdict(list)
+    for message in states.get("chat", {}).get("data", {}).get("messages", []):
+        channels[message["channel"]].append(message.get("text") or "")
+    return [{"team": team, "messages": len(texts), "texts": texts}
+            for team, texts in sorted(channels.items())]
 
 
 def _money(records: Mapping[str, Any] | list[Any], field: str) -> str:
@@ -200,6 +210,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += _runs(report["runs"], report["latency_ms"])
     lines += _exceptions(report["exceptions"])
     lines += _business(report.get("business", []))
+    lines += _alerts(report.get("alerts", []))
     lines += _reconciliation(report["reconciliation"])
     return "\n".join(lines)
 
@@ -209,6 +220,17 @@ def _business(business: list[Mapping[str, Any]]) -> list[str]:
         return []
     lines = ["Business metrics (GET /api/v1/metrics; owners in brackets)"]
     lines += [f"  {b['text']} [{b['owner']}]" for b in business]
+    return [*lines, ""]
+
+
+def _alerts(alerts: list[Mapping[str, Any]]) -> list[str]:
+    lines = ["Alerts (Alert kinds, through the team chat)"]
+    if not alerts:
+        lines.append("  no team was alerted")
+    for alert in alerts:
+        n = alert["messages"]
+        times = "once" if n == 1 else f"{n} times"
+        lines.append(f"  {alert['team']} was alerted {times}: {alert['texts'][0]}")
     return [*lines, ""]
 
 

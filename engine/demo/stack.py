@@ -1,4 +1,4 @@
-"""The running pieces of `syncline demo`: the four sandbox systems (in-process, free ports), the
+"""The running pieces of `syncline demo`: the five sandbox systems (in-process, free ports), the
 Syncline server (`engine.server`, on uvicorn, in this event loop) with an embedded SQLite store in
 a temporary folder, and the wiring between them (URLs, generated secrets, webhook targets)."""
 
@@ -25,6 +25,10 @@ from engine.server.state import ServerState
 
 ENVIRONMENT = "demo"
 HOOKS = {"crm": "/hooks/crm/opportunity", "billing": "/hooks/billing"}
+# The day's on-call check evaluates the Alerts once the deals have closed (engine/demo/phases/
+# alerts.py), so the message tells of every exception they left; the server's own loop only
+# looks at its start.
+ALERT_EVERY = 3600.0
 
 
 def locate_project(project: Path | None = None) -> Path:
@@ -41,7 +45,7 @@ def make_secrets() -> dict[str, str]:
     """Fresh API tokens and webhook signing secrets, shared by the sandboxes and the server."""
     tokens = {
         f"{name}_TOKEN": random_secrets.token_urlsafe(24)
-        for name in ("CRM", "ERP", "BILLING", "SUPPORT")
+        for name in ("CRM", "ERP", "BILLING", "SUPPORT", "CHAT")
     }
     crm_key = base64.b64encode(random_secrets.token_bytes(32)).decode()
     return {
@@ -67,6 +71,7 @@ def sandbox_config(secrets: dict[str, str], erp_rate: float) -> dict[str, dict[s
             **webhooks,
         },
         "support": {"auth_token": secrets["SUPPORT_TOKEN"]},
+        "chat": {"auth_token": secrets["CHAT_TOKEN"]},
     }
 
 
@@ -110,6 +115,7 @@ class Stack:
             watch=False,
             shutdown_grace=5.0,
             tokens_file=tokens_file,
+            alert_every=ALERT_EVERY,
         )
         app, self.state = build_server(
             config,

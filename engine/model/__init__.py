@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.model.alert import Alert
 from engine.model.flow import Flow
 from engine.model.mapping import Mapping
 from engine.model.metric import Metric
@@ -21,7 +22,8 @@ MODELS: dict[str, type[Resource]] = {
     "GovernancePolicy": GovernancePolicy,
     "Metric": Metric,
     "Reconciliation": Reconciliation,
+    "Alert": Alert,
 }
 
-__all__ = ["MODELS", "Flow", "GovernancePolicy", "Mapping", "Metric", "Project", "Reconciliation",
-           "Resource", "RetryPolicy", "Schema", "System"]
+__all__ = ["MODELS", "Alert", "Flow", "GovernancePolicy", "Mapping", "Metric", "Project",
+           "Reconciliation", "Resource", "RetryPolicy", "Schema", "System"]

@@ -9,7 +9,7 @@ from pydantic import Field
 from engine.model.base import Model, Name
 
 KINDS = ("Schema", "Mapping", "Flow", "System", "RetryPolicy", "GovernancePolicy", "Metric",
-         "Reconciliation", "Project")
+         "Reconciliation", "Alert", "Project")
 
 
 class Metadata(Model):

@@ -29,6 +29,7 @@ import httpx
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.errors import StoreError
+from engine.runtime.alerting import EVERY as ALERT_EVERY
 from engine.runtime.backbone import Backbone
 from engine.runtime.clock import Clock, SystemClock, new_id
 from engine.runtime.executor import Executor, Observer, ObserverProtocol
@@ -61,6 +62,8 @@ class Runtime:
     the system clock) and `rng` (default a fresh `random.Random`) are its only sources of time
     and randomness: ids, backoff jitter, leases and every wait. `tracing` (from
     `tracing_from_environ`) gives every run, step and call a span; None: no tracing.
+    `alert_every` is how often the Alerts are evaluated and their notifications delivered
+    (seconds).
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Runtime:
         rng: random.Random | None = None,
         backbone: Backbone | None = None,
         tracing: Tracing | None = None,
+        alert_every: float = ALERT_EVERY,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
@@ -110,10 +114,12 @@ class Runtime:
         streams = Streams(self.backbone, lambda: self.plan, self._ingest.ingest,
                           report=lambda flow, outcome: observer.delivery(f"stream:{flow}", outcome),
                           sleep=self.clock.sleep)
-        self.timers = Timers(store, self._plans, self._ingest, self.clock, streams)
+        self.timers = Timers(store, self._plans, self._ingest, self.clock, streams,
+                             alert_every=alert_every)
         self.reconciler = self.timers.reconciler
         self.schedules = self.timers.schedules
         self.polls = self.timers.polls
+        self.alerting = self.timers.alerting
 
     # lifecycle -----------------------------------------------------------------------------
     @property

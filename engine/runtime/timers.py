@@ -1,6 +1,7 @@
 """The timed loops of a Runtime: cron ticks of schedule flows, cron ticks of Reconciliations (a
-loop of their own, so a long reconciliation never delays a flow's tick), polls, and the consumers
-of stream triggers (engine/runtime/streams.py). Each turns what it finds into events for
+loop of their own, so a long reconciliation never delays a flow's tick), polls, the consumers
+of stream triggers (engine/runtime/streams.py) and the evaluation of Alerts
+(engine/runtime/alerting.py). Each turns what it finds into events for
 `Ingest`, under the active plan."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
+from engine.runtime.alerting import EVERY as ALERT_EVERY
+from engine.runtime.alerting import Alerting
 from engine.runtime.clock import Clock
 from engine.runtime.ingest import EventMeta, Ingest
 from engine.runtime.plans import Plans
@@ -27,7 +30,7 @@ class Timers:
     Reconciliation on demand (the admin API, `syncline reconcile`)."""
 
     def __init__(self, store: Store, plans: Plans, ingest: Ingest, clock: Clock,
-                 streams: Streams | None = None) -> None:
+                 streams: Streams | None = None, *, alert_every: float = ALERT_EVERY) -> None:
         self._plans, self._ingest, self._clock = plans, ingest, clock
         self.reconciler = Reconciler(
             store, lambda: plans.active, plans.calls_for, self._emit_event, clock=clock.now
@@ -45,10 +48,15 @@ class Timers:
             clock=clock.now, sleep=clock.sleep,
         )  # fmt: skip
         self.streams = streams
+        self.alerting = Alerting(
+            store, lambda: plans.active, plans.calls_for,
+            clock=clock.now, sleep=clock.sleep, every=alert_every,
+        )  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        loops = [self.schedules.run, self.reconciliation_schedules.run, self.polls.run]
+        loops = [self.schedules.run, self.reconciliation_schedules.run, self.polls.run,
+                 self.alerting.run]
         if self.streams is not None:
             loops.append(self.streams.run)
         self._tasks = [asyncio.create_task(loop()) for loop in loops]

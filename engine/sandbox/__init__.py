@@ -4,8 +4,9 @@
 - `erp.ErpSandbox` (NetSuite-like; master-data rejections, idempotency, rate limits)
 - `billing.BillingSandbox` (Stripe-like; sends Stripe-signed events)
 - `support.SupportSandbox` (entitlements per account)
+- `chat.ChatSandbox` (Slack-like incoming webhooks; records the messages alerts post)
 
-``with Sandbox() as sb: sb.urls["erp"]`` starts all four in-process on free ports of 127.0.0.1.
+``with Sandbox() as sb: sb.urls["erp"]`` starts all five in-process on free ports of 127.0.0.1.
 See README.md in this folder for the payloads.
 """
 
@@ -25,6 +26,7 @@ _EXPORTS = {
     "BillingSandbox": "billing",
     "BillingConfig": "billing",
     "SupportSandbox": "support",
+    "ChatSandbox": "chat",
     "SandboxConfig": "system",
     "SandboxSystem": "system",
     "ServerThread": "serving",

@@ -1,6 +1,6 @@
-"""``python -m engine.sandbox``: run all four sandbox systems until interrupted.
+"""``python -m engine.sandbox``: run all five sandbox systems until interrupted.
 
-Ports default to 9101 (crm), 9102 (erp), 9103 (billing), 9104 (support).
+Ports default to 9101 (crm), 9102 (erp), 9103 (billing), 9104 (support), 9105 (chat).
 """
 
 from __future__ import annotations

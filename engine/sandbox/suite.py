@@ -1,30 +1,31 @@
-"""`Sandbox`: all four sandbox systems started and stopped together."""
+"""`Sandbox`: all five sandbox systems started and stopped together."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from engine.sandbox.billing import BillingConfig, BillingSandbox
+from engine.sandbox.chat import ChatSandbox
 from engine.sandbox.crm import CrmConfig, CrmSandbox
 from engine.sandbox.erp import ErpConfig, ErpSandbox
 from engine.sandbox.serving import ServerThread
 from engine.sandbox.support import SupportSandbox
 from engine.sandbox.system import SandboxConfig, SandboxSystem
 
-DEFAULT_PORTS = {"crm": 9101, "erp": 9102, "billing": 9103, "support": 9104}
+DEFAULT_PORTS = {"crm": 9101, "erp": 9102, "billing": 9103, "support": 9104, "chat": 9105}
 """Ports of ``python -m engine.sandbox`` (the in-process `Sandbox` takes free ones)."""
 
 
 class Sandbox:
-    """All four sandbox systems, each on its own socket, started and stopped together.
+    """All five sandbox systems, each on its own socket, started and stopped together.
 
     ``Sandbox(erp={"rate_limit": None}, crm={"webhook_url": url}, ports={"erp": 9102})``: each
     system takes a config object or a dict of config overrides. After `start` (or ``with``),
-    `urls` maps the system names to base URLs and `crm`, `erp`, `billing`, `support` are the
+    `urls` maps the system names to base URLs and `crm`, `erp`, `billing`, `support`, `chat` are the
     system objects (for `snapshot`, `reset`, `configure_webhook`, ...).
     """
 
-    NAMES = ("crm", "erp", "billing", "support")
+    NAMES = ("crm", "erp", "billing", "support", "chat")
 
     def __init__(
         self,
@@ -33,6 +34,7 @@ class Sandbox:
         erp: ErpConfig | dict[str, Any] | None = None,
         billing: BillingConfig | dict[str, Any] | None = None,
         support: SandboxConfig | dict[str, Any] | None = None,
+        chat: SandboxConfig | dict[str, Any] | None = None,
         host: str = "127.0.0.1",
         ports: dict[str, int] | None = None,
     ) -> None:
@@ -42,6 +44,7 @@ class Sandbox:
         self.erp = _build(ErpSandbox, erp)
         self.billing = _build(BillingSandbox, billing)
         self.support = _build(SupportSandbox, support)
+        self.chat = _build(ChatSandbox, chat)
         self.servers: dict[str, ServerThread] = {}
 
     @property

@@ -31,6 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from engine.server import logevents
 from engine.server.admin import JSON, ROUTES
+from engine.server.alerts import ROUTES as ALERT_ROUTES
 from engine.server.apis import handle_api
 from engine.server.console import console_routes
 from engine.server.controls import ROUTES as CONTROL_ROUTES
@@ -228,7 +229,7 @@ def create_app(state: ServerState, *, reloader: Any = None, manage_store: Any = 
             await _shutdown(state, reloader, manage_store)
 
     app = Starlette(
-        routes=[*ROUTES, *RECONCILIATION_ROUTES, *CONTROL_ROUTES, *console_routes()],
+        routes=[*ROUTES, *RECONCILIATION_ROUTES, *ALERT_ROUTES, *CONTROL_ROUTES, *console_routes()],
         exception_handlers={Problem: _problem, HTTPException: _http_error, Exception: _internal},
         lifespan=lifespan,
     )

@@ -13,6 +13,7 @@ Environment variables, all optional:
     SYNCLINE_MAX_BODY        largest request body in bytes (default 1 MiB)
     SYNCLINE_MAX_PENDING     ingest requests in progress before new ones get 503 (default 2048)
     SYNCLINE_API_TIMEOUT     cap, in seconds, on a process API's wait (default: the flow's own)
+    SYNCLINE_ALERT_EVERY     seconds between evaluations of the Alerts (default 10)
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class ServerConfig:
     """Seconds in-flight steps get to checkpoint on SIGTERM."""
     listen: str | None = None
     """HOST:PORT the server binds (the startup log says it); None: not known to the app."""
+    alert_every: float = 10.0
+    """Seconds between evaluations of the Alerts (and deliveries of their notifications)."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> ServerConfig:
@@ -91,6 +94,7 @@ class ServerConfig:
             "SYNCLINE_API_TIMEOUT": ("api_timeout", float),
             "SYNCLINE_BODY_TIMEOUT": ("body_timeout", float),
             "SYNCLINE_HEAD_TIMEOUT": ("head_timeout", float),
+            "SYNCLINE_ALERT_EVERY": ("alert_every", float),
         }
         for name, (attr, kind) in numbers.items():
             if environ.get(name):

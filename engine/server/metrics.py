@@ -22,6 +22,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from engine.store.alerts import AlertLog
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -100,6 +102,8 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[object, ...], Counter] = {}
+        self.alerts: dict[tuple[str, str], int] = {}  # (alert, state) -> notifications (store)
+        r.register(_AlertCollector(self))
 
     def watch_queue(self, depth: Callable[[], int], pending: Callable[[], int]) -> None:
         """Read the queue depth and pending ingest count when scraped."""
@@ -143,6 +147,7 @@ class Metrics:
         for name, counts in latest.items():
             for kind, count in counts.items():
                 self.mismatches.labels(name, kind).set(count)
+        self.alerts = await AlertLog(store).counts()
 
     # the runtime's Observer ------------------------------------------------------------------
 
@@ -182,6 +187,31 @@ class Metrics:
     def render(self) -> bytes:
         """The exposition text of every metric."""
         return generate_latest(self.registry)
+
+
+class _AlertCollector:
+    """syncline_alerts_total{alert,state}: the notifications in the store (every replica
+    exports the same counts, and they survive a restart)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return [self._family({})]
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family(dict(self._metrics.alerts))
+
+    @staticmethod
+    def _family(counts: dict[tuple[str, str], int]) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            "syncline_alerts",
+            "Alert notifications by alert and state (pending, sent, failed)",
+            labels=["alert", "state"],
+        )
+        for (alert, state), count in sorted(counts.items()):
+            family.add_metric([alert, state], count)
+        return family
 
 
 class _Collector:

@@ -285,6 +285,18 @@ def _fixed() -> dict[str, Any]:
                 security=admin,
             )
         },
+        "/api/v1/alerts": {
+            "get": _op(
+                "The active plan's Alerts (condition in words, the System they notify through, "
+                "repeat) and their notifications, newest first (state, attempts, error)",
+                _responses((200, "alerts and notifications", None),
+                           (400, "a malformed limit", ERROR), *ADMIN_ERRORS),
+                parameters=[{"name": "alert", "in": "query", "schema": {"type": "string"}},
+                            {"name": "limit", "in": "query",
+                             "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+                security=admin,
+            )
+        },
         "/api/v1/reconciliations/{name}/run": {
             "post": _op(
                 "Run a Reconciliation now (`syncline reconcile NAME --url`)",

@@ -110,7 +110,7 @@ def build_server(
     metrics = Metrics()
     runtime = Runtime(
         store, plan, secrets=secrets, transport=transport, concurrency=concurrency,
-        observer=metrics, tracing=tracing,
+        observer=metrics, tracing=tracing, alert_every=config.alert_every,
     )  # fmt: skip
     state = ServerState(config, runtime, secrets=secrets, metrics=metrics)
     reloader = (
@@ -151,9 +151,9 @@ async def run_worker(
         loop.add_signal_handler(sig, stop.set)
     try:
         async with open_store(database, project) as store:
-            runtime = Runtime(
-                store, plan, secrets=secrets, concurrency=concurrency, tracing=tracing
-            )
+            every = ServerConfig.from_environ(environ).alert_every  # SYNCLINE_ALERT_EVERY
+            runtime = Runtime(store, plan, secrets=secrets, concurrency=concurrency,
+                              tracing=tracing, alert_every=every)
             await runtime.start()
             # not the --database value: a PostgreSQL URL may carry a password
             described = store_description(store)

@@ -10,6 +10,7 @@ import psycopg
 from engine.errors import StoreError
 from engine.store import audit
 from engine.store.aggregates_postgres import POSTGRES_MIGRATION
+from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
@@ -127,6 +128,8 @@ MIGRATIONS: tuple[str, ...] = (
     CONTROLS_MIGRATION,
     # 6: the call budgets of Systems (engine/store/quotas.py), shared by replicas.
     QUOTAS_MIGRATION,
+    # 7: alerts: subjects firing and last notified, and the notifications (an outbox).
+    ALERTS_MIGRATION,
 )
 
 

@@ -1,0 +1,62 @@
+"""Changes to running contracts: mid-term seat upgrades in billing (through an ERP outage that
+loses responses after the write), and renewals closed in the CRM."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from engine.demo.day import CRM_API, Day
+
+
+async def amend(day: Day) -> None:
+    """Customers add seats to their subscriptions."""
+    lost = max(1, min(3, len(day.scenario.amendments)))
+    await day.fault(
+        "erp",
+        f"ERP outage: {lost} x 502 after the write on order adjustments (lost responses)",
+        status=502,
+        count=lost,
+        phase="after",
+        method="POST",
+        path_prefix="/sales-orders/",
+    )
+
+    async def upgrade(item: tuple[str, int]) -> None:
+        key, extra = item
+        subscription = await day.subscription(key)
+        if subscription is None:  # its deal is an exception nobody resolved
+            return
+        seat = next(
+            i for i in subscription["items"]["data"] if i["price"]["product"] == "SEAT-STD"
+        )
+        body = {"item": seat["id"], "quantity": seat["quantity"] + extra}
+        await day.call(
+            "billing", "POST", f"/sandbox/subscriptions/{subscription['id']}/update", body
+        )
+
+    await day.each(list(day.scenario.amendments.items()), upgrade)
+    day.log.counts["amendments"] = len(day.scenario.amendments)
+
+
+async def renew(day: Day) -> None:
+    """Sales reps close a renewal opportunity for each renewing customer."""
+    deals = {d.key: d for d in day.scenario.deals}
+
+    async def renew_one(key: str) -> None:
+        deal = deals[key]
+        account = await day.call("crm", "GET", f"{CRM_API}/sobjects/Account/{day.accounts[key]}")
+        if not account.get("Contract_End__c"):  # its deal is an exception nobody resolved
+            return
+        start = dt.date.fromisoformat(account["Contract_End__c"]) + dt.timedelta(days=1)
+        body = deal.opportunity(
+            day.accounts[key],
+            dt.date.today().isoformat(),
+            "Renewal",
+            Original_Opportunity__c=day.opportunities[key],
+            Term_Start__c=start.isoformat(),
+        )
+        created = await day.call("crm", "POST", f"{CRM_API}/sobjects/Opportunity", body)
+        await day.call("crm", "POST", f"/sandbox/opportunities/{created['id']}/close")
+
+    await day.each(day.scenario.renewals, renew_one)
+    day.log.counts["renewals"] = len(day.scenario.renewals)
