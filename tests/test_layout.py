@@ -17,7 +17,6 @@ BEING_SPLIT = {
     "engine/sandbox/billing.py",
     "engine/sandbox/crm.py",
     "engine/demo/driver.py",
-    "engine/runtime/views.py",  # moving to engine/server/
 }
 
 

@@ -16,6 +16,7 @@ from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.runtime.runtime import EventMeta, Runtime
 from engine.runtime.stubs import StubBackbone, StubTransport
+from engine.server.views import run_detail
 from engine.store.base import RunRecord
 from engine.store.sqlite import SQLiteStore
 
@@ -61,7 +62,8 @@ async def run_and_describe(
     """Run `flow` on `data` against `stubs` and describe what it did: state, reason, the calls
     and emits, the output, each step's output and state, and the run's full detail."""
     run = await run_once(runtime, flow, data, "test", timeout)
-    detail = await runtime.run_detail(run.id) or {}
+    found = await runtime.run_detail(run.id)
+    detail = {} if found is None else run_detail(found)
     steps = {s["id"]: s for s in detail.get("steps", [])}
     output = None
     if run.state == "succeeded":

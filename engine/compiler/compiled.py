@@ -324,6 +324,8 @@ class CompiledFlow:
     emits: tuple[str, ...]
     tests: tuple[FlowTest, ...] = ()
     location: SourceLocation | None = None
+    # `orderingKey.whileParked`: block (a parked run holds its key) or continue (it lets go)
+    while_parked: str = "block"
     test_locations: tuple[SourceLocation, ...] = ()  # where each of `tests` is written
 
     @property

@@ -165,7 +165,7 @@ class Day:
             return not require_pending
         if not parked:
             return False
-        holders: dict[str, float] = {}
+        holders: dict[str, str] = {}  # ISO 8601 UTC times: they sort as text
         for run in parked:
             if run["ordering_key"] is not None:
                 key = run["ordering_key"]

@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.demo.driver import DayLog
 from engine.demo.reconcile import Reconciliation
+from engine.server.times import seconds
 
 STATES = (
     "succeeded",
@@ -46,7 +47,8 @@ def sync_latencies(runs: Iterable[Mapping[str, Any]], exclude: set[str]) -> list
             continue
         if all(r["state"] == "filtered" for r in group):
             continue
-        latencies.append(max(r["updated_at"] for r in group) - min(r["created_at"] for r in group))
+        latencies.append(max(seconds(r["updated_at"]) for r in group)
+                         - min(seconds(r["created_at"]) for r in group))
     return latencies
 
 
@@ -60,7 +62,7 @@ def runs_table(runs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
 def busy_seconds(runs: Iterable[Mapping[str, Any]]) -> float:
     """Seconds in which at least one run was between acceptance and its end state: the union
     of the runs' lifetimes, so the pauses between the day's phases do not count."""
-    spans = sorted((r["created_at"], r["updated_at"]) for r in runs)
+    spans = sorted((seconds(r["created_at"]), seconds(r["updated_at"])) for r in runs)
     total, start, end = 0.0, None, None
     for begin, finish in spans:
         if end is None or begin > end:

@@ -407,6 +407,7 @@ class _Execution:
                     error.message,
                     described,
                     {"status": status, "body": body},
+                    self.run_record.history_generation,
                 )
                 # updated_at stays the step's completion time: it orders the compensation
                 tried = dataclasses.replace(record, attempts=[*record.attempts, failed])
@@ -427,6 +428,7 @@ class _Execution:
             None,
             described,
             {"status": status, "body": body},
+            self.run_record.history_generation,
         )
         compensated = dataclasses.replace(
             record,

@@ -136,6 +136,7 @@ class Ingest:
             traceparent=meta.traceparent,
             state=state,
             replay_of=replay_of,
+            parked_holds_key=flow.while_parked == "block",
         )
 
     async def api_result(self, run: RunRecord) -> ApiResult:

@@ -18,7 +18,6 @@ come from the `clock` and `rng` given, so tests can drive them.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import random
 from collections.abc import Mapping
@@ -28,10 +27,10 @@ import httpx
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
-from engine.errors import StoreError
 from engine.runtime.alerting import EVERY as ALERT_EVERY
 from engine.runtime.backbone import Backbone
 from engine.runtime.clock import Clock, SystemClock, new_id
+from engine.runtime.details import RunDetail, read_detail
 from engine.runtime.executor import Executor, Observer, ObserverProtocol
 from engine.runtime.gates import Gates
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
@@ -41,15 +40,13 @@ from engine.runtime.quota import Quotas
 from engine.runtime.streams import Streams
 from engine.runtime.timers import Timers
 from engine.runtime.tracing import Tracing
-from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
-from engine.store.audit import AuditQuery
 from engine.store.base import Acceptance, EventRecord, RunQuery, RunRecord, Store
 from engine.store.controls import Controls
 from engine.store.quotas import QuotaLedger
 
-__all__ = ["MISSING", "ApiResult", "EventMeta", "Runtime"]
+__all__ = ["MISSING", "ApiResult", "EventMeta", "RunDetail", "Runtime"]
 
 
 class Runtime:
@@ -195,24 +192,13 @@ class Runtime:
         cursor: str | None = None,
         limit: int = 50,
         correlation_id: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[RunRecord], str | None]:
         """Runs newest first (`query`, or the filters given one by one), and the cursor of the
         next page (None: no more)."""
         query = query or RunQuery(flow, state, key, cursor, limit, correlation_id)
         runs = await self.store.list_runs(query)
-        return [run_summary(run) for run in runs], query.next_cursor(runs)
+        return runs, query.next_cursor(runs)
 
-    async def run_detail(self, run_id: str) -> dict[str, Any] | None:
-        """A run as the admin API shows it (SPEC section 6), with its steps and event."""
-        run = await self.store.get_run(run_id)
-        if run is None:
-            return None
-        steps, event, blocker, audit = await asyncio.gather(
-            self.store.get_steps(run_id), self.store.get_event(run.event_id),
-            self.store.blocked_by(run), self.store.audit_log(AuditQuery(run_id=run_id)),
-        )
-        try:
-            order = {step.id: i for i, step in enumerate((await self._plans.flow_of(run)).steps)}
-        except (StoreError, KeyError):
-            order = {}
-        return run_detail(run, steps, event, order, blocker, audit)
+    async def run_detail(self, run_id: str) -> RunDetail | None:
+        """A run with its steps, event, audit entries and history (None: no such run)."""
+        return await read_detail(self.store, self._plans, run_id)

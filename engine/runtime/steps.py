@@ -309,7 +309,8 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
         if env.on_shadow is not None:
             env.on_shadow(result["system"], result["result"])
     env.attempts.append(
-        Attempt(n, started, answered, "ok", response.status, None, described, recorded_response)
+        Attempt(n, started, answered, "ok", response.status, None, described, recorded_response,
+                env.run.history_generation)
     )
     count_attempt(env, "ok", False)
     return output
@@ -359,6 +360,7 @@ def failed_attempt(
             error.message,
             described,
             {"status": error.status, "body": error.body},
+            env.run.history_generation,
         )
     )
     count_attempt(env, outcome, decision.action == "retry")
@@ -435,6 +437,7 @@ def recorded(handler: Handler) -> Wrapped:
                     finished,
                     "ok" if stop is None else stop.action,
                     error=None if stop is None else stop.message,
+                    generation=env.run.history_generation,
                 )
             )
             count_attempt(env, env.attempts[0].outcome, False)

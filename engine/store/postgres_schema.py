@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from engine.errors import StoreError
-from engine.store import audit
+from engine.store import audit, history, ordering
 from engine.store.aggregates_postgres import POSTGRES_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
@@ -130,6 +130,10 @@ MIGRATIONS: tuple[str, ...] = (
     QUOTAS_MIGRATION,
     # 7: alerts: subjects firing and last notified, and the notifications (an outbox).
     ALERTS_MIGRATION,
+    # 8: run history that is never rewritten: generations, reasons, reset step records.
+    history.POSTGRES_MIGRATION,
+    # 9: `orderingKey: {whileParked: continue}`: a parked run may let its key go.
+    ordering.POSTGRES_MIGRATION,
 )
 
 
