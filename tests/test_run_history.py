@@ -76,15 +76,16 @@ async def test_resume_retry_cancel_and_replay_keep_every_generation(
         run_id = accepted.run_id
         await settle(runtime, run_id, "parked")                      # generation 0: BAD_AMOUNT
         target.script["/orders"] = [503, 503, 503, 503]
-        await runtime.resume(run_id, {"amount": 5}, actor="alice", note="amount was missing")
+        await runtime.operations.resume(run_id, {"amount": 5}, actor="alice",
+                                        note="amount was missing")
         await settle(runtime, run_id, "dead-lettered")               # generation 1: 4 x 503
         target.script["/orders"] = [422]
-        await runtime.retry(run_id, actor="bob", note="ERP is back")
+        await runtime.operations.retry(run_id, actor="bob", note="ERP is back")
         await settle(runtime, run_id, "parked")                      # generation 2: 422
-        await runtime.cancel(run_id, actor="carol", note="customer withdrew")
+        await runtime.operations.cancel(run_id, actor="carol", note="customer withdrew")
         await settle(runtime, run_id, "cancelled")                   # generation 3
         before = await detail_json(runtime, run_id)
-        replay = await runtime.replay(run_id, actor="dave")
+        replay = await runtime.operations.replay(run_id, actor="dave")
         await settle(runtime, replay.id, "parked")                   # the event's own data
         detail = await detail_json(runtime, run_id)
     finally:
