@@ -56,7 +56,7 @@ ORDERS = flow(
 
 
 async def settle(runtime: Runtime, run_id: str, state: str) -> None:
-    run = await runtime.wait(run_id, 15)
+    run = await runtime.wait(run_id, 30)
     assert run.state == state, (run.state, run.reason)
 
 
@@ -154,7 +154,7 @@ spec:
 
 
 def wait_state(http: Any, run_id: str, state: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # generous: the machine may be loaded
     while (found := http.get(f"/api/v1/runs/{run_id}").json())["state"] != state:
         assert time.monotonic() < deadline, found
         time.sleep(0.05)
