@@ -16,7 +16,6 @@ BEING_SPLIT = {
     "engine/sandbox/erp.py",
     "engine/sandbox/billing.py",
     "engine/sandbox/crm.py",
-    "engine/demo/driver.py",
 }
 
 
