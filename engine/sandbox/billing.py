@@ -22,7 +22,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from engine.sandbox.billing_catalog import API_VERSION, DEFAULT_PRICES, BillingConfig
-from engine.sandbox.billing_subscriptions import BillingSubscriptions
+from engine.sandbox.billing_usage import BillingUsage
 from engine.sandbox.common import Handler, Reply
 from engine.sandbox.serving import run_standalone
 from engine.sandbox.webhooks import STRIPE
@@ -38,15 +38,22 @@ __all__ = [
 DEFAULT_WEBHOOK_SECRET = "whsec_sandbox_billing_0123456789abcdef"
 
 
-class BillingSandbox(BillingSubscriptions):
+class BillingSandbox(BillingUsage):
     """Stripe-like billing: its resources live in the mixins (`billing_catalog`,
-    `billing_customers`, `billing_invoices`, `billing_subscriptions`); this class names the
-    system and routes its API."""
+    `billing_customers`, `billing_invoices`, `billing_subscriptions`, `billing_usage`); this
+    class names the system and routes its API."""
 
     name = "billing"
     webhook_scheme = STRIPE
     default_webhook_secret = DEFAULT_WEBHOOK_SECRET
-    collections = ("customers", "subscriptions", "invoices", "events")
+    collections = (
+        "customers",
+        "subscriptions",
+        "invoices",
+        "events",
+        "usage",
+        "invoiceitems",
+    )
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -69,6 +76,15 @@ class BillingSandbox(BillingSubscriptions):
             ),
             ("GET", "/v1/invoices/{id}", self.get_one("invoices", "invoice")),
             ("POST", "/v1/invoices/{id}/pay", self.pay_invoice),
+            ("POST", "/v1/invoices", self.create_invoice),
+            ("POST", "/v1/invoiceitems", self.create_invoice_item),
+            (
+                "GET",
+                "/v1/invoiceitems",
+                self.list_of("invoiceitems", ("customer", "subscription", "invoice")),
+            ),
+            ("POST", "/v1/subscription_items/{id}/usage_records", self.report_usage),
+            ("GET", "/v1/usage_summaries", self.list_usage_summaries),
             ("GET", "/v1/events", self.list_of("events", ("type",))),
             ("GET", "/v1/events/{id}", self.get_one("events", "event")),
         ]
@@ -79,6 +95,7 @@ class BillingSandbox(BillingSubscriptions):
             ("POST", "/sandbox/subscriptions/{id}/update", self.update_subscription),
             ("POST", "/sandbox/invoices/{id}/pay", self.pay_invoice),
             ("POST", "/sandbox/invoices/{id}/fail", self.fail_invoice),
+            ("POST", "/sandbox/usage/close", self.close_period),
         ]
 
 

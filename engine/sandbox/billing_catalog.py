@@ -43,6 +43,10 @@ DEFAULT_PRICES: dict[str, JSON] = {
 }
 """The default price catalog (``lookup_key`` is the matching ERP sku)."""
 
+DEFAULT_INCLUDED_USAGE: dict[str, int] = {"PLAT-PRO": 100_000, "PLAT-ENT": 500_000}
+"""API calls a month the platform plans include (products as the reference integration names
+them); usage above that is an overage."""
+
 
 def invalid(message: str, code: str = "parameter_invalid", param: str | None = None) -> ApiError:
     error = ApiError(400, code, message, type="invalid_request_error")
@@ -64,6 +68,10 @@ def missing(kind: str, ident: Any, param: str = "id") -> ApiError:
 @dataclass
 class BillingConfig(SandboxConfig):
     prices: dict[str, JSON] = field(default_factory=lambda: copy.deepcopy(DEFAULT_PRICES))
+    included_usage: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_INCLUDED_USAGE)
+    )
+    """API calls a month each plan product includes (per unit of the subscription item)."""
 
 
 class BillingRecords(SandboxSystem):
@@ -73,6 +81,7 @@ class BillingRecords(SandboxSystem):
     config: BillingConfig
 
     def reset_master_data(self) -> None:
+        self.closed_periods: set[str] = set()  # "<subscription>:<YYYY-MM>" closed early
         self.prices: dict[str, JSON] = {}
         for ident, price in self.config.prices.items():
             self.prices[ident] = self._price_object(ident, price)

@@ -13,7 +13,6 @@ from engine.sandbox.common import JSON, Call, Reply
 
 class BillingInvoices(BillingCustomers):
     def _create_invoice(self, subscription: JSON, reason: str) -> JSON:
-        ident = self.ids.token("in_")
         lines = []
         for item in subscription["items"]["data"]:
             amount = item["price"]["unit_amount"] * item["quantity"]
@@ -32,18 +31,33 @@ class BillingInvoices(BillingCustomers):
                     },
                 }
             )
+        invoice = self._issue(
+            subscription["customer"], subscription, lines, reason,
+            (subscription["current_period_start"], subscription["current_period_end"]),
+        )
+        subscription["latest_invoice"] = invoice["id"]
+        return invoice
+
+    def _issue(
+        self, customer: str, subscription: JSON | None, lines: list[JSON], reason: str,
+        period: tuple[int, int],
+    ) -> JSON:
+        """An open (finalized) invoice of `lines` for `customer`."""
+        ident = self.ids.token("in_")
         total = sum(line["amount"] for line in lines)
         number = self.ids.next("invoice_number")
         invoice = {
             "id": ident,
             "object": "invoice",
             "number": f"SBX-{number:04d}",
-            "customer": subscription["customer"],
-            "subscription": subscription["id"],
-            "subscription_details": {"metadata": dict(subscription["metadata"])},
+            "customer": customer,
+            "subscription": subscription["id"] if subscription else None,
+            "subscription_details": {
+                "metadata": dict(subscription["metadata"]) if subscription else {}
+            },
             "billing_reason": reason,
             "status": "open",
-            "currency": subscription["currency"],
+            "currency": subscription["currency"] if subscription else lines[0]["currency"],
             "subtotal": total,
             "total": total,
             "amount_due": total,
@@ -53,8 +67,8 @@ class BillingInvoices(BillingCustomers):
             "attempted": False,
             "paid": False,
             "lines": {"object": "list", "data": lines, "has_more": False},
-            "period_start": subscription["current_period_start"],
-            "period_end": subscription["current_period_end"],
+            "period_start": period[0],
+            "period_end": period[1],
             "status_transitions": {
                 "finalized_at": int(time.time()),
                 "paid_at": None,
@@ -65,7 +79,6 @@ class BillingInvoices(BillingCustomers):
             "livemode": False,
         }
         self.data["invoices"][ident] = invoice
-        subscription["latest_invoice"] = ident
         return invoice
 
     def _set_status(self, subscription: JSON, status: str) -> None:

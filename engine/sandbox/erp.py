@@ -8,6 +8,9 @@ problem found. An operator fixes master data with ``POST /sandbox/items`` and
 ``POST /sandbox/tax-nexus`` and the same request (even with the same Idempotency-Key) then
 succeeds. Amounts are decimal major units (``1200.5`` = 1,200.50).
 
+Each order's revenue schedule must sum to its total (`erp_schedules`); invoices the billing
+platform issued are posted to receivables as AR invoices (`erp_ar`).
+
 When a webhook URL is configured the ERP sends Standard Webhooks signed ``payment.applied`` events.
 
 Run standalone: ``python -m engine.sandbox.erp --port 9102``.
@@ -37,13 +40,22 @@ DEFAULT_WEBHOOK_SECRET = "whsec_c3luY2xpbmUtc2FuZGJveC1lcnAtd2ViaG9vaw=="
 
 
 class ErpSandbox(ErpOrders):
-    """The ERP: its resources live in the mixins (`erp_catalog`, `erp_customers`,
-    `erp_receivables`, `erp_orders`); this class names the system and routes its API."""
+    """The ERP: its resources live in the mixins (`erp_catalog`, `erp_customers`, `erp_ar`,
+    `erp_receivables`, `erp_schedules`, `erp_orders`); this class names the system and routes
+    its API."""
 
     name = "erp"
     webhook_scheme = STANDARD_WEBHOOKS
     default_webhook_secret = DEFAULT_WEBHOOK_SECRET
-    collections = ("customers", "sales_orders", "invoices", "payments", "adjustments")
+    collections = (
+        "customers",
+        "sales_orders",
+        "invoices",
+        "payments",
+        "adjustments",
+        "revenue_schedules",
+        "receivables",
+    )
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [
@@ -70,6 +82,17 @@ class ErpSandbox(ErpOrders):
             ("POST", "/payments", self.create_payment),
             ("GET", "/payments", self.list_of("payments", ("invoice_id", "sales_order_id"))),
             ("GET", "/payments/{id}", self.get_one("payments", "payment")),
+            ("POST", "/sales-orders/{id}/revenue-schedule", self.update_revenue_schedule),
+            ("GET", "/revenue-schedules", self.list_revenue_schedules),
+            ("POST", "/receivables", self.post_receivable),
+            (
+                "GET",
+                "/receivables",
+                self.list_of("receivables", ("external_id", "account_id", "status")),
+            ),
+            ("GET", "/receivables/{id}", self.get_one("receivables", "receivable")),
+            ("POST", "/receivables/{id}/void", self.void_receivable),
+            ("GET", "/adjustments", self.list_of("adjustments", ("sales_order_id", "external_id"))),
             ("GET", "/items", lambda call: Reply(200, {"items": self._items_list()})),
             ("POST", "/tax-nexus/check", self.check_tax_nexus),
         ]

@@ -1,5 +1,11 @@
-"""ERP sales orders: created (customer found or created, the whole order billed at once),
-cancelled (invoices voided) and adjusted (quantity deltas, a positive adjustment invoiced)."""
+"""ERP sales orders: created (customer found or created, the whole order billed at once, its
+revenue scheduled over the term), cancelled (invoices voided) and adjusted (quantity deltas, a
+positive adjustment invoiced).
+
+An adjustment line may carry ``amount``: what the delta costs for the rest of the term (a
+mid-term change prorated by the integration; at most the line's full ``quantity * unit_price``,
+with its sign). Without it the delta costs the full price. The order's ``total`` moves by the
+adjustment's amount; its lines keep the yearly run-rate (``quantity * unit_price``)."""
 
 from __future__ import annotations
 
@@ -13,15 +19,16 @@ from engine.sandbox.common import (
     Reply,
     add_months,
     bad_request,
+    is_number,
     iso_now,
     money,
     parse_date,
     require_str,
 )
-from engine.sandbox.erp_receivables import ErpReceivables
+from engine.sandbox.erp_schedules import ErpSchedules
 
 
-class ErpOrders(ErpReceivables):
+class ErpOrders(ErpSchedules):
     def create_sales_order(self, call: Call) -> Reply:
         body = call.json_object()
         external_id = require_str(body, "external_id")
@@ -97,6 +104,7 @@ class ErpOrders(ErpReceivables):
         }
         self.data["sales_orders"][ident] = order
         self._invoice(order, order_lines, total, start)
+        self._open_schedule(order)
         return Reply(201, order)
 
     def _order_line(self, number: int, line: JSON) -> JSON:
@@ -126,6 +134,7 @@ class ErpOrders(ErpReceivables):
             invoice = self.data["invoices"][invoice_id]
             invoice.update(status="voided", amount_due=0)
         order.update(status="cancelled", cancelled_at=iso_now(), cancel_reason=body.get("reason"))
+        self.data["revenue_schedules"][order["revenue_schedule_id"]]["status"] = "cancelled"
         self._refresh_totals(order)
         return Reply(200, order)
 
@@ -168,6 +177,10 @@ class ErpOrders(ErpReceivables):
                 amount=money(quantity * line["unit_price"]),
             )
         delta_lines = [self._order_line(i, line) for i, line in enumerate(lines, 1)]
+        for index, (line, raw) in enumerate(zip(delta_lines, body["lines"], strict=True)):
+            if isinstance(raw, dict) and raw.get("amount") is not None:
+                line["amount"] = self._prorated(raw["amount"], line, index)
+                line["prorated"] = True
         amount = money(sum(line["amount"] for line in delta_lines))
         ident = f"ADJ-{self.ids.next('adjustment', 1001)}"
         adjustment: JSON = {
@@ -182,10 +195,25 @@ class ErpOrders(ErpReceivables):
             "created_at": iso_now(),
         }
         order["lines"] = new_lines
-        order["total"] = money(sum(line["amount"] for line in new_lines))
+        order["total"] = money(order["total"] + amount)
         order["adjustment_ids"].append(ident)
         if amount > 0:
             adjustment["invoice_id"] = self._invoice(order, delta_lines, amount, effective)["id"]
         self._refresh_totals(order)
         self.data["adjustments"][ident] = adjustment
         return Reply(201, {**adjustment, "sales_order": order})
+
+    @staticmethod
+    def _prorated(amount: object, line: JSON, index: int) -> float:
+        """A delta line's prorated amount: a number with the line's sign, at most its full
+        price."""
+        full = line["amount"]
+        if (not is_number(amount) or abs(amount) > abs(full) + 0.005
+                or (amount != 0 and (amount > 0) != (full > 0))):
+            raise bad_request(
+                "INVALID_AMOUNT",
+                f"lines[{index}].amount must be a number between 0 and {full} "
+                "(the delta at the full price)",
+                field=f"lines[{index}].amount",
+            )
+        return money(amount)

@@ -1,4 +1,5 @@
-"""ERP receivables: the invoices of sales orders and the payments applied to them."""
+"""ERP order billing: the invoices of sales orders and the payments applied to them (a payment
+for a billing invoice also settles its AR invoice, `erp_ar`)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from engine.sandbox.common import (
     money,
     not_found,
 )
-from engine.sandbox.erp_customers import ErpCustomers
+from engine.sandbox.erp_ar import ErpAccountsReceivable
 
 
-class ErpReceivables(ErpCustomers):
+class ErpReceivables(ErpAccountsReceivable):
     def _order(self, ident: str) -> JSON:
         order = self.data["sales_orders"].get(ident)
         if order is None:
@@ -122,6 +123,7 @@ class ErpReceivables(ErpCustomers):
             "created_at": iso_now(),
         }
         self.data["payments"][ident] = payment
+        self._settle_receivable(payment)
         self.emit(
             "payment.applied",
             {
