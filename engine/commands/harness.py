@@ -33,14 +33,15 @@ async def local_runtime(
     grace: float = 1.0,
 ) -> AsyncIterator[Runtime]:
     """A started Runtime executing `plan` on the SQLite file `store_file`, or (None) on a
-    temporary one deleted afterwards; stopped with `grace` seconds for steps in flight."""
+    temporary one deleted afterwards; stopped with `grace` seconds for steps in flight. Its
+    schedules and polls do not fire (a poll flow's test runs it on the item it gives)."""
     with tempfile.TemporaryDirectory(prefix="syncline-") as tmp:
         path = store_file or Path(tmp) / "syncline.db"
         async with SQLiteStore(path) as store:
             backbone = StubBackbone() if transport is not None else None  # stubbed: no NATS
             runtime = Runtime(store, plan, secrets=secrets, transport=transport, poll=POLL,
                               backbone=backbone)
-            await runtime.start()
+            await runtime.start(timers=False)  # no tick, poll or stream: one flow on a payload
             try:
                 yield runtime
             finally:

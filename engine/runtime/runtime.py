@@ -124,11 +124,14 @@ class Runtime:
         """The active plan: new runs use it."""
         return self._plans.active
 
-    async def start(self) -> None:
-        """Save the plan bundle, open the Systems' clients, start the workers and dispatcher."""
+    async def start(self, *, timers: bool = True) -> None:
+        """Save the plan bundle, open the Systems' clients, start the workers and dispatcher,
+        and (unless `timers` is False: one flow run on a payload) the schedule, poll and stream
+        loops."""
         await self._plans.open()
         await self._workers.start()
-        self.timers.start()
+        if timers:
+            self.timers.start()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Claim nothing new; let executing runs checkpoint their in-flight steps (up to `grace`

@@ -77,6 +77,8 @@ class BillingSandbox(BillingUsage):
             ("GET", "/v1/invoices/{id}", self.get_one("invoices", "invoice")),
             ("POST", "/v1/invoices/{id}/pay", self.pay_invoice),
             ("POST", "/v1/invoices", self.create_invoice),
+            ("POST", "/v1/invoices/{id}/void", self.void_invoice),
+            ("DELETE", "/v1/invoiceitems/{id}", self.delete_invoice_item),
             ("POST", "/v1/invoiceitems", self.create_invoice_item),
             (
                 "GET",

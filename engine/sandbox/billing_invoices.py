@@ -114,6 +114,15 @@ class BillingInvoices(BillingCustomers):
             self._set_status(subscription, "active")
         return Reply(200, invoice)
 
+    def void_invoice(self, call: Call) -> Reply:
+        """Void an open invoice (Stripe: only an open one can be voided)."""
+        invoice = self._get("invoices", "invoice", call.params["id"])
+        if invoice["status"] != "open":
+            raise invalid(f"Invoice is {invoice['status']}.", code="invoice_not_open")
+        invoice.update(status="void", amount_remaining=0)
+        invoice["status_transitions"]["voided_at"] = int(time.time())
+        return Reply(200, invoice)
+
     def fail_invoice(self, call: Call) -> Reply:
         """A failed payment attempt: emits ``invoice.payment_failed`` (and the subscription
         turns ``past_due``, emitting ``customer.subscription.updated``)."""

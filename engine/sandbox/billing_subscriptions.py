@@ -96,6 +96,9 @@ class BillingSubscriptions(BillingInvoices):
         customer["currency"] = customer["currency"] or currency
         self._create_invoice(subscription, "subscription_create")
         self._event("customer.subscription.created", subscription)
+        if "latest_invoice" in (body.get("expand") or ()):  # Stripe's expand[]
+            invoice = self.data["invoices"][subscription["latest_invoice"]]
+            return Reply(200, {**subscription, "latest_invoice": copy.deepcopy(invoice)})
         return Reply(200, subscription)
 
     @staticmethod
@@ -166,6 +169,9 @@ class BillingSubscriptions(BillingInvoices):
                     if price is None:
                         raise missing("price", change["price"], param=f"items[{index}][price]")
                     target["price"] = copy.deepcopy(price)
+                elif isinstance(change.get("price_data"), dict):  # re-priced (a renewal)
+                    priced = self._resolve_item(change, index, subscription["currency"])
+                    target["price"] = priced["price"]
             if not items:
                 raise invalid("a subscription needs at least one item", param="items")
             previous["items"] = copy.deepcopy(subscription["items"])

@@ -9,7 +9,8 @@ rating integration reads, and one-off invoice items invoiced on demand (Stripe's
   ``included_usage`` per product, times the item's quantity), the subscription's ``metadata``
   and currency, ``closed`` (the month is over, or ``POST /sandbox/usage/close {period}`` closed it).
 - ``POST /v1/invoiceitems`` ``{customer, subscription?, amount, currency, description, metadata}``
-  adds a pending item; ``POST /v1/invoices`` ``{customer, subscription?}`` invoices the pending
+  adds a pending item (``DELETE /v1/invoiceitems/{id}`` removes a pending one);
+  ``POST /v1/invoices`` ``{customer, subscription?}`` invoices the pending
   items (open, ``billing_reason: manual``; ``invoice.finalized`` is sent); nothing pending is
   ``400 invoice_no_customer_line_items``.
 """
@@ -143,6 +144,15 @@ class BillingUsage(BillingSubscriptions):
         }
         self.data["invoiceitems"][item["id"]] = item
         return Reply(200, item)
+
+    def delete_invoice_item(self, call: Call) -> Reply:
+        """Delete a pending invoice item (one already invoiced cannot be)."""
+        item = self._get("invoiceitems", "invoice item", call.params["id"])
+        if item["invoice"] is not None:
+            raise invalid(f"Invoice item {item['id']} is on invoice {item['invoice']}.",
+                          code="invoice_item_invoiced")
+        del self.data["invoiceitems"][item["id"]]
+        return Reply(200, {"id": item["id"], "object": "invoiceitem", "deleted": True})
 
     def create_invoice(self, call: Call) -> Reply:
         body = call.json_object()

@@ -34,6 +34,7 @@ DEFAULT_ITEMS: dict[str, JSON] = {
     "SEAT-STD": {"name": "Named user seat", "unit_price": 600, "billing": "recurring"},
     "SUPPORT-PREM": {"name": "Premium support", "unit_price": 5000, "billing": "recurring"},
     "SVC-ONBOARD": {"name": "Onboarding services", "unit_price": 3000, "billing": "one_time"},
+    "API-OVERAGE": {"name": "API calls over the plan (1,000)", "unit_price": 5, "billing": "usage"},
 }
 """The default item catalog: sku -> {name, unit_price (list price), billing}."""
 
