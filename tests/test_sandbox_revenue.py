@@ -215,3 +215,43 @@ def test_invoice_items_are_invoiced_once(sb: Sandbox, client: httpx.Client) -> N
     assert [i["invoice"] for i in items["data"]] == [invoice["id"]]
     again = client.post(f"{billing}/v1/invoices", json={"customer": customer})
     assert code(again) == "invoice_no_customer_line_items"
+
+
+def test_billing_clock_expand_reprice_void_and_delete(sb: Sandbox, client: httpx.Client) -> None:
+    billing = sb.urls["billing"]
+    customer = client.post(f"{billing}/v1/customers", json={"name": "Acme"}).json()
+    created = client.post(f"{billing}/v1/subscriptions", json={
+        "customer": customer["id"], "expand": ["latest_invoice"],
+        "items": [{"quantity": 2, "price_data": {"product": "SEAT-STD", "unit_amount": 60000}}],
+    }).json()
+    invoice = created["latest_invoice"]  # expanded: the invoice itself
+    assert (invoice["amount_due"], invoice["status"]) == (120000, "open")
+    plain = client.get(f"{billing}/v1/subscriptions/{created['id']}").json()
+    assert plain["latest_invoice"] == invoice["id"]
+
+    # the test clock moves billing's time: events and usage months follow it
+    moved = client.post(f"{billing}/sandbox/clock", json={"days": 40}).json()
+    assert moved["now"] >= created["created"] + 40 * 86400 - 5
+    assert code(client.post(f"{billing}/sandbox/clock", json={"days": -1})) == "parameter_invalid"
+    item = created["items"]["data"][0]
+    repriced = client.post(f"{billing}/v1/subscriptions/{created['id']}", json={
+        "items": [{"id": item["id"], "quantity": 3,
+                   "price_data": {"product": "SEAT-STD", "unit_amount": 63000}}]}).json()
+    assert (repriced["items"]["data"][0]["price"]["unit_amount"],
+            repriced["items"]["data"][0]["quantity"]) == (63000, 3)
+    (event,) = [e for e in sb.billing.records("events")
+                if e["type"] == "customer.subscription.updated"]
+    assert event["created"] >= moved["now"] - 5
+
+    assert client.post(f"{billing}/v1/invoices/{invoice['id']}/void").json()["status"] == "void"
+    again = client.post(f"{billing}/v1/invoices/{invoice['id']}/void")
+    assert code(again) == "invoice_not_open"
+    pending = client.post(f"{billing}/v1/invoiceitems", json={
+        "customer": customer["id"], "amount": 100, "currency": "usd"}).json()
+    deleted = client.delete(f"{billing}/v1/invoiceitems/{pending['id']}").json()
+    assert deleted["deleted"] is True
+    billed = client.post(f"{billing}/v1/invoiceitems", json={
+        "customer": customer["id"], "amount": 100, "currency": "usd"}).json()
+    client.post(f"{billing}/v1/invoices", json={"customer": customer["id"]})
+    refused = client.delete(f"{billing}/v1/invoiceitems/{billed['id']}")
+    assert code(refused) == "invoice_item_invoiced"

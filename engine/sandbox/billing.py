@@ -98,6 +98,7 @@ class BillingSandbox(BillingUsage):
             ("POST", "/sandbox/invoices/{id}/pay", self.pay_invoice),
             ("POST", "/sandbox/invoices/{id}/fail", self.fail_invoice),
             ("POST", "/sandbox/usage/close", self.close_period),
+            ("POST", "/sandbox/clock", self.advance_clock),
         ]
 
 

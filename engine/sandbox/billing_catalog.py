@@ -80,7 +80,22 @@ class BillingRecords(SandboxSystem):
     config_class = BillingConfig
     config: BillingConfig
 
+    def now(self) -> int:
+        """Billing's clock: the wall clock, moved on by ``POST /sandbox/clock`` (as Stripe's test
+        clocks move a customer's time: events, periods and usage months follow it)."""
+        return int(time.time() + self.clock_offset)
+
+    def advance_clock(self, call: Call) -> Reply:
+        body = call.json_object()
+        days = body.get("days")
+        if not isinstance(days, (int, float)) or isinstance(days, bool) or days < 0:
+            raise invalid("days must be a non-negative number", param="days")
+        with self.lock:
+            self.clock_offset += float(days) * 86400
+        return Reply(200, {"now": self.now(), "offset_days": self.clock_offset / 86400})
+
     def reset_master_data(self) -> None:
+        self.clock_offset = 0.0
         self.closed_periods: set[str] = set()  # "<subscription>:<YYYY-MM>" closed early
         self.prices: dict[str, JSON] = {}
         for ident, price in self.config.prices.items():
@@ -165,7 +180,7 @@ class BillingRecords(SandboxSystem):
             "id": event_id,
             "object": "event",
             "api_version": API_VERSION,
-            "created": int(time.time()),
+            "created": self.now(),
             "data": data,
             "livemode": False,
             "pending_webhooks": 1,

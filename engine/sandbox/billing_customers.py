@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from engine.sandbox.billing_catalog import BillingRecords, invalid
 from engine.sandbox.common import Call, Reply
 
@@ -24,7 +22,7 @@ class BillingCustomers(BillingRecords):
             "address": body.get("address"),
             "currency": None,
             "metadata": self._metadata(body),
-            "created": int(time.time()),
+            "created": self.now(),
             "livemode": False,
         }
         self.data["customers"][ident] = customer

@@ -4,7 +4,6 @@ subscription's status)."""
 from __future__ import annotations
 
 import copy
-import time
 
 from engine.sandbox.billing_catalog import invalid
 from engine.sandbox.billing_customers import BillingCustomers
@@ -70,12 +69,12 @@ class BillingInvoices(BillingCustomers):
             "period_start": period[0],
             "period_end": period[1],
             "status_transitions": {
-                "finalized_at": int(time.time()),
+                "finalized_at": self.now(),
                 "paid_at": None,
                 "voided_at": None,
             },
             "next_payment_attempt": None,
-            "created": int(time.time()),
+            "created": self.now(),
             "livemode": False,
         }
         self.data["invoices"][ident] = invoice
@@ -94,7 +93,7 @@ class BillingInvoices(BillingCustomers):
             raise invalid("Invoice is already paid.", code="invoice_not_open")
         if invoice["status"] not in ("draft", "open"):
             raise invalid(f"Invoice is {invoice['status']}.", code="invoice_not_open")
-        now = int(time.time())
+        now = self.now()
         invoice["status_transitions"]["finalized_at"] = (
             invoice["status_transitions"]["finalized_at"] or now
         )
@@ -120,7 +119,7 @@ class BillingInvoices(BillingCustomers):
         if invoice["status"] != "open":
             raise invalid(f"Invoice is {invoice['status']}.", code="invoice_not_open")
         invoice.update(status="void", amount_remaining=0)
-        invoice["status_transitions"]["voided_at"] = int(time.time())
+        invoice["status_transitions"]["voided_at"] = self.now()
         return Reply(200, invoice)
 
     def fail_invoice(self, call: Call) -> Reply:
@@ -130,7 +129,7 @@ class BillingInvoices(BillingCustomers):
         if invoice["status"] != "open":
             raise invalid(f"Invoice is {invoice['status']}.", code="invoice_not_open")
         body = call.json_object()
-        now = int(time.time())
+        now = self.now()
         invoice.update(
             attempted=True,
             attempt_count=invoice["attempt_count"] + 1,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import time
 from typing import Any
 
 from engine.sandbox.billing_catalog import invalid, missing
@@ -66,7 +65,7 @@ class BillingSubscriptions(BillingInvoices):
             raise invalid("currency must be a three-letter ISO code", param="currency")
         items = [self._resolve_item(item, i, currency) for i, item in enumerate(raw_items)]
         currency = (currency or items[0]["price"]["currency"]).lower()
-        start_ts = body.get("billing_cycle_anchor") or int(time.time())
+        start_ts = body.get("billing_cycle_anchor") or self.now()
         if not isinstance(start_ts, int):
             raise invalid(
                 "billing_cycle_anchor must be a unix timestamp", param="billing_cycle_anchor"
@@ -83,7 +82,7 @@ class BillingSubscriptions(BillingInvoices):
             "collection_method": body.get("collection_method", "charge_automatically"),
             "cancel_at_period_end": False,
             "canceled_at": None,
-            "created": int(time.time()),
+            "created": self.now(),
             "start_date": start_ts,
             "billing_cycle_anchor": start_ts,
             "metadata": self._metadata(body),
@@ -192,12 +191,12 @@ class BillingSubscriptions(BillingInvoices):
     def cancel_subscription(self, call: Call) -> Reply:
         subscription = self._get("subscriptions", "subscription", call.params["id"])
         if subscription["status"] != "canceled":
-            subscription.update(status="canceled", canceled_at=int(time.time()))
+            subscription.update(status="canceled", canceled_at=self.now())
             subscription["ended_at"] = subscription["canceled_at"]
             for invoice in self.data["invoices"].values():
                 if invoice["subscription"] == subscription["id"] and invoice["status"] == "open":
                     invoice["status"] = "void"
                     invoice["amount_remaining"] = 0
-                    invoice["status_transitions"]["voided_at"] = int(time.time())
+                    invoice["status_transitions"]["voided_at"] = self.now()
             self._event("customer.subscription.deleted", subscription)
         return Reply(200, subscription)

@@ -18,7 +18,6 @@ rating integration reads, and one-off invoice items invoiced on demand (Stripe's
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 from engine.sandbox.billing_catalog import invalid, missing
@@ -53,7 +52,7 @@ class BillingUsage(BillingSubscriptions):
             raise missing("subscription item", item_id)
         body = call.json_object()
         quantity = _integer(body, "quantity")
-        timestamp = body.get("timestamp", int(time.time()))
+        timestamp = body.get("timestamp", self.now())
         if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0:
             raise invalid("timestamp must be a unix timestamp", param="timestamp")
         action = body.get("action", "increment")
@@ -97,7 +96,7 @@ class BillingUsage(BillingSubscriptions):
             "period": usage["period"],
             "total_usage": usage["total_usage"],
             "included_quantity": included,
-            "closed": key in self.closed_periods or usage["period"] < month_of(int(time.time())),
+            "closed": key in self.closed_periods or usage["period"] < month_of(self.now()),
         }
 
     def list_usage_summaries(self, call: Call) -> Reply:
@@ -139,7 +138,7 @@ class BillingUsage(BillingSubscriptions):
             "subscription": subscription, "amount": amount, "currency": currency.lower(),
             "description": body.get("description"), "quantity": body.get("quantity", 1),
             "unit_amount": body.get("unit_amount"), "period": body.get("period"),
-            "metadata": self._metadata(body), "invoice": None, "date": int(time.time()),
+            "metadata": self._metadata(body), "invoice": None, "date": self.now(),
             "livemode": False,
         }
         self.data["invoiceitems"][item["id"]] = item
@@ -178,7 +177,7 @@ class BillingUsage(BillingSubscriptions):
              "period": i["period"]}
             for i in pending
         ]
-        now = int(time.time())
+        now = self.now()
         invoice = self._issue(customer, subscription, lines, "manual", (now, now))
         if body.get("description") is not None:
             invoice["description"] = body["description"]
