@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.demo.driver import DayLog
 from engine.demo.reconcile import Reconciliation
+from engine.demo.revenue_report import revenue_summary
 from engine.server.times import seconds
 
 STATES = (
@@ -109,6 +110,7 @@ def build_report(
         "reconciliation": reconciliation.as_dict(),
         "business": business_summary(states or {}),
         "alerts": alerts_summary(states or {}),
+        "revenue": revenue_summary(states or {}),
     }
 
 
@@ -213,6 +215,10 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += _exceptions(report["exceptions"])
     lines += _business(report.get("business", []))
     lines += _alerts(report.get("alerts", []))
+    revenue = report.get("revenue") or {}
+    if revenue:
+        lines += ["Revenue (finance view, from the ERP and billing)"]
+        lines += [f"  {line}" for line in revenue["lines"]] + [""]
     lines += _reconciliation(report["reconciliation"])
     return "\n".join(lines)
 
