@@ -10,7 +10,9 @@ express (`engine.demo.reconcile` runs them), from the systems' `GET /sandbox/sta
   currency's block price, and the ERP booked what billing billed (a computation from three
   lists, and cents against major units);
 - the CRM account shows the payment status of its subscription's invoices (a join through
-  the subscription, and a verdict over several invoices).
+  the subscription, and a verdict over several invoices);
+- a renewal re-priced the subscription and gave it the new term's contract dates (a join of
+  the renewal deal, its ERP order and the subscription through the account).
 """
 
 from __future__ import annotations
@@ -36,6 +38,34 @@ def revenue(result: Reconciliation, states: Mapping[str, Mapping[str, Any]]) -> 
     _amendments(result, erp)
     _overages(result, erp, billing)
     _payment_status(result, states["crm"]["data"], billing)
+    _renewal_terms(result, states["crm"]["data"], erp, billing)
+
+
+def _renewal_terms(
+    result: Reconciliation, crm: Mapping[str, Any], erp: Mapping[str, Any],
+    billing: Mapping[str, Any],
+) -> None:
+    subscriptions = {s["metadata"].get("current_order_id"): s for s in billing["subscriptions"]}
+    orders = {o["external_id"]: o for o in erp["sales_orders"]}
+    for deal in crm["opportunities"]:
+        if deal.get("Type") != "Renewal" or deal["StageName"] != "Closed Won":
+            continue
+        subscription, order = subscriptions.get(deal["Id"]), orders.get(deal["Id"])
+        if subscription is None or order is None:  # the renewal checks report it
+            continue
+        meta = subscription["metadata"]
+        prices = {i["price"]["product"]: i["price"]["unit_amount"]
+                  for i in subscription["items"]["data"]}
+        sold = {li["sku"]: round(li["unit_price"] * 100) for li in order["lines"]
+                if li["sku"] not in ("SVC-ONBOARD", "API-OVERAGE")}
+        result.check(
+            "renewal contract terms in billing",
+            (meta.get("current_term_start"), meta.get("current_term_end"))
+            == (order["start_date"], order["end_date"]) and prices == sold,
+            f"renewal {deal['Id']}: subscription {subscription['id']} has term "
+            f"{meta.get('current_term_start')}..{meta.get('current_term_end')} at {prices}, "
+            f"the renewal order {order['start_date']}..{order['end_date']} at {sold}",
+        )
 
 
 def _ar_amounts(result: Reconciliation, erp: Mapping[str, Any], billing: Mapping[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """The revenue section of the demo's report, in a finance reader's words and money, from the
 systems' states: bookings and their revenue schedules, amendments prorated, usage overages
-billed, and receivables (billed, collected, open)."""
+billed, receivables (billed, collected, open) and the renewal pipeline forecast in the CRM."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def revenue_summary(states: Mapping[str, Any]) -> dict[str, Any]:
     overages = [i for i in billing.get("invoiceitems", []) if i["metadata"].get("usage_id")]
     currency = {o["id"]: o["currency"] for o in erp["sales_orders"]}
     receivables = erp.get("receivables", [])
+    crm = states.get("crm", {}).get("data", {})
+    forecasts = [o for o in crm.get("opportunities", [])
+                 if o.get("Renewal_Key__c") and o["StageName"] == "Prospecting"]
     figures = {
         "bookings": _by_currency((o["currency"], o["total"]) for o in orders.values()),
         "revenue_scheduled": _by_currency(
@@ -59,6 +62,9 @@ def revenue_summary(states: Mapping[str, Any]) -> dict[str, Any]:
         "ar_collected": _by_currency((r["currency"], r["amount_paid"]) for r in receivables),
         "ar_open": _by_currency((r["currency"], r["amount_due"]) for r in receivables
                                 if r["status"] == "open"),
+        "renewals_forecast": len(forecasts),
+        "renewal_pipeline": _by_currency(
+            (o["CurrencyIsoCode"], o.get("Amount") or 0) for o in forecasts),
     }
     return {**figures, "lines": _sentences(figures)}
 
@@ -77,4 +83,6 @@ def _sentences(f: Mapping[str, Any]) -> list[str]:
         f"Receivables: {f['ar_invoices']} invoices posted to ERP AR, billed "
         f"{_money(f['ar_billed'])}; collected {_money(f['ar_collected'])}; open "
         f"{_money(f['ar_open'])}",
+        f"Renewal pipeline (renewing within 90 days, forecast in the CRM): "
+        f"{f['renewals_forecast']} renewals worth {_money(f['renewal_pipeline'])} a year",
     ]

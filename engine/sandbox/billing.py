@@ -87,6 +87,7 @@ class BillingSandbox(BillingUsage):
             ),
             ("POST", "/v1/subscription_items/{id}/usage_records", self.report_usage),
             ("GET", "/v1/usage_summaries", self.list_usage_summaries),
+            ("GET", "/v1/upcoming_renewals", self.list_upcoming_renewals),
             ("GET", "/v1/events", self.list_of("events", ("type",))),
             ("GET", "/v1/events/{id}", self.get_one("events", "event")),
         ]

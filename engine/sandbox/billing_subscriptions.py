@@ -200,3 +200,39 @@ class BillingSubscriptions(BillingInvoices):
                     invoice["status_transitions"]["voided_at"] = self.now()
             self._event("customer.subscription.deleted", subscription)
         return Reply(200, subscription)
+
+    def list_upcoming_renewals(self, call: Call) -> Reply:
+        """Subscriptions whose current period (the contract term) ends within ``days`` (90 by
+        default) of billing's now and that will renew (live, not cancelling at period end): one
+        item per subscription and term, ``id`` ``<subscription>_<period end>``, with what the
+        renewal would bill (``items``, ``amount`` a year, minor units)."""
+        raw = call.query.get("days", "90")
+        if not raw.isdigit() or not 1 <= int(raw) <= 366:
+            raise invalid("days must be a whole number from 1 to 366", param="days")
+        now, horizon = self.now(), self.now() + int(raw) * 86400
+        renewals = []
+        for sub in self.data["subscriptions"].values():
+            end = sub["current_period_end"]
+            if sub["status"] not in ("active", "past_due") or sub["cancel_at_period_end"]:
+                continue
+            if not now <= end <= horizon:
+                continue
+            items = [
+                {"sku": i["price"]["product"], "quantity": i["quantity"],
+                 "unit_amount": i["price"]["unit_amount"]}
+                for i in sub["items"]["data"]
+            ]
+            renewals.append({
+                "id": f"{sub['id']}_{end}",
+                "object": "upcoming_renewal",
+                "subscription": sub["id"],
+                "customer": sub["customer"],
+                "currency": sub["currency"],
+                "metadata": dict(sub["metadata"]),
+                "renews_at": end,
+                "renews_on": dt.datetime.fromtimestamp(end, dt.UTC).date().isoformat(),
+                "items": items,
+                "amount": sum(i["quantity"] * i["unit_amount"] for i in items),
+            })
+        return Reply(200, self._list(renewals, call))
+
