@@ -136,7 +136,7 @@ def test_revenue_flows_bill_book_and_reconcile_once(tmp_path: Path) -> None:
     assert forecast["Amount"] == 12000 + 20 * 600
 
     for report in seen["reports"]:
-        assert report["status"] != "error", report
+        assert report["error"] is None and report["state"] == "ok", report
         assert report["mismatches"] == [], report
         assert report["matched"] >= 1, report
     tampered = seen["tampered"]
