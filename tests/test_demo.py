@@ -35,7 +35,9 @@ FLOWS = (
     "invoice-paid",
     "payment-failed",
     "renewal",
+    "renewal-forecast",
     "subscription-amended",
+    "usage-overage",
 )
 
 pytestmark = pytest.mark.slow
@@ -101,6 +103,21 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     assert (alert["team"], alert["messages"]) == ("finance", 1), report["alerts"]
     assert alert["texts"][0].startswith("2 orders blocked by master data (deals 006")
     assert day["alerts to finance"] == 1
+
+    # the revenue: amendments prorated and scheduled, overages billed once, AR, forecasts
+    for name in ("revenue-schedules-vs-orders", "overages-billed-once", "overages-booked-once",
+                 "ar-invoices-vs-billing-invoices", "renewal-forecasts-vs-subscriptions"):
+        assert checked[f"reconciliation {name}"] >= 1, name
+    assert checked["amendment prorated"] >= 1 and checked["overage rated"] >= 1
+    assert day["usage months over the plan (billed)"] >= 1
+    assert day["usage months read again (nothing billed twice)"] == day[
+        "usage months over the plan (billed)"]
+    revenue = report["revenue"]
+    assert revenue["schedules_balanced"][0] == revenue["schedules_balanced"][1] == 11
+    assert revenue["overage_months"] == day["usage months over the plan (billed)"]
+    assert revenue["renewals_forecast"] == 10
+    for currency, prorated in revenue["amendments_prorated"].items():  # about half a year's
+        assert 0.4 < prorated / revenue["amendments_full_price"][currency] < 0.6
 
 
 def test_text_report_on_a_pipe_has_plain_progress_lines(tmp_path: Path) -> None:
@@ -325,7 +342,61 @@ def _key_written_twice(states: dict[str, Any]) -> str:
     return "wrote 2 times"
 
 
+def _overage_billed_twice(states: dict[str, Any]) -> tuple[str, str]:
+    items = states["billing"]["data"]["invoiceitems"]
+    item = next(i for i in items if i["metadata"].get("usage_id"))
+    items.append({**item, "id": f"{item['id']}_again"})
+    return (f"overages-billed-once: {item['metadata']['usage_id']}: duplicate-right", "")
+
+
+def _schedule_short(states: dict[str, Any]) -> tuple[str, str]:
+    schedule = next(s for s in states["erp"]["data"]["revenue_schedules"]
+                    if len(s["entries"]) > 1)
+    schedule["entries"].pop()
+    return (f"revenue-schedules-vs-orders: {schedule['sales_order_id']}: total", "")
+
+
+def _ar_amount_wrong(states: dict[str, Any]) -> tuple[str, str]:
+    ar = states["erp"]["data"]["receivables"][0]
+    ar["amount"] += 1
+    return (f"AR invoice {ar['id']} is", "billing invoice")
+
+
+def _amendment_not_prorated(states: dict[str, Any]) -> str:
+    adjustment = next(a for a in states["erp"]["data"]["adjustments"]
+                      if a["lines"][0]["sku"] != "API-OVERAGE")
+    adjustment["amount"] = sum(li["quantity"] * li["unit_price"] for li in adjustment["lines"])
+    return "(not prorated)"
+
+
+def _overage_misrated(states: dict[str, Any]) -> str:
+    item = next(i for i in states["billing"]["data"]["invoiceitems"]
+                if i["metadata"].get("usage_id"))
+    item["amount"] += 100
+    return f"{item['metadata']['usage_id']}: "
+
+
+def _payment_status_not_in_crm(states: dict[str, Any]) -> str:
+    account = _first(states["crm"]["data"]["accounts"], Invoice_Status__c="paid")
+    account["Invoice_Status__c"] = "open"
+    return "CRM shows invoice status 'open', billing says 'paid'"
+
+
+def _renewal_forecast_lost(states: dict[str, Any]) -> str:
+    deals = states["crm"]["data"]["opportunities"]
+    lost = next(o for o in deals if o.get("Renewal_Key__c"))
+    deals.remove(lost)
+    return f"renewal-forecasts-vs-subscriptions: {lost['Renewal_Key__c']}: missing-right"
+
+
 BREAKERS = [
+    _overage_billed_twice,
+    _schedule_short,
+    _ar_amount_wrong,
+    _amendment_not_prorated,
+    _overage_misrated,
+    _payment_status_not_in_crm,
+    _renewal_forecast_lost,
     _lose_an_order,
     _order_in_another_currency,
     _subscription_billing_less,
@@ -343,8 +414,10 @@ BREAKERS = [
 
 def test_the_day_reconciles_with_the_product_reconciliations(day: Day) -> None:
     names = sorted(r["name"] for r in day.reports)
-    assert names == ["entitlements-vs-subscriptions", "orders-vs-deals",
-                     "paid-invoices-vs-payments", "subscriptions-vs-deals"]
+    assert names == ["ar-invoices-vs-billing-invoices", "entitlements-vs-subscriptions",
+                     "orders-vs-deals", "overages-billed-once", "overages-booked-once",
+                     "paid-invoices-vs-payments", "renewal-forecasts-vs-subscriptions",
+                     "revenue-schedules-vs-orders", "subscriptions-vs-deals"]
     assert all(r["state"] == "ok" and r["matched"] > 0 for r in day.reports), day.reports
     verdict = reconcile(day.states, day.reports)
     assert verdict.ok, verdict.problems
