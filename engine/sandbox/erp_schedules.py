@@ -102,7 +102,7 @@ class ErpSchedules(ErpReceivables):
         schedule["entries"].append({
             "external_id": external_id,
             "source": body.get("source"),
-            "recognition": "ratable" if start != end else "point_in_time",
+            "recognition": "point_in_time" if start is not None and start == end else "ratable",
             "start_date": (start.isoformat() if start else iso_now()[:10]),
             "end_date": (end or parse_date(order["end_date"], "end_date")).isoformat(),
             "amount": money(amount),
