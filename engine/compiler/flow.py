@@ -25,6 +25,7 @@ from engine.compiler.compiled import (
     SetAction,
     ValidateAction,
 )
+from engine.compiler.echo import trigger_echo
 from engine.compiler.expressions import Expression
 from engine.compiler.fields import unknown_reads
 from engine.compiler.flow_graph import FlowGraph
@@ -102,7 +103,9 @@ class FlowCompiler(FlowGraph):
                     f"system '{system.name}' has no webhooks block to verify deliveries with",
                 )
             self._warn_replayable(system)
-            return CompiledTrigger("webhook", path=trigger.webhook.path, system=system)
+            record = trigger.webhook.record
+            echo = trigger_echo(self, record, system) if record is not None else None
+            return CompiledTrigger("webhook", path=trigger.webhook.path, system=system, echo=echo)
         if trigger.api is not None:
             return CompiledTrigger("api", path=trigger.api.path, timeout=trigger.api.timeout)
         if trigger.schedule is not None or trigger.poll is not None:

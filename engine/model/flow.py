@@ -55,9 +55,20 @@ Value = Annotated[
 ]
 
 
+class TriggerRecord(Model):
+    """`record:` on a webhook trigger: which record a delivery is about (echo suppression)."""
+
+    type: str                        # a record type the System's write operations declare
+    id: str                          # JMESPath over {data, event}; no string/number: no check
+    fields: str = "data"             # JMESPath: the record's fields in the delivery
+    changed: str | None = None       # JMESPath: the fields the delivery says changed (a list of
+    #                                  dotted names, or an object of previous values)
+
+
 class WebhookTrigger(Model):
     path: str = Field(pattern=r"^/[A-Za-z0-9_\-./]*$")
     system: str
+    record: TriggerRecord | None = None
 
 
 class ApiTrigger(Model):

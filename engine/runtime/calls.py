@@ -27,7 +27,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -71,6 +71,7 @@ class OutboundRequest:
     route: Mapping[str, Any] | None = None  # a routed call: {by, value, system} it took
     template: str | None = None  # the operation's path with its {placeholders} (span names)
     run_id: str | None = None  # the run calling (logs and spans)
+    params: Mapping[str, Any] = field(default_factory=dict)  # the path params, evaluated
 
     @property
     def url(self) -> str:

@@ -39,7 +39,7 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +47,8 @@ from engine.compiler.compiled import CompiledFlow, CompiledStep
 from engine.compiler.plan import Plan
 from engine.errors import CallError, CallHeld
 from engine.runtime.backbone import Backbone
-from engine.runtime.calls import Calls, describe
+from engine.runtime.calls import Calls, OutboundRequest, describe
+from engine.runtime.echo import Fingerprints
 from engine.runtime.handlers import HANDLERS
 from engine.runtime.logevents import run_ended, run_started
 from engine.runtime.retry import Decision, decide
@@ -80,6 +81,8 @@ class ObserverProtocol(Protocol):
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None: ...
     def delivery(self, route: str, outcome: str) -> None: ...
 
+    def echo(self, flow: str, system: str) -> None: ...
+
 
 class Observer:
     """Metrics hooks; every method is an optional no-op (the server implements them)."""
@@ -102,6 +105,9 @@ class Observer:
     def delivery(self, route: str, outcome: str) -> None:
         """A delivery the runtime took itself (route `stream:<flow>`, a backbone message):
         accepted, duplicate, filtered or rejected (not a CloudEvent: terminated)."""
+
+    def echo(self, flow: str, system: str) -> None:
+        """A delivery to `flow` was the echo of a write to `system` (filtered, ECHO)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,7 @@ class Executor:
     rng: random.Random = field(default_factory=random.Random)  # backoff jitter
     backbone: Backbone | None = None  # NATS connections, for publish steps
     tracing: Tracing | None = None  # spans for the run and its steps (None: tracing off)
+    fingerprints: Fingerprints | None = None  # echo suppression: writes fingerprinted first
 
     async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         """Run `run` (already claimed) until it succeeds or stops; return its new state."""
@@ -240,6 +247,15 @@ class _Execution:
             self.todo.remove(step)
         return ready
 
+    def _fingerprint(
+        self, step_id: str
+    ) -> Callable[[OutboundRequest], Awaitable[None]] | None:
+        """Echo suppression: what stores a write's fingerprint before it is sent."""
+        fingerprints, run_id = self.executor.fingerprints, self.run_record.id
+        if fingerprints is None:
+            return None
+        return lambda request: fingerprints.record(request, run_id, step_id)
+
     async def _step(self, step: CompiledStep) -> StepOutcome:
         flow, observer = self.flow.name, self.executor.observer
         env = StepEnv(
@@ -253,6 +269,7 @@ class _Execution:
             on_attempt=lambda o, r: observer.step_attempt(flow, step.id, o, r),
             on_shadow=lambda system, r: observer.shadow_result(flow, step.id, system, r),
             backbone=self.executor.backbone,
+            fingerprint=self._fingerprint(step.id),
         )
         tracing = self.executor.tracing
         if tracing is None:
@@ -388,6 +405,9 @@ class _Execution:
         policy = step.retry.policy if step.retry is not None else None
         timeout = policy.timeout if policy and policy.timeout else request.system.timeout
         started = self.clock()
+        fingerprint = self._fingerprint(f"{step.id}#compensate")
+        if fingerprint is not None:
+            await fingerprint(request)
         try:
             response = await self.calls.send(request, timeout=timeout)
             status: int | None = response.status

@@ -31,6 +31,7 @@ from engine.runtime.alerting import EVERY as ALERT_EVERY
 from engine.runtime.backbone import Backbone
 from engine.runtime.clock import Clock, SystemClock, new_id
 from engine.runtime.details import RunDetail, read_detail
+from engine.runtime.echo import EchoGuard, Fingerprints
 from engine.runtime.executor import Executor, Observer, ObserverProtocol
 from engine.runtime.gates import Gates
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
@@ -44,6 +45,7 @@ from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
 from engine.store.base import Acceptance, EventRecord, RunQuery, RunRecord, Store
 from engine.store.controls import Controls
+from engine.store.echoes import Echoes
 from engine.store.quotas import QuotaLedger
 
 __all__ = ["MISSING", "ApiResult", "EventMeta", "RunDetail", "Runtime"]
@@ -96,15 +98,18 @@ class Runtime:
         )
         self._waiters = Waiters(store, self.clock, poll)
         self.backbone = backbone or Backbone()
+        echoes = Echoes(store)
         executor = Executor(store, observer, self.clock.now, lambda: self._workers.stopping, rng,
-                            backbone=self.backbone, tracing=tracing)
+                            backbone=self.backbone, tracing=tracing,
+                            fingerprints=Fingerprints(echoes, self.clock.now))
         self._workers = Workers(
             store, self._plans, executor, self._waiters, self.clock,
             lambda item: self._ingest.dispatch(item),
             worker_id=self.worker_id, concurrency=concurrency, lease=lease, poll=poll,
             gates=self.gates,
         )  # fmt: skip
-        self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted)
+        self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted,
+                              EchoGuard(echoes, self.clock.now), observer.echo)
         self.operations = Operations(
             store, self._plans, self._ingest, self._workers.requeued, self.gates
         )

@@ -103,6 +103,7 @@ class StepEnv:
     on_shadow: Callable[[str, str], None] | None = None  # metrics: (candidate System, result)
     backbone: Backbone | None = None  # the NATS connections (publish steps)
     traceparent: str | None = None  # the step's span (tracing on): emitted events continue it
+    fingerprint: Callable[[OutboundRequest], Awaitable[None]] | None = None  # echo: before a write
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,7 @@ def build_request(
         route=route,
         template=action.path,
         run_id=run.id,
+        params=params,
     )
 
 
@@ -292,6 +294,8 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
             return build_request(mirrored, env.context, env.run, f"{step.id}#shadow")
 
         shadow = Shadow.start(action.shadow, build, env.calls, env.clock)
+    if env.fingerprint is not None:  # before sending: a lost answer still counts as written
+        await env.fingerprint(request)
     try:
         response = await env.calls.send(request, timeout=timeout)
     except CallHeld as held:  # nothing was sent: no attempt spent

@@ -101,6 +101,13 @@ class Metrics:
             ["system"],
             registry=r,
         )
+        self.echoes = Counter(
+            "syncline_echoes",
+            "Deliveries filtered as the echo of Syncline's own write (reason ECHO), by flow and "
+            "the System written to",
+            ["flow", "system"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Counter] = {}
         self.alerts: dict[tuple[str, str], int] = {}  # (alert, state) -> notifications (store)
         r.register(_AlertCollector(self))
@@ -173,6 +180,10 @@ class Metrics:
         recent = self._recent.get(system) or self._recent.setdefault(
             system, deque(maxlen=HEALTH_WINDOW))
         recent.append(outcome in DOWN_OUTCOMES)
+
+    def echo(self, flow: str, system: str) -> None:
+        self._child(self.echoes, flow, system).inc()
+
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
         self._child(self.circuits_opened, system).inc()
 

@@ -86,8 +86,8 @@ _INSERT_EVENT = (
 )
 _INSERT_RUN = (
     "INSERT INTO runs (id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, "
-    "correlation_id, traceparent, created_at, updated_at, replay_of, parked_holds_key) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "correlation_id, traceparent, created_at, updated_at, replay_of, parked_holds_key, reason) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 

@@ -80,6 +80,7 @@ class NewRun(_Record):
     state: RunState = "pending"  # "filtered" for a filter non-match (recorded, never executed)
     replay_of: str | None = None
     parked_holds_key: bool = True  # False: its flow's `orderingKey.whileParked` is `continue`
+    reason: Reason | None = None  # why it is filtered, when a filter is not all (ECHO)
 
 
 class Acceptance(NamedTuple):

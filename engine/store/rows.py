@@ -117,11 +117,12 @@ def cancel_request(state: str, reason: str | None) -> Reason | None:
 
 def run_row(run: NewRun, event_id: str, now: float) -> tuple[Any, ...]:
     """(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id,
-    traceparent, created_at, updated_at, replay_of, parked_holds_key) of a new run."""
+    traceparent, created_at, updated_at, replay_of, parked_holds_key, reason) of a new run."""
     return (
         run.id, run.flow, run.flow_version, run.plan_digest, event_id, run.state, run.key,
         run.ordering_key, run.correlation_id, run.traceparent, now, now, run.replay_of,
         run.parked_holds_key,
+        reason_json(run.reason),
     )  # fmt: skip
 
 

@@ -126,11 +126,11 @@ def tx_accept(
 _EVENT_COLUMNS = "(id, type, source, subject, time, data, attributes, received_at)"
 _RUN_COLUMNS = (
     "(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
-    "traceparent, created_at, updated_at, replay_of, parked_holds_key)"
+    "traceparent, created_at, updated_at, replay_of, parked_holds_key, reason)"
 )
 _INSERT_EVENTS = "INSERT INTO events " + _EVENT_COLUMNS
 _INSERT_RUNS = "INSERT INTO runs " + _RUN_COLUMNS
-_CHUNK = 64  # rows per multi-row statement: at most 14 * 64 parameters, few statement texts
+_CHUNK = 64  # rows per multi-row statement: at most 15 * 64 parameters, few statement texts
 
 
 def _accept_batch(conn: sqlite3.Connection, jobs: Sequence[Job]) -> None:
@@ -158,7 +158,7 @@ def tx_accept_many(
     _insert_rows(conn, _INSERT_EVENTS, "ON CONFLICT (id) DO NOTHING", events, 8)
     holders = _key_holders(conn, {(run.flow, run.key) for _, runs in items for run in runs})
     results, rows = accept_runs(items, holders)
-    _insert_rows(conn, _INSERT_RUNS, "", rows, 14)
+    _insert_rows(conn, _INSERT_RUNS, "", rows, 15)
     return results
 
 

@@ -1,0 +1,153 @@
+"""Echo fingerprints kept in the store: the writes Syncline made to each record, and what it
+last knew of the record, shared by every replica (see engine/runtime/echo.py for the rules).
+
+Two tables, the same on SQLite and PostgreSQL (MIGRATION, appended to each store's migrations):
+
+    echo_writes   (system, record_type, record_id, run_id, step_id, written_at) -> expires_at,
+                  fields              one row per write sent (stored before the request goes
+                                      out: a write whose answer was lost still counts)
+    echo_records  (system, record_type, record_id) -> fields, seen_at, expires_at
+                                      the record as the last delivery about it showed it, while
+                                      a fingerprint of it lives
+
+`fields` is JSON: a list of [path, value] pairs, a path being the list of field names. Expired
+rows are deleted whenever a write is fingerprinted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.store.base import Store
+
+MIGRATION = """
+CREATE TABLE echo_writes (
+    system       text NOT NULL,
+    record_type  text NOT NULL,
+    record_id    text NOT NULL,
+    run_id       text NOT NULL,
+    step_id      text NOT NULL,
+    written_at   double precision NOT NULL,
+    expires_at   double precision NOT NULL,
+    fields       text NOT NULL
+);
+CREATE INDEX echo_writes_record ON echo_writes (system, record_type, record_id, expires_at);
+CREATE INDEX echo_writes_expiry ON echo_writes (expires_at);
+CREATE TABLE echo_records (
+    system       text NOT NULL,
+    record_type  text NOT NULL,
+    record_id    text NOT NULL,
+    fields       text NOT NULL,
+    seen_at      double precision NOT NULL,
+    expires_at   double precision NOT NULL,
+    PRIMARY KEY (system, record_type, record_id)
+);
+CREATE INDEX echo_records_expiry ON echo_records (expires_at);
+"""
+
+Path = tuple[str, ...]
+Fields = dict[Path, Any]  # a record flattened: field path -> value (objects are followed)
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """A record in a System."""
+
+    system: str
+    type: str
+    id: str
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write Syncline sent to a record (its fingerprint)."""
+
+    run_id: str
+    step_id: str
+    written_at: float
+    expires_at: float
+    fields: Fields  # the values it wrote
+
+
+@dataclass(frozen=True)
+class Known:
+    """What Syncline knows of a record: its live writes, oldest first, and the record as the
+    last delivery showed it (None: no delivery since a fingerprint lived)."""
+
+    writes: tuple[Write, ...]
+    seen: Fields | None
+    seen_at: float
+
+
+def encode(fields: Fields) -> str:
+    return json.dumps([[list(path), value] for path, value in fields.items()],
+                      separators=(",", ":"), default=str)
+
+
+def decode(text: str) -> Fields:
+    return {tuple(path): value for path, value in json.loads(text)}
+
+
+_WHERE = "system = %s AND record_type = %s AND record_id = %s"
+
+
+class Echoes:
+    """The fingerprint operations on a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def fingerprint(self, key: RecordKey, write: Write) -> None:
+        """Store a write before it is sent; drop the fingerprints that have expired."""
+        await self.store.transact([
+            ("DELETE FROM echo_writes WHERE expires_at <= %s", (write.written_at,)),
+            ("DELETE FROM echo_records WHERE expires_at <= %s", (write.written_at,)),
+            ("INSERT INTO echo_writes (system, record_type, record_id, run_id, step_id, "
+             "written_at, expires_at, fields) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+             (key.system, key.type, key.id, write.run_id, write.step_id, write.written_at,
+              write.expires_at, encode(write.fields))),
+        ])
+
+    async def known(self, key: RecordKey, now: float) -> Known | None:
+        """The live writes of a record and its last seen state; None when no write lives (the
+        common case: one indexed read, nothing written)."""
+        params = (key.system, key.type, key.id, now)
+        (writes, _), (seen, _) = await self.store.transact(
+            [
+                ("SELECT run_id, step_id, written_at, expires_at, fields FROM echo_writes "
+                 f"WHERE {_WHERE} AND expires_at > %s ORDER BY written_at", params),
+                (f"SELECT fields, seen_at FROM echo_records WHERE {_WHERE} AND expires_at > %s",
+                 params),
+            ],
+            only_if_first=True,
+            read_only=True,
+        )
+        if not writes:
+            return None
+        found = tuple(Write(r, s, w, e, decode(f)) for r, s, w, e, f in writes)
+        if not seen:
+            return Known(found, None, 0.0)
+        return Known(found, decode(seen[0][0]), float(seen[0][1]))
+
+    async def seen(self, key: RecordKey, fields: Fields, now: float, expires_at: float) -> None:
+        """Remember the record as a delivery showed it (while its fingerprints live)."""
+        await self.store.transact([
+            ("INSERT INTO echo_records (system, record_type, record_id, fields, seen_at, "
+             "expires_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (system, record_type, "
+             "record_id) DO UPDATE SET fields = excluded.fields, seen_at = excluded.seen_at, "
+             "expires_at = excluded.expires_at",
+             (key.system, key.type, key.id, encode(fields), now, expires_at)),
+        ])
+
+    async def writes(self, system: str | None = None) -> Sequence[tuple[Any, ...]]:
+        """Every stored fingerprint (system, type, id, run, step, written_at, expires_at)."""
+        where, params = ("WHERE system = %s", (system,)) if system else ("", ())
+        [(rows, _)] = await self.store.transact(
+            [("SELECT system, record_type, record_id, run_id, step_id, written_at, expires_at "
+              f"FROM echo_writes {where} ORDER BY written_at", params)],
+            read_only=True,
+        )
+        return rows
