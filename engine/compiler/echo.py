@@ -226,7 +226,7 @@ def _value_reads(value: Value, data: _Shape) -> set[FieldPath]:
             return _through(_leaves(value.input.paths), data)
         if value.mapping.reads is None:
             return _through({base}, data)  # the mapping reads its input whole
-        return _through({(*base, *p) for p in value.mapping.reads}, data)
+        return _through({(*base, *p) for p in _leaves(value.mapping.reads)}, data)
     return set()
 
 

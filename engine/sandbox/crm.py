@@ -11,7 +11,10 @@ SOQL subset (``SELECT fields FROM Account|Opportunity [WHERE f = 'v' AND ...] [L
 
 When an opportunity's ``StageName`` becomes ``Closed Won`` (PATCH, or
 ``POST /sandbox/opportunities/{Id}/close``) the CRM sends a Standard Webhooks signed webhook
-``{"event": "opportunity.closed_won", "data": <opportunity, with "Account": <account>>}``.
+``{"event": "opportunity.closed_won", "data": <opportunity, with "Account": <account>>}``. Every
+change of an account through the API (the integration's own writes too, as Salesforce's Change
+Data Capture does) sends ``{"event": "account.updated", "data": <account>, "changedFields":
+[...]}``.
 
 Run standalone: ``python -m engine.sandbox.crm --port 9101``.
 """
@@ -36,7 +39,7 @@ from engine.sandbox.crm_rules import (
 )
 from engine.sandbox.serving import run_standalone
 from engine.sandbox.system import SandboxConfig, SandboxSystem
-from engine.sandbox.webhooks import STANDARD_WEBHOOKS
+from engine.sandbox.webhooks import STANDARD_WEBHOOKS, changed_fields
 
 DEFAULT_WEBHOOK_SECRET = "whsec_c3luY2xpbmUtc2FuZGJveC1jcm0td2ViaG9va3MhIQ=="
 
@@ -145,13 +148,25 @@ class CrmSandbox(Opportunities, SandboxSystem):
         record = self._record(sobject, call.params["id"])
         body = call.json_object()
         check_fields(sobject, body)
+        before = dict(record)
         if sobject == "Account":
             validate_account(body, record, self.data["accounts"])
             record.update(body)
         else:
             self.change_opportunity(record, body)
         record["LastModifiedDate"] = sf_datetime()
+        if sobject == "Account":
+            self._account_changed(record, changed_fields(before, record))
         return Reply(204)
+
+    def _account_changed(self, account: JSON, changed: list[str]) -> None:
+        """Change Data Capture, as Salesforce sends it: every change, whoever made it (the
+        integration's own writes included), with the fields it changed."""
+        if changed == ["LastModifiedDate"]:
+            return  # nothing changed but the timestamp: Salesforce sends no event either
+        payload = {"event": "account.updated", "data": self.render("Account", account),
+                   "changedFields": changed}
+        self.emit("account.updated", payload, webhook_id=f"msg_{self.ids.token('', 24)}")
 
     def query(self, call: Call) -> Reply:
         return Reply(200, run_query(call.query.get("q"), self._rendered))
