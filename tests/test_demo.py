@@ -29,6 +29,7 @@ from engine.demo.stack import Stack, locate_project
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = (
+    "account-changed",
     "billing-events",
     "closed-won-to-order",
     "crm-opportunity-events",
@@ -96,6 +97,13 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     # ERP outages (503; 502 after the write), a CRM outage and an ERP rate-limit storm
     assert kinds == {("ERP", "503"), ("ERP", "502"), ("CRM", "500"), ("ERP", "429")}, faults
     assert all(hits >= 1 for hits in faults.values()), faults
+    # no sync loop: Syncline's own CRM account and billing subscription writes came back as
+    # webhooks and were filtered as echoes; the round-trip flows ran once per person's change
+    echoes = report["echoes"]
+    assert not echoes["loop"], echoes
+    assert echoes["by_flow"]["crm-opportunity-events"] >= 10 + day["renewals"], echoes
+    assert echoes["by_flow"]["billing-events"] >= day["renewals"], echoes
+    assert by_flow["account-changed"]["succeeded"] == day["account moves"] >= 1
 
     # the one alert: finance told once, in its chat channel, of both master-data exceptions
     # before the operator fixed them (the revops objective alert stays quiet: it is met)
@@ -134,6 +142,8 @@ def test_text_report_on_a_pipe_has_plain_progress_lines(tmp_path: Path) -> None:
     assert "UNKNOWN_TAX_NEXUS" in done.stdout and "sync latency" in done.stdout
     # the business metrics, in a finance reader's words, with the money the ERP holds
     assert "Business metrics" in done.stdout
+    assert re.search(r"\d+ echoes of Syncline's own writes suppressed; no sync loop",
+                     done.stdout), done.stdout
     assert "Closed-won deals the ERP has not accepted as a sales order yet" in done.stdout
     assert re.search(r"Paid invoices whose payment the ERP posted: \d+; all payments posted in "
                      r"the ERP: [A-Z]{3} [\d,]+\.\d\d", done.stdout), done.stdout

@@ -111,7 +111,29 @@ def build_report(
         "business": business_summary(states or {}),
         "alerts": alerts_summary(states or {}),
         "revenue": revenue_summary(states or {}),
+        "echoes": echo_summary(runs, log.counts),
     }
+
+
+# The flows a person's change (and only that) starts, and the day's count of such changes: more
+# runs than changes would be Syncline reacting to its own writes, the start of a sync loop.
+ROUND_TRIPS = {"account-changed": "account moves", "subscription-amended": "amendments"}
+
+
+def echo_summary(runs: Iterable[Mapping[str, Any]], counts: Mapping[str, int]) -> dict[str, Any]:
+    """How many deliveries were echoes of Syncline's own writes (by webhook flow), and whether
+    any round-trip flow ran more often than people changed something."""
+    echoes: dict[str, int] = defaultdict(int)
+    executed: dict[str, int] = defaultdict(int)
+    for run in runs:
+        if run["state"] == "filtered" and (run.get("reason") or {}).get("code") == "ECHO":
+            echoes[run["flow"]] += 1
+        elif run["state"] != "filtered":
+            executed[run["flow"]] += 1
+    extra = {flow: executed[flow] - counts.get(changes, 0) for flow, changes in ROUND_TRIPS.items()
+             if executed[flow] > counts.get(changes, 0)}
+    return {"suppressed": sum(echoes.values()), "by_flow": dict(sorted(echoes.items())),
+            "loop": bool(extra), "unexplained_runs": extra}
 
 
 # The money behind a count, from the ERP's records: metric -> (collection, amount field, words).
@@ -219,6 +241,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     if revenue:
         lines += ["Revenue (finance view, from the ERP and billing)"]
         lines += [f"  {line}" for line in revenue["lines"]] + [""]
+    lines += _echoes(report.get("echoes"))
     lines += _reconciliation(report["reconciliation"])
     return "\n".join(lines)
 
@@ -240,6 +263,16 @@ def _alerts(alerts: list[Mapping[str, Any]]) -> list[str]:
         times = "once" if n == 1 else f"{n} times"
         lines.append(f"  {alert['team']} was alerted {times}: {alert['texts'][0]}")
     return [*lines, ""]
+
+
+def _echoes(echoes: Mapping[str, Any] | None) -> list[str]:
+    if not echoes:
+        return []
+    by_flow = ", ".join(f"{flow} {n}" for flow, n in echoes["by_flow"].items())
+    verdict = ("no sync loop" if not echoes["loop"] else "SYNC LOOP: runs no person's change "
+               f"explains: {echoes['unexplained_runs']}")
+    return [f"Echo suppression: {echoes['suppressed']} echoes of Syncline's own writes "
+            f"suppressed; {verdict} (echoes by flow: {by_flow or 'none'})", ""]
 
 
 def _day(day: Mapping[str, Any]) -> list[str]:

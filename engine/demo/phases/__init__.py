@@ -42,5 +42,6 @@ DAY: tuple[Phase, ...] = (
     Phase("mid-term amendments", changes.amend),
     Phase("usage month closed, overages billed", revenue.usage_month),
     Phase("renewals forecast in the CRM", revenue.renewal_forecast),
+    Phase("accounts moved in the CRM", changes.move_accounts),
     Phase("renewals, ERP maintenance", maintenance.renew_in_maintenance),
 )
