@@ -445,3 +445,50 @@ def test_echo_mistakes_are_located_errors(project: Callable[[dict[str, str]], Pa
     text = _errors(project, files)
     assert expected in text
     assert "flows/" in text.split("error[")[0]  # located: the file (and line) comes first
+
+
+# -- which fields the triggered flows read --------------------------------------------------
+
+READER = """\
+apiVersion: syncline/v1
+kind: System
+metadata: {name: crm, owner: qa}
+spec:
+  baseUrl: http://127.0.0.1:9
+  webhooks: {scheme: none}
+  operations:
+    update-account: {method: PATCH, path: "/a/{id}", record: {type: account, id: params.id}}
+  echo: {window: 15m}
+---
+apiVersion: syncline/v1
+kind: Flow
+metadata: {name: hook, owner: qa}
+spec:
+  trigger:
+    webhook: {path: /h, system: crm, record: {type: account, id: data.data.Id, fields: data.data}}
+  filter: "data.event == 'account.updated'"
+  steps:
+    - {id: changed, emit: {type: account.changed, data: "{account: data.data, seen: data.at}"}}
+---
+apiVersion: syncline/v1
+kind: Flow
+metadata: {name: downstream, owner: qa}
+spec:
+  trigger: {event: account.changed}
+  steps:
+    - {id: s, set: {city: data.account.BillingCity, lines: "data.account.Lines[].Sku"}}
+    - {id: t, set: {note: {template: "{{ STEP }}"}}}
+"""
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    ("data.account.Name", {("BillingCity",), ("Lines",), ("Name",)}),
+    ("data.seen | tojson", {("BillingCity",), ("Lines",)}),
+    ("data | tojson", None),  # the whole event, the record within it: every field
+])
+def test_the_fields_the_flows_read_are_followed_through_emits(
+        project: Callable[[dict[str, str]], Path], template: str,
+        expected: set[tuple[str, ...]] | None) -> None:
+    plan = compile_project(project({"flows/x.yaml": READER.replace("STEP", template)}))
+    echo = plan.webhooks["/h"].trigger.echo
+    assert echo is not None and echo.reads == (None if expected is None else frozenset(expected))

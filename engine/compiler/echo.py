@@ -219,7 +219,8 @@ def _value_reads(value: Value, data: _Shape) -> set[FieldPath]:
     if isinstance(value, ExprValue):
         return _through(_leaves(value.expression.paths), data)
     if isinstance(value, TemplateValue):
-        return _through(_leaves(value.template.paths), data)
+        whole = {("data",)} if "data" in value.template.whole else set()
+        return _through(_leaves(value.template.paths) | whole, data)
     if isinstance(value, MapValue):
         base = _plain_path(value.input)
         if base is None:

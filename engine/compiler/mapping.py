@@ -83,8 +83,10 @@ def _reads(fields: dict[str, str | FieldRuleSpec]) -> frozenset[FieldPath] | Non
                 return None
             found |= compile_expression(rule.expr).paths
         elif rule.template is not None:
-            paths = compile_template(rule.template).paths
-            found |= {p[1:] for p in paths if p[:1] == ("source",) and len(p) > 1}
+            template = compile_template(rule.template)
+            if "source" in template.whole:
+                return None
+            found |= {p[1:] for p in template.paths if p[:1] == ("source",) and len(p) > 1}
     return frozenset(found)
 
 
