@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -406,10 +407,9 @@ class _Execution:
         timeout = policy.timeout if policy and policy.timeout else request.system.timeout
         started = self.clock()
         fingerprint = self._fingerprint(f"{step.id}#compensate")
-        if fingerprint is not None:
-            await fingerprint(request)
+        before = None if fingerprint is None else functools.partial(fingerprint, request)
         try:
-            response = await self.calls.send(request, timeout=timeout)
+            response = await self.calls.send(request, timeout=timeout, before=before)
             status: int | None = response.status
             body = response.body
         except CallHeld as held:  # its System is paused or its circuit open: no attempt spent

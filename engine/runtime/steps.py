@@ -23,6 +23,7 @@ Failure classes (what the executor does with a `Stop`):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -294,10 +295,10 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
             return build_request(mirrored, env.context, env.run, f"{step.id}#shadow")
 
         shadow = Shadow.start(action.shadow, build, env.calls, env.clock)
-    if env.fingerprint is not None:  # before sending: a lost answer still counts as written
-        await env.fingerprint(request)
-    try:
-        response = await env.calls.send(request, timeout=timeout)
+    fingerprint = env.fingerprint
+    before = None if fingerprint is None else functools.partial(fingerprint, request)
+    try:  # the fingerprint is stored before sending: a lost answer still counts as written
+        response = await env.calls.send(request, timeout=timeout, before=before)
     except CallHeld as held:  # nothing was sent: no attempt spent
         raise StepStopped(Stop("wait", held.code, held.message, retry_at=held.until)) from None
     except CallError as error:
