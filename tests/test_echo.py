@@ -434,7 +434,7 @@ spec:
     ({"record": "", "echo": "", "get_record": ", record: {type: account, id: params.id}"}, None,
      "error[E_ECHO] operation 'get-account' reads (GET); only a write has a record"),
     ({"record": ", record: {type: account, id: 'params.[id'}", "echo": ""}, None,
-     "error[E_EXPR] invalid JMESPath 'params.[id'"),
+     "error[E_JMESPATH] invalid JMESPath 'params.[id'"),
 ])
 def test_echo_mistakes_are_located_errors(project: Callable[[dict[str, str]], Path],
                                           system: dict[str, str], hook: str | None,

@@ -67,7 +67,7 @@ def system_echo(system: System, doc: Document, schemas: Mapping[str, CompiledSch
         try:
             ident = compile_expression(operation.record.id)
         except ExpressionSyntaxError as exc:
-            report(Diagnostic(doc.locate((*loc, "id")), "E_EXPR",
+            report(Diagnostic(doc.locate((*loc, "id")), exc.code,
                               f"invalid JMESPath '{operation.record.id}': {exc.message}"))
             continue
         schema = schemas.get(operation.schema_) if operation.schema_ else None
