@@ -92,6 +92,7 @@ def decode(text: str) -> Fields:
 
 
 _WHERE = "system = %s AND record_type = %s AND record_id = %s"
+_CHUNK = 500  # record ids per IN list
 
 
 class Echoes:
@@ -110,6 +111,25 @@ class Echoes:
              (key.system, key.type, key.id, write.run_id, write.step_id, write.written_at,
               write.expires_at, encode(write.fields))),
         ])
+
+    async def live(self, keys: Sequence[RecordKey], now: float) -> set[RecordKey]:
+        """Which of `keys` have a live fingerprint: one read for all of them."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            groups.setdefault((key.system, key.type), []).append(key.id)
+        statements = [
+            ("SELECT DISTINCT record_id FROM echo_writes WHERE system = %s AND record_type = %s "
+             f"AND expires_at > %s AND record_id IN ({', '.join(['%s'] * len(chunk))})",
+             (system, kind, now, *chunk))
+            for (system, kind), ids in groups.items()
+            for chunk in (ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK))
+        ]
+        groups_in_order = [(system, kind) for (system, kind), ids in groups.items()
+                           for _ in range(0, len(ids), _CHUNK)]
+        results = await self.store.transact(statements, read_only=True)
+        return {RecordKey(system, kind, row[0])
+                for (system, kind), (rows, _) in zip(groups_in_order, results, strict=True)
+                for row in rows}
 
     async def known(self, key: RecordKey, now: float) -> Known | None:
         """The live writes of a record and its last seen state; None when no write lives (the
