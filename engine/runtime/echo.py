@@ -76,18 +76,18 @@ class Fingerprints:
                                       Write(run_id, step_id, now, now + system.echo_window, fields))
 
 
-class LiveLookups:
-    """Whether records have a live fingerprint, asked for many deliveries at once: the lookups
-    queued while one read runs go together in the next (as group commit does for writes), so
-    the check costs a delivery a share of one indexed read."""
+class Lookups:
+    """What is known of records (None: no live fingerprint), asked for many deliveries at once:
+    the lookups queued while one read runs go together in the next (as group commit does for
+    writes), so the check costs a delivery a share of one indexed read."""
 
     def __init__(self, echoes: Echoes, clock: Callable[[], float]) -> None:
         self.echoes, self.clock = echoes, clock
-        self._queue: list[tuple[RecordKey, asyncio.Future[bool]]] = []
+        self._queue: list[tuple[RecordKey, asyncio.Future[Known | None]]] = []
         self._reader: asyncio.Task[None] | None = None
 
-    async def has(self, key: RecordKey) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def known(self, key: RecordKey) -> Known | None:
+        future: asyncio.Future[Known | None] = asyncio.get_running_loop().create_future()
         self._queue.append((key, future))
         if self._reader is None:
             self._reader = asyncio.create_task(self._read())
@@ -98,7 +98,7 @@ class LiveLookups:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    live = await self.echoes.live([key for key, _ in batch], self.clock())
+                    found = await self.echoes.lookup([key for key, _ in batch], self.clock())
                 except Exception as exc:  # noqa: BLE001 - each waiting delivery gets the error
                     for _, future in batch:
                         if not future.done():
@@ -106,7 +106,7 @@ class LiveLookups:
                     continue
                 for key, future in batch:
                     if not future.done():
-                        future.set_result(key in live)
+                        future.set_result(found.get(key))
         finally:
             self._reader = None
 
@@ -116,7 +116,7 @@ class EchoGuard:
 
     def __init__(self, echoes: Echoes, clock: Callable[[], float]) -> None:
         self.echoes, self.clock = echoes, clock
-        self.live = LiveLookups(echoes, clock)
+        self.lookups = Lookups(echoes, clock)
 
     async def check(self, echo: EchoCheck, context: Mapping[str, Any]) -> Echoed | None:
         """The write a delivery echoes, or None (then its run goes ahead as usual)."""
@@ -127,10 +127,7 @@ class EchoGuard:
         if ident is None:
             return None
         key = RecordKey(echo.system, echo.type, ident)
-        if not await self.live.has(key):
-            return None
-        now = self.clock()
-        known = await self.echoes.known(key, now)
+        known = await self.lookups.known(key)
         if known is None:
             return None
         try:
@@ -144,8 +141,10 @@ class EchoGuard:
         changed = changed_paths(said, fields, echo.numeric) if echo.changed is not None else None
         base = last_known(known)
         write = decide(known, base, fields, changed, echo)
-        await self.echoes.seen(key, {**base, **fields}, now,
-                               max(w.expires_at for w in known.writes))
+        merged = {**base, **fields}
+        if merged != base:  # else storing it would change nothing it is compared with
+            await self.echoes.seen(key, merged, self.clock(),
+                                   max(w.expires_at for w in known.writes))
         if write is None:
             return None
         return Echoed(echo.system, echo.type, ident, write.run_id, write.step_id)

@@ -91,7 +91,6 @@ def decode(text: str) -> Fields:
     return {tuple(path): value for path, value in json.loads(text)}
 
 
-_WHERE = "system = %s AND record_type = %s AND record_id = %s"
 _CHUNK = 500  # record ids per IN list
 
 
@@ -112,45 +111,37 @@ class Echoes:
               write.expires_at, encode(write.fields))),
         ])
 
-    async def live(self, keys: Sequence[RecordKey], now: float) -> set[RecordKey]:
-        """Which of `keys` have a live fingerprint: one read for all of them."""
+    async def lookup(self, keys: Sequence[RecordKey], now: float) -> dict[RecordKey, Known]:
+        """What is known of those of `keys` that have a live fingerprint (the others, the common
+        case, are absent): one read for all of them, nothing written."""
         groups: dict[tuple[str, str], list[str]] = {}
         for key in keys:
             groups.setdefault((key.system, key.type), []).append(key.id)
-        statements = [
-            ("SELECT DISTINCT record_id FROM echo_writes WHERE system = %s AND record_type = %s "
-             f"AND expires_at > %s AND record_id IN ({', '.join(['%s'] * len(chunk))})",
-             (system, kind, now, *chunk))
-            for (system, kind), ids in groups.items()
-            for chunk in (ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK))
-        ]
-        groups_in_order = [(system, kind) for (system, kind), ids in groups.items()
-                           for _ in range(0, len(ids), _CHUNK)]
+        chunks = [(system, kind, ids[i:i + _CHUNK]) for (system, kind), ids in groups.items()
+                  for i in range(0, len(ids), _CHUNK)]
+        statements = []
+        for system, kind, chunk in chunks:
+            where = (f"system = %s AND record_type = %s AND expires_at > %s AND record_id IN "
+                     f"({', '.join(['%s'] * len(chunk))})")
+            params = (system, kind, now, *chunk)
+            statements += [
+                ("SELECT record_id, run_id, step_id, written_at, expires_at, fields FROM "
+                 f"echo_writes WHERE {where} ORDER BY written_at", params),
+                (f"SELECT record_id, fields, seen_at FROM echo_records WHERE {where}", params),
+            ]
         results = await self.store.transact(statements, read_only=True)
-        return {RecordKey(system, kind, row[0])
-                for (system, kind), (rows, _) in zip(groups_in_order, results, strict=True)
-                for row in rows}
-
-    async def known(self, key: RecordKey, now: float) -> Known | None:
-        """The live writes of a record and its last seen state; None when no write lives (the
-        common case: one indexed read, nothing written)."""
-        params = (key.system, key.type, key.id, now)
-        (writes, _), (seen, _) = await self.store.transact(
-            [
-                ("SELECT run_id, step_id, written_at, expires_at, fields FROM echo_writes "
-                 f"WHERE {_WHERE} AND expires_at > %s ORDER BY written_at", params),
-                (f"SELECT fields, seen_at FROM echo_records WHERE {_WHERE} AND expires_at > %s",
-                 params),
-            ],
-            only_if_first=True,
-            read_only=True,
-        )
-        if not writes:
-            return None
-        found = tuple(Write(r, s, w, e, decode(f)) for r, s, w, e, f in writes)
-        if not seen:
-            return Known(found, None, 0.0)
-        return Known(found, decode(seen[0][0]), float(seen[0][1]))
+        found: dict[RecordKey, Known] = {}
+        for n, (system, kind, _) in enumerate(chunks):
+            (writes, _), (seen, _) = results[2 * n], results[2 * n + 1]
+            by_id: dict[str, list[Write]] = {}
+            for ident, run, step, written, expires, fields in writes:
+                by_id.setdefault(ident, []).append(Write(run, step, written, expires,
+                                                         decode(fields)))
+            states = {ident: (decode(fields), float(at)) for ident, fields, at in seen}
+            for ident, live in by_id.items():
+                state, at = states.get(ident, (None, 0.0))
+                found[RecordKey(system, kind, ident)] = Known(tuple(live), state, at)
+        return found
 
     async def seen(self, key: RecordKey, fields: Fields, now: float, expires_at: float) -> None:
         """Remember the record as a delivery showed it (while its fingerprints live)."""
