@@ -152,13 +152,3 @@ class Echoes:
              "expires_at = excluded.expires_at",
              (key.system, key.type, key.id, encode(fields), now, expires_at)),
         ])
-
-    async def writes(self, system: str | None = None) -> Sequence[tuple[Any, ...]]:
-        """Every stored fingerprint (system, type, id, run, step, written_at, expires_at)."""
-        where, params = ("WHERE system = %s", (system,)) if system else ("", ())
-        [(rows, _)] = await self.store.transact(
-            [("SELECT system, record_type, record_id, run_id, step_id, written_at, expires_at "
-              f"FROM echo_writes {where} ORDER BY written_at", params)],
-            read_only=True,
-        )
-        return rows
