@@ -85,8 +85,8 @@ class Metrics(_LabelledCounts):
         # (system, operation, outcome) -> calls; (system, operation) -> [counts, sum]; system ->
         # whether each of its last calls failed
         self.calls: dict[tuple[str, str, str], int] = {}
-        self._call_latency: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-        self._recent: dict[str, deque[bool]] = {}
+        self.call_latency: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self.recent: dict[str, deque[bool]] = {}
         r.register(_Collector(self))
         r.register(_CallCollector(self))
         self.runs = Counter(
@@ -199,12 +199,12 @@ class Metrics(_LabelledCounts):
     def call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
         key = (system, operation, outcome)
         self.calls[key] = self.calls.get(key, 0) + 1
-        counts, total = self._call_latency.get(key[:2]) or self._call_latency.setdefault(
+        counts, total = self.call_latency.get(key[:2]) or self.call_latency.setdefault(
             key[:2], ([0] * (len(CALL_BUCKETS) + 1), [0.0])
         )
         counts[bisect.bisect_left(CALL_BUCKETS, seconds)] += 1
         total[0] += seconds
-        recent = self._recent.get(system) or self._recent.setdefault(
+        recent = self.recent.get(system) or self.recent.setdefault(
             system, deque(maxlen=HEALTH_WINDOW))
         recent.append(outcome in DOWN_OUTCOMES)
 
@@ -304,7 +304,7 @@ class _CallCollector:
             calls.add_metric(list(key), count)
         yield calls
         latency: dict[tuple[str, ...], tuple[list[int], float]] = {
-            key: (list(c), t[0]) for key, (c, t) in list(m._call_latency.items())}
+            key: (list(c), t[0]) for key, (c, t) in list(m.call_latency.items())}
         yield _histogram("syncline_call_seconds", "Outbound call attempt duration",
                          ["system", "operation"], CALL_BUCKETS, latency)
         up = GaugeMetricFamily(
@@ -312,7 +312,7 @@ class _CallCollector:
             f"0 when each of a System's last {HEALTH_WINDOW} calls timed out, failed to connect "
             "or answered 5xx; else 1",
             labels=["system"])
-        for system, recent in sorted(list(m._recent.items())):
+        for system, recent in sorted(list(m.recent.items())):
             up.add_metric([system], 0 if len(recent) == HEALTH_WINDOW and all(recent) else 1)
         yield up
         deliveries = CounterMetricFamily(

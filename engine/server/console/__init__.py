@@ -11,6 +11,8 @@ something carries a CSRF token (web.py).
     GET  /console/runs/{id}                a run: timeline, requests, lineage, audit, actions
     POST /console/runs/{id}/{action}       resume | retry | cancel | replay, with a reason
     GET  /console/audit                    the audit trail
+    GET|POST /console/flows/{name}/pause|resume, /console/systems/{name}/pause|resume
+                                           the pause switches, with a reason (switches.py)
     GET|POST /console/signin, POST /console/signout
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from engine.server.console import actions, pages, signin
+from engine.server.console import actions, pages, signin, switches
 
 
 def console_routes() -> list[BaseRoute]:
@@ -33,6 +35,8 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/runs/{run_id}", pages.run, methods=["GET"]),
         Route("/console/runs/{run_id}/{action}", actions.run_action, methods=["POST"]),
         Route("/console/audit", pages.audit, methods=["GET"]),
+        Route("/console/flows/{name}/{action}", switches.switch, methods=["GET", "POST"]),
+        Route("/console/systems/{name}/{action}", switches.switch, methods=["GET", "POST"]),
         Mount(
             "/console/static",
             StaticFiles(packages=[("engine.server.console", "static")]),

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from engine.errors import UsageError
 from engine.server.audit import entries, query_from
+from engine.server.console.health import system_health
 from engine.server.console.session import Session
 from engine.server.console.views import (
     STATE_WORDS,
@@ -32,12 +33,20 @@ NOTICES = {  # what ?done= says after an action (fixed words: nothing from the U
     "cancel": "Cancelled: completed steps are being undone.",
     "replay": "Replayed: this is the new run.",
 }
+SWITCHED = {  # what /console?done= says after a pause or resume
+    "pause-flow": "Paused: the flow accepts and stores deliveries but starts no run.",
+    "resume-flow": "Resumed: the flow's held deliveries start in arrival order.",
+    "pause-system": "Paused: no call goes to the System; runs needing it wait.",
+    "resume-system": "Resumed: calls go out again and the waiting runs continue.",
+}
 
 
 @page
 async def overview(request: Request, session: Session) -> Response:
     state = request.app.state.syncline
     counts = await state.runtime.store.count_runs()
+    for flow in state.plan.flows:  # every flow gets a row (and its pause switch), runs or not
+        counts.setdefault((flow, "succeeded"), 0)
     by_state: dict[str, int] = {}
     for (_, run_state), n in counts.items():
         by_state[run_state] = by_state.get(run_state, 0) + n
@@ -53,6 +62,11 @@ async def overview(request: Request, session: Session) -> Response:
         tokens=state.tokens.status,
         queue=state.runtime.queue_depth(),
         business=business_rows(await business_values(state)),
+        systems=system_health(state.plan, state.runtime.gates, state.metrics),
+        paused_flows=state.runtime.gates.flows,
+        started=state.started_at,
+        may_switch=session.principal.can("act"),
+        notice=SWITCHED.get(request.query_params.get("done", ""), ""),
     )
 
 

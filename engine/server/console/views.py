@@ -5,6 +5,7 @@ plus the Jinja2 environment (autoescaped) that renders them."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -70,6 +71,15 @@ def span(seconds: float) -> str:
         if len(parts) == 2:
             break
     return " ".join(parts)
+
+
+def seconds(value: float | None) -> str:
+    """A latency in words: `4 ms`, `1.2 s`, `over 60 s` (infinity: past every bucket)."""
+    if value is None:
+        return ""
+    if math.isinf(value):
+        return "over 60 s"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
 def redact(value: Any) -> Any:
@@ -162,6 +172,6 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, age=age, pretty=pretty)
+    env.filters.update(when=when, age=age, pretty=pretty, seconds=seconds)
     env.globals.update(STATE_WORDS=STATE_WORDS)
     return env
