@@ -150,10 +150,13 @@ class Reconciler:
         self._store, self._plan, self._calls, self._emit = store, plan, calls, emit
         self._clock, self.lease = clock, lease
 
-    async def run(self, name: str, tick: str | None = None, actor: str = "syncline") -> Any:
+    async def run(
+        self, name: str, tick: str | None = None, actor: str = "syncline",
+        reason: str | None = None,
+    ) -> Any:  # fmt: skip
         """Run `name` now (or for schedule `tick`): its report; None when the tick has a result
         already; BUSY while another process runs it. KeyError: no such Reconciliation. `actor`
-        is who the audit entry names (the caller of a run on demand)."""
+        is who the audit entry names (the caller of a run on demand), with its `reason`."""
         plan = self._plan()
         recon = plan.reconciliations[name]
         tick = tick or f"manual:{self._clock():.6f}"
@@ -174,9 +177,10 @@ class Reconciler:
             report["action"] = {"park": recon.park}
         report["state"] = state
         await self._store.finish_reconciliation(name, tick, state, report)
-        await self._store.audit(actor, "reconcile", None, {
-            "name": name, "tick": tick, "state": state, "counts": report["counts"],
-        })
+        detail = {"name": name, "tick": tick, "state": state, "counts": report["counts"]}
+        if reason:
+            detail["note"] = reason  # as an operator action's reason (the audit API's `reason`)
+        await self._store.audit(actor, "reconcile", None, detail)
         log.log(logging.INFO if state == "ok" else logging.WARNING,
                 "reconciliation %s (%s): %s %s", name, tick, state, report["counts"],
                 extra={"event": f"reconciliation.{state}"})

@@ -53,7 +53,10 @@ def query_from(params: Any) -> AuditQuery:
 def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
     """An entry as the API shows it: ISO time, the operator's reason lifted out of the detail."""
     detail = entry["detail"]
-    reason = detail.get("note") if isinstance(detail, dict) else None
+    reason = None  # a run action's or reconciliation's `note`, a pause switch's `reason`
+    if isinstance(detail, dict):
+        said = detail.get("note") or detail.get("reason")
+        reason = said if isinstance(said, str) and said else None
     return {**entry, "at": iso(entry["at"]), "reason": reason}
 
 

@@ -13,6 +13,8 @@ something carries a CSRF token (web.py).
     GET  /console/audit                    the audit trail
     GET|POST /console/flows/{name}/pause|resume, /console/systems/{name}/pause|resume
                                            the pause switches, with a reason (switches.py)
+    GET  /console/reconciliations[/{name}?tick=]   results; POST .../{name}/run runs one now
+    GET  /console/shadow                   shadow calls: agreement per System, mismatches
     GET|POST /console/signin, POST /console/signout
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from engine.server.console import actions, pages, signin, switches
+from engine.server.console import actions, pages, reconciliations, shadow, signin, switches
 
 
 def console_routes() -> list[BaseRoute]:
@@ -35,6 +37,10 @@ def console_routes() -> list[BaseRoute]:
         Route("/console/runs/{run_id}", pages.run, methods=["GET"]),
         Route("/console/runs/{run_id}/{action}", actions.run_action, methods=["POST"]),
         Route("/console/audit", pages.audit, methods=["GET"]),
+        Route("/console/reconciliations", reconciliations.listing, methods=["GET"]),
+        Route("/console/reconciliations/{name}", reconciliations.result, methods=["GET"]),
+        Route("/console/reconciliations/{name}/run", reconciliations.run_now, methods=["POST"]),
+        Route("/console/shadow", shadow.report, methods=["GET"]),
         Route("/console/flows/{name}/{action}", switches.switch, methods=["GET", "POST"]),
         Route("/console/systems/{name}/{action}", switches.switch, methods=["GET", "POST"]),
         Mount(

@@ -73,6 +73,11 @@ def span(seconds: float) -> str:
     return " ".join(parts)
 
 
+def compact(value: Any) -> str:
+    """One-line JSON of a redacted value (plain text: the template escapes it)."""
+    return json.dumps(redact(value), ensure_ascii=False, default=str)
+
+
 def seconds(value: float | None) -> str:
     """A latency in words: `4 ms`, `1.2 s`, `over 60 s` (infinity: past every bucket)."""
     if value is None:
@@ -172,6 +177,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, age=age, pretty=pretty, seconds=seconds)
+    env.filters.update(when=when, age=age, pretty=pretty, seconds=seconds,
+                       compact=compact)
     env.globals.update(STATE_WORDS=STATE_WORDS)
     return env
