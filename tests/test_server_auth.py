@@ -150,6 +150,38 @@ def test_audit_cli_lists_and_verify_catches_an_altered_row(live: LiveServer) -> 
     assert broken.returncode == 1 and f"audit entry {seq} is broken" in broken.stderr
 
 
+def test_audit_verify_url_recomputes_a_running_servers_chain(live: LiveServer) -> None:
+    with live.client() as http:
+        for n in range(3):
+            run_id = parked(http, "/hooks/deals", f"v{n}")
+            http.post(f"/api/v1/runs/{run_id}/cancel", headers=bearer("alice"),
+                      json={"reason": f"duplicate {n}"})  # fmt: skip
+        page = http.get("/api/v1/audit/chain", params={"limit": 2}, headers=bearer("viewer"))
+        assert page.status_code == 200 and len(page.json()["entries"]) == 2
+        assert page.json()["next_after"] == page.json()["entries"][-1]["seq"]
+        for bad in ({"after": "x"}, {"limit": "0"}, {"after": str(2**70)}):
+            answer = http.get("/api/v1/audit/chain", params=bad, headers=bearer("viewer"))
+            assert answer.status_code == 400, bad
+        assert http.get("/api/v1/audit/chain").status_code == 401
+    viewer = {**os.environ, "SYNCLINE_TOKEN": TOKENS["viewer"]}
+    ok = syncline("audit", "verify", "--url", live.url, env=viewer)
+    local = syncline("audit", "verify", "--project", str(live.config.project))
+    assert ok.returncode == 0 and "intact" in ok.stdout, ok.stderr
+    assert ok.stdout == local.stdout  # the same entries and head hash
+    db = sqlite3.connect(live.config.project / ".syncline" / "syncline.db")
+    db.execute("DROP TRIGGER audit_no_delete")
+    seqs = [row[0] for row in db.execute("SELECT seq FROM audit WHERE action = 'cancel'")]
+    db.execute("DELETE FROM audit WHERE seq = ?", (seqs[1],))  # a middle entry removed
+    db.commit()
+    db.close()
+    broken = syncline("audit", "verify", "--url", live.url, env=viewer)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert f"audit entry {seqs[1] + 1} is broken" in broken.stderr
+    nobody = syncline("audit", "verify", "--url", live.url,
+                      env={**os.environ, "SYNCLINE_TOKEN": "wrong"})  # fmt: skip
+    assert nobody.returncode == 2 and "Traceback" not in nobody.stderr
+
+
 def syncline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],

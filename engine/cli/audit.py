@@ -66,15 +66,28 @@ def audit(ctx: click.Context, url: str | None, run_id: str | None, actor: str | 
 
 
 @audit.command()
+@click.option(
+    "--url",
+    default=None,
+    metavar="URL",
+    help="Check the chain of a running `syncline serve` (token: SYNCLINE_TOKEN or "
+    "SYNCLINE_ADMIN_TOKEN; viewer or above): its entries are fetched and every hash is "
+    "recomputed here.",
+)
 @PROJECT_DIR
 @DATABASE
-def verify(project: Path, database: str | None) -> None:
-    """Check the audit trail's hash chain in the store; exit 1 naming the first entry that was
-    altered, or follows one that was removed."""
+@click.pass_context
+def verify(ctx: click.Context, url: str | None, project: Path, database: str | None) -> None:
+    """Check the audit trail's hash chain in the store (or of the server at --url); exit 1
+    naming the first entry that was altered, or follows one that was removed."""
     from engine.store import open_store
     from engine.store.audit import verify as verify_chain
 
+    url = url or (ctx.parent.params.get("url") if ctx.parent else None)
+
     async def go() -> Any:
+        if url:
+            return await _verify_remote(url)
         async with open_store(database, project.resolve()) as store:
             return await verify_chain(store)
 
@@ -84,6 +97,22 @@ def verify(project: Path, database: str | None) -> None:
         click.echo(f"({verdict.checked - 1} entries before it hold)", err=True)
         sys.exit(1)
     click.echo(f"audit trail intact: {verdict.checked} entries; head {verdict.head}")
+
+
+async def _verify_remote(url: str) -> Any:
+    """The Verdict of the chain the server at `url` serves, its hashes recomputed here."""
+    from engine.commands.remote import HttpRunsClient
+    from engine.server.audit import CHAIN_PAGE, chain_rows
+    from engine.store.audit import Verifier
+
+    verifier, after = Verifier(), 0
+    async with HttpRunsClient(url, cli_token()) as client:
+        while True:
+            page = await client.audit_chain(after, CHAIN_PAGE)
+            verifier.feed(chain_rows(page["entries"]))
+            if page.get("next_after") is None:
+                return verifier.verdict()
+            after = int(page["next_after"])
 
 
 async def _entries(url: str | None, project: Path, database: str | None,

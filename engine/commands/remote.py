@@ -75,6 +75,12 @@ class HttpRunsClient:
         result: dict[str, Any] = await self._call("GET", "/api/v1/audit", params=params)
         return result
 
+    async def audit_chain(self, after: int, limit: int) -> dict[str, Any]:
+        """A page of the audit trail in chain order, as hashed: `{entries, next_after}`."""
+        params = {"after": str(after), "limit": str(limit)}
+        result: dict[str, Any] = await self._call("GET", "/api/v1/audit/chain", params=params)
+        return result
+
     async def status(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", "/api/v1/status")
         return result

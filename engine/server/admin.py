@@ -269,6 +269,7 @@ ROUTES = [
     Route("/api/v1/runs/{run_id}/{action}", run_action, methods=["POST"]),
     Route("/api/v1/status", status, methods=["GET"]),
     Route("/api/v1/audit", admin(audit_api.list_audit), methods=["GET"]),
+    Route("/api/v1/audit/chain", admin(audit_api.chain), methods=["GET"]),
     Route("/api/v1/metrics", business_metrics, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]

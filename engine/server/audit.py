@@ -17,6 +17,7 @@ from engine.store.audit import AuditQuery
 
 log = logging.getLogger("syncline.server")
 MAX_LIMIT = 500
+CHAIN_PAGE = 1000  # entries a page of GET /api/v1/audit/chain holds at most
 SYSTEM_ACTOR = "syncline"  # the actor of what the server does by itself
 
 
@@ -77,6 +78,41 @@ async def list_audit(request: Request) -> Response:
     found, following = await entries(store, query_from(request.query_params))
     body = dumps({"entries": found, "next_cursor": following})
     return Response(body, media_type="application/json")
+
+
+async def chain(request: Request) -> Response:
+    """The trail in chain order exactly as hashed, for `syncline audit verify --url` to check
+    the hashes itself: `after` (a seq, default 0) and `limit` (1..1000) page it. Each entry's
+    `unix` is the time the hash covers (`at` rounds it) and `detail_text` the detail's stored
+    JSON text; `next_after` continues (null at the end)."""
+    params = request.query_params
+    try:
+        after = int(params.get("after", "0"))
+        limit = int(params.get("limit", str(CHAIN_PAGE)))
+    except ValueError:
+        raise Problem(400, "bad_request", "after and limit must be integers") from None
+    if not 0 <= after <= 2**62 or not 1 <= limit <= CHAIN_PAGE:
+        raise Problem(400, "bad_request", f"after must be 0..2**62 and limit 1..{CHAIN_PAGE}")
+    store = request.app.state.syncline.runtime.store
+    try:
+        rows = await store.audit_chain(after, limit)
+    except StoreError as exc:
+        log.error("reading the audit trail failed: %s", exc)
+        raise Problem(503, "store_unavailable", "the store failed; retry later") from None
+    found = [
+        {"seq": seq, "at": iso(at), "unix": at, "actor": actor, "action": action,
+         "run_id": run_id, "detail_text": detail, "hash": digest}
+        for seq, at, actor, action, run_id, detail, digest in rows
+    ]  # fmt: skip
+    following = found[-1]["seq"] if len(found) == limit else None
+    return Response(dumps({"entries": found, "next_after": following}),
+                    media_type="application/json")  # fmt: skip
+
+
+def chain_rows(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """`chain`'s entries as the store's rows (what `engine.store.audit.Verifier` checks)."""
+    return [(e["seq"], e["unix"], e["actor"], e["action"], e["run_id"], e["detail_text"],
+             e["hash"]) for e in entries]  # fmt: skip
 
 
 async def record(store: Any, action: str, detail: dict[str, Any]) -> None:

@@ -254,6 +254,38 @@ def _fixed() -> dict[str, Any]:
                 security=admin,
             )
         },
+        "/api/v1/audit/chain": {
+            "get": _op(
+                "The audit trail in chain order, as hashed (for verifying the chain)",
+                _responses(
+                    (
+                        200,
+                        "a page of entries, oldest first",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "entries": {"type": "array", "items": {
+                                    "type": "object",
+                                    "properties": {k: {} for k in (
+                                        "seq", "at", "unix", "actor", "action", "run_id",
+                                        "detail_text", "hash")},
+                                }},
+                                "next_after": {"type": ["integer", "null"]},
+                            },
+                        },
+                    ),
+                    (400, "bad paging", ERROR),
+                    *ADMIN_ERRORS,
+                ),
+                parameters=[
+                    {"name": "after", "in": "query",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                ],
+                security=admin,
+            )
+        },
         "/api/v1/metrics": {
             "get": _op(
                 "Business metrics (Metric kinds) with owners and objectives, measured now",
