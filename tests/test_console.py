@@ -235,7 +235,7 @@ def check_demo_console(proc: subprocess.Popen[str]) -> None:
         done = http.post("/console/signin", data={"token": lines["token"], "csrf": csrf_of(page)})
         assert done.status_code == 303
         exceptions = http.get("/console/exceptions")
-        assert exceptions.status_code == 200 and "Resume all" in exceptions.text
+        assert exceptions.status_code == 200 and "Resume selected" in exceptions.text
         assert "team revops" in exceptions.text
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
