@@ -5,25 +5,12 @@ tests/artifacts/screenshots (CI prints the folder)."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from authkit import TOKENS, auth_project, bearer, deliver, wait_state
+from browserkit import chromium, playwright_api, shot
 from serverkit import LiveServer
-
-CHROMIUM = os.environ.get("SYNCLINE_CHROMIUM", "/usr/bin/chromium")
-SHOTS = Path(__file__).parent / "artifacts" / "screenshots"
-
-if os.environ.get("SYNCLINE_REQUIRE_BROWSER"):  # CI: a missing browser fails, never skips
-    import playwright.sync_api as playwright_api
-
-    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-else:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +23,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -62,10 +46,6 @@ def sign_in(page, live: LiveServer, name: str) -> None:  # type: ignore[no-untyp
     page.get_by_label("Token").fill(TOKENS[name])
     page.get_by_role("button", name="Sign in").click()
     playwright_api.expect(page.get_by_role("heading", name="Overview")).to_be_visible()
-
-
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_an_operator_resumes_a_parked_run_with_corrected_data(page, live: LiveServer) -> None:
