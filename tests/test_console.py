@@ -290,3 +290,25 @@ def test_the_overview_shows_the_business_metrics_and_their_objectives(live: Live
     count = re.compile(r"Deals parked for a person.*?<td class=\"num\">(\d+)", re.S)
     now, earlier = count.search(page), count.search(before)
     assert now and earlier and int(now.group(1)) == int(earlier.group(1)) + 1
+
+
+def test_runs_filter_by_reason_and_time_and_refuse_bad_filters(live: LiveServer) -> None:
+    parked_id = parked(live, "f-1")
+    with live.client() as http:  # a deal that goes through: no reason
+        fine = deliver(http, "/hooks/deals", {"id": "f-2", "name": "Fine", "amount": 5})
+        wait_state(http, fine, "succeeded")
+    with signed_in(live, "viewer") as http:
+        by_reason = http.get("/console/runs", params={"reason": "BAD_AMOUNT"})
+        assert by_reason.status_code == 200
+        assert parked_id[-12:] in by_reason.text and fine[-12:] not in by_reason.text
+        assert 'value="BAD_AMOUNT"' in by_reason.text  # the form keeps the filter
+        future = http.get("/console/runs", params={"since": "2999-01-01"})
+        assert "No runs match" in future.text and parked_id[-12:] not in future.text
+        past = http.get("/console/runs", params={"until": "2000-01-01T00:00"})
+        assert "No runs match among the" in past.text
+        window = http.get("/console/runs", params={"since": "2000-01-01", "until": "2999-01-01",
+                                                   "flow": "deal-to-order"})  # fmt: skip
+        assert parked_id[-12:] in window.text and fine[-12:] in window.text
+        for bad in ({"since": "yesterday"}, {"state": "exploded"}, {"cursor": "abc"}):
+            page = http.get("/console/runs", params=bad)
+            assert page.status_code == 400 and "That search was not understood" in page.text

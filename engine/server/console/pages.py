@@ -8,9 +8,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.errors import UsageError
 from engine.server.audit import entries, query_from
 from engine.server.console.health import system_health
+from engine.server.console.search import RunSearch, search
 from engine.server.console.session import Session
 from engine.server.console.views import (
     STATE_WORDS,
@@ -87,21 +87,16 @@ async def exceptions(request: Request, session: Session) -> Response:
 @page
 async def runs(request: Request, session: Session) -> Response:
     state = request.app.state.syncline
-    query = request.query_params
-    filters = {k: query.get(k) or None for k in ("flow", "state", "key", "correlation_id")}
-    try:
-        found, following = await state.runtime.list_runs(
-            **filters, cursor=query.get("cursor") or None, limit=PAGE
-        )
-    except UsageError as exc:
-        raise Refused(400, "That search was not understood", str(exc)) from None
+    wanted = RunSearch.parse(request.query_params)
+    found, following, looked = await search(state.runtime.store, wanted)
     return render(
         request,
         "runs.html",
         session,
         runs=[run_summary(run) for run in found],
         following=following,
-        filters={k: v or "" for k, v in filters.items()},
+        looked=looked if wanted.filtering else 0,
+        filters=wanted.form(request.query_params),
         flows=sorted(state.plan.flows),
         states=list(STATE_WORDS),
     )
