@@ -202,3 +202,7 @@ def test_the_overview_shows_system_health(ops) -> None:  # type: ignore[no-untyp
     row = overview.text.split('<th scope="row">billing</th>', 1)[1].split("</tr>", 1)[0]
     assert "badge" in row
     assert "/console/systems/billing/pause" not in row  # a viewer gets no buttons
+    with signed_in(live, TOKENS["viewer"]) as http:
+        lost = http.get("/console/no/such/page")
+        assert lost.status_code == 404 and "no page at this address" in lost.text
+        assert lost.headers["content-security-policy"].startswith("default-src 'none'")

@@ -48,4 +48,5 @@ def console_routes() -> list[BaseRoute]:
             StaticFiles(packages=[("engine.server.console", "static")]),
             name="console-static",
         ),
+        Route("/console/{rest:path}", pages.not_found, methods=["GET", "POST"]),
     ]

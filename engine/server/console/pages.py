@@ -148,3 +148,9 @@ async def audit(request: Request, session: Session) -> Response:
         raise Refused(400, "That search was not understood", problem.message) from None
     filters = {k: query.get(k, "") for k in ("run", "actor", "action", "since")}
     return render(request, "audit.html", session, trail=found, following=following, filters=filters)
+
+
+@page
+async def not_found(request: Request, session: Session) -> Response:
+    """Any other address under /console: a 404 page with the console's navigation."""
+    raise Refused(404, "Not found", "The console has no page at this address.")
