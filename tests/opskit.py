@@ -1,7 +1,8 @@
 """A project to operate from the console: an ERP with a cloud candidate that shadows its writes,
-a billing System, a Reconciliation of ERP orders against billing subscriptions, and a real HTTP
-target serving all three (hostile values included: a key and a field named `<script>`).
-Shared by test_console_ops.py and the browser tests."""
+a billing System, a ledger whose circuit breaker opens (it answers 503), a Reconciliation of ERP
+orders against billing subscriptions, and a real HTTP target serving them all (hostile values
+included: a key and a field named `<script>`). Shared by test_console_ops.py and the browser
+tests."""
 
 from __future__ import annotations
 
@@ -57,8 +58,12 @@ class OpsTarget:
             answer.update({"total": body["total"] * 2, XSS: True})
         return JSONResponse(answer, status_code=201)
 
+    async def ledger(self, request: Request) -> Response:
+        return JSONResponse({"error": "ledger down"}, status_code=503)
+
     def app(self) -> Starlette:
         return Starlette(routes=[
+            Route("/ledger", self.ledger, methods=["POST"]),
             Route("/orders", self.list_orders), Route("/subscriptions", self.list_subscriptions),
             Route("/erp/orders", self.erp, methods=["POST"]),
             Route("/cloud/orders", self.cloud, methods=["POST"]),
@@ -91,6 +96,23 @@ spec:
   baseUrl: ${env.URL}
   operations:
     list-subscriptions: {method: GET, path: /subscriptions}
+---
+apiVersion: syncline/v1
+kind: System
+metadata: {name: ledger, owner: finance}
+spec:
+  baseUrl: ${env.URL}
+  circuitBreaker: {failureRate: 0.5, minCalls: 2, window: 1m, openFor: 5m}
+  operations:
+    post: {method: POST, path: /ledger}
+---
+apiVersion: syncline/v1
+kind: Flow
+metadata: {name: ledger-post, owner: finance}
+spec:
+  trigger: {event: com.acme.ledger}
+  steps:
+    - {id: post, call: {system: ledger, operation: post, body: data}}
 ---
 apiVersion: syncline/v1
 kind: Flow
@@ -145,9 +167,13 @@ def disagreeing_lists(target: OpsTarget) -> None:
 
 def send_order(http: httpx.Client, n: int) -> str:
     """An order event (as the admin token: it may ingest); the run id."""
-    event = {"specversion": "1.0", "id": f"order-{n}", "type": "com.acme.order",
-             "source": "tests", "datacontenttype": "application/json",
-             "data": {"n": n, "total": 10 * n}}  # fmt: skip
+    return send_event(http, "com.acme.order", f"order-{n}", {"n": n, "total": 10 * n})
+
+
+def send_event(http: httpx.Client, kind: str, event_id: str, data: Any) -> str:
+    """A CloudEvent of type `kind` (as the admin token: it may ingest); the run id."""
+    event = {"specversion": "1.0", "id": event_id, "type": kind, "source": "tests",
+             "datacontenttype": "application/json", "data": data}  # fmt: skip
     headers = {"content-type": "application/cloudevents+json", **bearer("root")}
     response = http.post("/events", content=json.dumps(event), headers=headers)
     assert response.status_code == 202, response.text

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from authkit import TOKENS, bearer, wait_state
-from opskit import OLGA, XSS, OpsTarget, disagreeing_lists, ops_project, send_order
+from opskit import (
+    OLGA,
+    XSS,
+    OpsTarget,
+    disagreeing_lists,
+    ops_project,
+    send_event,
+    send_order,
+)
 from runtime_kit import LiveTarget
 from serverkit import LiveServer
 
@@ -206,3 +214,21 @@ def test_the_overview_shows_system_health(ops) -> None:  # type: ignore[no-untyp
         lost = http.get("/console/no/such/page")
         assert lost.status_code == 404 and "no page at this address" in lost.text
         assert lost.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_an_open_circuit_shows_on_the_overview(ops) -> None:  # type: ignore[no-untyped-def]
+    live, _ = ops
+    with live.client() as api:
+        for n in range(2):
+            send_event(api, "com.acme.ledger", f"ledger-{n}", {"n": n})
+    deadline = time.monotonic() + 15
+    while live.runtime.gates.circuit_state("ledger") != "open":
+        assert time.monotonic() < deadline, "the ledger's circuit never opened"
+        time.sleep(0.05)
+    with signed_in(live, TOKENS["viewer"]) as http:
+        overview = http.get("/console")
+    row = overview.text.split('<th scope="row">ledger</th>', 1)[1].split("</tr>", 1)[0]
+    assert "Circuit open: no calls" in row and "a probe goes at" in row
+    assert "server error (5xx) 2" in row
+    healthy = overview.text.split("Systems healthy", 1)[0].rsplit('class="n">', 1)[1]
+    assert healthy.startswith("3 of 4"), healthy  # only the ledger is unwell
