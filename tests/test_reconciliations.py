@@ -395,9 +395,12 @@ def test_a_viewer_reads_results_but_only_an_operator_runs_one(tmp_path: Path) ->
             assert http.post(path).status_code == 401
             refused = http.post(path, headers=bearer("viewer"))
             assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
-            ran = http.post(path, headers=bearer("alice"))
+            bad = http.post(path, headers=bearer("alice"), content=b"{not json")
+            assert bad.status_code == 400
+            ran = http.post(path, headers=bearer("alice"), json={"reason": "quarter end"})
             assert ran.status_code == 200 and ran.json()["state"] == "ok"
             listed = http.get("/api/v1/reconciliations", headers=bearer("viewer")).json()
             assert [r["state"] for r in listed["reconciliations"]] == ["ok"]
             audit = asyncio.run(_audit(server))
-            assert [a["actor"] for a in audit if a["action"] == "reconcile"] == ["alice"]
+            assert [(a["actor"], a["detail"].get("note")) for a in audit
+                    if a["action"] == "reconcile"] == [("alice", "quarter end")]

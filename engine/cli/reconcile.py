@@ -18,7 +18,7 @@ from engine.cli.common import (
     emit_json,
     exit_on_errors,
 )
-from engine.cli.runs import cli_token
+from engine.cli.runs import REASON, cli_token
 from engine.errors import UsageError
 
 
@@ -29,9 +29,11 @@ from engine.errors import UsageError
 @ENV
 @DATABASE
 @SECRETS
+@REASON
 @FORMAT
 def reconcile(name: str, url: str | None, project: Path, environment: str | None,
-              database: str | None, secrets_file: Path | None, fmt: str) -> None:
+              database: str | None, secrets_file: Path | None, reason: str | None,
+              fmt: str) -> None:
     """Run the Reconciliation NAME now and print its report: items missing on either side and
     fields that differ (numbers compared as decimals). The result is stored, and a mismatch
     emits or parks as its `onMismatch` says. Exit 0 when the systems agree, 1 on mismatches
@@ -43,11 +45,11 @@ def reconcile(name: str, url: str | None, project: Path, environment: str | None
 
     with exit_on_errors(UsageError):
         if url:
-            job = reconcile_remote(url, name, cli_token())
+            job = reconcile_remote(url, name, cli_token(), reason)
         else:
             secrets = load_secrets(os.environ, secrets_file)
             job = reconcile_local(project.resolve(), name, environment=environment,
-                                  secrets=secrets, database=database)
+                                  secrets=secrets, database=database, reason=reason)
         report = asyncio.run(job)
     if fmt == "json":
         emit_json(report)

@@ -23,9 +23,10 @@ from engine.store import open_store
 
 async def reconcile_local(
     project: Path, name: str, *, environment: str | None, secrets: Mapping[str, str],
-    database: str | None,
+    database: str | None, reason: str | None = None,
 ) -> dict[str, Any]:
-    """Run `name` of the project's plan against its store; answers the report."""
+    """Run `name` of the project's plan against its store (audited with `reason`); answers the
+    report."""
     plan = load_project_plan(project, environment)
     if name not in plan.reconciliations:
         known = ", ".join(sorted(plan.reconciliations)) or "none"
@@ -34,18 +35,22 @@ async def reconcile_local(
         await store.save_plan(plan.digest, dict(plan.bundle))  # for runs a mismatch event starts
         runtime = Runtime(store, plan, secrets=secrets)
         try:
-            report: dict[str, Any] = await runtime.reconciler.run(name)
+            report: dict[str, Any] = await runtime.reconciler.run(name, reason=reason)
         finally:
             await runtime.stop()
     return report
 
 
-async def reconcile_remote(url: str, name: str, token: str | None) -> dict[str, Any]:
-    """Ask the server at `url` to run `name` now (POST /api/v1/reconciliations/NAME/run)."""
+async def reconcile_remote(
+    url: str, name: str, token: str | None, reason: str | None = None
+) -> dict[str, Any]:
+    """Ask the server at `url` to run `name` now (POST /api/v1/reconciliations/NAME/run), for
+    `reason` (kept in the audit trail)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=600) as http:
         try:
-            response = await http.post(f"/api/v1/reconciliations/{quote(name, safe='')}/run")
+            response = await http.post(f"/api/v1/reconciliations/{quote(name, safe='')}/run",
+                                       json={"reason": reason} if reason else None)
         except httpx.HTTPError as exc:
             raise UsageError(f"cannot reach {url}: {exc}") from None
     try:

@@ -48,7 +48,7 @@ async def switch(request: Request) -> Response:
     elif principal.flows:  # a System serves every flow
         raise Problem(403, "forbidden", f"'{principal.name}' may act on some flows only, "
                                         f"not {action} a System")  # fmt: skip
-    reason = await _reason(request, state.config.max_body)
+    reason = await read_reason(request, state.config.max_body)
     try:
         switched = await state.runtime.operations.switch(kind, name, action, reason, principal.name)
         return JSON(iso_fields(switched, "at"))
@@ -58,7 +58,8 @@ async def switch(request: Request) -> Response:
         raise Problem(409, "conflict", str(exc)) from None
 
 
-async def _reason(request: Request, limit: int) -> str:
+async def read_reason(request: Request, limit: int) -> str:
+    """The optional `{"reason": "text"}` body of an operator action ("" without one)."""
     body = await read_body(request.receive, limit, request.headers.get("content-length"))
     if not body.strip():
         return ""

@@ -328,10 +328,13 @@ def _fixed() -> dict[str, Any]:
             "post": _op(
                 "Run a Reconciliation now (`syncline reconcile NAME --url`)",
                 _responses((200, "its report", None), (404, "no such reconciliation", ERROR),
-                           *ADMIN_ERRORS),
+                           (400, "malformed body", ERROR), *ADMIN_ERRORS),
                 parameters=[{"name": "name", "in": "path", "required": True,
                              "schema": {"type": "string"}}],
                 security=admin,
+                requestBody={"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"reason": {"type": "string"}},
+                    "additionalProperties": False}}}},
             )
         },
         "/healthz": {"get": _op("Liveness", _responses((200, "alive", None)))},

@@ -1,7 +1,8 @@
 """Reconciliation results over the admin API, and their metric.
 
     GET  /api/v1/reconciliations?name=&limit=     results, newest first (with each report)
-    POST /api/v1/reconciliations/{name}/run       run one now; answers its report
+    POST /api/v1/reconciliations/{name}/run       run one now ({"reason": ...} optional, kept
+                                                  in the audit); answers its report
 
 `syncline_reconciliation_mismatches{name,kind}` (engine.server.metrics) is each Reconciliation's
 latest finished result, read from the store when /metrics is scraped (so it survives a restart
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from engine.server.admin import JSON, MAX_LIMIT, admin, state_of
 from engine.server.auth import require
+from engine.server.controls import read_reason
 from engine.server.http import Problem
 from engine.server.times import iso_fields
 
@@ -51,7 +53,8 @@ async def run_reconciliation(request: Request) -> Response:
     state = state_of(request)
     if name not in state.plan.reconciliations:
         raise Problem(404, "not_found", f"no reconciliation '{name}' in the active plan")
-    report = await state.runtime.reconciler.run(name, actor=principal.name)
+    reason = await read_reason(request, state.config.max_body)
+    report = await state.runtime.reconciler.run(name, actor=principal.name, reason=reason or None)
     return JSON(report_json(report))
 
 
