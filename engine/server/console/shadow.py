@@ -21,6 +21,7 @@ from engine.compiler.plan import Plan
 from engine.runtime.shadow import shadow_results, summarize
 from engine.server.console.session import Session
 from engine.server.console.web import Refused, page, render
+from engine.store.base import RunQuery
 
 DEFAULT_RUNS, MAX_RUNS = 200, 2000
 DISAGREEMENTS = 50  # latest mismatches and errors listed
@@ -60,11 +61,12 @@ async def report(request: Request, session: Session) -> Response:
     for flow in flows:
         cursor, seen = None, 0
         while seen < budget:
-            found, cursor = await runtime.list_runs(flow=flow, cursor=cursor,
-                                                    limit=min(100, budget - seen))  # fmt: skip
+            query = RunQuery(flow=flow, cursor=cursor, limit=min(100, budget - seen))
+            found = await runtime.store.list_runs(query)
+            cursor = query.next_cursor(found)
             seen += len(found)
             for run in found:
-                detail = await runtime.run_detail(run["id"])
+                detail = await runtime.run_detail(run.id)
                 if detail is not None:
                     details.append(detail)
             if cursor is None or not found:
