@@ -65,7 +65,7 @@ def test_a_maintenance_window_paused_and_lifted_with_the_keyboard(ops, browser) 
         with live.client() as api:
             wait_state(api, run_id, "succeeded")
         page.get_by_role("link", name="Audit", exact=True).click()
-        expect(page.locator("table")).to_contain_text("resume-system")
+        expect(page.locator("table")).to_contain_text("resume-system system erp")
         expect(page.locator("table")).to_contain_text("ERP upgrade <b>18:00</b>")
 
 
