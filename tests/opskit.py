@@ -31,11 +31,12 @@ OLGA = "tok-olga-1"  # an operator of every flow (authkit's alice has deal-* onl
 class OpsTarget:
     """GET /orders and /subscriptions (the reconciliation's sides), POST /erp/orders (the
     primary, 0.2 s) and POST /cloud/orders (the candidate: it adds a field named XSS and
-    doubles the total of odd orders). Counts the ERP's requests."""
+    doubles the total of odd orders). Counts both ERPs' writes."""
 
     orders: list[Any] = field(default_factory=list)
     subscriptions: list[Any] = field(default_factory=list)
     erp_writes: int = 0
+    cloud_writes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def list_orders(self, request: Request) -> Response:
@@ -52,6 +53,8 @@ class OpsTarget:
         return JSONResponse({"id": body["n"], "total": body["total"]}, status_code=201)
 
     async def cloud(self, request: Request) -> Response:
+        with self.lock:
+            self.cloud_writes += 1
         body = json.loads(await request.body())
         answer: dict[str, Any] = {"id": body["n"], "total": body["total"]}
         if body["n"] % 2:

@@ -57,6 +57,8 @@ def test_a_maintenance_window_paused_and_lifted_with_the_keyboard(ops, browser) 
             run_id = send_order(api, 7)
             assert wait_state(api, run_id, "waiting")["reason"]["code"] == "SYSTEM_PAUSED"
         assert target.erp_writes == writes
+        page.goto(f"{live.url}/console")
+        expect(page.locator(".held-runs")).to_contain_text("1 for a paused System")
         shot(page, "ops-overview-paused")
         page.get_by_role("link", name="Resume system erp", exact=True).click()
         page.get_by_label("Reason").fill("upgrade done")

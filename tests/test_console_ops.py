@@ -81,16 +81,18 @@ def test_an_operator_pauses_and_resumes_a_system_with_a_reason(ops) -> None:  # 
         assert done.status_code == 303
         assert done.headers["location"] == "/console?done=pause-system#systems"
         assert gates.systems["erp"].actor == "olga"
-        writes = target.erp_writes
+        writes, shadowed = target.erp_writes, target.cloud_writes
         with live.client() as api:
             run_id = send_order(api, 100)
             held = wait_state(api, run_id, "waiting")
         assert held["reason"]["code"] == "SYSTEM_PAUSED" and target.erp_writes == writes
+        assert target.cloud_writes == shadowed  # nor does its shadow candidate get the write
         overview = http.get("/console")
         assert "Paused: no call goes to the System" not in overview.text  # no ?done= given
         row = overview.text.split("<th scope=\"row\">erp</th>", 1)[1].split("</tr>", 1)[0]
         assert "Paused" in row and "ERP upgrade 18:00-20:00" in row and "by olga" in row
         assert 'aria-label="Resume system erp"' in row
+        assert "<strong>1</strong> for a paused System" in overview.text
         again = post_form(http, "/console/systems/erp/pause", reason="twice")
         assert again.status_code == 409 and "already paused" in again.text
         resumed = post_form(http, "/console/systems/erp/resume", reason="upgrade done")
@@ -132,6 +134,7 @@ def test_flow_pauses_respect_roles_and_flow_globs(ops) -> None:  # type: ignore[
         overview = http.get("/console?done=pause-flow")
         assert "Paused: the flow accepts and stores deliveries" in overview.text
         assert 'aria-label="Resume flow order-sync"' in overview.text
+        assert '<small class="held">1 held</small>' in overview.text
         assert post_form(http, "/console/flows/order-sync/resume", reason="fixed"
                          ).status_code == 303  # fmt: skip
         with live.client() as api:

@@ -300,6 +300,8 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     try:  # the fingerprint is stored before sending: a lost answer still counts as written
         response = await env.calls.send(request, timeout=timeout, before=before)
     except CallHeld as held:  # nothing was sent: no attempt spent
+        if shadow is not None:  # nor is the candidate's copy (held before the loop ran it)
+            shadow.cancel()
         raise StepStopped(Stop("wait", held.code, held.message, retry_at=held.until)) from None
     except CallError as error:
         if shadow is not None:

@@ -11,6 +11,8 @@ from typing import Any
 from engine.compiler.plan import Plan
 from engine.runtime.gates import Gates
 from engine.server.metrics import CALL_BUCKETS, HEALTH_WINDOW, Metrics
+from engine.store.aggregates import Aggregates
+from engine.store.controls import CIRCUIT_OPEN, FLOW_PAUSED, SYSTEM_PAUSED
 
 # Call outcomes as the bars show them: (outcome, words), ok first; unknown outcomes are "other".
 OUTCOMES = (
@@ -68,6 +70,17 @@ def system_health(plan: Plan, gates: Gates, metrics: Metrics) -> list[dict[str, 
             "known": system is not None,
         })  # fmt: skip
     return rows
+
+
+def held_runs(aggregates: Aggregates) -> dict[str, dict[str, int]]:
+    """Runs waiting for a switch or circuit now: reason code (FLOW_PAUSED, SYSTEM_PAUSED,
+    CIRCUIT_OPEN) -> flow -> runs, from the store's tallies (every replica's runs)."""
+    held: dict[str, dict[str, int]] = {code: {} for code in (FLOW_PAUSED, SYSTEM_PAUSED,
+                                                             CIRCUIT_OPEN)}  # fmt: skip
+    for kind, flow, state, code, _, n in aggregates.tallies:
+        if kind == "runs" and state == "waiting" and code in held and n:
+            held[code][flow] = held[code].get(flow, 0) + n
+    return held
 
 
 def _outcomes(calls: Mapping[tuple[str, str, str], int], system: str) -> dict[str, int]:

@@ -8,8 +8,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.runtime.business import measure
 from engine.server.audit import entries, query_from
-from engine.server.console.health import system_health
+from engine.server.console.health import held_runs, system_health
 from engine.server.console.search import RunSearch, search
 from engine.server.console.session import Session
 from engine.server.console.views import (
@@ -21,8 +22,8 @@ from engine.server.console.views import (
 )
 from engine.server.console.web import Refused, page, render
 from engine.server.http import Problem
-from engine.server.telemetry import business_values
 from engine.server.views import run_detail, run_summary
+from engine.store.aggregates import run_counts
 from engine.store.audit import AuditQuery
 
 EXCEPTION_STATES = ("parked", "dead-lettered")
@@ -44,7 +45,8 @@ SWITCHED = {  # what /console?done= says after a pause or resume
 @page
 async def overview(request: Request, session: Session) -> Response:
     state = request.app.state.syncline
-    counts = await state.runtime.store.count_runs()
+    aggregates = await state.runtime.store.read_aggregates()  # one read: counts and metrics
+    counts = run_counts(aggregates)
     for flow in state.plan.flows:  # every flow gets a row (and its pause switch), runs or not
         counts.setdefault((flow, "succeeded"), 0)
     by_state: dict[str, int] = {}
@@ -61,7 +63,8 @@ async def overview(request: Request, session: Session) -> Response:
         reload=state.reload,
         tokens=state.tokens.status,
         queue=state.runtime.queue_depth(),
-        business=business_rows(await business_values(state)),
+        business=business_rows(measure(state.plan.metrics, aggregates)),
+        held=held_runs(aggregates),
         systems=system_health(state.plan, state.runtime.gates, state.metrics),
         paused_flows=state.runtime.gates.flows,
         started=state.started_at,
