@@ -4,6 +4,7 @@ file's hot reload: a real server on a real socket, real flows parking real runs.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -168,6 +169,8 @@ def test_audit_verify_url_recomputes_a_running_servers_chain(live: LiveServer) -
     local = syncline("audit", "verify", "--project", str(live.config.project))
     assert ok.returncode == 0 and "intact" in ok.stdout, ok.stderr
     assert ok.stdout == local.stdout  # the same entries and head hash
+    checked, head = console_chain_check(live), ok.stdout.split("head ")[1].strip()
+    assert "The trail is intact" in checked and head in checked  # the console agrees
     db = sqlite3.connect(live.config.project / ".syncline" / "syncline.db")
     db.execute("DROP TRIGGER audit_no_delete")
     seqs = [row[0] for row in db.execute("SELECT seq FROM audit WHERE action = 'cancel'")]
@@ -177,9 +180,20 @@ def test_audit_verify_url_recomputes_a_running_servers_chain(live: LiveServer) -
     broken = syncline("audit", "verify", "--url", live.url, env=viewer)
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"audit entry {seqs[1] + 1} is broken" in broken.stderr
+    assert f"Audit entry {seqs[1] + 1} is broken" in console_chain_check(live)
     nobody = syncline("audit", "verify", "--url", live.url,
                       env={**os.environ, "SYNCLINE_TOKEN": "wrong"})  # fmt: skip
     assert nobody.returncode == 2 and "Traceback" not in nobody.stderr
+
+
+def console_chain_check(live: LiveServer) -> str:
+    """The console's Audit page after "Check the hash chain", as a viewer."""
+    with live.client() as http:
+        page = http.get("/console/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        http.post("/console/signin", data={"token": TOKENS["viewer"], "csrf": csrf.group(1)})
+        return http.get("/console/audit", params={"verify": "1"}).text
 
 
 def syncline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,7 @@ from engine.server.http import Problem
 from engine.server.views import run_detail, run_summary
 from engine.store.aggregates import run_counts
 from engine.store.audit import AuditQuery
+from engine.store.audit import verify as verify_chain
 
 EXCEPTION_STATES = ("parked", "dead-lettered")
 PAGE = 50
@@ -150,7 +151,10 @@ async def audit(request: Request, session: Session) -> Response:
     except Problem as problem:
         raise Refused(400, "That search was not understood", problem.message) from None
     filters = {k: query.get(k, "") for k in ("run", "actor", "action", "since")}
-    return render(request, "audit.html", session, trail=found, following=following, filters=filters)
+    # "Check the hash chain" (a GET: it reads the whole trail and changes nothing)
+    verdict = await verify_chain(state.runtime.store) if query.get("verify") else None
+    return render(request, "audit.html", session, trail=found, following=following,
+                  filters=filters, verdict=verdict)  # fmt: skip
 
 
 @page
