@@ -309,6 +309,7 @@ def test_runs_filter_by_reason_and_time_and_refuse_bad_filters(live: LiveServer)
         window = http.get("/console/runs", params={"since": "2000-01-01", "until": "2999-01-01",
                                                    "flow": "deal-to-order"})  # fmt: skip
         assert parked_id[-12:] in window.text and fine[-12:] in window.text
-        for bad in ({"since": "yesterday"}, {"state": "exploded"}, {"cursor": "abc"}):
+        for bad in ({"since": "yesterday"}, {"since": "nan"}, {"until": "1e400"},
+                    {"state": "exploded"}, {"cursor": "abc"}):
             page = http.get("/console/runs", params=bad)
             assert page.status_code == 400 and "That search was not understood" in page.text

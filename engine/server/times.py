@@ -4,6 +4,7 @@ server (and the CLI, which shows the server's JSON) turns them into text."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +24,13 @@ def seconds(text: str) -> float:
     """Unix seconds of an ISO 8601 time (a date alone is its midnight UTC; no zone is UTC) or
     of a number of unix seconds; ValueError for anything else."""
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number):  # nan, inf: no time at all
+            raise ValueError(f"not a time: {text!r}")
+        return number
     when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
