@@ -1,6 +1,7 @@
-"""System health and the pause switches as the Overview shows them: per System its switch,
-circuit and the outcomes and latency of the calls this server made to it; per flow whether its
-intake is paused. Pure functions of the plan, the gates and the server's call metrics."""
+"""System health as the Overview shows it: per System its pause switch, its circuit and the
+outcomes and latency of the calls this server made to it; and the runs a pause or an open circuit
+holds. Pure functions of the plan, the gates, the server's call metrics and the store's
+tallies."""
 
 from __future__ import annotations
 
