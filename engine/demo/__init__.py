@@ -119,11 +119,18 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
 async def serve_until_interrupted(stack: Stack, stream: TextIO) -> None:
     """Keep the stack serving, its console's address and a token printed, until Ctrl-C or
     SIGTERM."""
+    erp, json_type = stack.sandbox.urls["erp"], "-H 'content-type: application/json'"
     stream.write(
         f"\nThe day is played; its exceptions are left for you.\n"
         f"  console: {stack.url}/console\n"
         f"  token:   {stack.tokens['you']}   (admin, named 'you')\n"
-        "Ctrl-C stops the demo.\n"
+        "Fix the ERP's master data as its administrator would (a parked run's page says what the "
+        "ERP misses), e.g.:\n"
+        f"  curl -X POST {erp}/sandbox/tax-nexus {json_type} "
+        """-d '{"subsidiary": "EU", "nexus": "AT"}'\n"""
+        f"  curl -X POST {erp}/sandbox/items {json_type} "
+        """-d '{"sku": "ADDON-AI", "name": "AI add-on", "unit_price": 0}'\n"""
+        "Then resume the runs in Exceptions. Ctrl-C stops the demo.\n"
     )
     stream.flush()
     stop = asyncio.Event()
