@@ -81,7 +81,7 @@ async def switch(request: Request, session: Session) -> Response:
                      reason[:MAX_REASON])  # fmt: skip
     runtime = request.app.state.syncline.runtime
     try:
-        await runtime.switch(kind, name, action, reason, session.principal.name)
+        await runtime.operations.switch(kind, name, action, reason, session.principal.name)
     except UsageError as exc:
         raise Refused(404, f"No such {kind}", str(exc)) from None
     except StateConflict as exc:
