@@ -235,3 +235,40 @@ def test_an_open_circuit_shows_on_the_overview(ops) -> None:  # type: ignore[no-
     assert "server error (5xx) 2" in row
     healthy = overview.text.split("Systems healthy", 1)[0].rsplit('class="n">', 1)[1]
     assert healthy.startswith("3 of 4"), healthy  # only the ledger is unwell
+
+
+def test_two_replicas_on_postgresql_show_the_same_switches_and_results(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str
+) -> None:
+    root = tmp_path_factory.mktemp("replicas")
+    target = OpsTarget()
+    disagreeing_lists(target)
+    served = LiveTarget(target)  # type: ignore[arg-type]  # any object with an app()
+    path = "/console/reconciliations/orders-vs-subscriptions/run"
+    with served:
+        project = ops_project(root, served.url)
+        tokens = root / "tokens.yaml"
+        with LiveServer(project, secrets={}, tokens_file=tokens, database=postgres_url) as a, \
+                LiveServer(project, secrets={}, tokens_file=tokens, database=postgres_url) as b, \
+                signed_in(a, OLGA) as on_a, signed_in(b, TOKENS["viewer"]) as on_b:
+            assert post_form(on_a, "/console/systems/billing/pause",
+                             reason="billing migration").status_code == 303  # fmt: skip
+            deadline = time.monotonic() + 15
+            while True:  # the other replica shows the pause once it has read the switches
+                page = on_b.get("/console").text
+                row = page.split('<th scope="row">billing</th>', 1)[1].split("</tr>", 1)[0]
+                if "billing migration" in row:
+                    break
+                assert time.monotonic() < deadline, row
+                time.sleep(0.2)
+            held = post_form(on_a, path, reason="during the migration")
+            assert held.status_code == 303  # a side it may not read is the result's error
+            result = on_a.get(held.headers["location"]).text
+            assert "Could not read a side" in result and "SYSTEM_PAUSED" in result
+            assert post_form(on_a, "/console/systems/billing/resume",
+                             reason="migrated").status_code == 303  # fmt: skip
+            assert post_form(on_a, path, reason="after it").status_code == 303
+            listing = on_b.get("/console/reconciliations").text
+            assert "1 missing-left, 1 missing-right, 1 field" in listing
+            assert "Could not read a side" in listing  # the earlier result, in the history
+            assert "The trail is intact" in on_b.get("/console/audit?verify=1").text

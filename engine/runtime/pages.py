@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.compiler.triggers import ListRead
-from engine.errors import CallError
+from engine.errors import CallError, CallHeld
 from engine.runtime.calls import Calls, OutboundRequest, Response
 from engine.runtime.retry import decide
 
@@ -85,6 +85,8 @@ async def fetch(calls: Calls, read: ListRead, query: dict[str, Any], sleep: Slee
         attempt += 1
         try:
             return await calls.send(request, timeout=timeout)
+        except CallHeld as held:  # a paused System or an open circuit: nothing was sent
+            raise ReadProblem(held.code, f"{read.operation}: {held.message}") from None
         except CallError as error:
             decision = None if policy is None else decide(
                 policy, error, attempt=attempt, first_attempt_at=first, now=time.time(), rng=_RNG)
