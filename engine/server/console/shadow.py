@@ -21,6 +21,7 @@ from engine.compiler.plan import Plan
 from engine.runtime.shadow import shadow_results, summarize
 from engine.server.console.session import Session
 from engine.server.console.web import Refused, page, render
+from engine.server.views import run_detail
 from engine.store.base import RunQuery
 
 DEFAULT_RUNS, MAX_RUNS = 200, 2000
@@ -68,7 +69,7 @@ async def report(request: Request, session: Session) -> Response:
             for run in found:
                 detail = await runtime.run_detail(run.id)
                 if detail is not None:
-                    details.append(detail)
+                    details.append(run_detail(detail))  # the admin API's JSON shape
             if cursor is None or not found:
                 break
     groups = summarize(details)

@@ -78,7 +78,7 @@ def compact(value: Any) -> str:
     return json.dumps(redact(value), ensure_ascii=False, default=str)
 
 
-def seconds(value: float | None) -> str:
+def duration(value: float | None) -> str:
     """A latency in words: `4 ms`, `1.2 s`, `over 60 s` (infinity: past every bucket)."""
     if value is None:
         return ""
@@ -177,7 +177,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, age=age, pretty=pretty, seconds=seconds,
+    env.filters.update(when=when, age=age, pretty=pretty, duration=duration,
                        compact=compact)
     env.globals.update(STATE_WORDS=STATE_WORDS)
     return env
