@@ -30,7 +30,7 @@ from engine.runtime.actions import ACTIONS, perform
 from engine.runtime.runtime import MISSING
 from engine.server import audit as audit_api
 from engine.server.auth import Principal, authenticate, require, require_flow
-from engine.server.http import Problem, dumps, header_dict, read_body
+from engine.server.http import Problem, dumps, header_dict, limit_of, read_body
 from engine.server.metrics import CONTENT_TYPE_LATEST
 from engine.server.openapi import openapi_document
 from engine.server.state import ServerState
@@ -40,7 +40,6 @@ from engine.server.views import run_detail, run_summary
 from engine.store.base import RunQuery, RunState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-MAX_LIMIT = 500
 MAX_REASON = 2000
 log = logging.getLogger("syncline.server")
 
@@ -77,9 +76,7 @@ def admin(endpoint: Endpoint) -> Endpoint:
 async def list_runs(request: Request) -> Response:
     """Runs, newest first, filtered by flow, state and key; `cursor` continues a listing."""
     query = request.query_params
-    limit = _int(query.get("limit", "50"), "limit")
-    if not 1 <= limit <= MAX_LIMIT:
-        raise Problem(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
+    limit = limit_of(query)
     state = query.get("state") or None
     if state is not None and state not in RUN_STATES:
         raise Problem(400, "bad_request", f"state must be one of {', '.join(RUN_STATES)}")

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.server.admin import JSON, MAX_LIMIT, admin, state_of
-from engine.server.http import Problem
+from engine.server.admin import JSON, admin, state_of
+from engine.server.http import limit_of
 from engine.server.times import iso_fields
 
 
@@ -23,12 +23,7 @@ from engine.server.times import iso_fields
 async def list_alerts(request: Request) -> Response:
     """The Alerts and their notifications; `alert` filters, `limit` caps (default 50)."""
     query = request.query_params
-    try:
-        limit = int(query.get("limit", "50"))
-    except ValueError:
-        raise Problem(400, "bad_request", "limit must be an integer") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise Problem(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
+    limit = limit_of(query)
     state = state_of(request)
     name = query.get("alert") or None
     notifications = await state.runtime.alerting.log.recent(name, limit)

@@ -131,3 +131,17 @@ def is_loopback(scope: Scope) -> bool:
         return ipaddress.ip_address(client[0]).is_loopback
     except ValueError:
         return False
+
+
+MAX_LIMIT = 500  # the most items a listing answers at once
+
+
+def limit_of(params: Any, default: int = 50) -> int:
+    """A listing's `limit` query parameter: an integer from 1 to MAX_LIMIT, else 400."""
+    try:
+        limit = int(params.get("limit", str(default)))
+    except ValueError:
+        raise Problem(400, "bad_request", "limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Problem(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
+    return limit

@@ -24,6 +24,7 @@ from engine.store.base import (
     OutboxItem,
     Reason,
     ReceivedJSON,
+    RunQuery,
     RunRecord,
     StateChange,
     StepRecord,
@@ -222,3 +223,18 @@ def reconciliation_row(row: Sequence[Any]) -> dict[str, Any]:
     name, tick, started_at, state, report = row
     return {"name": name, "tick": tick, "started_at": started_at, "state": state,
             "report": None if report is None else json.loads(report)}  # fmt: skip
+
+
+def run_filters(query: RunQuery, mark: str) -> tuple[str, list[object]]:
+    """The WHERE clause of a RunQuery's filters (`mark` the store's placeholder) and its
+    parameters."""
+    where: list[str] = []
+    params: list[object] = []
+    for column, value in (
+        ("flow", query.flow), ("state", query.state), ("key", query.key),
+        ("correlation_id", query.correlation_id), ("seq <", query.before_seq),
+    ):  # fmt: skip
+        if value is not None:
+            where.append(f"{column} {mark}" if column.endswith("<") else f"{column} = {mark}")
+            params.append(value)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), params

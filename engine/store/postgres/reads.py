@@ -10,7 +10,7 @@ from engine.store.ordering import blocker
 from engine.store.postgres.core import PostgresCore
 from engine.store.postgres_sql import select_runs
 from engine.store.records import RunQuery, RunRecord, StepRecord
-from engine.store.rows import STEP_COLUMNS, step_record
+from engine.store.rows import STEP_COLUMNS, run_filters, step_record
 
 
 class PostgresReads(PostgresCore, RunReads):
@@ -28,19 +28,7 @@ class PostgresReads(PostgresCore, RunReads):
 
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
         """Runs matching `query`, newest first."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("flow", query.flow), ("state", query.state), ("key", query.key),
-            ("correlation_id", query.correlation_id),
-        ):  # fmt: skip
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if query.before_seq is not None:
-            where.append("seq < %s")
-            params.append(query.before_seq)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, params = run_filters(query, "%s")
         async with self._transaction() as conn:
             return await select_runs(
                 conn, f"{clause} ORDER BY seq DESC LIMIT %s", [*params, query.limit]

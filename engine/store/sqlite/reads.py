@@ -8,7 +8,7 @@ from engine.store.aggregates import run_counts, sqlite_read
 from engine.store.interface.reads import RunReads
 from engine.store.ordering import blocker
 from engine.store.records import RunQuery, RunRecord, StepRecord
-from engine.store.rows import RUN_COLUMNS, STEP_COLUMNS, step_record
+from engine.store.rows import RUN_COLUMNS, STEP_COLUMNS, run_filters, step_record
 from engine.store.sqlite.core import SQLiteCore
 from engine.store.sqlite.readers import query_all
 from engine.store.sqlite_writes import run_records
@@ -20,19 +20,7 @@ def _q_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
 
 
 def _q_list_runs(conn: sqlite3.Connection, query: RunQuery) -> list[RunRecord]:
-    where: list[str] = []
-    params: list[object] = []
-    for column, value in (
-        ("flow", query.flow), ("state", query.state), ("key", query.key),
-        ("correlation_id", query.correlation_id),
-    ):  # fmt: skip
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if query.before_seq is not None:
-        where.append("seq < ?")
-        params.append(query.before_seq)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    clause, params = run_filters(query, "?")
     rows = conn.execute(
         f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY seq DESC LIMIT ?",
         [*params, query.limit],
