@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from engine.compiler.adapters import compile_adapters
 from engine.compiler.alerts import CompiledAlert, compile_alerts
 from engine.compiler.codegen import GeneratedMapping
 from engine.compiler.compiled import (
@@ -211,7 +212,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
         assert isinstance(resource, MappingModel)
         if (mapping := compile_mapping(resource, doc, registry, schemas, report)) is not None:
             mappings[(resource.name, resource.version)] = mapping
-    systems = _systems(registry, retries)
+    systems = _systems(registry, retries, mappings)
     default_retry = None
     if project.spec.defaults.retry:
         found = registry.lookup("RetryPolicy", project.spec.defaults.retry,
@@ -270,7 +271,8 @@ def allowed_environ(project: Project, environ: Mapping[str, str]) -> dict[str, s
             if name in environ and not name.upper().startswith("SYNCLINE_")}
 
 
-def _systems(registry: Registry, retries: dict[Key, CompiledRetry]) -> dict[Key, CompiledSystem]:
+def _systems(registry: Registry, retries: dict[Key, CompiledRetry],
+             mappings: dict[Key, CompiledMapping]) -> dict[Key, CompiledSystem]:
     systems = {}
     for resource, doc in registry.all("System"):
         assert isinstance(resource, System)
@@ -285,6 +287,7 @@ def _systems(registry: Registry, retries: dict[Key, CompiledRetry]) -> dict[Key,
             resource.name, resource.version, spec.base_url.rstrip("/"), auth, spec.timeout,
             rate_limit, retry, spec.idempotency_header, MappingProxyType(dict(spec.headers)),
             operations, webhooks, doc.locate(), breaker_record(spec), nats_record(spec),
+            compile_adapters(resource, doc, registry, mappings),
         )
     return systems
 

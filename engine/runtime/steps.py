@@ -263,7 +263,8 @@ def build_request(
         path=fill_path(action.path, params),
         query=query,
         headers=headers,
-        body=action.body.evaluate(context) if action.body is not None else None,
+        body=adapted_body(action, action.body.evaluate(context) if action.body is not None
+                          else None),
         idempotency_key=idempotency_key(run.id, step_id, run.generation),
         correlation_id=run.correlation_id,
         traceparent=make_traceparent(run.traceparent or run.correlation_id, f"{run.id}/{step_id}"),
@@ -272,6 +273,18 @@ def build_request(
         template=action.path,
         run_id=run.id,
     )
+
+
+def adapted_body(action: CallAction, body: Any) -> Any:
+    """The call's body as the System's own API takes it (its operation's `request` Mapping)."""
+    adapter = action.system.adapters.get(action.operation)
+    return adapter.outbound(body) if adapter is not None else body
+
+
+def adapted_answer(request: OutboundRequest, status: int, body: Any) -> Any:
+    """A System's answer in the flows' shape (its operation's `response` Mapping, 2xx only)."""
+    adapter = request.system.adapters.get(request.operation)
+    return adapter.inbound(status, body) if adapter is not None else body
 
 
 async def run_call(step: CompiledStep, env: StepEnv) -> Any:
@@ -300,8 +313,9 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
         if shadow is not None:
             shadow.cancel()
         return failed_attempt(step, env, error, n, started, described)
-    output = {"status": response.status, "headers": response.headers, "body": response.body}
     answered = env.clock()
+    body = adapted_answer(request, response.status, response.body)
+    output = {"status": response.status, "headers": response.headers, "body": body}
     recorded_response = {"status": response.status, "body": response.body}
     if shadow is not None:
         result = await shadow.settle(output, answered - started, env.clock)

@@ -39,6 +39,7 @@ from engine.sandbox.common import (
 )
 from engine.sandbox.serving import run_standalone
 from engine.sandbox.system import SandboxConfig, SandboxSystem
+from engine.sandbox.tax import DEFAULT_TAX_RATES, tax_per_line
 from engine.sandbox.webhooks import STANDARD_WEBHOOKS
 
 DEFAULT_ITEMS: dict[str, JSON] = {
@@ -75,6 +76,7 @@ class ErpConfig(SandboxConfig):
         default_factory=lambda: copy.deepcopy(DEFAULT_TAX_NEXUS)
     )
     invoice_due_days: int = 30
+    tax_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TAX_RATES))
 
 
 class ErpSandbox(SandboxSystem):
@@ -389,6 +391,10 @@ class ErpSandbox(SandboxSystem):
             "status": "open",
             "lines": order_lines,
             "total": total,
+            # tax is reported beside the net total, each line's rounded to the cent
+            "tax_amount": tax_per_line(
+                [line["amount"] for line in order_lines], self.config.tax_rates.get(str(nexus), 0.0)
+            ),
             "amount_paid": 0,
             "amount_due": total,
             "term_months": term_months,

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import collections
 import copy
+import hmac
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.sandbox.common import (
     JSON,
+    ApiError,
     Handler,
     IdGenerator,
     dumps,
@@ -109,6 +112,19 @@ class SandboxSystem(Operating):
 
     def master_data(self) -> JSON | None:
         return None
+
+    def authorize(self, headers: Mapping[str, str]) -> None:
+        """Refuse a request without the configured bearer token (401); override for other
+        schemes (the cloud ERP checks the OAuth tokens it issued)."""
+        if self.config.auth_token:
+            expected = f"Bearer {self.config.auth_token}"
+            given = headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise ApiError(401, "UNAUTHORIZED", "missing or wrong bearer token")
+
+    def error_body(self, error: ApiError) -> JSON:
+        """How this system's API spells an error (override for another format)."""
+        return error.body()
 
     # -- state
 
