@@ -54,8 +54,11 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
 
     assert report["reconciliation"]["ok"], report["reconciliation"]["problems"]
     checked = report["reconciliation"]["checked"]
-    # the product's Reconciliations: 10 new deals and 1 renewal, each paired with its ERP order
-    assert checked["reconciliation orders-vs-deals"] == 11
+    # the product's Reconciliations: 10 new deals and 1 renewal, each paired with its order in
+    # its entity's ERP: the 4 EU deals (DE, FR, NL, GB) in the cloud ERP, the rest in the old one
+    assert checked["reconciliation orders-vs-deals"] == 7
+    assert checked["reconciliation cloud-orders-vs-deals"] == 4
+    assert checked["ERP of record"] == 11
     assert checked["reconciliation subscriptions-vs-deals"] == 10
     assert checked["reconciliation entitlements-vs-subscriptions"] == 10
     assert checked["order amount"] == 10 and checked["renewed subscription"] == 1
@@ -66,13 +69,27 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     assert report["runs"]["throughput_runs_per_s"] > 0
     assert report["latency_ms"]["samples"] > 10
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p95"]
+    # both exceptions are EU deals (AT, GB): the cloud ERP refuses them in its own words (422)
     exceptions = {e["erp_code"]: e for e in report["exceptions"]}
-    assert set(exceptions) == {"UNKNOWN_TAX_NEXUS", "UNKNOWN_ITEM"}
-    steps = {"UNKNOWN_TAX_NEXUS": "nexus", "UNKNOWN_ITEM": "erp"}  # the nexus check comes first
+    assert set(exceptions) == {"tax_registration_missing", "item_not_found"}
+    steps = {"tax_registration_missing": "nexus", "item_not_found": "erp"}  # nexus check first
     for code, exception in exceptions.items():
-        assert (exception["reason"]["code"], exception["reason"]["step"]) == ("HTTP_400",
+        assert (exception["reason"]["code"], exception["reason"]["step"]) == ("HTTP_422",
                                                                               steps[code])
         assert exception["state"] == "succeeded" and exception["resolution_s"] > 0
+        assert "cloud ERP" in exception["fix"]
+
+    # the ERP migration: EU routed to the cloud ERP, US booked in the old one and shadowed;
+    # one US order's tax is rounded per line by the old ERP and on the total by the cloud ERP
+    migration = report["migration"]
+    assert migration["routing"] == {"EU": {"erp-cloud": 4}, "US": {"erp": 6}}
+    assert migration["shadow"] == {"US": {"match": 5, "mismatch": 1}}
+    assert migration["mismatches"] == {
+        "tax_amount": {"count": 1, "largest": 0.01, "words": "tax rounding"}}
+    # the cloud ERP's tokens were revoked mid-day: Syncline's next call got a 401, and it
+    # fetched a new token and went on
+    assert report["day"]["cloud ERP tokens revoked"] == 1
+    assert migration["oauth"]["issued"] >= 2 and migration["oauth"]["refused"] >= 1
 
     # the day: each business event happened, and each injected failure hit real requests
     day = report["day"]
@@ -114,7 +131,12 @@ def test_text_report_on_a_pipe_has_plain_progress_lines(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[demo] deals closing" in done.stderr and "\r" not in done.stderr
     assert "Reconciliation across CRM, ERP, billing and support: OK" in done.stdout
-    assert "UNKNOWN_TAX_NEXUS" in done.stdout and "sync latency" in done.stdout
+    assert "tax_registration_missing" in done.stdout and "sync latency" in done.stdout
+    # the ERP migration in plain words (seed 3: 1 EU and 3 US deals, one EU deal an exception)
+    assert "ERP migration (EU entity on the cloud ERP, US entity shadowed onto it)" in done.stdout
+    assert re.search(r"  EU orders: \d+ routed to the cloud ERP\n", done.stdout), done.stdout
+    assert re.search(r"  US orders: (\d+) of \1 matched the cloud ERP|  US orders: \d+ of \d+ "
+                     r"matched the cloud ERP; \d+ mismatch(es)?: tax rounding", done.stdout)
     # the business metrics, in a finance reader's words, with the money the ERP holds
     assert "Business metrics" in done.stdout
     assert "Closed-won deals the ERP has not accepted as a sales order yet" in done.stdout
@@ -198,7 +220,7 @@ async def _break_live(stack: Stack, states: dict[str, Any], break_it: Any) -> tu
     states), and what `break_it` says the verdict must mention. The systems are restored."""
     broken = copy.deepcopy(states)
     expected = break_it(broken)
-    systems = {name: getattr(stack.sandbox, name) for name in ("crm", "erp", "billing", "support")}
+    systems = dict(stack.sandbox.systems)
     saved = {name: copy.deepcopy(system.data) for name, system in systems.items()}
     for name, system in systems.items():
         for collection, records in broken[name]["data"].items():
@@ -259,9 +281,18 @@ def _lose_an_order(states: dict[str, Any]) -> tuple[str, str]:
 
 
 def _order_in_another_currency(states: dict[str, Any]) -> str:
-    order = _first(states["erp"]["data"]["sales_orders"], currency="EUR")
-    order["currency"] = "USD"
-    return f"orders-vs-deals: {order['external_id']}: currency: 'USD' != 'EUR'"
+    order = _first(states["erp-cloud"]["data"]["orders"], entity="EU", currencyCode="EUR")
+    order["currencyCode"] = "USD"
+    return f"cloud-orders-vs-deals: {order['externalReference']}: currency: 'USD' != 'EUR'"
+
+
+def _eu_order_left_in_the_old_erp(states: dict[str, Any]) -> tuple[str, str]:
+    """A migration bug: an EU deal's order booked in the old ERP besides the cloud one."""
+    cloud = _first(states["erp-cloud"]["data"]["orders"], entity="EU")
+    orders = states["erp"]["data"]["sales_orders"]
+    orders.append({**copy.deepcopy(orders[0]), "id": "SO-9999",
+                   "external_id": cloud["externalReference"], "currency": cloud["currencyCode"]})
+    return cloud["externalReference"], "must be in the cloud ERP only"
 
 
 def _subscription_billing_less(states: dict[str, Any]) -> str:
@@ -328,6 +359,7 @@ def _key_written_twice(states: dict[str, Any]) -> str:
 BREAKERS = [
     _lose_an_order,
     _order_in_another_currency,
+    _eu_order_left_in_the_old_erp,
     _subscription_billing_less,
     _duplicate_subscription,
     _cancelled_order,
@@ -343,8 +375,9 @@ BREAKERS = [
 
 def test_the_day_reconciles_with_the_product_reconciliations(day: Day) -> None:
     names = sorted(r["name"] for r in day.reports)
-    assert names == ["entitlements-vs-subscriptions", "orders-vs-deals",
-                     "paid-invoices-vs-payments", "subscriptions-vs-deals"]
+    assert names == ["cloud-orders-vs-deals", "entitlements-vs-subscriptions", "orders-vs-deals",
+                     "paid-invoices-vs-cloud-payments", "paid-invoices-vs-payments",
+                     "subscriptions-vs-deals"]
     assert all(r["state"] == "ok" and r["matched"] > 0 for r in day.reports), day.reports
     verdict = reconcile(day.states, day.reports)
     assert verdict.ok, verdict.problems

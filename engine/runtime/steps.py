@@ -318,7 +318,7 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     output = {"status": response.status, "headers": response.headers, "body": body}
     recorded_response = {"status": response.status, "body": response.body}
     if shadow is not None:
-        waits = action.shadow.timeout if env.calls.patient_shadows else answered - started
+        waits = shadow.spec.timeout if env.calls.patient_shadows else answered - started
         result = await shadow.settle(output, waits, env.clock)
         recorded_response["shadow"] = result
         if env.on_shadow is not None:

@@ -140,6 +140,9 @@ class RequestPipeline:
                     self.system.counters["rate_limited"] += 1
                 error = ApiError(429, "RATE_LIMITED", "rate limit exceeded")
                 return self.error_response(error, retry_after_headers(wait))
+            latency = self.system.latency_for(path)
+            if latency:
+                await asyncio.sleep(latency)
             fault = self.take_fault(method, path)
             if fault is not None:
                 entry["fault"] = fault.id

@@ -9,7 +9,7 @@ import hmac
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from engine.sandbox.common import (
@@ -45,6 +45,9 @@ class SandboxConfig:
     auth_token: str | None = None
     """When set, every non-/sandbox request needs ``Authorization: Bearer <token>``."""
     strict_idempotency: bool = True
+    latency: dict[str, float] = field(default_factory=dict)
+    """Seconds added to every answer under a path prefix (a slower system), e.g.
+    ``{"/sales-orders": 0.05}``."""
     request_log_size: int = 5000
 
 
@@ -121,6 +124,11 @@ class SandboxSystem(Operating):
             given = headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 raise ApiError(401, "UNAUTHORIZED", "missing or wrong bearer token")
+
+    def latency_for(self, path: str) -> float:
+        """The configured extra latency of a request to `path` (the longest matching prefix)."""
+        found = [p for p in self.config.latency if path.startswith(p)]
+        return self.config.latency[max(found, key=len)] if found else 0.0
 
     def error_body(self, error: ApiError) -> JSON:
         """How this system's API spells an error (override for another format)."""
