@@ -395,11 +395,13 @@ def _stop_for(step: CompiledStep, decision: Decision, error: CallError, now: flo
 
 
 def _error_detail(body: Any) -> str:
-    """The target's own error code/message, when its error body has one."""
+    """The target's own error code/message, when its error body has one (`{error: {code,
+    message}}`, or the first of JSON:API's `{errors: [{code, detail}]}`)."""
     if isinstance(body, dict):
-        inner = body.get("error", body)
+        listed = body.get("errors")
+        inner = listed[0] if isinstance(listed, list) and listed else body.get("error", body)
         if isinstance(inner, dict):
-            parts = [str(inner[k]) for k in ("code", "message") if inner.get(k) is not None]
+            parts = [str(inner[k]) for k in ("code", "message", "detail") if inner.get(k)]
             return f": {' '.join(parts)}" if parts else ""
         if isinstance(inner, str):
             return f": {inner}"
