@@ -179,12 +179,13 @@ def test_demo_exits_non_zero_when_the_systems_do_not_reconcile(tmp_path: Path) -
                p.endswith(": missing-left") for p in problems), problems
     # the refused orders park, and are reported as exceptions nobody resolved (no operator fix
     # exists for a mapping bug; the day ends instead of waiting for one)
+    # (the Austrian deal first parks for its tax registration: fixed and resumed, the cloud ERP
+    # then refuses its currency too)
     unresolved = [e for e in report["exceptions"] if e["resolution_s"] is None]
     assert unresolved and all(
-        (e["flow"], e["state"], e["erp_code"]) == ("closed-won-to-order", "parked",
-                                                   "currency_not_allowed")
-        for e in unresolved
+        (e["flow"], e["state"]) == ("closed-won-to-order", "parked") for e in unresolved
     ), report["exceptions"]
+    assert "currency_not_allowed" in {e["erp_code"] for e in unresolved}, report["exceptions"]
 
 
 # -- one day played in-process, then its states broken in the ways a sync can go wrong ----------
