@@ -131,9 +131,10 @@ def migration_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(text)
     oauth = summary.get("oauth") or {}
     if oauth:
-        lines.append(f"  cloud ERP OAuth: {oauth.get('issued', 0)} tokens issued; "
-                     f"{oauth.get('refused', 0)} calls refused with an expired token and "
-                     "sent again with a fresh one")
+        issued, refused = oauth.get("issued", 0), oauth.get("refused", 0)
+        lines.append(f"  cloud ERP OAuth: {issued} {'token' if issued == 1 else 'tokens'} "
+                     f"issued; {refused} {'call' if refused == 1 else 'calls'} refused with an "
+                     "expired token and sent again with a fresh one")
     return [*lines, ""]
 
 
