@@ -938,7 +938,7 @@ def test_standalone_module_runs(client: httpx.Client, system: str) -> None:
     assert b"Traceback" not in stderr, stderr.decode()
 
 
-def test_python_m_examples_sandbox_runs_all_five(client: httpx.Client) -> None:
+def test_python_m_examples_sandbox_runs_them_all(client: httpx.Client) -> None:
     ports = {name: free_port()
              for name in ("crm", "erp", "billing", "support", "chat", "erp-cloud")}
     process = subprocess.Popen(

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import collections
 import copy
-import hmac
 import json
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from engine.sandbox.common import (
     JSON,
-    ApiError,
     Handler,
     IdGenerator,
     dumps,
 )
+from engine.sandbox.conventions import ApiConventions
 from engine.sandbox.limits import Fault, TokenBucket
 from engine.sandbox.operating import Operating
 from engine.sandbox.pipeline import RequestPipeline
@@ -51,7 +49,7 @@ class SandboxConfig:
     request_log_size: int = 5000
 
 
-class SandboxSystem(Operating):
+class SandboxSystem(Operating, ApiConventions):
     """Base of the sandbox systems: state, lock and routes; what operators and tests change (rate
     limit, faults, webhook target) comes from `Operating`. Its app is built by
     `RequestPipeline`, with the control endpoints of `ControlApi`."""
@@ -115,24 +113,6 @@ class SandboxSystem(Operating):
 
     def master_data(self) -> JSON | None:
         return None
-
-    def authorize(self, headers: Mapping[str, str]) -> None:
-        """Refuse a request without the configured bearer token (401); override for other
-        schemes (the cloud ERP checks the OAuth tokens it issued)."""
-        if self.config.auth_token:
-            expected = f"Bearer {self.config.auth_token}"
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise ApiError(401, "UNAUTHORIZED", "missing or wrong bearer token")
-
-    def latency_for(self, path: str) -> float:
-        """The configured extra latency of a request to `path` (the longest matching prefix)."""
-        found = [p for p in self.config.latency if path.startswith(p)]
-        return self.config.latency[max(found, key=len)] if found else 0.0
-
-    def error_body(self, error: ApiError) -> JSON:
-        """How this system's API spells an error (override for another format)."""
-        return error.body()
 
     # -- state
 
