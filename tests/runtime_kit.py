@@ -347,3 +347,11 @@ async def running(
             yield runtime, plan
         finally:
             await runtime.stop(grace=5)
+
+
+async def detail_json(runtime: Runtime, run_id: str) -> dict[str, Any]:
+    """A run's detail as the admin API shows it (engine/server/views.py); {} for no run."""
+    from engine.server.views import run_detail
+
+    found = await runtime.run_detail(run_id)
+    return {} if found is None else run_detail(found)

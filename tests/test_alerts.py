@@ -24,6 +24,7 @@ from engine.runtime.alerting import Alerting
 from engine.runtime.calls import Calls
 from engine.sandbox.chat import ChatSandbox
 from engine.sandbox.serving import ServerThread
+from engine.server.times import seconds
 from engine.store import open_store
 from engine.store.alerts import AlertLog, Notification
 
@@ -157,7 +158,7 @@ def test_an_alert_reaches_the_chat_once_per_subject_and_interval(
         [by_reason] = texts(system, "reasons")
         assert by_reason.startswith("by-reason MASTER_DATA ")
         sent = [n for n in notifications(http, "still-held") if n["state"] == "sent"]
-        first, second = sorted(n["created_at"] for n in sent)[:2]
+        first, second = sorted(seconds(n["created_at"]) for n in sent)[:2]
         assert second - first >= 1.0  # repeat: 1s
 
         listing = http.get("/api/v1/alerts").json()

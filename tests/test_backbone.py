@@ -19,7 +19,7 @@ import nats
 import pytest
 from nats.js.errors import NotFoundError
 from projectkit import write_project
-from runtime_kit import in_state, until
+from runtime_kit import detail_json, in_state, until
 
 from engine.compiler import compile_project
 from engine.errors import DefinitionErrors
@@ -134,13 +134,13 @@ def test_a_publish_is_a_cloudevent_stored_once_and_a_stream_flow_runs_on_it(
                                             EventMeta("ev-1", "com.acme.order.requested", "t"))
             run = await runtime.wait(accepted.run_id, 10)
             assert run.state == "succeeded", run
-            detail = await runtime.run_detail(run.id)
+            detail = await detail_json(runtime, run.id)
             assert detail is not None
             output = {s["id"]: s["output"] for s in detail["steps"]}["published"]
             assert output["stream"] == backbone["stream"] and output["duplicate"] is False
             await until(lambda: _count(runtime, "on-activated", "succeeded", 1), 15)
             [downstream] = await _runs(runtime, "on-activated")
-            shown = await runtime.run_detail(downstream.id)
+            shown = await detail_json(runtime, downstream.id)
             assert shown is not None
             assert {s["id"]: s["output"] for s in shown["steps"]}["seen"] == {
                 "order": "O-1", "type": "com.acme.order.activated"}
@@ -264,7 +264,7 @@ def test_a_backbone_that_is_down_makes_the_publish_wait_and_retry(
             accepted = await runtime.ingest(flow, {"id": "O-9", "total": 5},
                                             EventMeta("ev-9", "com.acme.order.requested", "t"))
             await until(lambda: in_state(runtime, accepted.run_id, "waiting"), 15)
-            detail = await runtime.run_detail(accepted.run_id)
+            detail = await detail_json(runtime, accepted.run_id)
             assert detail is not None
             [step] = [s for s in detail["steps"] if s["id"] == "published"]
             attempt = step["attempts"][0]

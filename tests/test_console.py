@@ -174,6 +174,11 @@ def test_an_operator_resumes_with_corrected_data_and_the_audit_names_them(
         after = http.get(done.headers["location"])
         assert "Resumed" in after.text and "amount fixed in the ERP" in after.text
         assert "alice" in after.text
+        # the timeline by generation: the parked first pass is still there, then the resume
+        timeline = after.text[after.text.index("<h2>Timeline</h2>"):after.text.index("<h2>Steps")]
+        assert "Generation 0: accepted" in timeline and "Generation 1: resumed by alice" in timeline
+        assert timeline.index("BAD_AMOUNT") < timeline.index("Generation 1")
+        assert "corrected data #1" in timeline and "Corrected data #1" in after.text
 
 
 def test_bulk_retry_of_a_group(live: LiveServer, tmp_path: Path) -> None:

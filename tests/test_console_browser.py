@@ -96,6 +96,10 @@ def test_an_operator_resumes_a_parked_run_with_corrected_data(page, live: LiveSe
     trail = page.locator("table").last
     expect(trail).to_contain_text("alice")
     expect(trail).to_contain_text("Amount sign fixed per PO 4471")
+    timeline = page.locator("#generation-1")
+    expect(timeline).to_contain_text("Generation 1: resumed by alice")
+    expect(timeline).to_contain_text("corrected data #1")
+    expect(page.locator("#generation-0")).to_contain_text("BAD_AMOUNT")
     shot(page, "run-succeeded")
     page.get_by_role("link", name="Runs", exact=True).click()
     shot(page, "runs")

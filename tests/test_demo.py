@@ -29,13 +29,16 @@ from engine.demo.stack import Stack, locate_project
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = (
+    "account-changed",
     "billing-events",
     "closed-won-to-order",
     "crm-opportunity-events",
     "invoice-paid",
     "payment-failed",
     "renewal",
+    "renewal-forecast",
     "subscription-amended",
+    "usage-overage",
 )
 
 pytestmark = pytest.mark.slow
@@ -111,6 +114,12 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     # ERP outages (503; 502 after the write), a CRM outage and an ERP rate-limit storm
     assert kinds == {("ERP", "503"), ("ERP", "502"), ("CRM", "500"), ("ERP", "429")}, faults
     assert all(hits >= 1 for hits in faults.values()), faults
+    # no sync loop: Syncline's own CRM account writes came back as webhooks and were filtered as
+    # echoes; the round-trip flows ran once per person's change
+    echoes = report["echoes"]
+    assert not echoes["loop"], echoes
+    assert echoes["by_flow"]["crm-opportunity-events"] >= 10 + day["renewals"], echoes
+    assert by_flow["account-changed"]["succeeded"] == day["account moves"] >= 1
 
     # the one alert: finance told once, in its chat channel, of both master-data exceptions
     # before the operator fixed them (the revops objective alert stays quiet: it is met)
@@ -118,6 +127,21 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     assert (alert["team"], alert["messages"]) == ("finance", 1), report["alerts"]
     assert alert["texts"][0].startswith("2 orders blocked by master data (deals 006")
     assert day["alerts to finance"] == 1
+
+    # the revenue: amendments prorated and scheduled, overages billed once, AR, forecasts
+    for name in ("revenue-schedules-vs-orders", "overages-billed-once", "overages-booked-once",
+                 "ar-invoices-vs-billing-invoices", "renewal-forecasts-vs-subscriptions"):
+        assert checked[f"reconciliation {name}"] >= 1, name
+    assert checked["amendment prorated"] >= 1 and checked["overage rated"] >= 1
+    assert day["usage months over the plan (billed)"] >= 1
+    assert day["usage months read again (nothing billed twice)"] == day[
+        "usage months over the plan (billed)"]
+    revenue = report["revenue"]
+    assert revenue["schedules_balanced"][0] == revenue["schedules_balanced"][1] == 11
+    assert revenue["overage_months"] == day["usage months over the plan (billed)"]
+    assert revenue["renewals_forecast"] == 10
+    for currency, prorated in revenue["amendments_prorated"].items():  # about half a year's
+        assert 0.4 < prorated / revenue["amendments_full_price"][currency] < 0.6
 
 
 def test_text_report_on_a_pipe_has_plain_progress_lines(tmp_path: Path) -> None:
@@ -139,6 +163,8 @@ def test_text_report_on_a_pipe_has_plain_progress_lines(tmp_path: Path) -> None:
                      r"matched the cloud ERP; \d+ mismatch(es)?: tax rounding", done.stdout)
     # the business metrics, in a finance reader's words, with the money the ERP holds
     assert "Business metrics" in done.stdout
+    assert re.search(r"\d+ echoes of Syncline's own writes suppressed; no sync loop",
+                     done.stdout), done.stdout
     assert "Closed-won deals the ERP has not accepted as a sales order yet" in done.stdout
     assert re.search(r"Paid invoices whose payment the ERP posted: \d+; all payments posted in "
                      r"the ERP: [A-Z]{3} [\d,]+\.\d\d", done.stdout), done.stdout
@@ -360,7 +386,61 @@ def _key_written_twice(states: dict[str, Any]) -> str:
     return "wrote 2 times"
 
 
+def _overage_billed_twice(states: dict[str, Any]) -> tuple[str, str]:
+    items = states["billing"]["data"]["invoiceitems"]
+    item = next(i for i in items if i["metadata"].get("usage_id"))
+    items.append({**item, "id": f"{item['id']}_again"})
+    return (f"overages-billed-once: {item['metadata']['usage_id']}: duplicate-right", "")
+
+
+def _schedule_short(states: dict[str, Any]) -> tuple[str, str]:
+    schedule = next(s for s in states["erp"]["data"]["revenue_schedules"]
+                    if len(s["entries"]) > 1)
+    schedule["entries"].pop()
+    return (f"revenue-schedules-vs-orders: {schedule['sales_order_id']}: total", "")
+
+
+def _ar_amount_wrong(states: dict[str, Any]) -> tuple[str, str]:
+    ar = states["erp"]["data"]["receivables"][0]
+    ar["amount"] += 1
+    return (f"AR invoice {ar['id']} is", "billing invoice")
+
+
+def _amendment_not_prorated(states: dict[str, Any]) -> str:
+    adjustment = next(a for a in states["erp"]["data"]["adjustments"]
+                      if a["lines"][0]["sku"] != "API-OVERAGE")
+    adjustment["amount"] = sum(li["quantity"] * li["unit_price"] for li in adjustment["lines"])
+    return "(not prorated)"
+
+
+def _overage_misrated(states: dict[str, Any]) -> str:
+    item = next(i for i in states["billing"]["data"]["invoiceitems"]
+                if i["metadata"].get("usage_id"))
+    item["amount"] += 100
+    return f"{item['metadata']['usage_id']}: "
+
+
+def _payment_status_not_in_crm(states: dict[str, Any]) -> str:
+    account = _first(states["crm"]["data"]["accounts"], Invoice_Status__c="paid")
+    account["Invoice_Status__c"] = "open"
+    return "CRM shows invoice status 'open', billing says 'paid'"
+
+
+def _renewal_forecast_lost(states: dict[str, Any]) -> str:
+    deals = states["crm"]["data"]["opportunities"]
+    lost = next(o for o in deals if o.get("Renewal_Key__c"))
+    deals.remove(lost)
+    return f"renewal-forecasts-vs-subscriptions: {lost['Renewal_Key__c']}: missing-right"
+
+
 BREAKERS = [
+    _overage_billed_twice,
+    _schedule_short,
+    _ar_amount_wrong,
+    _amendment_not_prorated,
+    _overage_misrated,
+    _payment_status_not_in_crm,
+    _renewal_forecast_lost,
     _lose_an_order,
     _order_in_another_currency,
     _eu_order_left_in_the_old_erp,
@@ -379,9 +459,11 @@ BREAKERS = [
 
 def test_the_day_reconciles_with_the_product_reconciliations(day: Day) -> None:
     names = sorted(r["name"] for r in day.reports)
-    assert names == ["cloud-orders-vs-deals", "entitlements-vs-subscriptions", "orders-vs-deals",
-                     "paid-invoices-vs-cloud-payments", "paid-invoices-vs-payments",
-                     "subscriptions-vs-deals"]
+    assert names == ["ar-invoices-vs-billing-invoices", "cloud-orders-vs-deals",
+                     "entitlements-vs-subscriptions", "orders-vs-deals", "overages-billed-once",
+                     "overages-booked-once", "paid-invoices-vs-cloud-payments",
+                     "paid-invoices-vs-payments", "renewal-forecasts-vs-subscriptions",
+                     "revenue-schedules-vs-orders", "subscriptions-vs-deals"]
     assert all(r["state"] == "ok" and r["matched"] > 0 for r in day.reports), day.reports
     verdict = reconcile(day.states, day.reports)
     assert verdict.ok, verdict.problems

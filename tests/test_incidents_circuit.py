@@ -17,6 +17,7 @@ from test_incidents_pause import deliver, run
 from engine.compiler import compile_project
 from engine.errors import CallError, CallHeld
 from engine.runtime.gates import Gates
+from engine.server.times import seconds
 from engine.store import open_store
 from engine.store.controls import Controls
 
@@ -52,14 +53,15 @@ def test_an_open_circuit_sends_nothing_then_one_probe_and_runs_never_dead_letter
         time.sleep(0.2)  # calls admitted before it opened have landed
         received = len(erp.calls)
         opened = circuit(live)
-        time.sleep(max(0.0, opened["until"] - time.time() - 0.3))
+        time.sleep(max(0.0, seconds(opened["until"]) - time.time() - 0.3))
         assert len(erp.calls) == received  # nothing while open
         held = [run(http, r) for r in runs]
         assert {r["state"] for r in held} == {"waiting"}
         assert "CIRCUIT_OPEN" in {(r["reason"] or {}).get("code") for r in held}
 
         until(lambda: len(erp.calls) > received)  # the probe, which fails: open again
-        until(lambda: circuit(live).get("state") == "open" and circuit(live)["until"] > time.time())
+        until(lambda: circuit(live).get("state") == "open"
+              and seconds(circuit(live)["until"]) > time.time())
         time.sleep(0.3)
         assert len(erp.calls) == received + 1  # one probe, not one call per waiting run
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from runtime_kit import flow, free_port, meta, running, write_project
+from runtime_kit import detail_json, flow, free_port, meta, running, write_project
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -175,7 +175,7 @@ async def test_a_flow_calls_an_oauth2_system(tmp_path: Path, issuer: tuple[Issue
     async with running(root, secrets={"CLOUD_SECRET": "s3cret-value"}) as (runtime, plan):
         runs = [await runtime.ingest(plan.flows["f"], {"n": n}, meta(n)) for n in range(3)]
         details = [await runtime.wait(r.run_id, 10) for r in runs]
-        detail = await runtime.run_detail(runs[0].run_id)
+        detail = await detail_json(runtime, runs[0].run_id)
     assert [d.state for d in details] == ["succeeded"] * 3
     assert len(state.issued) == 1 and state.calls == ["Bearer T1"] * 3
     request = detail["steps"][0]["attempts"][0]["request"]

@@ -49,7 +49,7 @@ def test_validate_passes_in_every_environment(env: str) -> None:
         main, ["validate", str(ROOT), "--env", env], env=DEMO_URLS if env == "demo" else {}
     )
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("ok: 7 flows, 17 mappings") and f"[{env}]" in result.output
+    assert result.output.startswith("ok: 10 flows, 22 mappings") and f"[{env}]" in result.output
 
 
 def test_every_mapping_and_flow_has_tests_and_they_all_pass() -> None:
@@ -207,9 +207,7 @@ def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicate
         state = seen[key]
         assert set(_writes(state["erp"]).values()) == {0}, key
         assert set(_writes(state["erp-cloud"]).values()) == {0}, key
-        assert _writes(state["billing"]) == {
-            "customers": 0, "subscriptions": 0, "invoices": 0, "events": 0
-        }, key
+        assert set(_writes(state["billing"]).values()) == {0}, key
         assert state["support"]["data"]["entitlements"] == [], key
         (crm_account,) = state["crm"]["data"]["accounts"]
         assert crm_account.get("Subscription_Id__c") is None, key
@@ -331,6 +329,9 @@ def test_cancel_leaves_nothing_active_and_a_replay_then_parks(tmp_path: Path) ->
     assert {o["status"] for o in state["erp"]["data"]["sales_orders"]} == {"cancelled"}
     assert {s["status"] for s in state["billing"]["data"]["subscriptions"]} == {"canceled"}
     assert all(c.get("deleted") is True for c in state["billing"]["data"]["customers"])
+    # the first invoices were posted to ERP receivables; cancelling voids them there
+    assert len(before["erp"]["data"]["receivables"]) == 2
+    assert {r["status"] for r in state["erp"]["data"]["receivables"]} == {"void"}
     entitlements = {e["account_id"]: e for e in state["support"]["data"]["entitlements"]}
     assert entitlements[account_a]["status"] == "revoked"  # no active entitlement is left
     assert all(e["status"] != "active" for e in entitlements.values())

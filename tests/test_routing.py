@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from runtime_kit import CLOUD_SYSTEM as CLOUD
-from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
+from runtime_kit import LiveTarget, Target, detail_json, flow, meta, running, write_project
 
 from engine.cli import main
 from engine.compiler import compile_project
@@ -54,7 +54,7 @@ async def _run(root: Path, data: dict[str, object]) -> dict[str, object]:
     async with running(root) as (runtime, plan):
         accepted = await runtime.ingest(plan.flows["routed"], data, meta(str(data["Id"])))
         await runtime.wait(accepted.run_id, 10)
-        return await runtime.run_detail(accepted.run_id)
+        return await detail_json(runtime, accepted.run_id)
 
 
 @pytest.mark.parametrize(("entity", "path", "system"), [

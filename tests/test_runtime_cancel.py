@@ -15,6 +15,7 @@ from runtime_kit import (
     FakeClock,
     LiveTarget,
     Target,
+    detail_json,
     flow,
     in_state,
     meta,
@@ -117,7 +118,7 @@ async def test_cancel_of_a_running_run_stops_it_after_the_step_in_flight(tmp_pat
         await until(two_in_flight)
         requested = await runtime.operations.cancel(run_id, actor="alice")
         run = await runtime.wait(run_id, 10)
-        detail = await runtime.run_detail(run_id)
+        detail = await detail_json(runtime, run_id)
         audit = await runtime.store.audit_log(AuditQuery(run_id=run_id))
     assert (requested.state, requested.reason.code) == ("running", CANCELLED)
     assert run.state == "cancelled" and run.reason.message == "cancelled by alice"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime_kit import LiveTarget, Target, flow, meta, running, until, write_project
+from runtime_kit import LiveTarget, Target, detail_json, flow, meta, running, until, write_project
 
 from engine.compiler import compile_project
 from engine.errors import UsageError
@@ -87,7 +87,7 @@ async def test_on_failure_compensate_undoes_completed_steps_in_reverse_order(tmp
     async with running(root) as (runtime, plan):
         acceptance = await runtime.ingest(plan.flows["saga"], {"ok": False}, meta(1))
         run = await runtime.wait(acceptance.run_id, 10)
-        detail = await runtime.run_detail(run.id)
+        detail = await detail_json(runtime, run.id)
     assert run.state == "compensated"
     assert (run.reason.code, run.reason.step) == ("NOT_OK", "check")
     cancels = [r.path for r in target.requests if r.path.endswith("/cancel")]
@@ -234,7 +234,7 @@ async def test_replay_makes_a_linked_run_under_the_current_plan(tmp_path, live):
         await runtime.swap_plan(compile_project(root))
         replay = await runtime.operations.replay(first.run_id)
         done = await runtime.wait(replay.id, 10)
-        old, new = await runtime.run_detail(first.run_id), await runtime.run_detail(replay.id)
+        old, new = await detail_json(runtime, first.run_id), await detail_json(runtime, replay.id)
         with pytest.raises(UsageError, match="no run 'nope'"):
             await runtime.operations.replay("nope")
     assert done.state == "succeeded"
@@ -312,9 +312,9 @@ async def test_emit_goes_through_the_outbox_to_subscribed_flows(tmp_path, live):
         assert await runtime.idle(10)
         runs, cursor = await runtime.list_runs(flow="consumer")
         producer = await runtime.store.get_run(acceptance.run_id)
-    assert cursor is None and [r["state"] for r in runs] == ["succeeded"]
+    assert cursor is None and [r.state for r in runs] == ["succeeded"]
     assert [r.body for r in target.to("/orders")] == [{"got": "T1", "subject": "T1"}]
-    assert runs[0]["correlation_id"] == producer.correlation_id
+    assert runs[0].correlation_id == producer.correlation_id
 
 
 API = flow(

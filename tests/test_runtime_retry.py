@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime_kit import LiveTarget, Target, flow, meta, running, until, write_project
+from runtime_kit import LiveTarget, Target, detail_json, flow, meta, running, until, write_project
 
 pytestmark = pytest.mark.anyio
 
@@ -104,7 +104,7 @@ async def run_once(root: Path, flow_name: str, data: object = None, **kw: object
     async with running(root, **kw) as (runtime, plan):
         acceptance = await runtime.ingest(plan.flows[flow_name], data or {"n": 1}, meta(1))
         run = await runtime.wait(acceptance.run_id, 15)
-        return run, await runtime.run_detail(run.id)
+        return run, await detail_json(runtime, run.id)
 
 
 def attempts(detail: dict, step: str = "erp") -> list[dict]:

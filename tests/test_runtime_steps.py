@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime_kit import LiveTarget, Target, flow, meta, running, write_project
+from runtime_kit import LiveTarget, Target, detail_json, flow, meta, running, write_project
 
 pytestmark = pytest.mark.anyio
 
@@ -83,7 +83,7 @@ async def test_every_step_kind_runs_and_checkpoints(tmp_path: Path, target: tupl
             plan.flows["all-kinds"], {"Id": "O1", "Lines": [1, 2], "Account": "A"}, meta(1)
         )
         run = await runtime.wait(acceptance.run_id, 10)
-        detail = await runtime.run_detail(run.id)
+        detail = await detail_json(runtime, run.id)
     assert run.state == "succeeded", detail
     steps = {s["id"]: s for s in detail["steps"]}
     assert steps["order"]["output"] == {"order_id": "O1", "lines": [1, 2], "currency": "USD"}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from clockkit import JumpingClock, SetClock
+from runtime_kit import detail_json
 
 from engine.compiler import compile_project
 from engine.compiler.triggers import CompiledSchedule
@@ -63,7 +64,7 @@ def test_one_run_per_tick_and_one_catch_up_after_downtime(project) -> None:
             clock.t = at(13, 49, 50)
             assert runtime.schedules.delay() == 10.0
             assert await runtime.idle(10)
-            detail = await runtime.run_detail(catch_up.run_id)
+            detail = await detail_json(runtime, catch_up.run_id)
             assert detail is not None and detail["steps"][0]["output"] == {
                 "tick": "2026-12-04T13:45:00Z"
             }

@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from runtime_kit import CLOUD_SYSTEM, LiveTarget, Target, flow, meta, running, write_project
+from runtime_kit import (
+    CLOUD_SYSTEM,
+    LiveTarget,
+    Target,
+    detail_json,
+    flow,
+    meta,
+    running,
+    write_project,
+)
 
 from engine.cli import main
 from engine.compiler import compile_project
@@ -69,7 +78,7 @@ async def _runs(root: Path, n: int = 1, metrics: Metrics | None = None) -> list[
                     for i in range(n)]
         for a in accepted:
             await runtime.wait(a.run_id, 10)
-        return [await runtime.run_detail(a.run_id) for a in accepted]
+        return [await detail_json(runtime, a.run_id) for a in accepted]
 
 
 def _slow_primary(tgt: Target) -> None:
@@ -130,7 +139,7 @@ async def test_a_failing_or_slow_candidate_never_changes_the_run(
     else:  # waited at most the primary's latency, not the candidate's 1.5 s
         assert shadow["error"].endswith("(the primary's latency)")
         attempt = step["attempts"][0]
-        assert attempt["finished_at"] - attempt["started_at"] < 1.5
+        assert attempt["duration_ms"] < 1500
     assert len(tgt.to("/cloud/v2/orders/0")) == 1   # never retried
 
 
@@ -256,7 +265,7 @@ async def test_a_candidate_request_that_cannot_be_built_is_the_shadows_error(
     async with running(root) as (runtime, plan):
         accepted = await runtime.ingest(plan.flows["shadowed"], {"m": 1}, meta(1))  # no `n`
         await runtime.wait(accepted.run_id, 10)
-        detail = await runtime.run_detail(accepted.run_id)
+        detail = await detail_json(runtime, accepted.run_id)
     assert detail["state"] == "succeeded"
     assert _erp(detail)["attempts"][0]["response"]["shadow"] == {
         "system": "erp-cloud", "result": "error",
@@ -283,7 +292,7 @@ async def test_a_call_routed_to_the_candidate_itself_is_not_shadowed(
     async with running(root) as (runtime, plan):
         eu = await runtime.ingest(plan.flows["shadowed"], {"n": 1, "entity": "EU"}, meta(1))
         us = await runtime.ingest(plan.flows["shadowed"], {"n": 2, "entity": "US"}, meta(2))
-        details = [await runtime.wait(a.run_id, 10) and await runtime.run_detail(a.run_id)
+        details = [await runtime.wait(a.run_id, 10) and await detail_json(runtime, a.run_id)
                    for a in (eu, us)]
     responses = [_erp(d)["attempts"][0]["response"] for d in details]
     assert "shadow" not in responses[0]

@@ -5,7 +5,6 @@ and engine/commands/remote.py."""
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from engine.cli.common import (
     fail_usage,
     read_data,
 )
+from engine.cli.run_text import print_run
 
 
 @click.command("run")
@@ -65,36 +65,8 @@ def run_command(flow: str, input_file: Path, dry_run: bool, project: Path,
     if fmt == "json":
         emit_json(detail)
     else:
-        _print_run(detail, dry_run)
+        print_run(detail, dry_run)
     sys.exit(0 if detail.get("state") in ("succeeded", "filtered") else 1)
-
-
-def _print_run(detail: dict[str, Any], dry_run: bool = False) -> None:
-    if dry_run:
-        for call in detail.get("calls", []):
-            click.echo(f"would call {call['system']}.{call['operation']}: "
-                       f"{call['method']} {call['url']}")
-            for name, value in call["headers"].items():
-                click.echo(f"  {name}: {value}")
-            if call["body"] is not None:
-                click.echo("  " + json.dumps(call["body"], indent=2).replace("\n", "\n  "))
-    click.echo(f"run {detail['id']} {detail['flow']}@{detail['flow_version']}: {detail['state']}")
-    if detail.get("reason"):
-        reason = detail["reason"]
-        click.echo(f"  reason: {reason['code']} at step {reason['step']}: {reason['message']}")
-    if detail.get("blocked_by"):
-        click.echo(f"  blocked by: {detail['blocked_by']} (an earlier run of its ordering key)")
-    for step in detail.get("steps", []):
-        tries = len(step["attempts"])
-        line = f"  {step['id']:<20} {step['state']:<12} attempts={tries}"
-        compact = json.dumps(step["output"], default=str)
-        if len(line) + len(compact) <= 110:  # short: on the step's line; else whole, indented
-            click.echo(f"{line} output={compact}")
-        else:
-            pretty = json.dumps(step["output"], indent=2, default=str)
-            click.echo(f"{line} output=\n      " + pretty.replace("\n", "\n      "))
-    for entry in reversed(detail.get("audit", [])):
-        click.echo(f"  audit: {entry['action']} by {entry['actor']}")
 
 
 def _print_table(rows: list[list[str]]) -> None:
@@ -106,11 +78,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 
 def _time(value: Any) -> str:
-    """A run time (unix seconds, or an ISO 8601 string) as `YYYY-MM-DD HH:MM:SS` UTC."""
-    import datetime as dt
-
-    if isinstance(value, int | float):
-        value = dt.datetime.fromtimestamp(value, dt.UTC).isoformat()
+    """A run time (ISO 8601 UTC, as the admin API writes it) as `YYYY-MM-DD HH:MM:SS`."""
     return str(value or "").replace("T", " ")[:19]
 
 
@@ -250,9 +218,11 @@ def shadow_report(target: _Target, flow: str | None, limit: int, fmt: str) -> No
 @click.argument("run_id")
 @_runs_target
 def runs_show(run_id: str, target: _Target, fmt: str) -> None:
-    """One run with its steps, attempts and lineage."""
+    """One run: its steps with every attempt of every generation, and its history (what
+    started each generation, with which data; every reason it stopped for; corrected data;
+    the audit entries of the actions on it). Times are ISO 8601 UTC."""
     detail = _with_client(target, lambda c: c.show(run_id))
-    emit_json(detail) if fmt == "json" else _print_run(detail)
+    emit_json(detail) if fmt == "json" else print_run(detail)
 
 
 REASON = click.option("--reason", default=None, metavar="TEXT",
@@ -307,4 +277,4 @@ def _print_action(action: str, run_id: str, detail: dict[str, Any]) -> None:
     if action == "cancel" and state != "cancelled":
         click.echo("  a worker compensates its completed steps, then it ends cancelled "
                    "(see `syncline runs show`)")
-    _print_run(detail)
+    print_run(detail)

@@ -17,6 +17,7 @@ from engine.compiler.plan import Plan
 from engine.runtime.runtime import EventMeta, Runtime
 from engine.runtime.shadow import shadow_results
 from engine.runtime.stubs import StubBackbone, StubTransport
+from engine.server.views import run_detail
 from engine.store.base import RunRecord
 from engine.store.sqlite import SQLiteStore
 
@@ -33,14 +34,15 @@ async def local_runtime(
     grace: float = 1.0,
 ) -> AsyncIterator[Runtime]:
     """A started Runtime executing `plan` on the SQLite file `store_file`, or (None) on a
-    temporary one deleted afterwards; stopped with `grace` seconds for steps in flight."""
+    temporary one deleted afterwards; stopped with `grace` seconds for steps in flight. Its
+    schedules and polls do not fire (a poll flow's test runs it on the item it gives)."""
     with tempfile.TemporaryDirectory(prefix="syncline-") as tmp:
         path = store_file or Path(tmp) / "syncline.db"
         async with SQLiteStore(path) as store:
             backbone = StubBackbone() if transport is not None else None  # stubbed: no NATS
             runtime = Runtime(store, plan, secrets=secrets, transport=transport, poll=POLL,
                               backbone=backbone)
-            await runtime.start()
+            await runtime.start(timers=False)  # no tick, poll or stream: one flow on a payload
             try:
                 yield runtime
             finally:
@@ -62,7 +64,8 @@ async def run_and_describe(
     """Run `flow` on `data` against `stubs` and describe what it did: state, reason, the calls
     and emits, the output, each step's output and state, and the run's full detail."""
     run = await run_once(runtime, flow, data, "test", timeout)
-    detail = await runtime.run_detail(run.id) or {}
+    found = await runtime.run_detail(run.id)
+    detail = {} if found is None else run_detail(found)
     steps = {s["id"]: s for s in detail.get("steps", [])}
     output = None
     if run.state == "succeeded":

@@ -19,6 +19,7 @@ from engine.runtime.actions import perform
 from engine.runtime.calls import require_secrets
 from engine.runtime.runtime import MISSING, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
+from engine.server.views import run_detail, run_summary
 from engine.store import RunQuery, open_store
 
 RUN_TIMEOUT = 300.0
@@ -74,18 +75,19 @@ class LocalRunsClient:
         await self._store.close()
 
     async def list(self, query: RunQuery) -> tuple[list[dict[str, Any]], str | None]:
-        return await self._runtime.list_runs(query)
+        runs, cursor = await self._runtime.list_runs(query)
+        return [run_summary(run) for run in runs], cursor
 
     async def show(self, run_id: str) -> dict[str, Any]:
         detail = await self._runtime.run_detail(run_id)
         if detail is None:
             raise UsageError(f"no run '{run_id}'")
-        return detail
+        return run_detail(detail)
 
     async def act(
         self, run_id: str, action: str, data: Any = MISSING, reason: str | None = None
     ) -> dict[str, Any]:
-        return await perform(self._runtime, run_id, action, self._actor, data, reason)
+        return run_detail(await perform(self._runtime, run_id, action, self._actor, data, reason))
 
 
 async def run_local(
@@ -109,7 +111,8 @@ async def run_local(
             plan, store_file=store_path(project), secrets=secrets, grace=5
         ) as runtime:
             run = await run_once(runtime, flow, data, "cli", RUN_TIMEOUT)
-            return await runtime.run_detail(run.id) or {}
+            found = await runtime.run_detail(run.id)
+            return {} if found is None else run_detail(found)
     stubs = StubTransport(plan, default=StubResponse(status=200, body={}))
     async with local_runtime(
         plan, secrets=placeholder_secrets(plan), transport=stubs.transport(), grace=5

@@ -22,6 +22,7 @@ from engine.compiler.records import (
     RetryPolicySpec,
     Webhooks,
 )
+from engine.compiler.refs import FieldPath
 from engine.compiler.templates import Template
 from engine.errors import FieldProblem, MappingError
 from engine.source import SourceLocation
@@ -107,6 +108,7 @@ class CompiledMapping:
     location: SourceLocation | None = None
     fields: tuple[str, ...] = ()       # the target paths it writes (dotted: nested objects)
     test_locations: tuple[SourceLocation, ...] = ()  # where each of `tests` is written
+    reads: frozenset[FieldPath] | None = None  # the input paths its rules read; None: all
 
     @property
     def ident(self) -> str:
@@ -158,6 +160,28 @@ class CompiledRetry:
 
 
 @dataclass(frozen=True)
+class RecordWrite:
+    """A write operation's `record: {type, id}`: its calls leave an echo fingerprint."""
+
+    type: str
+    id: Expression                     # over the request {params, query, body}
+    numeric: frozenset[str] = frozenset()  # dotted fields its Schema types as numbers
+
+
+@dataclass(frozen=True)
+class EchoCheck:
+    """A webhook trigger's `record:`: which record a delivery is about, and what to compare."""
+
+    system: str
+    type: str
+    id: Expression                     # over {data, event}: the record id (str or number)
+    fields: Expression                 # over {data, event}: the record's fields
+    changed: Expression | None         # over {data, event}: the changed fields, if it says
+    reads: frozenset[FieldPath] | None = None  # the fields the flows read (relative); None: all
+    numeric: frozenset[str] = frozenset()  # dotted fields a Schema of the record types as numbers
+
+
+@dataclass(frozen=True)
 class CompiledSystem:
     """A System with references resolved. Secret placeholders stay unresolved here."""
 
@@ -175,6 +199,8 @@ class CompiledSystem:
     location: SourceLocation | None = None
     circuit_breaker: CircuitBreaker | None = None  # None: calls are never held back
     nats: NatsBackbone | None = None   # an event backbone (publish to it, stream from it)
+    echo_window: float | None = None   # echo suppression: how long a write's fingerprint lasts
+    records: Mapping[str, RecordWrite] = field(default_factory=dict)  # operation -> its record
     adapters: Mapping[str, OperationAdapter] = field(default_factory=dict)  # by operation
 
 
@@ -325,6 +351,7 @@ class CompiledTrigger:
     schedule: CompiledSchedule | None = None
     poll: CompiledPoll | None = None
     stream: CompiledStream | None = None
+    echo: EchoCheck | None = None      # webhook: a delivery about a record Syncline wrote
 
 
 @dataclass(frozen=True)
@@ -343,6 +370,8 @@ class CompiledFlow:
     emits: tuple[str, ...]
     tests: tuple[FlowTest, ...] = ()
     location: SourceLocation | None = None
+    # `orderingKey.whileParked`: block (a parked run holds its key) or continue (it lets go)
+    while_parked: str = "block"
     test_locations: tuple[SourceLocation, ...] = ()  # where each of `tests` is written
 
     @property

@@ -25,6 +25,8 @@ from engine.compiler.compiled import (
     SetAction,
     ValidateAction,
 )
+from engine.compiler.echo import trigger_echo
+from engine.compiler.expressions import Expression
 from engine.compiler.fields import unknown_reads
 from engine.compiler.flow_graph import FlowGraph
 from engine.compiler.flow_scope import Loc
@@ -48,7 +50,7 @@ class FlowCompiler(FlowGraph):
         key = self.expr(spec.idempotency_key, ("idempotencyKey",)) if spec.idempotency_key else None
         if spec.trigger.schedule is not None:
             key = TICK_KEY  # one run per tick, whichever replica fires it
-        order = self.expr(spec.ordering_key, ("orderingKey",)) if spec.ordering_key else None
+        order, while_parked = self.ordering(spec.ordering_key)
         steps = self.steps(spec.steps)
         ids = {s.id for s in spec.steps}
         output = self.expr(spec.output, ("output",), "__output__") if spec.output else None
@@ -69,6 +71,7 @@ class FlowCompiler(FlowGraph):
         return CompiledFlow(
             name=self.flow.name, version=self.flow.version, owner=self.flow.metadata.owner,
             trigger=trigger, filter=filt, idempotency_key=key, ordering_key=order,
+            while_parked=while_parked,
             steps=ordered, on_failure=spec.on_failure, output=output,
             allow_loop=spec.allow_loop, emits=emits,
             tests=tuple(flow_test_record(t) for t in spec.tests),
@@ -77,6 +80,14 @@ class FlowCompiler(FlowGraph):
                 self.doc.locate(("spec", "tests", i)) for i in range(len(spec.tests))
             ),
         )
+
+    def ordering(self, spec: m.OrderingKey | None) -> tuple[Expression | None, str]:
+        """The ordering key's expression and what a parked run does with its key."""
+        if spec is None:
+            return None, "block"
+        written_long = ("spec", "orderingKey", "key") in self.doc.locations
+        loc = ("orderingKey", "key") if written_long else ("orderingKey",)
+        return self.expr(spec.key, loc), spec.while_parked
 
     def trigger(self, trigger: m.Trigger) -> CompiledTrigger | None:
         for kind, route in (("webhook", trigger.webhook), ("api", trigger.api)):
@@ -92,7 +103,9 @@ class FlowCompiler(FlowGraph):
                     f"system '{system.name}' has no webhooks block to verify deliveries with",
                 )
             self._warn_replayable(system)
-            return CompiledTrigger("webhook", path=trigger.webhook.path, system=system)
+            record = trigger.webhook.record
+            echo = trigger_echo(self, record, system) if record is not None else None
+            return CompiledTrigger("webhook", path=trigger.webhook.path, system=system, echo=echo)
         if trigger.api is not None:
             return CompiledTrigger("api", path=trigger.api.path, timeout=trigger.api.timeout)
         if trigger.schedule is not None or trigger.poll is not None:

@@ -13,7 +13,7 @@ from engine.compiler.compiled import CompiledMapping, CompiledSchema
 from engine.compiler.expressions import compile_expression
 from engine.compiler.fields import Shape, deref, schema_at, unknown_field
 from engine.compiler.records import mapping_test_record
-from engine.compiler.refs import path_offset
+from engine.compiler.refs import FieldPath, path_offset
 from engine.compiler.resolve import Registry
 from engine.compiler.templates import compile_template
 from engine.errors import ExpressionSyntaxError
@@ -68,9 +68,26 @@ def compile_mapping(
     transform = compile_rules(mapping.ident, rules)
     return CompiledMapping(mapping.name, mapping.version, source, target, transform,
                            tuple(mapping_test_record(t) for t in spec.tests), doc.locate(),
-                           tuple(spec.fields),
+                           tuple(spec.fields), reads=_reads(spec.fields),
                            test_locations=tuple(doc.locate(("spec", "tests", i))
                                                 for i in range(len(spec.tests))))
+
+
+def _reads(fields: dict[str, str | FieldRuleSpec]) -> frozenset[FieldPath] | None:
+    """The input paths the rules read (prefixes included); None when one reads it whole."""
+    found: set[FieldPath] = set()
+    for raw in fields.values():
+        rule = raw if isinstance(raw, FieldRuleSpec) else FieldRuleSpec(expr=raw)
+        if rule.expr is not None:
+            if rule.expr.strip() == "@":
+                return None
+            found |= compile_expression(rule.expr).paths
+        elif rule.template is not None:
+            template = compile_template(rule.template)
+            if "source" in template.whole:
+                return None
+            found |= {p[1:] for p in template.paths if p[:1] == ("source",) and len(p) > 1}
+    return frozenset(found)
 
 
 def _check_reads(fields: dict[str, str | FieldRuleSpec], source: CompiledSchema, doc: Document,

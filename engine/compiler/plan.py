@@ -21,6 +21,7 @@ from engine.compiler.compiled import (
     CompiledSchema,
     CompiledSystem,
 )
+from engine.compiler.echo import attach_echo_reads, system_echo
 from engine.compiler.expressions import Expression
 from engine.compiler.flow import FlowCompiler
 from engine.compiler.governance import check_registry
@@ -212,7 +213,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
         assert isinstance(resource, MappingModel)
         if (mapping := compile_mapping(resource, doc, registry, schemas, report)) is not None:
             mappings[(resource.name, resource.version)] = mapping
-    systems = _systems(registry, retries, mappings)
+    systems = _systems(registry, retries, schemas, report, mappings)
     default_retry = None
     if project.spec.defaults.retry:
         found = registry.lookup("RetryPolicy", project.spec.defaults.retry,
@@ -226,8 +227,10 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
         if (flow := compiler.compile()) is not None:
             flow_versions[(flow.name, flow.version)] = flow
     active = _active(registry, flow_versions)
-    webhooks, apis = _routes(active, registry, report)
     subscriptions = _subscriptions(active, report)
+    attach_echo_reads(active, subscriptions)
+    flow_versions.update({(f.name, f.version): f for f in active.values()})
+    webhooks, apis = _routes(active, registry, report)
     metrics = compile_metrics(registry, active, report)
     alerts = compile_alerts(registry, active, metrics, systems, default_retry, report)
     bundle = make_bundle(project, env_name, variables, documents)
@@ -272,8 +275,11 @@ def allowed_environ(project: Project, environ: Mapping[str, str]) -> dict[str, s
 
 
 def _systems(registry: Registry, retries: dict[Key, CompiledRetry],
+             schemas: dict[Key, CompiledSchema], report: Any,
              mappings: dict[Key, CompiledMapping]) -> dict[Key, CompiledSystem]:
     systems = {}
+    by_ref = {ref: schema for (name, version), schema in sorted(schemas.items())
+              for ref in (name, f"{name}@{version}")}  # a bare name: its latest version
     for resource, doc in registry.all("System"):
         assert isinstance(resource, System)
         spec = resource.spec
@@ -283,10 +289,12 @@ def _systems(registry: Registry, retries: dict[Key, CompiledRetry],
                                     f"system '{resource.name}'")
             retry = retries.get((found.name, found.version)) if found else None
         auth, rate_limit, operations, webhooks = system_records(spec)
+        window, records = system_echo(resource, doc, by_ref, report)
         systems[(resource.name, resource.version)] = CompiledSystem(
             resource.name, resource.version, spec.base_url.rstrip("/"), auth, spec.timeout,
             rate_limit, retry, spec.idempotency_header, MappingProxyType(dict(spec.headers)),
             operations, webhooks, doc.locate(), breaker_record(spec), nats_record(spec),
+            window, MappingProxyType(records),
             compile_adapters(resource, doc, registry, mappings),
         )
     return systems

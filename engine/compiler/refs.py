@@ -15,7 +15,8 @@ from typing import Any
 from jinja2 import nodes
 from jmespath.lexer import Lexer
 
-__all__ = ["ITEM", "FieldPath", "path_offset", "root_paths", "step_refs", "template_root_paths"]
+__all__ = ["ITEM", "FieldPath", "path_offset", "root_paths", "step_refs", "template_root_paths",
+           "template_whole_names"]
 
 ITEM = 0  #: a path segment meaning "each element of the array" (an index or a projection)
 FieldPath = tuple[str | int, ...]
@@ -145,6 +146,15 @@ def template_root_paths(ast: nodes.Template) -> frozenset[FieldPath]:
         if path is not None:
             found.add(path)
     return frozenset(found)
+
+
+def template_whole_names(ast: nodes.Template) -> frozenset[str]:
+    """The variables a template uses whole (``{{ data | tojson }}``), not only as the start of
+    an attribute chain."""
+    chained = {id(node.node) for node in ast.find_all(nodes.Getattr)}
+    chained |= {id(node.node) for node in ast.find_all(nodes.Getitem)}
+    return frozenset(node.name for node in ast.find_all(nodes.Name)
+                     if node.ctx == "load" and id(node) not in chained)
 
 
 def _jinja_path(node: nodes.Node) -> FieldPath | None:

@@ -25,7 +25,12 @@ from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from engine.compiler.budget import Budget, collect
 from engine.compiler.jinja_python import compile_fast, emit_template_value
 from engine.compiler.pycode import UNCOMPILABLE, Program, PythonBuilder
-from engine.compiler.refs import FieldPath, step_refs, template_root_paths
+from engine.compiler.refs import (
+    FieldPath,
+    step_refs,
+    template_root_paths,
+    template_whole_names,
+)
 from engine.compiler.sandbox import (
     NATIVE_ENV,
     STRING_ENV,
@@ -53,6 +58,8 @@ class Template:
     _jinja: Any = field(repr=False, compare=False)  #: Jinja2's template, None until needed
     paths: frozenset[FieldPath] = field(default=frozenset(), repr=False, compare=False)
     """The attribute chains it reads from its variables (``refs.template_root_paths``)."""
+    whole: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    """The variables it uses whole (``refs.template_whole_names``)."""
 
     @property
     def python(self) -> str | None:
@@ -103,11 +110,12 @@ def compile_template(text: str, *, native: bool = True) -> Template:
     expression = _expression_only(ast)
     paths = template_root_paths(ast)
     refs = step_refs(paths)
+    whole = template_whole_names(ast)
     fast = None if expression is None else compile_fast(expression, native)
     if fast is not None:
-        return Template(text, native, refs, expression, fast, None, paths)
+        return Template(text, native, refs, expression, fast, None, paths, whole)
     jinja = _compile_jinja(_template_env(native, expression), text)
-    return Template(text, native, refs, expression, None, jinja, paths)
+    return Template(text, native, refs, expression, None, jinja, paths, whole)
 
 
 def _template_env(native: bool, expression: nodes.Expr | None) -> Sandbox:

@@ -23,7 +23,8 @@ from engine.errors import SynclineError
 
 CRM_API = "/services/data/v60.0"
 PARALLEL = 8  # requests the "people" of the day make at once
-SETTLE_TIMEOUT = 120.0
+SETTLE_TIMEOUT = 120.0  # seconds a phase may take to settle, plus SETTLE_PER_DEAL a deal
+SETTLE_PER_DEAL = 0.06  # a big day on a busy machine (2,000 deals: 240 s)
 STALL_CHECK = 2.0  # not idle for this long: see whether only an operator can move things on
 
 
@@ -139,17 +140,18 @@ class Day:
     async def settle(self) -> None:
         """Until every webhook is delivered and Syncline has nothing left to run, or nothing it
         can run before an operator acts (every unfinished run waits behind a parked one)."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT
+        patience = SETTLE_TIMEOUT + SETTLE_PER_DEAL * len(self.scenario.deals)
+        deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
             quiet = await self.stack.webhooks_idle(0)
             if not quiet:
-                await self.stack.webhooks_idle(SETTLE_TIMEOUT)
+                await self.stack.webhooks_idle(patience)
             idle = await self.stack.runtime.idle(STALL_CHECK)
             if not idle and quiet:
                 idle = await self.blocked_by_parked_runs()
             if quiet and idle and await self.stack.webhooks_idle(0):
                 return
-        raise DemoError(f"the systems did not settle within {SETTLE_TIMEOUT:g} s")
+        raise DemoError(f"the systems did not settle within {patience:g} s")
 
     async def blocked_by_parked_runs(self) -> bool:
         """True when no run is running or waiting and every pending run has an older parked run
@@ -168,7 +170,7 @@ class Day:
             return not require_pending
         if not parked:
             return False
-        holders: dict[str, float] = {}
+        holders: dict[str, str] = {}  # ISO 8601 UTC times: they sort as text
         for run in parked:
             if run["ordering_key"] is not None:
                 key = run["ordering_key"]

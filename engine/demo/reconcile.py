@@ -11,7 +11,12 @@ turns their reports into checks):
 - entitlements-vs-subscriptions: each live subscription's account has an entitlement with its
   seats, suspended exactly while the subscription is past due;
 - paid-invoices-vs-payments: every paid invoice is exactly one ERP payment in its currency, and
-  back.
+  back;
+- revenue-schedules-vs-orders: every ERP order's revenue schedule sums to its total;
+- overages-billed-once / overages-booked-once: every closed usage month over its plan is one
+  invoice item in billing and one overage line in the ERP (a second one is a duplicate);
+- ar-invoices-vs-billing-invoices: every billing invoice is one AR invoice with its number,
+  currency and status.
 
 `reconcile(states, reports)` adds the checks a pairwise comparison of two lists cannot express,
 from what each sandbox's `GET /sandbox/state` returned (keyed by system name):
@@ -25,6 +30,8 @@ from what each sandbox's `GET /sandbox/state` returned (keyed by system name):
   new total and the subscription's seats (three lists, and values worked out from two of them);
 - renewals: the account's subscription points at the renewal order, which bills the same yearly
   amount, and the CRM account is marked renewed (a join through the account);
+- the revenue checks of `engine.demo.revenue_checks` (AR amounts, prorated amendments and
+  their schedule entries, overage rating, the CRM's payment status);
 - no idempotency key wrote more than once in any system (the sandboxes' own bookkeeping, which
   no system API shows);
 - the ERP migration: each deal's order is in its entity's ERP of record only (EU: the cloud ERP,
@@ -40,8 +47,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.demo.migration import CLOUD, cloud_records, entity_of
+from engine.demo.revenue_checks import revenue
 
-ONE_TIME_SKUS = frozenset({"SVC-ONBOARD"})
+ONE_TIME_SKUS = frozenset({"SVC-ONBOARD", "API-OVERAGE"})  # not billed by the subscription
 TOLERANCE = 0.005  # amounts are compared in major units, to the cent
 
 
@@ -118,6 +126,7 @@ def reconcile(
         else:
             _new_business(result, data, deal)
     _payments(result, data)
+    revenue(result, states)
     _idempotency(result, states)
     if CLOUD in states:
         _erp_of_record(result, states, data)
@@ -189,6 +198,10 @@ def _new_business(result: Reconciliation, data: _Index, deal: Mapping[str, Any])
         _amended_account(result, data, deal, order, subscription)
 
 
+def _overage(adjustment: Mapping[str, Any]) -> bool:
+    return any(li["sku"] == "API-OVERAGE" for li in adjustment["lines"])
+
+
 def _only(found: list[Any]) -> Any:
     return found[0] if len(found) == 1 else None
 
@@ -209,7 +222,13 @@ def _amended_account(
     """An amendment reached the CRM: the account shows the last adjustment, the order's new
     total and the subscription's seats."""
     account = data.accounts.get(deal["AccountId"], {})
-    last = data.adjustments[order["id"]][-1]
+    amendments = [a for a in data.adjustments[order["id"]] if not _overage(a)]
+    if not amendments:
+        return
+    last = amendments[-1]
+    # the contract value: the order total without usage overages (not contract, and after it)
+    contract = order["total"] - sum(a["amount"] for a in data.adjustments[order["id"]]
+                                    if _overage(a))
     shown = (
         account.get("Last_Amendment__c"),
         account.get("Contract_Value__c"),
@@ -219,10 +238,10 @@ def _amended_account(
         "CRM amendment",
         shown[0] == last["id"]
         and shown[1] is not None
-        and _same(shown[1], order["total"])
+        and _same(shown[1], contract)
         and shown[2] == _seats(subscription),
         f"{_label(deal)}: CRM account shows amendment {shown[0]}, contract value {shown[1]} "
-        f"and {shown[2]} seats; ERP has {last['id']} and {order['total']}, billing "
+        f"and {shown[2]} seats; ERP has {last['id']} and {contract:.2f}, billing "
         f"{_seats(subscription)} seats",
     )
 

@@ -11,6 +11,8 @@ from typing import Any
 from engine.demo.driver import DayLog
 from engine.demo.migration import cloud_records, migration_lines
 from engine.demo.reconcile import Reconciliation
+from engine.demo.revenue_report import revenue_summary
+from engine.server.times import seconds
 
 STATES = (
     "succeeded",
@@ -47,7 +49,8 @@ def sync_latencies(runs: Iterable[Mapping[str, Any]], exclude: set[str]) -> list
             continue
         if all(r["state"] == "filtered" for r in group):
             continue
-        latencies.append(max(r["updated_at"] for r in group) - min(r["created_at"] for r in group))
+        latencies.append(max(seconds(r["updated_at"]) for r in group)
+                         - min(seconds(r["created_at"]) for r in group))
     return latencies
 
 
@@ -61,7 +64,7 @@ def runs_table(runs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
 def busy_seconds(runs: Iterable[Mapping[str, Any]]) -> float:
     """Seconds in which at least one run was between acceptance and its end state: the union
     of the runs' lifetimes, so the pauses between the day's phases do not count."""
-    spans = sorted((r["created_at"], r["updated_at"]) for r in runs)
+    spans = sorted((seconds(r["created_at"]), seconds(r["updated_at"])) for r in runs)
     total, start, end = 0.0, None, None
     for begin, finish in spans:
         if end is None or begin > end:
@@ -109,7 +112,30 @@ def build_report(
         "business": business_summary(states or {}),
         "alerts": alerts_summary(states or {}),
         "migration": log.migration,
+        "revenue": revenue_summary(states or {}),
+        "echoes": echo_summary(runs, log.counts),
     }
+
+
+# The flows a person's change (and only that) starts, and the day's count of such changes: more
+# runs than changes would be Syncline reacting to its own writes, the start of a sync loop.
+ROUND_TRIPS = {"account-changed": "account moves", "subscription-amended": "amendments"}
+
+
+def echo_summary(runs: Iterable[Mapping[str, Any]], counts: Mapping[str, int]) -> dict[str, Any]:
+    """How many deliveries were echoes of Syncline's own writes (by webhook flow), and whether
+    any round-trip flow ran more often than people changed something."""
+    echoes: dict[str, int] = defaultdict(int)
+    executed: dict[str, int] = defaultdict(int)
+    for run in runs:
+        if run["state"] == "filtered" and (run.get("reason") or {}).get("code") == "ECHO":
+            echoes[run["flow"]] += 1
+        elif run["state"] != "filtered":
+            executed[run["flow"]] += 1
+    extra = {flow: executed[flow] - counts.get(changes, 0) for flow, changes in ROUND_TRIPS.items()
+             if executed[flow] > counts.get(changes, 0)}
+    return {"suppressed": sum(echoes.values()), "by_flow": dict(sorted(echoes.items())),
+            "loop": bool(extra), "unexplained_runs": extra}
 
 
 # The money behind a count, from the ERP's records: metric -> (collection, amount field, words).
@@ -219,6 +245,11 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += _business(report.get("business", []))
     lines += _alerts(report.get("alerts", []))
     lines += migration_lines(report.get("migration") or {})
+    revenue = report.get("revenue") or {}
+    if revenue:
+        lines += ["Revenue (finance view, from the ERP and billing)"]
+        lines += [f"  {line}" for line in revenue["lines"]] + [""]
+    lines += _echoes(report.get("echoes"))
     lines += _reconciliation(report["reconciliation"])
     return "\n".join(lines)
 
@@ -240,6 +271,16 @@ def _alerts(alerts: list[Mapping[str, Any]]) -> list[str]:
         times = "once" if n == 1 else f"{n} times"
         lines.append(f"  {alert['team']} was alerted {times}: {alert['texts'][0]}")
     return [*lines, ""]
+
+
+def _echoes(echoes: Mapping[str, Any] | None) -> list[str]:
+    if not echoes:
+        return []
+    by_flow = ", ".join(f"{flow} {n}" for flow, n in echoes["by_flow"].items())
+    verdict = ("no sync loop" if not echoes["loop"] else "SYNC LOOP: runs no person's change "
+               f"explains: {echoes['unexplained_runs']}")
+    return [f"Echo suppression: {echoes['suppressed']} echoes of Syncline's own writes "
+            f"suppressed; {verdict} (echoes by flow: {by_flow or 'none'})", ""]
 
 
 def _day(day: Mapping[str, Any]) -> list[str]:

@@ -22,6 +22,9 @@ LIST_PRICES = {
 }
 """Yearly list prices in USD (SVC-ONBOARD once); other currencies apply `Market.fx`."""
 
+INCLUDED_API_CALLS = {"PLAT-PRO": 100_000, "PLAT-ENT": 500_000}
+"""API calls a month each plan includes (the billing sandbox's default `included_usage`)."""
+
 
 @dataclass(frozen=True)
 class Market:
@@ -127,6 +130,7 @@ class Scenario:
     failed_payments: tuple[str, ...] = ()  # first attempt fails
     recovered: tuple[str, ...] = ()  # ... then paid
     unpaid: tuple[str, ...] = ()  # invoice left open
+    usage: dict[str, int] = field(default_factory=dict)  # deal key -> API calls last month
 
     @property
     def exceptions(self) -> tuple[Deal, ...]:
@@ -149,8 +153,14 @@ def build_scenario(events: int, seed: int = 7) -> Scenario:
     failures = max(2, share)
     failed = healthy[2 * share : 2 * share + failures]
     unpaid_from = 2 * share + failures
+    metered = healthy[: max(2, share)]  # half of them over their plan
+    usage = {
+        key: _usage(rng, next(d for d in deals if d.key == key), over=i % 2 == 0)
+        for i, key in enumerate(metered)
+    }
     return Scenario(
         seed=seed,
+        usage=usage,
         deals=tuple(deals),
         amendments={key: rng.choice((5, 10, 15, 20)) for key in amended},
         renewals=tuple(renewed),
@@ -158,6 +168,12 @@ def build_scenario(events: int, seed: int = 7) -> Scenario:
         recovered=tuple(failed[: len(failed) // 2]),
         unpaid=tuple(healthy[unpaid_from : unpaid_from + max(1, share // 2)]),
     )
+
+
+def _usage(rng: random.Random, deal: Deal, over: bool) -> int:
+    """A month of API calls: over the deal's plan by up to 60,000, or within it."""
+    included = sum(INCLUDED_API_CALLS.get(li.sku, 0) * li.quantity for li in deal.lines)
+    return included + rng.randrange(1, 60_000) if over else rng.randrange(0, included)
 
 
 def _deal(rng: random.Random, index: int) -> Deal:

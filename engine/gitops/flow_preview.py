@@ -31,6 +31,7 @@ from engine.gitops.compare import Change, diff_fields, mapping_fingerprint
 from engine.gitops.samples import Redactor, Sample
 from engine.runtime.runtime import EventMeta, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
+from engine.store.base import StepRecord
 
 FLOW_KINDS = ("unchanged", "changed", "newly_failing", "newly_passing", "still_failing",
               "not_previewed")
@@ -165,8 +166,8 @@ class _Sandbox:
             elif stubs.unstubbed:
                 results.append({"not_previewed": "; ".join(dict.fromkeys(stubs.unstubbed))})
             else:
-                detail = await self.runtime.run_detail(run_id) or {}
-                results.append(_described(flow, settled[run_id], detail, stubs))
+                steps = await self.runtime.store.get_steps(run_id)
+                results.append(_described(flow, settled[run_id], steps, stubs))
         return results
 
     async def _settle(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -190,18 +191,19 @@ class _Sandbox:
         return settled
 
 
-def _described(flow: CompiledFlow, run: Mapping[str, Any], detail: Mapping[str, Any],
+def _described(flow: CompiledFlow, run: Mapping[str, Any], steps: Mapping[str, StepRecord],
                stubs: StubTransport) -> dict[str, Any]:
-    """The comparable part of a run: state, reason, requests, emits and map/set outputs."""
-    steps = {s["id"]: s for s in detail.get("steps", [])}
+    """The comparable part of a run: state, reason, requests, emits and map/set outputs (in the
+    flow's step order)."""
+    steps = {step.id: steps[step.id] for step in flow.steps if step.id in steps}
     calls = {}
     for number, call in enumerate(stubs.logical_calls(), 1):
         path = httpx.URL(call.url).raw_path.decode()
         calls[f"#{number} {call.system}.{call.operation}"] = {
             "request": f"{call.method} {path}", "body": call.body}
-    emits = {step_id: _event(s["output"]) for step_id, s in steps.items()
-             if flow.step(step_id).kind == "emit" and s["state"] == "succeeded"}
-    outputs = {step_id: s["output"] for step_id, s in steps.items()
+    emits = {step_id: _event(s.output) for step_id, s in steps.items()
+             if flow.step(step_id).kind == "emit" and s.state == "succeeded"}
+    outputs = {step_id: s.output for step_id, s in steps.items()
                if flow.step(step_id).kind in ("map", "set")}
     return {"state": run["state"], "reason": run["reason"], "calls": calls, "emits": emits,
             "steps": outputs}

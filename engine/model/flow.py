@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import BeforeValidator, Discriminator, Field, Tag
 
 from engine.model.base import STEP_ID_RE as _STEP_ID_RE
 from engine.model.base import Duration, Model, Ref, RelativePath
@@ -55,9 +55,20 @@ Value = Annotated[
 ]
 
 
+class TriggerRecord(Model):
+    """`record:` on a webhook trigger: which record a delivery is about (echo suppression)."""
+
+    type: str                        # a record type the System's write operations declare
+    id: str                          # JMESPath over {data, event}; no string/number: no check
+    fields: str = "data"             # JMESPath: the record's fields in the delivery
+    changed: str | None = None       # JMESPath: the fields the delivery says changed (a list of
+    #                                  dotted names, or an object of previous values)
+
+
 class WebhookTrigger(Model):
     path: str = Field(pattern=r"^/[A-Za-z0-9_\-./]*$")
     system: str
+    record: TriggerRecord | None = None
 
 
 class ApiTrigger(Model):
@@ -205,11 +216,27 @@ class FlowTest(Model):
     expect: FlowExpect = Field(default_factory=FlowExpect)
 
 
+class OrderingKey(Model):
+    """`orderingKey: {key: EXPR, whileParked: block|continue}` (the short form is the key)."""
+
+    key: str                          # JMESPath: runs with one key execute one at a time
+    # `block` (default): a parked run holds its key; `continue`: the flow's later runs of the
+    # key go on while it is parked.
+    while_parked: Literal["block", "continue"] = Field(default="block", alias="whileParked")
+
+
+def _ordering_key(value: Any) -> Any:
+    """The short form `orderingKey: EXPR` is `{key: EXPR}`."""
+    return {"key": value} if isinstance(value, str) else value
+
+
 class FlowSpec(Model):
     trigger: Trigger
     filter: str | None = None
     idempotency_key: str | None = Field(default=None, alias="idempotencyKey")
-    ordering_key: str | None = Field(default=None, alias="orderingKey")
+    ordering_key: Annotated[OrderingKey, BeforeValidator(_ordering_key)] | None = Field(
+        default=None, alias="orderingKey"
+    )
     steps: list[Step] = Field(min_length=1)
     on_failure: Literal["park", "compensate"] = Field(default="park", alias="onFailure")
     output: str | None = None

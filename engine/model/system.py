@@ -92,6 +92,19 @@ class RateLimit(Model):
         return self
 
 
+class RecordRef(Model):
+    """`record: {type, id}` on a write operation: the record it writes, for echo suppression."""
+
+    type: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-.]*$")   # e.g. account, subscription
+    id: str                 # JMESPath over the request {params, query, body}: the record's id
+
+
+class Echo(Model):
+    """`echo: {window}`: how long a write's fingerprint recognises its webhook coming back."""
+
+    window: Duration = Field(default=900.0, gt=0)
+
+
 class Operation(Model):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
     path: str
@@ -100,6 +113,7 @@ class Operation(Model):
     # adapters: the call's body -> this System's request, its 2xx answer -> what the step outputs
     request: Ref | None = None    # a Mapping
     response: Ref | None = None   # a Mapping
+    record: RecordRef | None = None   # the record a write changes (echo suppression)
 
     @field_validator("path")
     @classmethod
@@ -158,6 +172,7 @@ class SystemSpec(Model):
     operations: dict[str, Operation] = Field(default_factory=dict)
     webhooks: Webhooks | None = None
     circuit_breaker: CircuitBreaker | None = Field(default=None, alias="circuitBreaker")
+    echo: Echo | None = None      # fingerprint writes to recognise their webhooks coming back
 
     @model_validator(mode="after")
     def _http_or_backbone(self) -> SystemSpec:

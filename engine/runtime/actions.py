@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.errors import UsageError
-from engine.runtime.runtime import MISSING, Runtime
+from engine.runtime.runtime import MISSING, RunDetail, Runtime
 
 ACTIONS = ("resume", "retry", "cancel", "replay")
 
@@ -18,7 +18,7 @@ async def perform(
     actor: str,
     data: Any = MISSING,
     reason: str | None = None,
-) -> dict[str, Any]:
+) -> RunDetail:
     """Do one of ACTIONS on `runtime` as `actor`, for `reason` (the operator's words, kept in
     the audit trail); the affected run's detail (for a replay, the new run's)."""
     if action not in ACTIONS:
@@ -26,4 +26,6 @@ async def perform(
     extra = {"data": data} if action == "resume" and data is not MISSING else {}
     act = getattr(runtime.operations, action)
     record = await act(run_id, actor=actor, note=reason or None, **extra)
-    return await runtime.run_detail(record.id) or {}
+    detail = await runtime.run_detail(record.id)
+    assert detail is not None, "the run an action answered exists"
+    return detail

@@ -26,8 +26,8 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -71,6 +71,7 @@ class OutboundRequest:
     route: Mapping[str, Any] | None = None  # a routed call: {by, value, system} it took
     template: str | None = None  # the operation's path with its {placeholders} (span names)
     run_id: str | None = None  # the run calling (logs and spans)
+    params: Mapping[str, Any] = field(default_factory=dict)  # the path params, evaluated
 
     @property
     def url(self) -> str:
@@ -152,18 +153,20 @@ class Calls:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def send(
-        self, request: OutboundRequest, *, timeout: float, shadow: bool = False
-    ) -> Response:
+    async def send(self, request: OutboundRequest, *, timeout: float, shadow: bool = False,
+                   before: Callable[[], Awaitable[None]] | None = None) -> Response:
         """Send one attempt; `timeout` bounds the whole exchange (rate-limit wait excluded).
         A `shadow` request goes through the System's own shadow connection pool (sharing its
         rate limit), so a slow candidate never holds the connections its primary calls need.
         With `gates`, a (primary) call to a paused System or one whose circuit is open raises
-        CallHeld and sends nothing, and every outcome feeds the System's circuit breaker."""
+        CallHeld and sends nothing, and every outcome feeds the System's circuit breaker.
+        `before` runs once the call is let through, just before it is sent (echo fingerprints)."""
         gates = None if shadow else self.gates
+        probe = False if gates is None else await gates.admit(request.system)
+        if before is not None:
+            await before()
         if gates is None and self._on_call is None:
             return await self._send(request, timeout, shadow)
-        probe = False if gates is None else await gates.admit(request.system)
         started, outcome, status = time.perf_counter(), "ok", None
         try:
             response = await self._send(request, timeout, shadow)

@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +48,8 @@ from engine.compiler.compiled import CompiledFlow, CompiledStep
 from engine.compiler.plan import Plan
 from engine.errors import CallError, CallHeld
 from engine.runtime.backbone import Backbone
-from engine.runtime.calls import Calls, describe
+from engine.runtime.calls import Calls, OutboundRequest, describe
+from engine.runtime.echo import Fingerprints
 from engine.runtime.handlers import HANDLERS
 from engine.runtime.logevents import run_ended, run_started
 from engine.runtime.retry import Decision, decide
@@ -80,6 +82,8 @@ class ObserverProtocol(Protocol):
     def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None: ...
     def delivery(self, route: str, outcome: str) -> None: ...
 
+    def echo(self, flow: str, system: str) -> None: ...
+
 
 class Observer:
     """Metrics hooks; every method is an optional no-op (the server implements them)."""
@@ -102,6 +106,9 @@ class Observer:
     def delivery(self, route: str, outcome: str) -> None:
         """A delivery the runtime took itself (route `stream:<flow>`, a backbone message):
         accepted, duplicate, filtered or rejected (not a CloudEvent: terminated)."""
+
+    def echo(self, flow: str, system: str) -> None:
+        """A delivery to `flow` was the echo of a write to `system` (filtered, ECHO)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,7 @@ class Executor:
     rng: random.Random = field(default_factory=random.Random)  # backoff jitter
     backbone: Backbone | None = None  # NATS connections, for publish steps
     tracing: Tracing | None = None  # spans for the run and its steps (None: tracing off)
+    fingerprints: Fingerprints | None = None  # echo suppression: writes fingerprinted first
 
     async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         """Run `run` (already claimed) until it succeeds or stops; return its new state."""
@@ -240,6 +248,15 @@ class _Execution:
             self.todo.remove(step)
         return ready
 
+    def _fingerprint(
+        self, step_id: str
+    ) -> Callable[[OutboundRequest], Awaitable[None]] | None:
+        """Echo suppression: what stores a write's fingerprint before it is sent."""
+        fingerprints, run_id = self.executor.fingerprints, self.run_record.id
+        if fingerprints is None:
+            return None
+        return lambda request: fingerprints.record(request, run_id, step_id)
+
     async def _step(self, step: CompiledStep) -> StepOutcome:
         flow, observer = self.flow.name, self.executor.observer
         env = StepEnv(
@@ -253,6 +270,7 @@ class _Execution:
             on_attempt=lambda o, r: observer.step_attempt(flow, step.id, o, r),
             on_shadow=lambda system, r: observer.shadow_result(flow, step.id, system, r),
             backbone=self.executor.backbone,
+            fingerprint=self._fingerprint(step.id),
         )
         tracing = self.executor.tracing
         if tracing is None:
@@ -388,8 +406,10 @@ class _Execution:
         policy = step.retry.policy if step.retry is not None else None
         timeout = policy.timeout if policy and policy.timeout else request.system.timeout
         started = self.clock()
+        fingerprint = self._fingerprint(f"{step.id}#compensate")
+        before = None if fingerprint is None else functools.partial(fingerprint, request)
         try:
-            response = await self.calls.send(request, timeout=timeout)
+            response = await self.calls.send(request, timeout=timeout, before=before)
             status: int | None = response.status
             body = response.body
         except CallHeld as held:  # its System is paused or its circuit open: no attempt spent
@@ -407,6 +427,7 @@ class _Execution:
                     error.message,
                     described,
                     {"status": status, "body": body},
+                    self.run_record.history_generation,
                 )
                 # updated_at stays the step's completion time: it orders the compensation
                 tried = dataclasses.replace(record, attempts=[*record.attempts, failed])
@@ -427,6 +448,7 @@ class _Execution:
             None,
             described,
             {"status": status, "body": body},
+            self.run_record.history_generation,
         )
         compensated = dataclasses.replace(
             record,

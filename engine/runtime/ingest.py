@@ -4,6 +4,7 @@ keyed as each flow says, accepted by the store in one transaction."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 
 from engine.compiler.compiled import CompiledFlow
 from engine.runtime.clock import Clock
+from engine.runtime.echo import ECHO, EchoGuard
 from engine.runtime.executor import DONE, event_context, run_context
 from engine.runtime.plans import Plans
 from engine.runtime.steps import truthy
@@ -20,6 +22,7 @@ from engine.store.base import (
     EventRecord,
     NewRun,
     OutboxItem,
+    Reason,
     RunRecord,
     RunState,
     Store,
@@ -62,14 +65,29 @@ class Ingest:
         clock: Clock,
         new_id: Callable[[], str],
         accepted: Callable[[Sequence[Acceptance]], None],
+        echoes: EchoGuard | None = None,
+        on_echo: Callable[[str, str], None] = lambda flow, system: None,
     ) -> None:
         self.store, self.plans, self.clock = store, plans, clock
         self.new_id, self.accepted = new_id, accepted
+        self.echoes, self.on_echo = echoes, on_echo
 
     async def ingest(self, flow: CompiledFlow, data: Any, meta: EventMeta) -> Acceptance:
-        """Durably accept one delivery for `flow`: filtered, duplicate or a new pending run."""
+        """Durably accept one delivery for `flow`: filtered (by the filter, or as the echo of
+        Syncline's own write), duplicate or a new pending run."""
         event = self.event(meta, data)
-        [acceptance] = await self.store.accept(event, [self.new_run(flow, event, meta)])
+        run = self.new_run(flow, event, meta)
+        echo = flow.trigger.echo
+        echoed = None
+        if echo is not None and self.echoes is not None:
+            context = {"data": event.data, "event": event_context(event)}
+            echoed = await self.echoes.check(echo, context)
+            if echoed is not None:
+                reason = Reason(ECHO, None, echoed.message)
+                run = dataclasses.replace(run, state="filtered", reason=reason)
+        [acceptance] = await self.store.accept(event, [run])
+        if echoed is not None and acceptance.status == "filtered":
+            self.on_echo(flow.name, echoed.system)
         self.accepted([acceptance])
         return acceptance
 
@@ -136,6 +154,7 @@ class Ingest:
             traceparent=meta.traceparent,
             state=state,
             replay_of=replay_of,
+            parked_holds_key=flow.while_parked == "block",
         )
 
     async def api_result(self, run: RunRecord) -> ApiResult:

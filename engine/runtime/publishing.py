@@ -41,6 +41,7 @@ async def run_publish(step: CompiledStep, env: StepEnv) -> Any:
         output = await backbone.publish(env.backbone, step, payload, ident, timeout)
     except CallError as error:
         return failed_attempt(step, env, error, n, started, described)
-    env.attempts.append(Attempt(n, started, env.clock(), "ok", None, None, described, output))
+    env.attempts.append(Attempt(n, started, env.clock(), "ok", None, None, described, output,
+                                env.run.history_generation))
     count_attempt(env, "ok", False)
     return output

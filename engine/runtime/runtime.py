@@ -18,7 +18,6 @@ come from the `clock` and `rng` given, so tests can drive them.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import random
 from collections.abc import Mapping
@@ -28,10 +27,11 @@ import httpx
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
-from engine.errors import StoreError
 from engine.runtime.alerting import EVERY as ALERT_EVERY
 from engine.runtime.backbone import Backbone
 from engine.runtime.clock import Clock, SystemClock, new_id
+from engine.runtime.details import RunDetail, read_detail
+from engine.runtime.echo import EchoGuard, Fingerprints
 from engine.runtime.executor import Executor, Observer, ObserverProtocol
 from engine.runtime.gates import Gates
 from engine.runtime.ingest import ApiResult, EventMeta, Ingest
@@ -41,15 +41,14 @@ from engine.runtime.quota import Quotas
 from engine.runtime.streams import Streams
 from engine.runtime.timers import Timers
 from engine.runtime.tracing import Tracing
-from engine.runtime.views import run_detail, run_summary
 from engine.runtime.waiting import STOPPED_STATES, Waiters
 from engine.runtime.workers import Workers
-from engine.store.audit import AuditQuery
 from engine.store.base import Acceptance, EventRecord, RunQuery, RunRecord, Store
 from engine.store.controls import Controls
+from engine.store.echoes import Echoes
 from engine.store.quotas import QuotaLedger
 
-__all__ = ["MISSING", "ApiResult", "EventMeta", "Runtime"]
+__all__ = ["MISSING", "ApiResult", "EventMeta", "RunDetail", "Runtime"]
 
 
 class Runtime:
@@ -99,15 +98,18 @@ class Runtime:
         )
         self._waiters = Waiters(store, self.clock, poll)
         self.backbone = backbone or Backbone()
+        echoes = Echoes(store)
         executor = Executor(store, observer, self.clock.now, lambda: self._workers.stopping, rng,
-                            backbone=self.backbone, tracing=tracing)
+                            backbone=self.backbone, tracing=tracing,
+                            fingerprints=Fingerprints(echoes, self.clock.now))
         self._workers = Workers(
             store, self._plans, executor, self._waiters, self.clock,
             lambda item: self._ingest.dispatch(item),
             worker_id=self.worker_id, concurrency=concurrency, lease=lease, poll=poll,
             gates=self.gates,
         )  # fmt: skip
-        self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted)
+        self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted,
+                              EchoGuard(echoes, self.clock.now), observer.echo)
         self.operations = Operations(
             store, self._plans, self._ingest, self._workers.requeued, self.gates
         )
@@ -127,11 +129,14 @@ class Runtime:
         """The active plan: new runs use it."""
         return self._plans.active
 
-    async def start(self) -> None:
-        """Save the plan bundle, open the Systems' clients, start the workers and dispatcher."""
+    async def start(self, *, timers: bool = True) -> None:
+        """Save the plan bundle, open the Systems' clients, start the workers and dispatcher,
+        and (unless `timers` is False: one flow run on a payload) the schedule, poll and stream
+        loops."""
         await self._plans.open()
         await self._workers.start()
-        self.timers.start()
+        if timers:
+            self.timers.start()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Claim nothing new; let executing runs checkpoint their in-flight steps (up to `grace`
@@ -195,24 +200,13 @@ class Runtime:
         cursor: str | None = None,
         limit: int = 50,
         correlation_id: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[RunRecord], str | None]:
         """Runs newest first (`query`, or the filters given one by one), and the cursor of the
         next page (None: no more)."""
         query = query or RunQuery(flow, state, key, cursor, limit, correlation_id)
         runs = await self.store.list_runs(query)
-        return [run_summary(run) for run in runs], query.next_cursor(runs)
+        return runs, query.next_cursor(runs)
 
-    async def run_detail(self, run_id: str) -> dict[str, Any] | None:
-        """A run as the admin API shows it (SPEC section 6), with its steps and event."""
-        run = await self.store.get_run(run_id)
-        if run is None:
-            return None
-        steps, event, blocker, audit = await asyncio.gather(
-            self.store.get_steps(run_id), self.store.get_event(run.event_id),
-            self.store.blocked_by(run), self.store.audit_log(AuditQuery(run_id=run_id)),
-        )
-        try:
-            order = {step.id: i for i, step in enumerate((await self._plans.flow_of(run)).steps)}
-        except (StoreError, KeyError):
-            order = {}
-        return run_detail(run, steps, event, order, blocker, audit)
+    async def run_detail(self, run_id: str) -> RunDetail | None:
+        """A run with its steps, event, audit entries and history (None: no such run)."""
+        return await read_detail(self.store, self._plans, run_id)

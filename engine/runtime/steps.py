@@ -23,6 +23,7 @@ Failure classes (what the executor does with a `Stop`):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -103,6 +104,7 @@ class StepEnv:
     on_shadow: Callable[[str, str], None] | None = None  # metrics: (candidate System, result)
     backbone: Backbone | None = None  # the NATS connections (publish steps)
     traceparent: str | None = None  # the step's span (tracing on): emitted events continue it
+    fingerprint: Callable[[OutboundRequest], Awaitable[None]] | None = None  # echo: before a write
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,7 @@ def build_request(
         route=route,
         template=action.path,
         run_id=run.id,
+        params=params,
     )
 
 
@@ -305,8 +308,10 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
             return build_request(mirrored, env.context, env.run, f"{step.id}#shadow")
 
         shadow = Shadow.start(action.shadow, build, env.calls, env.clock)
-    try:
-        response = await env.calls.send(request, timeout=timeout)
+    fingerprint = env.fingerprint
+    before = None if fingerprint is None else functools.partial(fingerprint, request)
+    try:  # the fingerprint is stored before sending: a lost answer still counts as written
+        response = await env.calls.send(request, timeout=timeout, before=before)
     except CallHeld as held:  # nothing was sent: no attempt spent
         raise StepStopped(Stop("wait", held.code, held.message, retry_at=held.until)) from None
     except CallError as error:
@@ -324,7 +329,8 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
         if env.on_shadow is not None:
             env.on_shadow(result["system"], result["result"])
     env.attempts.append(
-        Attempt(n, started, answered, "ok", response.status, None, described, recorded_response)
+        Attempt(n, started, answered, "ok", response.status, None, described, recorded_response,
+                env.run.history_generation)
     )
     count_attempt(env, "ok", False)
     return output
@@ -374,6 +380,7 @@ def failed_attempt(
             error.message,
             described,
             {"status": error.status, "body": error.body},
+            env.run.history_generation,
         )
     )
     count_attempt(env, outcome, decision.action == "retry")
@@ -452,6 +459,7 @@ def recorded(handler: Handler) -> Wrapped:
                     finished,
                     "ok" if stop is None else stop.action,
                     error=None if stop is None else stop.message,
+                    generation=env.run.history_generation,
                 )
             )
             count_attempt(env, env.attempts[0].outcome, False)

@@ -11,92 +11,37 @@ SOQL subset (``SELECT fields FROM Account|Opportunity [WHERE f = 'v' AND ...] [L
 
 When an opportunity's ``StageName`` becomes ``Closed Won`` (PATCH, or
 ``POST /sandbox/opportunities/{Id}/close``) the CRM sends a Standard Webhooks signed webhook
-``{"event": "opportunity.closed_won", "data": <opportunity, with "Account": <account>>}``.
+``{"event": "opportunity.closed_won", "data": <opportunity, with "Account": <account>>}``. Every
+change of an account through the API (the integration's own writes too, as Salesforce's Change
+Data Capture does) sends ``{"event": "account.updated", "data": <account>, "changedFields":
+[...]}``.
 
 Run standalone: ``python -m engine.sandbox.crm --port 9101``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 
-from engine.sandbox.common import (
-    JSON,
-    ApiError,
-    Call,
-    Handler,
-    Reply,
-    bad_request,
-    is_number,
-    money,
-    parse_date,
-    utcnow,
+from engine.sandbox.common import JSON, ApiError, Call, Handler, Reply
+from engine.sandbox.crm_opportunities import Opportunities
+from engine.sandbox.crm_query import SOBJECTS, run_query
+from engine.sandbox.crm_rules import (
+    ACCOUNT_FIELDS,
+    CLOSED_WON,
+    check_fields,
+    salesforce_id,
+    sf_datetime,
+    validate_account,
 )
 from engine.sandbox.serving import run_standalone
 from engine.sandbox.system import SandboxConfig, SandboxSystem
-from engine.sandbox.webhooks import STANDARD_WEBHOOKS
+from engine.sandbox.webhooks import STANDARD_WEBHOOKS, changed_fields
 
 DEFAULT_WEBHOOK_SECRET = "whsec_c3luY2xpbmUtc2FuZGJveC1jcm0td2ViaG9va3MhIQ=="
-CLOSED_WON = "Closed Won"
-OPPORTUNITY_TYPES = ("New Business", "Renewal", "Amendment")
-
-ACCOUNT_FIELDS = (
-    "Name",
-    "Type",
-    "Industry",
-    "Website",
-    "Phone",
-    "BillingStreet",
-    "BillingCity",
-    "BillingState",
-    "BillingPostalCode",
-    "BillingCountry",
-    "ShippingStreet",
-    "ShippingCity",
-    "ShippingPostalCode",
-    "ShippingCountry",
-    "ParentId",
-    "CurrencyIsoCode",
-    "Status__c",
-    "Renewal_Status__c",
-)
-OPPORTUNITY_FIELDS = (
-    "AccountId",
-    "Name",
-    "Type",
-    "StageName",
-    "CloseDate",
-    "CurrencyIsoCode",
-    "Amount",
-    "Probability",
-    "Description",
-    "Term__c",
-    "Region__c",
-    "OpportunityLineItems",
-)
-LINE_ITEM_FIELDS = ("ProductCode", "Name", "Quantity", "UnitPrice", "TotalPrice", "Description")
-READ_ONLY = ("Id", "CreatedDate", "LastModifiedDate", "IsClosed", "IsWon", "attributes")
-
-_ID_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-
-
-def salesforce_id(prefix: str, number: int) -> str:
-    """An 18-character Salesforce id: 15 characters plus the case-checksum suffix."""
-    base = f"{prefix}Dn000{number:07d}"
-    suffix = ""
-    for chunk in range(3):
-        bits = sum(1 << i for i, ch in enumerate(base[chunk * 5 : chunk * 5 + 5]) if ch.isupper())
-        suffix += _ID_SUFFIX[bits]
-    return base + suffix
-
-
-def sf_datetime() -> str:
-    """Salesforce's datetime format, e.g. ``2024-05-01T12:00:00.000+0000``."""
-    return utcnow().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
 
 @dataclass
@@ -104,10 +49,7 @@ class CrmConfig(SandboxConfig):
     api_version: str = "v60.0"
 
 
-SOBJECTS = {"Account": "accounts", "Opportunity": "opportunities"}
-
-
-class CrmSandbox(SandboxSystem):
+class CrmSandbox(Opportunities, SandboxSystem):
     name = "crm"
     config_class = CrmConfig
     config: CrmConfig
@@ -156,13 +98,6 @@ class CrmSandbox(SandboxSystem):
             ]
         return out
 
-    def opportunity_with_account(self, opportunity: JSON) -> JSON:
-        """The webhook's ``data``: the opportunity with its account embedded as ``Account``."""
-        out = self.render("Opportunity", opportunity)
-        account = self.data["accounts"].get(opportunity.get("AccountId") or "")
-        out["Account"] = self.render("Account", account) if account else None
-        return out
-
     # -- validation
 
     def _sobject(self, call: Call) -> str:
@@ -183,163 +118,26 @@ class CrmSandbox(SandboxSystem):
             )
         return record
 
-    def _check_fields(self, sobject: str, body: JSON) -> None:
-        allowed = ACCOUNT_FIELDS if sobject == "Account" else OPPORTUNITY_FIELDS
-        for name in body:
-            if name in READ_ONLY:
-                raise bad_request(
-                    "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    f"Unable to create/update fields: {name}.",
-                    fields=[name],
-                )
-            if name not in allowed and not name.endswith("__c"):
-                raise bad_request(
-                    "INVALID_FIELD",
-                    f"No such column '{name}' on sobject of type {sobject}",
-                    fields=[name],
-                )
-
-    def _validate_account(self, changes: JSON, current: JSON | None) -> None:
-        merged = {**(current or {}), **changes}
-        if not isinstance(merged.get("Name"), str) or not merged["Name"].strip():
-            raise bad_request(
-                "REQUIRED_FIELD_MISSING", "Required fields are missing: [Name]", fields=["Name"]
-            )
-        parent = changes.get("ParentId")
-        if parent is not None and parent not in self.data["accounts"]:
-            raise bad_request(
-                "INVALID_CROSS_REFERENCE_KEY",
-                f"invalid cross reference id: ParentId {parent}",
-                fields=["ParentId"],
-            )
-        if current is not None and parent is not None and parent == current["Id"]:
-            raise bad_request("CIRCULAR_DEPENDENCY", "an account cannot be its own parent")
-
-    def _validate_opportunity(self, changes: JSON, current: JSON | None) -> None:
-        merged = {**(current or {}), **changes}
-        missing = [
-            name
-            for name in ("Name", "StageName", "CloseDate")
-            if not isinstance(merged.get(name), str) or not merged[name].strip()
-        ]
-        if missing:
-            raise bad_request(
-                "REQUIRED_FIELD_MISSING",
-                f"Required fields are missing: [{', '.join(missing)}]",
-                fields=missing,
-            )
-        if "CloseDate" in changes:
-            parse_date(changes["CloseDate"], "CloseDate", "INVALID_TYPE_ON_FIELD_IN_RECORD")
-        account = changes.get("AccountId")
-        if account is not None and account not in self.data["accounts"]:
-            raise bad_request(
-                "INVALID_CROSS_REFERENCE_KEY",
-                f"invalid cross reference id: AccountId {account}",
-                fields=["AccountId"],
-            )
-        kind = changes.get("Type")
-        if kind is not None and kind not in OPPORTUNITY_TYPES:
-            raise bad_request(
-                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                f"Type: bad value for restricted picklist field: {kind}",
-                fields=["Type"],
-            )
-        currency = changes.get("CurrencyIsoCode")
-        if currency is not None and not (
-            isinstance(currency, str) and len(currency) == 3 and currency.isupper()
-        ):
-            raise bad_request(
-                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                f"Opportunity Currency: bad value for restricted picklist field: {currency}",
-                fields=["CurrencyIsoCode"],
-            )
-        for name in ("Amount", "Term__c", "Probability"):
-            value = changes.get(name)
-            if value is not None and not is_number(value):
-                raise bad_request(
-                    "INVALID_TYPE_ON_FIELD_IN_RECORD",
-                    f"{name}: value not of required type: {value!r}",
-                    fields=[name],
-                )
-
-    def _line_items(self, raw: Any) -> list[JSON]:
-        if not isinstance(raw, list):
-            raise bad_request(
-                "INVALID_TYPE_ON_FIELD_IN_RECORD",
-                "OpportunityLineItems must be a list",
-                fields=["OpportunityLineItems"],
-            )
-        items = []
-        for index, item in enumerate(raw):
-            where = f"OpportunityLineItems[{index}]"
-            if not isinstance(item, dict):
-                raise bad_request("INVALID_TYPE_ON_FIELD_IN_RECORD", f"{where} must be an object")
-            unknown = sorted(set(item) - set(LINE_ITEM_FIELDS) - {"Id", "attributes"})
-            if unknown:
-                raise bad_request(
-                    "INVALID_FIELD", f"No such column {unknown} on OpportunityLineItem"
-                )
-            code = item.get("ProductCode")
-            if not isinstance(code, str) or not code:
-                raise bad_request(
-                    "REQUIRED_FIELD_MISSING", f"{where}: Required fields are missing: [ProductCode]"
-                )
-            quantity, price = item.get("Quantity"), item.get("UnitPrice")
-            if not is_number(quantity) or quantity <= 0:
-                raise bad_request(
-                    "FIELD_INTEGRITY_EXCEPTION", f"{where}: Quantity must be a positive number"
-                )
-            if not is_number(price) or price < 0:
-                raise bad_request(
-                    "FIELD_INTEGRITY_EXCEPTION", f"{where}: UnitPrice must be a non-negative number"
-                )
-            items.append(
-                {
-                    "Id": salesforce_id("00k", self.ids.next("line_item")),
-                    "ProductCode": code,
-                    "Name": item.get("Name") or code,
-                    "Quantity": quantity,
-                    "UnitPrice": price,
-                    "TotalPrice": money(quantity * price),
-                    "Description": item.get("Description"),
-                }
-            )
-        return items
-
     # -- API
 
     def create_record(self, call: Call) -> Reply:
         sobject = self._sobject(call)
         body = call.json_object()
-        self._check_fields(sobject, body)
+        check_fields(sobject, body)
         now = sf_datetime()
         if sobject == "Account":
-            self._validate_account(body, None)
+            validate_account(body, None, self.data["accounts"])
             ident = salesforce_id("001", self.ids.next("account"))
             record = {"Id": ident, **dict.fromkeys(ACCOUNT_FIELDS), **body}
             record.setdefault("CurrencyIsoCode", None)
         else:
-            self._validate_opportunity(body, None)
-            items = self._line_items(body.get("OpportunityLineItems", []))
-            ident = salesforce_id("006", self.ids.next("opportunity"))
-            record = {"Id": ident, **dict.fromkeys(OPPORTUNITY_FIELDS), **body}
-            record["OpportunityLineItems"] = items
-            record["CurrencyIsoCode"] = record["CurrencyIsoCode"] or "USD"
-            record["Type"] = record["Type"] or "New Business"
-            self._rollup(record)
+            record = self.new_opportunity(body)
+            ident = record["Id"]
         record.update(CreatedDate=now, LastModifiedDate=now)
         self.data[SOBJECTS[sobject]][ident] = record
         if sobject == "Opportunity" and record["StageName"] == CLOSED_WON:
-            self._closed_won(record)
+            self.closed_won(record)
         return Reply(201, {"id": ident, "success": True, "errors": []})
-
-    @staticmethod
-    def _rollup(record: JSON) -> None:
-        stage = record.get("StageName") or ""
-        record["IsClosed"] = stage.startswith("Closed")
-        record["IsWon"] = stage == CLOSED_WON
-        if record["OpportunityLineItems"]:
-            record["Amount"] = money(sum(i["TotalPrice"] for i in record["OpportunityLineItems"]))
 
     def get_record(self, call: Call) -> Reply:
         sobject = self._sobject(call)
@@ -349,77 +147,34 @@ class CrmSandbox(SandboxSystem):
         sobject = self._sobject(call)
         record = self._record(sobject, call.params["id"])
         body = call.json_object()
-        self._check_fields(sobject, body)
+        check_fields(sobject, body)
+        before = dict(record)
         if sobject == "Account":
-            self._validate_account(body, record)
+            validate_account(body, record, self.data["accounts"])
             record.update(body)
         else:
-            self._validate_opportunity(body, record)
-            was_won = record["StageName"] == CLOSED_WON
-            changes = dict(body)
-            if "OpportunityLineItems" in changes:
-                changes["OpportunityLineItems"] = self._line_items(changes["OpportunityLineItems"])
-            record.update(changes)
-            self._rollup(record)
-            if record["StageName"] == CLOSED_WON and not was_won:
-                self._closed_won(record)
+            self.change_opportunity(record, body)
         record["LastModifiedDate"] = sf_datetime()
+        if sobject == "Account":
+            self._account_changed(record, changed_fields(before, record))
         return Reply(204)
 
-    def _closed_won(self, opportunity: JSON) -> JSON | None:
-        payload = {
-            "event": "opportunity.closed_won",
-            "data": self.opportunity_with_account(opportunity),
-        }
-        return self.emit(
-            "opportunity.closed_won", payload, webhook_id=f"msg_{self.ids.token('', 24)}"
-        )
-
-    # -- SOQL subset
-
-    _SOQL = re.compile(
-        r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<sobject>\w+)"
-        r"(?:\s+WHERE\s+(?P<where>.+?))?(?:\s+LIMIT\s+(?P<limit>\d+))?\s*$",
-        re.IGNORECASE | re.DOTALL,
-    )
-    _CONDITION = re.compile(
-        r"^\s*(?P<field>[\w.]+)\s*(?P<op>=|!=)\s*"
-        r"(?P<value>'(?:[^'\\]|\\.)*'|-?\d+(?:\.\d+)?|null|true|false)\s*$",
-        re.IGNORECASE,
-    )
+    def _account_changed(self, account: JSON, changed: list[str]) -> None:
+        """Change Data Capture, as Salesforce sends it: every change, whoever made it (the
+        integration's own writes included), with the fields it changed."""
+        if changed == ["LastModifiedDate"]:
+            return  # nothing changed but the timestamp: Salesforce sends no event either
+        payload = {"event": "account.updated", "data": self.render("Account", account),
+                   "changedFields": changed}
+        self.emit("account.updated", payload, webhook_id=f"msg_{self.ids.token('', 24)}")
 
     def query(self, call: Call) -> Reply:
-        soql = call.query.get("q")
-        if not soql:
-            raise bad_request("MALFORMED_QUERY", "missing q parameter")
-        match = self._SOQL.match(soql)
-        if not match:
-            raise bad_request(
-                "MALFORMED_QUERY", "unsupported query (SELECT ... FROM ... WHERE ...)"
-            )
-        sobject = next((s for s in SOBJECTS if s.lower() == match["sobject"].lower()), None)
-        if sobject is None:
-            raise bad_request("INVALID_TYPE", f"sObject type '{match['sobject']}' is not supported")
-        conditions = []
-        if match["where"]:
-            for part in re.split(r"\s+AND\s+", match["where"], flags=re.IGNORECASE):
-                cond = self._CONDITION.match(part)
-                if not cond:
-                    raise bad_request("MALFORMED_QUERY", f"unsupported condition: {part.strip()}")
-                conditions.append((cond["field"], cond["op"], _soql_value(cond["value"])))
-        fields = [f.strip() for f in match["fields"].split(",")]
-        records = []
-        for record in self.data[SOBJECTS[sobject]].values():
-            full = (
-                self.opportunity_with_account(record)
-                if sobject == "Opportunity"
-                else self.render(sobject, record)
-            )
-            if all((_path(full, f) == v) == (op == "=") for f, op, v in conditions):
-                records.append(full if fields == ["FIELDS(ALL)"] else _select(full, fields))
-        if match["limit"]:
-            records = records[: int(match["limit"])]
-        return Reply(200, {"totalSize": len(records), "done": True, "records": records})
+        return Reply(200, run_query(call.query.get("q"), self._rendered))
+
+    def _rendered(self, sobject: str) -> list[JSON]:
+        render = (self.opportunity_with_account if sobject == "Opportunity"
+                  else lambda record: self.render(sobject, record))
+        return [render(record) for record in self.data[SOBJECTS[sobject]].values()]
 
     # -- sandbox helpers
 
@@ -435,64 +190,6 @@ class CrmSandbox(SandboxSystem):
 
         return handler
 
-    def close_opportunity(self, call: Call) -> Reply:
-        """Set StageName to Closed Won (webhook on the transition; ``resend`` forces a new one)."""
-        record = self._record("Opportunity", call.params["id"])
-        body = call.json_object()
-        stage = body.get("StageName", CLOSED_WON)
-        changes = {"StageName": stage, **{k: v for k, v in body.items() if k != "resend"}}
-        self._check_fields("Opportunity", changes)
-        self._validate_opportunity(changes, record)
-        was_won = record["StageName"] == CLOSED_WON
-        record.update(changes)
-        self._rollup(record)
-        record["LastModifiedDate"] = sf_datetime()
-        delivery = None
-        if stage == CLOSED_WON and (not was_won or body.get("resend")):
-            delivery = self._closed_won(record)
-        return Reply(
-            200,
-            {
-                "opportunity": self.opportunity_with_account(record),
-                "webhook": (
-                    {"delivery_id": delivery["id"], "webhook_id": delivery["webhook_id"]}
-                    if delivery
-                    else None
-                ),
-            },
-        )
-
-
-def _soql_value(text: str) -> Any:
-    if text.startswith("'"):
-        return re.sub(r"\\(.)", r"\1", text[1:-1])
-    lowered = text.lower()
-    if lowered in ("null", "true", "false"):
-        return {"null": None, "true": True, "false": False}[lowered]
-    return float(text) if "." in text else int(text)
-
-
-def _path(record: JSON, dotted: str) -> Any:
-    value: Any = record
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def _select(record: JSON, fields: list[str]) -> JSON:
-    out: JSON = {"attributes": record["attributes"]}
-    for name in fields:
-        head, _, rest = name.partition(".")
-        if rest:
-            nested = record.get(head)
-            if isinstance(nested, dict):
-                out.setdefault(head, {"attributes": nested.get("attributes")})
-                out[head][rest] = _path(nested, rest)
-            else:
-                out[head] = None
-        else:
-            out[name] = record.get(name)
-    return out
 
 
 def create_app(config: CrmConfig | None = None, **overrides: Any) -> Starlette:

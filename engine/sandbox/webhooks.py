@@ -48,6 +48,12 @@ def sign_stripe_webhook(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
+def changed_fields(before: JSON, after: JSON) -> list[str]:
+    """The top-level fields whose values differ between two versions of a record, sorted: what
+    a change event says changed (Salesforce's ``changedFields``)."""
+    return sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
+
+
 class WebhookSender:
     """Signs and POSTs webhooks from one background thread, in order, with retries.
 

@@ -35,6 +35,8 @@ from engine.server.metrics import CONTENT_TYPE_LATEST
 from engine.server.openapi import openapi_document
 from engine.server.state import ServerState
 from engine.server.telemetry import as_json, business_values, scrape
+from engine.server.times import iso_fields
+from engine.server.views import run_detail, run_summary
 from engine.store.base import RunQuery, RunState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -95,7 +97,7 @@ async def list_runs(request: Request) -> Response:
         runs, cursor = await state_of(request).runtime.list_runs(filters)
     except UsageError as exc:  # a cursor no listing gave
         raise Problem(400, "bad_request", str(exc)) from None
-    return JSON({"runs": runs, "next_cursor": cursor})
+    return JSON({"runs": [run_summary(run) for run in runs], "next_cursor": cursor})
 
 
 @admin
@@ -105,7 +107,7 @@ async def get_run(request: Request) -> Response:
     detail = await state_of(request).runtime.run_detail(run_id)
     if detail is None:
         raise Problem(404, "not_found", f"no run '{run_id}'")
-    return JSON(detail)
+    return JSON(run_detail(detail))
 
 
 @admin
@@ -126,7 +128,7 @@ async def run_action(request: Request) -> Response:
         detail = await perform(state.runtime, run_id, action, principal.name, data, reason)
     except (UsageError, StoreError) as exc:
         raise _action_problem(run_id, exc) from None
-    return JSON(detail, status_code=202 if action == "replay" else 200)
+    return JSON(run_detail(detail), status_code=202 if action == "replay" else 200)
 
 
 async def _action_body(request: Request, state: ServerState, action: str) -> tuple[Any, Any]:
@@ -189,7 +191,7 @@ def status_document(state: ServerState) -> dict[str, Any]:
         "events": sorted(plan.subscriptions),
         "reload": state.reload.as_dict() if state.reload else None,
         "tokens": state.tokens.status.as_dict(),
-        **state.runtime.gates.describe(),
+        **_switches_json(state.runtime.gates.describe()),
         "queue_depth": state.runtime.queue_depth(),
         "pending_ingest": state.pending,
         "ready": state.ready and not state.draining,
@@ -230,6 +232,18 @@ async def business_metrics(request: Request) -> Response:
 
 
 RUN_STATES: tuple[str, ...] = get_args(RunState)
+
+
+def _switches_json(described: dict[str, Any]) -> dict[str, Any]:
+    """The paused flows and Systems and the circuits, with ISO 8601 times."""
+    paused = {
+        kind: {name: iso_fields(s, "at") for name, s in found.items()}
+        for kind, found in described["paused"].items()
+    }
+    circuits = {
+        name: iso_fields(c, "until", "opened_at") for name, c in described["circuits"].items()
+    }
+    return {**described, "paused": paused, "circuits": circuits}
 
 
 def _int(text: str, name: str) -> int:

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from engine.server.admin import JSON, MAX_LIMIT, admin, state_of
 from engine.server.http import Problem
+from engine.server.times import iso_fields
 
 
 @admin
@@ -39,7 +40,9 @@ async def list_alerts(request: Request) -> Response:
         }
         for alert in state.plan.alerts.values()
     }
-    return JSON({"alerts": defined, "notifications": [n.as_dict() for n in notifications]})
+    shown = [iso_fields(n.as_dict(), "created_at", "sent_at", "next_attempt_at")
+             for n in notifications]
+    return JSON({"alerts": defined, "notifications": shown})
 
 
 ROUTES = [Route("/api/v1/alerts", list_alerts, methods=["GET"])]

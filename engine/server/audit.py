@@ -5,7 +5,6 @@ in the transaction that changes the run (engine/store/audit.py keeps the hash ch
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -13,6 +12,7 @@ from starlette.responses import Response
 
 from engine.errors import StoreError
 from engine.server.http import Problem, dumps
+from engine.server.times import iso, seconds
 from engine.store.audit import AuditQuery
 
 log = logging.getLogger("syncline.server")
@@ -20,24 +20,14 @@ MAX_LIMIT = 500
 SYSTEM_ACTOR = "syncline"  # the actor of what the server does by itself
 
 
-def iso(at: float) -> str:
-    """Unix seconds as ISO 8601 UTC with milliseconds (`2026-12-04T10:15:30.123Z`)."""
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def parse_since(text: str) -> float:
     """An ISO 8601 time (a date alone is its midnight UTC; no zone is UTC) or unix seconds."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return seconds(text)
     except ValueError:
         raise Problem(
             400, "bad_request", f"since must be an ISO 8601 time or unix seconds, got {text!r}"
         ) from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def query_from(params: Any) -> AuditQuery:

@@ -26,6 +26,7 @@ from engine.runtime.gates import STATE_VALUES, Gates
 from engine.server.admin import JSON, admin, state_of
 from engine.server.auth import Principal, require, require_flow
 from engine.server.http import Problem, read_body
+from engine.server.times import iso_fields
 
 KINDS = {"flows": "flow", "systems": "system"}
 MAX_REASON = 1000
@@ -50,7 +51,7 @@ async def switch(request: Request) -> Response:
     reason = await _reason(request, state.config.max_body)
     try:
         switched = await state.runtime.operations.switch(kind, name, action, reason, principal.name)
-        return JSON(switched)
+        return JSON(iso_fields(switched, "at"))
     except UsageError as exc:
         raise Problem(404, "not_found", str(exc)) from None
     except StateConflict as exc:

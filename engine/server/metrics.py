@@ -33,7 +33,45 @@ HEALTH_WINDOW = 5
 DOWN_OUTCOMES = frozenset({"timeout", "network", "5xx"})
 
 
-class Metrics:
+class _LabelledCounts:
+    """The runtime's Observer hooks that count an event under its labels (a mixin of Metrics,
+    whose __init__ creates the counters)."""
+
+    runs: Counter
+    attempts: Counter
+    retries: Counter
+    shadows: Counter
+    echoes: Counter
+    circuits_opened: Counter
+    _children: dict[tuple[object, ...], Counter]
+
+    def run_state(self, flow: str, state: str) -> None:
+        self._child(self.runs, flow, state).inc()
+
+    def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None:
+        self._child(self.attempts, flow, step, outcome).inc()
+        if retry:
+            self._child(self.retries, flow, step).inc()
+
+    def shadow_result(self, flow: str, step: str, system: str, result: str) -> None:
+        self._child(self.shadows, flow, step, system, result).inc()
+
+    def echo(self, flow: str, system: str) -> None:
+        self._child(self.echoes, flow, system).inc()
+
+    def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
+        self._child(self.circuits_opened, system).inc()
+
+    def _child(self, metric: Counter, *labels: str) -> Counter:
+        """`metric.labels(*labels)`, looked up once (`labels` costs ~2 us a call)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+class Metrics(_LabelledCounts):
     """Every metric `syncline serve` exports."""
 
     def __init__(self) -> None:
@@ -101,6 +139,13 @@ class Metrics:
             ["system"],
             registry=r,
         )
+        self.echoes = Counter(
+            "syncline_echoes",
+            "Deliveries filtered as the echo of Syncline's own write (reason ECHO), by flow and "
+            "the System written to",
+            ["flow", "system"],
+            registry=r,
+        )
         self._children: dict[tuple[object, ...], Counter] = {}
         self.alerts: dict[tuple[str, str], int] = {}  # (alert, state) -> notifications (store)
         r.register(_AlertCollector(self))
@@ -151,17 +196,6 @@ class Metrics:
 
     # the runtime's Observer ------------------------------------------------------------------
 
-    def run_state(self, flow: str, state: str) -> None:
-        self._child(self.runs, flow, state).inc()
-
-    def step_attempt(self, flow: str, step: str, outcome: str, retry: bool) -> None:
-        self._child(self.attempts, flow, step, outcome).inc()
-        if retry:
-            self._child(self.retries, flow, step).inc()
-
-    def shadow_result(self, flow: str, step: str, system: str, result: str) -> None:
-        self._child(self.shadows, flow, step, system, result).inc()
-
     def call(self, system: str, operation: str, outcome: str, seconds: float) -> None:
         key = (system, operation, outcome)
         self.calls[key] = self.calls.get(key, 0) + 1
@@ -173,16 +207,6 @@ class Metrics:
         recent = self._recent.get(system) or self._recent.setdefault(
             system, deque(maxlen=HEALTH_WINDOW))
         recent.append(outcome in DOWN_OUTCOMES)
-    def circuit_opened(self, system: str, failure_rate: float, calls: int) -> None:
-        self._child(self.circuits_opened, system).inc()
-
-    def _child(self, metric: Counter, *labels: str) -> Counter:
-        """`metric.labels(*labels)`, looked up once (`labels` costs ~2 us a call)."""
-        key = (metric, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def render(self) -> bytes:
         """The exposition text of every metric."""

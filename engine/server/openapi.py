@@ -59,25 +59,20 @@ COMPONENTS: dict[str, Any] = {
         },
         "Run": {
             "type": "object",
-            "required": ["id", "flow", "state"],
+            "required": ["id", "flow", "state", "created_at", "updated_at"],
             "properties": {
-                k: {}
-                for k in (
-                    "id",
-                    "flow",
-                    "flow_version",
-                    "plan_digest",
-                    "state",
-                    "key",
-                    "correlation_id",
-                    "created_at",
-                    "updated_at",
-                    "reason",
-                    "steps",
-                    "links",
-                    "blocked_by",
-                    "audit",
-                )
+                **{k: {} for k in ("id", "flow", "flow_version", "plan_digest", "state", "key",
+                                   "ordering_key", "correlation_id", "reason", "steps", "links",
+                                   "blocked_by", "audit")},
+                **{k: {"type": "string", "format": "date-time"}
+                   for k in ("created_at", "updated_at")},
+                "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+                "generation": {"type": "integer", "description": "0, then one more per "
+                               "resume, retry or cancel that queued it again"},
+                "history": {"type": "object", "description": "run detail only: generations "
+                            "(timeline), reasons, corrections; never rewritten",
+                            "properties": {k: {"type": "array"}
+                                           for k in ("generations", "reasons", "corrections")}},
             },
         },
         "BusinessMetrics": {

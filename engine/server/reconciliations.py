@@ -10,6 +10,8 @@ and agrees across replicas).
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,6 +19,7 @@ from starlette.routing import Route
 from engine.server.admin import JSON, MAX_LIMIT, admin, state_of
 from engine.server.auth import require
 from engine.server.http import Problem
+from engine.server.times import iso_fields
 
 
 @admin
@@ -35,7 +38,7 @@ async def list_reconciliations(request: Request) -> Response:
         name: {"schedule": None if r.schedule is None else r.schedule.cron, "owner": r.owner}
         for name, r in state.plan.reconciliations.items()
     }
-    return JSON({"reconciliations": results, "defined": defined})
+    return JSON({"reconciliations": [_result(r) for r in results], "defined": defined})
 
 
 @admin
@@ -49,7 +52,18 @@ async def run_reconciliation(request: Request) -> Response:
     if name not in state.plan.reconciliations:
         raise Problem(404, "not_found", f"no reconciliation '{name}' in the active plan")
     report = await state.runtime.reconciler.run(name, actor=principal.name)
-    return JSON(report)
+    return JSON(report_json(report))
+
+
+def report_json(report: Any) -> Any:
+    """A reconciliation's report with ISO 8601 times."""
+    if not isinstance(report, dict):
+        return report
+    return iso_fields(report, "started_at", "finished_at")
+
+
+def _result(row: dict[str, Any]) -> dict[str, Any]:
+    return {**iso_fields(row, "started_at"), "report": report_json(row["report"])}
 
 
 ROUTES = [

@@ -22,6 +22,7 @@ from engine.runtime.runtime import Runtime
 from engine.server.config import ServerConfig
 from engine.server.metrics import Metrics
 from engine.server.signatures import Verifier, build_verifier
+from engine.server.times import iso
 from engine.server.tokens import Tokens
 
 
@@ -56,7 +57,7 @@ class ReloadResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
-            "at": self.at,
+            "at": iso(self.at),
             "digest": self.digest,
             "error": self.error,
             "trigger": self.trigger,

@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import (
 
 from engine.runtime.business import MetricValue, measure
 from engine.server.state import ServerState
+from engine.server.times import iso
 from engine.store.aggregates import Aggregates
 
 
@@ -71,9 +72,7 @@ class _StoreFamilies:
 
 
 def as_json(values: list[MetricValue]) -> dict[str, object]:
-    at = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
-    return {"metrics": [value.as_dict() for value in values], "measured_at": stamp}
+    return {"metrics": [value.as_dict() for value in values], "measured_at": iso(time.time())}
 
 
 class _Families:

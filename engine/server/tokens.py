@@ -16,6 +16,7 @@ from watchfiles import Change, awatch
 
 from engine.errors import UsageError
 from engine.server.auth import TokenTable, env_entries, read_tokens_file
+from engine.server.times import iso_fields
 
 log = logging.getLogger("syncline.tokens")
 
@@ -32,7 +33,7 @@ class TokensStatus:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return iso_fields(self.__dict__, "at")
 
 
 class Tokens:

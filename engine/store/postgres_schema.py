@@ -8,10 +8,11 @@ from typing import Any
 import psycopg
 
 from engine.errors import StoreError
-from engine.store import audit
+from engine.store import audit, history, ordering
 from engine.store.aggregates_postgres import POSTGRES_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
+from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
@@ -130,6 +131,12 @@ MIGRATIONS: tuple[str, ...] = (
     QUOTAS_MIGRATION,
     # 7: alerts: subjects firing and last notified, and the notifications (an outbox).
     ALERTS_MIGRATION,
+    # 8: run history that is never rewritten: generations, reasons, reset step records.
+    history.POSTGRES_MIGRATION,
+    # 9: `orderingKey: {whileParked: continue}`: a parked run may let its key go.
+    ordering.POSTGRES_MIGRATION,
+    # 10: echo fingerprints of writes, and what was last known of each written record.
+    ECHOES_MIGRATION,
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from engine.errors import StoreError
+from engine.store import history
 from engine.store.audit import append_postgres
 from engine.store.base import (
     Acceptance,
@@ -21,6 +22,8 @@ from engine.store.base import (
     RunRecord,
     StateChange,
 )
+from engine.store.controls import run_statements_async
+from engine.store.ordering import ACTIVE, HOLDS_KEY
 from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -37,23 +40,36 @@ from engine.store.rows import (
 Conn = psycopg.AsyncConnection[Any]
 AcceptItem = tuple[tuple[Any, ...], Sequence[NewRun]]  # (event row, its runs)
 
-_BLOCKED = """
-    r.ordering_key IS NOT NULL AND EXISTS (
-        SELECT 1 FROM runs AS o
-        WHERE o.state IN ('pending', 'running', 'waiting', 'parked')
-          AND o.ordering_key = r.ordering_key AND o.seq < r.seq)
-"""
+_DUE = (
+    "(state = 'pending' OR (state = 'waiting' AND next_attempt_at <= %(now)s) "
+    "OR (state = 'running' AND lease_until <= %(now)s))"
+)
 
-# Due runs in arrival order that no older run of their ordering key blocks, leased at once; rows
-# another replica is claiming right now are skipped, not waited for.
+# Due runs in arrival order that are the heads of their ordering keys (engine/store/ordering.py),
+# and due runs without a key, leased at once; rows another replica is claiming right now are
+# skipped, not waited for. As in SQLite, the heads are found by walking the keys through
+# runs_blocking (a skip scan: one seek per key) and seeking each key's active run in runs_active,
+# else its oldest holder: a claim costs a few seeks per busy key, not one per queued run.
 CLAIM_SQL = f"""
-WITH due AS (
+WITH RECURSIVE keys(k) AS (
+    (SELECT ordering_key FROM runs WHERE ordering_key IS NOT NULL AND {HOLDS_KEY}
+     ORDER BY ordering_key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT ordering_key FROM runs WHERE ordering_key > keys.k AND {HOLDS_KEY}
+            ORDER BY ordering_key LIMIT 1)
+    FROM keys WHERE keys.k IS NOT NULL
+), candidates(seq) AS (
+    SELECT coalesce(
+        (SELECT seq FROM runs WHERE ordering_key = keys.k AND {ACTIVE} ORDER BY seq LIMIT 1),
+        (SELECT seq FROM runs WHERE ordering_key = keys.k AND {HOLDS_KEY} ORDER BY seq LIMIT 1))
+    FROM keys WHERE keys.k IS NOT NULL
+    UNION ALL
+    (SELECT seq FROM runs
+     WHERE ordering_key IS NULL AND state IN ('pending', 'running', 'waiting') AND {_DUE}
+     ORDER BY seq LIMIT %(limit)s)
+), due AS (
     SELECT r.seq FROM runs AS r
-    WHERE r.state IN ('pending', 'running', 'waiting')
-      AND (r.state = 'pending'
-           OR (r.state = 'waiting' AND r.next_attempt_at <= %(now)s)
-           OR (r.state = 'running' AND r.lease_until <= %(now)s))
-      AND NOT ({_BLOCKED})
+    WHERE r.seq = ANY (ARRAY(SELECT seq FROM candidates)) AND {_DUE}
     ORDER BY r.seq
     LIMIT %(limit)s
     FOR UPDATE OF r SKIP LOCKED
@@ -70,8 +86,8 @@ _INSERT_EVENT = (
 )
 _INSERT_RUN = (
     "INSERT INTO runs (id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, "
-    "correlation_id, traceparent, created_at, updated_at, replay_of) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "correlation_id, traceparent, created_at, updated_at, replay_of, parked_holds_key, reason) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -201,7 +217,7 @@ async def checkpoint(
     ).fetchone()
     if found is None:
         raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
-    cancel, sets, params = checkpoint_update(cp, found, now, "%s")
+    cancel, written, sets, params = checkpoint_update(cp, found, now, "%s")
     if step is not None:
         await conn.execute(_UPSERT_STEP, step)
     await conn.execute(
@@ -214,6 +230,7 @@ async def checkpoint(
                 "INSERT INTO outbox (run_id, event, created_at) VALUES (%s, %s, %s)",
                 [(cp.run_id, dumps(fields(event)), now) for event in cp.emitted],
             )
+    await run_statements_async(conn, history.after_checkpoint(cp, written, found, now), False)
     return cancel
 
 
@@ -236,6 +253,7 @@ async def set_run_state(conn: Conn, run_id: str, change: StateChange, now: float
         raise StoreError(f"run {run_id!r} does not exist")
     data = None if change.data is None else dumps(change.data.value)
     sets, params = state_update(run_id, found[0], change, now, data, "%s")
+    await run_statements_async(conn, history.before_change(run_id, change, now), False)
     await conn.execute(
         f"UPDATE runs SET {sets} WHERE id = %s",
         [*params, run_id],
@@ -245,6 +263,7 @@ async def set_run_state(conn: Conn, run_id: str, change: StateChange, now: float
             "DELETE FROM steps WHERE run_id = %s AND step_id = ANY(%s)",
             (run_id, list(change.reset_steps)),
         )
+    await run_statements_async(conn, history.after_change(run_id, change, data, now), False)
     detail = change.audit_detail(found[0])
     await audit(conn, now, change.actor, change.audit_action, run_id, detail)
     (record,) = await select_runs(conn, "WHERE id = %s", [run_id])

@@ -79,6 +79,8 @@ class NewRun(_Record):
     traceparent: str | None = None
     state: RunState = "pending"  # "filtered" for a filter non-match (recorded, never executed)
     replay_of: str | None = None
+    parked_holds_key: bool = True  # False: its flow's `orderingKey.whileParked` is `continue`
+    reason: Reason | None = None  # why it is filtered, when a filter is not all (ECHO)
 
 
 class Acceptance(NamedTuple):
@@ -121,6 +123,9 @@ class RunRecord(_Record):
     data_override: Any = None    # corrected data given on resume (None: use the event's data)
     has_override: bool = False
     generation: int = 0          # bumped by a resume with corrected data: new idempotency keys
+    # The run's generation in its history (engine/store/history.py): 0 when accepted, one more
+    # each time an operator queues it again; its attempts carry it.
+    history_generation: int = 0
     # What executing the run needs, loaded by `claim` in its own transaction (no extra reads per
     # run); None on records from anything else.
     event: EventRecord | None = None
@@ -139,6 +144,7 @@ class Attempt(_Record):
     error: str | None = None
     request: Any = None          # what was sent (headers without secrets, body)
     response: Any = None
+    generation: int = 0          # the run's history generation it was made in
 
 
 @dataclass
@@ -180,6 +186,13 @@ class CorrectedData(_Record):
     value: Any
 
 
+def data_sha256(value: Any) -> str:
+    """The SHA-256 of a JSON value's canonical text (sorted keys, no spaces): how the audit log
+    and a run's history name corrected data."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class StateChange(_Record):
     """A change of a run's state by an operator action, applied by `Store.set_run_state` in one
@@ -207,15 +220,18 @@ class StateChange(_Record):
             detail["reset_steps"] = list(self.reset_steps)
         if self.data is not None:
             detail["data_override"] = True
-            canonical = json.dumps(
-                self.data.value, sort_keys=True, separators=(",", ":"), default=str
-            )
-            detail["data_sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
+            detail["data_sha256"] = data_sha256(self.data.value)
         return detail
 
     @property
     def audit_action(self) -> str:
         return self.action or f"set-state:{self.state}"
+
+    @property
+    def queues_again(self) -> bool:
+        """Whether the change queues the run (`pending`) again: that starts a new generation of
+        its history (engine/store/history.py)."""
+        return self.state == "pending"
 
 
 @dataclass(frozen=True)

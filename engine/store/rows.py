@@ -32,7 +32,7 @@ from engine.store.base import (
 RUN_COLUMNS = (
     "id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
     "traceparent, created_at, updated_at, seq, next_attempt_at, reason, replay_of, "
-    "data_override, has_override, generation"
+    "data_override, has_override, generation, history_generation"
 )
 
 dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
@@ -40,7 +40,7 @@ dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 def run_record(row: Sequence[Any], replayed_by: list[str]) -> RunRecord:
     """RUN_COLUMNS lists RunRecord's fields in order up to `next_attempt_at`; the rest is JSON."""
-    reason, replay_of, override, has_override, generation = row[14:]
+    reason, replay_of, override, has_override, generation, history_generation = row[14:]
     rest: dict[str, Any] = {
         "reason": Reason(**json.loads(reason)) if reason is not None else None,
         "replay_of": replay_of,
@@ -48,6 +48,7 @@ def run_record(row: Sequence[Any], replayed_by: list[str]) -> RunRecord:
         "data_override": json.loads(override) if has_override else None,
         "has_override": bool(has_override),
         "generation": generation,
+        "history_generation": history_generation,
     }
     return RunRecord(*row[:14], **rest)
 
@@ -116,10 +117,12 @@ def cancel_request(state: str, reason: str | None) -> Reason | None:
 
 def run_row(run: NewRun, event_id: str, now: float) -> tuple[Any, ...]:
     """(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id,
-    traceparent, created_at, updated_at, replay_of) of a new run."""
+    traceparent, created_at, updated_at, replay_of, parked_holds_key, reason) of a new run."""
     return (
         run.id, run.flow, run.flow_version, run.plan_digest, event_id, run.state, run.key,
         run.ordering_key, run.correlation_id, run.traceparent, now, now, run.replay_of,
+        run.parked_holds_key,
+        reason_json(run.reason),
     )  # fmt: skip
 
 
@@ -141,11 +144,12 @@ def outbox_item(row: Sequence[Any]) -> OutboxItem:
 
 def checkpoint_update(
     cp: Checkpoint, stored: Sequence[Any], now: float, mark: str
-) -> tuple[Reason | None, str, list[Any]]:
+) -> tuple[Reason | None, str | None, str, list[Any]]:
     """What a checkpoint writes to its run, given the run's stored (state, reason): the run's
-    cancel request, and the UPDATE's SET clause (with `mark` placeholders) and parameters. A new
-    state outside CANCEL_ENDS is not written while a cancel request stands, unless `cp` carries
-    the CANCELLED reason itself (see `Store.checkpoint`)."""
+    cancel request, the new state it writes (None: none), and the UPDATE's SET clause (with
+    `mark` placeholders) and parameters. A new state outside CANCEL_ENDS is not written while a
+    cancel request stands, unless `cp` carries the CANCELLED reason itself (see
+    `Store.checkpoint`)."""
     cancel = cancel_request(*stored)
     run_state = cp.run_state
     acknowledged = cp.reason is not None and cp.reason.code == CANCELLED
@@ -157,7 +161,7 @@ def checkpoint_update(
         params += [run_state, cp.next_attempt_at, reason_json(cp.reason)]
     if cp.clear_lease or (run_state is not None and run_state != "running"):
         sets += ["lease_owner = NULL", "lease_until = NULL"]
-    return cancel, ", ".join(sets), params
+    return cancel, run_state, ", ".join(sets), params
 
 
 def state_update(
@@ -175,6 +179,8 @@ def state_update(
     params: list[Any] = [change.state, reason_json(change.reason), now]
     if change.state != "running":
         sets += ", lease_owner = NULL, lease_until = NULL"
+    if change.queues_again:
+        sets += ", history_generation = history_generation + 1"
     if change.data is not None:
         sets += f", generation = generation + 1, data_override = {mark}, has_override = true"
         params.append(data)

@@ -8,10 +8,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from engine.errors import StoreError
-from engine.store import audit
+from engine.store import audit, history, ordering
 from engine.store.aggregates import SQLITE_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
+from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
@@ -152,6 +153,12 @@ MIGRATIONS: tuple[str, ...] = (
     QUOTAS_MIGRATION,
     # 9: alerts: subjects firing and last notified, and the notifications (an outbox).
     ALERTS_MIGRATION,
+    # 10: run history that is never rewritten: generations, reasons, reset step records.
+    history.SQLITE_MIGRATION,
+    # 11: `orderingKey: {whileParked: continue}`: a parked run may let its key go.
+    ordering.MIGRATION,
+    # 12: echo fingerprints of writes, and what was last known of each written record.
+    ECHOES_MIGRATION,
 )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import StoreError
-from engine.store import audit
+from engine.store import audit, history
 from engine.store.aggregates import sqlite_sync
 from engine.store.base import (
     Acceptance,
@@ -22,6 +22,7 @@ from engine.store.base import (
     StateChange,
 )
 from engine.store.controls import run_statements
+from engine.store.ordering import ACTIVE, HOLDS_KEY
 from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -125,11 +126,11 @@ def tx_accept(
 _EVENT_COLUMNS = "(id, type, source, subject, time, data, attributes, received_at)"
 _RUN_COLUMNS = (
     "(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
-    "traceparent, created_at, updated_at, replay_of)"
+    "traceparent, created_at, updated_at, replay_of, parked_holds_key, reason)"
 )
 _INSERT_EVENTS = "INSERT INTO events " + _EVENT_COLUMNS
 _INSERT_RUNS = "INSERT INTO runs " + _RUN_COLUMNS
-_CHUNK = 64  # rows per multi-row statement: at most 13 * 64 parameters, few statement texts
+_CHUNK = 64  # rows per multi-row statement: at most 15 * 64 parameters, few statement texts
 
 
 def _accept_batch(conn: sqlite3.Connection, jobs: Sequence[Job]) -> None:
@@ -157,7 +158,7 @@ def tx_accept_many(
     _insert_rows(conn, _INSERT_EVENTS, "ON CONFLICT (id) DO NOTHING", events, 8)
     holders = _key_holders(conn, {(run.flow, run.key) for _, runs in items for run in runs})
     results, rows = accept_runs(items, holders)
-    _insert_rows(conn, _INSERT_RUNS, "", rows, 13)
+    _insert_rows(conn, _INSERT_RUNS, "", rows, 15)
     return results
 
 
@@ -193,12 +194,13 @@ def _insert_rows(
         conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
 
 
-# A run may execute now if it is due, and no older run with its ordering key is unfinished. The
-# candidates are each ordering key's oldest unfinished run (the heads: one seek per key into
-# runs_blocking, walking the keys in order) and the runs without a key (runs_free, in arrival
-# order); the due ones are claimed oldest first. A claim costs one seek per busy key, not one per
-# queued run. (The WHERE clauses repeat the partial indexes' so that SQLite can use them.)
-_BLOCKING = "state IN ('pending', 'running', 'waiting', 'parked')"
+# A run may execute now if it is due and the head of its ordering key (engine/store/ordering.py).
+# The candidates are the heads (walking the keys in order through runs_blocking; per key, a seek
+# into runs_active for its active run, else one into runs_blocking for its oldest holder) and the
+# runs without a key (runs_free, in arrival order); the due ones are claimed oldest first. A claim
+# costs two seeks per busy key, not one per queued run. (The WHERE clauses repeat the partial
+# indexes' so that SQLite can use them.)
+_BLOCKING = HOLDS_KEY
 _DUE = (
     "(state = 'pending' OR (state = 'waiting' AND next_attempt_at <= :now) "
     "OR (state = 'running' AND lease_until <= :now))"
@@ -212,8 +214,11 @@ WITH RECURSIVE keys(k) AS (
             WHERE ordering_key > keys.k AND {_BLOCKING})
     FROM keys WHERE keys.k IS NOT NULL
 ), heads(seq) AS (
-    SELECT (SELECT seq FROM runs INDEXED BY runs_blocking
-            WHERE ordering_key = keys.k AND {_BLOCKING} ORDER BY seq LIMIT 1)
+    SELECT coalesce(
+        (SELECT seq FROM runs INDEXED BY runs_active
+         WHERE ordering_key = keys.k AND {ACTIVE} ORDER BY seq LIMIT 1),
+        (SELECT seq FROM runs INDEXED BY runs_blocking
+         WHERE ordering_key = keys.k AND {_BLOCKING} ORDER BY seq LIMIT 1))
     FROM keys WHERE keys.k IS NOT NULL
 )
 SELECT {RUN_COLUMNS} FROM (
@@ -273,7 +278,8 @@ def tx_checkpoint(
     row = conn.execute("SELECT state, reason FROM runs WHERE id = ?", (cp.run_id,)).fetchone()
     if row is None:
         raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
-    cancel, sets, params = checkpoint_update(cp, row, time.time(), "?")
+    now = time.time()
+    cancel, written, sets, params = checkpoint_update(cp, row, now, "?")
     if step is not None:
         conn.execute(
             "INSERT OR REPLACE INTO steps (run_id, step_id, state, output, input_digest, error, "
@@ -283,6 +289,7 @@ def tx_checkpoint(
         )
     conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*params, cp.run_id])
     conn.executemany("INSERT INTO outbox (run_id, event, created_at) VALUES (?, ?, ?)", outbox_rows)
+    run_statements(conn, history.after_checkpoint(cp, written, row, now), False)
     return cancel
 
 
@@ -294,11 +301,13 @@ def tx_set_run_state(
     if row is None:
         raise StoreError(f"run {run_id!r} does not exist")
     sets, params = state_update(run_id, row[0], change, at, data, "?")
+    run_statements(conn, history.before_change(run_id, change, at), False)
     conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*params, run_id])
     conn.executemany(
         "DELETE FROM steps WHERE run_id = ? AND step_id = ?",
         [(run_id, step_id) for step_id in change.reset_steps],
     )
+    run_statements(conn, history.after_change(run_id, change, data, at), False)
     detail = dumps(change.audit_detail(row[0]))
     tx_audit(conn, (at, change.actor, change.audit_action, run_id, detail))
     (record,) = run_records(

@@ -11,7 +11,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engine.demo.day import Day
-from engine.demo.phases import alerts, billing, changes, exceptions, maintenance, pipeline
+from engine.demo.phases import (
+    alerts,
+    billing,
+    changes,
+    exceptions,
+    maintenance,
+    pipeline,
+    revenue,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,10 @@ DAY: tuple[Phase, ...] = (
     Phase("operator resolves exceptions", exceptions.resolve_exceptions, operator=True),
     Phase("invoices paid and failed", billing.invoices),
     Phase("failed payments recovered", billing.recover_payments),
+    Phase("half a year later (billing's clock)", revenue.half_year_later),
     Phase("mid-term amendments", changes.amend),
+    Phase("usage month closed, overages billed", revenue.usage_month),
+    Phase("renewals forecast in the CRM", revenue.renewal_forecast),
+    Phase("accounts moved in the CRM", changes.move_accounts),
     Phase("renewals, ERP maintenance", maintenance.renew_in_maintenance),
 )

@@ -1,5 +1,6 @@
 """Changes to running contracts: mid-term seat upgrades in billing (through an ERP outage that
-loses responses after the write), and renewals closed in the CRM."""
+loses responses after the write), accounts people move in the CRM, and renewals closed in the
+CRM."""
 
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ async def amend(day: Day) -> None:
 
     await day.each(list(day.scenario.amendments.items()), upgrade)
     day.log.counts["amendments"] = len(day.scenario.amendments)
+
+
+async def move_accounts(day: Day) -> None:
+    """People move a few accounts to a new street in the CRM: each change is copied to the
+    billing customer, while the CRM's change events for Syncline's own account writes (echoes)
+    start nothing."""
+    keys = sorted(day.accounts)[: max(1, len(day.accounts) // 10)]
+
+    async def move(key: str) -> None:
+        body = {"BillingStreet": f"{len(key)} Harbour Way"}
+        await day.call("crm", "PATCH", f"{CRM_API}/sobjects/Account/{day.accounts[key]}", body)
+
+    await day.each(keys, move)
+    day.log.counts["account moves"] = len(keys)
 
 
 async def renew(day: Day) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.demo.day import Day, Exception_
 from engine.demo.scenario import LIST_PRICES
+from engine.server.times import seconds
 
 
 async def resolve_exceptions(day: Day) -> None:
@@ -52,7 +53,8 @@ async def record_exception(day: Day, run: dict[str, Any]) -> Exception_:
     detail = await day.call("syncline", "GET", f"/api/v1/runs/{run['id']}")
     error = erp_error(detail)
     exception = Exception_(
-        run["id"], run["flow"], run["reason"] or {}, error.get("code"), run["updated_at"]
+        run["id"], run["flow"], run["reason"] or {}, error.get("code"),
+        seconds(run["updated_at"])
     )
     exception.error = error
     day.log.exceptions.append(exception)
@@ -65,7 +67,7 @@ async def refresh_exceptions(day: Day) -> None:
     for exception in day.log.exceptions:
         run = await day.call("syncline", "GET", f"/api/v1/runs/{exception.run_id}")
         exception.state = run["state"]
-        exception.finished_at = run["updated_at"]
+        exception.finished_at = seconds(run["updated_at"])
     known = {e.run_id for e in day.log.exceptions}
     for run in await day.runs("parked"):
         if run["id"] not in known:

@@ -78,7 +78,7 @@ async def run_action(request: Request, session: Session) -> Response:
             request, session, run_id, 409, error=f"{exc}. Nothing was changed.",
             data_text=text, reason_text=reason or "",
         )  # fmt: skip
-    target = detail.get("id", run_id)
+    target = detail.run.id
     return RedirectResponse(
         f"/console/runs/{quote(target, safe='')}?done={action}", status_code=303, headers=HEADERS
     )

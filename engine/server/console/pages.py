@@ -21,6 +21,7 @@ from engine.server.console.views import (
 from engine.server.console.web import Refused, page, render
 from engine.server.http import Problem
 from engine.server.telemetry import business_values
+from engine.server.views import run_detail, run_summary
 from engine.store.audit import AuditQuery
 
 EXCEPTION_STATES = ("parked", "dead-lettered")
@@ -61,7 +62,7 @@ async def exceptions(request: Request, session: Session) -> Response:
     pages = await asyncio.gather(
         *(state.runtime.list_runs(state=s, limit=500) for s in EXCEPTION_STATES)
     )
-    runs = [run for found, _ in pages for run in found]
+    runs = [run_summary(run) for found, _ in pages for run in found]
     owners = {name: flow.owner for name, flow in state.plan.flows.items()}
     groups = group_exceptions(runs, owners)
     for group in groups:
@@ -84,7 +85,7 @@ async def runs(request: Request, session: Session) -> Response:
         request,
         "runs.html",
         session,
-        runs=found,
+        runs=[run_summary(run) for run in found],
         following=following,
         filters={k: v or "" for k, v in filters.items()},
         flows=sorted(state.plan.flows),
@@ -97,12 +98,11 @@ async def run_page(
 ) -> Response:
     """A run's page (also re-rendered, with `error`, when an action on it was refused)."""
     state = request.app.state.syncline
-    detail = await state.runtime.run_detail(run_id)
-    if detail is None:
+    found = await state.runtime.run_detail(run_id)
+    if found is None:
         raise Refused(404, "No such run", f"There is no run with the id '{run_id}'.")
+    detail = run_detail(found)
     trail, _ = await entries(state.runtime.store, AuditQuery(run_id=run_id, limit=100))
-    record = await state.runtime.store.get_run(run_id)
-    corrected = record.data_override if record is not None and record.has_override else None
     may_act = session.principal.may_act_on(detail["flow"])
     actions = allowed_actions(detail["state"]) if may_act else []
     if "replay" in actions and detail["flow"] not in state.plan.flows:
@@ -120,7 +120,6 @@ async def run_page(
         actions=actions,
         notice=NOTICES.get(request.query_params.get("done", ""), ""),
         owner=getattr(state.plan.flows.get(detail["flow"]), "owner", None),
-        corrected=corrected,
         **extra,
     )
 

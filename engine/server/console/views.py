@@ -13,6 +13,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from engine.server.times import seconds
+
 REDACTED = "[redacted]"
 SECRET_NAME = re.compile(
     r"authori[sz]ation|cookie|secret|token|passw(or)?d|api[-_]?key|signature|credential",
@@ -43,19 +45,17 @@ def when(at: float | str | None) -> str:
     """`4 Dec 2026, 10:15:30 UTC` (unix seconds or ISO 8601 text)."""
     if at is None or at == "":
         return ""
-    if isinstance(at, str):
-        try:
-            seconds = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return at
-    else:
-        seconds = at
-    return datetime.fromtimestamp(seconds, UTC).strftime("%-d %b %Y, %H:%M:%S UTC")
+    try:
+        unix = seconds(at) if isinstance(at, str) else at
+    except ValueError:
+        return str(at)
+    return datetime.fromtimestamp(unix, UTC).strftime("%-d %b %Y, %H:%M:%S UTC")
 
 
-def age(at: float, now: float | None = None) -> str:
-    """How long ago, in the largest two units: `2 d 3 h`, `5 min`, `12 s`."""
-    return span((now or time.time()) - at)
+def age(at: float | str, now: float | None = None) -> str:
+    """How long ago (unix seconds or ISO 8601 text), in the largest two units: `2 d 3 h`,
+    `5 min`, `12 s`."""
+    return span((now or time.time()) - (seconds(at) if isinstance(at, str) else at))
 
 
 def span(seconds: float) -> str:

@@ -39,8 +39,10 @@ class Execution(abc.ABC):
     async def claim(self, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:
         """Lease up to `limit` runs that may execute now: state pending, or waiting with
         next_attempt_at <= now, or running with an expired lease (a crashed worker). A run is
-        claimable only if no older (lower seq) run with the same ordering key is still non-terminal
-        (pending/running/waiting/parked). Claimed runs become `running`, leased until now+lease,
+        claimable only if it is the head of its ordering key (engine/store/ordering.py): the
+        key's active (running or waiting) run, else its oldest run that holds the key (pending,
+        running, waiting, or parked unless `parked_holds_key` is false). Claimed runs become
+        `running`, leased until now+lease,
         and come with their `event` and `steps` loaded."""
 
     @abc.abstractmethod

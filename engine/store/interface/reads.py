@@ -24,5 +24,5 @@ class RunReads(abc.ABC):
 
     @abc.abstractmethod
     async def blocked_by(self, run: RunRecord) -> str | None:
-        """The run that `run` waits behind: the oldest unfinished (pending, running, waiting or
-        parked) earlier run of its ordering key, if `run` has not started; else None."""
+        """The run that pending `run` waits behind: the active run of its ordering key, else the
+        oldest earlier run that holds the key (engine/store/ordering.py); else None."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from engine.store.aggregates import run_counts
 from engine.store.aggregates_postgres import postgres_read
 from engine.store.interface.reads import RunReads
+from engine.store.ordering import blocker
 from engine.store.postgres.core import PostgresCore
 from engine.store.postgres_sql import select_runs
 from engine.store.records import RunQuery, RunRecord, StepRecord
@@ -50,11 +51,4 @@ class PostgresReads(PostgresCore, RunReads):
             return run_counts(await postgres_read(conn))  # the tallies: no scan of runs
 
     async def blocked_by(self, run: RunRecord) -> str | None:
-        if run.ordering_key is None or run.state not in ("pending", "waiting"):
-            return None
-        rows = await self._rows(
-            "SELECT id FROM runs WHERE ordering_key = %s AND seq < %s "
-            "AND state IN ('pending', 'running', 'waiting', 'parked') ORDER BY seq LIMIT 1",
-            (run.ordering_key, run.seq),
-        )
-        return str(rows[0][0]) if rows else None
+        return await blocker(self, run)

@@ -6,6 +6,7 @@ import sqlite3
 
 from engine.store.aggregates import run_counts, sqlite_read
 from engine.store.interface.reads import RunReads
+from engine.store.ordering import blocker
 from engine.store.records import RunQuery, RunRecord, StepRecord
 from engine.store.rows import RUN_COLUMNS, STEP_COLUMNS, step_record
 from engine.store.sqlite.core import SQLiteCore
@@ -39,14 +40,6 @@ def _q_list_runs(conn: sqlite3.Connection, query: RunQuery) -> list[RunRecord]:
     return run_records(conn, rows)
 
 
-_BLOCKER_SQL = """
-SELECT id FROM runs INDEXED BY runs_blocking
-WHERE ordering_key IS NOT NULL AND ordering_key = ?
-  AND state IN ('pending', 'running', 'waiting', 'parked') AND seq < ?
-ORDER BY seq LIMIT 1
-"""
-
-
 class SQLiteReads(SQLiteCore, RunReads):
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with `replayed_by` filled in, or None."""
@@ -71,7 +64,4 @@ class SQLiteReads(SQLiteCore, RunReads):
         return run_counts(await self._read(sqlite_read))  # the tallies: no scan of runs
 
     async def blocked_by(self, run: RunRecord) -> str | None:
-        if run.ordering_key is None or run.state not in ("pending", "waiting"):
-            return None
-        rows = await self._read(query_all, _BLOCKER_SQL, (run.ordering_key, run.seq))
-        return str(rows[0][0]) if rows else None
+        return await blocker(self, run)

@@ -1,0 +1,154 @@
+"""Echo fingerprints kept in the store: the writes Syncline made to each record, and what it
+last knew of the record, shared by every replica (see engine/runtime/echo.py for the rules).
+
+Two tables, the same on SQLite and PostgreSQL (MIGRATION, appended to each store's migrations):
+
+    echo_writes   (system, record_type, record_id, run_id, step_id, written_at) -> expires_at,
+                  fields              one row per write sent (stored before the request goes
+                                      out: a write whose answer was lost still counts)
+    echo_records  (system, record_type, record_id) -> fields, seen_at, expires_at
+                                      the record as the last delivery about it showed it, while
+                                      a fingerprint of it lives
+
+`fields` is JSON: a list of [path, value] pairs, a path being the list of field names. Expired
+rows are deleted whenever a write is fingerprinted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.store.base import Store
+
+MIGRATION = """
+CREATE TABLE echo_writes (
+    system       text NOT NULL,
+    record_type  text NOT NULL,
+    record_id    text NOT NULL,
+    run_id       text NOT NULL,
+    step_id      text NOT NULL,
+    written_at   double precision NOT NULL,
+    expires_at   double precision NOT NULL,
+    fields       text NOT NULL
+);
+CREATE INDEX echo_writes_record ON echo_writes (system, record_type, record_id, expires_at);
+CREATE INDEX echo_writes_expiry ON echo_writes (expires_at);
+CREATE TABLE echo_records (
+    system       text NOT NULL,
+    record_type  text NOT NULL,
+    record_id    text NOT NULL,
+    fields       text NOT NULL,
+    seen_at      double precision NOT NULL,
+    expires_at   double precision NOT NULL,
+    PRIMARY KEY (system, record_type, record_id)
+);
+CREATE INDEX echo_records_expiry ON echo_records (expires_at);
+"""
+
+Path = tuple[str, ...]
+Fields = dict[Path, Any]  # a record flattened: field path -> value (objects are followed)
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """A record in a System."""
+
+    system: str
+    type: str
+    id: str
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write Syncline sent to a record (its fingerprint)."""
+
+    run_id: str
+    step_id: str
+    written_at: float
+    expires_at: float
+    fields: Fields  # the values it wrote
+
+
+@dataclass(frozen=True)
+class Known:
+    """What Syncline knows of a record: its live writes, oldest first, and the record as the
+    last delivery showed it (None: no delivery since a fingerprint lived)."""
+
+    writes: tuple[Write, ...]
+    seen: Fields | None
+    seen_at: float
+
+
+def encode(fields: Fields) -> str:
+    return json.dumps([[list(path), value] for path, value in fields.items()],
+                      separators=(",", ":"), default=str)
+
+
+def decode(text: str) -> Fields:
+    return {tuple(path): value for path, value in json.loads(text)}
+
+
+_CHUNK = 500  # record ids per IN list
+
+
+class Echoes:
+    """The fingerprint operations on a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def fingerprint(self, key: RecordKey, write: Write) -> None:
+        """Store a write before it is sent; drop the fingerprints that have expired."""
+        await self.store.transact([
+            ("DELETE FROM echo_writes WHERE expires_at <= %s", (write.written_at,)),
+            ("DELETE FROM echo_records WHERE expires_at <= %s", (write.written_at,)),
+            ("INSERT INTO echo_writes (system, record_type, record_id, run_id, step_id, "
+             "written_at, expires_at, fields) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+             (key.system, key.type, key.id, write.run_id, write.step_id, write.written_at,
+              write.expires_at, encode(write.fields))),
+        ])
+
+    async def lookup(self, keys: Sequence[RecordKey], now: float) -> dict[RecordKey, Known]:
+        """What is known of those of `keys` that have a live fingerprint (the others, the common
+        case, are absent): one read for all of them, nothing written."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            groups.setdefault((key.system, key.type), []).append(key.id)
+        chunks = [(system, kind, ids[i:i + _CHUNK]) for (system, kind), ids in groups.items()
+                  for i in range(0, len(ids), _CHUNK)]
+        statements = []
+        for system, kind, chunk in chunks:
+            where = (f"system = %s AND record_type = %s AND expires_at > %s AND record_id IN "
+                     f"({', '.join(['%s'] * len(chunk))})")
+            params = (system, kind, now, *chunk)
+            statements += [
+                ("SELECT record_id, run_id, step_id, written_at, expires_at, fields FROM "
+                 f"echo_writes WHERE {where} ORDER BY written_at", params),
+                (f"SELECT record_id, fields, seen_at FROM echo_records WHERE {where}", params),
+            ]
+        results = await self.store.transact(statements, read_only=True)
+        found: dict[RecordKey, Known] = {}
+        for n, (system, kind, _) in enumerate(chunks):
+            (writes, _), (seen, _) = results[2 * n], results[2 * n + 1]
+            by_id: dict[str, list[Write]] = {}
+            for ident, run, step, written, expires, fields in writes:
+                by_id.setdefault(ident, []).append(Write(run, step, written, expires,
+                                                         decode(fields)))
+            states = {ident: (decode(fields), float(at)) for ident, fields, at in seen}
+            for ident, live in by_id.items():
+                state, at = states.get(ident, (None, 0.0))
+                found[RecordKey(system, kind, ident)] = Known(tuple(live), state, at)
+        return found
+
+    async def seen(self, key: RecordKey, fields: Fields, now: float, expires_at: float) -> None:
+        """Remember the record as a delivery showed it (while its fingerprints live)."""
+        await self.store.transact([
+            ("INSERT INTO echo_records (system, record_type, record_id, fields, seen_at, "
+             "expires_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (system, record_type, "
+             "record_id) DO UPDATE SET fields = excluded.fields, seen_at = excluded.seen_at, "
+             "expires_at = excluded.expires_at",
+             (key.system, key.type, key.id, encode(fields), now, expires_at)),
+        ])
