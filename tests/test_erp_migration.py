@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from projectkit import write_files
-from runtime_kit import flow, meta, running
+from runtime_kit import detail_json, flow, meta, running
 
 from engine.compiler import compile_project
 from engine.errors import DefinitionErrors
@@ -262,7 +262,7 @@ async def test_routed_and_shadowed_calls_speak_both_erps_through_adapters(
                     cloud.oauth.expire_all()
                 accepted = await runtime.ingest(plan.flows["book"], order, meta(n))
                 await runtime.wait(accepted.run_id, 20)
-                details.append(await runtime.run_detail(accepted.run_id))
+                details.append(await detail_json(runtime, accepted.run_id))
     assert [d["state"] for d in details] == ["succeeded"] * 3
     erp_steps = [next(s for s in d["steps"] if s["id"] == "erp") for d in details]
     # EU: routed to the cloud ERP only; its answer read back in the flows' shape

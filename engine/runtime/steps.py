@@ -55,6 +55,7 @@ from engine.errors import (
     ParkRequested,
     ValidationFailed,
 )
+from engine.runtime.adapting import adapted_answer, adapted_body
 from engine.runtime.backbone import Backbone
 from engine.runtime.calls import Calls, OutboundRequest, describe
 from engine.runtime.retry import Decision, decide
@@ -278,18 +279,6 @@ def build_request(
     )
 
 
-def adapted_body(action: CallAction, body: Any) -> Any:
-    """The call's body as the System's own API takes it (its operation's `request` Mapping)."""
-    adapter = action.system.adapters.get(action.operation)
-    return adapter.outbound(body) if adapter is not None else body
-
-
-def adapted_answer(request: OutboundRequest, status: int, body: Any) -> Any:
-    """A System's answer in the flows' shape (its operation's `response` Mapping, 2xx only)."""
-    adapter = request.system.adapters.get(request.operation)
-    return adapter.inbound(status, body) if adapter is not None else body
-
-
 async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     """One attempt. Earlier attempts (a waiting step) come from the step's previous record; a
     failure is classified by the step's RetryPolicy (none: the call parks)."""
@@ -313,6 +302,8 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     try:  # the fingerprint is stored before sending: a lost answer still counts as written
         response = await env.calls.send(request, timeout=timeout, before=before)
     except CallHeld as held:  # nothing was sent: no attempt spent
+        if shadow is not None:  # nor is the candidate's copy (held before the loop ran it)
+            shadow.cancel()
         raise StepStopped(Stop("wait", held.code, held.message, retry_at=held.until)) from None
     except CallError as error:
         if shadow is not None:
