@@ -145,7 +145,10 @@ def cloud_records(states: Mapping[str, Any], entity: str = "EU") -> dict[str, li
     (sales_orders, adjustments, payments), so one set of checks covers both ERPs."""
     data = states.get(CLOUD, {}).get("data", {})
     orders = [_order(o) for o in data.get("orders", []) if o["entity"] == entity]
-    adjustments = [{"id": a["id"], "sales_order_id": a["orderId"], "amount": a["netAmount"]}
+    adjustments = [{"id": a["id"], "sales_order_id": a["orderId"], "amount": a["netAmount"],
+                    "lines": [{"sku": c["itemNumber"], "quantity": c.get("quantityDelta"),
+                               "unit_price": c.get("unitPrice"), "amount": c.get("netAmount")}
+                              for c in a.get("lineChanges", [])]}
                    for a in data.get("amendments", []) if a["entity"] == entity]
     payments = [{"id": p["id"], "external_id": p["externalReference"],
                  "amount": p["amount"]["value"], "currency": p["amount"]["currencyCode"]}
