@@ -395,9 +395,9 @@ def _overage_billed_twice(states: dict[str, Any]) -> tuple[str, str]:
 
 
 def _schedule_short(states: dict[str, Any]) -> tuple[str, str]:
-    schedule = next(s for s in states["erp"]["data"]["revenue_schedules"]
-                    if len(s["entries"]) > 1)
-    schedule["entries"].pop()
+    # (any schedule: in a small day the amendments may all be EU ones, in the cloud ERP)
+    schedule = next(s for s in states["erp"]["data"]["revenue_schedules"] if s["entries"])
+    schedule["entries"][-1]["amount"] -= 100
     return (f"revenue-schedules-vs-orders: {schedule['sales_order_id']}: total", "")
 
 
@@ -408,8 +408,14 @@ def _ar_amount_wrong(states: dict[str, Any]) -> tuple[str, str]:
 
 
 def _amendment_not_prorated(states: dict[str, Any]) -> str:
-    adjustment = next(a for a in states["erp"]["data"]["adjustments"]
-                      if a["lines"][0]["sku"] != "API-OVERAGE")
+    erp = states["erp"]["data"]
+    adjustment = next((a for a in erp["adjustments"] if a["lines"][0]["sku"] != "API-OVERAGE"),
+                      None)
+    if adjustment is None:  # a small day's amendments may all be EU ones (in the cloud ERP)
+        line = {"sku": "SEAT-STD", "quantity": 1, "unit_price": 600.0, "amount": 600.0}
+        adjustment = {"id": "ADJ-9999", "sales_order_id": erp["sales_orders"][0]["id"],
+                      "external_id": "evt_full_price", "lines": [line]}
+        erp["adjustments"].append(adjustment)
     adjustment["amount"] = sum(li["quantity"] * li["unit_price"] for li in adjustment["lines"])
     return "(not prorated)"
 
@@ -465,7 +471,10 @@ def test_the_day_reconciles_with_the_product_reconciliations(day: Day) -> None:
                      "overages-booked-once", "paid-invoices-vs-cloud-payments",
                      "paid-invoices-vs-payments", "renewal-forecasts-vs-subscriptions",
                      "revenue-schedules-vs-orders", "subscriptions-vs-deals"]
-    assert all(r["state"] == "ok" and r["matched"] > 0 for r in day.reports), day.reports
+    assert all(r["state"] == "ok" for r in day.reports), day.reports
+    # every one pairs something (a small day's overages may all be the EU's, not in the old ERP)
+    empty = [r["name"] for r in day.reports if r["matched"] == 0]
+    assert set(empty) <= {"overages-booked-once"}, day.reports
     verdict = reconcile(day.states, day.reports)
     assert verdict.ok, verdict.problems
     assert verdict.checked["reconciliation orders-vs-deals"] > 0
