@@ -94,19 +94,30 @@ def test_graph_formats_show_flows_steps_systems_and_events() -> None:
     runner = CliRunner()
     as_json = json.loads(runner.invoke(main, ["graph", str(ROOT), "--format", "json"]).output)
     kinds = {n["kind"] for n in as_json["nodes"]}
-    assert kinds == {"flow", "step", "system", "event"}
+    assert kinds == {"flow", "step", "system", "event", "route"}
     edges = {(e["source"], e["target"], e["kind"]) for e in as_json["edges"]}
     assert ("step:closed-won-to-order.order", "step:closed-won-to-order.check", "depends") in edges
-    assert ("step:closed-won-to-order.erp", "system:erp", "calls") in edges
+    # the ERP migration: the order write is a branch per entity, and shadowed onto the cloud ERP
+    route = "route:step:closed-won-to-order.erp.create-sales-order"
+    assert ("step:closed-won-to-order.erp", route, "calls") in edges
+    cases = {(e["target"], e["label"]) for e in as_json["edges"] if e["source"] == route}
+    assert cases == {("system:erp-cloud", "EU"), ("system:erp", "default")}
+    assert ("step:closed-won-to-order.erp", "system:erp-cloud", "shadow") in edges
+    assert ("step:closed-won-to-order.parent", "system:crm", "calls") in edges
     assert ("system:crm", "flow:crm-opportunity-events", "triggers") in edges
     closed_won = "event:com.acme.opportunity.closed-won"
     assert (closed_won, "flow:closed-won-to-order", "triggers") in edges
     mermaid = runner.invoke(main, ["graph", str(ROOT)]).output
     assert mermaid.startswith("flowchart LR\n")
-    assert "step_closed_won_to_order_erp ==>|calls| system_erp" in mermaid
+    assert ("step_closed_won_to_order_erp ==>|calls| "
+            "route_step_closed_won_to_order_erp_create_sales_order" in mermaid)
+    assert ('route_step_closed_won_to_order_erp_create_sales_order ==>|"EU"| system_erp_cloud'
+            in mermaid)
+    assert "step_closed_won_to_order_erp -.->|shadow| system_erp_cloud" in mermaid
     dot = runner.invoke(main, ["graph", str(ROOT), "--format", "dot"]).output
     assert dot.startswith('digraph "acme-revops" {')
-    assert '"step:closed-won-to-order.erp" -> "system:erp" [label="calls"];' in dot
+    assert '"step:closed-won-to-order.parent" -> "system:crm" [label="calls"];' in dot
+    assert (f'"{route}" -> "system:erp-cloud" [label="EU"' in dot), dot
 
 
 BIG_MAPPING = """\

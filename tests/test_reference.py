@@ -37,7 +37,8 @@ CANONICAL_OWNERS = {
     "entitlement": "billing",   # the subscription decides; the support tool enforces a copy
 }
 DEMO_URLS = {
-    f"{name}_URL": "http://127.0.0.1:9" for name in ("CRM", "ERP", "BILLING", "SUPPORT", "CHAT")
+    f"{name}_URL": "http://127.0.0.1:9"
+    for name in ("CRM", "ERP", "BILLING", "SUPPORT", "CHAT", "ERP_CLOUD")
 }
 
 
@@ -48,7 +49,7 @@ def test_validate_passes_in_every_environment(env: str) -> None:
         main, ["validate", str(ROOT), "--env", env], env=DEMO_URLS if env == "demo" else {}
     )
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("ok: 10 flows, 14 mappings") and f"[{env}]" in result.output
+    assert result.output.startswith("ok: 10 flows, 22 mappings") and f"[{env}]" in result.output
 
 
 def test_every_mapping_and_flow_has_tests_and_they_all_pass() -> None:
@@ -137,8 +138,10 @@ async def _governed_exception(workdir: Path) -> dict[str, Any]:
             seen["resumed_unfixed"] = await call("syncline", "GET", f"/api/v1/runs/{run_id}")
             seen["unfixed_state"] = sandbox.snapshot()
 
-            # the operator registers the nexus and resumes: the run completes
-            await call("erp", "POST", "/sandbox/tax-nexus", {"subsidiary": "EU", "nexus": "AT"})
+            # the operator registers the EU entity for tax in Austria, in the cloud ERP the EU
+            # entity books in, and resumes: the run completes
+            await call("erp-cloud", "POST", "/sandbox/tax-registrations",
+                       {"entity": "EU", "countryCode": "AT"})
             await call("syncline", "POST", f"/api/v1/runs/{run_id}/resume")
             await driver.settle()
             # ... and the CRM delivering the closed-won webhook again changes nothing
@@ -149,7 +152,7 @@ async def _governed_exception(workdir: Path) -> dict[str, Any]:
             seen["runs"] = await parked()
             seen["final_state"] = sandbox.snapshot()
             seen["final_metrics"] = await business()
-            seen["erp_requests"] = list(sandbox.erp.requests)
+            seen["erp_requests"] = list(sandbox.erp_cloud.requests)
             seen["ids"] = (account["id"], opportunity["id"])
             seen["reports"] = [
                 await stack.runtime.reconciler.run(name)
@@ -166,7 +169,7 @@ def _value(metric: dict[str, Any], **labels: str) -> int:
 
 def _business_metrics_moved(parked: dict[str, Any], final: dict[str, Any]) -> None:
     """The reference project's business metrics while the order is parked, and after resume."""
-    assert _value(parked["orders-awaiting-erp"], reason="HTTP_400") == 1
+    assert _value(parked["orders-awaiting-erp"], reason="HTTP_422") == 1
     assert parked["orders-awaiting-erp"]["value"] == 1
     assert parked["orders-awaiting-erp"]["owner"] == "finance"
     assert parked["subscriptions-pending-activation"]["value"] == 1
@@ -194,14 +197,16 @@ def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicate
     seen = asyncio.run(_governed_exception(tmp_path))
     account_id, opportunity_id = seen["ids"]
 
-    # parked at the ERP's tax-nexus check with the ERP's reason code, before any write
+    # an EU deal: parked at the cloud ERP's tax-registration check with its reason code, before
+    # any write (in either ERP)
     (run,) = seen["parked"]
     assert run["state"] == "parked"
-    assert (run["reason"]["code"], run["reason"]["step"]) == ("HTTP_400", "nexus")
-    assert "UNKNOWN_TAX_NEXUS" in run["reason"]["message"]
+    assert (run["reason"]["code"], run["reason"]["step"]) == ("HTTP_422", "nexus")
+    assert "tax_registration_missing" in run["reason"]["message"]
     for key in ("parked_state", "unfixed_state"):
         state = seen[key]
         assert set(_writes(state["erp"]).values()) == {0}, key
+        assert set(_writes(state["erp-cloud"]).values()) == {0}, key
         assert set(_writes(state["billing"]).values()) == {0}, key
         assert state["support"]["data"]["entitlements"] == [], key
         (crm_account,) = state["crm"]["data"]["accounts"]
@@ -209,36 +214,38 @@ def test_erp_master_data_rejection_parks_then_resume_completes_without_duplicate
         assert crm_account.get("Status__c") is None, key
     _business_metrics_moved(seen["parked_metrics"], seen["final_metrics"])
     unfixed = seen["resumed_unfixed"]
-    assert unfixed["state"] == "parked" and "UNKNOWN_TAX_NEXUS" in unfixed["reason"]["message"]
+    assert unfixed["state"] == "parked"
+    assert "tax_registration_missing" in unfixed["reason"]["message"]
 
     # resumed after the fix: succeeded, one of everything, the ERP written once under one key
     done = seen["done"]
     assert done["state"] == "succeeded", done["reason"]
     assert [r["id"] for r in seen["runs"]] == [run["id"]]  # the redelivery made no second run
     final = seen["final_state"]
-    (order,) = final["erp"]["data"]["sales_orders"]
-    assert (order["external_id"], order["subsidiary"], order["tax_nexus"]) == (
+    assert final["erp"]["data"]["sales_orders"] == []  # the EU entity is on the cloud ERP
+    (order,) = final["erp-cloud"]["data"]["orders"]
+    assert (order["externalReference"], order["entity"], order["taxCountry"]) == (
         opportunity_id, "EU", "AT"
     )
-    assert (order["currency"], order["total"]) == ("EUR", 11040 + 12 * 552)
+    assert (order["currencyCode"], order["totals"]["net"]) == ("EUR", 11040 + 12 * 552)
     (subscription,) = final["billing"]["data"]["subscriptions"]
     assert subscription["metadata"]["erp_order_id"] == order["id"]
     assert len(final["billing"]["data"]["customers"]) == 1
     (entitlement,) = final["support"]["data"]["entitlements"]
     assert (entitlement["account_id"], entitlement["seats"]) == (account_id, 12)
     posts = [
-        r for r in seen["erp_requests"] if (r["method"], r["path"]) == ("POST", "/sales-orders")
+        r for r in seen["erp_requests"] if (r["method"], r["path"]) == ("POST", "/api/v2/orders")
     ]
     assert [r["status"] for r in posts] == [201]  # the order was written once, after the fix
-    checks = [r for r in seen["erp_requests"] if r["path"] == "/tax-nexus/check"]
-    assert [r["status"] for r in checks] == [400, 400, 200]
+    checks = [r for r in seen["erp_requests"] if r["path"] == "/api/v2/tax/validate"]
+    assert [r["status"] for r in checks] == [422, 422, 200]
     for system, state in final.items():
         assert all(e["writes"] <= 1 for e in state["idempotency"].values()), system
     verdict = reconcile(final, seen["reports"])
     assert verdict.ok, verdict.problems
-    assert verdict.checked["reconciliation orders-vs-deals"] == 1
+    assert verdict.checked["reconciliation cloud-orders-vs-deals"] == 1
     assert verdict.checked["reconciliation subscriptions-vs-deals"] == 1
-    assert verdict.checked["order amount"] == 1
+    assert verdict.checked["order amount"] == 1 and verdict.checked["ERP of record"] == 1
 
 
 # -- cancel compensates every write; a replay after it parks ------------------------------------

@@ -866,10 +866,14 @@ def test_state_inspection_and_reset(sb: Sandbox, client: httpx.Client) -> None:
 
 
 def test_sandbox_urls_and_unknown_routes(sb: Sandbox, client: httpx.Client) -> None:
-    assert set(sb.urls) == {"crm", "erp", "billing", "support", "chat"}
-    for url in sb.urls.values():
+    assert set(sb.urls) == {"crm", "erp", "billing", "support", "chat", "erp-cloud"}
+    for name, url in sb.urls.items():
         assert url.startswith("http://127.0.0.1:")
         response = client.get(f"{url}/no/such/path")
+        if name == "erp-cloud":  # its own (JSON:API) error format
+            assert (response.status_code, response.json()["errors"][0]["code"]) == (
+                404, "not_found")
+            continue
         assert (response.status_code, error_code(response)) == (404, "NOT_FOUND")
     wrong_method = client.delete(f"{sb.urls['erp']}/sales-orders")
     assert (wrong_method.status_code, error_code(wrong_method)) == (405, "METHOD_NOT_ALLOWED")
@@ -934,8 +938,9 @@ def test_standalone_module_runs(client: httpx.Client, system: str) -> None:
     assert b"Traceback" not in stderr, stderr.decode()
 
 
-def test_python_m_examples_sandbox_runs_all_five(client: httpx.Client) -> None:
-    ports = {name: free_port() for name in ("crm", "erp", "billing", "support", "chat")}
+def test_python_m_examples_sandbox_runs_them_all(client: httpx.Client) -> None:
+    ports = {name: free_port()
+             for name in ("crm", "erp", "billing", "support", "chat", "erp-cloud")}
     process = subprocess.Popen(
         [sys.executable, "-m", "engine.sandbox",
          *[arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]],
@@ -947,7 +952,7 @@ def test_python_m_examples_sandbox_runs_all_five(client: httpx.Client) -> None:
     try:
         assert process.stdout is not None
         printed = ""
-        while not printed.endswith("}\n"):  # it prints its URLs as JSON once all five serve
+        while not printed.endswith("}\n"):  # it prints its URLs as JSON once all serve
             line = process.stdout.readline()
             assert line, process.stderr.read() if process.stderr else ""
             printed += line
@@ -958,7 +963,7 @@ def test_python_m_examples_sandbox_runs_all_five(client: httpx.Client) -> None:
         account = client.post(f"{urls['crm']}{API}/sobjects/Account", json={"Name": "Acme"})
         assert account.status_code == 201
     finally:
-        process.terminate()  # SIGTERM stops all five cleanly
+        process.terminate()  # SIGTERM stops them all cleanly
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr, stderr

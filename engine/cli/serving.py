@@ -121,10 +121,11 @@ def demo(events: int, seed: int, project: Path | None, serve: bool, fmt: str,
          log_format: str | None, log_level: str | None) -> None:
     """Run the reference quote-to-cash integration end to end against sandbox systems.
 
-    Starts sandbox CRM, ERP, billing and support systems and Syncline (SQLite in a temporary
-    folder), plays a business day through real signed webhooks, and reports runs by flow and
-    state, sync latency, exceptions and a reconciliation of the systems. Exits 0 only if the
-    systems reconcile."""
+    Starts sandbox CRM, ERP, cloud ERP, billing and support systems and Syncline (SQLite in a
+    temporary folder), plays a business day through real signed webhooks, and reports runs by
+    flow and state, sync latency, exceptions, the ERP migration (EU orders routed to the cloud
+    ERP, US orders shadowed onto it, per entity) and a reconciliation of the systems. Exits 0
+    only if the systems reconcile."""
     import asyncio
 
     from engine.demo import DemoOptions, exit_code, format_report, run_demo

@@ -109,6 +109,10 @@ def _comparable(test: FlowTest, actual: dict[str, Any]) -> tuple[dict[str, Any],
     if expect.steps:
         want["steps"] = dict(expect.steps)
         got["steps"] = {k: actual["steps"].get(k) for k in expect.steps}
+    if expect.shadows:  # only the keys each expectation states (result, paths, system ...)
+        want["shadows"] = {k: dict(v) for k, v in expect.shadows.items()}
+        got["shadows"] = {k: {f: (actual["shadows"].get(k) or {}).get(f) for f in v}
+                          for k, v in expect.shadows.items()}
     return want, got
 
 

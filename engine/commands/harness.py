@@ -15,6 +15,7 @@ import httpx
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.runtime.runtime import EventMeta, Runtime
+from engine.runtime.shadow import shadow_results
 from engine.runtime.stubs import StubBackbone, StubTransport
 from engine.server.views import run_detail
 from engine.store.base import RunRecord
@@ -87,5 +88,6 @@ async def run_and_describe(
         "output": output,
         "steps": {sid: s["output"] for sid, s in steps.items()},
         "step_states": {sid: s["state"] for sid, s in steps.items()},
+        "shadows": dict(shadow_results(detail)),  # step id -> its (last) shadow result
         "detail": detail,
     }

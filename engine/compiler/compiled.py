@@ -201,6 +201,25 @@ class CompiledSystem:
     nats: NatsBackbone | None = None   # an event backbone (publish to it, stream from it)
     echo_window: float | None = None   # echo suppression: how long a write's fingerprint lasts
     records: Mapping[str, RecordWrite] = field(default_factory=dict)  # operation -> its record
+    adapters: Mapping[str, OperationAdapter] = field(default_factory=dict)  # by operation
+
+
+@dataclass(frozen=True)
+class OperationAdapter:
+    """How one operation of a System with its own API shape speaks the flows' shape: `request`
+    maps the call's body to the request sent, `response` maps a 2xx JSON object answer to the
+    body the step outputs (and a shadow compares). Error answers are never mapped."""
+
+    request: CompiledMapping | None = None
+    response: CompiledMapping | None = None
+
+    def outbound(self, body: Any) -> Any:
+        return self.request.apply(body) if self.request is not None and body is not None else body
+
+    def inbound(self, status: int, body: Any) -> Any:
+        if self.response is None or not 200 <= status < 300 or not isinstance(body, dict):
+            return body
+        return self.response.apply(body)
 
 
 # --- step actions: one frozen class per step kind ---------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from engine.compiler.adapters import compile_adapters
 from engine.compiler.alerts import CompiledAlert, compile_alerts
 from engine.compiler.codegen import GeneratedMapping
 from engine.compiler.compiled import (
@@ -212,7 +213,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
         assert isinstance(resource, MappingModel)
         if (mapping := compile_mapping(resource, doc, registry, schemas, report)) is not None:
             mappings[(resource.name, resource.version)] = mapping
-    systems = _systems(registry, retries, schemas, report)
+    systems = _systems(registry, retries, schemas, report, mappings)
     default_retry = None
     if project.spec.defaults.retry:
         found = registry.lookup("RetryPolicy", project.spec.defaults.retry,
@@ -274,7 +275,8 @@ def allowed_environ(project: Project, environ: Mapping[str, str]) -> dict[str, s
 
 
 def _systems(registry: Registry, retries: dict[Key, CompiledRetry],
-             schemas: dict[Key, CompiledSchema], report: Any) -> dict[Key, CompiledSystem]:
+             schemas: dict[Key, CompiledSchema], report: Any,
+             mappings: dict[Key, CompiledMapping]) -> dict[Key, CompiledSystem]:
     systems = {}
     by_ref = {ref: schema for (name, version), schema in sorted(schemas.items())
               for ref in (name, f"{name}@{version}")}  # a bare name: its latest version
@@ -293,6 +295,7 @@ def _systems(registry: Registry, retries: dict[Key, CompiledRetry],
             rate_limit, retry, spec.idempotency_header, MappingProxyType(dict(spec.headers)),
             operations, webhooks, doc.locate(), breaker_record(spec), nats_record(spec),
             window, MappingProxyType(records),
+            compile_adapters(resource, doc, registry, mappings),
         )
     return systems
 

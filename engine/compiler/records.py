@@ -201,6 +201,7 @@ class FlowExpect:
     output: Any = None
     reason: str | None = None          #: the reason code of a parked / dead-lettered run
     steps: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  #: id -> output
+    shadows: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  #: shadow
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +237,8 @@ def flow_test_record(test: fm.FlowTest) -> FlowTest:
         name: tuple(_stub(s) for s in stub) if isinstance(stub, list) else _stub(stub)
         for name, stub in test.responses.items()
     }
-    expect = FlowExpect(e.state, calls, emits, e.output, e.reason, _frozen(e.steps))
+    expect = FlowExpect(e.state, calls, emits, e.output, e.reason, _frozen(e.steps),
+                        _frozen(e.shadows))
     return FlowTest(test.name, test.input, test.input_file, _frozen(responses), expect)
 
 

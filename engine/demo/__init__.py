@@ -3,7 +3,7 @@
     report = asyncio.run(run_demo(DemoOptions(events=40)))
     report["reconciliation"]["ok"]
 
-Starts the five sandbox systems (`engine/sandbox`) and the Syncline server with an embedded
+Starts the sandbox systems (`engine/sandbox`) and the Syncline server with an embedded
 SQLite store in a temporary folder, plays a scripted business day through real signed webhooks
 (`engine.demo.driver`), then reconciles the systems (`engine.demo.reconcile`) and reports
 (`engine.demo.report`). The project is the reference one shipped with Syncline
@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import httpx
 
 from engine.demo.driver import DayLog, Driver
+from engine.demo.migration import fetch_migration
 from engine.demo.reconcile import reconcile
 from engine.demo.report import build_report, format_report
 from engine.demo.scenario import Scenario, build_scenario
@@ -162,6 +163,7 @@ async def play_day(
             reports = await run_reconciliations(
                 driver.clients["syncline"], sorted(stack.runtime.plan.reconciliations)
             )
+            log.migration = await fetch_migration(driver.clients["syncline"], runs, states)
             log.count_fault_hits(states)
     finally:
         watcher.cancel()
@@ -194,7 +196,7 @@ async def fetch_runs(client: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 async def fetch_states(clients: dict[str, httpx.AsyncClient]) -> dict[str, Any]:
     """Each sandbox's `GET /sandbox/state`."""
-    names = ("crm", "erp", "billing", "support", "chat")
+    names = ("crm", "erp", "billing", "support", "chat", "erp-cloud")
     responses = await asyncio.gather(*(clients[n].get("/sandbox/state") for n in names))
     for response in responses:
         response.raise_for_status()

@@ -68,6 +68,7 @@ class DayLog:
     faults: list[Fault] = field(default_factory=list)
     exceptions: list[Exception_] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)  # messages the chat received
+    migration: dict[str, Any] = field(default_factory=dict)  # engine.demo.migration
 
     def count_fault_hits(self, states: dict[str, Any]) -> None:
         """How many requests each injected fault affected, from the systems' states."""
@@ -89,9 +90,11 @@ class Day:
     async def __aenter__(self) -> Any:
         urls, secrets = self.stack.sandbox.urls, self.stack.secrets
         for name, url in urls.items():
-            token = secrets[f"{name.upper()}_TOKEN"]
+            token = secrets.get(f"{name.upper()}_TOKEN")  # the cloud ERP: /sandbox only
             self.clients[name] = httpx.AsyncClient(
-                base_url=url, timeout=30.0, headers={"Authorization": f"Bearer {token}"}
+                base_url=url,
+                timeout=30.0,
+                headers={"Authorization": f"Bearer {token}"} if token else {},
             )
         self.clients["syncline"] = httpx.AsyncClient(
             base_url=self.stack.url,

@@ -33,7 +33,10 @@ from what each sandbox's `GET /sandbox/state` returned (keyed by system name):
 - the revenue checks of `engine.demo.revenue_checks` (AR amounts, prorated amendments and
   their schedule entries, overage rating, the CRM's payment status);
 - no idempotency key wrote more than once in any system (the sandboxes' own bookkeeping, which
-  no system API shows).
+  no system API shows);
+- the ERP migration: each deal's order is in its entity's ERP of record only (EU: the cloud ERP,
+  US: the old ERP), and the cloud ERP's EU orders, amendments and payments take part in every
+  check above, read in the old ERP's shape (`engine.demo.migration.cloud_records`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.demo.migration import CLOUD, cloud_records, entity_of
 from engine.demo.revenue_checks import revenue
 
 ONE_TIME_SKUS = frozenset({"SVC-ONBOARD", "API-OVERAGE"})  # not billed by the subscription
@@ -94,12 +98,14 @@ def _group(records: list[Any], key: Any) -> dict[str, list[Any]]:
 def index(states: Mapping[str, Mapping[str, Any]]) -> _Index:
     crm, erp = states["crm"]["data"], states["erp"]["data"]
     billing = states["billing"]["data"]
+    cloud = cloud_records(states)  # the EU entity's, in the old ERP's shape
     return _Index(
         accounts={a["Id"]: a for a in crm["accounts"]},
         won=[o for o in crm["opportunities"] if o["StageName"] == "Closed Won"],
-        orders=_group(erp["sales_orders"], lambda o: o["external_id"]),
-        adjustments=_group(erp["adjustments"], lambda a: a["sales_order_id"]),
-        payments=_group(erp["payments"], lambda p: p.get("external_id")),
+        orders=_group(erp["sales_orders"] + cloud["sales_orders"], lambda o: o["external_id"]),
+        adjustments=_group(erp["adjustments"] + cloud["adjustments"],
+                           lambda a: a["sales_order_id"]),
+        payments=_group(erp["payments"] + cloud["payments"], lambda p: p.get("external_id")),
         subscriptions=_group(billing["subscriptions"], lambda s: s["metadata"].get("order_id")),
         subscriptions_by_id={s["id"]: s for s in billing["subscriptions"]},
         invoices=billing["invoices"],
@@ -122,7 +128,30 @@ def reconcile(
     _payments(result, data)
     revenue(result, states)
     _idempotency(result, states)
+    if CLOUD in states:
+        _erp_of_record(result, states, data)
     return result
+
+
+def _erp_of_record(result: Reconciliation, states: Mapping[str, Mapping[str, Any]],
+                   data: _Index) -> None:
+    """Each deal's order is booked in its entity's ERP and only there: an EU order in the old
+    ERP, or a US one in the cloud ERP's live EU entity, is a migration bug."""
+    old = {o["external_id"] for o in states["erp"]["data"]["sales_orders"]}
+    cloud = {o["external_id"] for o in cloud_records(states)["sales_orders"]}
+    for deal in data.won:
+        entity = entity_of(deal.get("CurrencyIsoCode") or "USD")
+        where = (deal["Id"] in old, deal["Id"] in cloud)
+        if where == (False, False):  # no order at all: the product's reconciliations say so
+            continue
+        expected = (False, True) if entity == "EU" else (True, False)
+        result.check(
+            "ERP of record",
+            where == expected,
+            f"{_label(deal)}: a {entity} order must be in the "
+            f"{'cloud' if entity == 'EU' else 'old'} ERP only; old ERP has it: {where[0]}, "
+            f"cloud ERP (EU entity) has it: {where[1]}",
+        )
 
 
 def product(result: Reconciliation, reports: Sequence[Mapping[str, Any]]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.demo.driver import DayLog
+from engine.demo.migration import cloud_records, migration_lines
 from engine.demo.reconcile import Reconciliation
 from engine.demo.revenue_report import revenue_summary
 from engine.server.times import seconds
@@ -110,6 +111,7 @@ def build_report(
         "reconciliation": reconciliation.as_dict(),
         "business": business_summary(states or {}),
         "alerts": alerts_summary(states or {}),
+        "migration": log.migration,
         "revenue": revenue_summary(states or {}),
         "echoes": echo_summary(runs, log.counts),
     }
@@ -138,7 +140,8 @@ def echo_summary(runs: Iterable[Mapping[str, Any]], counts: Mapping[str, int]) -
 
 # The money behind a count, from the ERP's records: metric -> (collection, amount field, words).
 MONEY = {
-    "orders-activated": ("sales_orders", "total", "all ERP sales orders (renewals included)"),
+    "orders-activated": ("sales_orders", "total",
+                         "all sales orders in both ERPs (renewals included)"),
     "payments-posted": ("payments", "amount", "all payments posted in the ERP"),
 }
 
@@ -146,7 +149,11 @@ MONEY = {
 def business_summary(states: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The business metrics as a finance reader wants them: a sentence each, with money where
     the ERP holds the amounts."""
-    erp = states.get("erp", {}).get("data", {})
+    old = states.get("erp", {}).get("data", {})
+    cloud = cloud_records(states)  # the EU entity's, booked in the cloud ERP
+    erp = {name: list((old.get(name) or {}).values() if isinstance(old.get(name), Mapping)
+                      else old.get(name) or []) + cloud.get(name, [])
+           for name in ("sales_orders", "payments")}
     return [{"name": m["name"], "owner": m["owner"], "text": _sentence(m, erp)}
             for m in states.get("syncline", {}).get("metrics", [])]
 
@@ -237,6 +244,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += _exceptions(report["exceptions"])
     lines += _business(report.get("business", []))
     lines += _alerts(report.get("alerts", []))
+    lines += migration_lines(report.get("migration") or {})
     revenue = report.get("revenue") or {}
     if revenue:
         lines += ["Revenue (finance view, from the ERP and billing)"]

@@ -8,7 +8,7 @@ express (`engine.demo.reconcile` runs them), from the systems' `GET /sandbox/sta
   entries by source);
 - an overage is rated right: started blocks of 1,000 calls above what the plan includes, at the
   currency's block price, and the ERP booked what billing billed (a computation from three
-  lists, and cents against major units);
+  lists, and cents against major units; the US entity's only: the cloud ERP books no overages);
 - the CRM account shows the payment status of its subscription's invoices (a join through
   the subscription, and a verdict over several invoices);
 - a renewal re-priced the subscription and gave it the new term's contract dates (a join of
@@ -131,6 +131,8 @@ def _overages(result: Reconciliation, erp: Mapping[str, Any], billing: Mapping[s
             f"{key}: {usage['total_usage']:,} calls, {included:,} included: billed "
             f"{item['amount'] / 100:,.2f}, rated {expected / 100:,.2f}",
         )
+        if subscription["currency"] != "usd":  # EU: the cloud ERP books no overages yet
+            continue
         adjustment = booked.get(key)
         result.check(
             "overage booked as billed",

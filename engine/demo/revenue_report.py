@@ -72,9 +72,10 @@ def revenue_summary(states: Mapping[str, Any]) -> dict[str, Any]:
 def _sentences(f: Mapping[str, Any]) -> list[str]:
     balanced, schedules = f["schedules_balanced"]
     return [
-        f"Bookings (live ERP orders): {_money(f['bookings'])}",
+        f"Bookings (live orders in the old ERP; the EU entity's are in the cloud ERP): "
+        f"{_money(f['bookings'])}",
         f"Revenue scheduled: {_money(f['revenue_scheduled'])}; {balanced} of {schedules} "
-        "revenue schedules sum to their order total",
+        "old-ERP revenue schedules sum to their order total",
         f"Mid-term amendments: {f['amendments']}, booked prorated at "
         f"{_money(f['amendments_prorated'])} (a full year would have been "
         f"{_money(f['amendments_full_price'])})",

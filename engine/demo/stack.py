@@ -50,13 +50,16 @@ def make_secrets() -> dict[str, str]:
     crm_key = base64.b64encode(random_secrets.token_bytes(32)).decode()
     return {
         **tokens,
+        "ERP_CLOUD_CLIENT_ID": "syncline-demo",  # OAuth2 client credentials (erp-cloud)
+        "ERP_CLOUD_CLIENT_SECRET": random_secrets.token_urlsafe(24),
         "CRM_WEBHOOK_SECRET": f"whsec_{crm_key}",
         "BILLING_WEBHOOK_SECRET": f"whsec_{random_secrets.token_hex(24)}",
     }
 
 
 def sandbox_config(secrets: dict[str, str], erp_rate: float) -> dict[str, dict[str, Any]]:
-    """Per-system sandbox settings: auth tokens, webhook secrets, patient webhook retries."""
+    """Per-system sandbox settings: auth tokens (the cloud ERP: its OAuth client), webhook
+    secrets, patient webhook retries."""
     webhooks = {"webhook_max_attempts": 10, "webhook_backoff": (0.1, 0.25, 0.5, 1.0, 2.0)}
     return {
         "crm": {
@@ -64,7 +67,13 @@ def sandbox_config(secrets: dict[str, str], erp_rate: float) -> dict[str, dict[s
             "webhook_secret": secrets["CRM_WEBHOOK_SECRET"],
             **webhooks,
         },
-        "erp": {"auth_token": secrets["ERP_TOKEN"], "rate_limit": (erp_rate, int(erp_rate))},
+        "erp": {
+            "auth_token": secrets["ERP_TOKEN"],
+            "rate_limit": (erp_rate, int(erp_rate)),
+            # the old ERP books an order in 50 ms: the cloud ERP's shadow answer arrives within
+            # that time (a shadow never delays the step more than its primary took)
+            "latency": {"/sales-orders": 0.05},
+        },
         "billing": {
             "auth_token": secrets["BILLING_TOKEN"],
             "webhook_secret": secrets["BILLING_WEBHOOK_SECRET"],
@@ -72,6 +81,10 @@ def sandbox_config(secrets: dict[str, str], erp_rate: float) -> dict[str, dict[s
         },
         "support": {"auth_token": secrets["SUPPORT_TOKEN"]},
         "chat": {"auth_token": secrets["CHAT_TOKEN"]},
+        "erp_cloud": {
+            "clients": {secrets["ERP_CLOUD_CLIENT_ID"]: secrets["ERP_CLOUD_CLIENT_SECRET"]},
+            "rate_limit": (erp_rate, int(erp_rate)),
+        },
     }
 
 
@@ -102,7 +115,7 @@ class Stack:
         self.sandbox = Sandbox(**sandbox_config(self.secrets, self.erp_rate))
         await asyncio.to_thread(self.sandbox.start)
         urls = self.sandbox.urls
-        environ = {f"{name.upper()}_URL": url for name, url in urls.items()}
+        environ = {f"{name.upper().replace('-', '_')}_URL": url for name, url in urls.items()}
         tokens_file = self.workdir / "tokens.yaml"
         digest = {name: token_digest(token).hex() for name, token in self.tokens.items()}
         tokens_file.write_text(

@@ -205,6 +205,7 @@ class FlowExpect(Model):
     output: Any = None
     reason: str | None = None         # the reason code of a parked / dead-lettered run
     steps: dict[str, Any] = Field(default_factory=dict)  # step id -> expected output
+    shadows: dict[str, dict[str, Any]] = Field(default_factory=dict)  # step id -> shadow result
 
 
 class FlowTest(Model):

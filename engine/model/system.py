@@ -110,6 +110,9 @@ class Operation(Model):
     path: str
     write: bool | None = None     # default: every method but GET and HEAD writes
     schema_: Ref | None = Field(default=None, alias="schema")  # the Schema its request body carries
+    # adapters: the call's body -> this System's request, its 2xx answer -> what the step outputs
+    request: Ref | None = None    # a Mapping
+    response: Ref | None = None   # a Mapping
     record: RecordRef | None = None   # the record a write changes (echo suppression)
 
     @field_validator("path")

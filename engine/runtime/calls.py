@@ -127,6 +127,8 @@ class Calls:
         self._on_call = on_call  # metrics: (system, operation, outcome, seconds) per attempt
         self.gates = gates
         self.tracing = tracing  # a span per attempt sent, its context as the `traceparent`
+        # stubbed answers (flow tests): await a shadow within its own timeout (runtime.shadow)
+        self.patient_shadows = bool(getattr(transport, "patient_shadows", False))
         require_secrets(_names(systems, _outbound_texts), secrets)
         self._channels = {
             _key(s): _open_channel(

@@ -35,6 +35,7 @@ class Shadow:
     spec: CallShadow
     task: asyncio.Task[Any] | None
     started: float
+    request: OutboundRequest | None
     unsent: str | None = None   # why the request could not be built (then nothing was sent)
 
     @classmethod
@@ -45,9 +46,9 @@ class Shadow:
         try:
             request = build()
         except ExecutionError as error:
-            return cls(spec, None, clock(), f"request not sent: {error}")
+            return cls(spec, None, clock(), None, f"request not sent: {error}")
         send = calls.send(request, timeout=spec.timeout, shadow=True)
-        return cls(spec, asyncio.create_task(send), clock())
+        return cls(spec, asyncio.create_task(send), clock(), request)
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -71,9 +72,9 @@ class Shadow:
                            "(the primary's latency)")
         except CallError as error:
             return _result(system, "error", status=error.status, error=error.message)
-        candidate = {"status": response.status, "headers": response.headers,
-                     "body": response.body}
         try:
+            candidate = {"status": response.status, "headers": response.headers,
+                         "body": self._adapted(response.status, response.body)}
             paths = differences(self.spec.compare.search(primary),
                                 self.spec.compare.search(candidate))
         except ExecutionError as error:
@@ -82,6 +83,12 @@ class Shadow:
         if paths:
             return _result(system, "mismatch", status=response.status, paths=paths[:MAX_PATHS])
         return _result(system, "match", status=response.status)
+
+    def _adapted(self, status: int, body: Any) -> Any:
+        """The candidate's answer in the flows' shape (its operation's `response` Mapping)."""
+        assert self.request is not None
+        adapter = self.request.system.adapters.get(self.request.operation)
+        return adapter.inbound(status, body) if adapter is not None else body
 
 
 def _result(system: str, result: str, **detail: Any) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from engine.errors import (
     ParkRequested,
     ValidationFailed,
 )
+from engine.runtime.adapting import adapted_answer, adapted_body
 from engine.runtime.backbone import Backbone
 from engine.runtime.calls import Calls, OutboundRequest, describe
 from engine.runtime.retry import Decision, decide
@@ -265,7 +266,8 @@ def build_request(
         path=fill_path(action.path, params),
         query=query,
         headers=headers,
-        body=action.body.evaluate(context) if action.body is not None else None,
+        body=adapted_body(action, action.body.evaluate(context) if action.body is not None
+                          else None),
         idempotency_key=idempotency_key(run.id, step_id, run.generation),
         correlation_id=run.correlation_id,
         traceparent=make_traceparent(run.traceparent or run.correlation_id, f"{run.id}/{step_id}"),
@@ -307,11 +309,13 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
         if shadow is not None:
             shadow.cancel()
         return failed_attempt(step, env, error, n, started, described)
-    output = {"status": response.status, "headers": response.headers, "body": response.body}
     answered = env.clock()
+    body = adapted_answer(request, response.status, response.body)
+    output = {"status": response.status, "headers": response.headers, "body": body}
     recorded_response = {"status": response.status, "body": response.body}
     if shadow is not None:
-        result = await shadow.settle(output, answered - started, env.clock)
+        waits = shadow.spec.timeout if env.calls.patient_shadows else answered - started
+        result = await shadow.settle(output, waits, env.clock)
         recorded_response["shadow"] = result
         if env.on_shadow is not None:
             env.on_shadow(result["system"], result["result"])
@@ -389,11 +393,13 @@ def _stop_for(step: CompiledStep, decision: Decision, error: CallError, now: flo
 
 
 def _error_detail(body: Any) -> str:
-    """The target's own error code/message, when its error body has one."""
+    """The target's own error code/message, when its error body has one (`{error: {code,
+    message}}`, or the first of JSON:API's `{errors: [{code, detail}]}`)."""
     if isinstance(body, dict):
-        inner = body.get("error", body)
+        listed = body.get("errors")
+        inner = listed[0] if isinstance(listed, list) and listed else body.get("error", body)
         if isinstance(inner, dict):
-            parts = [str(inner[k]) for k in ("code", "message") if inner.get(k) is not None]
+            parts = [str(inner[k]) for k in ("code", "message", "detail") if inner.get(k)]
             return f": {' '.join(parts)}" if parts else ""
         if isinstance(inner, str):
             return f": {inner}"

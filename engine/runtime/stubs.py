@@ -91,7 +91,7 @@ class StubTransport:
         }
 
     def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+        return StubbedTransport(self.handle)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.method == "POST" and str(request.url) in self._token_urls:  # oauth2: no call
@@ -184,3 +184,11 @@ class StubBackbone(Backbone):
                 return _Ack(stream, len(backbone.published), False)
 
         return _Js()
+
+
+class StubbedTransport(httpx.MockTransport):
+    """Stubbed answers come at once: a shadow is then awaited within its own timeout rather
+    than the primary's (near zero) latency, so a flow test's shadow result never depends on
+    which of two instant answers the event loop delivered first."""
+
+    patient_shadows = True

@@ -5,8 +5,9 @@
 - `billing.BillingSandbox` (Stripe-like; sends Stripe-signed events)
 - `support.SupportSandbox` (entitlements per account)
 - `chat.ChatSandbox` (Slack-like incoming webhooks; records the messages alerts post)
+- `erp_cloud.ErpCloudSandbox` (the cloud ERP being migrated to: OAuth2, another API shape)
 
-``with Sandbox() as sb: sb.urls["erp"]`` starts all five in-process on free ports of 127.0.0.1.
+``with Sandbox() as sb: sb.urls["erp"]`` starts them all in-process on free ports of 127.0.0.1.
 See README.md in this folder for the payloads.
 """
 
@@ -27,6 +28,8 @@ _EXPORTS = {
     "BillingConfig": "billing",
     "SupportSandbox": "support",
     "ChatSandbox": "chat",
+    "ErpCloudSandbox": "erp_cloud",
+    "ErpCloudConfig": "erp_cloud",
     "SandboxConfig": "system",
     "SandboxSystem": "system",
     "ServerThread": "serving",

@@ -1,6 +1,7 @@
-"""``python -m engine.sandbox``: run all five sandbox systems until interrupted.
+"""``python -m engine.sandbox``: run all the sandbox systems until interrupted.
 
-Ports default to 9101 (crm), 9102 (erp), 9103 (billing), 9104 (support), 9105 (chat).
+Ports default to 9101 (crm), 9102 (erp), 9103 (billing), 9104 (support), 9105 (chat),
+9106 (erp-cloud).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m engine.sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     for name, port in DEFAULT_PORTS.items():
-        parser.add_argument(f"--{name}-port", type=int, default=port)
+        parser.add_argument(f"--{name}-port", type=int, default=port, dest=f"{name}_port")
     parser.add_argument("--crm-webhook-url", help="where the CRM sends opportunity.closed_won")
     parser.add_argument("--billing-webhook-url", help="where billing sends its Stripe events")
     parser.add_argument("--erp-webhook-url", help="where the ERP sends payment.applied")

@@ -19,6 +19,7 @@ from engine.sandbox.common import (
     require_str,
 )
 from engine.sandbox.system import SandboxConfig, SandboxSystem
+from engine.sandbox.tax import DEFAULT_TAX_RATES
 
 DEFAULT_ITEMS: dict[str, JSON] = {
     "PLAT-ENT": {
@@ -53,6 +54,7 @@ class ErpConfig(SandboxConfig):
         default_factory=lambda: copy.deepcopy(DEFAULT_TAX_NEXUS)
     )
     invoice_due_days: int = 30
+    tax_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TAX_RATES))
 
 
 class ErpRecords(SandboxSystem):

@@ -26,6 +26,7 @@ from engine.sandbox.common import (
     require_str,
 )
 from engine.sandbox.erp_schedules import ErpSchedules
+from engine.sandbox.tax import tax_per_line
 
 
 class ErpOrders(ErpSchedules):
@@ -91,6 +92,10 @@ class ErpOrders(ErpSchedules):
             "status": "open",
             "lines": order_lines,
             "total": total,
+            # tax is reported beside the net total, each line's rounded to the cent
+            "tax_amount": tax_per_line(
+                [line["amount"] for line in order_lines], self.config.tax_rates.get(str(nexus), 0.0)
+            ),
             "amount_paid": 0,
             "amount_due": total,
             "term_months": term_months,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import math
 import time
@@ -73,10 +72,11 @@ class RequestPipeline:
         error = ApiError(status, code, f"injected fault {fault.id}")
         return self.error_response(error, headers)
 
-    @staticmethod
-    def error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> Response:
+    def error_response(
+        self, error: ApiError, headers: Mapping[str, str] | None = None
+    ) -> Response:
         return Response(
-            dumps(error.body()),
+            dumps(self.system.error_body(error)),
             status_code=error.status,
             media_type="application/json",
             headers={**error.headers, **(headers or {})},
@@ -126,11 +126,8 @@ class RequestPipeline:
         self, request: Request, handler: Handler, control: bool, entry: JSON
     ) -> Response:
         method, path = request.method, request.url.path
-        if not control and self.system.config.auth_token:
-            expected = f"Bearer {self.system.config.auth_token}"
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise ApiError(401, "UNAUTHORIZED", "missing or wrong bearer token")
+        if not control:
+            self.system.authorize(request.headers)
         # read the body first: a delayed request goes on (and writes) after its client gave up
         raw = await request.body()
         fault = None
@@ -143,6 +140,9 @@ class RequestPipeline:
                     self.system.counters["rate_limited"] += 1
                 error = ApiError(429, "RATE_LIMITED", "rate limit exceeded")
                 return self.error_response(error, retry_after_headers(wait))
+            latency = self.system.latency_for(path)
+            if latency:
+                await asyncio.sleep(latency)
             fault = self.take_fault(method, path)
             if fault is not None:
                 entry["fault"] = fault.id
@@ -195,7 +195,7 @@ class RequestPipeline:
                 reply = handler(call)
                 body = None if reply.body is None else dumps(reply.body)
             except ApiError as error:
-                reply = Reply(error.status, error.body(), error.headers)
+                reply = Reply(error.status, self.system.error_body(error), error.headers)
                 body = dumps(reply.body)
             if not control and call.method in WRITE_METHODS and reply.status < 400:
                 self.system.counters["writes"] += 1

@@ -1,4 +1,4 @@
-"""`Sandbox`: all five sandbox systems started and stopped together."""
+"""`Sandbox`: all the sandbox systems started and stopped together."""
 
 from __future__ import annotations
 
@@ -8,24 +8,27 @@ from engine.sandbox.billing import BillingConfig, BillingSandbox
 from engine.sandbox.chat import ChatSandbox
 from engine.sandbox.crm import CrmConfig, CrmSandbox
 from engine.sandbox.erp import ErpConfig, ErpSandbox
+from engine.sandbox.erp_cloud import ErpCloudConfig, ErpCloudSandbox
 from engine.sandbox.serving import ServerThread
 from engine.sandbox.support import SupportSandbox
 from engine.sandbox.system import SandboxConfig, SandboxSystem
 
-DEFAULT_PORTS = {"crm": 9101, "erp": 9102, "billing": 9103, "support": 9104, "chat": 9105}
+DEFAULT_PORTS = {
+    "crm": 9101, "erp": 9102, "billing": 9103, "support": 9104, "chat": 9105, "erp-cloud": 9106,
+}
 """Ports of ``python -m engine.sandbox`` (the in-process `Sandbox` takes free ones)."""
 
 
 class Sandbox:
-    """All five sandbox systems, each on its own socket, started and stopped together.
+    """All the sandbox systems, each on its own socket, started and stopped together.
 
     ``Sandbox(erp={"rate_limit": None}, crm={"webhook_url": url}, ports={"erp": 9102})``: each
     system takes a config object or a dict of config overrides. After `start` (or ``with``),
-    `urls` maps the system names to base URLs and `crm`, `erp`, `billing`, `support`, `chat` are the
-    system objects (for `snapshot`, `reset`, `configure_webhook`, ...).
+    `urls` maps the system names to base URLs and `crm`, `erp`, `billing`, `support`, `chat`,
+    `erp_cloud` are the system objects (for `snapshot`, `reset`, `configure_webhook`, ...).
     """
 
-    NAMES = ("crm", "erp", "billing", "support", "chat")
+    NAMES = ("crm", "erp", "billing", "support", "chat", "erp-cloud")
 
     def __init__(
         self,
@@ -35,6 +38,7 @@ class Sandbox:
         billing: BillingConfig | dict[str, Any] | None = None,
         support: SandboxConfig | dict[str, Any] | None = None,
         chat: SandboxConfig | dict[str, Any] | None = None,
+        erp_cloud: ErpCloudConfig | dict[str, Any] | None = None,
         host: str = "127.0.0.1",
         ports: dict[str, int] | None = None,
     ) -> None:
@@ -45,11 +49,12 @@ class Sandbox:
         self.billing = _build(BillingSandbox, billing)
         self.support = _build(SupportSandbox, support)
         self.chat = _build(ChatSandbox, chat)
+        self.erp_cloud = _build(ErpCloudSandbox, erp_cloud)
         self.servers: dict[str, ServerThread] = {}
 
     @property
     def systems(self) -> dict[str, SandboxSystem]:
-        return {name: getattr(self, name) for name in self.NAMES}
+        return {name: getattr(self, name.replace("-", "_")) for name in self.NAMES}
 
     @property
     def urls(self) -> dict[str, str]:

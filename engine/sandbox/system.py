@@ -7,7 +7,7 @@ import collections
 import copy
 import json
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from engine.sandbox.common import (
@@ -16,6 +16,7 @@ from engine.sandbox.common import (
     IdGenerator,
     dumps,
 )
+from engine.sandbox.conventions import ApiConventions
 from engine.sandbox.limits import Fault, TokenBucket
 from engine.sandbox.operating import Operating
 from engine.sandbox.pipeline import RequestPipeline
@@ -42,10 +43,13 @@ class SandboxConfig:
     auth_token: str | None = None
     """When set, every non-/sandbox request needs ``Authorization: Bearer <token>``."""
     strict_idempotency: bool = True
+    latency: dict[str, float] = field(default_factory=dict)
+    """Seconds added to every answer under a path prefix (a slower system), e.g.
+    ``{"/sales-orders": 0.05}``."""
     request_log_size: int = 5000
 
 
-class SandboxSystem(Operating):
+class SandboxSystem(Operating, ApiConventions):
     """Base of the sandbox systems: state, lock and routes; what operators and tests change (rate
     limit, faults, webhook target) comes from `Operating`. Its app is built by
     `RequestPipeline`, with the control endpoints of `ControlApi`."""

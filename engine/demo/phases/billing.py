@@ -8,6 +8,10 @@ from engine.demo.day import Day
 
 async def invoices(day: Day) -> None:
     """Every customer pays its first invoice, except the failing and the unpaid ones."""
+    # the cloud ERP rotates its keys: every token Syncline holds is refused (401) from now on,
+    # and Syncline must fetch a new one before the EU payments go through
+    expired = await day.call("erp-cloud", "POST", "/sandbox/tokens/expire")
+    day.log.counts["cloud ERP tokens revoked"] = expired["expired"]
     await day.fault(
         "erp",
         "ERP rate-limit storm: 429 + Retry-After for 1.5 s on /payments",

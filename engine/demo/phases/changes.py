@@ -7,19 +7,25 @@ from __future__ import annotations
 import datetime as dt
 
 from engine.demo.day import CRM_API, Day
+from engine.demo.migration import entity_of
 
 
 async def amend(day: Day) -> None:
     """Customers add seats to their subscriptions."""
     lost = max(1, min(3, len(day.scenario.amendments)))
-    await day.fault(
-        "erp",
-        f"ERP outage: {lost} x 502 after the write on order adjustments (lost responses)",
+    deals = {d.key: d for d in day.scenario.deals}
+    us = any(entity_of(deals[k].market.currency) == "US" for k in day.scenario.amendments)
+    erp, path, which = (("erp", "/sales-orders/", "") if us else
+                        ("erp-cloud", "/api/v2/orders/", " (the cloud ERP)"))
+    await day.fault(  # on the ERP the amended orders are booked in
+        erp,
+        f"ERP outage{which}: {lost} x 502 after the write on order adjustments (lost "
+        "responses)",
         status=502,
         count=lost,
         phase="after",
         method="POST",
-        path_prefix="/sales-orders/",
+        path_prefix=path,
     )
 
     async def upgrade(item: tuple[str, int]) -> None:

@@ -23,16 +23,28 @@ async def resolve_exceptions(day: Day) -> None:
 
 async def fix_master_data(day: Day, error: dict[str, Any]) -> str | None:
     """Register what the ERP said it lacks; what was done, in words (None: nothing to do)."""
-    code = error.get("code")
+    code, meta = error.get("code"), error.get("meta") or {}
+    if code == "tax_registration_missing":  # the cloud ERP's own codes
+        body = {"entity": meta["entity"], "countryCode": meta["countryCode"]}
+        await day.call("erp-cloud", "POST", "/sandbox/tax-registrations", body)
+        return (f"registered the {body['entity']} entity for tax in {body['countryCode']} "
+                "in the cloud ERP")
+    if code == "item_not_found":
+        sku = meta["itemNumber"]
+        body = {"itemNumber": sku, "description": sku, "unitPrice": LIST_PRICES.get(sku, 0)}
+        await day.call("erp-cloud", "POST", "/sandbox/items", body)
+        return f"added item {sku} to the cloud ERP's catalog"
     if code == "UNKNOWN_TAX_NEXUS":
         body = {"subsidiary": error["subsidiary"], "nexus": error["tax_nexus"]}
         await day.call("erp", "POST", "/sandbox/tax-nexus", body)
         return f"registered tax nexus {body['nexus']} for the {body['subsidiary']} entity"
-    if code == "UNKNOWN_ITEM":
+    if code == "UNKNOWN_ITEM":  # the item master is kept in both ERPs while they coexist
         sku = error["sku"]
         body = {"sku": sku, "name": sku, "unit_price": LIST_PRICES.get(sku, 0)}
         await day.call("erp", "POST", "/sandbox/items", body)
-        return f"added item {sku} to the ERP catalog"
+        cloud = {"itemNumber": sku, "description": sku, "unitPrice": LIST_PRICES.get(sku, 0)}
+        await day.call("erp-cloud", "POST", "/sandbox/items", cloud)
+        return f"added item {sku} to the catalogs of both ERPs"
     return None
 
 
@@ -72,4 +84,7 @@ def erp_error(detail: dict[str, Any]) -> dict[str, Any]:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             error: dict[str, Any] = body["error"]
             return error
+        if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
+            first: dict[str, Any] = body["errors"][0]  # the cloud ERP's JSON:API errors
+            return first
     return {}

@@ -10,13 +10,16 @@ from engine.demo.day import SETTLE_TIMEOUT, Day, DemoError
 from engine.demo.phases.changes import renew
 from engine.store.controls import SYSTEM_PAUSED as HELD
 
+ERPS = ("erp", "erp-cloud")  # the old ERP and the one the EU entity migrated to
+
 
 async def renew_in_maintenance(day: Day) -> None:
     """The ERP is paused in Syncline, the renewals close and wait (SYSTEM_PAUSED) while it
     receives nothing, and go through once it is resumed."""
     before = await erp_requests(day)
     reason = {"reason": "planned ERP maintenance"}
-    await day.call("syncline", "POST", "/api/v1/systems/erp/pause", reason)
+    for erp in ERPS:
+        await day.call("syncline", "POST", f"/api/v1/systems/{erp}/pause", reason)
     await renew(day)
     await day.stack.webhooks_idle(SETTLE_TIMEOUT)
     deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -30,7 +33,8 @@ async def renew_in_maintenance(day: Day) -> None:
         await asyncio.sleep(0.05)
     held = [r for r in await day.runs("waiting") if (r["reason"] or {}).get("code") == HELD]
     during = await erp_requests(day) - before
-    await day.call("syncline", "POST", "/api/v1/systems/erp/resume", {"reason": "done"})
+    for erp in ERPS:
+        await day.call("syncline", "POST", f"/api/v1/systems/{erp}/resume", {"reason": "done"})
     if during:
         raise DemoError(f"the paused ERP received {during} requests")
     day.log.counts["runs held in the ERP maintenance window"] = len(held)
@@ -38,6 +42,9 @@ async def renew_in_maintenance(day: Day) -> None:
 
 
 async def erp_requests(day: Day) -> int:
-    """How many requests the ERP sandbox has received so far."""
-    state = await day.call("erp", "GET", "/sandbox/state")
-    return int(state.get("counters", {}).get("requests", 0))
+    """How many requests both ERP sandboxes (the old one and the cloud one) have received."""
+    total = 0
+    for erp in ERPS:
+        state = await day.call(erp, "GET", "/sandbox/state")
+        total += int(state.get("counters", {}).get("requests", 0))
+    return total
