@@ -155,3 +155,16 @@ def test_a_mapping_result_over_one_mebibyte_fails_the_step(project) -> None:
                                        "-v"])
     assert result.exit_code == 0, result.output
     assert "3 passed" in result.output
+
+
+def test_flow_tests_that_park_on_purpose_print_no_runtime_log_lines(project) -> None:
+    import subprocess
+    import sys
+
+    root = project({"flows/big.yaml": BIG_MAPPING})
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "test", str(root)],
+                          capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    assert done.stderr == ""  # not "run ... parked: MAPPING_FAILED" from the runtime's log

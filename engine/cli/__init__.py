@@ -22,6 +22,9 @@ from engine.cli import audit, definitions, gitops, operations, reconcile, runs, 
 @click.version_option(package_name="syncline")
 def main() -> None:
     """Syncline: declarative integration-as-code for quote-to-cash."""
+    from engine.logs import quiet
+
+    quiet()  # commands report in their own words; serve, worker and demo configure logging
 
 
 for _command in (
