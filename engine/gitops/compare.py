@@ -24,12 +24,18 @@ class Change:
     error: str | None = None                   # the failure (old for newly passing)
 
 
-def mapping_documents(plan: Plan | None) -> dict[str, Any]:
-    """Each Mapping's source spec in `plan`, by ident."""
+def definition_documents(plan: Plan | None) -> dict[tuple[str, str, int], Any]:
+    """Each definition's source spec (without its tests) in `plan`, by (kind, name, version)."""
     documents = plan.bundle["documents"] if plan else []
-    return {f"{d['metadata']['name']}@{d['metadata'].get('version', 1)}":
+    return {(d.get("kind"), d["metadata"]["name"], d["metadata"].get("version", 1)):
             {k: v for k, v in (d.get("spec") or {}).items() if k != "tests"}
-            for d in documents if d.get("kind") == "Mapping"}
+            for d in documents}
+
+
+def mapping_documents(documents: Mapping[tuple[str, str, int], Any]) -> dict[str, Any]:
+    """The Mappings of `definition_documents`, by ident."""
+    return {f"{name}@{version}": spec for (kind, name, version), spec in documents.items()
+            if kind == "Mapping"}
 
 
 def mapping_fingerprint(mapping: CompiledMapping, documents: Mapping[str, Any]) -> str:

@@ -27,7 +27,13 @@ from engine.commands.harness import local_runtime
 from engine.compiler.compiled import CompiledFlow, CompiledSystem, MapAction
 from engine.compiler.plan import Plan
 from engine.compiler.records import StubResponse
-from engine.gitops.compare import Change, diff_fields, mapping_fingerprint
+from engine.gitops.compare import (
+    Change,
+    definition_documents,
+    diff_fields,
+    mapping_documents,
+    mapping_fingerprint,
+)
 from engine.gitops.samples import Redactor, Sample
 from engine.runtime.runtime import EventMeta, Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
@@ -61,7 +67,7 @@ class FlowPreview:
 def changed_flows(base: Plan | None, head: Plan) -> list[tuple[CompiledFlow | None, CompiledFlow]]:
     """(base version, head version) of each active flow of the head whose behaviour may differ:
     its definition, a mapping it runs or a System it calls changed."""
-    old_docs, new_docs = _documents(base), _documents(head)
+    old_docs, new_docs = definition_documents(base), definition_documents(head)
     changed = []
     for name, flow in sorted(head.flows.items()):
         old = base.flows.get(name) if base else None
@@ -259,17 +265,11 @@ def _recorded(sample: Sample) -> dict[str, StubResponse | tuple[StubResponse, ..
 
 
 # -- what decides a flow's behaviour ----------------------------------------------------------
-def _documents(plan: Plan | None) -> dict[tuple[str, str, int], Any]:
-    documents = plan.bundle["documents"] if plan else []
-    return {(d.get("kind"), d["metadata"]["name"], d["metadata"].get("version", 1)):
-            {k: v for k, v in (d.get("spec") or {}).items() if k != "tests"}
-            for d in documents}
-
-
 def _fingerprint(flow: CompiledFlow, documents: Mapping[tuple[str, str, int], Any]) -> str:
-    mappings = {step.action.mapping.ident: mapping_fingerprint(step.action.mapping, {
-        f"{name}@{version}": spec for (kind, name, version), spec in documents.items()
-        if kind == "Mapping"}) for step in flow.steps if isinstance(step.action, MapAction)}
+    """What decides a flow's behaviour: its definition, its mappings', its Systems'."""
+    mapping_docs = mapping_documents(documents)
+    mappings = {step.action.mapping.ident: mapping_fingerprint(step.action.mapping, mapping_docs)
+                for step in flow.steps if isinstance(step.action, MapAction)}
     systems = {(s.name, s.version): documents.get(("System", s.name, s.version))
                for s in _systems(flow)}
     return json.dumps([documents.get(("Flow", flow.name, flow.version)), mappings,

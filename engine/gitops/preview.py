@@ -18,6 +18,7 @@ from engine.compiler.plan import Plan
 from engine.gitops.compare import (
     ABSENT,
     Change,
+    definition_documents,
     diff_fields,
     mapping_documents,
     mapping_fingerprint,
@@ -81,7 +82,8 @@ def preview(base: Plan | None, head: Plan, samples: Iterable[Sample], redactor: 
                              "trigger path of the head")
         for name in names:
             by_flow.setdefault(name, []).append(sample)
-    old_docs, new_docs = mapping_documents(base), mapping_documents(head)
+    old_docs = mapping_documents(definition_documents(base))
+    new_docs = mapping_documents(definition_documents(head))
     steps: list[StepPreview] = []
     for name, flow in sorted(head.flows.items()):
         old_flow = base.flows.get(name) if base else None
