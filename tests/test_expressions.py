@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import jmespath
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jinja2 import ChainableUndefined
 from jinja2.nativetypes import NativeEnvironment, native_concat
@@ -542,13 +543,17 @@ def _through_jinja(template: templates.Template) -> templates.Template:
 
 def _template_outcome(template: templates.Template, source: Any) -> Any:
     try:
-        return ("ok", strict(template.render({"source": source})))
+        rendered = strict(template.render({"source": source}))
     except ExpressionError as exc:
         return ("error", type(exc.__cause__).__name__)
+    if " at 0x" in repr(rendered):  # a bound method renders as its repr: addresses differ
+        return ("ok", re.sub(r" at 0x[0-9a-f]+", " at 0x", repr(rendered)))
+    return ("ok", rendered)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=JINJA_EXPRESSIONS, source=JINJA_SOURCES, native=st.booleans())
+@example(text="{'k': 1}.items", source={}, native=False)  # renders a bound method's repr
 def test_template_fast_path_equals_jinja(text: str, source: Any, native: bool) -> None:
     try:
         template = compile_template(f"{{{{ {text} }}}}", native=native)
