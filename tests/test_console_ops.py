@@ -173,7 +173,7 @@ def test_reconciliation_results_and_run_now(ops) -> None:  # type: ignore[no-unt
         assert XSS not in text
         assert "<td>amount</td><td><code>250</code></td><td><code>240</code></td>" in text
         listing = http.get("/console/reconciliations")
-        assert "1 missing-left, 1 missing-right, 1 field" in listing.text
+        assert "1 only in billing, 1 only in erp, 1 with fields that differ" in listing.text
         assert http.get("/console/reconciliations/nope").status_code == 404
         unknown = http.get("/console/reconciliations/orders-vs-subscriptions?tick=x")
         assert unknown.status_code == 404 and "no result of the tick" in unknown.text
@@ -269,6 +269,6 @@ def test_two_replicas_on_postgresql_show_the_same_switches_and_results(
                              reason="migrated").status_code == 303  # fmt: skip
             assert post_form(on_a, path, reason="after it").status_code == 303
             listing = on_b.get("/console/reconciliations").text
-            assert "1 missing-left, 1 missing-right, 1 field" in listing
+            assert "1 only in billing, 1 only in erp, 1 with fields that differ" in listing
             assert "Could not read a side" in listing  # the earlier result, in the history
             assert "The trail is intact" in on_b.get("/console/audit?verify=1").text

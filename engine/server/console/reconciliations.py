@@ -12,6 +12,7 @@ Reconciler with the signed-in token's name and the reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +34,14 @@ KIND_WORDS = {
     "field": "Fields that differ",
     "duplicate-left": "Keys {left} lists twice",
     "duplicate-right": "Keys {right} lists twice",
+}
+# The short form of the same findings, for a result's one-line summary ("2 only in billing").
+COUNT_WORDS = {
+    "missing-left": "only in {right}",
+    "missing-right": "only in {left}",
+    "field": "with fields that differ",
+    "duplicate-left": "listed twice by {left}",
+    "duplicate-right": "listed twice by {right}",
 }
 STATE_BADGES = {
     "ok": ("Agree", "ok"),
@@ -65,7 +74,7 @@ async def listing(request: Request, session: Session) -> Response:
     for result in results:
         latest.setdefault(result["name"], result)
     return render(request, "reconciliations.html", session, defined=defined, latest=latest,
-                  results=results, badges=STATE_BADGES)  # fmt: skip
+                  results=results, badges=STATE_BADGES, found=found_words(defined))  # fmt: skip
 
 
 @page
@@ -91,11 +100,23 @@ async def result(request: Request, session: Session) -> Response:
     return render(
         request, "reconciliation.html", session,
         name=name, spec=defined.get(name), history=history, shown=shown,
-        groups=_groups(shown, sides), badges=STATE_BADGES,
+        groups=_groups(shown, sides), badges=STATE_BADGES, found=found_words(defined),
         notice="Ran now: this is its result." if request.query_params.get("done") == "run"
         else "",
         may_run=session.principal.can("act") and name in defined,
     )  # fmt: skip
+
+
+def found_words(defined: dict[str, dict[str, Any]]) -> Callable[[str, str, int], str]:
+    """`found(name, kind, n)`: "2 only in billing", naming the Systems of that Reconciliation
+    (its result may outlive the definition: then "left" and "right")."""
+
+    def found(name: str, kind: str, n: int) -> str:
+        sides = defined.get(name) or {"left": "left", "right": "right"}
+        words = COUNT_WORDS.get(kind, kind).format(left=sides["left"], right=sides["right"])
+        return f"{n} {words}"
+
+    return found
 
 
 def _groups(shown: dict[str, Any] | None, sides: dict[str, Any]) -> list[dict[str, Any]]:
