@@ -206,3 +206,51 @@ def test_the_eu_entitys_revenue_is_posted_to_the_cloud_erp_and_reconciled_there(
         assert report["matched"] >= 1, report
     tampered = seen["tampered"]
     assert [(m["kind"], m["field"]) for m in tampered["mismatches"]] == [("field", "total")]
+
+
+async def _eu_deal_cancelled(workdir: Path) -> dict[str, Any]:
+    """An EU deal whose run parks at the CRM (after its receivable is posted to the cloud ERP),
+    then is cancelled: its compensations run against the cloud ERP, in its shape."""
+    stack = Stack(ROOT, workdir)
+    await stack.start()
+    seen: dict[str, Any] = {}
+    try:
+        async with Driver(stack, build_scenario(4)) as driver:
+            call = driver.call
+            account = await call("crm", "POST", f"{CRM_API}/sobjects/Account", EU_ACCOUNT)
+            deal = await call("crm", "POST", f"{CRM_API}/sobjects/Opportunity", {
+                "AccountId": account["id"], "Name": "Globex - New Business",
+                "StageName": "Negotiation", "CloseDate": time.strftime("%Y-%m-%d"),
+                "CurrencyIsoCode": "EUR", "Term__c": 1, "OpportunityLineItems": LINES})
+            await call("crm", "POST", "/sandbox/faults", {
+                "status": 403, "count": 1, "method": "PATCH",
+                "path_prefix": f"{CRM_API}/sobjects/Account/{account['id']}"})
+            await call("crm", "POST", f"/sandbox/opportunities/{deal['id']}/close")
+            await driver.settle()
+            listing = await call("syncline", "GET", "/api/v1/runs?flow=closed-won-to-order")
+            (run,) = listing["runs"]
+            seen["parked"] = run
+            seen["before"] = stack.sandbox.erp_cloud.snapshot()
+            await call("syncline", "POST", f"/api/v1/runs/{run['id']}/cancel")
+            await driver.settle()
+            seen["cancelled"] = await call("syncline", "GET", f"/api/v1/runs/{run['id']}")
+            seen["after"] = stack.sandbox.erp_cloud.snapshot()
+    finally:
+        await stack.stop()
+    return seen
+
+
+def test_cancelling_an_eu_deal_voids_its_receivable_in_the_cloud_erp(tmp_path: Path) -> None:
+    seen = asyncio.run(_eu_deal_cancelled(tmp_path))
+    assert (seen["parked"]["state"], seen["parked"]["reason"]["step"]) == ("parked", "crm")
+    (posted,) = seen["before"]["data"]["receivables"]
+    assert (posted["entity"], posted["state"]) == ("EU", "Open")
+    assert seen["cancelled"]["state"] == "cancelled", seen["cancelled"]
+    after = seen["after"]["data"]
+    (receivable,) = after["receivables"]
+    assert (receivable["id"], receivable["state"], receivable["balanceDue"]) == (
+        posted["id"], "Voided", 0)
+    eu = [o for o in after["orders"] if o["entity"] == "EU"]
+    assert [o["state"] for o in eu] == ["Cancelled"]
+    assert [s["state"] for s in after["revenue_schedules"] if s["entity"] == "EU"] == [
+        "Cancelled"]

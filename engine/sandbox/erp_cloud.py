@@ -260,7 +260,8 @@ class ErpCloudSandbox(CloudMasterData, CloudRevenue, CloudReceivables, CloudLedg
                 for k in ("id", "externalReference", "legalName", "billingAddress")}
 
     def retotal(self, order: JSON) -> None:
-        """Net, tax (on the net total, rounded once) and gross; the balance due."""
+        """Net, tax (on the net total, rounded once) and gross; the balance due; the revenue
+        schedule's order total."""
         amounts = [line["netAmount"] for line in order["orderLines"]]
         net = money(sum(amounts))
         tax = tax_on_total(amounts, self.config.tax_rates.get(order["taxCountry"], 0.0))
@@ -268,6 +269,8 @@ class ErpCloudSandbox(CloudMasterData, CloudRevenue, CloudReceivables, CloudLedg
         order["balanceDue"] = (0 if order["state"] == "Cancelled"
                                else money(net - order["amountPaid"]))
         order["modifiedAt"] = iso_now()
+        if "revenueScheduleId" in order:  # its schedule's totals and state follow the order
+            self.schedule_of(order)
 
     def update_order(self, call: Call) -> Reply:
         """PATCH an order: only ``{"state": "Cancelled", "cancellationReason"}`` (again: 200
