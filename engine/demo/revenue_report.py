@@ -96,7 +96,8 @@ def _sentences(f: Mapping[str, Any]) -> list[str]:
         f"Mid-term amendments: {f['amendments']}, booked prorated at "
         f"{_money(f['amendments_prorated'])} (a full year would have been "
         f"{_money(f['amendments_full_price'])})",
-        f"Usage overages: {f['overage_months']} customer-months over plan, billed "
+        f"Usage overages: {f['overage_months']} customer-month"
+        f"{'' if f['overage_months'] == 1 else 's'} over plan, billed "
         f"{_money(f['overages_billed'])}; booked on their orders in the ERPs "
         f"{_money(f['overages_booked'])}",
         f"Receivables: {f['ar_invoices']} invoices posted to the ERPs' AR, billed "
