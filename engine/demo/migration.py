@@ -145,7 +145,8 @@ def cloud_records(states: Mapping[str, Any], entity: str = "EU") -> dict[str, li
     (sales_orders, adjustments, payments), so one set of checks covers both ERPs."""
     data = states.get(CLOUD, {}).get("data", {})
     orders = [_order(o) for o in data.get("orders", []) if o["entity"] == entity]
-    adjustments = [{"id": a["id"], "sales_order_id": a["orderId"], "amount": a["netAmount"],
+    adjustments = [{"id": a["id"], "external_id": a["externalReference"],
+                    "sales_order_id": a["orderId"], "amount": a["netAmount"],
                     "lines": [{"sku": c["itemNumber"], "quantity": c.get("quantityDelta"),
                                "unit_price": c.get("unitPrice"), "amount": c.get("netAmount")}
                               for c in a.get("lineChanges", [])]}
@@ -163,6 +164,12 @@ def _order(order: Mapping[str, Any]) -> dict[str, Any]:
         "currency": order["currencyCode"],
         "status": "cancelled" if order["state"] == "Cancelled" else "open",
         "total": order["totals"]["net"],
-        "lines": [{"sku": li["itemNumber"], "amount": li["netAmount"]}
+        "start_date": order["servicePeriod"]["start"],
+        "end_date": order["servicePeriod"]["end"],
+        # a line's yearly run-rate, as the old ERP's lines keep it (its netAmount is what the
+        # line is booked at: prorated amendments move it by less)
+        "lines": [{"sku": li["itemNumber"], "quantity": li["quantity"],
+                   "unit_price": li["unitPrice"],
+                   "amount": round(li["quantity"] * li["unitPrice"], 2)}
                   for li in order["orderLines"]],
     }

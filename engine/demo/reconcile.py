@@ -16,7 +16,9 @@ turns their reports into checks):
 - overages-billed-once / overages-booked-once: every closed usage month over its plan is one
   invoice item in billing and one overage line in the ERP (a second one is a duplicate);
 - ar-invoices-vs-billing-invoices: every billing invoice is one AR invoice with its number,
-  currency and status.
+  currency and status;
+- the same three for the EU entity in the cloud ERP (cloud-revenue-schedules-vs-orders,
+  cloud-overages-booked-once, cloud-ar-invoices-vs-billing-invoices).
 
 `reconcile(states, reports)` adds the checks a pairwise comparison of two lists cannot express,
 from what each sandbox's `GET /sandbox/state` returned (keyed by system name):

@@ -247,7 +247,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines += migration_lines(report.get("migration") or {})
     revenue = report.get("revenue") or {}
     if revenue:
-        lines += ["Revenue (finance view, from the ERP and billing)"]
+        lines += ["Revenue (finance view, from both ERPs and billing)"]
         lines += [f"  {line}" for line in revenue["lines"]] + [""]
     lines += _echoes(report.get("echoes"))
     lines += _reconciliation(report["reconciliation"])

@@ -1,5 +1,7 @@
 """The revenue checks of the demo's reconciliation that the product's Reconciliations cannot
-express (`engine.demo.reconcile` runs them), from the systems' `GET /sandbox/state`:
+express (`engine.demo.reconcile` runs them), from the systems' `GET /sandbox/state`, over both
+ERPs (the US entity's revenue in the old ERP, the EU entity's in the cloud ERP, read in one shape
+by `engine.demo.revenue_erps`):
 
 - an AR invoice's amount is its billing invoice's (cents against major units: JMESPath has no
   arithmetic);
@@ -7,8 +9,8 @@ express (`engine.demo.reconcile` runs them), from the systems' `GET /sandbox/sta
   its ERP revenue schedule took the adjustment's amount (a join of adjustments and schedule
   entries by source);
 - an overage is rated right: started blocks of 1,000 calls above what the plan includes, at the
-  currency's block price, and the ERP booked what billing billed (a computation from three
-  lists, and cents against major units; the US entity's only: the cloud ERP books no overages);
+  currency's block price, and the order's ERP booked what billing billed (a computation from
+  three lists, and cents against major units);
 - the CRM account shows the payment status of its subscription's invoices (a join through
   the subscription, and a verdict over several invoices);
 - a renewal re-priced the subscription and gave it the new term's contract dates (a join of
@@ -22,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from engine.demo.revenue_erps import revenue_records
 from engine.demo.scenario import INCLUDED_API_CALLS
 
 if TYPE_CHECKING:
@@ -33,7 +36,7 @@ TOLERANCE = 0.005
 
 
 def revenue(result: Reconciliation, states: Mapping[str, Mapping[str, Any]]) -> None:
-    erp, billing = states["erp"]["data"], states["billing"]["data"]
+    erp, billing = revenue_records(states), states["billing"]["data"]
     _ar_amounts(result, erp, billing)
     _amendments(result, erp)
     _overages(result, erp, billing)
@@ -131,13 +134,12 @@ def _overages(result: Reconciliation, erp: Mapping[str, Any], billing: Mapping[s
             f"{key}: {usage['total_usage']:,} calls, {included:,} included: billed "
             f"{item['amount'] / 100:,.2f}, rated {expected / 100:,.2f}",
         )
-        if subscription["currency"] != "usd":  # EU: the cloud ERP books no overages yet
-            continue
         adjustment = booked.get(key)
         result.check(
             "overage booked as billed",
             adjustment is not None and abs(adjustment["amount"] - item["amount"] / 100) < TOLERANCE,
-            f"{key}: billed {item['amount'] / 100:,.2f}, ERP booked "
+            f"{key}: billed {item['amount'] / 100:,.2f} "
+            f"{subscription['currency'].upper()}, ERP booked "
             f"{adjustment['amount'] if adjustment else 'nothing'}",
         )
 

@@ -17,7 +17,9 @@ Endpoints: ``GET /api/v2/entities``, ``GET /api/v2/items``, ``POST /api/v2/tax/v
 ``{entity, countryCode}``, ``POST /api/v2/orders``, ``GET /api/v2/orders[?entity=
 &externalReference=&state=]``, ``GET|PATCH /api/v2/orders/{id}`` (PATCH ``{"state":
 "Cancelled", "cancellationReason"}``), ``POST /api/v2/orders/{id}/amendments``, ``POST|GET
-/api/v2/payments``, ``GET /api/v2/customers``. Sandbox: ``POST /sandbox/items``, ``POST
+/api/v2/payments``, ``GET /api/v2/customers``; the revenue module's schedules
+(`engine.sandbox.erp_cloud_revenue`) and receivables (`engine.sandbox.erp_cloud_receivables`),
+``GET /api/v2/amendments[?entity=&orderId=]``. Sandbox: ``POST /sandbox/items``, ``POST
 /sandbox/tax-registrations {entity, countryCode}``, ``GET /sandbox/tokens``, ``POST
 /sandbox/tokens/expire``, ``GET /sandbox/master-data``.
 
@@ -49,6 +51,8 @@ from engine.sandbox.common import (
 from engine.sandbox.erp import DEFAULT_ITEMS
 from engine.sandbox.erp_cloud_ledger import CloudLedger, CloudProblem, problem, reject
 from engine.sandbox.erp_cloud_master import CloudMasterData
+from engine.sandbox.erp_cloud_receivables import CloudReceivables
+from engine.sandbox.erp_cloud_revenue import CloudRevenue
 from engine.sandbox.oauth import TOKEN_PATH, OAuthIssuer
 from engine.sandbox.serving import run_standalone
 from engine.sandbox.system import SandboxConfig, SandboxSystem
@@ -77,13 +81,17 @@ class ErpCloudConfig(SandboxConfig):
     entities: dict[str, JSON] = field(default_factory=lambda: copy.deepcopy(DEFAULT_ENTITIES))
     items: dict[str, JSON] = field(default_factory=lambda: copy.deepcopy(DEFAULT_ITEMS))
     tax_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TAX_RATES))
+    payment_terms_days: int = 30
+    """A receivable's due date: its invoice date plus these days."""
 
 
-class ErpCloudSandbox(CloudMasterData, CloudLedger, SandboxSystem):
+class ErpCloudSandbox(CloudMasterData, CloudRevenue, CloudReceivables, CloudLedger,
+                      SandboxSystem):
     name = "erp-cloud"
     config_class = ErpCloudConfig
     config: ErpCloudConfig
-    collections = ("customers", "orders", "amendments", "payments")
+    collections = ("customers", "orders", "amendments", "payments", "revenue_schedules",
+                   "receivables")
 
     def __init__(self, config: ErpCloudConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -133,6 +141,15 @@ class ErpCloudSandbox(CloudMasterData, CloudLedger, SandboxSystem):
             ("GET", f"{api}/orders/{{id}}", self.fetch("orders", "order")),
             ("PATCH", f"{api}/orders/{{id}}", self.update_order),
             ("POST", f"{api}/orders/{{id}}/amendments", self.amend_order),
+            ("GET", f"{api}/amendments", self.listing("amendments", ("entity", "orderId"))),
+            ("GET", f"{api}/orders/{{id}}/revenue-schedule", self.order_schedule),
+            ("POST", f"{api}/orders/{{id}}/revenue-schedule/lines", self.add_schedule_line),
+            ("GET", f"{api}/revenue-schedules", self.list_schedules),
+            ("POST", f"{api}/receivables", self.post_receivable),
+            ("GET", f"{api}/receivables", self.listing("receivables", ("entity", "orderId",
+                                                                       "state"))),
+            ("GET", f"{api}/receivables/{{id}}", self.fetch("receivables", "receivable")),
+            ("PATCH", f"{api}/receivables/{{id}}", self.update_receivable),
             ("POST", f"{api}/payments", self.create_payment),
             ("GET", f"{api}/payments", self.listing("payments", ("orderId", "entity"))),
             ("GET", f"{api}/customers", self.listing("customers", ("entity",
@@ -202,6 +219,7 @@ class ErpCloudSandbox(CloudMasterData, CloudLedger, SandboxSystem):
         }
         self.retotal(order)
         self.data["orders"][order["id"]] = order
+        self.open_schedule(order)
         return Reply(201, order)
 
     def _order_problems(self, body: JSON, code: str, entity: JSON, customer: JSON) -> list[JSON]:
@@ -242,7 +260,8 @@ class ErpCloudSandbox(CloudMasterData, CloudLedger, SandboxSystem):
                 for k in ("id", "externalReference", "legalName", "billingAddress")}
 
     def retotal(self, order: JSON) -> None:
-        """Net, tax (on the net total, rounded once) and gross; the balance due."""
+        """Net, tax (on the net total, rounded once) and gross; the balance due; the revenue
+        schedule's order total."""
         amounts = [line["netAmount"] for line in order["orderLines"]]
         net = money(sum(amounts))
         tax = tax_on_total(amounts, self.config.tax_rates.get(order["taxCountry"], 0.0))
@@ -250,6 +269,8 @@ class ErpCloudSandbox(CloudMasterData, CloudLedger, SandboxSystem):
         order["balanceDue"] = (0 if order["state"] == "Cancelled"
                                else money(net - order["amountPaid"]))
         order["modifiedAt"] = iso_now()
+        if "revenueScheduleId" in order:  # its schedule's totals and state follow the order
+            self.schedule_of(order)
 
     def update_order(self, call: Call) -> Reply:
         """PATCH an order: only ``{"state": "Cancelled", "cancellationReason"}`` (again: 200

@@ -1,5 +1,6 @@
 """The cloud ERP sandbox's errors (JSON:API style) and what happens to an order after it is
-booked: reads, amendments and customer payments (`CloudLedger`, a mixin of `ErpCloudSandbox`)."""
+booked: reads, amendments (prorated or not) and customer payments (`CloudLedger`, a mixin of
+`ErpCloudSandbox`)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ class CloudLedger:
     ids: Any
 
     def retotal(self, order: JSON) -> None: ...  # provided by the system
+
+    def settle_receivable(self, payment: JSON) -> None: ...  # by `CloudReceivables`
 
     # -- reads
 
@@ -130,19 +133,22 @@ class CloudLedger:
                                               quantity_key="quantityDelta", delta=True)
         if problems:
             raise reject(problems)
+        self._prorate(changes, body["lineChanges"])
         lines = copy.deepcopy(order["orderLines"])
         for change in changes:
             line = next((x for x in lines if x["itemNumber"] == change["itemNumber"]), None)
             if line is None:
-                line = {**change, "lineNo": 10 * (len(lines) + 1), "quantity": 0}
+                line = {**change, "lineNo": 10 * (len(lines) + 1), "quantity": 0,
+                        "netAmount": 0}
                 del line["quantityDelta"]
+                line.pop("prorated", None)
                 lines.append(line)
             quantity = line["quantity"] + change["quantityDelta"]
             if quantity < 0:
                 raise reject([problem("invalid_line", f"{change['itemNumber']} quantity would "
                                       f"become {quantity}", "/lineChanges")])
             line.update(quantity=quantity, unitPrice=change["unitPrice"],
-                        netAmount=money(quantity * change["unitPrice"]))
+                        netAmount=money(line["netAmount"] + change["netAmount"]))
         entity = order["entity"]
         amendment = {
             "id": f"AMD-{entity}-{self.ids.next(f'amendment-{entity}', 1):05d}",
@@ -160,6 +166,24 @@ class CloudLedger:
         self.retotal(order)
         self.data["amendments"][amendment["id"]] = amendment
         return Reply(201, {**amendment, "order": order})
+
+    @staticmethod
+    def _prorate(changes: list[JSON], raw: list[Any]) -> None:
+        """A line change may carry ``netAmount``: what the delta costs for the rest of the
+        service period (prorated by the integration), at most the full ``quantityDelta *
+        unitPrice`` with its sign; the order line's net amount moves by it. Without it the
+        change costs the full price."""
+        for index, (change, sent) in enumerate(zip(changes, raw, strict=True)):
+            amount = sent.get("netAmount")
+            if amount is None:
+                continue
+            full = change["netAmount"]
+            if (not is_number(amount) or abs(amount) > abs(full) + 0.005
+                    or (amount != 0 and (amount > 0) != (full > 0))):
+                raise reject([problem(
+                    "invalid_amount", f"line {index}: netAmount must be between 0 and {full} "
+                    "(the change at the full price)", f"/lineChanges/{index}/netAmount")])
+            change.update(netAmount=money(amount), prorated=True)
 
     # -- payments
 
@@ -200,4 +224,5 @@ class CloudLedger:
         order["paymentIds"].append(payment["id"])
         self.retotal(order)
         self.data["payments"][payment["id"]] = payment
+        self.settle_receivable(payment)
         return Reply(201, payment)
