@@ -1,7 +1,7 @@
 """Flow `tests:` under `syncline test`: each test runs through the real Runtime on a temporary
 store (`engine.commands.harness`), with its Systems stubbed (see `engine.runtime.stubs`); the
-result is compared with `expect` (state, reason, calls, emits, output, step outputs) and a
-mismatch shows a diff, plus the steps that were skipped because their `when` was false."""
+result is compared with `expect` (state, reason, calls, emits, publishes, output, step outputs)
+and a mismatch shows a diff, plus the steps that were skipped because their `when` was false."""
 
 from __future__ import annotations
 
@@ -103,6 +103,12 @@ def _comparable(test: FlowTest, actual: dict[str, Any]) -> tuple[dict[str, Any],
         got["emits"] = [
             _partial(a, e.data if i < len(expect.emits) else a["data"], "data")
             for i, (a, e) in enumerate(_pad(actual["emits"], expect.emits))
+        ]
+    if expect.publishes is not None:
+        want["publishes"] = [_partial(asdict(p), p.data, "data") for p in expect.publishes]
+        got["publishes"] = [
+            _partial(a, e.data if i < len(expect.publishes) else a["data"], "data")
+            for i, (a, e) in enumerate(_pad(actual["publishes"], expect.publishes))
         ]
     if expect.output is not None:
         want["output"], got["output"] = expect.output, actual["output"]

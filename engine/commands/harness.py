@@ -61,8 +61,8 @@ async def run_once(
 async def run_and_describe(
     runtime: Runtime, flow: CompiledFlow, data: Any, stubs: StubTransport, timeout: float
 ) -> dict[str, Any]:
-    """Run `flow` on `data` against `stubs` and describe what it did: state, reason, the calls
-    and emits, the output, each step's output and state, and the run's full detail."""
+    """Run `flow` on `data` against `stubs` and describe what it did: state, reason, the calls,
+    emits and publishes, the output, each step's output and state, and the run's full detail."""
     run = await run_once(runtime, flow, data, "test", timeout)
     found = await runtime.run_detail(run.id)
     detail = {} if found is None else run_detail(found)
@@ -75,6 +75,9 @@ async def run_and_describe(
         for s in steps.values()
         if flow.step(s["id"]).kind == "emit" and s["state"] == "succeeded"
     ]
+    stored = runtime.backbone.published if isinstance(runtime.backbone, StubBackbone) else []
+    publishes = [{"subject": subject, "type": event["type"], "data": event.get("data")}
+                 for subject, event in stored]
     return {
         "run_id": run.id,
         "state": run.state,
@@ -85,6 +88,7 @@ async def run_and_describe(
             for c in stubs.logical_calls()
         ],
         "emits": emits,
+        "publishes": publishes,  # what reached the (in-memory) backbone, once per event id
         "output": output,
         "steps": {sid: s["output"] for sid, s in steps.items()},
         "step_states": {sid: s["state"] for sid, s in steps.items()},

@@ -21,9 +21,10 @@ from engine.model.base import StatusClass
 from engine.model.policy import ErrorOutcome
 
 __all__ = [
-    "Auth", "Backoff", "ExpectedCall", "ExpectedEmit", "FlowExpect", "FlowTest", "MappingTest",
-    "Operation", "RateLimit", "RetryPolicySpec", "StubResponse", "Webhooks", "flow_test_record",
-    "mapping_test_record", "operation_record", "retry_record", "system_records",
+    "Auth", "Backoff", "ExpectedCall", "ExpectedEmit", "ExpectedPublish", "FlowExpect", "FlowTest",
+    "MappingTest", "Operation", "RateLimit", "RetryPolicySpec", "StubResponse", "Webhooks",
+    "flow_test_record", "mapping_test_record", "operation_record", "retry_record",
+    "system_records",
 ]
 
 
@@ -194,6 +195,13 @@ class ExpectedEmit:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpectedPublish:
+    subject: str
+    type: str
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class FlowExpect:
     state: str = "succeeded"
     calls: tuple[ExpectedCall, ...] | None = None
@@ -202,6 +210,7 @@ class FlowExpect:
     reason: str | None = None          #: the reason code of a parked / dead-lettered run
     steps: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  #: id -> output
     shadows: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  #: shadow
+    publishes: tuple[ExpectedPublish, ...] | None = None  #: CloudEvents put on the backbone
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,12 +242,14 @@ def flow_test_record(test: fm.FlowTest) -> FlowTest:
     calls = (None if e.calls is None
              else tuple(ExpectedCall(c.system, c.operation, c.body) for c in e.calls))
     emits = None if e.emits is None else tuple(ExpectedEmit(x.type, x.data) for x in e.emits)
+    publishes = (None if e.publishes is None
+                 else tuple(ExpectedPublish(x.subject, x.type, x.data) for x in e.publishes))
     responses = {
         name: tuple(_stub(s) for s in stub) if isinstance(stub, list) else _stub(stub)
         for name, stub in test.responses.items()
     }
     expect = FlowExpect(e.state, calls, emits, e.output, e.reason, _frozen(e.steps),
-                        _frozen(e.shadows))
+                        _frozen(e.shadows), publishes)
     return FlowTest(test.name, test.input, test.input_file, _frozen(responses), expect)
 
 

@@ -198,10 +198,19 @@ class ExpectedEmit(Model):
     data: Any = None
 
 
+class ExpectedPublish(Model):
+    """A CloudEvent a `publish` step put on the backbone (the test's in-memory one)."""
+
+    subject: str
+    type: str
+    data: Any = None
+
+
 class FlowExpect(Model):
     state: str = "succeeded"
     calls: list[ExpectedCall] | None = None
     emits: list[ExpectedEmit] | None = None
+    publishes: list[ExpectedPublish] | None = None
     output: Any = None
     reason: str | None = None         # the reason code of a parked / dead-lettered run
     steps: dict[str, Any] = Field(default_factory=dict)  # step id -> expected output
