@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -112,23 +113,32 @@ def worker(project: Path, environment: str | None, database: str | None,
 @click.option("--serve", is_flag=True,
               help="Leave the day's exceptions unresolved and keep serving: prints the console's "
                    "address and a token so you can resolve them yourself; Ctrl-C stops.")
+@click.option("--backbone", type=click.Choice(["auto", "nats", "memory"]), default="auto",
+              show_default=True,
+              help="The event backbone the business events are published to. auto: NATS_URL "
+                   "if a JetStream server answers there, else a nats-server -js the demo starts "
+                   "(when on PATH), else in memory (said so; nothing goes to NATS). nats: a "
+                   "real server or an error. memory: in memory.")
 @FORMAT
 @LOG_FORMAT
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default=None, help="Also log the server's events on stderr from this level on, as "
                                  "`serve` does (default: none; the report tells the day).")
-def demo(events: int, seed: int, project: Path | None, serve: bool, fmt: str,
+def demo(events: int, seed: int, project: Path | None, serve: bool, backbone: str, fmt: str,
          log_format: str | None, log_level: str | None) -> None:
     """Run the reference quote-to-cash integration end to end against sandbox systems.
 
     Starts sandbox CRM, ERP, cloud ERP, billing and support systems and Syncline (SQLite in a
-    temporary folder), plays a business day through real signed webhooks, and reports runs by
-    flow and state, sync latency, exceptions, the ERP migration (EU orders routed to the cloud
-    ERP, US orders shadowed onto it, per entity) and a reconciliation of the systems. Exits 0
-    only if the systems reconcile."""
+    temporary folder) with an event backbone (NATS JetStream, see --backbone), plays a business
+    day through real signed webhooks, and reports runs by flow and state, sync latency,
+    exceptions, the ERP migration (EU orders routed to the cloud ERP, US orders shadowed onto
+    it, per entity), the business events a subscriber found on the backbone and a
+    reconciliation of the systems. Exits 0 only if the systems reconcile and every business
+    event reached the backbone once."""
     import asyncio
 
     from engine.demo import DemoOptions, exit_code, format_report, run_demo
+    from engine.demo.backbone import Choice
     from engine.errors import SynclineError, UsageError
     from engine.logs import configure_logging, quiet
 
@@ -137,7 +147,8 @@ def demo(events: int, seed: int, project: Path | None, serve: bool, fmt: str,
     else:
         configure_logging(log_format, log_level)
     try:
-        options = DemoOptions(events=events, seed=seed, project=project, serve=serve)
+        options = DemoOptions(events=events, seed=seed, project=project, serve=serve,
+                              backbone=cast(Choice, backbone))
         report = asyncio.run(run_demo(options))
     except UsageError as exc:
         click.echo(f"error: {exc}", err=True)

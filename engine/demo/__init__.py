@@ -3,11 +3,12 @@
     report = asyncio.run(run_demo(DemoOptions(events=40)))
     report["reconciliation"]["ok"]
 
-Starts the sandbox systems (`engine/sandbox`) and the Syncline server with an embedded
-SQLite store in a temporary folder, plays a scripted business day through real signed webhooks
-(`engine.demo.driver`), then reconciles the systems (`engine.demo.reconcile`) and reports
-(`engine.demo.report`). The project is the reference one shipped with Syncline
-(`engine.commands.reference`).
+Starts the sandbox systems (`engine/sandbox`), an event backbone (`engine.demo.backbone`: NATS
+JetStream when it can) and the Syncline server with an embedded SQLite store in a temporary
+folder, plays a scripted business day through real signed webhooks (`engine.demo.driver`), then
+reconciles the systems (`engine.demo.reconcile`), counts what reached the backbone
+(`engine.demo.published`) and reports (`engine.demo.report`). The project is the reference one
+shipped with Syncline (`engine.commands.reference`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import Any, TextIO
 
 import httpx
 
+from engine.demo.backbone import Choice
 from engine.demo.driver import DayLog, Driver
 from engine.demo.migration import fetch_migration
+from engine.demo.published import check, mark, summary, tally
 from engine.demo.reconcile import reconcile
 from engine.demo.report import build_report, format_report
 from engine.demo.scenario import Scenario, build_scenario
@@ -51,6 +54,7 @@ class DemoOptions:
     project: Path | None = None  # default: the reference project shipped with Syncline
     concurrency: int = 32  # runs executing at once
     serve: bool = False  # leave the exceptions unresolved and serve until interrupted
+    backbone: Choice = "auto"  # NATS_URL, else a nats-server of its own, else in memory
 
 
 class Progress:
@@ -76,6 +80,13 @@ class Progress:
         self.stream.flush()
         self._last = text
 
+    def say(self, text: str) -> None:
+        """A line that stays (the live status line is redrawn below it)."""
+        if self.live:
+            self.stream.write("\r\x1b[2K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def done(self) -> None:
         if self.live and self._last:
             self.stream.write("\r\x1b[2K")
@@ -95,10 +106,13 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
     scenario = build_scenario(options.events, options.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="syncline-demo-") as workdir:
-        stack = Stack(root, Path(workdir), concurrency=options.concurrency)
+        stack = Stack(root, Path(workdir), concurrency=options.concurrency,
+                      backbone=options.backbone)
         try:
             progress.set_phase("starting the sandbox systems and Syncline")
             await stack.start()
+            assert stack.backbone is not None
+            progress.say(f"[demo] event backbone: {stack.backbone.note}")
             log, runs, states, reports = await play_day(
                 stack, scenario, progress, not options.serve
             )
@@ -106,14 +120,18 @@ async def run_demo(options: DemoOptions, progress: Progress | None = None) -> di
                 await serve_until_interrupted(stack, progress.stream)
         finally:
             await stack.stop()
+    reconciliation = reconcile(states, reports)
+    assert stack.backbone is not None
+    check(reconciliation, log.published)
     return build_report(
         events=len(scenario.deals),
         seed=options.seed,
         log=log,
         runs=runs,
-        reconciliation=reconcile(states, reports),
+        reconciliation=reconciliation,
         wall=time.perf_counter() - started,
         states=states,
+        backbone=summary(stack.backbone, log.published),
     )
 
 
@@ -148,9 +166,12 @@ async def serve_until_interrupted(stack: Stack, stream: TextIO) -> None:
 async def play_day(
     stack: Stack, scenario: Scenario, progress: Progress, resolve: bool = True
 ) -> tuple[DayLog, list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
-    """Play `scenario` on a started stack; the day's log, every run, the systems' states and the
-    reports of the project's Reconciliations. Without `resolve`, nobody resolves the
-    exceptions."""
+    """Play `scenario` on a started stack; the day's log (with what reached the event backbone),
+    every run, the systems' states and the reports of the project's Reconciliations. Without
+    `resolve`, nobody resolves the exceptions."""
+    assert stack.backbone is not None
+    plan = stack.runtime.plan
+    marks = await mark(stack.backbone, plan)  # the backbone's streams before the day
     watcher = asyncio.create_task(progress.watch(lambda: _status(stack)))
     try:
         async with Driver(stack, scenario, progress.set_phase, resolve) as driver:
@@ -164,6 +185,8 @@ async def play_day(
                 driver.clients["syncline"], sorted(stack.runtime.plan.reconciliations)
             )
             log.migration = await fetch_migration(driver.clients["syncline"], runs, states)
+            log.published = await tally(stack.backbone, plan, marks, driver.clients["syncline"],
+                                        runs)
             log.count_fault_hits(states)
     finally:
         watcher.cancel()

@@ -69,6 +69,7 @@ class DayLog:
     exceptions: list[Exception_] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)  # messages the chat received
     migration: dict[str, Any] = field(default_factory=dict)  # engine.demo.migration
+    published: Any = None  # engine.demo.published.Tally: what went to the event backbone
 
     def count_fault_hits(self, states: dict[str, Any]) -> None:
         """How many requests each injected fault affected, from the systems' states."""

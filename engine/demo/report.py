@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.demo.driver import DayLog
 from engine.demo.migration import cloud_records, migration_lines
+from engine.demo.published import backbone_lines
 from engine.demo.reconcile import Reconciliation
 from engine.demo.revenue_report import revenue_summary
 from engine.server.times import seconds
@@ -84,9 +85,10 @@ def build_report(
     reconciliation: Reconciliation,
     wall: float,
     states: Mapping[str, Any] | None = None,
+    backbone: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the demo shows, as data (`states`: the systems' states, with the business
-    metrics Syncline reported under `syncline`)."""
+    metrics Syncline reported under `syncline`; `backbone`: engine.demo.published.summary)."""
     executed = [r for r in runs if r["state"] != "filtered"]
     busy = busy_seconds(executed)
     latencies = sync_latencies(runs, {e.run_id for e in log.exceptions})
@@ -114,6 +116,7 @@ def build_report(
         "migration": log.migration,
         "revenue": revenue_summary(states or {}),
         "echoes": echo_summary(runs, log.counts),
+        "backbone": dict(backbone or {}),
     }
 
 
@@ -250,6 +253,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines += ["Revenue (finance view, from both ERPs and billing)"]
         lines += [f"  {line}" for line in revenue["lines"]] + [""]
     lines += _echoes(report.get("echoes"))
+    lines += backbone_lines(report.get("backbone"))
     lines += _reconciliation(report["reconciliation"])
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
 """The running pieces of `syncline demo`: the five sandbox systems (in-process, free ports), the
+event backbone (`engine.demo.backbone`: NATS JetStream, or in memory without a NATS server), the
 Syncline server (`engine.server`, on uvicorn, in this event loop) with an embedded SQLite store in
 a temporary folder, and the wiring between them (URLs, generated secrets, webhook targets)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import secrets as random_secrets
 import socket
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from engine.commands.reference import reference_root
+from engine.demo.backbone import Choice, DemoBackbone, open_backbone
 from engine.errors import UsageError
 from engine.sandbox import Sandbox
 from engine.server.auth import token_digest
@@ -92,10 +95,13 @@ class Stack:
     """Start with `await stack.start()`, stop with `await stack.stop()` (always, in finally)."""
 
     def __init__(
-        self, root: Path, workdir: Path, *, erp_rate: float = 200.0, concurrency: int = 32
+        self, root: Path, workdir: Path, *, erp_rate: float = 200.0, concurrency: int = 32,
+        backbone: Choice = "auto",
     ) -> None:
         self.root, self.workdir = root, workdir
         self.erp_rate, self.concurrency = erp_rate, concurrency
+        self.backbone_choice = backbone
+        self.backbone: DemoBackbone | None = None
         self.secrets = make_secrets()
         # Named console/admin API tokens: the driver acts as `demo-operator`; `you` is the
         # admin token `syncline demo --serve` prints for a person.
@@ -116,6 +122,8 @@ class Stack:
         await asyncio.to_thread(self.sandbox.start)
         urls = self.sandbox.urls
         environ = {f"{name.upper().replace('-', '_')}_URL": url for name, url in urls.items()}
+        self.backbone = await open_backbone(self.backbone_choice, self.workdir, os.environ)
+        environ["NATS_URL"] = self.backbone.url
         tokens_file = self.workdir / "tokens.yaml"
         digest = {name: token_digest(token).hex() for name, token in self.tokens.items()}
         tokens_file.write_text(
@@ -136,6 +144,7 @@ class Stack:
             secrets=self.secrets,
             database=str(self.workdir / "syncline.db"),
             concurrency=self.concurrency,
+            backbone=self.backbone.memory,  # None: the runtime's own NATS connections
         )
         await self._serve(app)
         for name, path in HOOKS.items():
@@ -169,6 +178,8 @@ class Stack:
                 await self._task
         if self.sandbox is not None:
             await asyncio.to_thread(self.sandbox.stop)
+        if self.backbone is not None:
+            await self.backbone.close()
 
     async def webhooks_idle(self, timeout: float) -> bool:
         """Wait until every sandbox has delivered what it queued; False on timeout."""

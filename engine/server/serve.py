@@ -24,6 +24,7 @@ from engine.compiler import compile_project
 from engine.compiler.plan import Plan
 from engine.errors import UsageError
 from engine.runtime import Runtime
+from engine.runtime.backbone import Backbone
 from engine.runtime.calls import require_secrets
 from engine.runtime.tracing import tracing_from_environ
 from engine.server.app import Dispatch, create_app
@@ -91,9 +92,11 @@ def build_server(
     transport: httpx.AsyncBaseTransport | None = None,
     concurrency: int = 32,
     store: Store | None = None,
+    backbone: Backbone | None = None,
 ) -> tuple[Dispatch, ServerState]:
     """Everything `serve` runs, built but not started (the app's lifespan starts it); `store`
-    (not opened yet) replaces the one `database` names. Raises DefinitionErrors for invalid
+    (not opened yet) replaces the one `database` names, `backbone` the NATS connections (the
+    demo's in-memory one when it has no NATS server). Raises DefinitionErrors for invalid
     definitions and UsageError naming missing secrets."""
     environ = dict(environ)
 
@@ -110,7 +113,7 @@ def build_server(
     metrics = Metrics()
     runtime = Runtime(
         store, plan, secrets=secrets, transport=transport, concurrency=concurrency,
-        observer=metrics, tracing=tracing, alert_every=config.alert_every,
+        observer=metrics, tracing=tracing, alert_every=config.alert_every, backbone=backbone,
     )  # fmt: skip
     state = ServerState(config, runtime, secrets=secrets, metrics=metrics)
     reloader = (
