@@ -301,3 +301,30 @@ spec: {baseUrl: "http://127.0.0.1:9"}
     with pytest.raises(DefinitionErrors) as caught:
         compile_project(root)
     assert message in str(caught.value)
+
+
+def test_first_publishes_to_new_subjects_at_once_are_all_captured(
+        tmp_path: Path, backbone: dict[str, str]) -> None:
+    """Each first publish to a subject adds it to the stream: done at once (five business events
+    of a busy minute), no update may drop another's subject."""
+    from engine.runtime.backbone import Backbone
+
+    plan = compile_project(_project(tmp_path, backbone))
+    [system] = [s for s in plan.systems.values() if s.nats is not None]
+    subjects = [f"{backbone['prefix']}.event{i}" for i in range(5)]
+
+    async def scenario() -> list[str]:
+        connections = Backbone()
+        try:
+            await connections.jetstream(system, f"{backbone['prefix']}.first")  # the stream
+            await asyncio.gather(*(connections.jetstream(system, s) for s in subjects))
+            client = await nats.connect(NATS_URL)
+            try:
+                info = await client.jetstream().stream_info(backbone["stream"])
+                return list(info.config.subjects or [])
+            finally:
+                await client.close()
+        finally:
+            await connections.aclose()
+
+    assert set(subjects) <= set(asyncio.run(scenario()))

@@ -63,9 +63,19 @@ class Backbone:
                 self._clients[nats_config.url] = client
         js = client.jetstream()
         if (nats_config.stream, subject) not in self._captured:
-            await _capture(js, nats_config.stream, subject)
-            self._captured.add((nats_config.stream, subject))
+            # one capture at a time: two first publishes to new subjects would each read the
+            # stream's subjects and write back their own, and the later write drops the other
+            async with self._lock:
+                if (nats_config.stream, subject) not in self._captured:
+                    await _capture(js, nats_config.stream, subject)
+                    self._captured.add((nats_config.stream, subject))
         return js
+
+    def forget(self, system: CompiledSystem, subject: str) -> None:
+        """No stream answered a publish to `subject`: capture it again on the next attempt (the
+        stream was deleted or edited since)."""
+        if system.nats is not None:
+            self._captured.discard((system.nats.stream, subject))
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -132,6 +142,12 @@ async def publish(backbone: Backbone, step: CompiledStep, payload: bytes, ident:
     except (TimeoutError, nats.errors.TimeoutError):
         raise CallError(f"{name}: no acknowledgement from JetStream within {timeout:g} s",
                         kind="timeout", retryable=True) from None
+    except nats.errors.NoRespondersError:
+        backbone.forget(action.system, action.subject)
+        raise CallError(f"{name}: no stream captures {action.subject} (stream "
+                        f"{action.system.nats.stream if action.system.nats else '?'}); it is "
+                        "captured again on the next attempt", kind="network",
+                        retryable=True) from None
     except (OSError, nats.errors.Error) as exc:
         raise CallError(f"{name}: cannot publish to {action.subject}: "
                         f"{exc or type(exc).__name__}", kind="network", retryable=True) from None
