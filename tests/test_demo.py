@@ -12,6 +12,7 @@ import asyncio
 import copy
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -35,6 +36,11 @@ FLOWS = (
     "crm-opportunity-events",
     "invoice-paid",
     "payment-failed",
+    "publish-invoice-paid",
+    "publish-order-activated",
+    "publish-payment-failed",
+    "publish-renewal-accepted",
+    "publish-subscription-amended",
     "renewal",
     "renewal-forecast",
     "subscription-amended",
@@ -120,6 +126,23 @@ def test_demo_command_reconciles_and_reports(tmp_path: Path) -> None:
     assert not echoes["loop"], echoes
     assert echoes["by_flow"]["crm-opportunity-events"] >= 10 + day["renewals"], echoes
     assert by_flow["account-changed"]["succeeded"] == day["account moves"] >= 1
+
+    # the business events went to the event backbone (a real JetStream: the demo's own
+    # nats-server, or NATS_URL), and a subscriber found each there exactly once
+    backbone = report["backbone"]
+    if shutil.which("nats-server") or os.environ.get("SYNCLINE_REQUIRE_NATS") == "1":
+        assert backbone["kind"] in ("nats-server", "NATS_URL"), backbone
+    assert backbone["by_subject"] == {
+        "revops.order.activated": 10,
+        "revops.invoice.paid": day["invoices paid"] + day["payments recovered"],
+        "revops.invoice.payment-failed": day["payments failed"],
+        "revops.subscription.amended": day["amendments"],
+        "revops.renewal.accepted": day["renewals"],
+    }, backbone
+    assert backbone["arrived"] == backbone["by_subject"]
+    assert (backbone["duplicates"], backbone["missing"], backbone["unfinished"]) == (0, 0, 0)
+    assert checked["business event on the backbone once"] == backbone["published"] == sum(
+        backbone["by_subject"].values())
 
     # the one alert: finance told once, in its chat channel, of both master-data exceptions
     # before the operator fixed them (the revops objective alert stays quiet: it is met)

@@ -39,7 +39,7 @@ CANONICAL_OWNERS = {
 DEMO_URLS = {
     f"{name}_URL": "http://127.0.0.1:9"
     for name in ("CRM", "ERP", "BILLING", "SUPPORT", "CHAT", "ERP_CLOUD")
-}
+} | {"NATS_URL": "nats://127.0.0.1:9"}
 
 
 @pytest.mark.parametrize("env", ["dev", "demo", "staging", "prod"])
@@ -49,7 +49,7 @@ def test_validate_passes_in_every_environment(env: str) -> None:
         main, ["validate", str(ROOT), "--env", env], env=DEMO_URLS if env == "demo" else {}
     )
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("ok: 10 flows, 27 mappings") and f"[{env}]" in result.output
+    assert result.output.startswith("ok: 15 flows, 27 mappings") and f"[{env}]" in result.output
 
 
 def test_every_mapping_and_flow_has_tests_and_they_all_pass() -> None:
