@@ -143,6 +143,7 @@ async def serve_until_interrupted(stack: Stack, stream: TextIO) -> None:
         f"\nThe day is played; its exceptions are left for you.\n"
         f"  console: {stack.url}/console\n"
         f"  token:   {stack.tokens['you']}   (admin, named 'you')\n"
+        f"  event backbone: {stack.backbone.note if stack.backbone else 'none'}\n"
         "Fix the ERP's master data as its administrator would (a parked run's page says what the "
         "ERP misses), e.g.:\n"
         f"  curl -X POST {erp}/sandbox/tax-nexus {json_type} "
