@@ -13,17 +13,20 @@ import asyncio
 import copy
 import datetime as dt
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.commands.flowtests import run_flow_tests
 from engine.compiler import compile_project
 from engine.compiler.compiled import EchoCheck
 from engine.compiler.plan import Plan
 from engine.demo.driver import CRM_API, Driver
 from engine.demo.scenario import build_scenario
 from engine.demo.stack import Stack
+from engine.errors import DefinitionErrors
 from engine.runtime.calls import OutboundRequest
 from engine.runtime.echo import EchoGuard, Fingerprints, WriteFingerprint, flatten, written
 from engine.store.base import Store
@@ -252,3 +255,55 @@ def test_the_reference_billing_round_trips_are_echoes_and_an_amendment_runs(
     assert len(amended) == 1 and amended[0]["state"] == "succeeded"  # the person's 5 seats
     last = [r for r in runs if r["flow"] == "billing-events"][-1]
     assert last["state"] == "succeeded" and last["reason"] is None
+
+
+# -- flow tests' earlier writes ----------------------------------------------------------------
+
+WRITTEN = """\
+apiVersion: syncline/v1
+kind: System
+metadata: {name: crm, owner: qa}
+spec:
+  baseUrl: http://127.0.0.1:9
+  webhooks: {scheme: none}
+  operations:
+    create-account: {method: POST, path: /a}
+    update-account: {method: PATCH, path: "/a/{id}", record: {type: account, id: params.id}}
+  echo: {window: 15m}
+---
+apiVersion: syncline/v1
+kind: Flow
+metadata: {name: hook, owner: qa}
+spec:
+  trigger:
+    webhook: {path: /h, system: crm, record: {type: account, id: data.Id}}
+  steps:
+    - {id: s, set: {a: data.a}}
+  tests:
+    - name: echo
+      written: [{system: crm, operation: OPERATION, params: {id: "001A"}, body: {a: 1}}]
+      input: {Id: "001A", a: 1}
+      expect: {state: STATE, reason: REASON}
+"""
+
+
+def test_a_flow_test_s_earlier_write_must_leave_a_fingerprint(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    files = {"flows/x.yaml": WRITTEN.replace("OPERATION", "update-acount")}
+    with pytest.raises(DefinitionErrors) as caught:
+        compile_project(project(files))
+    assert ("flows/x.yaml:22:31:" in str(caught.value) and "error[E_ECHO] test 'echo': operation "
+            "'update-acount' of system 'crm' declares no record, so its write leaves no "
+            "fingerprint (did you mean 'update-account'?)" in str(caught.value))
+
+
+@pytest.mark.parametrize(("a", "state", "reason"), [(1, "filtered", "ECHO"),
+                                                   (2, "succeeded", "null")])
+def test_a_flow_test_shows_the_echo_of_its_earlier_write(
+        project: Callable[[dict[str, str]], Path], a: int, state: str, reason: str) -> None:
+    text = (WRITTEN.replace("OPERATION", "update-account").replace("STATE", state)
+            .replace("REASON", reason).replace('input: {Id: "001A", a: 1}',
+                                               f'input: {{Id: "001A", a: {a}}}'))
+    root = project({"flows/x.yaml": text})
+    [result] = run_flow_tests(compile_project(root), root)
+    assert result.passed, result.detail

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from engine.compiler.compiled import CompiledSchema, CompiledSystem
     from engine.compiler.flow import FlowCompiler
 
-__all__ = ["attach_echo_reads", "numeric_fields", "system_echo", "trigger_echo"]
+__all__ = ["attach_echo_reads", "check_test_writes", "numeric_fields", "system_echo",
+           "trigger_echo"]
 
 MAX_DEPTH = 8  # emit -> flow -> emit ... followed this deep; deeper counts as reading everything
 _Shape = Any   # FieldPath (the value is that path) | dict[str, _Shape] (a hash of them) | None
@@ -130,6 +131,23 @@ def trigger_echo(fc: FlowCompiler, spec: m.TriggerRecord,
     numeric = frozenset().union(*(r.numeric for r in system.records.values()
                                   if r.type == spec.type))
     return EchoCheck(system.name, spec.type, ident, fields, changed, None, numeric)
+
+
+def check_test_writes(fc: FlowCompiler, tests: list[m.FlowTest]) -> None:
+    """A flow test's `written:` names a System and one of its operations with a `record`."""
+    for i, test in enumerate(tests):
+        for j, write in enumerate(test.written):
+            loc = ("tests", i, "written", j)
+            system = fc.system(write.system, (*loc, "system"))
+            if system is None:
+                continue
+            if write.operation not in system.records:
+                declared = sorted(system.records)
+                hint = suggest(write.operation, declared) or (
+                    f" (these do: {', '.join(declared)})" if declared else "")
+                fc.error((*loc, "operation"), "E_ECHO", f"test '{test.name}': operation "
+                         f"'{write.operation}' of system '{system.name}' declares no record, so "
+                         f"its write leaves no fingerprint{hint}")
 
 
 def numeric_fields(schema: Mapping[str, Any], prefix: str = "") -> frozenset[str]:
