@@ -162,22 +162,29 @@ class Echoes:
         results = await self.store.transact(statements, read_only=True)
         by_key: dict[RecordKey, list[Write]] = {}
         states: dict[RecordKey, tuple[Fields, float]] = {}
+        creating: dict[tuple[str, str], float] = {}  # (system, type) -> a create's answer due
         for n, (system, kind, _) in enumerate(chunks):
             (writes, _), (seen, _) = results[2 * n], results[2 * n + 1]
             for ident, run, step, written, expires, fields, answer_by in writes:
+                due = None if answer_by is None or answer_by <= now else float(answer_by)
+                if ident == CREATING:
+                    if due is not None:
+                        creating[system, kind] = max(due, creating.get((system, kind), due))
+                    continue
                 by_key.setdefault(RecordKey(system, kind, ident), []).append(
-                    Write(run, step, written, expires, decode(fields),
-                          None if answer_by is None or answer_by <= now else float(answer_by)))
+                    Write(run, step, written, expires, decode(fields), due))
             for ident, fields, at in seen:
                 states[RecordKey(system, kind, ident)] = (decode(fields), float(at))
+        if creating:  # rare: any record of the type may be the one a create is writing
+            by_key.update({k: [] for k in keys if (k.system, k.type) in creating
+                           and k not in by_key})
         found: dict[RecordKey, Known] = {}
-        for key in keys:
-            live = by_key.get(key, [])
-            creating = by_key.get(RecordKey(key.system, key.type, CREATING), [])
-            due = [w.answer_by for w in (*live, *creating) if w.answer_by is not None]
-            if live or due:
-                state, at = states.get(key, (None, 0.0))
-                found[key] = Known(tuple(live), state, at, max(due) if due else None)
+        for key, live in by_key.items():
+            dues = [w.answer_by for w in live if w.answer_by is not None]
+            if (key.system, key.type) in creating:
+                dues.append(creating[key.system, key.type])
+            state, at = states.get(key, (None, 0.0))
+            found[key] = Known(tuple(live), state, at, max(dues) if dues else None)
         return found
 
     async def seen(self, key: RecordKey, fields: Fields, now: float, expires_at: float) -> None:
