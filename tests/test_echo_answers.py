@@ -172,6 +172,23 @@ async def test_a_create_is_an_echo_once_its_answer_names_the_record(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("answer", [(None, None), (200, {"object": "subscription"}),
+                                    (200, "not an object")])
+async def test_a_create_without_an_answer_naming_a_record_leaves_nothing_to_wait_for(
+        plan: Plan, any_store: Store, answer: tuple[int | None, Any]) -> None:
+    """A create that failed (or was lost), or whose answer has no id: its fingerprint names no
+    record, so no delivery waits for it or is its echo."""
+    write = _write(plan, any_store, "create-subscription", {"customer": "cus_1"})
+    await write.before()
+    await write.answered(*answer)
+    created = {"data": {"id": "evt_c", "type": "customer.subscription.created",
+                        "data": {"object": BEFORE}}, "event": {"id": "evt_c"}}
+    started = time.monotonic()
+    assert await EchoGuard(Echoes(any_store), time.time).check(_check(plan), created) is None
+    assert time.monotonic() - started < 1.0  # never waited for the System's timeout (10 s)
+
+
+@pytest.mark.anyio
 async def test_an_update_s_delivery_overtaking_its_answer_waits_for_it(
         plan: Plan, any_store: Store) -> None:
     write = _write(plan, any_store, "update-subscription", RENEWAL, id="sub_1")

@@ -1,9 +1,14 @@
 """Echo suppression: Syncline's own writes coming back as webhooks start nothing.
 
 Before a write to an operation with `record: {type, id}` of a System with `echo: {window}` is
-sent, `Fingerprints.record` stores its fingerprint (System, record type and id, the values of the
-fields its body sets, the run and step) in the store, where every replica sees it; it lives for
-the window. Stored first, so a write whose answer was lost (or whose run crashed) still counts.
+sent, its `WriteFingerprint` stores the fingerprint (System, record type and id, the values of
+the fields its body sets, the run and step) in the store, where every replica sees it; it lives
+for the window. Stored first, so a write whose answer was lost (or whose run crashed) still
+counts. A `record` reading the write's `response` (`fields: response.body`; a create's `id:
+response.body.id`) is completed from the answer: an update then holds the answer's values of the
+fields its request set (`written`), a create its whole answer. Until the answer is in, the
+stored write awaits it (`answer_by`), and a delivery about the record (for a create: about any
+record of its type) that is no echo yet waits for it before it is decided.
 
 A delivery to a webhook trigger with `record:` is checked by `EchoGuard.check` before its run is
 accepted. No record id (the expression yields no string or number) or no live fingerprint of the
