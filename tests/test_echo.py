@@ -435,6 +435,11 @@ spec:
      "error[E_ECHO] operation 'get-account' reads (GET); only a write has a record"),
     ({"record": ", record: {type: account, id: 'params.[id'}", "echo": ""}, None,
      "error[E_JMESPATH] invalid JMESPath 'params.[id'"),
+    ({"record": ", record: {type: account, id: data.Id}", "echo": ""}, None,
+     "error[E_ECHO] 'data.Id' reads 'data', which a write does not have (it sees params, "
+     "query, body, response)"),
+    ({"record": ", record: {type: account, id: params.id, fields: answer.body}", "echo": ""},
+     None, "error[E_ECHO] 'answer.body' reads 'answer'"),
 ])
 def test_echo_mistakes_are_located_errors(project: Callable[[dict[str, str]], Path],
                                           system: dict[str, str], hook: str | None,

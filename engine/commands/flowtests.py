@@ -15,10 +15,14 @@ from engine.commands.harness import local_runtime, run_and_describe
 from engine.commands.results import TestResult, diff, fixture_base, load_fixture, located, selected
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
-from engine.compiler.records import FlowTest
+from engine.compiler.records import EarlierWrite, FlowTest
 from engine.errors import SynclineError
+from engine.runtime.calls import OutboundRequest
+from engine.runtime.echo import Fingerprints
+from engine.runtime.runtime import Runtime
 from engine.runtime.stubs import StubTransport, placeholder_secrets
 from engine.source import SourceLocation
+from engine.store.echoes import Echoes
 
 TEST_TIMEOUT = 30.0
 # Flow tests running at once, each on its own runtime and temporary store: a test mostly waits
@@ -70,6 +74,7 @@ async def run_flow_test(
         async with local_runtime(
             plan, secrets=placeholder_secrets(plan), transport=stubs.transport()
         ) as runtime:
+            await fingerprint_earlier_writes(runtime, plan, test.written)
             actual = await run_and_describe(runtime, flow, data, stubs, TEST_TIMEOUT)
     except SynclineError as exc:
         return result(False, f"the run failed: {exc}")
@@ -83,6 +88,26 @@ async def run_flow_test(
         if actual["step_states"].get(step.id) == "skipped" and step.when is not None
     ]
     return result(False, "\n".join([*problems, diff(expected, got)]).strip())
+
+
+async def fingerprint_earlier_writes(runtime: Runtime, plan: Plan,
+                                     written: Sequence[EarlierWrite]) -> None:
+    """A test's `written:`: the fingerprints those writes leave, stored as a run's are (before
+    sending, then completed from the answer), so the test's delivery may be their echo."""
+    fingerprints = Fingerprints(Echoes(runtime.store), runtime.clock.now)
+    for n, write in enumerate(written):
+        system = plan.system(write.system)
+        operation = system.operations[write.operation]
+        request = OutboundRequest(
+            system=system, operation=write.operation, method=operation.method,
+            path=operation.path, query={}, headers={}, body=write.body, idempotency_key=None,
+            correlation_id="test", traceparent=None, params=dict(write.params))
+        mark = fingerprints.write(request, f"written-{n + 1}", write.operation)
+        if mark is None:
+            continue
+        await mark.before()
+        answer = write.response
+        await mark.answered(*((None, None) if answer is None else (answer.status, answer.body)))
 
 
 def _comparable(test: FlowTest, actual: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

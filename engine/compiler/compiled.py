@@ -161,11 +161,14 @@ class CompiledRetry:
 
 @dataclass(frozen=True)
 class RecordWrite:
-    """A write operation's `record: {type, id}`: its calls leave an echo fingerprint."""
+    """A write operation's `record: {type, id, fields}`: its calls leave an echo fingerprint."""
 
     type: str
-    id: Expression                     # over the request {params, query, body}
+    id: Expression                     # over the write {params, query, body, response}
+    fields: Expression | None = None   # the same: the values written (None: the request body)
     numeric: frozenset[str] = frozenset()  # dotted fields its Schema types as numbers
+    creates: bool = False              # the id is only known from the answer (a create)
+    from_answer: bool = False          # the fingerprint is completed from the answer
 
 
 @dataclass(frozen=True)

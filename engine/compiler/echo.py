@@ -45,16 +45,21 @@ if TYPE_CHECKING:
     from engine.compiler.compiled import CompiledSchema, CompiledSystem
     from engine.compiler.flow import FlowCompiler
 
-__all__ = ["attach_echo_reads", "numeric_fields", "system_echo", "trigger_echo"]
+__all__ = ["attach_echo_reads", "check_test_writes", "numeric_fields", "system_echo",
+           "trigger_echo"]
 
 MAX_DEPTH = 8  # emit -> flow -> emit ... followed this deep; deeper counts as reading everything
 _Shape = Any   # FieldPath (the value is that path) | dict[str, _Shape] (a hash of them) | None
 
 
+WRITE_VIEW = ("params", "query", "body", "response")  # what a record's expressions see
+
+
 def system_echo(system: System, doc: Document, schemas: Mapping[str, CompiledSchema],
                 report: Any) -> tuple[float | None, dict[str, RecordWrite]]:
     """The System's echo window and the records its write operations declare (errors: a record
-    on a read, an id that does not compile, `echo` on a System none of whose writes has one)."""
+    on a read, an expression that does not compile or reads what a write has not, `echo` on a
+    System none of whose writes has one)."""
     spec, records = system.spec, {}
     for name, operation in spec.operations.items():
         if operation.record is None:
@@ -64,20 +69,42 @@ def system_echo(system: System, doc: Document, schemas: Mapping[str, CompiledSch
             report(Diagnostic(doc.locate(loc), "E_ECHO", f"operation '{name}' reads "
                               f"({operation.method}); only a write has a record to fingerprint"))
             continue
-        try:
-            ident = compile_expression(operation.record.id)
-        except ExpressionSyntaxError as exc:
-            report(Diagnostic(doc.locate((*loc, "id")), exc.code,
-                              f"invalid JMESPath '{operation.record.id}': {exc.message}"))
+        ident = _write_expression(operation.record.id, (*loc, "id"), doc, report)
+        fields = _write_expression(operation.record.fields, (*loc, "fields"), doc, report)
+        if ident is None or fields is None:
             continue
         schema = schemas.get(operation.schema_) if operation.schema_ else None
         numeric = numeric_fields(schema.json_schema) if schema is not None else frozenset()
-        records[name] = RecordWrite(operation.record.type, ident, numeric)
+        creates = _reads_answer(ident)
+        records[name] = RecordWrite(
+            operation.record.type, ident, None if fields.text == "body" else fields, numeric,
+            creates=creates, from_answer=creates or _reads_answer(fields))
     if spec.echo is not None and not records:
         report(Diagnostic(doc.locate(("spec", "echo")), "E_ECHO", f"system '{system.name}' sets "
                           "echo but none of its write operations declares record: {type, id}, "
                           "so no write leaves a fingerprint"))
     return (spec.echo.window if spec.echo is not None else None), records
+
+
+def _write_expression(text: str, loc: tuple[str, ...], doc: Document,
+                      report: Any) -> Expression | None:
+    """A record expression over the write `{params, query, body, response}`."""
+    try:
+        expression = compile_expression(text)
+    except ExpressionSyntaxError as exc:
+        report(Diagnostic(doc.locate(loc), exc.code, f"invalid JMESPath '{text}': {exc.message}"))
+        return None
+    roots = sorted({str(p[0]) for p in expression.paths if p and p[0] not in WRITE_VIEW})
+    if roots:
+        report(Diagnostic(doc.locate(loc), "E_ECHO", f"'{text}' reads '{roots[0]}', which a "
+                          f"write does not have (it sees {', '.join(WRITE_VIEW)})"))
+        return None
+    return expression
+
+
+def _reads_answer(expression: Expression) -> bool:
+    """Whether an expression over a write reads its `response` (then it waits for the answer)."""
+    return any(path[:1] == ("response",) for path in expression.paths)
 
 
 def trigger_echo(fc: FlowCompiler, spec: m.TriggerRecord,
@@ -104,6 +131,23 @@ def trigger_echo(fc: FlowCompiler, spec: m.TriggerRecord,
     numeric = frozenset().union(*(r.numeric for r in system.records.values()
                                   if r.type == spec.type))
     return EchoCheck(system.name, spec.type, ident, fields, changed, None, numeric)
+
+
+def check_test_writes(fc: FlowCompiler, tests: list[m.FlowTest]) -> None:
+    """A flow test's `written:` names a System and one of its operations with a `record`."""
+    for i, test in enumerate(tests):
+        for j, write in enumerate(test.written):
+            loc = ("tests", i, "written", j)
+            system = fc.system(write.system, (*loc, "system"))
+            if system is None:
+                continue
+            if write.operation not in system.records:
+                declared = sorted(system.records)
+                hint = suggest(write.operation, declared) or (
+                    f" (these do: {', '.join(declared)})" if declared else "")
+                fc.error((*loc, "operation"), "E_ECHO", f"test '{test.name}': operation "
+                         f"'{write.operation}' of system '{system.name}' declares no record, so "
+                         f"its write leaves no fingerprint{hint}")
 
 
 def numeric_fields(schema: Mapping[str, Any], prefix: str = "") -> frozenset[str]:

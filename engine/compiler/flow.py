@@ -25,7 +25,7 @@ from engine.compiler.compiled import (
     SetAction,
     ValidateAction,
 )
-from engine.compiler.echo import trigger_echo
+from engine.compiler.echo import check_test_writes, trigger_echo
 from engine.compiler.expressions import Expression
 from engine.compiler.fields import unknown_reads
 from engine.compiler.flow_graph import FlowGraph
@@ -55,6 +55,7 @@ class FlowCompiler(FlowGraph):
         ids = {s.id for s in spec.steps}
         output = self.expr(spec.output, ("output",), "__output__") if spec.output else None
         self._check_refs("__output__", ids, ("output",))
+        check_test_writes(self, spec.tests)
         if self.failed or trigger is None:
             return None
         graph = self.graph(spec.steps, steps)

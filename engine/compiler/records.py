@@ -21,7 +21,8 @@ from engine.model.base import StatusClass
 from engine.model.policy import ErrorOutcome
 
 __all__ = [
-    "Auth", "Backoff", "ExpectedCall", "ExpectedEmit", "ExpectedPublish", "FlowExpect", "FlowTest",
+    "Auth", "Backoff", "EarlierWrite", "ExpectedCall", "ExpectedEmit", "ExpectedPublish",
+    "FlowExpect", "FlowTest",
     "MappingTest", "Operation", "RateLimit", "RetryPolicySpec", "StubResponse", "Webhooks",
     "flow_test_record", "mapping_test_record", "operation_record", "retry_record",
     "system_records",
@@ -214,6 +215,17 @@ class FlowExpect:
 
 
 @dataclass(frozen=True, slots=True)
+class EarlierWrite:
+    """A write made before a flow test's delivery (its fingerprint is stored first)."""
+
+    system: str
+    operation: str
+    params: Mapping[str, Any]
+    body: Any
+    response: StubResponse | None  # None: its answer was lost
+
+
+@dataclass(frozen=True, slots=True)
 class FlowTest:
     name: str
     input: Any = None
@@ -221,6 +233,7 @@ class FlowTest:
     responses: Mapping[str, StubResponse | tuple[StubResponse, ...]] = field(
         default_factory=lambda: MappingProxyType({}))
     expect: FlowExpect = field(default_factory=FlowExpect)
+    written: tuple[EarlierWrite, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +263,10 @@ def flow_test_record(test: fm.FlowTest) -> FlowTest:
     }
     expect = FlowExpect(e.state, calls, emits, e.output, e.reason, _frozen(e.steps),
                         _frozen(e.shadows), publishes)
-    return FlowTest(test.name, test.input, test.input_file, _frozen(responses), expect)
+    written = tuple(EarlierWrite(w.system, w.operation, _frozen(w.params), w.body,
+                              None if w.response is None else _stub(w.response))
+                    for w in test.written)
+    return FlowTest(test.name, test.input, test.input_file, _frozen(responses), expect, written)
 
 
 def mapping_test_record(test: mm.MappingTest) -> MappingTest:

@@ -217,11 +217,23 @@ class FlowExpect(Model):
     shadows: dict[str, dict[str, Any]] = Field(default_factory=dict)  # step id -> shadow result
 
 
+class EarlierWrite(Model):
+    """A write Syncline made before a test's delivery (`written:`): fingerprinted as a run's
+    would be, so the test's input can be its echo coming back."""
+
+    system: str
+    operation: str                   # one that declares `record`
+    params: dict[str, Any] = Field(default_factory=dict)
+    body: Any = None
+    response: StubResponse | None = None  # its answer (none: lost)
+
+
 class FlowTest(Model):
     name: str
     input: Any = None
     input_file: RelativePath | None = Field(default=None, alias="inputFile")
     responses: dict[str, StubResponse | list[StubResponse]] = Field(default_factory=dict)
+    written: list[EarlierWrite] = Field(default_factory=list)  # echo suppression: earlier writes
     expect: FlowExpect = Field(default_factory=FlowExpect)
 
 

@@ -93,10 +93,14 @@ class RateLimit(Model):
 
 
 class RecordRef(Model):
-    """`record: {type, id}` on a write operation: the record it writes, for echo suppression."""
+    """`record: {type, id, fields}` on a write operation: the record it writes, for echo
+    suppression. Both expressions see the write `{params, query, body, response}` (`response`
+    its answer `{status, body}` in the System's own shape): an id read from the answer is a
+    create's, and fields read from it are the record as the System holds it after the write."""
 
     type: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-.]*$")   # e.g. account, subscription
-    id: str                 # JMESPath over the request {params, query, body}: the record's id
+    id: str                 # JMESPath: the record's id (params.id; response.body.id for a create)
+    fields: str = "body"    # JMESPath: the values written (the request body; response.body)
 
 
 class Echo(Model):

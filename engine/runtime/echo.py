@@ -1,9 +1,14 @@
 """Echo suppression: Syncline's own writes coming back as webhooks start nothing.
 
 Before a write to an operation with `record: {type, id}` of a System with `echo: {window}` is
-sent, `Fingerprints.record` stores its fingerprint (System, record type and id, the values of the
-fields its body sets, the run and step) in the store, where every replica sees it; it lives for
-the window. Stored first, so a write whose answer was lost (or whose run crashed) still counts.
+sent, its `WriteFingerprint` stores the fingerprint (System, record type and id, the values of
+the fields its body sets, the run and step) in the store, where every replica sees it; it lives
+for the window. Stored first, so a write whose answer was lost (or whose run crashed) still
+counts. A `record` reading the write's `response` (`fields: response.body`; a create's `id:
+response.body.id`) is completed from the answer: an update then holds the answer's values of the
+fields its request set (`written`), a create its whole answer. Until the answer is in, the
+stored write awaits it (`answer_by`), and a delivery about the record (for a create: about any
+record of its type) that is no echo yet waits for it before it is decided.
 
 A delivery to a webhook trigger with `record:` is checked by `EchoGuard.check` before its run is
 accepted. No record id (the expression yields no string or number) or no live fingerprint of the
@@ -28,14 +33,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.compiler.compiled import EchoCheck
+from engine.compiler.compiled import EchoCheck, RecordWrite
+from engine.compiler.expressions import Expression
 from engine.errors import ExpressionError
 from engine.runtime.calls import OutboundRequest
-from engine.store.echoes import Echoes, Fields, Known, Path, RecordKey, Write
+from engine.store.echoes import CREATING, Echoes, Fields, Known, Path, RecordKey, Write
 
-__all__ = ["ECHO", "EchoGuard", "Echoed", "Fingerprints", "flatten", "same_value"]
+__all__ = ["ECHO", "EchoGuard", "Echoed", "Fingerprints", "WriteFingerprint", "flatten",
+           "same_value", "written"]
 
 ECHO = "ECHO"  #: the reason code of a filtered echo
+ANSWER_POLL = 0.02  # seconds between looks at a write whose answer a delivery waits for
 _MISSING = object()
 
 
@@ -56,28 +64,102 @@ class Echoed:
 
 
 class Fingerprints:
-    """Stores the fingerprint of each write to a record, before it is sent."""
+    """Makes the fingerprint of each write to a record (`WriteFingerprint`)."""
 
     def __init__(self, echoes: Echoes, clock: Callable[[], float]) -> None:
         self.echoes, self.clock = echoes, clock
 
-    async def record(self, request: OutboundRequest, run_id: str, step_id: str) -> None:
-        system = request.system
-        spec = system.records.get(request.operation)
-        if spec is None or system.echo_window is None or not request.writes:
+    def write(self, request: OutboundRequest, run_id: str,
+              step_id: str) -> WriteFingerprint | None:
+        """The fingerprint of one write, or None where it leaves none."""
+        record = request.system.records.get(request.operation)
+        if record is None or request.system.echo_window is None or not request.writes:
+            return None
+        return WriteFingerprint(self, record, request, run_id, step_id)
+
+
+@dataclass
+class WriteFingerprint:
+    """One write's fingerprint: stored before the write is sent (so a write whose answer was
+    lost, or whose run crashed, still counts), then completed from the answer where the record
+    reads it (`record.fields: response.body`, a create's `id: response.body.id`)."""
+
+    owner: Fingerprints
+    record: RecordWrite
+    request: OutboundRequest
+    run_id: str
+    step_id: str
+    stored: tuple[RecordKey, Write] | None = None
+
+    async def before(self) -> None:
+        """Store the fingerprint as the request shows it, awaiting the answer where it reads
+        one (a create has no record id until then)."""
+        record, request, system = self.record, self.request, self.request.system
+        assert system.echo_window is not None
+        view = self._view(None)
+        ident = CREATING if record.creates else _search_id(record.id, view)
+        if ident is None:  # no id for this request: it leaves no fingerprint
             return
-        request_view = {"params": dict(request.params), "query": dict(request.query),
-                        "body": request.body}
-        try:
-            ident = record_id(spec.id.search(request_view))
-        except ExpressionError:  # no id for this request: it leaves no fingerprint
+        reads_answer = record.fields is not None and record.from_answer and not record.creates
+        fields = (_body_fields(request) if record.fields is None or reads_answer
+                  else _search_fields(record.fields, view))
+        now = self.owner.clock()
+        due = now + system.timeout if record.from_answer else None
+        key = RecordKey(system.name, record.type, ident)
+        write = Write(self.run_id, self.step_id, now, now + system.echo_window, fields, due)
+        await self.owner.echoes.fingerprint(key, write)
+        self.stored = (key, write)
+
+    async def answered(self, status: int | None, body: Any) -> None:
+        """The write's answer (status None: none came, or it failed): a fingerprint awaiting it
+        takes the record's id and fields from it, or keeps what the request showed."""
+        if self.stored is None or not self.record.from_answer:
             return
-        if ident is None:
+        key, write = self.stored
+        if status is None:
+            await self.owner.echoes.answered(key, write, None, None)
             return
-        now = self.clock()
-        fields = flatten(request.body) if isinstance(request.body, dict) else {}
-        await self.echoes.fingerprint(RecordKey(system.name, spec.type, ident),
-                                      Write(run_id, step_id, now, now + system.echo_window, fields))
+        record, view = self.record, self._view({"status": status, "body": body})
+        ident = _search_id(record.id, view) if record.creates else None
+        fields = None
+        if record.fields is not None:
+            fields = _search_fields(record.fields, view)
+            if not record.creates:  # an update wrote what its request sets, as now held
+                fields = written(fields, _body_fields(self.request))
+        await self.owner.echoes.answered(key, write, ident, fields)
+
+    def _view(self, response: Mapping[str, Any] | None) -> dict[str, Any]:
+        request = self.request
+        return {"params": dict(request.params), "query": dict(request.query),
+                "body": request.body, "response": response}
+
+
+def _body_fields(request: OutboundRequest) -> Fields:
+    return flatten(request.body) if isinstance(request.body, dict) else {}
+
+
+def _search_id(expression: Expression, view: Mapping[str, Any]) -> str | None:
+    try:
+        return record_id(expression.search(view))
+    except ExpressionError:
+        return None
+
+
+def _search_fields(expression: Expression, view: Mapping[str, Any]) -> Fields:
+    try:
+        value = expression.search(view)
+    except ExpressionError:
+        return {}
+    return flatten(value) if isinstance(value, dict) else {}
+
+
+def written(answer: Fields, request: Fields) -> Fields:
+    """The fields of an update's answer its request set: at, below or above a path the request
+    body sets (`items: [{id, price_data}]` sets `items.data` as the System holds it). The rest
+    of the answer (values someone else set before the write, fields the System derived) is not
+    Syncline's: a delivery of someone's earlier edit arriving after the write still runs."""
+    return {path: value for path, value in answer.items()
+            if any(path[:len(q)] == q or q[:len(path)] == path for q in request)}
 
 
 class Lookups:
@@ -143,8 +225,10 @@ class EchoGuard:
             return None
         fields = flatten(record)
         changed = changed_paths(said, fields, echo.numeric) if echo.changed is not None else None
+        known, write = await self._decide(key, known, fields, changed, echo)
+        if not known.writes:
+            return None
         base = last_known(known)
-        write = decide(known, base, fields, changed, echo)
         merged = {**base, **fields}
         if merged != base:  # else storing it would change nothing it is compared with
             await self.echoes.seen(key, merged, self.clock(),
@@ -152,6 +236,22 @@ class EchoGuard:
         if write is None:
             return None
         return Echoed(echo.system, echo.type, ident, write.run_id, write.step_id)
+
+    async def _decide(self, key: RecordKey, known: Known, fields: Fields,
+                      changed: set[Path] | None, echo: EchoCheck) -> tuple[Known, Write | None]:
+        """The write the delivery echoes, if any. While a write's answer that may complete what
+        is known is awaited (the System's webhook overtook the answer to Syncline's own call,
+        as it often does), a delivery that is no echo yet waits for it, and no longer than
+        the call's timeout."""
+        deadline = known.awaiting
+        while True:
+            write = decide(known, last_known(known), fields, changed, echo) if known.writes \
+                else None
+            if write is not None or known.awaiting is None or deadline is None \
+                    or self.clock() >= deadline:
+                return known, write
+            await asyncio.sleep(ANSWER_POLL)
+            known = await self.lookups.known(key) or Known((), None, 0.0)
 
 
 def record_id(value: Any) -> str | None:

@@ -37,10 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,7 +48,7 @@ from engine.compiler.plan import Plan
 from engine.errors import CallError, CallHeld
 from engine.runtime.backbone import Backbone
 from engine.runtime.calls import Calls, OutboundRequest, describe
-from engine.runtime.echo import Fingerprints
+from engine.runtime.echo import Fingerprints, WriteFingerprint
 from engine.runtime.handlers import HANDLERS
 from engine.runtime.logevents import run_ended, run_started
 from engine.runtime.retry import Decision, decide
@@ -250,12 +249,12 @@ class _Execution:
 
     def _fingerprint(
         self, step_id: str
-    ) -> Callable[[OutboundRequest], Awaitable[None]] | None:
-        """Echo suppression: what stores a write's fingerprint before it is sent."""
+    ) -> Callable[[OutboundRequest], WriteFingerprint | None] | None:
+        """Echo suppression: what makes a write's fingerprint (stored before it is sent)."""
         fingerprints, run_id = self.executor.fingerprints, self.run_record.id
         if fingerprints is None:
             return None
-        return lambda request: fingerprints.record(request, run_id, step_id)
+        return lambda request: fingerprints.write(request, run_id, step_id)
 
     async def _step(self, step: CompiledStep) -> StepOutcome:
         flow, observer = self.flow.name, self.executor.observer
@@ -407,14 +406,19 @@ class _Execution:
         timeout = policy.timeout if policy and policy.timeout else request.system.timeout
         started = self.clock()
         fingerprint = self._fingerprint(f"{step.id}#compensate")
-        before = None if fingerprint is None else functools.partial(fingerprint, request)
+        mark = None if fingerprint is None else fingerprint(request)
         try:
-            response = await self.calls.send(request, timeout=timeout, before=before)
+            response = await self.calls.send(request, timeout=timeout,
+                                             before=None if mark is None else mark.before)
             status: int | None = response.status
             body = response.body
+            if mark is not None:
+                await mark.answered(status, body)
         except CallHeld as held:  # its System is paused or its circuit open: no attempt spent
             return await self._wait_to_compensate(record, reason, held.until)
         except CallError as error:
+            if mark is not None:
+                await mark.answered(None, None)
             decision = self._compensation_decision(step, record, error, started)
             status, body = error.status, error.body
             if decision.action != "succeed":

@@ -23,7 +23,6 @@ Failure classes (what the executor does with a `Stop`):
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import random
@@ -32,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -63,6 +62,9 @@ from engine.runtime.shadow import Shadow
 from engine.runtime.wire import fill_path, idempotency_key, make_traceparent
 from engine.store.base import Attempt, EventRecord, RunRecord, StepRecord
 from engine.store.controls import HELD
+
+if TYPE_CHECKING:
+    from engine.runtime.echo import WriteFingerprint
 
 EVENT_NAMESPACE = uuid.UUID("6f1c1b1e-5b1a-4c43-9a55-2a4f0f5d6a10")
 SKIPPED = object()  # a handler's answer when `when` was false
@@ -105,7 +107,7 @@ class StepEnv:
     on_shadow: Callable[[str, str], None] | None = None  # metrics: (candidate System, result)
     backbone: Backbone | None = None  # the NATS connections (publish steps)
     traceparent: str | None = None  # the step's span (tracing on): emitted events continue it
-    fingerprint: Callable[[OutboundRequest], Awaitable[None]] | None = None  # echo: before a write
+    fingerprint: Callable[[OutboundRequest], WriteFingerprint | None] | None = None  # echo
 
 
 @dataclass(frozen=True)
@@ -297,10 +299,10 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
             return build_request(mirrored, env.context, env.run, f"{step.id}#shadow")
 
         shadow = Shadow.start(action.shadow, build, env.calls, env.clock)
-    fingerprint = env.fingerprint
-    before = None if fingerprint is None else functools.partial(fingerprint, request)
+    mark = None if env.fingerprint is None else env.fingerprint(request)
     try:  # the fingerprint is stored before sending: a lost answer still counts as written
-        response = await env.calls.send(request, timeout=timeout, before=before)
+        response = await env.calls.send(request, timeout=timeout,
+                                        before=None if mark is None else mark.before)
     except CallHeld as held:  # nothing was sent: no attempt spent
         if shadow is not None:  # nor is the candidate's copy (held before the loop ran it)
             shadow.cancel()
@@ -308,7 +310,11 @@ async def run_call(step: CompiledStep, env: StepEnv) -> Any:
     except CallError as error:
         if shadow is not None:
             shadow.cancel()
+        if mark is not None:
+            await mark.answered(None, None)
         return failed_attempt(step, env, error, n, started, described)
+    if mark is not None:
+        await mark.answered(response.status, response.body)
     answered = env.clock()
     body = adapted_answer(request, response.status, response.body)
     output = {"status": response.status, "headers": response.headers, "body": body}

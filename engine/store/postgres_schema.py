@@ -12,6 +12,7 @@ from engine.store import audit, history, ordering
 from engine.store.aggregates_postgres import POSTGRES_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
+from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
 from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
@@ -137,6 +138,8 @@ MIGRATIONS: tuple[str, ...] = (
     ordering.POSTGRES_MIGRATION,
     # 10: echo fingerprints of writes, and what was last known of each written record.
     ECHOES_MIGRATION,
+    # 11: echo fingerprints completed from the write's answer (a create's id, the record as held).
+    ECHO_ANSWERS_MIGRATION,
 )
 
 
