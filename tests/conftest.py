@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import nats
 import psycopg
 import pytest
+from nats.js.errors import NotFoundError
 
+from tests.natskit import NATS_URL
 from tests.projectkit import write_project
 
 
@@ -58,3 +64,30 @@ async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     else:
         async with PostgresStore(request.getfixturevalue("postgres_url")) as store:
             yield store
+
+
+# -- NATS JetStream: the backbone's tests run against the real server on this machine --------------
+@pytest.fixture
+def backbone() -> Iterator[dict[str, str]]:
+    """A fresh stream name and subject prefix on the real server (the stream deleted afterwards).
+
+    Without a reachable server the test is skipped, unless SYNCLINE_REQUIRE_NATS=1 (CI), where it
+    fails."""
+    host, port = NATS_URL.removeprefix("nats://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        if os.environ.get("SYNCLINE_REQUIRE_NATS") == "1":
+            pytest.fail(f"no NATS server at {NATS_URL} (CI starts `nats-server -js`)")
+        pytest.skip(f"no NATS server at {NATS_URL}")
+    tag = uuid.uuid4().hex[:10]
+    names = {"stream": f"T_{tag}", "prefix": f"t{tag}"}
+    yield names
+
+    async def drop() -> None:
+        client = await nats.connect(NATS_URL)
+        with suppress(NotFoundError):
+            await client.jetstream().delete_stream(names["stream"])
+        await client.close()
+
+    asyncio.run(drop())

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from nats.js.errors import NotFoundError
+from natskit import NATS_URL
 from projectkit import write_project
 from runtime_kit import detail_json, in_state, until
 
@@ -27,31 +26,6 @@ from engine.runtime import EventMeta, Runtime
 from engine.runtime.executor import Observer
 from engine.runtime.streams import Streams
 from engine.store.sqlite import SQLiteStore
-
-NATS_URL = os.environ.get("SYNCLINE_TEST_NATS", "nats://127.0.0.1:4222")
-
-
-@pytest.fixture
-def backbone() -> Iterator[dict[str, str]]:
-    """A fresh stream name and subject prefix on the real server (deleted afterwards)."""
-    host, port = NATS_URL.removeprefix("nats://").split(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError:
-        if os.environ.get("SYNCLINE_REQUIRE_NATS") == "1":
-            pytest.fail(f"no NATS server at {NATS_URL} (CI starts `nats-server -js`)")
-        pytest.skip(f"no NATS server at {NATS_URL}")
-    tag = uuid.uuid4().hex[:10]
-    names = {"stream": f"T_{tag}", "prefix": f"t{tag}"}
-    yield names
-
-    async def drop() -> None:
-        client = await nats.connect(NATS_URL)
-        with suppress(NotFoundError):
-            await client.jetstream().delete_stream(names["stream"])
-        await client.close()
-
-    asyncio.run(drop())
 
 
 def _project(root: Path, names: dict[str, str], url: str = NATS_URL) -> Path:

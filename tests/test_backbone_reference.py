@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import socket
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
-from nats.js.errors import NotFoundError
+from natskit import NATS_URL
 from runtime_kit import detail_json
 
 from engine.compiler import compile_project
@@ -36,7 +31,6 @@ from engine.runtime.stubs import StubTransport, placeholder_secrets
 from engine.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
-NATS_URL = os.environ.get("SYNCLINE_TEST_NATS", "nats://127.0.0.1:4222")
 SUBJECTS = {  # flow -> the subject the reference project publishes its event on
     "publish-order-activated": "revops.order.activated",
     "publish-invoice-paid": "revops.invoice.paid",
@@ -47,17 +41,9 @@ SUBJECTS = {  # flow -> the subject the reference project publishes its event on
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
+def project(tmp_path: Path, backbone: dict[str, str]) -> tuple[Path, str, str]:
     """A copy of the reference project on the real server: (root, stream, subject prefix)."""
-    host, port = NATS_URL.removeprefix("nats://").split(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError:
-        if os.environ.get("SYNCLINE_REQUIRE_NATS") == "1":
-            pytest.fail(f"no NATS server at {NATS_URL} (CI starts `nats-server -js`)")
-        pytest.skip(f"no NATS server at {NATS_URL}")
-    tag = uuid.uuid4().hex[:10]
-    stream, prefix = f"T_{tag}", f"t{tag}"
+    stream, prefix = backbone["stream"], backbone["prefix"]
     root = tmp_path / "reference"
     for name in ("flows", "mappings", "policies", "metrics"):
         shutil.copytree(ROOT / name, root / name)
@@ -68,15 +54,7 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
     definitions.write_text(text.replace("stream: REVOPS", f"stream: {stream}")
                            .replace("${env.NATS_URL}", NATS_URL)
                            .replace("subject: revops.", f"subject: {prefix}."))
-    yield root, stream, prefix
-
-    async def drop() -> None:
-        client = await nats.connect(NATS_URL)
-        with suppress(NotFoundError):
-            await client.jetstream().delete_stream(stream)
-        await client.close()
-
-    asyncio.run(drop())
+    return root, stream, prefix
 
 
 class LosesFirstAcknowledgements(Backbone):

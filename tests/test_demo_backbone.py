@@ -10,22 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import uuid
-from contextlib import suppress
 from pathlib import Path
 
 import nats
 import pytest
-from nats.js.errors import NotFoundError
+from natskit import NATS_URL
 
 from engine.demo.backbone import DemoBackbone
 from engine.demo.published import Tally, Target, check, consume, summary
 from engine.demo.reconcile import Reconciliation
-
-NATS_URL = os.environ.get("SYNCLINE_TEST_NATS", "nats://127.0.0.1:4222")
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -84,18 +79,11 @@ def test_the_check_reports_a_duplicate_a_missing_and_an_unfinished_event() -> No
     assert shown["arrived"] == {"revops.invoice.paid": 2, "revops.order.activated": 1}
 
 
-def test_the_subscriber_sees_a_second_copy_jetstream_was_not_told_to_drop() -> None:
+def test_the_subscriber_sees_a_second_copy_jetstream_was_not_told_to_drop(
+        backbone: dict[str, str]) -> None:
     """Published twice without a Nats-Msg-Id, an event is two messages: the subscriber counts
     both (so its "once" is JetStream's de-duplication, not its own), from the start it is given."""
-    host, port = NATS_URL.removeprefix("nats://").split(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError:
-        if os.environ.get("SYNCLINE_REQUIRE_NATS") == "1":
-            pytest.fail(f"no NATS server at {NATS_URL} (CI starts `nats-server -js`)")
-        pytest.skip(f"no NATS server at {NATS_URL}")
-    tag = uuid.uuid4().hex[:10]
-    stream, subject = f"T_{tag}", f"t{tag}.order.activated"
+    stream, subject = backbone["stream"], f"{backbone['prefix']}.order.activated"
 
     async def scenario() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         client = await nats.connect(NATS_URL)
@@ -105,11 +93,9 @@ def test_the_subscriber_sees_a_second_copy_jetstream_was_not_told_to_drop() -> N
             await js.publish(subject, b'{"id": "before-the-day"}')
             for _ in range(2):
                 await js.publish(subject, json.dumps({"id": "e1", "type": "t"}).encode())
-            target = Target(NATS_URL, stream, (subject, f"t{tag}.never.published"))
+            target = Target(NATS_URL, stream, (subject, f"{backbone['prefix']}.never.published"))
             return await consume(target, 2), await consume(target, 1)
         finally:
-            with suppress(NotFoundError):
-                await js.delete_stream(stream)
             await client.close()
 
     from_the_day, everything = asyncio.run(scenario())
