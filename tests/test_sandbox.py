@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from engine.sandbox import ErpSandbox, Sandbox, ServerThread
 from engine.sandbox.billing import DEFAULT_WEBHOOK_SECRET as BILLING_SECRET
 from engine.sandbox.crm import DEFAULT_WEBHOOK_SECRET as CRM_SECRET
 from engine.sandbox.erp import DEFAULT_WEBHOOK_SECRET as ERP_SECRET
+from engine.sandbox.webhooks import LANES, WebhookSender
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/services/data/v60.0"
@@ -640,6 +642,31 @@ def test_crm_webhook_gives_up_after_max_attempts(
     (delivery,) = sb.crm.snapshot()["webhooks"]["deliveries"]
     assert delivery["status"] == "failed"
     assert len(delivery["attempts"]) == 4
+
+
+def test_a_record_s_webhooks_keep_their_order_while_other_records_pass_a_retrying_one(
+    receiver: tuple[Receiver, str]
+) -> None:
+    """A delivery backing off holds up only its own record's lane: the next webhook of that
+    record waits for it, another record's webhook is delivered meanwhile."""
+    recv, url = receiver
+    recv.reset()
+    recv.fail_next = 1
+    keys = ["acct-a", *(f"acct-{i}" for i in range(50))]
+    lane = {k: zlib.crc32(k.encode()) % LANES for k in keys}
+    other = next(k for k in keys if lane[k] != lane["acct-a"])
+    sender = WebhookSender(scheme="stripe", secret="whsec_x", url=f"{url}/lanes",
+                           backoff=(0.4,), max_attempts=3)
+    try:
+        sender.send("e", {"n": "a1"}, "w1", key="acct-a")
+        sender.send("e", {"n": "a2"}, "w2", key="acct-a")
+        sender.send("e", {"n": "b1"}, "w3", key=other)
+        assert sender.wait_idle(5)
+    finally:
+        sender.close()
+    got = [(json.loads(h["body"])["n"], h["answered"]) for h in recv.wait_for(4, "lanes")]
+    assert got[0] in (("a1", 500), ("b1", 200)) and len(got) == 4
+    assert got.index(("b1", 200)) < got.index(("a1", 200)) < got.index(("a2", 200))
 
 
 # --------------------------------------------------------------------------------------------

@@ -188,7 +188,9 @@ class BillingRecords(SandboxSystem):
             "type": event_type,
         }
         self.data["events"][event_id] = event
-        self.emit(event_type, event, webhook_id=event_id)
+        customer = obj.get("customer") if obj.get("object") != "customer" else obj.get("id")
+        self.emit(event_type, event, webhook_id=event_id,
+                  key=customer if isinstance(customer, str) else None)
         return event
 
     def h_add_price(self, call: Call) -> Reply:

@@ -166,7 +166,8 @@ class CrmSandbox(Opportunities, SandboxSystem):
             return  # nothing changed but the timestamp: Salesforce sends no event either
         payload = {"event": "account.updated", "data": self.render("Account", account),
                    "changedFields": changed}
-        self.emit("account.updated", payload, webhook_id=f"msg_{self.ids.token('', 24)}")
+        self.emit("account.updated", payload, webhook_id=f"msg_{self.ids.token('', 24)}",
+                  key=account["Id"])
 
     def query(self, call: Call) -> Reply:
         return Reply(200, run_query(call.query.get("q"), self._rendered))

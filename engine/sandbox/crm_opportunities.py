@@ -38,7 +38,8 @@ class Opportunities:
 
         def render(self, sobject: str, record: JSON) -> JSON: ...
 
-        def emit(self, event_type: str, payload: Any, webhook_id: str) -> JSON | None: ...
+        def emit(self, event_type: str, payload: Any, webhook_id: str,
+                 key: str | None = None) -> JSON | None: ...
 
         def _record(self, sobject: str, ident: str) -> JSON: ...
 
@@ -82,7 +83,8 @@ class Opportunities:
             "data": self.opportunity_with_account(opportunity),
         }
         return self.emit(
-            "opportunity.closed_won", payload, webhook_id=f"msg_{self.ids.token('', 24)}"
+            "opportunity.closed_won", payload, webhook_id=f"msg_{self.ids.token('', 24)}",
+            key=opportunity.get("AccountId"),
         )
 
     def close_opportunity(self, call: Call) -> Reply:

@@ -145,5 +145,6 @@ class ErpReceivables(ErpAccountsReceivable):
                 },
             },
             webhook_id=f"msg_{self.ids.token('', 20)}",
+            key=order["account_id"],
         )
         return Reply(201, payment)

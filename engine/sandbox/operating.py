@@ -21,11 +21,13 @@ class Operating:
     faults: list[Fault]
     _fault_seq: int
 
-    def emit(self, event_type: str, payload: Any, webhook_id: str) -> JSON | None:
-        """Queue an outbound webhook (a no-op for systems without webhooks)."""
+    def emit(self, event_type: str, payload: Any, webhook_id: str,
+             key: str | None = None) -> JSON | None:
+        """Queue an outbound webhook, after the earlier ones of the same `key` (the record's
+        account or customer); a no-op for systems without webhooks."""
         if self.webhooks is None:
             return None
-        return self.webhooks.send(event_type, payload, webhook_id)
+        return self.webhooks.send(event_type, payload, webhook_id, key)
 
     def wait_webhooks(self, timeout: float = 10.0) -> bool:
         return self.webhooks.wait_idle(timeout) if self.webhooks else True

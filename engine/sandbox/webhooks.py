@@ -1,5 +1,5 @@
 """Signed outbound webhooks of the sandbox systems: Standard Webhooks and Stripe signatures,
-delivered by a background thread with retries; every attempt is recorded."""
+delivered by a few background threads with retries; every attempt is recorded."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from engine.sandbox.common import JSON, dumps, iso_now, not_found
 
 STANDARD_WEBHOOKS = "standard-webhooks"
 STRIPE = "stripe"
+LANES = 8  # delivery threads: one record's webhooks go through one lane, in order
 
 
 def sign_standard_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -55,7 +57,11 @@ def changed_fields(before: JSON, after: JSON) -> list[str]:
 
 
 class WebhookSender:
-    """Signs and POSTs webhooks from one background thread, in order, with retries.
+    """Signs and POSTs webhooks from `lanes` background threads, with retries.
+
+    As SaaS senders do, webhooks about different records travel concurrently (a slow receiver
+    or a delivery backing off holds up only its lane), while the webhooks of one record (the
+    `key` a system gives: its account or customer) go through one lane, in the order sent.
 
     Each `send` records a delivery ``{id, webhook_id, type, url, status, attempts, payload}``
     (status ``pending`` | ``delivered`` | ``failed`` | ``no_target`` | ``cancelled``). An attempt
@@ -73,6 +79,7 @@ class WebhookSender:
         backoff: Iterable[float] = (0.05, 0.25, 1.0),
         timeout: float = 5.0,
         user_agent: str = "Syncline-Sandbox/1.0",
+        lanes: int = LANES,
     ) -> None:
         if scheme not in (STANDARD_WEBHOOKS, STRIPE):
             raise ValueError(f"unknown webhook scheme {scheme!r}")
@@ -87,9 +94,9 @@ class WebhookSender:
         self.user_agent = user_agent
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._queue: queue.Queue[JSON | None] = queue.Queue()
+        self._lanes: list[queue.Queue[JSON | None]] = [queue.Queue() for _ in range(max(1, lanes))]
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._pending = 0
         self._seq = 0
         self.deliveries: list[JSON] = []
@@ -133,8 +140,9 @@ class WebhookSender:
 
     # -- sending
 
-    def send(self, event_type: str, payload: Any, webhook_id: str) -> JSON:
-        """Queue `payload` for delivery; returns the delivery record (a live dict)."""
+    def send(self, event_type: str, payload: Any, webhook_id: str, key: str | None = None) -> JSON:
+        """Queue `payload` for delivery after the earlier webhooks of the same `key` (none: in
+        no particular order); returns the delivery record (a live dict)."""
         body = dumps(payload)
         with self._lock:
             self._seq += 1
@@ -152,8 +160,9 @@ class WebhookSender:
             if not self.url:
                 return delivery
             self._pending += 1
-            self._ensure_thread()
-        self._queue.put({"delivery": delivery, "body": body})
+            self._ensure_threads()
+        lane = zlib.crc32((key or webhook_id).encode()) % len(self._lanes)
+        self._lanes[lane].put({"delivery": delivery, "body": body})
         return delivery
 
     def redeliver(self, delivery_id: str) -> JSON:
@@ -164,12 +173,15 @@ class WebhookSender:
             raise not_found("delivery", delivery_id)
         return self.send(old["type"], old["payload"], old["webhook_id"])
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None and not self._stop.is_set():
-            self._thread = threading.Thread(
-                target=self._run, name=f"webhooks-{self.user_agent}", daemon=True
-            )
-            self._thread.start()
+    def _ensure_threads(self) -> None:
+        if not self._threads and not self._stop.is_set():
+            for i, lane in enumerate(self._lanes):
+                thread = threading.Thread(
+                    target=self._run, args=(lane,), name=f"webhooks-{self.user_agent}-{i}",
+                    daemon=True,
+                )
+                thread.start()
+                self._threads.append(thread)
 
     def _headers(self, webhook_id: str, body: bytes) -> dict[str, str]:
         ts = int(time.time())
@@ -182,10 +194,10 @@ class WebhookSender:
             headers["stripe-signature"] = sign_stripe_webhook(self.secret, ts, body)
         return headers
 
-    def _run(self) -> None:
+    def _run(self, lane: queue.Queue[JSON | None]) -> None:
         with httpx.Client(timeout=self.timeout) as client:
             while True:
-                job = self._queue.get()
+                job = lane.get()
                 if job is None:
                     break
                 try:
@@ -227,21 +239,22 @@ class WebhookSender:
             delivery["status"] = "cancelled" if self._stop.is_set() else "failed"
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the delivery thread (pending deliveries are cancelled)."""
+        """Stop the delivery threads (pending deliveries are cancelled)."""
         self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            # drain what was never started, then wake the worker
+        for lane in self._lanes if self._threads else ():
+            # drain what was never started, then wake the lane's thread
             with contextlib.suppress(queue.Empty):
                 while True:
-                    job = self._queue.get_nowait()
+                    job = lane.get_nowait()
                     if job is not None:
                         job["delivery"]["status"] = "cancelled"
                         with self._idle:
                             self._pending -= 1
                             self._idle.notify_all()
-            self._queue.put(None)
-            thread.join(timeout)
-            self._thread = None
+            lane.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
 
 
