@@ -73,9 +73,9 @@ def sandbox_config(secrets: dict[str, str], erp_rate: float) -> dict[str, dict[s
         "erp": {
             "auth_token": secrets["ERP_TOKEN"],
             "rate_limit": (erp_rate, int(erp_rate)),
-            # the old ERP books an order in 50 ms: the cloud ERP's shadow answer arrives within
+            # the old ERP books an order in 200 ms: the cloud ERP's shadow answer arrives within
             # that time (a shadow never delays the step more than its primary took)
-            "latency": {"/sales-orders": 0.05},
+            "latency": {"/sales-orders": 0.2},
         },
         "billing": {
             "auth_token": secrets["BILLING_TOKEN"],

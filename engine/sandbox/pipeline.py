@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -105,6 +105,8 @@ class RequestPipeline:
                 response = await self.handle(request, handler, control, entry)
             except ApiError as error:
                 response = self.error_response(error)
+            except ClientDisconnect:  # the caller gave up before sending its body: nothing to do
+                response = Response(status_code=499)  # (nginx's "client closed request")
             except Exception as exc:  # a bug in a sandbox handler: answer like a real API would
                 logger.exception(
                     "%s sandbox: %s %s failed", self.system.name, request.method, entry["path"]

@@ -76,7 +76,9 @@ class ServerThread:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=1,
-            timeout_keep_alive=5,
+            # as SaaS front ends do (60-75 s): a client's idle connection (httpx drops its own
+            # after 5 s) is never closed by the server at the moment the client reuses it
+            timeout_keep_alive=65,
         )
         self._server = server = uvicorn.Server(config)
 
