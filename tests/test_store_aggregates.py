@@ -16,6 +16,7 @@ from engine.store import (
     Store,
 )
 from engine.store.aggregates import Aggregates, MetricConfig
+from engine.store.label_tallies import MAX_LABEL_VALUES
 
 pytestmark = pytest.mark.anyio
 
@@ -100,3 +101,62 @@ async def test_a_duration_runs_from_its_first_start_to_its_end(store: Store) -> 
         buckets=(("cycle", (60.0, float("inf"))),)))  # new bounds: the histogram starts over
     assert (await store.read_aggregates()).durations["cycle"] == ([(60.0, 0), (float("inf"), 0)],
                                                                   0, 0.0)
+
+
+# -- labels resolved from a run's data and steps (engine/store/label_tallies.py) -----------------
+BY_REGION = MetricConfig(labels=(("by-region", '["orders"]'),))
+
+
+def labelled(aggregates: Aggregates, state: str) -> dict[tuple[str, ...], int]:
+    """Runs now in `state` of metric by-region, by label values."""
+    found: dict[tuple[str, ...], int] = {}
+    for metric, flow, name, _, _, values, now, _ in aggregates.labelled:
+        if metric == "by-region" and flow == "orders" and name == state and now:
+            found[values] = found.get(values, 0) + now
+    return found
+
+
+async def add_labelled(store: Store, run_id: str, region: str) -> None:
+    run = NewRun(id=run_id, flow="orders", flow_version=1, plan_digest="sha256:p", key=run_id,
+                 ordering_key=None, correlation_id=run_id,
+                 labels=(("by-region", (region,)),))
+    await store.accept(EventRecord(id=f"ev-{run_id}", type="t", source="t", data={}), [run])
+
+
+async def test_a_run_moves_from_the_labels_it_was_counted_under(store: Store) -> None:
+    await store.sync_metrics(BY_REGION)
+    await add_labelled(store, "r1", "EU")
+    await add_labelled(store, "r2", "EU")
+    assert labelled(await store.read_aggregates(), "pending") == {("EU",): 2}
+    [claimed] = await store.claim("w", 1, 10**10, 30)
+    parked = Reason("MASTER_DATA", "hold", "incomplete")
+    await store.checkpoint(Checkpoint(claimed.id, None, "parked", reason=parked))
+    found = await store.read_aggregates()
+    assert labelled(found, "parked") == {("EU",): 1} and labelled(found, "pending") == {("EU",): 1}
+    # resumed with corrected data: counted under the new value, no longer under the old one
+    await store.set_run_state(claimed.id, StateChange(
+        "pending", expect=("parked",), action="resume", labels=(("by-region", ("APAC",)),)))
+    found = await store.read_aggregates()
+    assert labelled(found, "pending") == {("EU",): 1, ("APAC",): 1}
+    assert labelled(found, "parked") == {}
+    # a beforeStep done: the runtime resolves no labels for the metric, the run leaves it
+    await store.checkpoint(Checkpoint(claimed.id, step(claimed.id, "erp"), labels=()))
+    assert labelled(await store.read_aggregates(), "pending") == {("EU",): 1}
+    # a definition that changes starts over; the same one again keeps the counts
+    await store.sync_metrics(BY_REGION)
+    assert labelled(await store.read_aggregates(), "pending") == {("EU",): 1}
+    await store.sync_metrics(MetricConfig(labels=(("by-region", '["orders", "v2"]'),)))
+    assert labelled(await store.read_aggregates(), "pending") == {}
+
+
+async def test_past_the_bound_a_label_value_is_other_and_stays_so(store: Store) -> None:
+    await store.sync_metrics(BY_REGION)
+    for i in range(MAX_LABEL_VALUES):
+        await add_labelled(store, f"r{i}", f"region-{i:02d}")
+    await add_labelled(store, "late", "region-new")       # the 51st value
+    await add_labelled(store, "again", "region-07")       # a value admitted before
+    await add_labelled(store, "failed", "unknown")        # a label that failed: kept as such
+    found = labelled(await store.read_aggregates(), "pending")
+    assert found[("other",)] == 1 and found[("region-07",)] == 2 and found[("unknown",)] == 1
+    assert len(found) == MAX_LABEL_VALUES + 2
+    assert ("region-new",) not in found

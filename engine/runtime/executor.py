@@ -210,6 +210,7 @@ class _Execution:
     ) -> None:
         self.executor, self.store, self.clock = executor, executor.store, executor.clock
         self.run_record, self.flow, self.calls = run, flow, calls
+        self.labelling = plan.run_labels.get(flow.name)  # metric labels its data, steps give
         self.records = records
         self.outputs = {sid: r.output for sid, r in records.items() if r.state in DONE}
         self.context = run_context(run, event, self.outputs, plan.env)
@@ -313,6 +314,8 @@ class _Execution:
                 final.reason,
                 last.emitted,
             )
+        if self.labelling is not None:
+            checkpoints = self._with_labels(outcomes, checkpoints)
         if len(checkpoints) == 1:  # the common case: no gather (it wraps each write in a task)
             cancels = [await self.store.checkpoint(checkpoints[0])]
         else:
@@ -322,6 +325,23 @@ class _Execution:
             if outcome.record.state in DONE:
                 self.outputs[outcome.record.step_id] = outcome.record.output
             self.records[outcome.record.step_id] = outcome.record
+
+    def _with_labels(self, outcomes: list[tuple[CompiledStep, StepOutcome]],
+                     checkpoints: list[Checkpoint]) -> list[Checkpoint]:
+        """The run's metric labels resolved again where a step they read (or a metric's
+        beforeStep) is written: on each such checkpoint, from the outputs with all of these."""
+        assert self.labelling is not None
+        reads = self.labelling.reads
+        if not any(o.record.step_id in reads for _, o in outcomes):
+            return checkpoints
+        outputs = dict(self.outputs)
+        for _, outcome in outcomes:
+            if outcome.record.state in DONE:
+                outputs[outcome.record.step_id] = outcome.record.output
+        labels = self.labelling.resolve(self.flow.name, self.context["data"], outputs)
+        return [dataclasses.replace(cp, labels=labels)
+                if cp.step is not None and cp.step.step_id in reads else cp
+                for cp in checkpoints]
 
     def _final(self) -> Checkpoint:
         """The run's state once nothing runs any more."""

@@ -7,6 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from engine.store.aggregates import DONE, Aggregates, MetricConfig
+from engine.store.label_tallies import (
+    POSTGRES_FOLD_LABELS,
+    POSTGRES_READ_LABELS,
+    label_rows,
+    postgres_sync_labels,
+)
 
 AGGREGATE_LOCK = 0x4147474C  # "AGGL": one replica folds deltas at a time
 
@@ -178,6 +184,7 @@ async def postgres_sync(conn: Any, config: MetricConfig) -> None:
             await conn.execute(sql, (metric,))
         for le in wanted.get(metric, ()):
             await conn.execute("INSERT INTO metric_buckets VALUES (%s, %s, 0)", (metric, le))
+    await postgres_sync_labels(conn, config.labels)
 
 
 async def _postgres_fold(conn: Any) -> None:
@@ -188,6 +195,7 @@ async def _postgres_fold(conn: Any) -> None:
         "GROUP BY 1, 2, 3, 4, 5 "
         "ON CONFLICT (kind, flow, name, code, step) DO UPDATE SET n = tallies.n + excluded.n"
     )
+    await conn.execute(POSTGRES_FOLD_LABELS)
     observed = await (await conn.execute(
         "DELETE FROM metric_observations RETURNING metric, seconds")).fetchall()
     bounds: dict[str, list[float]] = {}
@@ -230,4 +238,5 @@ async def postgres_read(conn: Any) -> Aggregates:
             "SELECT metric, count, total FROM metric_sums")).fetchall():
         if metric in durations:
             durations[metric] = (durations[metric][0], int(count), float(total))
-    return Aggregates([tuple(row) for row in tallies], durations)
+    labelled = label_rows(await (await conn.execute(POSTGRES_READ_LABELS)).fetchall())
+    return Aggregates([tuple(row) for row in tallies], durations, labelled)

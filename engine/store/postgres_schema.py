@@ -14,6 +14,7 @@ from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
 from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
+from engine.store.label_tallies import POSTGRES_LABELS_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
@@ -140,6 +141,8 @@ MIGRATIONS: tuple[str, ...] = (
     ECHOES_MIGRATION,
     # 11: echo fingerprints completed from the write's answer (a create's id, the record as held).
     ECHO_ANSWERS_MIGRATION,
+    # 12: metric labels resolved from runs' data and steps (engine/store/label_tallies.py).
+    POSTGRES_LABELS_MIGRATION,
 )
 
 

@@ -14,6 +14,7 @@ from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
 from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
+from engine.store.label_tallies import SQLITE_LABELS_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
@@ -162,6 +163,8 @@ MIGRATIONS: tuple[str, ...] = (
     ECHOES_MIGRATION,
     # 13: echo fingerprints completed from the write's answer (a create's id, the record as held).
     ECHO_ANSWERS_MIGRATION,
+    # 14: metric labels resolved from runs' data and steps (engine/store/label_tallies.py).
+    SQLITE_LABELS_MIGRATION,
 )
 
 

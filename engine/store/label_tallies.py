@@ -1,0 +1,260 @@
+"""Counts of runs by the metric labels they resolved from their data and steps.
+
+A label that reads a run's `data` or `steps` cannot be evaluated at scrape time (a scrape never
+reads runs); the runtime resolves it when the run's data or steps are written and hands the
+values to the store with the write (`NewRun.labels`, `Checkpoint.labels`, `StateChange.labels`:
+engine/compiler/metric_labels.py). The store then, in the same transaction:
+
+- admits each value (`admit_*`): the first MAX_LABEL_VALUES distinct values of a label are kept
+  in ``label_values``; any later one is written as ``other`` (``unknown``, a label that failed on
+  the run's data, is always kept). The admitted values are in the store, so every replica and
+  every restart bounds a label alike, and the tallies stay a few rows however many runs there
+  are;
+- writes them on the run (``runs.labels``: JSON ``{metric key: [values]}``), where triggers move
+  the run's count in ``label_tallies(metric, flow, state, code, step, labels)`` from the key it
+  was counted under (the old row's labels) to its new one: a run corrected and resumed is
+  decremented under exactly what it was incremented under.
+
+A metric's key is ``name@generation``: when its label definition (flows, run labels,
+beforeStep) changes, `sync_*` gives it a new generation, so it counts from then on under new
+keys and runs still carrying the old ones move only the old rows, which nothing reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the writer process imports this module: it must not load the compiler
+    from engine.compiler.metrics import CompiledMetric
+    from engine.store.records import RunLabels
+
+MAX_LABEL_VALUES = 50
+ALWAYS = frozenset({"other", "unknown"})  # values that are never admitted nor refused
+LABEL_LOCK = 0x4C41424C  # "LABL": PostgreSQL replicas admit a label's new values one at a time
+LabelRow = tuple[str, str, str, str, str, tuple[str, ...], int, int]
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def label_signatures(metrics: Mapping[str, CompiledMetric]) -> tuple[tuple[str, str], ...]:
+    """(metric, what its run labels depend on) for each metric with run labels."""
+    return tuple(sorted(
+        (m.name, _dumps([sorted(m.flows) if m.flows is not None else "*", m.before_step,
+                         [e.text for name, e in m.labels if name in m.run_labels]]))
+        for m in metrics.values() if m.run_labels
+    ))
+
+
+def _code(row: str) -> str:
+    return f"coalesce(json_extract({row}.reason, '$.code'), '')"
+
+
+def _step(row: str) -> str:
+    return f"coalesce(json_extract({row}.reason, '$.step'), '')"
+
+
+def _tally(row: str, n: str, total: str) -> str:
+    return (f"INSERT INTO label_tallies SELECT j.key, {row}.flow, {row}.state, {_code(row)}, "
+            f"{_step(row)}, j.value, {n}, {total} FROM json_each({row}.labels) AS j WHERE true "
+            "ON CONFLICT DO UPDATE SET n = n + excluded.n, total = total + excluded.total;")
+
+
+SQLITE_LABELS_MIGRATION = f"""
+ALTER TABLE runs ADD COLUMN labels TEXT;
+CREATE TABLE label_tallies (
+    metric TEXT NOT NULL, flow TEXT NOT NULL, state TEXT NOT NULL, code TEXT NOT NULL,
+    step TEXT NOT NULL, labels TEXT NOT NULL,
+    n INTEGER NOT NULL,                -- runs now in this state under these labels
+    total INTEGER NOT NULL,            -- runs that entered this state under them
+    PRIMARY KEY (metric, flow, state, code, step, labels)
+) WITHOUT ROWID;
+CREATE TABLE label_values (
+    metric TEXT NOT NULL, label INTEGER NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (metric, label, value)
+) WITHOUT ROWID;
+CREATE TABLE metric_labels (
+    metric TEXT PRIMARY KEY, signature TEXT, key TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER label_tally_insert AFTER INSERT ON runs WHEN new.labels IS NOT NULL
+BEGIN
+    {_tally('new', '1', '1')}
+END;
+CREATE TRIGGER label_tally_update AFTER UPDATE OF state, reason, labels ON runs
+WHEN (new.labels IS NOT NULL OR old.labels IS NOT NULL) AND (new.state IS NOT old.state
+    OR new.reason IS NOT old.reason OR new.labels IS NOT old.labels)
+BEGIN
+    {_tally('old', '-1', '0')}
+    {_tally('new', '1', 'new.state IS NOT old.state')}
+END;
+"""
+
+_PG_KEYS = "jsonb_each_text(coalesce({}.labels, '{{}}')::jsonb)"
+POSTGRES_LABELS_MIGRATION = f"""
+ALTER TABLE runs ADD COLUMN labels text;
+CREATE TABLE label_tallies (
+    metric text NOT NULL, flow text NOT NULL, state text NOT NULL, code text NOT NULL,
+    step text NOT NULL, labels text NOT NULL, n bigint NOT NULL, total bigint NOT NULL,
+    PRIMARY KEY (metric, flow, state, code, step, labels)
+);
+CREATE TABLE label_tally_deltas (
+    metric text NOT NULL, flow text NOT NULL, state text NOT NULL, code text NOT NULL,
+    step text NOT NULL, labels text NOT NULL, n bigint NOT NULL, total bigint NOT NULL
+);
+CREATE TABLE label_values (
+    metric text NOT NULL, label integer NOT NULL, value text NOT NULL,
+    PRIMARY KEY (metric, label, value)
+);
+CREATE TABLE metric_labels (metric text PRIMARY KEY, signature text, key text NOT NULL);
+CREATE FUNCTION syncline_tally_labels() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    entered bigint := 1;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.state IS NOT DISTINCT FROM OLD.state AND NEW.reason IS NOT DISTINCT FROM OLD.reason
+           AND NEW.labels IS NOT DISTINCT FROM OLD.labels THEN
+            RETURN NULL;
+        END IF;
+        IF NEW.state IS NOT DISTINCT FROM OLD.state THEN
+            entered := 0;
+        END IF;
+        INSERT INTO label_tally_deltas
+            SELECT j.key, OLD.flow, OLD.state, coalesce(OLD.reason::jsonb ->> 'code', ''),
+                   coalesce(OLD.reason::jsonb ->> 'step', ''), j.value, -1, 0
+            FROM {_PG_KEYS.format('OLD')} AS j;
+    END IF;
+    INSERT INTO label_tally_deltas
+        SELECT j.key, NEW.flow, NEW.state, coalesce(NEW.reason::jsonb ->> 'code', ''),
+               coalesce(NEW.reason::jsonb ->> 'step', ''), j.value, 1, entered
+        FROM {_PG_KEYS.format('NEW')} AS j;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tally_labels_insert AFTER INSERT ON runs
+    FOR EACH ROW WHEN (NEW.labels IS NOT NULL) EXECUTE FUNCTION syncline_tally_labels();
+CREATE TRIGGER tally_labels_update AFTER UPDATE OF state, reason, labels ON runs
+    FOR EACH ROW WHEN (NEW.labels IS NOT NULL OR OLD.labels IS NOT NULL)
+    EXECUTE FUNCTION syncline_tally_labels();
+"""
+
+# -- admitting values (in the writing transaction) -------------------------------------------
+_KEYS = "SELECT metric, key FROM metric_labels WHERE signature IS NOT NULL"
+_KNOWN = ("SELECT count(*), count(*) FILTER (WHERE value = {0}) FROM label_values "
+          "WHERE metric = {0} AND label = {0}")
+
+
+def admit_sqlite(conn: Any, labels: RunLabels | None) -> str | None:
+    """`labels` as the run's JSON, each value admitted (SQLite: the writer's transaction)."""
+    if labels is None:
+        return None
+    keys = dict(conn.execute(_KEYS).fetchall())
+    out: dict[str, list[str]] = {}
+    for metric, values in labels:
+        key = keys.get(metric)
+        if key is None:  # not synced (yet): nothing would read it
+            continue
+        admitted = []
+        for i, value in enumerate(values):
+            if value not in ALWAYS:
+                count, known = conn.execute(_KNOWN.format("?"), (value, key, i)).fetchone()
+                if not known and count >= MAX_LABEL_VALUES:
+                    value = "other"
+                elif not known:
+                    conn.execute("INSERT INTO label_values VALUES (?, ?, ?)", (key, i, value))
+            admitted.append(value)
+        out[key] = admitted
+    return _dumps(out)
+
+
+async def admit_postgres(conn: Any, labels: RunLabels | None) -> str | None:
+    """`labels` as the run's JSON, each value admitted (PostgreSQL: the caller's transaction;
+    a value not seen yet is admitted under LABEL_LOCK, so that replicas never pass the bound)."""
+    if labels is None:
+        return None
+    keys = dict(await (await conn.execute(_KEYS)).fetchall())
+    out: dict[str, list[str]] = {}
+    for metric, values in labels:
+        key = keys.get(metric)
+        if key is None:
+            continue
+        admitted = []
+        for i, value in enumerate(values):
+            if value not in ALWAYS and not await _admit_postgres(conn, key, i, value):
+                value = "other"
+            admitted.append(value)
+        out[key] = admitted
+    return _dumps(out)
+
+
+async def _admit_postgres(conn: Any, key: str, label: int, value: str) -> bool:
+    count, known = await (await conn.execute(_KNOWN.format("%s"), (value, key, label))).fetchone()
+    if known or count >= MAX_LABEL_VALUES:
+        return bool(known)
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LABEL_LOCK,))
+    count, known = await (await conn.execute(_KNOWN.format("%s"), (value, key, label))).fetchone()
+    if not known and count < MAX_LABEL_VALUES:
+        await conn.execute("INSERT INTO label_values VALUES (%s, %s, %s)", (key, label, value))
+        return True
+    return bool(known)
+
+
+# -- syncing definitions and reading ---------------------------------------------------------
+def _changes(have: dict[str, tuple[str | None, str]], want: dict[str, str]
+             ) -> list[tuple[str, str | None, str]]:
+    """(metric, signature, key) rows to write: a new generation for each changed signature."""
+    generation = 1 + max((int(key.rpartition("@")[2]) for _, key in have.values()), default=0)
+    rows = []
+    for metric in sorted(have.keys() | want.keys()):
+        signature = want.get(metric)
+        if have.get(metric, (None, ""))[0] != signature:
+            rows.append((metric, signature, f"{metric}@{generation}"))
+            generation += 1
+    return rows
+
+
+def sqlite_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> None:
+    have = {m: (s, k) for m, s, k in conn.execute("SELECT metric, signature, key FROM "
+                                                    "metric_labels").fetchall()}
+    for metric, signature, key in _changes(have, dict(wanted)):
+        conn.execute("INSERT OR REPLACE INTO metric_labels VALUES (?, ?, ?)",
+                      (metric, signature, key))
+        if metric in have:  # the old generation's rows: nothing reads them any more
+            conn.execute("DELETE FROM label_tallies WHERE metric = ?", (have[metric][1],))
+            conn.execute("DELETE FROM label_values WHERE metric = ?", (have[metric][1],))
+
+
+async def postgres_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> None:
+    rows = await (await conn.execute("SELECT metric, signature, key FROM metric_labels")
+                  ).fetchall()
+    have = {m: (s, k) for m, s, k in rows}
+    for metric, signature, key in _changes(have, dict(wanted)):
+        await conn.execute(
+            "INSERT INTO metric_labels VALUES (%s, %s, %s) ON CONFLICT (metric) DO UPDATE "
+            "SET signature = excluded.signature, key = excluded.key", (metric, signature, key))
+        if metric in have:
+            for table in ("label_tallies", "label_tally_deltas", "label_values"):
+                await conn.execute(f"DELETE FROM {table} WHERE metric = %s", (have[metric][1],))
+
+
+# Rows of the live generations only, by metric name; the zero rows of states left are skipped.
+_READ = ("SELECT m.metric, t.flow, t.state, t.code, t.step, t.labels, {sum_n}, {sum_total} "
+         "FROM {tallies} AS t JOIN metric_labels AS m ON m.key = t.metric "
+         "WHERE m.signature IS NOT NULL {group}")
+SQLITE_READ_LABELS = _READ.format(sum_n="t.n", sum_total="t.total", tallies="label_tallies",
+                                  group="AND (t.n <> 0 OR t.total <> 0)")
+POSTGRES_READ_LABELS = _READ.format(
+    sum_n="sum(t.n)::bigint", sum_total="sum(t.total)::bigint",
+    tallies="(SELECT * FROM label_tallies UNION ALL SELECT * FROM label_tally_deltas)",
+    group="GROUP BY 1, 2, 3, 4, 5, 6")
+POSTGRES_FOLD_LABELS = (
+    "WITH d AS (DELETE FROM label_tally_deltas RETURNING *) "
+    "INSERT INTO label_tallies SELECT metric, flow, state, code, step, labels, sum(n), sum(total) "
+    "FROM d GROUP BY 1, 2, 3, 4, 5, 6 ON CONFLICT (metric, flow, state, code, step, labels) "
+    "DO UPDATE SET n = label_tallies.n + excluded.n, total = label_tallies.total + excluded.total"
+)
+
+
+def label_rows(rows: list[tuple[Any, ...]]) -> list[LabelRow]:
+    """Read rows with their labels parsed (the values, in the order of the metric's labels)."""
+    return [(m, f, s, c, st, tuple(json.loads(labels)), int(n), int(total))
+            for m, f, s, c, st, labels, n, total in rows]
