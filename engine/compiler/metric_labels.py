@@ -145,16 +145,9 @@ def _per_run(path: FieldPath, paths: list[FieldPath]) -> bool:
 
 def _kind(expression: Expression, flow: CompiledFlow) -> str | None:
     """The schema type of a label that is a plain path (`data.a.b`, `steps.x.y`), if known."""
-    ast, names = expression.ast, []  # type: Any, list[str]
-    while ast["type"] == "subexpression":
-        left, right = ast["children"]
-        if right["type"] != "field":
-            return None
-        names.insert(0, str(right["value"]))
-        ast = left
-    if ast["type"] != "field":
+    names = _names(expression.ast)
+    if names is None:
         return None
-    names.insert(0, str(ast["value"]))
     if names[0] == "data":
         shape, rest = input_shape(min(flow.steps, key=lambda s: s.index, default=None)), names[1:]
     elif names[0] == "steps" and len(names) > 1:
@@ -164,6 +157,21 @@ def _kind(expression: Expression, flow: CompiledFlow) -> str | None:
     node = _node(shape, rest) if shape is not None else None
     kind = node.get("type") if node is not None else None
     return kind if isinstance(kind, str) else None
+
+
+def _names(ast: Mapping[str, Any]) -> list[str] | None:
+    """The fields of a plain dotted path, or None for any other expression."""
+    if ast["type"] == "field":
+        return [str(ast["value"])]
+    if ast["type"] != "subexpression":
+        return None
+    names: list[str] = []
+    for child in ast["children"]:
+        found = _names(child)
+        if found is None:
+            return None
+        names += found
+    return names
 
 
 def _node(shape: Shape, names: list[str]) -> Mapping[str, Any] | None:

@@ -16,13 +16,15 @@ engine/compiler/metric_labels.py). The store then, in the same transaction:
   decremented under exactly what it was incremented under.
 
 A metric's key is ``name@generation``: when its label definition (flows, run labels,
-beforeStep) changes, `sync_*` gives it a new generation, so it counts from then on under new
-keys and runs still carrying the old ones move only the old rows, which nothing reads.
+beforeStep) changes, `sync_*` gives it a new generation (a random name), so it counts from then
+on under new keys and runs still carrying the old ones move only the old rows, which nothing
+reads.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +145,14 @@ _KNOWN = ("SELECT count(*), count(*) FILTER (WHERE value = {0}) FROM label_value
           "WHERE metric = {0} AND label = {0}")
 
 
+# Values admitted, as this process has seen them in the store: (metric key, label, value). A
+# key's admitted values are never taken back (a changed definition has a new key), so a value
+# found here is admitted whatever another process wrote since; the hot path of a run whose
+# labels repeat the usual values reads nothing more than the keys. (A write rolled back after
+# admitting a value leaves it here and not in the store, uncounted: the scrape bounds again.)
+_ADMITTED: set[tuple[str, int, str]] = set()
+
+
 def admit_sqlite(conn: Any, labels: RunLabels | None) -> str | None:
     """`labels` as the run's JSON, each value admitted (SQLite: the writer's transaction)."""
     if labels is None:
@@ -155,15 +165,22 @@ def admit_sqlite(conn: Any, labels: RunLabels | None) -> str | None:
             continue
         admitted = []
         for i, value in enumerate(values):
-            if value not in ALWAYS:
-                count, known = conn.execute(_KNOWN.format("?"), (value, key, i)).fetchone()
-                if not known and count >= MAX_LABEL_VALUES:
-                    value = "other"
-                elif not known:
-                    conn.execute("INSERT INTO label_values VALUES (?, ?, ?)", (key, i, value))
+            if value not in ALWAYS and (key, i, value) not in _ADMITTED:
+                value = _admit_sqlite(conn, key, i, value)
             admitted.append(value)
         out[key] = admitted
     return _dumps(out)
+
+
+def _admit_sqlite(conn: Any, key: str, label: int, value: str) -> str:
+    count, known = conn.execute(_KNOWN.format("?"), (value, key, label)).fetchone()
+    if not known and count >= MAX_LABEL_VALUES:
+        return "other"
+    if not known:
+        conn.execute("INSERT INTO label_values VALUES (?, ?, ?)", (key, label, value))
+    if len(_ADMITTED) < 100_000:  # the keys of many generations: past that, ask the store
+        _ADMITTED.add((key, label, value))
+    return value
 
 
 async def admit_postgres(conn: Any, labels: RunLabels | None) -> str | None:
@@ -201,15 +218,11 @@ async def _admit_postgres(conn: Any, key: str, label: int, value: str) -> bool:
 # -- syncing definitions and reading ---------------------------------------------------------
 def _changes(have: dict[str, tuple[str | None, str]], want: dict[str, str]
              ) -> list[tuple[str, str | None, str]]:
-    """(metric, signature, key) rows to write: a new generation for each changed signature."""
-    generation = 1 + max((int(key.rpartition("@")[2]) for _, key in have.values()), default=0)
-    rows = []
-    for metric in sorted(have.keys() | want.keys()):
-        signature = want.get(metric)
-        if have.get(metric, (None, ""))[0] != signature:
-            rows.append((metric, signature, f"{metric}@{generation}"))
-            generation += 1
-    return rows
+    """(metric, signature, key) rows to write: a new generation for each changed signature
+    (named at random: no two stores or generations share a key, nor `_ADMITTED` entries)."""
+    return [(metric, want.get(metric), f"{metric}@{uuid.uuid4().hex[:12]}")
+            for metric in sorted(have.keys() | want.keys())
+            if have.get(metric, (None, ""))[0] != want.get(metric)]
 
 
 def sqlite_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> None:
