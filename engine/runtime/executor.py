@@ -51,6 +51,7 @@ from engine.runtime.calls import Calls, OutboundRequest, describe
 from engine.runtime.echo import Fingerprints, WriteFingerprint
 from engine.runtime.handlers import HANDLERS
 from engine.runtime.logevents import run_ended, run_started
+from engine.runtime.relabel import relabel
 from engine.runtime.retry import Decision, decide
 from engine.runtime.steps import StepEnv, StepOutcome, Stop, build_request
 from engine.runtime.tracing import Tracing
@@ -210,7 +211,7 @@ class _Execution:
     ) -> None:
         self.executor, self.store, self.clock = executor, executor.store, executor.clock
         self.run_record, self.flow, self.calls = run, flow, calls
-        self.labelling = plan.run_labels.get(flow.name)  # metric labels its data, steps give
+        self.labelling = plan.run_labels.get(flow.name)
         self.records = records
         self.outputs = {sid: r.output for sid, r in records.items() if r.state in DONE}
         self.context = run_context(run, event, self.outputs, plan.env)
@@ -315,7 +316,8 @@ class _Execution:
                 last.emitted,
             )
         if self.labelling is not None:
-            checkpoints = self._with_labels(outcomes, checkpoints)
+            data = self.context["data"]
+            checkpoints = relabel(self.labelling, self.flow.name, data, self.outputs, checkpoints)
         if len(checkpoints) == 1:  # the common case: no gather (it wraps each write in a task)
             cancels = [await self.store.checkpoint(checkpoints[0])]
         else:
@@ -325,23 +327,6 @@ class _Execution:
             if outcome.record.state in DONE:
                 self.outputs[outcome.record.step_id] = outcome.record.output
             self.records[outcome.record.step_id] = outcome.record
-
-    def _with_labels(self, outcomes: list[tuple[CompiledStep, StepOutcome]],
-                     checkpoints: list[Checkpoint]) -> list[Checkpoint]:
-        """The run's metric labels resolved again where a step they read (or a metric's
-        beforeStep) is written: on each such checkpoint, from the outputs with all of these."""
-        assert self.labelling is not None
-        reads = self.labelling.reads
-        if not any(o.record.step_id in reads for _, o in outcomes):
-            return checkpoints
-        outputs = dict(self.outputs)
-        for _, outcome in outcomes:
-            if outcome.record.state in DONE:
-                outputs[outcome.record.step_id] = outcome.record.output
-        labels = self.labelling.resolve(self.flow.name, self.context["data"], outputs)
-        return [dataclasses.replace(cp, labels=labels)
-                if cp.step is not None and cp.step.step_id in reads else cp
-                for cp in checkpoints]
 
     def _final(self) -> Checkpoint:
         """The run's state once nothing runs any more."""
