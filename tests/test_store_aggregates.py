@@ -104,7 +104,8 @@ async def test_a_duration_runs_from_its_first_start_to_its_end(store: Store) -> 
 
 
 # -- labels resolved from a run's data and steps (engine/store/label_tallies.py) -----------------
-BY_REGION = MetricConfig(labels=(("by-region", '["orders"]'),))
+REGIONS = "regions-v1"  # the label set of by-region (engine/compiler/metric_labels.py)
+BY_REGION = MetricConfig(labels=(("by-region", REGIONS),))
 
 
 def labelled(aggregates: Aggregates, state: str) -> dict[tuple[str, ...], int]:
@@ -119,7 +120,7 @@ def labelled(aggregates: Aggregates, state: str) -> dict[tuple[str, ...], int]:
 async def add_labelled(store: Store, run_id: str, region: str) -> None:
     run = NewRun(id=run_id, flow="orders", flow_version=1, plan_digest="sha256:p", key=run_id,
                  ordering_key=None, correlation_id=run_id,
-                 labels=(("by-region", (region,)),))
+                 labels=((REGIONS, (region,)),))
     await store.accept(EventRecord(id=f"ev-{run_id}", type="t", source="t", data={}), [run])
 
 
@@ -135,7 +136,7 @@ async def test_a_run_moves_from_the_labels_it_was_counted_under(store: Store) ->
     assert labelled(found, "parked") == {("EU",): 1} and labelled(found, "pending") == {("EU",): 1}
     # resumed with corrected data: counted under the new value, no longer under the old one
     await store.set_run_state(claimed.id, StateChange(
-        "pending", expect=("parked",), action="resume", labels=(("by-region", ("APAC",)),)))
+        "pending", expect=("parked",), action="resume", labels=((REGIONS, ("APAC",)),)))
     found = await store.read_aggregates()
     assert labelled(found, "pending") == {("EU",): 1, ("APAC",): 1}
     assert labelled(found, "parked") == {}
@@ -145,7 +146,7 @@ async def test_a_run_moves_from_the_labels_it_was_counted_under(store: Store) ->
     # a definition that changes starts over; the same one again keeps the counts
     await store.sync_metrics(BY_REGION)
     assert labelled(await store.read_aggregates(), "pending") == {("EU",): 1}
-    await store.sync_metrics(MetricConfig(labels=(("by-region", '["orders", "v2"]'),)))
+    await store.sync_metrics(MetricConfig(labels=(("by-region", "regions-v2"),)))
     assert labelled(await store.read_aggregates(), "pending") == {}
 
 
@@ -160,3 +161,18 @@ async def test_past_the_bound_a_label_value_is_other_and_stays_so(store: Store) 
     assert found[("other",)] == 1 and found[("region-07",)] == 2 and found[("unknown",)] == 1
     assert len(found) == MAX_LABEL_VALUES + 2
     assert ("region-new",) not in found
+
+
+async def test_metrics_of_one_label_set_share_its_counts(store: Store) -> None:
+    # by-region and by-region-again resolve the same labels: a run carries one entry for both
+    await store.sync_metrics(MetricConfig(labels=(("by-region", REGIONS),
+                                                  ("by-region-again", REGIONS))))
+    await add_labelled(store, "r1", "EU")
+    found = (await store.read_aggregates()).labelled
+    assert sorted((m, values, now) for m, _, _, _, _, values, now, _ in found if now) == [
+        ("by-region", ("EU",), 1), ("by-region-again", ("EU",), 1)]
+    # one metric leaving the set: the other keeps the key and its counts
+    await store.sync_metrics(MetricConfig(labels=(("by-region-again", REGIONS),)))
+    assert labelled(await store.read_aggregates(), "pending") == {}
+    found = (await store.read_aggregates()).labelled
+    assert [(m, now) for m, *_, now, _ in found] == [("by-region-again", 1)]

@@ -21,6 +21,7 @@ Rules, each a located compile error:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -37,7 +38,7 @@ from engine.model.base import suggest
 ROW_FIELDS = frozenset({"flow", "state", "reason", "action"})  # evaluated on aggregate rows
 RUN_FIELDS = frozenset({"flow", "data", "steps"})               # resolved per run when written
 _PER_RUN = re.compile(r"^(id|uuid|key|email)$|(Id|_id|ID)$")
-RunLabels = tuple[tuple[str, tuple[str, ...]], ...]  # (metric, label values) as the store keeps
+RunLabels = tuple[tuple[str, tuple[str, ...]], ...]  # (label set, its values) as the store keeps
 
 
 def label_value(expression: Expression, document: Mapping[str, Any]) -> str:
@@ -52,11 +53,21 @@ def label_value(expression: Expression, document: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-@dataclass(frozen=True)
-class MetricLabels:
-    """The run labels of one metric, in the order of its `labels`."""
+def label_set(flows: frozenset[str] | None, before_step: str | None,
+              expressions: tuple[Expression, ...]) -> str:
+    """The name of what a metric's run labels depend on (its flows, beforeStep and run label
+    expressions, in order): metrics alike share one set, resolved once per write and counted
+    once by the store (one tally row per state change, however many metrics read it)."""
+    signature = json.dumps([sorted(flows) if flows is not None else "*", before_step,
+                            [e.text for e in expressions]], separators=(",", ":"))
+    return hashlib.sha256(signature.encode()).hexdigest()[:16]
 
-    metric: str
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Run labels resolved together: those of every metric with the same `label_set`."""
+
+    name: str                        # its `label_set`, as the store keys the set's counts
     before_step: str | None          # a gauge's beforeStep: not counted once it is done
     expressions: tuple[Expression, ...]
 
@@ -65,36 +76,35 @@ class MetricLabels:
 class FlowLabels:
     """What the runtime resolves for the runs of one flow."""
 
-    metrics: tuple[MetricLabels, ...]
+    sets: tuple[LabelSet, ...]
     reads: frozenset[str]            # steps whose record changes what `resolve` answers
 
     def resolve(self, flow: str, data: Any, outputs: Mapping[str, Any]) -> RunLabels:
-        """The label values of every metric that counts the run now (`outputs`: the outputs of
+        """The values of every label set that counts the run now (`outputs`: the outputs of
         the steps done, succeeded or skipped)."""
         document = {"flow": flow, "data": data, "steps": outputs}
         return tuple(
-            (m.metric, tuple(label_value(e, document) for e in m.expressions))
-            for m in self.metrics
-            if m.before_step is None or m.before_step not in outputs
+            (s.name, tuple(label_value(e, document) for e in s.expressions))
+            for s in self.sets
+            if s.before_step is None or s.before_step not in outputs
         )
 
 
 def flow_labels(metrics: Mapping[str, Any], flows: Mapping[str, CompiledFlow]
                 ) -> dict[str, FlowLabels]:
     """flow name -> its FlowLabels, for the flows some metric with run labels counts."""
-    found: dict[str, list[MetricLabels]] = {}
+    found: dict[str, dict[str, LabelSet]] = {}
     for metric in metrics.values():
-        run = [expression for name, expression in metric.labels if name in metric.run_labels]
-        if not run:
+        if not metric.run_labels:
             continue
+        run = LabelSet(metric.label_set, metric.before_step, metric.run_expressions)
         for flow in sorted(flows if metric.flows is None else metric.flows & flows.keys()):
-            found.setdefault(flow, []).append(
-                MetricLabels(metric.name, metric.before_step, tuple(run)))
+            found.setdefault(flow, {}).setdefault(run.name, run)
     return {
-        flow: FlowLabels(tuple(entries), frozenset(
-            {ref for m in entries for e in m.expressions for ref in e.step_refs}
-            | {m.before_step for m in entries if m.before_step}))
-        for flow, entries in found.items()
+        flow: FlowLabels(tuple(sets.values()), frozenset(
+            {ref for s in sets.values() for e in s.expressions for ref in e.step_refs}
+            | {s.before_step for s in sets.values() if s.before_step}))
+        for flow, sets in found.items()
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.expressions import Expression, compile_expression
-from engine.compiler.metric_labels import ROW_FIELDS, RUN_FIELDS, run_label_errors
+from engine.compiler.metric_labels import ROW_FIELDS, RUN_FIELDS, label_set, run_label_errors
 from engine.compiler.refs import path_offset
 from engine.compiler.resolve import Registry
 from engine.errors import ExpressionSyntaxError
@@ -56,6 +56,18 @@ class CompiledMetric:
     def family(self) -> str:
         """The Prometheus name: syncline_business_<name>, `-` and `.` as `_`."""
         return "syncline_business_" + self.name.replace("-", "_").replace(".", "_")
+
+    @property
+    def run_expressions(self) -> tuple[Expression, ...]:
+        """The expressions of the labels resolved per run, in the order of `labels`."""
+        return tuple(e for name, e in self.labels if name in self.run_labels)
+
+    @property
+    def label_set(self) -> str:
+        """The label set the store counts this metric's runs under ('' without run labels)."""
+        if not self.run_labels:
+            return ""
+        return label_set(self.flows, self.before_step, self.run_expressions)
 
 
 Report = Callable[[Diagnostic], None]

@@ -15,10 +15,13 @@ engine/compiler/metric_labels.py). The store then, in the same transaction:
   was counted under (the old row's labels) to its new one: a run corrected and resumed is
   decremented under exactly what it was incremented under.
 
-A metric's key is ``name@generation``: when its label definition (flows, run labels,
-beforeStep) changes, `sync_*` gives it a new generation (a random name), so it counts from then
-on under new keys and runs still carrying the old ones move only the old rows, which nothing
-reads.
+Metrics whose run labels depend on the same things (flows, beforeStep, expressions: a *label
+set*, engine/compiler/metric_labels.py) share one key, so a run carries, and a state change
+moves, one entry per set rather than one per metric: the write cost of labels grows with the
+distinct sets, not with the metrics reading them. A set's key is ``metric@generation``: when a
+metric's set changes, `sync_*` gives it the key of its new set, a new generation (a random
+name) if no other metric has that set; runs still carrying an old key move only its rows, which
+nothing reads, and the old key's rows are dropped once no metric names it.
 """
 
 from __future__ import annotations
@@ -41,12 +44,9 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def label_signatures(metrics: Mapping[str, CompiledMetric]) -> tuple[tuple[str, str], ...]:
-    """(metric, what its run labels depend on) for each metric with run labels."""
-    return tuple(sorted(
-        (m.name, _dumps([sorted(m.flows) if m.flows is not None else "*", m.before_step,
-                         [e.text for name, e in m.labels if name in m.run_labels]]))
-        for m in metrics.values() if m.run_labels
-    ))
+    """(metric, its label set: what its run labels depend on) for each metric with run
+    labels; metrics of one set share its key (engine/compiler/metric_labels.py)."""
+    return tuple(sorted((m.name, m.label_set) for m in metrics.values() if m.run_labels))
 
 
 def _code(row: str) -> str:
@@ -140,7 +140,7 @@ CREATE TRIGGER tally_labels_update AFTER UPDATE OF state, reason, labels ON runs
 """
 
 # -- admitting values (in the writing transaction) -------------------------------------------
-_KEYS = "SELECT metric, key FROM metric_labels WHERE signature IS NOT NULL"
+_KEYS = "SELECT DISTINCT signature, key FROM metric_labels WHERE signature IS NOT NULL"
 _KNOWN = ("SELECT count(*), count(*) FILTER (WHERE value = {0}) FROM label_values "
           "WHERE metric = {0} AND label = {0}")
 
@@ -153,14 +153,29 @@ _KNOWN = ("SELECT count(*), count(*) FILTER (WHERE value = {0}) FROM label_value
 _ADMITTED: set[tuple[str, int, str]] = set()
 
 
+# The SQLite writer's keys by label set, read once a write transaction: under its write lock no
+# other process changes them, and its own sync forgets them (`sqlite_sync_labels`).
+_sqlite_keys: dict[str, str] | None = None
+
+
+def forget_keys() -> None:
+    """A new SQLite write transaction begins: read the keys again when first needed (another
+    process, a CLI command or a second server on the file, may have synced since)."""
+    global _sqlite_keys
+    _sqlite_keys = None
+
+
 def admit_sqlite(conn: Any, labels: RunLabels | None) -> str | None:
     """`labels` as the run's JSON, each value admitted (SQLite: the writer's transaction)."""
+    global _sqlite_keys
     if labels is None:
         return None
-    keys = dict(conn.execute(_KEYS).fetchall())
+    keys = _sqlite_keys
+    if keys is None:
+        keys = _sqlite_keys = dict(conn.execute(_KEYS).fetchall())
     out: dict[str, list[str]] = {}
-    for metric, values in labels:
-        key = keys.get(metric)
+    for name, values in labels:
+        key = keys.get(name)
         if key is None:  # not synced (yet): nothing would read it
             continue
         admitted = []
@@ -190,8 +205,8 @@ async def admit_postgres(conn: Any, labels: RunLabels | None) -> str | None:
         return None
     keys = dict(await (await conn.execute(_KEYS)).fetchall())
     out: dict[str, list[str]] = {}
-    for metric, values in labels:
-        key = keys.get(metric)
+    for name, values in labels:
+        key = keys.get(name)
         if key is None:
             continue
         admitted = []
@@ -217,36 +232,57 @@ async def _admit_postgres(conn: Any, key: str, label: int, value: str) -> bool:
 
 # -- syncing definitions and reading ---------------------------------------------------------
 def _changes(have: dict[str, tuple[str | None, str]], want: dict[str, str]
-             ) -> list[tuple[str, str | None, str]]:
-    """(metric, signature, key) rows to write: a new generation for each changed signature
-    (named at random: no two stores or generations share a key, nor `_ADMITTED` entries)."""
-    return [(metric, want.get(metric), f"{metric}@{uuid.uuid4().hex[:12]}")
-            for metric in sorted(have.keys() | want.keys())
-            if have.get(metric, (None, ""))[0] != want.get(metric)]
+             ) -> tuple[list[tuple[str, str | None, str]], set[str]]:
+    """(metric, label set, key) rows to write, and the keys no live row names any more (their
+    tallies and values are dropped). A metric keeps its key while its set is unchanged; a
+    changed or new one takes the key of its set if another metric has it, else a new
+    generation (named at random: no two stores or generations share a key, nor `_ADMITTED`
+    entries); a metric gone keeps its row without a set."""
+    keys = {s: k for s, k in have.values() if s is not None and s in want.values()}
+    rows = []
+    for metric in sorted(have.keys() | want.keys()):
+        signature = want.get(metric)
+        if have.get(metric, (None, ""))[0] == signature:
+            continue
+        if signature is not None and signature not in keys:
+            keys[signature] = f"{metric}@{uuid.uuid4().hex[:12]}"
+        rows.append((metric, signature, keys[signature] if signature else have[metric][1]))
+    return rows, {k for s, k in have.values() if s is not None} - set(keys.values())
 
 
-def sqlite_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> None:
+def sqlite_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> list[str]:
+    """Write the metrics' label sets; the keys that are new (their runs are not counted yet:
+    `sqlite_backfill` counts the open ones)."""
     have = {m: (s, k) for m, s, k in conn.execute("SELECT metric, signature, key FROM "
                                                     "metric_labels").fetchall()}
-    for metric, signature, key in _changes(have, dict(wanted)):
-        conn.execute("INSERT OR REPLACE INTO metric_labels VALUES (?, ?, ?)",
-                      (metric, signature, key))
-        if metric in have:  # the old generation's rows: nothing reads them any more
-            conn.execute("DELETE FROM label_tallies WHERE metric = ?", (have[metric][1],))
-            conn.execute("DELETE FROM label_values WHERE metric = ?", (have[metric][1],))
+    rows, dropped = _changes(have, dict(wanted))
+    forget_keys()
+    conn.executemany("INSERT OR REPLACE INTO metric_labels VALUES (?, ?, ?)", rows)
+    for key in sorted(dropped):  # the old generation's rows: nothing reads them any more
+        conn.execute("DELETE FROM label_tallies WHERE metric = ?", (key,))
+        conn.execute("DELETE FROM label_values WHERE metric = ?", (key,))
+    return _new_keys(have, rows)
 
 
-async def postgres_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> None:
+async def postgres_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> list[str]:
     rows = await (await conn.execute("SELECT metric, signature, key FROM metric_labels")
                   ).fetchall()
     have = {m: (s, k) for m, s, k in rows}
-    for metric, signature, key in _changes(have, dict(wanted)):
+    changes, dropped = _changes(have, dict(wanted))
+    for metric, signature, key in changes:
         await conn.execute(
             "INSERT INTO metric_labels VALUES (%s, %s, %s) ON CONFLICT (metric) DO UPDATE "
             "SET signature = excluded.signature, key = excluded.key", (metric, signature, key))
-        if metric in have:
-            for table in ("label_tallies", "label_tally_deltas", "label_values"):
-                await conn.execute(f"DELETE FROM {table} WHERE metric = %s", (have[metric][1],))
+    for key in sorted(dropped):
+        for table in ("label_tallies", "label_tally_deltas", "label_values"):
+            await conn.execute(f"DELETE FROM {table} WHERE metric = %s", (key,))
+    return _new_keys(have, changes)
+
+
+def _new_keys(have: dict[str, tuple[str | None, str]], rows: list[tuple[str, str | None, str]]
+              ) -> list[str]:
+    old = {k for _, k in have.values()}
+    return sorted({k for _, s, k in rows if s is not None and k not in old})
 
 
 # Rows of the live generations only, by metric name; the zero rows of states left are skipped.

@@ -22,7 +22,7 @@ from engine.store.base import (
     StateChange,
 )
 from engine.store.controls import run_statements
-from engine.store.label_tallies import admit_sqlite
+from engine.store.label_tallies import admit_sqlite, forget_keys
 from engine.store.ordering import ACTIVE, HOLDS_KEY
 from engine.store.rows import (
     EVENT_COLUMNS,
@@ -48,6 +48,7 @@ def commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> bool:
     accepts = [job for job in jobs if job.fn is tx_accept]
     try:
         _begin(conn)
+        forget_keys()  # the metric label keys another process may have synced
         if len(accepts) > 1:
             _accept_batch(conn, accepts)
         for job in jobs:
