@@ -333,3 +333,33 @@ def test_a_data_label_moves_with_corrected_data_and_survives_a_restart(
                   json={"data": {**corrected, "hold": False}}).raise_for_status()
         wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 2, "d1 booked")
         assert held(http) == {("US", "MASTER_DATA", "unknown"): 1}
+
+
+def test_a_run_parked_before_its_data_label_existed_is_counted_after_a_reload(
+        project: Callable[[dict[str, str]], Path], database: str | None) -> None:
+    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
+                    "metrics/deals.yaml": METRICS})
+    with LiveServer(root, database=database, watch=True, debounce=0.1) as live, \
+            live.client() as http:
+        send(http, "d1", hold=True, region="US")
+        send(http, "d2", hold=False, region="EU")
+        wait_for(lambda: len(runs_in(http, "parked")) == 1, "d1 parked")
+        wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 1, "d2 booked")
+        first = live.state.plan.digest
+        (root / "metrics" / "deals.yaml").write_text(METRICS + BY_REGION)
+        wait_for(lambda: live.state.reload is not None and live.state.reload.digest not in
+                 (None, first), "the plan with the label installed")
+        # d1 was written before the label existed; the reload counted it (d2 has ended)
+        assert held(http) == {("US", "MASTER_DATA", "unknown"): 1}
+        send(http, "d3", hold=True, region="EU")  # written after: counted as it is accepted
+        wait_for(lambda: len(runs_in(http, "parked")) == 2, "d3 parked")
+        assert held(http) == {("US", "MASTER_DATA", "unknown"): 1,
+                              ("EU", "MASTER_DATA", "unknown"): 1}
+    with LiveServer(root, database=database) as live, live.client() as http:
+        # a restart finds nothing more to backfill, and counts nothing twice
+        assert held(http) == {("US", "MASTER_DATA", "unknown"): 1,
+                              ("EU", "MASTER_DATA", "unknown"): 1}
+        http.post(f"/api/v1/runs/{run_of(http, 'd1')}/resume",
+                  json={"data": {"id": "d1", "hold": False, "region": "US"}}).raise_for_status()
+        wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 2, "d1 booked")
+        assert held(http) == {("EU", "MASTER_DATA", "unknown"): 1}

@@ -176,3 +176,29 @@ async def test_metrics_of_one_label_set_share_its_counts(store: Store) -> None:
     assert labelled(await store.read_aggregates(), "pending") == {}
     found = (await store.read_aggregates()).labelled
     assert [(m, now) for m, *_, now, _ in found] == [("by-region-again", 1)]
+
+
+async def test_open_runs_are_backfilled_once_under_a_new_label_set(store: Store) -> None:
+    for run_id in ("r1", "r2", "r3", "done"):
+        await add(store, run_id)  # written before any metric had labels: no labels
+    await store.checkpoint(Checkpoint("done", None, "succeeded"))
+    await store.sync_metrics(BY_REGION)
+    assert await store.label_backfills() == [(REGIONS, 0)]
+    first = await store.open_runs(["orders"], 0, 2)
+    assert [(run_id, labels) for run_id, _, _, labels, _, _ in first] == [("r1", None),
+                                                                       ("r2", None)]
+    # a worker writes r1 between the page's read and its write: the backfill leaves it alone
+    await store.checkpoint(Checkpoint("r1", None, labels=((REGIONS, ("APAC",)),)))
+    found = [(run_id, seen, ((REGIONS, ("EU",)),)) for run_id, _, _, seen, _, _ in first]
+    assert await store.relabel(REGIONS, found, first[-1][1], False) == 1
+    # a second replica doing the same page at once writes nothing more
+    assert await store.relabel(REGIONS, found, first[-1][1], False) == 0
+    assert await store.label_backfills() == [(REGIONS, first[-1][1])]
+    rest = await store.open_runs(["orders"], first[-1][1], 2)
+    assert [run_id for run_id, *_ in rest] == ["r3"]  # the run that ended is not open
+    found = [(run_id, seen, ((REGIONS, ("EU",)),)) for run_id, _, _, seen, _, _ in rest]
+    assert await store.relabel(REGIONS, found, rest[-1][1], True) == 1
+    assert await store.label_backfills() == []
+    assert labelled(await store.read_aggregates(), "pending") == {("APAC",): 1, ("EU",): 2}
+    await store.sync_metrics(BY_REGION)  # the same set again: nothing to backfill
+    assert await store.label_backfills() == []

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.compiler.compiled import CompiledFlow, CompiledStep
+from engine.compiler.metric_labels import FlowLabels
 from engine.compiler.plan import Plan
 from engine.errors import CallError, CallHeld
 from engine.runtime.backbone import Backbone
@@ -162,6 +163,9 @@ class Executor:
     backbone: Backbone | None = None  # NATS connections, for publish steps
     tracing: Tracing | None = None  # spans for the run and its steps (None: tracing off)
     fingerprints: Fingerprints | None = None  # echo suppression: writes fingerprinted first
+    # a flow's metric labels as the active plan defines them (what the store counts now, which
+    # plan a run started with aside); None: the run's own plan's
+    run_labels: Callable[[str], FlowLabels | None] | None = None
 
     async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         """Run `run` (already claimed) until it succeeds or stops; return its new state."""
@@ -211,7 +215,8 @@ class _Execution:
     ) -> None:
         self.executor, self.store, self.clock = executor, executor.store, executor.clock
         self.run_record, self.flow, self.calls = run, flow, calls
-        self.labelling = plan.run_labels.get(flow.name)
+        labels = executor.run_labels
+        self.labelling = plan.run_labels.get(flow.name) if labels is None else labels(flow.name)
         self.records = records
         self.outputs = {sid: r.output for sid, r in records.items() if r.state in DONE}
         self.context = run_context(run, event, self.outputs, plan.env)

@@ -79,6 +79,7 @@ CREATE TABLE label_values (
 CREATE TABLE metric_labels (
     metric TEXT PRIMARY KEY, signature TEXT, key TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE label_backfills (key TEXT PRIMARY KEY, after INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER label_tally_insert AFTER INSERT ON runs WHEN new.labels IS NOT NULL
 BEGIN
     {_tally('new', '1', '1')}
@@ -109,6 +110,7 @@ CREATE TABLE label_values (
     PRIMARY KEY (metric, label, value)
 );
 CREATE TABLE metric_labels (metric text PRIMARY KEY, signature text, key text NOT NULL);
+CREATE TABLE label_backfills (key text PRIMARY KEY, after bigint NOT NULL);
 CREATE FUNCTION syncline_tally_labels() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     entered bigint := 1;
@@ -251,17 +253,19 @@ def _changes(have: dict[str, tuple[str | None, str]], want: dict[str, str]
 
 
 def sqlite_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> list[str]:
-    """Write the metrics' label sets; the keys that are new (their runs are not counted yet:
-    `sqlite_backfill` counts the open ones)."""
+    """Write the metrics' label sets; the keys that are new, recorded for the backfill of the
+    runs already open (engine/store/label_backfill.py)."""
     have = {m: (s, k) for m, s, k in conn.execute("SELECT metric, signature, key FROM "
                                                     "metric_labels").fetchall()}
     rows, dropped = _changes(have, dict(wanted))
     forget_keys()
     conn.executemany("INSERT OR REPLACE INTO metric_labels VALUES (?, ?, ?)", rows)
     for key in sorted(dropped):  # the old generation's rows: nothing reads them any more
-        conn.execute("DELETE FROM label_tallies WHERE metric = ?", (key,))
-        conn.execute("DELETE FROM label_values WHERE metric = ?", (key,))
-    return _new_keys(have, rows)
+        for table in ("label_tallies", "label_values", "label_backfills"):
+            conn.execute(f"DELETE FROM {table} WHERE {_KEY[table]} = ?", (key,))
+    new = _new_keys(have, rows)
+    conn.executemany("INSERT OR IGNORE INTO label_backfills VALUES (?, 0)", [(k,) for k in new])
+    return new
 
 
 async def postgres_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -> list[str]:
@@ -274,9 +278,17 @@ async def postgres_sync_labels(conn: Any, wanted: tuple[tuple[str, str], ...]) -
             "INSERT INTO metric_labels VALUES (%s, %s, %s) ON CONFLICT (metric) DO UPDATE "
             "SET signature = excluded.signature, key = excluded.key", (metric, signature, key))
     for key in sorted(dropped):
-        for table in ("label_tallies", "label_tally_deltas", "label_values"):
-            await conn.execute(f"DELETE FROM {table} WHERE metric = %s", (key,))
-    return _new_keys(have, changes)
+        for table in ("label_tallies", "label_tally_deltas", "label_values", "label_backfills"):
+            await conn.execute(f"DELETE FROM {table} WHERE {_KEY[table]} = %s", (key,))
+    new = _new_keys(have, changes)
+    for key in new:
+        await conn.execute("INSERT INTO label_backfills VALUES (%s, 0) ON CONFLICT DO NOTHING",
+                           (key,))
+    return new
+
+
+_KEY = {"label_tallies": "metric", "label_tally_deltas": "metric", "label_values": "metric",
+        "label_backfills": "key"}  # the column that holds a set's key
 
 
 def _new_keys(have: dict[str, tuple[str | None, str]], rows: list[tuple[str, str | None, str]]

@@ -22,6 +22,7 @@ from engine.store.base import (
     StateChange,
 )
 from engine.store.controls import run_statements
+from engine.store.label_backfill import tx_relabel
 from engine.store.label_tallies import admit_sqlite, forget_keys
 from engine.store.ordering import ACTIVE, HOLDS_KEY
 from engine.store.rows import (
@@ -392,6 +393,7 @@ WRITES = {
         tx_save_plan,
         tx_audit,
         sqlite_sync,
+        tx_relabel,
         tx_put_trigger_state,
         tx_claim_reconciliation,
         tx_finish_reconciliation,
