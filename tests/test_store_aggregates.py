@@ -202,3 +202,18 @@ async def test_open_runs_are_backfilled_once_under_a_new_label_set(store: Store)
     assert labelled(await store.read_aggregates(), "pending") == {("APAC",): 1, ("EU",): 2}
     await store.sync_metrics(BY_REGION)  # the same set again: nothing to backfill
     assert await store.label_backfills() == []
+
+
+async def test_a_step_compensated_after_it_completed_stays_done(store: Store) -> None:
+    await store.sync_metrics(MetricConfig(steps=(("orders", "erp"),)))
+    await add(store, "r1")
+    await store.claim("w", 1, 10**10, 30)
+    await store.checkpoint(Checkpoint("r1", step("r1", "erp")))
+    # compensating: the run is running again, the ERP order undone; it awaits the ERP no more
+    await store.checkpoint(Checkpoint("r1", step("r1", "erp", "compensated")))
+    assert tally(await store.read_aggregates(), "done:erp", "running") == 1
+    await store.checkpoint(Checkpoint("r1", None, "compensated",
+                                      reason=Reason("REFUSED", "book", "refused")))
+    found = await store.read_aggregates()
+    assert tally(found, "done:erp", "compensated", "REFUSED") == 1
+    assert tally(found, "done:erp", "running") == 0

@@ -45,7 +45,10 @@ from engine.store.label_tallies import (
 if TYPE_CHECKING:  # the writer process imports this module: it must not load the compiler
     from engine.compiler.metrics import CompiledMetric
 
-DONE = "('succeeded', 'skipped')"  # a step a run has got past
+# A step a run has got past: a step compensated after it completed stays past (compensation
+# undoes its effect; the run does not wait for the step again, and its labels keep the values
+# they were resolved with: engine/store/label_tallies.py).
+DONE = "('succeeded', 'skipped', 'compensated')"
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,17 @@ BEGIN {tally('new', '+')} END""",
 WHEN old.step_id = {s} AND old.state IN {DONE} AND {of_flow('old')}
 BEGIN {tally('old', '-')} END""",
     ]
+
+
+# The `done:` counts again, now that a step compensated after it completed stays done (DONE);
+# the triggers themselves are written again by every sync.
+SQLITE_DONE_MIGRATION = f"""
+DELETE FROM tallies WHERE kind LIKE 'done:%';
+INSERT INTO tallies SELECT 'done:' || s.step_id, r.flow, r.state, {_code('r')}, {_step('r')},
+    count(*), 0 FROM runs AS r JOIN metric_steps AS m ON m.flow = r.flow
+    JOIN steps AS s ON s.run_id = r.id AND s.step_id = m.step AND s.state IN {DONE}
+    GROUP BY 1, 2, 3, 4, 5;
+"""
 
 
 def sqlite_triggers(config: MetricConfig) -> list[str]:

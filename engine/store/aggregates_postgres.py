@@ -16,6 +16,36 @@ from engine.store.label_tallies import (
 
 AGGREGATE_LOCK = 0x4147474C  # "AGGL": one replica folds deltas at a time
 
+# Whether a run got past a beforeStep (DONE: a step compensated later stays done).
+_DONE_STEPS = f"""
+CREATE OR REPLACE FUNCTION syncline_done_steps(run_id text, run_flow text) RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT 'done:' || s.step_id FROM metric_steps AS m JOIN steps AS s
+        ON s.run_id = $1 AND s.step_id = m.step AND s.state IN {DONE}
+    WHERE m.flow = $2
+$$;
+
+"""
+_TALLY_STEP = f"""
+CREATE OR REPLACE FUNCTION syncline_tally_step() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    was_done boolean := TG_OP <> 'INSERT' AND OLD.state IN {DONE};
+    is_done boolean := TG_OP <> 'DELETE' AND NEW.state IN {DONE};
+    row_id text := CASE WHEN TG_OP = 'DELETE' THEN OLD.run_id ELSE NEW.run_id END;
+    step_id text := CASE WHEN TG_OP = 'DELETE' THEN OLD.step_id ELSE NEW.step_id END;
+BEGIN
+    IF was_done = is_done THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO tally_deltas
+        SELECT 'done:' || step_id, r.flow, r.state, coalesce(r.reason::jsonb ->> 'code', ''),
+               coalesce(r.reason::jsonb ->> 'step', ''), CASE WHEN is_done THEN 1 ELSE -1 END
+        FROM runs AS r JOIN metric_steps AS m ON m.flow = r.flow AND m.step = step_id
+        WHERE r.id = row_id;
+    RETURN NULL;
+END $$;
+"""
+
 POSTGRES_MIGRATION = f"""
 CREATE TABLE tallies (
     kind text NOT NULL, flow text NOT NULL, name text NOT NULL, code text NOT NULL,
@@ -66,14 +96,7 @@ BEGIN
         ON CONFLICT DO NOTHING;
 END $$;
 
-CREATE FUNCTION syncline_done_steps(run_id text, run_flow text) RETURNS SETOF text
-LANGUAGE sql STABLE AS $$
-    SELECT 'done:' || s.step_id FROM metric_steps AS m JOIN steps AS s
-        ON s.run_id = $1 AND s.step_id = m.step AND s.state IN {DONE}
-    WHERE m.flow = $2
-$$;
-
-CREATE FUNCTION syncline_tally_run() RETURNS trigger LANGUAGE plpgsql AS $$
+{_DONE_STEPS}CREATE FUNCTION syncline_tally_run() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     new_code text := coalesce(NEW.reason::jsonb ->> 'code', '');
     new_step text := coalesce(NEW.reason::jsonb ->> 'step', '');
@@ -107,24 +130,7 @@ END $$;
 CREATE TRIGGER tally_run AFTER INSERT OR UPDATE OF state, reason ON runs
     FOR EACH ROW EXECUTE FUNCTION syncline_tally_run();
 
-CREATE FUNCTION syncline_tally_step() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    was_done boolean := TG_OP <> 'INSERT' AND OLD.state IN {DONE};
-    is_done boolean := TG_OP <> 'DELETE' AND NEW.state IN {DONE};
-    row_id text := CASE WHEN TG_OP = 'DELETE' THEN OLD.run_id ELSE NEW.run_id END;
-    step_id text := CASE WHEN TG_OP = 'DELETE' THEN OLD.step_id ELSE NEW.step_id END;
-BEGIN
-    IF was_done = is_done THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO tally_deltas
-        SELECT 'done:' || step_id, r.flow, r.state, coalesce(r.reason::jsonb ->> 'code', ''),
-               coalesce(r.reason::jsonb ->> 'step', ''), CASE WHEN is_done THEN 1 ELSE -1 END
-        FROM runs AS r JOIN metric_steps AS m ON m.flow = r.flow AND m.step = step_id
-        WHERE r.id = row_id;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER tally_step AFTER INSERT OR UPDATE OF state OR DELETE ON steps
+{_TALLY_STEP}CREATE TRIGGER tally_step AFTER INSERT OR UPDATE OF state OR DELETE ON steps
     FOR EACH ROW EXECUTE FUNCTION syncline_tally_step();
 
 CREATE FUNCTION syncline_tally_action() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -145,6 +151,19 @@ BEGIN
 END $$;
 CREATE TRIGGER metric_emitted AFTER INSERT ON outbox
     FOR EACH ROW EXECUTE FUNCTION syncline_metric_emitted();
+"""
+
+
+# A step compensated after it completed stays done (DONE): the functions again, and the `done:`
+# counts of the runs whose steps were compensated before (they had left them).
+POSTGRES_DONE_MIGRATION = _DONE_STEPS + _TALLY_STEP + f"""
+DELETE FROM tally_deltas WHERE kind LIKE 'done:%';
+DELETE FROM tallies WHERE kind LIKE 'done:%';
+INSERT INTO tallies SELECT 'done:' || s.step_id, r.flow, r.state,
+    coalesce(r.reason::jsonb ->> 'code', ''), coalesce(r.reason::jsonb ->> 'step', ''), count(*)
+    FROM runs AS r JOIN metric_steps AS m ON m.flow = r.flow
+    JOIN steps AS s ON s.run_id = r.id AND s.step_id = m.step AND s.state IN {DONE}
+    GROUP BY 1, 2, 3, 4, 5;
 """
 
 

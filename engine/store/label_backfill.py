@@ -26,15 +26,16 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from engine.store.aggregates import DONE
 from engine.store.label_tallies import admit_postgres, admit_sqlite
 
 if TYPE_CHECKING:
     from engine.store.records import RunLabels
 
 OPEN = "('pending', 'running', 'waiting', 'parked')"  # the states a gauge counts runs in
-DONE = "('succeeded', 'skipped')"
 PAGE = 500  # runs resolved and written per transaction
-# (run id, arrival order, flow, labels as stored, data, outputs of the steps done)
+# (run id, arrival order, flow, labels as stored, data, outputs of the steps done: a step
+# compensated since keeps its output, and the values it gave)
 OpenRun = tuple[str, int, str, str | None, Any, dict[str, Any]]
 # (run id, labels as the page read them, labels resolved now)
 Relabel = tuple[str, str | None, "RunLabels"]

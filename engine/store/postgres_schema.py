@@ -9,7 +9,7 @@ import psycopg
 
 from engine.errors import StoreError
 from engine.store import audit, history, ordering
-from engine.store.aggregates_postgres import POSTGRES_MIGRATION
+from engine.store.aggregates_postgres import POSTGRES_DONE_MIGRATION, POSTGRES_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
@@ -143,6 +143,8 @@ MIGRATIONS: tuple[str, ...] = (
     ECHO_ANSWERS_MIGRATION,
     # 12: metric labels resolved from runs' data and steps (engine/store/label_tallies.py).
     POSTGRES_LABELS_MIGRATION,
+    # 13: a step compensated after it completed stays done for `beforeStep` (aggregates).
+    POSTGRES_DONE_MIGRATION,
 )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine.errors import StoreError
 from engine.store import audit, history, ordering
-from engine.store.aggregates import SQLITE_MIGRATION
+from engine.store.aggregates import SQLITE_DONE_MIGRATION, SQLITE_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
@@ -165,6 +165,8 @@ MIGRATIONS: tuple[str, ...] = (
     ECHO_ANSWERS_MIGRATION,
     # 14: metric labels resolved from runs' data and steps (engine/store/label_tallies.py).
     SQLITE_LABELS_MIGRATION,
+    # 15: a step compensated after it completed stays done for `beforeStep` (aggregates).
+    SQLITE_DONE_MIGRATION,
 )
 
 
