@@ -156,6 +156,12 @@ def errors_of(project: Callable[[dict[str, str]], Path], spec: str) -> list[str]
     ("  counter: {flow: deal-won, actions: [resume]}\n  labels: {region: data.region}\n",
      "metrics/bad.yaml:7:12: error[E_METRIC] label 'region' reads a run's data or steps: an "
      "action counter's labels read flow and action"),
+    ("  gauge: {flow: \"*\", states: [parked]}\n  labels: {region: steps.bok.region}\n",
+     "metrics/bad.yaml:7:26: error[E_REF] label 'region' reads step 'bok', which flow "
+     "'deal-won' does not have (did you mean 'book'?); no flow it counts has it"),
+    ("  gauge: {flow: \"*\", states: [parked]}\n  labels: {deal: steps.book}\n",
+     "metrics/bad.yaml:7:18: error[E_METRIC] label 'deal' is an object by its schema: a label "
+     "must be a bounded value (a string, number or boolean) (in flow 'deal-won')"),
     ("  counter: {flow: deal-won, to: done}\n",
      "metrics/bad.yaml:6:29: error[E_METRIC] unknown state 'done'"),
 ])
@@ -173,6 +179,17 @@ def test_a_duration_whose_end_never_follows_its_start_is_a_warning(
     [warning] = [w.format() for w in plan.warnings if w.code == "W_METRIC"]
     assert warning.startswith("metrics/odd.yaml:8:5: warning[W_METRIC] 'run:deal-won:succeeded' "
                               "never follows 'run:on-activated:succeeded'")
+
+
+def test_a_label_of_every_flow_that_only_some_flows_have_is_a_warning(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = with_metric(project, "everywhere", "  gauge: {flow: \"*\", states: [parked]}\n"
+                       "  labels: {region: steps.book.region}\n")
+    plan = compile_project(root)
+    assert [w.format() for w in plan.warnings if w.code == "W_METRIC"] == [
+        "metrics/everywhere.yaml:7:26: warning[W_METRIC] label 'region' reads steps.book, which "
+        "flow 'on-activated' cannot have (by its steps and schemas): its runs read ''"]
+    assert plan.metrics["everywhere"].run_labels == {"region"}
 
 
 def test_label_values_are_bounded_and_a_failing_label_reads_unknown(

@@ -14,6 +14,9 @@ Rules, each a located compile error:
   their own;
 - `data.<path>` and `steps.<id>.<path>` must be fields the value can have (as E_FIELD checks a
   flow's own expressions), and `<id>` a step of the flow;
+- a metric of every flow (`flow: "*"`) is checked against each flow: a field or step no flow
+  has is an error, one only some flows have a warning (`W_METRIC`) naming the others, whose
+  runs read '';
 - a label must be bounded: not an object or an array by schema, and not a per-run identifier
   (a last field named `id`, `uuid`, `key`, `email` or ending in `Id`, `_id` or `ID`), whose
   values would all read `other` past the first 50.
@@ -26,7 +29,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.expressions import Expression
@@ -38,6 +41,7 @@ from engine.model.base import suggest
 ROW_FIELDS = frozenset({"flow", "state", "reason", "action"})  # evaluated on aggregate rows
 RUN_FIELDS = frozenset({"flow", "data", "steps"})               # resolved per run when written
 _PER_RUN = re.compile(r"^(id|uuid|key|email)$|(Id|_id|ID)$")
+Severity = Literal["error", "warning"]
 RunLabels = tuple[tuple[str, tuple[str, ...]], ...]  # (label set, its values) as the store keeps
 
 
@@ -142,6 +146,35 @@ def run_label_errors(expression: Expression, fields: set[str], flow: CompiledFlo
     if kind in ("object", "array"):
         yield "E_METRIC", (f"is an {kind} by its schema: a label must be a bounded value "
                            "(a string, number or boolean)"), None
+
+
+def every_flow_label_errors(expression: Expression, fields: set[str],
+                            flows: Mapping[str, CompiledFlow]
+                            ) -> Iterator[tuple[Severity, str, str, FieldPath | None]]:
+    """(severity, code, message, the path it is about) for a label of a metric of every flow
+    (`flow: "*"`): the rules that hold whatever the flow, then each flow's schemas and steps. A
+    field or step no flow has, or one that is an object or array in some flow, is an error; one
+    that only some flows have is a warning naming the others (their runs read '')."""
+    for code, message, path in run_label_errors(expression, fields, None):
+        yield "error", code, message, path
+        return
+    failing = {name: found for name in sorted(flows)
+               if (found := next(run_label_errors(expression, fields, flows[name]), None))}
+    unbounded = [(name, found) for name, found in failing.items() if found[0] == "E_METRIC"]
+    if unbounded:
+        name, (code, message, path) = unbounded[0]
+        yield "error", code, f"{message} (in flow '{name}')", path
+    elif failing and len(failing) == len(flows):
+        code, message, path = next(iter(failing.values()))
+        yield "error", code, f"{message}; no flow it counts has it", path
+    elif failing:
+        _, _, path = next(iter(failing.values()))
+        names = ", ".join(f"'{name}'" for name in failing)
+        what = _dotted(path) if path else "a field"
+        flows_have = ("flow", "its") if len(failing) == 1 else ("flows", "their")
+        yield "warning", "W_METRIC", (
+            f"reads {what}, which {flows_have[0]} {names} cannot have (by {flows_have[1]} "
+            f"steps and schemas): {flows_have[1]} runs read ''"), path
 
 
 def _per_run(path: FieldPath, paths: list[FieldPath]) -> bool:

@@ -18,7 +18,13 @@ from typing import Any, Literal
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.expressions import Expression, compile_expression
-from engine.compiler.metric_labels import ROW_FIELDS, RUN_FIELDS, label_set, run_label_errors
+from engine.compiler.metric_labels import (
+    ROW_FIELDS,
+    RUN_FIELDS,
+    every_flow_label_errors,
+    label_set,
+    run_label_errors,
+)
 from engine.compiler.refs import path_offset
 from engine.compiler.resolve import Registry
 from engine.errors import ExpressionSyntaxError
@@ -186,16 +192,19 @@ class _MetricCompiler:
             return False
         counted = spec.gauge or spec.counter
         name = counted.flow if counted is not None else "*"
-        flow = None if name == "*" else self.flows.get(name)
-        if name != "*" and flow is None:
+        if name == "*":  # checked against every flow's schemas
+            found = list(every_flow_label_errors(expression, fields, self.flows))
+        elif (flow := self.flows.get(name)) is not None:
+            found = [("error", *error) for error in run_label_errors(expression, fields, flow)]
+        else:
             return False  # an unknown flow: reported by `_flows`
-        for code, message, path in run_label_errors(expression, fields, flow):
+        for severity, code, message, path in found:
             offset = path_offset(expression.text, path) if path else None
-            self.ok = False
             self._report(Diagnostic(self.doc.locate_in(("spec", "labels", label), offset),
-                                    code, f"label '{label}' {message}"))
-            return False
-        return True
+                                    code, f"label '{label}' {message}", severity))
+        ok = all(severity != "error" for severity, *_ in found)
+        self.ok = self.ok and ok
+        return ok
 
     def _flows(self, name: str, where: tuple[str, ...]) -> frozenset[str] | None:
         if name == "*":
