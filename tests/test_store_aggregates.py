@@ -4,8 +4,15 @@ later is backfilled, and a duration observes from its first start to its end."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from engine.compiler import compile_project
+from engine.runtime.business import measure
+from engine.runtime.label_backfill import backfill_labels
 from engine.store import (
     Checkpoint,
     EventRecord,
@@ -15,7 +22,7 @@ from engine.store import (
     StepRecord,
     Store,
 )
-from engine.store.aggregates import Aggregates, MetricConfig
+from engine.store.aggregates import Aggregates, MetricConfig, metric_config
 from engine.store.label_tallies import MAX_LABEL_VALUES
 
 pytestmark = pytest.mark.anyio
@@ -217,3 +224,44 @@ async def test_a_step_compensated_after_it_completed_stays_done(store: Store) ->
     found = await store.read_aggregates()
     assert tally(found, "done:erp", "compensated", "REFUSED") == 1
     assert tally(found, "done:erp", "running") == 0
+
+
+REGION_PROJECT = {
+    "flows/orders.yaml": """\
+        apiVersion: syncline/v1
+        kind: Flow
+        metadata: {name: orders, owner: t}
+        spec:
+          trigger: {event: com.acme.order.won}
+          steps:
+            - {id: hold, park: {code: HOLD, message: held}}
+        ---
+        apiVersion: syncline/v1
+        kind: Metric
+        metadata: {name: held-by-region, owner: t}
+        spec:
+          help: x
+          gauge: {flow: orders, states: [pending, parked]}
+          labels: {region: data.region}
+        """,
+}
+
+
+async def test_two_replicas_backfilling_at_once_count_each_open_run_once(
+        store: Store, project: Callable[[dict[str, str]], Path]) -> None:
+    plan = compile_project(project(REGION_PROJECT))
+    for i, region in enumerate(["EU", "US", "EU", "EU", "APAC"]):
+        run = NewRun(id=f"r{i}", flow="orders", flow_version=1, plan_digest="sha256:p",
+                     key=f"r{i}", ordering_key=None, correlation_id=f"r{i}")
+        event = EventRecord(id=f"ev-{i}", type="com.acme.order.won", source="t",
+                            data={"region": region})
+        await store.accept(event, [run])  # before the metric: no labels
+    await store.sync_metrics(metric_config(plan.metrics))
+    written = await asyncio.gather(backfill_labels(store, plan, page=2),
+                                   backfill_labels(store, plan, page=2))
+    assert sum(written) >= 5  # each run written by one of them (or both, the same labels)
+    [gauge] = measure(plan.metrics, await store.read_aggregates())
+    assert {dict(key)["region"]: n for key, n in gauge.series if n} == {"EU": 3, "US": 1,
+                                                                         "APAC": 1}
+    assert await store.label_backfills() == []
+    assert await backfill_labels(store, plan) == 0  # once: nothing left to do
