@@ -62,11 +62,14 @@ class MetricConfig:
 
 
 def metric_config(metrics: Mapping[str, CompiledMetric]) -> MetricConfig:
+    """What `metrics` need tracked. A metric with run labels is counted from its label set's
+    rows, which leave out the runs past its beforeStep already: its step needs no `done:`
+    counts (nor their triggers on every step and state written)."""
     steps: set[tuple[str, str]] = set()
     points: list[tuple[str, str, str]] = []
     buckets: list[tuple[str, tuple[float, ...]]] = []
     for metric in metrics.values():
-        if metric.before_step and metric.flows:
+        if metric.before_step and metric.flows and not metric.run_labels:
             steps.update((flow, metric.before_step) for flow in metric.flows)
         if metric.kind == "duration":
             start, end = metric.points

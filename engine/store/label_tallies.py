@@ -57,9 +57,14 @@ def _step(row: str) -> str:
     return f"coalesce(json_extract({row}.reason, '$.step'), '')"
 
 
-def _tally(row: str, n: str, total: str) -> str:
-    return (f"INSERT INTO label_tallies SELECT j.key, {row}.flow, {row}.state, {_code(row)}, "
-            f"{_step(row)}, j.value, {n}, {total} FROM json_each({row}.labels) AS j WHERE true "
+def _rows(row: str, n: str, total: str) -> str:
+    return (f"SELECT j.key, {row}.flow, {row}.state, {_code(row)}, {_step(row)}, j.value, {n}, "
+            f"{total} FROM json_each({row}.labels) AS j")
+
+
+def _tally(*rows: str) -> str:
+    """One statement counting `rows` (a run's move is one write, not one per side)."""
+    return (f"INSERT INTO label_tallies SELECT * FROM ({' UNION ALL '.join(rows)}) WHERE true "
             "ON CONFLICT DO UPDATE SET n = n + excluded.n, total = total + excluded.total;")
 
 
@@ -82,14 +87,13 @@ CREATE TABLE metric_labels (
 CREATE TABLE label_backfills (key TEXT PRIMARY KEY, after INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TRIGGER label_tally_insert AFTER INSERT ON runs WHEN new.labels IS NOT NULL
 BEGIN
-    {_tally('new', '1', '1')}
+    {_tally(_rows('new', '1', '1'))}
 END;
 CREATE TRIGGER label_tally_update AFTER UPDATE OF state, reason, labels ON runs
 WHEN (new.labels IS NOT NULL OR old.labels IS NOT NULL) AND (new.state IS NOT old.state
     OR new.reason IS NOT old.reason OR new.labels IS NOT old.labels)
 BEGIN
-    {_tally('old', '-1', '0')}
-    {_tally('new', '1', 'new.state IS NOT old.state')}
+    {_tally(_rows('old', '-1', '0'), _rows('new', '1', 'new.state IS NOT old.state'))}
 END;
 """
 
