@@ -87,11 +87,11 @@ class FlowLabels:
         """The values of every label set that counts the run now (`outputs`: the outputs of
         the steps done, succeeded or skipped)."""
         document = {"flow": flow, "data": data, "steps": outputs}
-        return tuple(
-            (s.name, tuple(label_value(e, document) for e in s.expressions))
-            for s in self.sets
-            if s.before_step is None or s.before_step not in outputs
-        )
+        found = []  # loops, not generators: this runs on every write that resolves labels
+        for s in self.sets:
+            if s.before_step is None or s.before_step not in outputs:
+                found.append((s.name, tuple([label_value(e, document) for e in s.expressions])))
+        return tuple(found)
 
 
 def flow_labels(metrics: Mapping[str, Any], flows: Mapping[str, CompiledFlow]

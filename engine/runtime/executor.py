@@ -215,8 +215,8 @@ class _Execution:
     ) -> None:
         self.executor, self.store, self.clock = executor, executor.store, executor.clock
         self.run_record, self.flow, self.calls = run, flow, calls
-        labels = executor.run_labels
-        self.labelling = plan.run_labels.get(flow.name) if labels is None else labels(flow.name)
+        active = executor.run_labels  # the labels the store counts now (None: the run's plan's)
+        self.labelling = plan.run_labels.get(flow.name) if active is None else active(flow.name)
         self.records = records
         self.outputs = {sid: r.output for sid, r in records.items() if r.state in DONE}
         self.context = run_context(run, event, self.outputs, plan.env)
@@ -307,22 +307,18 @@ class _Execution:
         self, outcomes: list[tuple[CompiledStep, StepOutcome]], final: Checkpoint | None
     ) -> None:
         """Each step's record (+ its emitted events); the last one carries the run's new state."""
+        labels = None if self.labelling is None else relabel(
+            self.labelling, self.flow.name, self.context["data"], self.outputs,
+            [o.record for _, o in outcomes])
         checkpoints = [
-            Checkpoint(self.run_record.id, o.record, emitted=o.emitted) for _, o in outcomes
+            Checkpoint(self.run_record.id, o.record, emitted=o.emitted, labels=labels)
+            for _, o in outcomes
         ]
         if final is not None:
             last = checkpoints[-1]
-            checkpoints[-1] = Checkpoint(
-                last.run_id,
-                last.step,
-                final.run_state,
-                final.next_attempt_at,
-                final.reason,
-                last.emitted,
-            )
-        if self.labelling is not None:
-            data = self.context["data"]
-            checkpoints = relabel(self.labelling, self.flow.name, data, self.outputs, checkpoints)
+            checkpoints[-1] = Checkpoint(last.run_id, last.step, final.run_state,
+                                         final.next_attempt_at, final.reason, last.emitted,
+                                         labels=labels)
         if len(checkpoints) == 1:  # the common case: no gather (it wraps each write in a task)
             cancels = [await self.store.checkpoint(checkpoints[0])]
         else:

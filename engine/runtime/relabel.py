@@ -3,28 +3,26 @@ a run's data and steps: engine/compiler/metric_labels.py; the store counts the r
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.compiler.metric_labels import FlowLabels
-from engine.store.base import Checkpoint
+from engine.compiler.metric_labels import FlowLabels, RunLabels
+from engine.store.base import StepRecord
 
 DONE = frozenset({"succeeded", "skipped"})
 
 
 def relabel(labelling: FlowLabels, flow: str, data: Any, outputs: Mapping[str, Any],
-            checkpoints: list[Checkpoint]) -> list[Checkpoint]:
-    """`checkpoints` (of steps that ran together), each writing a step the labels read (or a
-    metric's beforeStep) carrying the labels resolved from `outputs` with all of their steps."""
+            records: Sequence[StepRecord]) -> RunLabels | None:
+    """The labels the checkpoints of `records` (steps that ran together) carry: resolved from
+    `outputs` with those steps when one is a step the labels read (or a metric's beforeStep),
+    else None (the run's labels stay as they are). Every checkpoint of the batch carries them:
+    they commit in any order, and the same labels written twice move nothing."""
     reads = labelling.reads
-    if not any(cp.step is not None and cp.step.step_id in reads for cp in checkpoints):
-        return checkpoints
+    if not any(record.step_id in reads for record in records):
+        return None
     after = dict(outputs)
-    for cp in checkpoints:
-        if cp.step is not None and cp.step.state in DONE:
-            after[cp.step.step_id] = cp.step.output
-    labels = labelling.resolve(flow, data, after)
-    return [dataclasses.replace(cp, labels=labels)
-            if cp.step is not None and cp.step.step_id in reads else cp
-            for cp in checkpoints]
+    for record in records:
+        if record.state in DONE:
+            after[record.step_id] = record.output
+    return labelling.resolve(flow, data, after)
