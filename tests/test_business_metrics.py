@@ -31,7 +31,7 @@ spec:
       park: {code: MASTER_DATA, message: customer record incomplete}
     - id: book
       needs: [hold]
-      set: {id: data.id}
+      set: {id: data.id, region: data.region}
     - id: activated
       needs: [book]
       emit: {type: com.acme.order.activated, data: "{id: steps.book.id}"}
@@ -133,10 +133,35 @@ def errors_of(project: Callable[[dict[str, str]], Path], spec: str) -> list[str]
     ("  duration: {from: {event: com.acme.deal.wonn}, to: {flow: deal-won, state: succeeded}}\n",
      "metrics/bad.yaml:6:21: error[E_REF] no flow emits or is triggered by event type "
      "'com.acme.deal.wonn' (did you mean 'com.acme.deal.won'?)"),
-    ("  gauge: {flow: deal-won, states: [parked]}\n  labels: {region: data.region}\n",
-     "metrics/bad.yaml:7:12: error[E_METRIC] label 'region' reads 'data': a label reads flow, "
-     "state, reason (code, step) or action, which the store keeps aggregated; a run's data and "
-     "steps are not"),
+    ("  gauge: {flow: deal-won, states: [parked]}\n  labels: {region: dta.region}\n",
+     "metrics/bad.yaml:7:12: error[E_METRIC] label 'region' reads 'dta' (did you mean 'data'?): "
+     "a label reads flow, state, reason (code, step), action, data or steps"),
+    ("  gauge: {flow: deal-won, states: [parked]}\n  labels: {region: steps.book.regin}\n",
+     "metrics/bad.yaml:7:31: error[E_FIELD] label 'region' reads steps.book.regin, but "
+     "steps.book has no field 'regin' (did you mean 'region'?): it would always be null"),
+    ("  gauge: {flow: deal-won, states: [parked]}\n  labels: {region: steps.bok.region}\n",
+     "metrics/bad.yaml:7:26: error[E_REF] label 'region' reads step 'bok', which flow "
+     "'deal-won' does not have (did you mean 'book'?)"),
+    ("  gauge: {flow: deal-won, states: [parked]}\n  labels: {deal: steps.book.id}\n",
+     "metrics/bad.yaml:7:29: error[E_METRIC] label 'deal' reads 'steps.book.id', a per-run "
+     "identifier: its values are not bounded (a label has at most 50 values, then 'other')"),
+    ("  gauge: {flow: deal-won, states: [parked]}\n  labels: {deal: steps.book}\n",
+     "metrics/bad.yaml:7:18: error[E_METRIC] label 'deal' is an object by its schema: a label "
+     "must be a bounded value (a string, number or boolean)"),
+    ("  gauge: {flow: deal-won, states: [parked]}\n"
+     "  labels: {where: \"join('/', [state, data.region])\"}\n",
+     "metrics/bad.yaml:7:20: error[E_METRIC] label 'where' reads 'state' and a run's data or "
+     "steps: a label reading data or steps is resolved when they are written, so it may read "
+     "flow, data and steps only (put 'state' in a label of its own)"),
+    ("  counter: {flow: deal-won, actions: [resume]}\n  labels: {region: data.region}\n",
+     "metrics/bad.yaml:7:12: error[E_METRIC] label 'region' reads a run's data or steps: an "
+     "action counter's labels read flow and action"),
+    ("  gauge: {flow: \"*\", states: [parked]}\n  labels: {region: steps.bok.region}\n",
+     "metrics/bad.yaml:7:26: error[E_REF] label 'region' reads step 'bok', which flow "
+     "'deal-won' does not have (did you mean 'book'?); no flow it counts has it"),
+    ("  gauge: {flow: \"*\", states: [parked]}\n  labels: {deal: steps.book}\n",
+     "metrics/bad.yaml:7:18: error[E_METRIC] label 'deal' is an object by its schema: a label "
+     "must be a bounded value (a string, number or boolean) (in flow 'deal-won')"),
     ("  counter: {flow: deal-won, to: done}\n",
      "metrics/bad.yaml:6:29: error[E_METRIC] unknown state 'done'"),
 ])
@@ -154,6 +179,17 @@ def test_a_duration_whose_end_never_follows_its_start_is_a_warning(
     [warning] = [w.format() for w in plan.warnings if w.code == "W_METRIC"]
     assert warning.startswith("metrics/odd.yaml:8:5: warning[W_METRIC] 'run:deal-won:succeeded' "
                               "never follows 'run:on-activated:succeeded'")
+
+
+def test_a_label_of_every_flow_that_only_some_flows_have_is_a_warning(
+        project: Callable[[dict[str, str]], Path]) -> None:
+    root = with_metric(project, "everywhere", "  gauge: {flow: \"*\", states: [parked]}\n"
+                       "  labels: {region: steps.book.region}\n")
+    plan = compile_project(root)
+    assert [w.format() for w in plan.warnings if w.code == "W_METRIC"] == [
+        "metrics/everywhere.yaml:7:26: warning[W_METRIC] label 'region' reads steps.book, which "
+        "flow 'on-activated' cannot have (by its steps and schemas): its runs read ''"]
+    assert plan.metrics["everywhere"].run_labels == {"region"}
 
 
 def test_label_values_are_bounded_and_a_failing_label_reads_unknown(
@@ -178,10 +214,10 @@ def database(request: pytest.FixtureRequest) -> str | None:
     return None if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
 
 
-def send(http: httpx.Client, deal: str, *, hold: bool) -> None:
+def send(http: httpx.Client, deal: str, *, hold: bool, region: str = "EU") -> None:
     event = {"specversion": "1.0", "id": f"ev-{deal}", "type": "com.acme.deal.won",
              "source": "tests", "datacontenttype": "application/json",
-             "data": {"id": deal, "hold": hold}}
+             "data": {"id": deal, "hold": hold, "region": region}}
     response = http.post("/events", content=json.dumps(event),
                          headers={"content-type": "application/cloudevents+json"})
     assert response.status_code == 202, response.text
@@ -263,3 +299,84 @@ def test_metrics_move_with_the_runs_and_survive_a_restart(metrics_project: Path,
         values = metrics_json(http)
         assert values["deals-parked"]["value"] == 0
         assert values["manual-interventions"]["value"] == 2
+
+
+BY_REGION = """\
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: deals-held-by-region, owner: finance}
+spec:
+  help: Won deals not booked yet, by region (and a label that fails on data without an amount)
+  gauge: {flow: deal-won, states: [pending, running, waiting, parked], beforeStep: book}
+  labels: {region: data.region, reason: reason.code, size: "abs(data.amount)"}
+"""
+
+
+def held(http: httpx.Client) -> dict[tuple[str, str, str], int]:
+    """The by-region gauge's non-zero series as (region, reason, size) -> runs."""
+    series = metrics_json(http)["deals-held-by-region"]["series"]
+    return {(s["labels"]["region"], s["labels"]["reason"], s["labels"]["size"]): s["value"]
+            for s in series if s["value"]}
+
+
+def run_of(http: httpx.Client, deal: str) -> str:
+    [run] = http.get("/api/v1/runs", params={"key": deal}).json()["runs"]
+    return str(run["id"])
+
+
+def test_a_data_label_moves_with_corrected_data_and_survives_a_restart(
+        project: Callable[[dict[str, str]], Path], database: str | None) -> None:
+    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
+                    "metrics/deals.yaml": METRICS + BY_REGION})
+    with LiveServer(root, database=database) as live, live.client() as http:
+        for deal, hold, region in (("d1", True, "EU"), ("d2", True, "US"), ("d3", False, "EU")):
+            send(http, deal, hold=hold, region=region)
+        wait_for(lambda: len(runs_in(http, "parked")) == 2, "two deals parked")
+        wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 1, "one deal booked")
+        assert held(http) == {("EU", "MASTER_DATA", "unknown"): 1,
+                              ("US", "MASTER_DATA", "unknown"): 1}
+        corrected = {"id": "d1", "hold": True, "region": "APAC", "amount": -5}
+        http.post(f"/api/v1/runs/{run_of(http, 'd1')}/resume",
+                  json={"data": corrected}).raise_for_status()
+        wait_for(lambda: ("APAC", "MASTER_DATA", "5") in held(http), "d1 parked again")
+        assert held(http) == {("APAC", "MASTER_DATA", "5"): 1, ("US", "MASTER_DATA", "unknown"): 1}
+        samples = scrape(http)
+        assert samples[("syncline_business_deals_held_by_region",
+                        (("reason", "MASTER_DATA"), ("region", "US"), ("size", "unknown")))] == 1
+    with LiveServer(root, database=database) as live, live.client() as http:
+        assert held(http) == {("APAC", "MASTER_DATA", "5"): 1, ("US", "MASTER_DATA", "unknown"): 1}
+        http.post(f"/api/v1/runs/{run_of(http, 'd1')}/resume",
+                  json={"data": {**corrected, "hold": False}}).raise_for_status()
+        wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 2, "d1 booked")
+        assert held(http) == {("US", "MASTER_DATA", "unknown"): 1}
+
+
+def test_a_run_parked_before_its_data_label_existed_is_counted_after_a_reload(
+        project: Callable[[dict[str, str]], Path], database: str | None) -> None:
+    root = project({"syncline.yaml": PROJECT, "flows/deals.yaml": FLOWS,
+                    "metrics/deals.yaml": METRICS})
+    with LiveServer(root, database=database, watch=True, debounce=0.1) as live, \
+            live.client() as http:
+        send(http, "d1", hold=True, region="US")
+        send(http, "d2", hold=False, region="EU")
+        wait_for(lambda: len(runs_in(http, "parked")) == 1, "d1 parked")
+        wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 1, "d2 booked")
+        first = live.state.plan.digest
+        (root / "metrics" / "deals.yaml").write_text(METRICS + BY_REGION)
+        wait_for(lambda: live.state.reload is not None and live.state.reload.digest not in
+                 (None, first), "the plan with the label installed")
+        # d1 was written before the label existed; the reload counted it (d2 has ended)
+        assert held(http) == {("US", "MASTER_DATA", "unknown"): 1}
+        send(http, "d3", hold=True, region="EU")  # written after: counted as it is accepted
+        wait_for(lambda: len(runs_in(http, "parked")) == 2, "d3 parked")
+        assert held(http) == {("US", "MASTER_DATA", "unknown"): 1,
+                              ("EU", "MASTER_DATA", "unknown"): 1}
+    with LiveServer(root, database=database) as live, live.client() as http:
+        # a restart finds nothing more to backfill, and counts nothing twice
+        assert held(http) == {("US", "MASTER_DATA", "unknown"): 1,
+                              ("EU", "MASTER_DATA", "unknown"): 1}
+        http.post(f"/api/v1/runs/{run_of(http, 'd1')}/resume",
+                  json={"data": {"id": "d1", "hold": False, "region": "US"}}).raise_for_status()
+        wait_for(lambda: metrics_json(http)["deals-booked"]["value"] == 2, "d1 booked")
+        assert held(http) == {("EU", "MASTER_DATA", "unknown"): 1}

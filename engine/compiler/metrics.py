@@ -3,8 +3,10 @@ the plan (located errors with suggestions), label expressions compiled, points r
 
 What a metric may read is what the store aggregates as runs change state (engine/store/
 aggregates.py): runs by flow, state and reason, operator actions, completed steps named by a
-`beforeStep`, and duration marks. A scrape reads those aggregates, never the runs, so a label
-reads `flow`, `state`, `reason` (`code`, `step`) or `action`, not a run's `data` or `steps`.
+`beforeStep`, and duration marks. A scrape reads those aggregates, never the runs: a label that
+reads `flow`, `state`, `reason` (`code`, `step`) or `action` is evaluated on the aggregate rows;
+one that reads a run's `data` or `steps` is resolved by the runtime when they are written and
+kept with the run (engine/compiler/metric_labels.py says how, and what makes it a bad label).
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from typing import Any, Literal
 
 from engine.compiler.compiled import CompiledFlow
 from engine.compiler.expressions import Expression, compile_expression
+from engine.compiler.metric_labels import (
+    ROW_FIELDS,
+    RUN_FIELDS,
+    every_flow_label_errors,
+    label_set,
+    run_label_errors,
+)
+from engine.compiler.refs import path_offset
 from engine.compiler.resolve import Registry
 from engine.errors import ExpressionSyntaxError
 from engine.loader import Document
@@ -26,7 +36,7 @@ from engine.source import Diagnostic
 # A run's states (SPEC section 4); `failed` is the executor's own end state.
 RUN_STATES = ("pending", "running", "waiting", "succeeded", "filtered", "parked",
               "dead-lettered", "compensated", "cancelled", "failed")
-LABEL_FIELDS = frozenset({"flow", "state", "reason", "action"})
+LABEL_FIELDS = ROW_FIELDS | RUN_FIELDS
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class CompiledMetric:
     before_step: str | None = None           # gauge: only runs that have not completed it
     actions: frozenset[str] = frozenset()    # counter of operator actions
     labels: tuple[tuple[str, Expression], ...] = ()
+    run_labels: frozenset[str] = frozenset()  # labels resolved per run (they read data, steps)
     buckets: tuple[float, ...] = ()          # duration: upper bounds in seconds, ascending
     objective: tuple[float, float] | None = None  # (percentile, under seconds)
     points: tuple[str, str] = ("", "")       # duration: (from, to) as the store names points
@@ -51,6 +62,18 @@ class CompiledMetric:
     def family(self) -> str:
         """The Prometheus name: syncline_business_<name>, `-` and `.` as `_`."""
         return "syncline_business_" + self.name.replace("-", "_").replace(".", "_")
+
+    @property
+    def run_expressions(self) -> tuple[Expression, ...]:
+        """The expressions of the labels resolved per run, in the order of `labels`."""
+        return tuple(e for name, e in self.labels if name in self.run_labels)
+
+    @property
+    def label_set(self) -> str:
+        """The label set the store counts this metric's runs under ('' without run labels)."""
+        if not self.run_labels:
+            return ""
+        return label_set(self.flows, self.before_step, self.run_expressions)
 
 
 Report = Callable[[Diagnostic], None]
@@ -85,9 +108,10 @@ class _MetricCompiler:
 
     def compile(self) -> CompiledMetric | None:
         spec = self.metric.spec
+        labels, run_labels = self._labels()
         base: dict[str, Any] = {
             "name": self.metric.name, "help": spec.help, "owner": self.metric.metadata.owner,
-            "labels": self._labels(), "location": self.doc.locate(),
+            "labels": labels, "run_labels": run_labels, "location": self.doc.locate(),
         }
         if spec.gauge is not None:
             gauge = spec.gauge
@@ -130,8 +154,9 @@ class _MetricCompiler:
         return CompiledMetric(kind="duration", flows=None, buckets=tuple(buckets),
                               objective=objective, points=(start, end), **base)
 
-    def _labels(self) -> tuple[tuple[str, Expression], ...]:
-        labels = []
+    def _labels(self) -> tuple[tuple[tuple[str, Expression], ...], frozenset[str]]:
+        """Every label compiled, and the names of those resolved per run."""
+        labels, run = [], set()
         for label, text in self.metric.spec.labels.items():
             where = ("labels", label)
             if not label.isidentifier() or label.startswith("__"):
@@ -142,15 +167,44 @@ class _MetricCompiler:
             except ExpressionSyntaxError as exc:
                 self.error(where, f"label '{label}': {exc}", "E_JMESPATH")
                 continue
-            extra = sorted(root_fields(expression.ast) - LABEL_FIELDS)
+            fields = root_fields(expression.ast)
+            extra = sorted(fields - LABEL_FIELDS)
             if extra:
                 hint = suggest(extra[0], sorted(LABEL_FIELDS))
                 self.error(where, f"label '{label}' reads '{extra[0]}'{hint}: a label reads "
-                           "flow, state, reason (code, step) or action, which the store keeps "
-                           "aggregated; a run's data and steps are not")
+                           "flow, state, reason (code, step), action, data or steps")
+                continue
+            if fields & {"data", "steps"} and not self._run_label(label, expression, fields):
                 continue
             labels.append((label, expression))
-        return tuple(labels)
+            if fields & {"data", "steps"}:
+                run.add(label)
+        return tuple(labels), frozenset(run)
+
+    def _run_label(self, label: str, expression: Expression, fields: set[str]) -> bool:
+        """Check a label that reads a run's data or steps (engine/compiler/metric_labels.py)."""
+        spec = self.metric.spec
+        if spec.duration is not None:
+            return True  # a duration has no labels: reported once, in `_duration`
+        if spec.counter is not None and spec.counter.actions:
+            self.error(("labels", label), f"label '{label}' reads a run's data or steps: an "
+                       "action counter's labels read flow and action")
+            return False
+        counted = spec.gauge or spec.counter
+        name = counted.flow if counted is not None else "*"
+        if name == "*":  # checked against every flow's schemas
+            found = list(every_flow_label_errors(expression, fields, self.flows))
+        elif (flow := self.flows.get(name)) is not None:
+            found = [("error", *error) for error in run_label_errors(expression, fields, flow)]
+        else:
+            return False  # an unknown flow: reported by `_flows`
+        for severity, code, message, path in found:
+            offset = path_offset(expression.text, path) if path else None
+            self._report(Diagnostic(self.doc.locate_in(("spec", "labels", label), offset),
+                                    code, f"label '{label}' {message}", severity))
+        ok = all(severity != "error" for severity, *_ in found)
+        self.ok = self.ok and ok
+        return ok
 
     def _flows(self, name: str, where: tuple[str, ...]) -> frozenset[str] | None:
         if name == "*":

@@ -28,6 +28,7 @@ from engine.compiler.governance import check_registry
 from engine.compiler.graph import DependencyGraph
 from engine.compiler.interpolate import Interpolation
 from engine.compiler.mapping import compile_mapping, compile_schema
+from engine.compiler.metric_labels import FlowLabels, flow_labels
 from engine.compiler.metrics import CompiledMetric, compile_metrics
 from engine.compiler.ownership import check_ownership
 from engine.compiler.parse import parse_document, parse_project
@@ -65,6 +66,8 @@ class Plan:
     secret_names: frozenset[str] = frozenset()
     warnings: tuple[Diagnostic, ...] = ()
     metrics: Mapping[str, CompiledMetric] = field(default_factory=dict, repr=False)  # by name
+    # flow -> the metric labels its runs resolve from their data and steps (metric_labels.py)
+    run_labels: Mapping[str, FlowLabels] = field(default_factory=dict, repr=False)
     reconciliations: Mapping[str, CompiledReconciliation] = field(  # highest version per name
         default_factory=lambda: MappingProxyType({}), repr=False
     )
@@ -246,6 +249,7 @@ def _compile(registry: Registry, project: Project, env_name: str, variables: dic
         secret_names=frozenset(_secret_names(documents)),
         warnings=tuple(d for d in build.diagnostics if d.severity == "warning"),
         metrics=MappingProxyType(metrics),
+        run_labels=MappingProxyType(flow_labels(metrics, active)),
         reconciliations=MappingProxyType(
             _reconciliations(registry, systems, default_retry, report)
         ),

@@ -175,14 +175,19 @@ def _sentence(metric: Mapping[str, Any], erp: Mapping[str, Any]) -> str:
                      f"(objective {objective['percentile']:g}%: {verdict})")
         return text
     text = f"{help_text}: {metric['value']}"
-    reasons = [(s["labels"].get("reason") or "in progress", s["value"])
-               for s in metric["series"] if s["value"]]
-    if metric["kind"] == "gauge" and any(r != "in progress" for r, _ in reasons):
-        text += " (" + ", ".join(f"{n} {reason}" for reason, n in reasons) + ")"
+    parts = [(_where(s["labels"]), s["labels"].get("reason") or "in progress", s["value"])
+             for s in metric["series"] if s["value"]]
+    if metric["kind"] == "gauge" and any(r != "in progress" or w for w, r, _ in parts):
+        text += " (" + ", ".join(f"{n} {w}{' ' if w else ''}{r}" for w, r, n in parts) + ")"
     if metric["name"] in MONEY:
         collection, field, words = MONEY[metric["name"]]
         text += f"; {words}: " + _money(erp.get(collection, {}), field)
     return text
+
+
+def _where(labels: Mapping[str, str]) -> str:
+    """A series' labels other than reason, flow and state, as `EU/EUR` (its entity, currency)."""
+    return "/".join(v for k, v in labels.items() if k not in ("reason", "flow", "state") and v)
 
 
 def alerts_summary(states: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -4,22 +4,24 @@
 into values: a gauge or counter is a list of series (labels -> number), a duration a cumulative
 histogram with its objective. Labels are evaluated once per aggregate row, not per run; a label
 that fails on a row reads `unknown`, and past `MAX_LABEL_VALUES` distinct values of one label the
-smallest series read `other`.
+smallest series read `other`. A metric with labels that read a run's data or steps is counted
+from its own rows, each carrying the values its runs resolved (engine/store/label_tallies.py,
+which bounds them when they are written).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.compiler.metric_labels import label_value
 from engine.compiler.metrics import CompiledMetric
-from engine.errors import SynclineError
 from engine.store.aggregates import Aggregates
+from engine.store.label_tallies import ALWAYS, MAX_LABEL_VALUES
 
-MAX_LABEL_VALUES = 50
+__all__ = ["MAX_LABEL_VALUES", "MetricValue", "by_name", "measure"]
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -77,6 +79,9 @@ def _measure(metric: CompiledMetric, aggregates: Aggregates) -> MetricValue:
             under = dict(buckets).get(metric.objective[1], 0)
             ratio = round(under / count, 6)
         return MetricValue(metric, buckets=tuple(buckets), count=count, total=total, ratio=ratio)
+    if metric.run_labels:
+        return MetricValue(metric, series=tuple(sorted(_bounded(_labelled(metric, aggregates)
+                                                                ).items())))
     series: dict[Labels, int] = {}
     for kind, flow, name, code, step, n in aggregates.tallies:
         sign = _counts(metric, kind, flow, name)
@@ -103,6 +108,22 @@ def _counts(metric: CompiledMetric, kind: str, flow: str, name: str) -> int:
     return 1 if kind == "entered" and name in metric.states else 0
 
 
+def _labelled(metric: CompiledMetric, aggregates: Aggregates) -> dict[Labels, int]:
+    """A metric with run labels, from the rows counted under the values its runs resolved: a
+    gauge counts the runs now in its states, a counter those that entered its state."""
+    series: dict[Labels, int] = {}
+    for name, flow, state, code, step, values, now, entered in aggregates.labelled:
+        if name != metric.name or state not in metric.states or (
+                metric.flows is not None and flow not in metric.flows):
+            continue
+        resolved = iter(values)
+        key = tuple(
+            (label, next(resolved, "unknown") if label in metric.run_labels else value)
+            for label, value in _labels(metric, flow, state, code, step, "runs"))
+        series[key] = series.get(key, 0) + (now if metric.kind == "gauge" else entered)
+    return series
+
+
 def _labels(metric: CompiledMetric, flow: str, name: str, code: str, step: str,
             kind: str) -> Labels:
     if not metric.labels:
@@ -110,31 +131,24 @@ def _labels(metric: CompiledMetric, flow: str, name: str, code: str, step: str,
     action = name if kind == "action" else None
     run = {"flow": flow, "state": None if action else name, "action": action,
            "reason": {"code": code, "step": step or None} if code else None}
-    return tuple((label, _label_value(expression, run)) for label, expression in metric.labels)
-
-
-def _label_value(expression: Any, run: dict[str, Any]) -> str:
-    try:
-        value = expression.search(run)
-    except SynclineError:
-        return "unknown"
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return tuple((label, "" if label in metric.run_labels else label_value(expression, run))
+                 for label, expression in metric.labels)
 
 
 def _bounded(series: dict[Labels, int]) -> dict[Labels, int]:
-    """At most MAX_LABEL_VALUES values per label: the largest series keep theirs."""
+    """At most MAX_LABEL_VALUES values per label (besides `other` and `unknown`): the largest
+    series keep theirs."""
     if not series:
         return series
     names = [label for label, _ in next(iter(series))]
     for i, _ in enumerate(names):
         totals: dict[str, int] = {}
         for key, n in series.items():
-            totals[key[i][1]] = totals.get(key[i][1], 0) + abs(n)
+            if key[i][1] not in ALWAYS:
+                totals[key[i][1]] = totals.get(key[i][1], 0) + abs(n)
         if len(totals) <= MAX_LABEL_VALUES:
             continue
-        keep = set(sorted(totals, key=lambda v: (-totals[v], v))[:MAX_LABEL_VALUES])
+        keep = set(sorted(totals, key=lambda v: (-totals[v], v))[:MAX_LABEL_VALUES]) | ALWAYS
         merged: dict[Labels, int] = {}
         for key, n in series.items():
             if key[i][1] not in keep:

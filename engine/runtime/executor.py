@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.compiler.compiled import CompiledFlow, CompiledStep
+from engine.compiler.metric_labels import FlowLabels
 from engine.compiler.plan import Plan
 from engine.errors import CallError, CallHeld
 from engine.runtime.backbone import Backbone
@@ -51,6 +52,7 @@ from engine.runtime.calls import Calls, OutboundRequest, describe
 from engine.runtime.echo import Fingerprints, WriteFingerprint
 from engine.runtime.handlers import HANDLERS
 from engine.runtime.logevents import run_ended, run_started
+from engine.runtime.relabel import relabel
 from engine.runtime.retry import Decision, decide
 from engine.runtime.steps import StepEnv, StepOutcome, Stop, build_request
 from engine.runtime.tracing import Tracing
@@ -161,6 +163,9 @@ class Executor:
     backbone: Backbone | None = None  # NATS connections, for publish steps
     tracing: Tracing | None = None  # spans for the run and its steps (None: tracing off)
     fingerprints: Fingerprints | None = None  # echo suppression: writes fingerprinted first
+    # a flow's metric labels as the active plan defines them (what the store counts now, which
+    # plan a run started with aside); None: the run's own plan's
+    run_labels: Callable[[str], FlowLabels | None] | None = None
 
     async def execute(self, run: RunRecord, plan: Plan, calls: Calls | None) -> Finished:
         """Run `run` (already claimed) until it succeeds or stops; return its new state."""
@@ -210,6 +215,8 @@ class _Execution:
     ) -> None:
         self.executor, self.store, self.clock = executor, executor.store, executor.clock
         self.run_record, self.flow, self.calls = run, flow, calls
+        active = executor.run_labels  # the labels the store counts now (None: the run's plan's)
+        self.labelling = plan.run_labels.get(flow.name) if active is None else active(flow.name)
         self.records = records
         self.outputs = {sid: r.output for sid, r in records.items() if r.state in DONE}
         self.context = run_context(run, event, self.outputs, plan.env)
@@ -300,19 +307,18 @@ class _Execution:
         self, outcomes: list[tuple[CompiledStep, StepOutcome]], final: Checkpoint | None
     ) -> None:
         """Each step's record (+ its emitted events); the last one carries the run's new state."""
+        labels = None if self.labelling is None else relabel(
+            self.labelling, self.flow.name, self.context["data"], self.outputs,
+            [o.record for _, o in outcomes])
         checkpoints = [
-            Checkpoint(self.run_record.id, o.record, emitted=o.emitted) for _, o in outcomes
+            Checkpoint(self.run_record.id, o.record, emitted=o.emitted, labels=labels)
+            for _, o in outcomes
         ]
         if final is not None:
             last = checkpoints[-1]
-            checkpoints[-1] = Checkpoint(
-                last.run_id,
-                last.step,
-                final.run_state,
-                final.next_attempt_at,
-                final.reason,
-                last.emitted,
-            )
+            checkpoints[-1] = Checkpoint(last.run_id, last.step, final.run_state,
+                                         final.next_attempt_at, final.reason, last.emitted,
+                                         labels=labels)
         if len(checkpoints) == 1:  # the common case: no gather (it wraps each write in a task)
             cancels = [await self.store.checkpoint(checkpoints[0])]
         else:

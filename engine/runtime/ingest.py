@@ -141,6 +141,7 @@ class Ingest:
         order = flow.ordering_key.search(context) if flow.ordering_key else None
         correlation = meta.correlation_id or _trace_id(meta.traceparent) or self.new_id()
         run_id = self.new_id()
+        labelling = self.plans.active.run_labels.get(flow.name)
         return NewRun(
             id=run_id,
             flow=flow.name,
@@ -155,6 +156,7 @@ class Ingest:
             state=state,
             replay_of=replay_of,
             parked_holds_key=flow.while_parked == "block",
+            labels=None if labelling is None else labelling.resolve(flow.name, event.data, {}),
         )
 
     async def api_result(self, run: RunRecord) -> ApiResult:

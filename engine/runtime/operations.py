@@ -58,6 +58,11 @@ class Operations:
                 for s, r in steps.items()
                 if not (r.state == "succeeded" and flow.step(s).kind in EFFECT_KINDS)
             ]
+        labelling = self.plans.active.run_labels.get(run.flow)
+        labels = None
+        if labelling is not None and data is not MISSING:  # corrected data: labels read again
+            kept = {s: r.output for s, r in steps.items() if r.state in DONE and s not in reset}
+            labels = labelling.resolve(run.flow, data, kept)
         change = StateChange(
             "pending",
             expect=("parked",),
@@ -66,6 +71,7 @@ class Operations:
             actor=actor,
             action="resume",
             note=note,
+            labels=labels,
         )
         record = self.requeued(await self.store.set_run_state(run_id, change))
         operator_action("resume", actor, record, corrected_data=data is not MISSING, note=note)

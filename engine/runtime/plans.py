@@ -15,6 +15,7 @@ from engine.compiler.plan import Plan
 from engine.errors import StoreError
 from engine.runtime.calls import Calls
 from engine.runtime.gates import Gates
+from engine.runtime.label_backfill import backfill_labels
 from engine.runtime.tracing import Tracing
 from engine.store.aggregates import metric_config
 from engine.store.base import RunRecord, Store
@@ -51,6 +52,7 @@ class Plans:
         """Save the active plan's bundle and open its Systems' clients (missing secrets raise)."""
         await self.store.save_plan(self.active.digest, dict(self.active.bundle))
         await self.store.sync_metrics(metric_config(self.active.metrics))
+        await backfill_labels(self.store, self.active)  # open runs, under sets new to the store
         self.calls_for(self.active)
 
     async def swap(self, plan: Plan) -> None:
@@ -59,6 +61,7 @@ class Plans:
         await self.store.sync_metrics(metric_config(plan.metrics))
         self._plans[plan.digest] = plan
         self.active = plan
+        await backfill_labels(self.store, plan)
 
     async def plan_for(self, digest: str) -> Plan:
         """The plan a run started with: from memory, else rebuilt from the stored bundle."""

@@ -101,7 +101,8 @@ class Runtime:
         echoes = Echoes(store)
         executor = Executor(store, observer, self.clock.now, lambda: self._workers.stopping, rng,
                             backbone=self.backbone, tracing=tracing,
-                            fingerprints=Fingerprints(echoes, self.clock.now))
+                            fingerprints=Fingerprints(echoes, self.clock.now),
+                            run_labels=lambda flow: self._plans.active.run_labels.get(flow))
         self._workers = Workers(
             store, self._plans, executor, self._waiters, self.clock,
             lambda item: self._ingest.dispatch(item),

@@ -14,6 +14,9 @@ in the same transaction as the rows they count, maintained by triggers on `runs`
   ``metric_buckets`` (cumulative, one row per upper bound, +inf last) and ``metric_sums``, and
   removes the mark.
 
+Labels that read a run's data or steps are counted apart, under the values the runtime resolved
+for each run (engine/store/label_tallies.py).
+
 `MetricConfig` is what a plan's metrics need tracked; `Store.sync_metrics` writes it at startup
 and on reload. A new `beforeStep` is backfilled from the steps once; a duration counts from the
 moment its points are first synced, and starts over when its buckets change. How each store
@@ -31,10 +34,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine.store.label_tallies import (
+    SQLITE_READ_LABELS,
+    LabelRow,
+    label_rows,
+    label_signatures,
+    sqlite_sync_labels,
+)
+
 if TYPE_CHECKING:  # the writer process imports this module: it must not load the compiler
     from engine.compiler.metrics import CompiledMetric
 
-DONE = "('succeeded', 'skipped')"  # a step a run has got past
+# A step a run has got past: a step compensated after it completed stays past (compensation
+# undoes its effect; the run does not wait for the step again, and its labels keep the values
+# they were resolved with: engine/store/label_tallies.py).
+DONE = "('succeeded', 'skipped', 'compensated')"
 
 
 @dataclass(frozen=True)
@@ -44,20 +58,25 @@ class MetricConfig:
     steps: tuple[tuple[str, str], ...] = ()            # (flow, step) of each beforeStep
     points: tuple[tuple[str, str, str], ...] = ()      # (point, metric, 'from' | 'to')
     buckets: tuple[tuple[str, tuple[float, ...]], ...] = ()  # duration metric -> upper bounds
+    labels: tuple[tuple[str, str], ...] = ()           # (metric, signature) with run labels
 
 
 def metric_config(metrics: Mapping[str, CompiledMetric]) -> MetricConfig:
+    """What `metrics` need tracked. A metric with run labels is counted from its label set's
+    rows, which leave out the runs past its beforeStep already: its step needs no `done:`
+    counts (nor their triggers on every step and state written)."""
     steps: set[tuple[str, str]] = set()
     points: list[tuple[str, str, str]] = []
     buckets: list[tuple[str, tuple[float, ...]]] = []
     for metric in metrics.values():
-        if metric.before_step and metric.flows:
+        if metric.before_step and metric.flows and not metric.run_labels:
             steps.update((flow, metric.before_step) for flow in metric.flows)
         if metric.kind == "duration":
             start, end = metric.points
             points += [(start, metric.name, "from"), (end, metric.name, "to")]
             buckets.append((metric.name, (*metric.buckets, math.inf)))
-    return MetricConfig(tuple(sorted(steps)), tuple(sorted(points)), tuple(sorted(buckets)))
+    return MetricConfig(tuple(sorted(steps)), tuple(sorted(points)), tuple(sorted(buckets)),
+                        label_signatures(metrics))
 
 
 @dataclass
@@ -67,6 +86,8 @@ class Aggregates:
     tallies: list[tuple[str, str, str, str, str, int]] = field(default_factory=list)
     # metric -> ([(upper bound, cumulative count)], count, sum of seconds)
     durations: dict[str, tuple[list[tuple[float, int]], int, float]] = field(default_factory=dict)
+    # (metric, flow, state, code, step, run label values, runs now, runs that entered)
+    labelled: list[LabelRow] = field(default_factory=list)
 
 
 def run_counts(aggregates: Aggregates) -> dict[tuple[str, str], int]:
@@ -220,6 +241,17 @@ BEGIN {tally('old', '-')} END""",
     ]
 
 
+# The `done:` counts again, now that a step compensated after it completed stays done (DONE);
+# the triggers themselves are written again by every sync.
+SQLITE_DONE_MIGRATION = f"""
+DELETE FROM tallies WHERE kind LIKE 'done:%';
+INSERT INTO tallies SELECT 'done:' || s.step_id, r.flow, r.state, {_code('r')}, {_step('r')},
+    count(*), 0 FROM runs AS r JOIN metric_steps AS m ON m.flow = r.flow
+    JOIN steps AS s ON s.run_id = r.id AND s.step_id = m.step AND s.state IN {DONE}
+    GROUP BY 1, 2, 3, 4, 5;
+"""
+
+
 def sqlite_triggers(config: MetricConfig) -> list[str]:
     """The dynamic triggers of `config`."""
     points: dict[str, list[tuple[str, str]]] = {}
@@ -252,6 +284,7 @@ def sqlite_sync(conn: Any, config: MetricConfig) -> None:
     conn.execute("DELETE FROM metric_points")
     conn.executemany("INSERT INTO metric_points VALUES (?, ?, ?)", config.points)
     _sync_buckets(conn, config, "?")
+    sqlite_sync_labels(conn, config.labels)
     for (name,) in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'metric_%'"
     ).fetchall():
@@ -278,7 +311,8 @@ def _sync_buckets(conn: Any, config: MetricConfig, mark: str) -> None:
 def sqlite_read(conn: Any) -> Aggregates:
     """Every tally and histogram (a reader job: one read transaction)."""
     rows = conn.execute("SELECT kind, flow, name, code, step, n, total FROM tallies").fetchall()
-    return Aggregates(expand(rows), _durations(conn))
+    labelled = label_rows(conn.execute(SQLITE_READ_LABELS).fetchall())
+    return Aggregates(expand(rows), _durations(conn), labelled)
 
 
 def expand(rows: list[tuple[Any, ...]]) -> list[tuple[str, str, str, str, str, int]]:

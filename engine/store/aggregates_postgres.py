@@ -7,8 +7,44 @@ from __future__ import annotations
 from typing import Any
 
 from engine.store.aggregates import DONE, Aggregates, MetricConfig
+from engine.store.label_tallies import (
+    POSTGRES_FOLD_LABELS,
+    POSTGRES_READ_LABELS,
+    label_rows,
+    postgres_sync_labels,
+)
 
 AGGREGATE_LOCK = 0x4147474C  # "AGGL": one replica folds deltas at a time
+
+# Whether a run got past a beforeStep (DONE: a step compensated later stays done).
+_DONE_STEPS = f"""
+CREATE OR REPLACE FUNCTION syncline_done_steps(run_id text, run_flow text) RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT 'done:' || s.step_id FROM metric_steps AS m JOIN steps AS s
+        ON s.run_id = $1 AND s.step_id = m.step AND s.state IN {DONE}
+    WHERE m.flow = $2
+$$;
+
+"""
+_TALLY_STEP = f"""
+CREATE OR REPLACE FUNCTION syncline_tally_step() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    was_done boolean := TG_OP <> 'INSERT' AND OLD.state IN {DONE};
+    is_done boolean := TG_OP <> 'DELETE' AND NEW.state IN {DONE};
+    row_id text := CASE WHEN TG_OP = 'DELETE' THEN OLD.run_id ELSE NEW.run_id END;
+    step_id text := CASE WHEN TG_OP = 'DELETE' THEN OLD.step_id ELSE NEW.step_id END;
+BEGIN
+    IF was_done = is_done THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO tally_deltas
+        SELECT 'done:' || step_id, r.flow, r.state, coalesce(r.reason::jsonb ->> 'code', ''),
+               coalesce(r.reason::jsonb ->> 'step', ''), CASE WHEN is_done THEN 1 ELSE -1 END
+        FROM runs AS r JOIN metric_steps AS m ON m.flow = r.flow AND m.step = step_id
+        WHERE r.id = row_id;
+    RETURN NULL;
+END $$;
+"""
 
 POSTGRES_MIGRATION = f"""
 CREATE TABLE tallies (
@@ -60,14 +96,7 @@ BEGIN
         ON CONFLICT DO NOTHING;
 END $$;
 
-CREATE FUNCTION syncline_done_steps(run_id text, run_flow text) RETURNS SETOF text
-LANGUAGE sql STABLE AS $$
-    SELECT 'done:' || s.step_id FROM metric_steps AS m JOIN steps AS s
-        ON s.run_id = $1 AND s.step_id = m.step AND s.state IN {DONE}
-    WHERE m.flow = $2
-$$;
-
-CREATE FUNCTION syncline_tally_run() RETURNS trigger LANGUAGE plpgsql AS $$
+{_DONE_STEPS}CREATE FUNCTION syncline_tally_run() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     new_code text := coalesce(NEW.reason::jsonb ->> 'code', '');
     new_step text := coalesce(NEW.reason::jsonb ->> 'step', '');
@@ -101,24 +130,7 @@ END $$;
 CREATE TRIGGER tally_run AFTER INSERT OR UPDATE OF state, reason ON runs
     FOR EACH ROW EXECUTE FUNCTION syncline_tally_run();
 
-CREATE FUNCTION syncline_tally_step() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    was_done boolean := TG_OP <> 'INSERT' AND OLD.state IN {DONE};
-    is_done boolean := TG_OP <> 'DELETE' AND NEW.state IN {DONE};
-    row_id text := CASE WHEN TG_OP = 'DELETE' THEN OLD.run_id ELSE NEW.run_id END;
-    step_id text := CASE WHEN TG_OP = 'DELETE' THEN OLD.step_id ELSE NEW.step_id END;
-BEGIN
-    IF was_done = is_done THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO tally_deltas
-        SELECT 'done:' || step_id, r.flow, r.state, coalesce(r.reason::jsonb ->> 'code', ''),
-               coalesce(r.reason::jsonb ->> 'step', ''), CASE WHEN is_done THEN 1 ELSE -1 END
-        FROM runs AS r JOIN metric_steps AS m ON m.flow = r.flow AND m.step = step_id
-        WHERE r.id = row_id;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER tally_step AFTER INSERT OR UPDATE OF state OR DELETE ON steps
+{_TALLY_STEP}CREATE TRIGGER tally_step AFTER INSERT OR UPDATE OF state OR DELETE ON steps
     FOR EACH ROW EXECUTE FUNCTION syncline_tally_step();
 
 CREATE FUNCTION syncline_tally_action() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -139,6 +151,19 @@ BEGIN
 END $$;
 CREATE TRIGGER metric_emitted AFTER INSERT ON outbox
     FOR EACH ROW EXECUTE FUNCTION syncline_metric_emitted();
+"""
+
+
+# A step compensated after it completed stays done (DONE): the functions again, and the `done:`
+# counts of the runs whose steps were compensated before (they had left them).
+POSTGRES_DONE_MIGRATION = _DONE_STEPS + _TALLY_STEP + f"""
+DELETE FROM tally_deltas WHERE kind LIKE 'done:%';
+DELETE FROM tallies WHERE kind LIKE 'done:%';
+INSERT INTO tallies SELECT 'done:' || s.step_id, r.flow, r.state,
+    coalesce(r.reason::jsonb ->> 'code', ''), coalesce(r.reason::jsonb ->> 'step', ''), count(*)
+    FROM runs AS r JOIN metric_steps AS m ON m.flow = r.flow
+    JOIN steps AS s ON s.run_id = r.id AND s.step_id = m.step AND s.state IN {DONE}
+    GROUP BY 1, 2, 3, 4, 5;
 """
 
 
@@ -178,6 +203,7 @@ async def postgres_sync(conn: Any, config: MetricConfig) -> None:
             await conn.execute(sql, (metric,))
         for le in wanted.get(metric, ()):
             await conn.execute("INSERT INTO metric_buckets VALUES (%s, %s, 0)", (metric, le))
+    await postgres_sync_labels(conn, config.labels)
 
 
 async def _postgres_fold(conn: Any) -> None:
@@ -188,6 +214,7 @@ async def _postgres_fold(conn: Any) -> None:
         "GROUP BY 1, 2, 3, 4, 5 "
         "ON CONFLICT (kind, flow, name, code, step) DO UPDATE SET n = tallies.n + excluded.n"
     )
+    await conn.execute(POSTGRES_FOLD_LABELS)
     observed = await (await conn.execute(
         "DELETE FROM metric_observations RETURNING metric, seconds")).fetchall()
     bounds: dict[str, list[float]] = {}
@@ -230,4 +257,5 @@ async def postgres_read(conn: Any) -> Aggregates:
             "SELECT metric, count, total FROM metric_sums")).fetchall():
         if metric in durations:
             durations[metric] = (durations[metric][0], int(count), float(total))
-    return Aggregates([tuple(row) for row in tallies], durations)
+    labelled = label_rows(await (await conn.execute(POSTGRES_READ_LABELS)).fetchall())
+    return Aggregates([tuple(row) for row in tallies], durations, labelled)

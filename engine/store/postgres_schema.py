@@ -9,11 +9,12 @@ import psycopg
 
 from engine.errors import StoreError
 from engine.store import audit, history, ordering
-from engine.store.aggregates_postgres import POSTGRES_MIGRATION
+from engine.store.aggregates_postgres import POSTGRES_DONE_MIGRATION, POSTGRES_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
 from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
+from engine.store.label_tallies import POSTGRES_LABELS_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
@@ -140,6 +141,10 @@ MIGRATIONS: tuple[str, ...] = (
     ECHOES_MIGRATION,
     # 11: echo fingerprints completed from the write's answer (a create's id, the record as held).
     ECHO_ANSWERS_MIGRATION,
+    # 12: metric labels resolved from runs' data and steps (engine/store/label_tallies.py).
+    POSTGRES_LABELS_MIGRATION,
+    # 13: a step compensated after it completed stays done for `beforeStep` (aggregates).
+    POSTGRES_DONE_MIGRATION,
 )
 
 

@@ -23,6 +23,7 @@ from engine.store.base import (
     StateChange,
 )
 from engine.store.controls import run_statements_async
+from engine.store.label_tallies import admit_postgres
 from engine.store.ordering import ACTIVE, HOLDS_KEY
 from engine.store.rows import (
     EVENT_COLUMNS,
@@ -33,6 +34,7 @@ from engine.store.rows import (
     dumps,
     fields,
     run_record,
+    set_labels,
     state_update,
     with_work,
 )
@@ -86,8 +88,8 @@ _INSERT_EVENT = (
 )
 _INSERT_RUN = (
     "INSERT INTO runs (id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, "
-    "correlation_id, traceparent, created_at, updated_at, replay_of, parked_holds_key, reason) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "correlation_id, traceparent, created_at, updated_at, replay_of, parked_holds_key, reason, "
+    "labels) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
@@ -118,6 +120,8 @@ async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acce
         await cur.executemany("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", locks)
     holders = await _key_holders(conn, {(run.flow, run.key) for run in runs})
     results, rows = accept_runs(items, holders)
+    rows = [row if row[15] is None else (*row[:15], await admit_postgres(conn, row[15]))
+            for row in rows]
     lost = await _insert_runs(conn, rows)
     if lost:  # another replica committed one of these keys after we looked: its run holds it
         taken = await _key_holders(conn, lost.keys())
@@ -218,6 +222,7 @@ async def checkpoint(
     if found is None:
         raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
     cancel, written, sets, params = checkpoint_update(cp, found, now, "%s")
+    sets = set_labels(sets, params, await admit_postgres(conn, cp.labels), "%s")
     if step is not None:
         await conn.execute(_UPSERT_STEP, step)
     await conn.execute(
@@ -253,6 +258,7 @@ async def set_run_state(conn: Conn, run_id: str, change: StateChange, now: float
         raise StoreError(f"run {run_id!r} does not exist")
     data = None if change.data is None else dumps(change.data.value)
     sets, params = state_update(run_id, found[0], change, now, data, "%s")
+    sets = set_labels(sets, params, await admit_postgres(conn, change.labels), "%s")
     await run_statements_async(conn, history.before_change(run_id, change, now), False)
     await conn.execute(
         f"UPDATE runs SET {sets} WHERE id = %s",

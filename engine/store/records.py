@@ -29,6 +29,11 @@ CANCELLED = "CANCELLED"
 CANCEL_ENDS: frozenset[str] = frozenset({"cancelled", "compensated", "failed"})
 
 
+# The metric labels a run resolved from its data and steps: (metric, label values) for each
+# metric that counts it now (engine/compiler/metric_labels.py; engine/store/label_tallies.py).
+RunLabels = tuple[tuple[str, tuple[str, ...]], ...]
+
+
 class _Record:
     """Pickles as a call of its class with its field values, in order: records cross to the
     SQLite writer process (engine/store/writer.py) on every write, and the default pickling of a
@@ -81,6 +86,7 @@ class NewRun(_Record):
     replay_of: str | None = None
     parked_holds_key: bool = True  # False: its flow's `orderingKey.whileParked` is `continue`
     reason: Reason | None = None  # why it is filtered, when a filter is not all (ECHO)
+    labels: RunLabels | None = None  # None: no metric reads its data or steps
 
 
 class Acceptance(NamedTuple):
@@ -170,6 +176,7 @@ class Checkpoint(_Record):
     reason: Reason | None = None
     emitted: Sequence[EventRecord] = ()   # go to the outbox in the same transaction
     clear_lease: bool = False
+    labels: RunLabels | None = None       # the run's metric labels again (None: unchanged)
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,7 @@ class StateChange(_Record):
     actor: str = "system"               # who, for the audit log
     action: str | None = None           # the audit entry's action; None: "set-state:<state>"
     note: str | None = None             # the operator's reason, in words
+    labels: RunLabels | None = None     # the run's metric labels again (None: unchanged)
 
     def audit_detail(self, previous: str) -> dict[str, Any]:
         """The audit entry's detail, from the run's `previous` state: never the corrected data

@@ -118,13 +118,22 @@ def cancel_request(state: str, reason: str | None) -> Reason | None:
 
 def run_row(run: NewRun, event_id: str, now: float) -> tuple[Any, ...]:
     """(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id,
-    traceparent, created_at, updated_at, replay_of, parked_holds_key, reason) of a new run."""
+    traceparent, created_at, updated_at, replay_of, parked_holds_key, reason, labels) of a new
+    run; its labels as resolved (the store admits them: `with_admitted`)."""
     return (
         run.id, run.flow, run.flow_version, run.plan_digest, event_id, run.state, run.key,
         run.ordering_key, run.correlation_id, run.traceparent, now, now, run.replay_of,
         run.parked_holds_key,
-        reason_json(run.reason),
+        reason_json(run.reason), run.labels,
     )  # fmt: skip
+
+
+def set_labels(sets: str, params: list[Any], labels: str | None, mark: str) -> str:
+    """`sets` with the run's admitted metric labels written too (None: left as they are)."""
+    if labels is None:
+        return sets
+    params.append(labels)
+    return f"{sets}, labels = {mark}"
 
 
 EVENT_COLUMNS = "id, type, source, data, subject, time, attributes"

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from engine.errors import StoreError
 from engine.store import audit, history, ordering
-from engine.store.aggregates import SQLITE_MIGRATION
+from engine.store.aggregates import SQLITE_DONE_MIGRATION, SQLITE_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
 from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
+from engine.store.label_tallies import SQLITE_LABELS_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
@@ -162,6 +163,10 @@ MIGRATIONS: tuple[str, ...] = (
     ECHOES_MIGRATION,
     # 13: echo fingerprints completed from the write's answer (a create's id, the record as held).
     ECHO_ANSWERS_MIGRATION,
+    # 14: metric labels resolved from runs' data and steps (engine/store/label_tallies.py).
+    SQLITE_LABELS_MIGRATION,
+    # 15: a step compensated after it completed stays done for `beforeStep` (aggregates).
+    SQLITE_DONE_MIGRATION,
 )
 
 

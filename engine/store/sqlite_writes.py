@@ -22,6 +22,8 @@ from engine.store.base import (
     StateChange,
 )
 from engine.store.controls import run_statements
+from engine.store.label_backfill import tx_relabel
+from engine.store.label_tallies import admit_sqlite, forget_keys
 from engine.store.ordering import ACTIVE, HOLDS_KEY
 from engine.store.rows import (
     EVENT_COLUMNS,
@@ -31,6 +33,7 @@ from engine.store.rows import (
     checkpoint_update,
     dumps,
     run_record,
+    set_labels,
     state_update,
     with_work,
 )
@@ -46,6 +49,7 @@ def commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> bool:
     accepts = [job for job in jobs if job.fn is tx_accept]
     try:
         _begin(conn)
+        forget_keys()  # the metric label keys another process may have synced
         if len(accepts) > 1:
             _accept_batch(conn, accepts)
         for job in jobs:
@@ -126,11 +130,11 @@ def tx_accept(
 _EVENT_COLUMNS = "(id, type, source, subject, time, data, attributes, received_at)"
 _RUN_COLUMNS = (
     "(id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
-    "traceparent, created_at, updated_at, replay_of, parked_holds_key, reason)"
+    "traceparent, created_at, updated_at, replay_of, parked_holds_key, reason, labels)"
 )
 _INSERT_EVENTS = "INSERT INTO events " + _EVENT_COLUMNS
 _INSERT_RUNS = "INSERT INTO runs " + _RUN_COLUMNS
-_CHUNK = 64  # rows per multi-row statement: at most 15 * 64 parameters, few statement texts
+_CHUNK = 64  # rows per multi-row statement: at most 16 * 64 parameters, few statement texts
 
 
 def _accept_batch(conn: sqlite3.Connection, jobs: Sequence[Job]) -> None:
@@ -158,7 +162,8 @@ def tx_accept_many(
     _insert_rows(conn, _INSERT_EVENTS, "ON CONFLICT (id) DO NOTHING", events, 8)
     holders = _key_holders(conn, {(run.flow, run.key) for _, runs in items for run in runs})
     results, rows = accept_runs(items, holders)
-    _insert_rows(conn, _INSERT_RUNS, "", rows, 15)
+    rows = [row if row[15] is None else (*row[:15], admit_sqlite(conn, row[15])) for row in rows]
+    _insert_rows(conn, _INSERT_RUNS, "", rows, 16)
     return results
 
 
@@ -280,6 +285,7 @@ def tx_checkpoint(
         raise StoreError(f"checkpoint for unknown run {cp.run_id!r}")
     now = time.time()
     cancel, written, sets, params = checkpoint_update(cp, row, now, "?")
+    sets = set_labels(sets, params, admit_sqlite(conn, cp.labels), "?")
     if step is not None:
         conn.execute(
             "INSERT OR REPLACE INTO steps (run_id, step_id, state, output, input_digest, error, "
@@ -301,6 +307,7 @@ def tx_set_run_state(
     if row is None:
         raise StoreError(f"run {run_id!r} does not exist")
     sets, params = state_update(run_id, row[0], change, at, data, "?")
+    sets = set_labels(sets, params, admit_sqlite(conn, change.labels), "?")
     run_statements(conn, history.before_change(run_id, change, at), False)
     conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*params, run_id])
     conn.executemany(
@@ -386,6 +393,7 @@ WRITES = {
         tx_save_plan,
         tx_audit,
         sqlite_sync,
+        tx_relabel,
         tx_put_trigger_state,
         tx_claim_reconciliation,
         tx_finish_reconciliation,
