@@ -11,8 +11,9 @@ import pytest
 
 from engine.errors import StoreError
 from engine.store import EventRecord, NewRun, SQLiteStore
-from engine.store.base import ReceivedJSON
-from engine.store.rows import event_row
+from engine.store.base import Acceptance, ReceivedJSON
+from engine.store.rows import event_row, run_rows
+from engine.store.sqlite_schema import WAL_CHECKPOINT_PAGES
 from engine.store.sqlite_writes import open_writer, tx_accept, tx_accept_many
 
 pytestmark = pytest.mark.anyio
@@ -49,8 +50,9 @@ ITEMS = [
 def apply(path: Path, batched: bool) -> tuple[list[object], list[tuple[object, ...]]]:
     conn, _ = open_writer(path)
     conn.execute("BEGIN IMMEDIATE")
-    tx_accept(conn, event_row(event("before"), 1.0), [run("r0", "held")])
-    items = [(event_row(ev, 2.0), runs) for ev, runs in ITEMS]
+    [(before, held)] = run_rows([(event_row(event("before"), 1.0), [run("r0", "held")])])
+    tx_accept(conn, before, held)
+    items = run_rows([(event_row(ev, 2.0), runs) for ev, runs in ITEMS])
     if batched:
         answers: list[object] = list(tx_accept_many(conn, items))
     else:
@@ -66,7 +68,8 @@ def test_a_batch_answers_and_writes_what_one_by_one_would(tmp_path: Path) -> Non
     one_by_one = apply(tmp_path / "a.db", batched=False)
     batched = apply(tmp_path / "b.db", batched=True)
     assert batched == one_by_one
-    answers = [[(a.run_id, a.status) for a in group] for group in batched[0]]  # type: ignore[attr-defined]
+    # The writer answers plain (run id, status, correlation id) tuples (see rows.accept_rows).
+    answers = [[(a[0], a[1]) for a in group] for group in batched[0]]  # type: ignore[attr-defined]
     assert answers == [
         [("r1", "accepted")],
         [("r1", "duplicate")],
@@ -116,4 +119,22 @@ async def test_a_received_json_payload_is_stored_as_its_own_text(tmp_path: Path)
         assert stored is not None and stored.data == {"b": 1, "a": [1.5, "é"]}
     conn = sqlite3.connect(tmp_path / "s.db")
     assert conn.execute("SELECT data FROM events").fetchone()[0] == text
+    conn.close()
+
+
+async def test_the_writer_answers_acceptances_and_checkpoints_the_wal_rarely(
+    tmp_path: Path,
+) -> None:
+    """Plain tuples cross from the writer process; callers still get Acceptance records. The
+    writer checkpoints every WAL_CHECKPOINT_PAGES pages, not SQLite's default 1,000 (see
+    sqlite_schema.open_writer): ingest rewrites the same index pages in every commit."""
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        [first] = await store.accept(event("a"), [run("r1", "k")])
+        [again] = await store.accept(event("b"), [run("r2", "k")])
+        assert isinstance(first, Acceptance) and isinstance(again, Acceptance)
+        assert (first.run_id, first.status, again.run_id, again.status) == (
+            "r1", "accepted", "r1", "duplicate",
+        )  # fmt: skip
+    conn, _ = open_writer(tmp_path / "s.db")
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_CHECKPOINT_PAGES > 1000
     conn.close()

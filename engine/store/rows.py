@@ -205,24 +205,47 @@ def accept_runs(
 ) -> tuple[list[list[Acceptance]], list[tuple[Any, ...]]]:
     """Accept each item's runs (an item: an event row and its runs) in order, given the runs
     already holding their (flow, key): the acceptances of every item, and the rows of the runs
-    to insert. The first run of a (flow, key) is accepted and every later one is a duplicate
-    naming it; a filtered run is recorded without holding its key. Updates `holders`."""
-    results: list[list[Acceptance]] = []
+    to insert (see `accept_rows`)."""
+    results, rows = accept_rows(run_rows(items), holders)
+    return [[Acceptance._make(a) for a in item] for item in results], rows
+
+
+def run_rows(
+    items: Sequence[tuple[tuple[Any, ...], Sequence[NewRun]]],
+) -> list[tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]]:
+    """Each (event row, runs) item with its runs as the rows `run_row` makes of them."""
+    return [
+        (event, tuple(run_row(run, event[0], event[-1]) for run in runs)) for event, runs in items
+    ]
+
+
+# The columns of a run_row that accepting reads.
+_ID, _FLOW, _STATE, _KEY, _CORRELATION = 0, 1, 5, 6, 8
+
+
+def accept_rows(
+    items: Sequence[tuple[tuple[Any, ...], Sequence[tuple[Any, ...]]]], holders: Holders
+) -> tuple[list[list[tuple[str, str, str]]], list[tuple[Any, ...]]]:
+    """`accept_runs` on runs given as their rows (what the SQLite writer process receives: a
+    tuple of plain values pickles several times faster than a dataclass), with each acceptance
+    a plain (run id, status, correlation id) tuple for the same reason. The first run of a
+    (flow, key) is accepted and every later one is a duplicate naming it; a filtered run is
+    recorded without holding its key. Updates `holders`."""
+    results: list[list[tuple[str, str, str]]] = []
     rows: list[tuple[Any, ...]] = []
-    for event, runs in items:
-        event_id, now = event[0], event[-1]
+    for _, runs in items:
         acceptances = []
-        for run in runs:
-            holder = holders.get((run.flow, run.key))
+        for row in runs:
+            holder = holders.get((row[_FLOW], row[_KEY]))
             if holder is not None:
-                acceptances.append(Acceptance(holder[0], "duplicate", holder[1]))
+                acceptances.append((holder[0], "duplicate", holder[1]))
                 continue
-            rows.append(run_row(run, event_id, now))
-            if run.state == "filtered":
-                acceptances.append(Acceptance(run.id, "filtered", run.correlation_id))
+            rows.append(row)
+            if row[_STATE] == "filtered":
+                acceptances.append((row[_ID], "filtered", row[_CORRELATION]))
             else:
-                holders[(run.flow, run.key)] = (run.id, run.correlation_id)
-                acceptances.append(Acceptance(run.id, "accepted", run.correlation_id))
+                holders[(row[_FLOW], row[_KEY])] = (row[_ID], row[_CORRELATION])
+                acceptances.append((row[_ID], "accepted", row[_CORRELATION]))
         results.append(acceptances)
     return results, rows
 

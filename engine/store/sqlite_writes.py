@@ -14,9 +14,7 @@ from engine.errors import StoreError
 from engine.store import audit, history
 from engine.store.aggregates import sqlite_sync
 from engine.store.base import (
-    Acceptance,
     Checkpoint,
-    NewRun,
     Reason,
     RunRecord,
     StateChange,
@@ -29,7 +27,7 @@ from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
-    accept_runs,
+    accept_rows,
     checkpoint_update,
     dumps,
     run_record,
@@ -41,6 +39,8 @@ from engine.store.sqlite_schema import BUSY_TIMEOUT_MS, open_writer, store_error
 from engine.store.writer import Job
 
 __all__ = ["WRITES", "commit_batch", "open_writer"]
+
+AcceptanceRow = tuple[str, str, str]  # an Acceptance as a plain tuple: pickles without a reduce
 
 
 def commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> bool:
@@ -114,9 +114,10 @@ def run_records(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list
 
 # -- write transactions (run in the writer process, inside a savepoint) -------------------------
 def tx_accept(
-    conn: sqlite3.Connection, event: tuple[Any, ...], runs: Sequence[NewRun]
-) -> list[Acceptance]:
-    """One accept: the batch of one (see `tx_accept_many`)."""
+    conn: sqlite3.Connection, event: tuple[Any, ...], runs: Sequence[tuple[Any, ...]]
+) -> list[AcceptanceRow]:
+    """One accept of an event row and its runs' rows (`rows.run_rows`): the batch of one (see
+    `tx_accept_many`)."""
     return tx_accept_many(conn, [(event, runs)])[0]
 
 
@@ -155,13 +156,13 @@ def _accept_batch(conn: sqlite3.Connection, jobs: Sequence[Job]) -> None:
 
 
 def tx_accept_many(
-    conn: sqlite3.Connection, items: Sequence[tuple[tuple[Any, ...], Sequence[NewRun]]]
-) -> list[list[Acceptance]]:
+    conn: sqlite3.Connection, items: Sequence[tuple[tuple[Any, ...], Sequence[tuple[Any, ...]]]]
+) -> list[list[AcceptanceRow]]:
     """`tx_accept` of every item, in order, in a fixed number of statements."""
     events = [event for event, _ in items]
     _insert_rows(conn, _INSERT_EVENTS, "ON CONFLICT (id) DO NOTHING", events, 8)
-    holders = _key_holders(conn, {(run.flow, run.key) for _, runs in items for run in runs})
-    results, rows = accept_runs(items, holders)
+    holders = _key_holders(conn, {(run[1], run[6]) for _, runs in items for run in runs})
+    results, rows = accept_rows(items, holders)
     rows = [row if row[15] is None else (*row[:15], admit_sqlite(conn, row[15])) for row in rows]
     _insert_rows(conn, _INSERT_RUNS, "", rows, 16)
     return results
@@ -324,8 +325,8 @@ def tx_set_run_state(
 
 
 def tx_dispatch(
-    conn: sqlite3.Connection, item_seq: int, event: tuple[Any, ...], runs: Sequence[NewRun]
-) -> list[Acceptance]:
+    conn: sqlite3.Connection, item_seq: int, event: tuple[Any, ...], runs: Sequence[tuple[Any, ...]]
+) -> list[AcceptanceRow]:
     acceptances = tx_accept(conn, event, runs)
     conn.execute(
         "UPDATE outbox SET dispatched_at = ? WHERE seq = ? AND dispatched_at IS NULL",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from engine.store.interface.events import Events
 from engine.store.records import Acceptance, EventRecord, NewRun, OutboxItem
-from engine.store.rows import EVENT_COLUMNS, event_record, event_row, outbox_item
+from engine.store.rows import EVENT_COLUMNS, event_record, event_row, outbox_item, run_row
 from engine.store.sqlite.core import SQLiteCore
 from engine.store.sqlite.readers import query_all
 from engine.store.sqlite_writes import tx_dispatch
@@ -38,4 +38,5 @@ class SQLiteEvents(SQLiteCore, Events):
         """Store the emitted event, create its runs (deduplicated) and mark the item dispatched,
         in one transaction."""
         event = event_row(item.event, time.time())
-        return await self._write(tx_dispatch, item.seq, event, tuple(runs))
+        rows = tuple(run_row(run, event[0], event[-1]) for run in runs)
+        return [Acceptance._make(a) for a in await self._write(tx_dispatch, item.seq, event, rows)]

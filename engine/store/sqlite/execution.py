@@ -19,7 +19,7 @@ from engine.store.records import (
     RunRecord,
     StateChange,
 )
-from engine.store.rows import dumps, event_row, fields, step_params
+from engine.store.rows import dumps, event_row, fields, run_row, step_params
 from engine.store.sqlite.core import SQLiteCore
 from engine.store.sqlite.readers import query_all
 from engine.store.sqlite_writes import (
@@ -47,7 +47,10 @@ class SQLiteExecution(SQLiteCore, Execution):
 
         A NewRun whose (flow, key) an existing run holds answers `duplicate` with that run. A
         filtered run is recorded but does not hold its key (see the `runs_dedup` index)."""
-        return await self._write(tx_accept, event_row(event, time.time()), tuple(runs))
+        row = event_row(event, time.time())
+        # Rows and plain tuples cross to the writer process and back (see `rows.accept_rows`).
+        rows = tuple(run_row(run, row[0], row[-1]) for run in runs)
+        return [Acceptance._make(a) for a in await self._write(tx_accept, row, rows)]
 
     async def claim(self, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:
         """Lease up to `limit` runs that may execute now, oldest first (see `Store.claim`)."""
