@@ -623,7 +623,7 @@ async def test_acknowledged_runs_survive_sigkill(db_path: Path) -> None:
 async def claim_work(path: Path, keys: int, per_key: int) -> int:
     """SQLite VM instructions of a claim that finds nothing: every key's oldest run is running
     and `per_key - 1` more of each key wait behind it."""
-    from engine.store.sqlite_writes import CLAIM_SQL
+    from engine.store.sqlite_claims import CLAIM_SQL
 
     async with SQLiteStore(path) as store:
         await asyncio.gather(
@@ -645,7 +645,8 @@ async def claim_work(path: Path, keys: int, per_key: int) -> int:
         return 0
 
     conn.set_progress_handler(count, 100)
-    assert conn.execute(CLAIM_SQL, {"now": 1000.0, "limit": 32}).fetchall() == []
+    params = {"now": 1000.0, "limit": 32, "bound": 2**62}
+    assert conn.execute(CLAIM_SQL, params).fetchall() == []
     conn.close()
     return steps
 

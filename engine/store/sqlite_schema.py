@@ -16,6 +16,7 @@ from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
 from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
 from engine.store.label_tallies import SQLITE_LABELS_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
+from engine.store.sqlite_claims import MIGRATION as CLAIMS_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
 WAL_CHECKPOINT_PAGES = 10_000  # see open_writer; under journal_size_limit (64 MiB)
@@ -168,6 +169,8 @@ MIGRATIONS: tuple[str, ...] = (
     SQLITE_LABELS_MIGRATION,
     # 15: a step compensated after it completed stays done for `beforeStep` (aggregates).
     SQLITE_DONE_MIGRATION,
+    # 16: claims look for the heads among the oldest runs holding a key first (runs_held).
+    CLAIMS_MIGRATION,
 )
 
 

@@ -22,19 +22,15 @@ from engine.store.base import (
 from engine.store.controls import run_statements
 from engine.store.label_backfill import tx_relabel
 from engine.store.label_tallies import admit_sqlite, forget_keys
-from engine.store.ordering import ACTIVE, HOLDS_KEY
 from engine.store.rows import (
-    EVENT_COLUMNS,
     RUN_COLUMNS,
-    STEP_COLUMNS,
     accept_rows,
     checkpoint_update,
     dumps,
-    run_record,
     set_labels,
     state_update,
-    with_work,
 )
+from engine.store.sqlite_claims import run_records, tx_claim
 from engine.store.sqlite_schema import BUSY_TIMEOUT_MS, open_writer, store_error
 from engine.store.writer import Job
 
@@ -96,20 +92,6 @@ def _run_job(conn: sqlite3.Connection, job: Job) -> None:
         )
     else:
         conn.execute("RELEASE job")
-
-
-# -- rows <-> records ----------------------------------------------------------------------------
-def run_records(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[RunRecord]:
-    """Build records, deriving `replayed_by` (runs whose replay_of is this one) in one query."""
-    replays: dict[str, list[str]] = {}
-    ids = dumps([row[0] for row in rows])
-    for original, replay in conn.execute(
-        "SELECT replay_of, id FROM runs "
-        "WHERE replay_of IN (SELECT value FROM json_each(?)) ORDER BY seq",
-        (ids,),
-    ):
-        replays.setdefault(original, []).append(replay)
-    return [run_record(row, replays.get(row[0], [])) for row in rows]
 
 
 # -- write transactions (run in the writer process, inside a savepoint) -------------------------
@@ -198,74 +180,6 @@ def _insert_rows(
         chunk = rows[start : start + _CHUNK]
         values = ", ".join([one] * len(chunk))
         conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
-
-
-# A run may execute now if it is due and the head of its ordering key (engine/store/ordering.py).
-# The candidates are the heads (walking the keys in order through runs_blocking; per key, a seek
-# into runs_active for its active run, else one into runs_blocking for its oldest holder) and the
-# runs without a key (runs_free, in arrival order); the due ones are claimed oldest first. A claim
-# costs two seeks per busy key, not one per queued run. (The WHERE clauses repeat the partial
-# indexes' so that SQLite can use them.)
-_BLOCKING = HOLDS_KEY
-_DUE = (
-    "(state = 'pending' OR (state = 'waiting' AND next_attempt_at <= :now) "
-    "OR (state = 'running' AND lease_until <= :now))"
-)
-CLAIM_SQL = f"""
-WITH RECURSIVE keys(k) AS (
-    SELECT (SELECT min(ordering_key) FROM runs INDEXED BY runs_blocking
-            WHERE ordering_key IS NOT NULL AND {_BLOCKING})
-    UNION ALL
-    SELECT (SELECT min(ordering_key) FROM runs INDEXED BY runs_blocking
-            WHERE ordering_key > keys.k AND {_BLOCKING})
-    FROM keys WHERE keys.k IS NOT NULL
-), heads(seq) AS (
-    SELECT coalesce(
-        (SELECT seq FROM runs INDEXED BY runs_active
-         WHERE ordering_key = keys.k AND {ACTIVE} ORDER BY seq LIMIT 1),
-        (SELECT seq FROM runs INDEXED BY runs_blocking
-         WHERE ordering_key = keys.k AND {_BLOCKING} ORDER BY seq LIMIT 1))
-    FROM keys WHERE keys.k IS NOT NULL
-)
-SELECT {RUN_COLUMNS} FROM (
-    SELECT {RUN_COLUMNS} FROM runs WHERE seq IN (SELECT seq FROM heads) AND {_DUE}
-    UNION ALL
-    SELECT * FROM (
-        SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_free
-        WHERE ordering_key IS NULL AND state IN ('pending', 'running', 'waiting') AND {_DUE}
-        ORDER BY seq LIMIT :limit
-    )
-)
-ORDER BY seq
-LIMIT :limit
-"""
-
-
-def tx_claim(
-    conn: sqlite3.Connection, worker: str, limit: int, now: float, lease: float
-) -> list[RunRecord]:
-    rows = conn.execute(CLAIM_SQL, {"now": now, "limit": limit}).fetchall()
-    if not rows:
-        return []
-    until, wall = now + lease, time.time()
-    conn.execute(
-        "UPDATE runs SET state = 'running', lease_owner = ?, lease_until = ?, updated_at = ?, "
-        "next_attempt_at = NULL WHERE seq IN (SELECT value FROM json_each(?))",
-        (worker, until, wall, dumps([row[12] for row in rows])),
-    )
-    records = run_records(conn, rows)
-    for record in records:
-        record.state, record.updated_at, record.next_attempt_at = "running", wall, None
-    run_ids = dumps([record.id for record in records])
-    events = conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))",
-        (dumps([record.event_id for record in records]),),
-    ).fetchall()
-    steps = conn.execute(
-        f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id IN (SELECT value FROM json_each(?))",
-        (run_ids,),
-    ).fetchall()
-    return with_work(records, events, steps)
 
 
 def tx_renew(conn: sqlite3.Connection, worker: str, run_ids: Sequence[str], until: float) -> None:

@@ -22,10 +22,10 @@ from engine.store.records import (
 from engine.store.rows import dumps, event_row, fields, run_row, step_params
 from engine.store.sqlite.core import SQLiteCore
 from engine.store.sqlite.readers import query_all
+from engine.store.sqlite_claims import tx_claim
 from engine.store.sqlite_writes import (
     tx_accept,
     tx_checkpoint,
-    tx_claim,
     tx_renew,
     tx_save_plan,
     tx_set_run_state,

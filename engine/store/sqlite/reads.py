@@ -11,7 +11,7 @@ from engine.store.records import RunQuery, RunRecord, StepRecord
 from engine.store.rows import RUN_COLUMNS, STEP_COLUMNS, run_filters, step_record
 from engine.store.sqlite.core import SQLiteCore
 from engine.store.sqlite.readers import query_all
-from engine.store.sqlite_writes import run_records
+from engine.store.sqlite_claims import run_records
 
 
 def _q_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
