@@ -83,6 +83,35 @@ async def test_a_key_another_replica_commits_while_a_batch_inserts_is_a_duplicat
     assert fresh == [Acceptance("fresh", "accepted", "corr-fresh")]
 
 
+async def test_a_batch_of_accepts_answers_and_stores_what_one_by_one_would(
+    postgres_url: str,
+) -> None:
+    # Accepts that queue together go in one transaction, each column an array (unnest): the
+    # same event twice, a key repeated in the batch, filtered runs, NULL columns.
+    from test_store_accept_batch import ITEMS
+
+    async with PostgresStore(postgres_url) as store:
+        await store.accept(event("before"), [new_run("r0", key="held")])
+        answers = await asyncio.gather(*(store.accept(ev, runs) for ev, runs in ITEMS))
+        stored = await store.get_run("r8")
+        stored_event = await store.get_event("ev-a")
+    assert [[(a.run_id, a.status) for a in group] for group in answers] == [
+        [("r1", "accepted")],
+        [("r1", "duplicate")],
+        [("r3", "filtered")],
+        [("r4", "accepted")],
+        [("r4", "duplicate")],
+        [("r6", "accepted")],
+        [("r7", "accepted"), ("r8", "accepted")],
+        [("r0", "duplicate")],
+    ]
+    assert all(isinstance(a, Acceptance) for group in answers for a in group)
+    assert stored is not None and (stored.key, stored.ordering_key, stored.traceparent) == (
+        "M", None, None,
+    )  # fmt: skip
+    assert stored_event is not None and stored_event.data == {"n": "a"}
+
+
 async def test_a_newer_schema_is_refused(postgres_url: str) -> None:
     async with PostgresStore(postgres_url):
         pass
