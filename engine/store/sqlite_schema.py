@@ -19,7 +19,6 @@ from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 from engine.store.sqlite_claims import MIGRATION as CLAIMS_MIGRATION
 
 BUSY_TIMEOUT_MS = 5000  # another process (a CLI command) may hold the write lock briefly
-WAL_CHECKPOINT_PAGES = 10_000  # see open_writer; under journal_size_limit (64 MiB)
 
 # Numbered schema migrations: MIGRATIONS[n - 1] takes the schema from version n-1 to n. Append
 # new scripts; never edit one that has shipped.
@@ -205,14 +204,6 @@ def open_writer(path: Path) -> tuple[sqlite3.Connection, list[int]]:
         # pages of a large store (64 MiB, only the writer's).
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA cache_size = -65536")
-        # Checkpoint every ~40 MiB of WAL, not SQLite's 4 MiB: a checkpoint copies each page
-        # the WAL holds once, however many commits rewrote it, and ingest rewrites the same
-        # pages all the time (runs_blocking's leaves: a run's ordering key lands on a random
-        # one). Measured with 64 producers accepting runs with ~1,000 ordering keys: 27 -> 22
-        # us of writer CPU an accept (what it costs without ordering keys) and twice the
-        # accepts a second (fewer checkpoint fsyncs). Durability is the same: a commit is in
-        # the WAL when COMMIT returns, checkpointed or not (see engine/store/sqlite).
-        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         applied = _migrate(conn, MIGRATIONS)
         conn.execute("PRAGMA busy_timeout = 0")  # from now on `_begin` waits for the lock
         return conn, applied
