@@ -7,6 +7,11 @@ keys each get a parked head and a queue behind it, 10 runs deep and then 200 dee
 (every head is parked, whileParked: block), so every claim looks at each key and finds nothing:
 the question is only whether it looks at the queued runs too. Prints the median time of a claim
 for both depths and their ratio (deep / shallow; ~1 means the queue behind a key costs nothing).
+
+Then a wide backlog, what a busy ingest node leaves (SQLite): 1,000 keys with 3 queued runs each,
+32 runs executing; each claim takes 8 runs after 8 executing ones finished. The claim's window
+(engine/store/sqlite_claims.py) finds them at the front of the queue; the walk over every busy
+key (what every claim did before) is timed on the same file for comparison.
 """
 
 from __future__ import annotations
@@ -69,6 +74,38 @@ async def postgres_case(url: str, keys: int, depth: int, repeat: int) -> float:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+async def wide_case(repeat: int) -> tuple[float, float]:
+    """(claim, walk) median seconds on a wide backlog (see the module docstring)."""
+    import sqlite3
+
+    from engine.store.sqlite_claims import CLAIM_SQL
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        async with SQLiteStore(path) as store:
+            for n in range(3000):
+                run = NewRun(id=f"r{n}", flow="f", flow_version=1, plan_digest="p",
+                             key=f"r{n}", ordering_key=f"k{n % 1000}", correlation_id=f"r{n}")
+                await store.accept(EventRecord(id=f"e{n}", type="t", source="s", data={}), [run])
+            running = [run.id for run in await store.claim("bench", 32, 10**10, 30)]
+            claims = []
+            for _ in range(repeat):
+                for run_id in running[:8]:
+                    await store.checkpoint(Checkpoint(run_id, None, "succeeded"))
+                started = time.perf_counter()
+                claimed = await store.claim("bench", 8, 10**10, 30)
+                claims.append(time.perf_counter() - started)
+                running = running[8:] + [run.id for run in claimed]
+        conn = sqlite3.connect(path)
+        walks = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            conn.execute(CLAIM_SQL, {"now": 10**10, "limit": 8, "bound": 2**62}).fetchall()
+            walks.append(time.perf_counter() - started)
+        conn.close()
+    return statistics.median(claims), statistics.median(walks)
+
+
 async def bench(keys: int, repeat: int, postgres: str | None) -> None:
     cases = [("sqlite", lambda d: sqlite_case(keys, d, repeat))]
     if postgres:
@@ -77,6 +114,9 @@ async def bench(keys: int, repeat: int, postgres: str | None) -> None:
         shallow, deep = await case(10), await case(200)
         print(f"{name:<9} {keys} parked keys: claim {shallow * 1000:.2f} ms with 10 runs a key, "
               f"{deep * 1000:.2f} ms with 200: ratio {deep / shallow:.2f}")
+    claim, walk = await wide_case(repeat)
+    print(f"sqlite    1,000 busy keys, 32 executing: a claim of 8 runs {claim * 1000:.2f} ms "
+          f"(writer round trip included); the walk over every key alone {walk * 1000:.2f} ms")
 
 
 def main() -> None:
