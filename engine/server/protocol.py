@@ -32,13 +32,28 @@ LINGER_SECONDS = 10.0
 
 class _LingeringTransport:
     """The real transport, except that `close()` while a request body is still arriving lingers
-    (see the module docstring)."""
+    (see the module docstring), and that what is written in one turn of the event loop goes out
+    in one write at its end: uvicorn writes a response's head and body separately, and a write
+    is a system call (with a 202 answered per request, that was two of them)."""
 
     def __init__(self, transport: asyncio.Transport, protocol: BoundedHttpToolsProtocol) -> None:
         self._transport, self._protocol, self._closing = transport, protocol, False
+        self._pending: list[bytes] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def is_closing(self) -> bool:
         return self._closing or self._transport.is_closing()
@@ -46,6 +61,7 @@ class _LingeringTransport:
     def close(self) -> None:
         if self._closing:
             return
+        self._flush()
         self._closing = True
         if self._protocol.body_pending():
             self._protocol.linger()
@@ -53,6 +69,7 @@ class _LingeringTransport:
             self._transport.close()
 
     def close_now(self) -> None:
+        self._flush()
         self._closing = True
         self._transport.close()
 
