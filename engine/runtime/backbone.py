@@ -35,6 +35,7 @@ from engine.errors import CallError
 
 log = logging.getLogger("syncline.backbone")
 
+DRAIN_TIMEOUT = 5.0  # seconds a closing connection may take to flush what was published
 EVENT_NAMESPACE = uuid.UUID("0b8f3a52-2f0e-4d8e-9a7e-6c1b7f3d2e41")
 
 
@@ -58,7 +59,7 @@ class Backbone:
                     servers=nats_config.url.split(","),
                     connect_timeout=nats_config.connect_timeout,
                     max_reconnect_attempts=-1, allow_reconnect=True,
-                    error_cb=_log_error, name="syncline",
+                    error_cb=_log_error, name="syncline", drain_timeout=DRAIN_TIMEOUT,
                 ), nats_config.connect_timeout * len(nats_config.url.split(",")) + 1.0)
                 self._clients[nats_config.url] = client
         js = client.jetstream()

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
 from typing import Any
 
 import nats
@@ -86,13 +87,17 @@ class Streams:
                                           ack_wait=stream.ack_wait, max_ack_pending=1000),
                 )
                 failures = 0
-                while True:
-                    try:
-                        messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT)
-                    except nats.errors.TimeoutError:
-                        continue
-                    for message in messages:
-                        await self.handle(flow, message)
+                try:
+                    while True:
+                        try:
+                            messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_WAIT)
+                        except nats.errors.TimeoutError:
+                            continue
+                        for message in messages:
+                            await self.handle(flow, message)
+                finally:  # a subscription left open holds the connection's drain (30 s) at close
+                    with suppress(Exception):
+                        await asyncio.shield(subscription.unsubscribe())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a backbone that is down: retry, loudly
