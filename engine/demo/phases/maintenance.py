@@ -28,8 +28,11 @@ async def renew_in_maintenance(day: Day) -> None:
         running = any(n for (_, state), n in counts.items() if state == "running")
         waiting = await day.runs("waiting")
         held = [r for r in waiting if (r["reason"] or {}).get("code") == HELD]
-        # a run waiting to retry a call (a timeout on a busy machine) has yet to reach the ERP
-        if not running and len(held) == len(waiting) and await day.pending_blocked():
+        # a run waiting to retry a call (a timeout on a busy machine) has yet to reach the ERP;
+        # the checks read the store one after another: they hold together only if no run moved
+        # meanwhile (a pending run claimed between two reads looks like none pending)
+        if (not running and len(held) == len(waiting) and await day.pending_blocked()
+                and await day.stack.runtime.store.count_runs() == counts):
             break
         if time.monotonic() > deadline:
             raise DemoError("runs did not come to rest while the ERP was paused")
