@@ -57,6 +57,15 @@ _FREE = f"""
         ORDER BY seq LIMIT :limit
     )
 """
+# The due heads (a CTE `heads` names them) and the due runs without an ordering key, oldest first.
+_HEADS_AND_FREE = f"""SELECT {RUN_COLUMNS} FROM (
+    SELECT {RUN_COLUMNS} FROM runs WHERE seq IN (SELECT seq FROM heads) AND {_DUE}
+    UNION ALL
+    {_FREE}
+)
+ORDER BY seq
+LIMIT :limit
+"""
 CLAIM_SQL = f"""
 WITH RECURSIVE keys(k) AS (
     SELECT (SELECT min(ordering_key) FROM runs INDEXED BY runs_blocking
@@ -73,14 +82,7 @@ WITH RECURSIVE keys(k) AS (
          WHERE ordering_key = keys.k AND {HOLDS_KEY} ORDER BY seq LIMIT 1))
     FROM keys WHERE keys.k IS NOT NULL
 )
-SELECT {RUN_COLUMNS} FROM (
-    SELECT {RUN_COLUMNS} FROM runs WHERE seq IN (SELECT seq FROM heads) AND {_DUE}
-    UNION ALL
-    {_FREE}
-)
-ORDER BY seq
-LIMIT :limit
-"""
+{_HEADS_AND_FREE}"""
 # The window's last run (its seq) and how many runs it holds.
 WINDOW_SQL = f"""
 SELECT max(seq), count(*) FROM (
@@ -107,14 +109,7 @@ WITH window(seq, k, active) AS (
         WHERE ordering_key IS NOT NULL AND ordering_key = w.k AND {HOLDS_KEY} AND seq < w.seq
     ))
 )
-SELECT {RUN_COLUMNS} FROM (
-    SELECT {RUN_COLUMNS} FROM runs WHERE seq IN (SELECT seq FROM heads) AND {_DUE}
-    UNION ALL
-    {_FREE}
-)
-ORDER BY seq
-LIMIT :limit
-"""
+{_HEADS_AND_FREE}"""
 
 
 def claimable(conn: sqlite3.Connection, limit: int, now: float) -> list[Any]:
