@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from engine.errors import StoreError
-from engine.store import audit, history, ordering
+from engine.store import audit, history, ordering, postgres_claims
 from engine.store.aggregates_postgres import POSTGRES_DONE_MIGRATION, POSTGRES_MIGRATION
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
@@ -145,6 +145,8 @@ MIGRATIONS: tuple[str, ...] = (
     POSTGRES_LABELS_MIGRATION,
     # 13: a step compensated after it completed stays done for `beforeStep` (aggregates).
     POSTGRES_DONE_MIGRATION,
+    # 14: the runs holding their ordering key in arrival order: a claim's window (heads first).
+    postgres_claims.MIGRATION,
 )
 
 

@@ -24,7 +24,7 @@ from engine.store.base import (
 )
 from engine.store.controls import run_statements_async
 from engine.store.label_tallies import admit_postgres
-from engine.store.ordering import ACTIVE, HOLDS_KEY
+from engine.store.postgres_claims import lease_runs, window
 from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
@@ -42,45 +42,6 @@ from engine.store.rows import (
 Conn = psycopg.AsyncConnection[Any]
 AcceptItem = tuple[tuple[Any, ...], Sequence[NewRun]]  # (event row, its runs)
 
-_DUE = (
-    "(state = 'pending' OR (state = 'waiting' AND next_attempt_at <= %(now)s) "
-    "OR (state = 'running' AND lease_until <= %(now)s))"
-)
-
-# Due runs in arrival order that are the heads of their ordering keys (engine/store/ordering.py),
-# and due runs without a key, leased at once; rows another replica is claiming right now are
-# skipped, not waited for. As in SQLite, the heads are found by walking the keys through
-# runs_blocking (a skip scan: one seek per key) and seeking each key's active run in runs_active,
-# else its oldest holder: a claim costs a few seeks per busy key, not one per queued run.
-CLAIM_SQL = f"""
-WITH RECURSIVE keys(k) AS (
-    (SELECT ordering_key FROM runs WHERE ordering_key IS NOT NULL AND {HOLDS_KEY}
-     ORDER BY ordering_key LIMIT 1)
-    UNION ALL
-    SELECT (SELECT ordering_key FROM runs WHERE ordering_key > keys.k AND {HOLDS_KEY}
-            ORDER BY ordering_key LIMIT 1)
-    FROM keys WHERE keys.k IS NOT NULL
-), candidates(seq) AS (
-    SELECT coalesce(
-        (SELECT seq FROM runs WHERE ordering_key = keys.k AND {ACTIVE} ORDER BY seq LIMIT 1),
-        (SELECT seq FROM runs WHERE ordering_key = keys.k AND {HOLDS_KEY} ORDER BY seq LIMIT 1))
-    FROM keys WHERE keys.k IS NOT NULL
-    UNION ALL
-    (SELECT seq FROM runs
-     WHERE ordering_key IS NULL AND state IN ('pending', 'running', 'waiting') AND {_DUE}
-     ORDER BY seq LIMIT %(limit)s)
-), due AS (
-    SELECT r.seq FROM runs AS r
-    WHERE r.seq = ANY (ARRAY(SELECT seq FROM candidates)) AND {_DUE}
-    ORDER BY r.seq
-    LIMIT %(limit)s
-    FOR UPDATE OF r SKIP LOCKED
-)
-UPDATE runs SET state = 'running', lease_owner = %(worker)s, lease_until = %(until)s,
-                updated_at = %(wall)s, next_attempt_at = NULL
-FROM due WHERE runs.seq = due.seq
-RETURNING {", ".join(f"runs.{column.strip()}" for column in RUN_COLUMNS.split(","))}
-"""
 
 def settle(future: asyncio.Future[Any], result: Any = None, error: Exception | None = None) -> None:
     if future.done():  # the caller was cancelled; the write happened (or not) all the same
@@ -213,9 +174,9 @@ async def audit(
 
 async def claim(conn: Conn, worker: str, limit: int, now: float, lease: float) -> list[RunRecord]:
     """Lease up to `limit` due runs to `worker` (see `Store.claim`), with their events and steps."""
-    params = {"now": now, "limit": limit, "worker": worker, "until": now + lease,
-              "wall": time.time()}  # fmt: skip
-    rows = await (await conn.execute(CLAIM_SQL, params)).fetchall()
+    params = {"now": now, "limit": limit, "window": window(limit), "worker": worker,
+              "until": now + lease, "wall": time.time()}  # fmt: skip
+    rows = await lease_runs(conn, params)
     records = await run_records_with_replays(conn, sorted(rows, key=lambda row: row[12]))
     if not records:
         return records
