@@ -6,8 +6,11 @@ its ordering key (engine/store/ordering.py), runs are claimed oldest first, and 
 found the cheaper way first, in one statement (one round trip):
 
 - the window (`held`, `near`): the oldest runs holding a key, in arrival order through
-  runs_held, each asked whether it is its key's head (two seeks). Every claimable run up to the
-  window's last one is known exactly, so if `limit` of them are due, they are the oldest `limit`.
+  runs_held. Being the oldest, they hold every older holder (and active run) of their keys, so
+  the window itself says which of them are heads: its first active run of each key, else its
+  first holder, if no active run of the key lies beyond it (a seek into runs_active, for such
+  firsts only). Every claimable run up to the window's last one is known exactly, so if `limit`
+  of them are due, they are the oldest `limit`.
 - the walk (`keys`, `walked`), only when the window was full and holds fewer: the keys through
   runs_blocking (a skip scan: one seek per key), per key a seek into runs_active for its active
   run, else one into runs_blocking for its oldest holder. Two seeks per busy key, however long
@@ -52,16 +55,17 @@ WITH RECURSIVE held AS MATERIALIZED (
 ), bound(seq) AS (
     SELECT CASE WHEN count(*) < %(window)s THEN {_NO_BOUND} ELSE coalesce(max(seq), 0) END
     FROM held
+), firsts AS (
+    SELECT seq, k, active, due, min(seq) OVER (PARTITION BY k) AS first_held,
+           min(seq) FILTER (WHERE active) OVER (PARTITION BY k) AS first_active
+    FROM held
 ), near(seq) AS MATERIALIZED (
-    SELECT h.seq FROM held AS h
-    WHERE h.due AND NOT EXISTS (
-        SELECT 1 FROM runs
-        WHERE ordering_key IS NOT NULL AND ordering_key = h.k AND {ACTIVE}
-        AND (seq < h.seq OR NOT h.active)
-    ) AND (h.active OR NOT EXISTS (
-        SELECT 1 FROM runs
-        WHERE ordering_key IS NOT NULL AND ordering_key = h.k AND {HOLDS_KEY} AND seq < h.seq
-    ))
+    SELECT f.seq FROM firsts AS f
+    WHERE f.due AND CASE WHEN f.first_active IS NOT NULL THEN f.seq = f.first_active
+                         ELSE f.seq = f.first_held AND NOT EXISTS (
+                             SELECT 1 FROM runs
+                             WHERE ordering_key IS NOT NULL AND ordering_key = f.k AND {ACTIVE})
+                    END
     UNION ALL
     ({_FREE} AND seq <= (SELECT seq FROM bound) ORDER BY seq LIMIT %(limit)s)
 ), plan(walk) AS (
