@@ -218,3 +218,45 @@ async def test_the_store_refuses_to_rewrite_history(any_store: Store) -> None:
     [rows] = await any_store.transact(
         [("SELECT count(*) FROM run_reasons WHERE run_id = %s", ("r1",))], read_only=True)
     assert rows[0] == [(1,)]
+
+
+def test_a_run_s_new_state_is_written_after_the_records_of_the_steps_that_ended_with_it(
+        tmp_path: Path) -> None:
+    """Two steps ending together: their checkpoints may be written concurrently (on PostgreSQL,
+    separate transactions), but the one carrying the run's new state only after the other, so
+    nobody sees the run parked without every record of it (a resume would reset too little)."""
+    import asyncio
+
+    from faults import FaultyStore
+    from runtime_kit import in_state, running, until
+
+    from engine.store.base import Checkpoint
+
+    steps = """
+        - id: hold
+          park: {code: NEEDS_REVIEW, message: a person must look}
+        - id: note
+          set: {seen: data.id}
+    """
+    root = write_project(tmp_path, "http://127.0.0.1:9", flow("both", steps))
+    written: list[str | None] = []
+
+    async def scenario() -> None:
+        async with running(root, wrap=FaultyStore) as (runtime, plan):
+            store = runtime.store
+            checkpoint = store.checkpoint
+
+            async def slow_steps(cp: Checkpoint) -> Any:
+                if cp.run_state is None:  # a step's record alone: committed late
+                    await asyncio.sleep(0.2)
+                found = await checkpoint(cp)
+                written.append(cp.run_state)
+                return found
+
+            store.checkpoint = slow_steps  # type: ignore[method-assign]
+            run_id = (await runtime.ingest(plan.flows["both"], {"id": "c1"}, meta(1))).run_id
+            await until(lambda: in_state(runtime, run_id, "parked"))
+            assert set(await store.get_steps(run_id)) == {"hold", "note"}
+
+    asyncio.run(scenario())
+    assert written == [None, "parked"]

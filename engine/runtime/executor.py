@@ -321,8 +321,13 @@ class _Execution:
                                          labels=labels)
         if len(checkpoints) == 1:  # the common case: no gather (it wraps each write in a task)
             cancels = [await self.store.checkpoint(checkpoints[0])]
-        else:
-            cancels = await asyncio.gather(*(self.store.checkpoint(cp) for cp in checkpoints))
+        else:  # the run's new state only once its steps' records are in: on PostgreSQL each
+            # checkpoint is its own transaction, and nobody (an operator's resume) may see the
+            # run parked or finished without every record of it
+            head = checkpoints if final is None else checkpoints[:-1]
+            cancels = list(await asyncio.gather(*(self.store.checkpoint(cp) for cp in head)))
+            if final is not None:
+                cancels.append(await self.store.checkpoint(checkpoints[-1]))
         self.cancel = next((c for c in cancels if c is not None), self.cancel)
         for _, outcome in outcomes:
             if outcome.record.state in DONE:
