@@ -321,9 +321,8 @@ class _Execution:
                                          labels=labels)
         if len(checkpoints) == 1:  # the common case: no gather (it wraps each write in a task)
             cancels = [await self.store.checkpoint(checkpoints[0])]
-        else:  # the run's new state only once its steps' records are in: on PostgreSQL each
-            # checkpoint is its own transaction, and nobody (an operator's resume) may see the
-            # run parked or finished without every record of it
+        else:  # the run's new state only after its steps' records (on PostgreSQL each its own
+            # transaction): a resume must never see the run parked without all of them
             head = checkpoints if final is None else checkpoints[:-1]
             cancels = list(await asyncio.gather(*(self.store.checkpoint(cp) for cp in head)))
             if final is not None:
