@@ -267,3 +267,39 @@ def test_the_cli_pauses_on_the_store_and_through_a_server(
         assert not_paused.exit_code == 2
         assert "system 'erp' is not paused (HTTP 409 conflict)" in not_paused.output
     assert [call["id"] for call in erp.calls] == ["c-1"]
+
+
+@pytest.mark.anyio
+async def test_a_resume_while_a_run_is_being_held_wakes_it_at_once(tmp_path: Path) -> None:
+    """The resume wakes the runs waiting for the System; one still being held (running, its
+    hold not yet written) is woken by its worker, which reads the switches again after the
+    hold: it does not sleep until the held run's backstop (60 s)."""
+    from faults import FaultyStore
+    from runtime_kit import LiveTarget, flow, in_state, meta, running, write_project
+    from runtime_kit import until as until_async
+
+    from engine.store.base import Checkpoint
+
+    steps = """
+    - id: one
+      call: {system: erp, operation: create, body: data}
+"""
+    server = LiveTarget()
+    with server:
+        root = write_project(tmp_path, server.url, flow("held", steps))
+        async with running(root, wrap=FaultyStore) as (runtime, plan):
+            store = runtime.store
+            checkpoint = store.checkpoint
+            lifted: list[str] = []
+
+            async def resumed_meanwhile(cp: Checkpoint) -> Any:
+                if cp.run_state == "waiting" and not lifted:  # the pause lifted before it lands
+                    await runtime.gates.resume("system", "erp", "upgrade done", "ops")
+                    lifted.append(cp.run_id)
+                return await checkpoint(cp)
+
+            store.checkpoint = resumed_meanwhile  # type: ignore[method-assign]
+            await runtime.gates.pause("system", "erp", "upgrade", "ops")
+            run_id = (await runtime.ingest(plan.flows["held"], {"n": 1}, meta(1))).run_id
+            await until_async(lambda: in_state(runtime, run_id, "succeeded"), 10)
+            assert lifted == [run_id]

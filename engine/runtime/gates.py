@@ -30,6 +30,7 @@ from engine.compiler.compiled import CompiledSystem
 from engine.compiler.records import CircuitBreaker
 from engine.errors import CallError, CallHeld, StateConflict, StoreError
 from engine.runtime.quota import Quotas
+from engine.store.base import Reason
 from engine.store.controls import (
     CIRCUIT_OPEN,
     SYSTEM_PAUSED,
@@ -165,11 +166,27 @@ class Gates:
             await self.quotas.take(system)
         return probe
 
+    async def wake_if_resumed(self, run_id: str, reason: Reason) -> float | None:
+        """A run just held (`reason`) for a paused System: if the pause was lifted while it was
+        being held, the resume's wake missed it (it was still running), so make it due now
+        (the time; None: still held, or the store failed and it looks again at BACKSTOP)."""
+        if reason.code != SYSTEM_PAUSED:
+            return None
+        try:
+            await self.refresh()
+            if any(reason.message.startswith(_held_message(name)) for name in self.systems):
+                return None
+            now = self.clock()
+            await self.controls.wake(run_id, now)
+        except StoreError:
+            return None
+        return now
+
     async def _switches(self, system: CompiledSystem) -> bool:
         if self.systems:
             paused = self.systems.get(system.name)
             if paused is not None:
-                message = f"system '{system.name}' is paused: {paused.reason}"
+                message = f"{_held_message(system.name)}{paused.reason}"
                 raise CallHeld(SYSTEM_PAUSED, message, self.clock() + BACKSTOP)
         if not self.circuits:
             return False
@@ -249,3 +266,6 @@ class Gates:
             },
         }
 
+
+def _held_message(system: str) -> str:
+    return f"system '{system}' is paused: "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -167,6 +168,10 @@ class Workers:
             self._active.pop(run.id, None)
             self._wakeup.set()
         if finished is not None:
+            if finished.state == "waiting" and finished.reason is not None:
+                woken = await self.gates.wake_if_resumed(run.id, finished.reason)
+                if woken is not None:
+                    finished = dataclasses.replace(finished, next_attempt_at=woken)
             self._after(run.id, finished)
 
     async def _hold(self, run: RunRecord) -> bool:

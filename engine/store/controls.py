@@ -145,6 +145,15 @@ class Controls:
         )
         return Switch(*rows[0]) if rows else None
 
+    async def wake(self, run_id: str, now: float) -> None:
+        """Make a run held for a paused System due now: the pause was lifted while the run was
+        being held (still `running`, so the resume's own wake did not reach it)."""
+        await self.store.transact([(
+            "UPDATE runs SET next_attempt_at = %s WHERE id = %s AND state = 'waiting' "
+            "AND reason LIKE %s",
+            (now, run_id, _held_pattern(SYSTEM_PAUSED)),
+        )])
+
     async def hold(self, run_id: str, reason: Reason, until: float, now: float) -> bool:
         """Put a claimed run of a paused flow back to `waiting` with `reason` until `until`, if
         its flow is still paused: False if the pause was lifted meanwhile (then run it). Checked
