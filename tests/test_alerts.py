@@ -157,7 +157,13 @@ def test_an_alert_reaches_the_chat_once_per_subject_and_interval(
         assert texts(system, "objective") == ["fast-cycle 0.0 1"]  # d3 took over 1 ms
         [by_reason] = texts(system, "reasons")
         assert by_reason.startswith("by-reason MASTER_DATA ")
-        sent = [n for n in notifications(http, "still-held") if n["state"] == "sent"]
+
+        def recorded(name: str) -> list[dict[str, Any]]:  # the chat has it; the store just after
+            return [n for n in notifications(http, name) if n["state"] == "sent"]
+
+        wait_for(lambda: len(recorded("still-held")) >= 2 and len(recorded("deals-held")) == 1
+                 and len(recorded("each-deal")) == 2, "the notifications recorded as sent")
+        sent = recorded("still-held")
         first, second = sorted(seconds(n["created_at"]) for n in sent)[:2]
         assert second - first >= 1.0  # repeat: 1s
 
@@ -206,6 +212,9 @@ def test_a_failing_chat_is_retried_by_its_retry_policy(
     with LiveServer(alerts_project, alert_every=EVERY) as live, live.client() as http:
         send(http, "f1", hold=True)
         wait_for(lambda: len(texts(system, "once")) == 1, "the message, after the failures")
+        # the chat has it; the store records the answer just after
+        wait_for(lambda: [n["state"] for n in notifications(http, "deals-held")] == ["sent"],
+                 "the notification recorded as sent")
         [sent] = notifications(http, "deals-held")
         assert (sent["state"], sent["attempts"]) == ("sent", 4)
         hooks = [r for r in system.requests if r["path"] == "/hooks/once"]
