@@ -6,6 +6,7 @@ and `syncline runs show`; times in the JSON are ISO 8601 UTC (SPEC section 6).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -15,12 +16,24 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from runtime_kit import LiveTarget, Target, detail_json, flow, meta, write_project
+from faults import FaultyStore
+from runtime_kit import (
+    LiveTarget,
+    Target,
+    detail_json,
+    flow,
+    in_state,
+    meta,
+    running,
+    until,
+    write_project,
+)
 
 from engine.cli import main
 from engine.compiler import compile_project
 from engine.runtime import Runtime
 from engine.store import Store
+from engine.store.base import Checkpoint
 from tests.serverkit import LiveServer
 
 pytestmark = pytest.mark.anyio
@@ -225,13 +238,6 @@ def test_a_run_s_new_state_is_written_after_the_records_of_the_steps_that_ended_
     """Two steps ending together: their checkpoints may be written concurrently (on PostgreSQL,
     separate transactions), but the one carrying the run's new state only after the other, so
     nobody sees the run parked without every record of it (a resume would reset too little)."""
-    import asyncio
-
-    from faults import FaultyStore
-    from runtime_kit import in_state, running, until
-
-    from engine.store.base import Checkpoint
-
     steps = """
         - id: hold
           park: {code: NEEDS_REVIEW, message: a person must look}
