@@ -13,7 +13,7 @@ from engine.errors import StoreError
 from engine.store import EventRecord, NewRun, SQLiteStore
 from engine.store.base import Acceptance, ReceivedJSON
 from engine.store.rows import event_row, run_rows
-from engine.store.sqlite_writes import open_writer, tx_accept, tx_accept_many
+from engine.store.sqlite_writes import close_writer, open_writer, tx_accept, tx_accept_many
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +59,7 @@ def apply(path: Path, batched: bool) -> tuple[list[object], list[tuple[object, .
     conn.execute("COMMIT")
     rows = conn.execute("SELECT id, flow, key, state, event_id FROM runs ORDER BY seq").fetchall()
     rows += conn.execute("SELECT id, data FROM events ORDER BY rowid").fetchall()
-    conn.close()
+    close_writer(conn)
     return answers, rows
 
 

@@ -184,8 +184,9 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_writer(path: Path) -> tuple[sqlite3.Connection, list[int]]:
-    """Create the file if needed, switch it to WAL and bring the schema up to date."""
+def open_connection(path: Path) -> tuple[sqlite3.Connection, list[int]]:
+    """The writer's connection: create the file if needed, switch it to WAL and bring the schema
+    up to date. It never checkpoints: engine/store/sqlite_checkpoints.py does, off its path."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(path)
@@ -204,6 +205,7 @@ def open_writer(path: Path) -> tuple[sqlite3.Connection, list[int]]:
         # pages of a large store (64 MiB, only the writer's).
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         applied = _migrate(conn, MIGRATIONS)
         conn.execute("PRAGMA busy_timeout = 0")  # from now on `_begin` waits for the lock
         return conn, applied

@@ -8,6 +8,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.errors import StoreError
@@ -30,13 +31,34 @@ from engine.store.rows import (
     set_labels,
     state_update,
 )
+from engine.store.sqlite_checkpoints import Checkpoints
 from engine.store.sqlite_claims import run_records, tx_claim
-from engine.store.sqlite_schema import BUSY_TIMEOUT_MS, open_writer, store_error
-from engine.store.writer import Job
+from engine.store.sqlite_schema import BUSY_TIMEOUT_MS, open_connection, store_error
+from engine.store.writer_child import Job
 
-__all__ = ["WRITES", "commit_batch", "open_writer"]
+__all__ = ["WRITES", "close_writer", "commit_batch", "open_writer"]
 
 AcceptanceRow = tuple[str, str, str]  # an Acceptance as a plain tuple: pickles without a reduce
+
+
+_checkpoints: Checkpoints | None = None  # the writer process's (it has one connection)
+
+
+def open_writer(path: Path) -> tuple[sqlite3.Connection, list[int]]:
+    """The write connection (the schema brought up to date; the migrations applied), and the
+    thread that checkpoints its WAL (engine/store/sqlite_checkpoints.py)."""
+    global _checkpoints
+    conn, applied = open_connection(path)
+    _checkpoints = Checkpoints(path)
+    return conn, applied
+
+
+def close_writer(conn: sqlite3.Connection) -> None:
+    global _checkpoints
+    if _checkpoints is not None:
+        _checkpoints.close()
+        _checkpoints = None
+    conn.close()
 
 
 def commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> bool:
@@ -52,6 +74,8 @@ def commit_batch(conn: sqlite3.Connection, jobs: list[Job]) -> bool:
             if len(accepts) <= 1 or job.fn is not tx_accept:
                 _run_job(conn, job)
         conn.execute("COMMIT")
+        if _checkpoints is not None:
+            _checkpoints.committed(conn, len(jobs))
     except sqlite3.Error as exc:  # the transaction as a whole is lost: nothing was written
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):

@@ -27,33 +27,29 @@ end. If the child dies, the writes in flight fail with `StoreError` (they may or
 been committed; each is idempotent to retry) and a new child takes over.
 
 The store module (``engine.store.sqlite_writes``) provides ``open_writer(path) -> (connection,
-migrations applied)``, ``commit_batch(connection, jobs)`` (sets each job's `result` or `error`)
-and ``WRITES``, the job functions a parent may name.
+migrations applied)``, ``commit_batch(connection, jobs)`` (sets each job's `result` or `error`),
+``close_writer(connection)`` and ``WRITES``, the job functions a parent may name.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import importlib
 import logging
 import os
 import pickle
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.errors import StoreError
+from engine.store.writer_frames import Frames, Unreadable, frame
 
 log = logging.getLogger("syncline.store")
 
-_LENGTH = 4
 _BUFFER = 4 << 20  # socket buffers: a burst of accepts fits without waiting for the child
 _STOP_TIMEOUT = 60.0
 # A frame goes out at the end of each event-loop turn, or at once when this many writes wait: a
@@ -62,47 +58,6 @@ _STOP_TIMEOUT = 60.0
 # tests/bench/bench_ingest.py: 16 beats 8 (more, smaller commits) and 32 or once per turn (the
 # loop and the child take turns instead of working at the same time).
 _SLICE = 16
-_POLL = 0.0002  # the child's wait between reads while writes keep coming (see _Channel.receive)
-_IDLE = 0.05  # and how long without any before it blocks on the socket instead
-
-
-def _frame(value: Any) -> bytes:
-    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-    return len(data).to_bytes(_LENGTH, "little") + data
-
-
-class Unreadable:
-    """A frame that could not be unpickled (an object whose class cannot be rebuilt on this
-    side). Whose jobs it carried is unknown, so the parent fails every write in flight."""
-
-    def __init__(self, why: str) -> None:
-        self.why = why
-
-
-class _Frames:
-    """Splits a byte stream into the frames `_frame` made."""
-
-    __slots__ = ("buffer",)
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[Any]:
-        buffer = self.buffer
-        buffer += data
-        frames, start = [], 0
-        while len(buffer) - start >= _LENGTH:
-            size = int.from_bytes(buffer[start : start + _LENGTH], "little")
-            end = start + _LENGTH + size
-            if len(buffer) < end:
-                break
-            try:
-                frames.append(pickle.loads(memoryview(buffer)[start + _LENGTH : end]))
-            except Exception as exc:  # noqa: BLE001 - whatever it is, the other side must hear
-                frames.append(Unreadable(f"{type(exc).__name__}: {exc}"))
-            start = end
-        del buffer[:start]
-        return frames
 
 
 # -- the parent's side ---------------------------------------------------------------------------
@@ -172,7 +127,7 @@ class WriterProcess:
         self._stopping = True
         self._flush()
         if self._transport is not None:
-            self._transport.write(_frame(None))
+            self._transport.write(frame(None))
         await self._disconnect()
         self._fail_waiting(StoreError("the SQLite store was closed before this write ran"))
 
@@ -199,7 +154,7 @@ class WriterProcess:
         root = str(Path(__file__).resolve().parents[2])  # the folder holding `engine`
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
-        code = "from engine.store.writer import main; main()"
+        code = "from engine.store.writer_child import main; main()"
         argv = [sys.executable, "-c", code, self._module, str(child.fileno()), str(self._path)]
         try:
             self._proc = subprocess.Popen(
@@ -222,12 +177,12 @@ class WriterProcess:
             return  # nothing to send, or a new child is starting: it sends on connection
         jobs, self._outgoing = self._outgoing, []
         try:
-            data = _frame(jobs)
+            data = frame(jobs)
         except Exception:  # noqa: BLE001 - an argument that cannot be pickled: fail that job alone
             jobs, refused = _picklable(jobs)
             for job_id, error in refused:
                 self._settle(job_id, error, None)
-            data = _frame(jobs)
+            data = frame(jobs)
         self._transport.write(data)
 
     def _received(self, message: Any) -> None:
@@ -328,7 +283,7 @@ def _picklable(
 class _Protocol(asyncio.Protocol):
     def __init__(self, writer: WriterProcess) -> None:
         self._writer = writer
-        self._frames = _Frames()
+        self._frames = Frames()
 
     def data_received(self, data: bytes) -> None:
         for message in self._frames.feed(data):
@@ -336,151 +291,3 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._writer._lost()
-
-
-# -- the child's side ----------------------------------------------------------------------------
-class Job:
-    """One write in the child: the job function, its arguments, and what came of it."""
-
-    __slots__ = ("id", "fn", "args", "result", "error")
-
-    def __init__(self, job_id: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.id = job_id
-        self.fn = fn
-        self.args = args
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-def main() -> None:
-    """The writer process: ``MODULE FD PATH MAX_BATCH`` after the interpreter's ``-c`` code."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    module_name, fd, path, max_batch = sys.argv[1:5]
-    module = importlib.import_module(module_name)
-    channel = _Channel(socket.socket(fileno=int(fd)))
-    try:
-        conn, applied = module.open_writer(Path(path))
-    except Exception as exc:  # noqa: BLE001 - whatever it is, the parent reports it
-        channel.send(_frame(("failed", str(exc))))
-        sys.exit(1)
-    channel.send(_frame(("ready", applied)))
-    try:
-        _serve(channel, module, conn, int(max_batch))
-    finally:
-        conn.close()
-
-
-def _serve(channel: _Channel, module: Any, conn: Any, max_batch: int) -> None:
-    writes: dict[str, Callable[..., Any]] = module.WRITES
-    backlog: collections.deque[Job] = collections.deque()
-    commits = written = 0
-    stopping = False
-    while backlog or not stopping:
-        if not backlog:
-            stopping = _take(channel, channel.receive(block=True), writes, backlog)
-        while not stopping:  # and whatever else queued meanwhile: no linger
-            frames = channel.receive(block=False)
-            if not frames:
-                break
-            stopping = _take(channel, frames, writes, backlog)
-        batch = [backlog.popleft() for _ in range(min(max_batch, len(backlog)))]
-        if not batch:
-            continue
-        if module.commit_batch(conn, batch):
-            commits += 1
-            written += len(batch)
-        outcomes = [_outcome(job) for job in batch]
-        try:
-            frame = _frame(("done", commits, written, outcomes))
-        except Exception:  # noqa: BLE001 - some result cannot be pickled: find it, say so
-            frame = _frame(("done", commits, written, [_sendable(o) for o in outcomes]))
-        channel.send(frame)
-
-
-def _take(
-    channel: _Channel, frames: list[Any], writes: dict[str, Callable[..., Any]], backlog: Any
-) -> bool:
-    """Queue the jobs of `frames`; True once the parent asked to stop (or went away)."""
-    for frame in frames:
-        if frame is None:
-            return True
-        if isinstance(frame, Unreadable):
-            channel.send(_frame(("broken", frame.why)))
-            continue
-        for job_id, name, args in frame:
-            backlog.append(Job(job_id, writes.get(name) or _unknown(name), args))
-    return False
-
-
-def _unknown(name: str) -> Callable[..., Any]:
-    def unknown(conn: Any, *args: Any) -> None:
-        raise StoreError(f"the writer process has no write named {name!r}")
-
-    return unknown
-
-
-def _outcome(job: Job) -> tuple[int, BaseException | None, BaseException | None, Any]:
-    """What the parent hears of `job`: (id, error, the error's cause, result)."""
-    error = job.error
-    return (job.id, error, None if error is None else error.__cause__, job.result)
-
-
-def _sendable(outcome: tuple[int, Any, Any, Any]) -> tuple[int, Any, Any, Any]:
-    """`outcome`, or a StoreError in its place if it cannot be pickled: the parent must hear of
-    every job."""
-    try:
-        pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001
-        return (outcome[0], StoreError(f"a write's outcome cannot be sent back: {exc}"), None, None)
-    return outcome
-
-
-class _Channel:
-    """Blocking framed I/O on the child's end of the socket pair."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._frames = _Frames()
-        self._eof = False
-
-    def send(self, frame: bytes) -> None:
-        """Send one frame (made by `_frame`)."""
-        with contextlib.suppress(OSError):  # the parent is gone: nobody waits for the answer
-            self._sock.sendall(frame)
-
-    def receive(self, *, block: bool) -> list[Any]:
-        """The frames that arrived (waiting for one if `block`); ``[None]`` at end of file.
-
-        Waiting, it polls before it blocks: a process that sends to a reader asleep on the socket
-        pays for waking it (on this machine's VM, a frame's send took 41 us instead of 6 on the
-        ingest benchmark, a tenth of the event loop's time), so while writes keep coming the
-        child sleeps on a timer between non-blocking reads, and waits on the socket only after
-        `_IDLE` seconds without any."""
-        frames = self._read(socket.MSG_DONTWAIT)
-        if frames or not block:
-            return frames
-        idle_until = time.monotonic() + _IDLE
-        while time.monotonic() < idle_until:
-            time.sleep(_POLL)
-            if frames := self._read(socket.MSG_DONTWAIT):
-                return frames
-        while not frames:
-            frames = self._read(0)
-        return frames
-
-    def _read(self, flags: int) -> list[Any]:
-        """One read: the frames it completed (none if nothing was waiting, with MSG_DONTWAIT);
-        ``[None]`` at end of file."""
-        if self._eof:
-            return [None]
-        try:
-            data = self._sock.recv(1 << 20, flags)
-        except BlockingIOError:
-            return []
-        except OSError:
-            data = b""
-        if not data:
-            self._eof = True
-            return [None]
-        return self._frames.feed(data)
