@@ -65,9 +65,10 @@ def test_the_wal_stays_bounded_while_commits_never_stop(
     finally:
         close_writer(conn)
     assert written == batches * 10
-    # ~4,000 events of 2 KB: some 2,500 pages of data, written once in the WAL and again
-    # (with their index pages) in the database; the WAL's high water mark is a fraction.
-    assert largest < 1200, f"the WAL grew to {largest} pages"
+    # ~4,000 events of 2 KB: without the catch-up the WAL held every page written (14,377 when
+    # measured); with it, it starts over every few hundred pages, a few times that on a loaded
+    # machine, where the thread's checkpoints lag (1,277 seen in CI).
+    assert largest < 4000, f"the WAL grew to {largest} pages"
     with sqlite3.connect(path) as check:  # closing checkpointed everything and removed the WAL
         assert check.execute("SELECT count(*) FROM runs").fetchone()[0] == batches * 10
     check.close()
