@@ -167,6 +167,40 @@ INSERT INTO tallies SELECT 'done:' || s.step_id, r.flow, r.state,
 """
 
 
+# New runs are tallied once per statement, not once per row: an accept batch inserts its runs in
+# one statement, and the row trigger's PL/pgSQL (three inserts and a metric-points call a run)
+# was half the database's time of an accept (4,000 accepts in batches of 32: 2.4 s with it,
+# 1.2 s without). The row trigger keeps the updates; its INSERT branch no longer fires.
+POSTGRES_NEW_RUNS_MIGRATION = """
+DROP TRIGGER tally_run ON runs;
+CREATE TRIGGER tally_run AFTER UPDATE OF state, reason ON runs
+    FOR EACH ROW EXECUTE FUNCTION syncline_tally_run();
+CREATE FUNCTION syncline_tally_new_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    INSERT INTO tally_deltas
+        SELECT k, n.flow, n.state, coalesce(n.reason::jsonb ->> 'code', ''),
+               coalesce(n.reason::jsonb ->> 'step', ''), count(*)
+        FROM new_runs AS n
+        CROSS JOIN LATERAL (SELECT 'runs' UNION ALL SELECT 'entered'
+                            UNION ALL SELECT syncline_done_steps(n.id, n.flow)) AS kinds (k)
+        GROUP BY 1, 2, 3, 4, 5;
+    IF EXISTS (SELECT 1 FROM metric_points) THEN
+        FOR r IN SELECT n.flow, n.state, n.correlation_id, n.created_at, e.type
+                 FROM new_runs AS n LEFT JOIN events AS e ON e.id = n.event_id ORDER BY n.seq
+        LOOP
+            PERFORM syncline_metric_points(
+                ARRAY['run:' || r.flow || ':' || r.state, 'event:' || r.type],
+                r.correlation_id, r.created_at);
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tally_new_runs AFTER INSERT ON runs REFERENCING NEW TABLE AS new_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION syncline_tally_new_runs();
+"""
+
 async def postgres_sync(conn: Any, config: MetricConfig) -> None:
     """Write `config` in the caller's transaction, under the aggregation lock."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AGGREGATE_LOCK,))

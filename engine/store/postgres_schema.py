@@ -9,7 +9,11 @@ import psycopg
 
 from engine.errors import StoreError
 from engine.store import audit, history, ordering, postgres_claims
-from engine.store.aggregates_postgres import POSTGRES_DONE_MIGRATION, POSTGRES_MIGRATION
+from engine.store.aggregates_postgres import (
+    POSTGRES_DONE_MIGRATION,
+    POSTGRES_MIGRATION,
+    POSTGRES_NEW_RUNS_MIGRATION,
+)
 from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
@@ -147,6 +151,8 @@ MIGRATIONS: tuple[str, ...] = (
     POSTGRES_DONE_MIGRATION,
     # 14: the runs holding their ordering key in arrival order: a claim's window (heads first).
     postgres_claims.MIGRATION,
+    # 15: new runs tallied once per insert statement (an accept batch), not once per row.
+    POSTGRES_NEW_RUNS_MIGRATION,
 )
 
 
