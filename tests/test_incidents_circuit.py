@@ -22,6 +22,10 @@ from engine.store import open_store
 from engine.store.controls import Controls
 
 BREAKER = "{failureRate: 0.5, minCalls: 4, window: 1m, openFor: 2s}"
+# Opens on two failed calls: before any run can spend its third and last attempt (the policy's
+# maxAttempts), however the deliveries spread out. With minCalls 4, on a loaded machine the
+# first run made its three attempts before the next delivery arrived and was dead-lettered.
+OPENS_EARLY = "{failureRate: 0.5, minCalls: 2, window: 1m, openFor: 2s}"
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def circuit(live: LiveServer) -> dict[str, Any]:
 def test_an_open_circuit_sends_nothing_then_one_probe_and_runs_never_dead_letter(
     tmp_path: Path, erp: CountingSystem
 ) -> None:
-    project = incident_project(tmp_path, erp.url, breaker=BREAKER)
+    project = incident_project(tmp_path, erp.url, breaker=OPENS_EARLY)
     erp.failing = 503
     with LiveServer(project, poll=0.05) as live, live.client() as http:
         runs = [deliver(http, f"b-{n}") for n in range(6)]

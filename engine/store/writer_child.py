@@ -1,7 +1,8 @@
 """The writer process's side (see engine/store/writer.py): ``python -c "from
-engine.store.writer_child import main; main()" MODULE FD PATH MAX_BATCH``. It imports nothing of
-the engine but the store module it runs, so that a store opens without paying for the
-interpreter's worth of imports the parent has (each store that opens starts one)."""
+engine.store.writer_child import main; main()" MODULE FD PATH MAX_BATCH``. Of the engine it
+imports only the store module it runs (and what that needs), not the parent's side: each store
+that opens starts one, and a start cost 0.25 s of CPU when it imported asyncio and the store
+classes too (0.19 s now)."""
 
 from __future__ import annotations
 
