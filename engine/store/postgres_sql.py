@@ -34,6 +34,7 @@ from engine.store.rows import (
     dumps,
     fields,
     run_record,
+    run_rows,
     set_labels,
     state_update,
     with_work,
@@ -69,11 +70,55 @@ async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acce
     event id stored once, the first run of a (flow, key) accepted and every later one a
     duplicate naming it, a filtered run recorded without holding its key.
 
-    A fixed number of statements per batch, each carrying the batch's rows as arrays (unnest):
-    row by row (executemany), psycopg's per-row work was a quarter of an ingest node's CPU."""
+    One statement for the whole batch (`_ACCEPT`: the events, the ordering-key locks, the key
+    holders, the decisions of `rows.accept_rows` and the runs inserted), so a batch is one
+    round trip, its own transaction on an autocommit connection. Per statement, psycopg's
+    waiting and parameter work was most of an accept's CPU in the node (6 round trips a batch
+    before). Runs with metric labels take `_accept_in_steps`: their labels are admitted one by
+    one, only for the runs inserted."""
+    runs = [run for _, item_runs in items for run in item_runs]
+    if any(run.labels is not None for run in runs):
+        async with conn.transaction():
+            return await _accept_in_steps(conn, items)
+    events = _columns([event for event, _ in items])
+    if not runs:  # no flow wanted these events: they are stored all the same
+        await conn.execute(_INSERT_EVENTS, events)
+        return [[] for _ in items]
+    rows = [row[:15] for _, item_rows in run_rows(items) for row in item_rows]
+    # Ordering keys are locked in one sorted order, so two accepts cannot deadlock on them.
+    locks = sorted({run.ordering_key for run in runs if run.ordering_key})
+    found = await conn.execute(_ACCEPT, [*events, locks, *_columns(rows)])
+    answers: list[tuple[str, str, str]] = []
+    lost: dict[tuple[str, str], str] = {}
+    for run_id, flow, key, state, corr, held_id, held_corr, first_id, first_corr, first_i, i, \
+            inserted in await found.fetchall():  # fmt: skip
+        if held_id is not None:
+            answers.append((held_id, "duplicate", held_corr))
+        elif first_i is not None and first_i < i:
+            answers.append((first_id, "duplicate", first_corr))
+        else:
+            answers.append((run_id, "filtered" if state == "filtered" else "accepted", corr))
+            if not inserted:  # another replica committed this key after the statement began
+                lost[(flow, key)] = run_id
+    if lost:
+        taken = await _key_holders(conn, lost.keys())
+        renamed = {lost[key]: taken[key] for key in lost}  # our run id -> the holder's
+        answers = [
+            (*renamed[a[0]][:1], "duplicate", renamed[a[0]][1]) if a[0] in renamed else a
+            for a in answers
+        ]
+    results, at = [], 0
+    for _, item_runs in items:
+        results.append([Acceptance._make(a) for a in answers[at : at + len(item_runs)]])
+        at += len(item_runs)
+    return results
+
+
+async def _accept_in_steps(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acceptance]]:
+    """`accept_many` in the caller's transaction, a statement at a time: the key holders are
+    read first, so that only the runs inserted have their metric labels admitted."""
     runs = [run for _, item_runs in items for run in item_runs]
     await conn.execute(_INSERT_EVENTS, _columns([event for event, _ in items]))
-    # Ordering keys are locked in one sorted order, so two accepts cannot deadlock on them.
     locks = sorted({run.ordering_key for run in runs if run.ordering_key})
     if locks:
         await conn.execute(_LOCK_KEYS, (locks,))
@@ -137,6 +182,44 @@ _INSERT_RUNS = (
     f"SELECT * FROM {_unnest(_RUN_TYPES)} "
     "ON CONFLICT (flow, key) WHERE state <> 'filtered' DO NOTHING RETURNING id"
 )
+_RUN_NAMES = (
+    "id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
+    "traceparent, created_at, updated_at, replay_of, parked_holds_key, reason"
+)
+# `accept_many` in one statement. `lk` takes the ordering keys' locks (in the array's sorted
+# order) before the first run is inserted, so one key's runs get their seq in commit order;
+# `held` reads the runs already holding the batch's keys; `first` is each free key's first
+# unfiltered run in the batch. A run is inserted unless held or after its key's first; what is
+# not inserted although it should have been lost its key to another replica (ON CONFLICT).
+_ACCEPT = f"""
+WITH ev AS (
+    INSERT INTO events (id, type, source, subject, time, data, attributes, received_at)
+    SELECT * FROM {_unnest(_EVENT_TYPES)} ON CONFLICT (id) DO NOTHING),
+lk AS (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) AS n
+       FROM unnest(%b::text[]) AS k),
+b AS (SELECT * FROM {_unnest(_RUN_TYPES[:15])} WITH ORDINALITY AS b ({_RUN_NAMES}, i)),
+held AS (
+    SELECT u.flow, u.key, r.id, r.correlation_id FROM (SELECT DISTINCT flow, key FROM b) AS u
+    CROSS JOIN LATERAL (SELECT id, correlation_id FROM runs
+        WHERE runs.flow = u.flow AND runs.key = u.key AND state <> 'filtered' LIMIT 1) AS r),
+first AS (
+    SELECT DISTINCT ON (flow, key) flow, key, id, correlation_id, i FROM b
+    WHERE state <> 'filtered' AND (flow, key) NOT IN (SELECT flow, key FROM held)
+    ORDER BY flow, key, i),
+decided AS (
+    SELECT b.*, h.id AS held_id, h.correlation_id AS held_corr, f.id AS first_id,
+           f.correlation_id AS first_corr, f.i AS first_i
+    FROM b LEFT JOIN held AS h USING (flow, key) LEFT JOIN first AS f USING (flow, key)),
+ins AS (
+    INSERT INTO runs ({_RUN_NAMES})
+    SELECT {_RUN_NAMES} FROM decided
+    WHERE held_id IS NULL AND (first_i IS NULL OR first_i >= i) AND (SELECT n FROM lk) >= 0
+    ORDER BY i
+    ON CONFLICT (flow, key) WHERE state <> 'filtered' DO NOTHING RETURNING id)
+SELECT d.id, d.flow, d.key, d.state, d.correlation_id, d.held_id, d.held_corr, d.first_id,
+       d.first_corr, d.first_i, d.i, ins.id IS NOT NULL
+FROM decided AS d LEFT JOIN ins ON ins.id = d.id ORDER BY d.i
+"""
 # The keys in the array's (sorted) order: a function scan yields an array's elements in order.
 _LOCK_KEYS = "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k"
 

@@ -73,10 +73,17 @@ class PostgresCore(Lifecycle):
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """One transaction on a pooled connection; database errors become StoreError."""
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection in autocommit mode (each statement its own transaction, as for
+        an accept batch's one statement); database errors become StoreError."""
         if self._pool is None:
             raise StoreError("the PostgreSQL store is not open")
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}".strip()) from exc

@@ -50,8 +50,8 @@ class PostgresExecution(PostgresCore, Execution):
         """Store the event (once per event id) and its runs in one transaction (see the module
         docstring for deduplication and arrival order across replicas).
 
-        Concurrent accepts are batched: a transaction carries every accept that queued while
-        the previous ones committed, in a fixed number of round trips. Up to
+        Concurrent accepts are batched: one statement (a round trip, its own transaction)
+        carries every accept that queued while the previous ones committed. Up to
         `BATCHES_IN_FLIGHT` batches commit at once, so that PostgreSQL's own group commit
         shares one WAL flush among them. If a batch fails, its accepts are tried one by one, so
         that a failing accept fails alone."""
@@ -69,7 +69,7 @@ class PostgresExecution(PostgresCore, Execution):
         while self._accepts:
             batch, self._accepts = self._accepts, []
             try:
-                async with self._transaction() as conn:
+                async with self._connection() as conn:
                     results = await accept_many(conn, [item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001 - each accept's caller sees its own outcome
                 if len(batch) == 1:
@@ -82,7 +82,7 @@ class PostgresExecution(PostgresCore, Execution):
 
     async def _accept_alone(self, item: AcceptItem, future: asyncio.Future[Any]) -> None:
         try:
-            async with self._transaction() as conn:
+            async with self._connection() as conn:
                 [result] = await accept_many(conn, [item])
         except Exception as exc:  # noqa: BLE001 - the caller's to see
             settle(future, error=exc)
