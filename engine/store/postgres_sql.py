@@ -29,7 +29,7 @@ from engine.store.rows import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
-    accept_runs,
+    accept_rows,
     checkpoint_update,
     dumps,
     fields,
@@ -100,18 +100,11 @@ async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acce
             answers.append((run_id, "filtered" if state == "filtered" else "accepted", corr))
             if not inserted:  # another replica committed this key after the statement began
                 lost[(flow, key)] = run_id
-    if lost:
-        taken = await _key_holders(conn, lost.keys())
-        renamed = {lost[key]: taken[key] for key in lost}  # our run id -> the holder's
-        answers = [
-            (*renamed[a[0]][:1], "duplicate", renamed[a[0]][1]) if a[0] in renamed else a
-            for a in answers
-        ]
-    results, at = [], 0
+    grouped, at = [], 0
     for _, item_runs in items:
-        results.append([Acceptance._make(a) for a in answers[at : at + len(item_runs)]])
+        grouped.append(answers[at : at + len(item_runs)])
         at += len(item_runs)
-    return results
+    return await _settled(conn, grouped, lost)
 
 
 async def _accept_in_steps(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acceptance]]:
@@ -123,23 +116,31 @@ async def _accept_in_steps(conn: Conn, items: Sequence[AcceptItem]) -> list[list
     if locks:
         await conn.execute(_LOCK_KEYS, (locks,))
     holders = await _key_holders(conn, {(run.flow, run.key) for run in runs})
-    results, rows = accept_runs(items, holders)
+    results, rows = accept_rows(run_rows(items), holders)
     rows = [row if row[15] is None else (*row[:15], await admit_postgres(conn, row[15]))
             for row in rows]
-    lost = await _insert_runs(conn, rows)
-    if lost:  # another replica committed one of these keys after we looked: its run holds it
+    return await _settled(conn, results, await _insert_runs(conn, rows))
+
+
+async def _settled(
+    conn: Conn, answers: list[list[tuple[str, str, str]]], lost: dict[tuple[str, str], str]
+) -> list[list[Acceptance]]:
+    """Each item's (run id, status, correlation id) answers as Acceptances, a run that `lost`
+    its (flow, key) to another replica (it committed the key after we looked) answered as a
+    duplicate of the replica's run, which holds the key."""
+    renamed = {}  # our run id -> (the holder's id, its correlation id)
+    if lost:
         taken = await _key_holders(conn, lost.keys())
-        renamed = {lost[key]: taken[key] for key in lost}  # our run id -> the holder's
-        results = [
-            [
-                Acceptance(renamed[a.run_id][0], "duplicate", renamed[a.run_id][1])
-                if a.run_id in renamed
-                else a
-                for a in acceptances
-            ]
-            for acceptances in results
+        renamed = {lost[key]: taken[key] for key in lost}
+    return [
+        [
+            Acceptance(renamed[a[0]][0], "duplicate", renamed[a[0]][1])
+            if a[0] in renamed
+            else Acceptance._make(a)
+            for a in item
         ]
-    return results
+        for item in answers
+    ]
 
 
 async def _insert_runs(conn: Conn, rows: list[tuple[Any, ...]]) -> dict[tuple[str, str], str]:

@@ -16,7 +16,6 @@ from engine.errors import StateConflict
 from engine.store.base import (
     CANCEL_ENDS,
     CANCELLED,
-    Acceptance,
     Attempt,
     Checkpoint,
     EventRecord,
@@ -200,16 +199,6 @@ def state_update(
 Holders = dict[tuple[str, str], tuple[str, str]]  # (flow, key) -> (run id, correlation id)
 
 
-def accept_runs(
-    items: Sequence[tuple[tuple[Any, ...], Sequence[NewRun]]], holders: Holders
-) -> tuple[list[list[Acceptance]], list[tuple[Any, ...]]]:
-    """Accept each item's runs (an item: an event row and its runs) in order, given the runs
-    already holding their (flow, key): the acceptances of every item, and the rows of the runs
-    to insert (see `accept_rows`)."""
-    results, rows = accept_rows(run_rows(items), holders)
-    return [[Acceptance._make(a) for a in item] for item in results], rows
-
-
 def run_rows(
     items: Sequence[tuple[tuple[Any, ...], Sequence[NewRun]]],
 ) -> list[tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]]:
@@ -226,9 +215,11 @@ _ID, _FLOW, _STATE, _KEY, _CORRELATION = 0, 1, 5, 6, 8
 def accept_rows(
     items: Sequence[tuple[tuple[Any, ...], Sequence[tuple[Any, ...]]]], holders: Holders
 ) -> tuple[list[list[tuple[str, str, str]]], list[tuple[Any, ...]]]:
-    """`accept_runs` on runs given as their rows (what the SQLite writer process receives: a
-    tuple of plain values pickles several times faster than a dataclass), with each acceptance
-    a plain (run id, status, correlation id) tuple for the same reason. The first run of a
+    """Accept each item's runs (an item: an event row and its runs as the rows `run_row` makes)
+    in order, given the runs already holding their (flow, key): the acceptances of every item,
+    and the rows of the runs to insert. Plain tuples (what the SQLite writer process receives:
+    a tuple of plain values pickles several times faster than a dataclass), each acceptance a
+    (run id, status, correlation id) tuple for the same reason. The first run of a
     (flow, key) is accepted and every later one is a duplicate naming it; a filtered run is
     recorded without holding its key. Updates `holders`."""
     results: list[list[tuple[str, str, str]]] = []
