@@ -18,7 +18,11 @@ from engine.server.protocol import uvicorn_options
 from engine.server.serve import build_server
 from engine.server.state import ServerState
 from engine.store import Store
+from engine.tls import tls_context
 from tests.projectkit import write_files
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 SECRETS = {
     "CRM_HOOK": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -206,7 +210,7 @@ class LiveServer:
         self.thread.join(20)
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=20, **kwargs)
+        return httpx.Client(verify=TLS, base_url=self.url, timeout=20, **kwargs)
 
 
 def state_of(server: LiveServer) -> ServerState:

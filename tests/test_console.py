@@ -19,6 +19,10 @@ from authkit import TOKENS, auth_project, bearer, deliver, wait_state
 from serverkit import LiveServer
 
 from engine.server.console.session import COOKIE, Sessions
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +234,7 @@ def check_demo_console(proc: subprocess.Popen[str]) -> None:
             break
     assert set(lines) == {"console", "token"}, lines
     base = lines["console"].removesuffix("/console")
-    with httpx.Client(base_url=base, follow_redirects=False, timeout=20) as http:
+    with httpx.Client(verify=TLS, base_url=base, follow_redirects=False, timeout=20) as http:
         page = http.get("/console/signin")
         done = http.post("/console/signin", data={"token": lines["token"], "csrf": csrf_of(page)})
         assert done.status_code == 303

@@ -23,6 +23,10 @@ from browserkit import chromium, expect, new_page, shot, sign_in
 from engine.demo import Progress, play_day
 from engine.demo.scenario import LIST_PRICES, build_scenario
 from engine.demo.stack import Stack, locate_project
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 pytestmark = pytest.mark.slow
 OPERATOR = "demo-operator"
@@ -58,7 +62,7 @@ class DemoDay:
         urls, secrets = self.stack.sandbox.urls, self.stack.secrets
         meta = error.get("meta") or {}
         if error["code"] in ("tax_registration_missing", "item_not_found"):  # the cloud ERP
-            with httpx.Client(base_url=urls["erp-cloud"]) as cloud:
+            with httpx.Client(verify=TLS, base_url=urls["erp-cloud"]) as cloud:
                 if error["code"] == "tax_registration_missing":
                     body = {"entity": meta["entity"], "countryCode": meta["countryCode"]}
                     cloud.post("/sandbox/tax-registrations", json=body).raise_for_status()
@@ -70,7 +74,8 @@ class DemoDay:
                 return f"item {sku} added to the cloud ERP's catalog"
         erp = urls["erp"]
         token = secrets["ERP_TOKEN"]
-        with httpx.Client(base_url=erp, headers={"Authorization": f"Bearer {token}"}) as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(verify=TLS, base_url=erp, headers=headers) as http:
             if error["code"] == "UNKNOWN_TAX_NEXUS":
                 body = {"subsidiary": error["subsidiary"], "nexus": error["tax_nexus"]}
                 http.post("/sandbox/tax-nexus", json=body).raise_for_status()
@@ -83,7 +88,7 @@ class DemoDay:
 
     def api(self) -> httpx.Client:
         token = self.stack.tokens["you"]
-        return httpx.Client(base_url=self.stack.url, timeout=30,
+        return httpx.Client(verify=TLS, base_url=self.stack.url, timeout=30,
                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
 
 

@@ -20,6 +20,11 @@ from engine.errors import DefinitionErrors
 from engine.sandbox import ErpCloudSandbox, ErpSandbox
 from engine.sandbox.erp_cloud import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from engine.sandbox.serving import ServerThread
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+HTTP = httpx.Client(verify=TLS)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 CREDENTIALS = (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
@@ -58,7 +63,7 @@ def _token(client: httpx.Client) -> dict[str, str]:
 def test_the_token_endpoint_follows_the_client_credentials_grant(
         cloud: tuple[ErpCloudSandbox, ServerThread]) -> None:
     system, server = cloud
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(verify=TLS, base_url=server.url) as client:
         wrong = client.post("/oauth/token", data=GRANT, auth=(DEFAULT_CLIENT_ID, "nope"))
         assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
         grant = client.post("/oauth/token", data={"grant_type": "password"}, auth=CREDENTIALS)
@@ -81,7 +86,7 @@ def test_tokens_expire_after_their_lifetime() -> None:
     now = [0.0]
     system = ErpCloudSandbox(rate_limit=None, token_ttl=60)
     system.oauth.clock = lambda: now[0]
-    with system.serve() as server, httpx.Client(base_url=server.url) as client:
+    with system.serve() as server, httpx.Client(verify=TLS, base_url=server.url) as client:
         headers = _token(client)
         now[0] = 59.0
         assert client.get("/api/v2/orders", headers=headers).status_code == 200
@@ -92,7 +97,7 @@ def test_tokens_expire_after_their_lifetime() -> None:
 def test_orders_per_entity_in_its_own_shape_idempotent_by_reference(
         cloud: tuple[ErpCloudSandbox, ServerThread]) -> None:
     system, server = cloud
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(verify=TLS, base_url=server.url) as client:
         headers = _token(client)
         first = client.post("/api/v2/orders", json=_order(), headers=headers)
         assert first.status_code == 201
@@ -116,7 +121,7 @@ def test_orders_per_entity_in_its_own_shape_idempotent_by_reference(
 def test_rejections_list_every_problem_in_its_own_error_format(
         cloud: tuple[ErpCloudSandbox, ServerThread]) -> None:
     system, server = cloud
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(verify=TLS, base_url=server.url) as client:
         headers = _token(client)
         bad = _order(taxCountry="AT", currencyCode="USD",
                      orderLines=[{"itemNumber": "ADDON-AI", "quantity": 1, "unitPrice": 1}])
@@ -150,12 +155,12 @@ def test_the_two_erps_round_tax_differently_by_a_cent() -> None:
              {"sku": "SVC-ONBOARD", "quantity": 1, "unit_price": 3000}]
     old, new = ErpSandbox(rate_limit=None), ErpCloudSandbox(rate_limit=None, clients={})
     with old.serve() as a, new.serve() as b:
-        sold = httpx.post(a.url + "/sales-orders", json={
+        sold = HTTP.post(a.url + "/sales-orders", json={
             "external_id": "006US9", "subsidiary": "US", "currency": "USD", "tax_nexus": "US",
             "customer": {"account_id": "001US9", "name": "Initech", "bill_to": {
                 "street": "1 Main", "city": "Austin", "postal_code": "78701", "country": "US"}},
             "lines": lines}).json()
-        booked = httpx.post(b.url + "/api/v2/orders", json=_order("US", "006US9", orderLines=[
+        booked = HTTP.post(b.url + "/api/v2/orders", json=_order("US", "006US9", orderLines=[
             {"itemNumber": li["sku"], "quantity": li["quantity"], "unitPrice": li["unit_price"]}
             for li in lines])).json()
     assert sold["total"] == booked["totals"]["net"] == 30200

@@ -16,8 +16,13 @@ import httpx
 import pytest
 
 from engine.compiler import compile_project
+from engine.tls import tls_context
 from tests.gitops_kit import FILES, FLOW, MAPPING, SYSTEM, run, write
 from tests.test_gitops_drift import free_port
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+HTTP = httpx.Client(verify=TLS)
+
 
 PROJECT = """\
 apiVersion: syncline/v1
@@ -185,7 +190,7 @@ def served_prod(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
             assert proc.poll() is None, proc.communicate()[0].decode()
             assert time.monotonic() < deadline, "serve did not become ready"
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if HTTP.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -196,7 +201,7 @@ def served_prod(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 
 
 def test_serve_runs_the_environment_it_is_given(project: Path, served_prod: str) -> None:
-    status = httpx.get(
+    status = HTTP.get(
         f"{served_prod}/api/v1/status", headers={"Authorization": "Bearer env-test-token"}
     ).json()
     assert status["environment"] == "prod"

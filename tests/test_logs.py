@@ -29,6 +29,10 @@ from telemetrykit import (
 
 from engine.logs import configure_logging, redact
 from engine.server.signatures import sign
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 ADMIN_TOKEN = "adm_5b7e1c0d9f2a4c83b6e0"
 BODY_MARKER = "confidential-note-77e1b2"
@@ -105,7 +109,7 @@ def test_serve_logs_each_event_as_a_json_line_without_secrets_tokens_or_bodies(
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            with httpx.Client(verify=TLS, base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
                 until(lambda: _ready(http), 60)
                 runs = _exercise(http, project)
         finally:
@@ -182,7 +186,7 @@ def test_the_default_level_logs_no_line_per_accepted_delivery_or_successful_run(
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            with httpx.Client(verify=TLS, base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
                 until(lambda: _ready(http), 60)
                 for n in range(3):
                     body = json.dumps({"id": f"d-{n}", "note": BODY_MARKER}).encode()

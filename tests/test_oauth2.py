@@ -23,6 +23,10 @@ from starlette.routing import Route
 from engine.compiler import compile_project
 from engine.errors import CallError, DefinitionErrors
 from engine.runtime.auth import ClientCredentials
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 pytestmark = pytest.mark.anyio
 BASIC = "Basic " + base64.b64encode(b"syncline:s3cret-value").decode()
@@ -98,7 +102,7 @@ def _auth(url: str, clock: Clock, secret: str = "s3cret-value") -> ClientCredent
 
 async def test_one_token_is_cached_and_shared(issuer: tuple[Issuer, str]) -> None:
     state, url = issuer
-    async with httpx.AsyncClient(base_url=url, auth=_auth(url, Clock())) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=url, auth=_auth(url, Clock())) as client:
         for _ in range(3):
             assert (await client.post("/orders")).status_code == 201
     assert state.issued == [{"grant_type": "client_credentials", "scope": "orders"}]
@@ -109,7 +113,7 @@ async def test_the_token_is_refreshed_before_it_expires(issuer: tuple[Issuer, st
     state, url = issuer
     state.lifetime = 300          # refreshed 30 s early (a tenth of its life)
     clock = Clock()
-    async with httpx.AsyncClient(base_url=url, auth=_auth(url, clock)) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=url, auth=_auth(url, clock)) as client:
         await client.post("/orders")
         clock.now += 269
         await client.post("/orders")
@@ -120,7 +124,7 @@ async def test_the_token_is_refreshed_before_it_expires(issuer: tuple[Issuer, st
 
 async def test_a_401_fetches_a_new_token_once(issuer: tuple[Issuer, str]) -> None:
     state, url = issuer
-    async with httpx.AsyncClient(base_url=url, auth=_auth(url, Clock())) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=url, auth=_auth(url, Clock())) as client:
         await client.post("/orders")
         state.live.clear()                        # the server revoked T1
         assert (await client.post("/orders")).status_code == 201
@@ -132,7 +136,7 @@ async def test_a_401_fetches_a_new_token_once(issuer: tuple[Issuer, str]) -> Non
 async def test_a_second_401_is_the_answer_not_a_loop(issuer: tuple[Issuer, str]) -> None:
     state, url = issuer
     state.reject_all = True
-    async with httpx.AsyncClient(base_url=url, auth=_auth(url, Clock())) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=url, auth=_auth(url, Clock())) as client:
         response = await client.post("/orders")
     assert response.status_code == 401
     assert state.calls == ["Bearer T1", "Bearer T2"]
@@ -141,13 +145,14 @@ async def test_a_second_401_is_the_answer_not_a_loop(issuer: tuple[Issuer, str])
 async def test_token_endpoint_failures_are_call_errors_without_secrets(
         issuer: tuple[Issuer, str]) -> None:
     state, url = issuer
-    async with httpx.AsyncClient(base_url=url, auth=_auth(url, Clock(), "wrong")) as client:
+    auth = _auth(url, Clock(), "wrong")
+    async with httpx.AsyncClient(verify=TLS, base_url=url, auth=auth) as client:
         with pytest.raises(CallError) as rejected:
             await client.post("/orders")
     assert (rejected.value.status, rejected.value.retryable) == (401, False)
     assert str(rejected.value) == f"erp-cloud oauth2 token request to {url}/oauth/token -> 401"
     state.token_status = [503]
-    async with httpx.AsyncClient(base_url=url, auth=_auth(url, Clock())) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=url, auth=_auth(url, Clock())) as client:
         with pytest.raises(CallError) as unavailable:
             await client.post("/orders")
     assert (unavailable.value.status, unavailable.value.retryable) == (503, True)

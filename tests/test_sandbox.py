@@ -28,6 +28,10 @@ from engine.sandbox.billing import DEFAULT_WEBHOOK_SECRET as BILLING_SECRET
 from engine.sandbox.crm import DEFAULT_WEBHOOK_SECRET as CRM_SECRET
 from engine.sandbox.erp import DEFAULT_WEBHOOK_SECRET as ERP_SECRET
 from engine.sandbox.webhooks import LANES, WebhookSender
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/services/data/v60.0"
@@ -113,7 +117,7 @@ def sb(sandbox_all: Sandbox, receiver: tuple[Receiver, str]) -> Iterator[Sandbox
 
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5) as c:
+    with httpx.Client(verify=TLS, timeout=5) as c:
         yield c
 
 

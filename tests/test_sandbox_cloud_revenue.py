@@ -15,6 +15,10 @@ import pytest
 from engine.sandbox import ErpCloudSandbox
 from engine.sandbox.erp_cloud_revenue import monthly
 from engine.sandbox.serving import ServerThread
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 
 @pytest.fixture
@@ -22,7 +26,7 @@ def client() -> Iterator[httpx.Client]:
     system = ErpCloudSandbox(rate_limit=None, clients={})
     server: ServerThread = system.serve()
     try:
-        with httpx.Client(base_url=server.url, timeout=5) as c:
+        with httpx.Client(verify=TLS, base_url=server.url, timeout=5) as c:
             yield c
     finally:
         server.stop()

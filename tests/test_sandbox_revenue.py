@@ -12,6 +12,10 @@ import httpx
 import pytest
 
 from engine.sandbox import Sandbox
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,7 @@ def sb(sandbox_all: Sandbox) -> Sandbox:
 
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5) as c:
+    with httpx.Client(verify=TLS, timeout=5) as c:
         yield c
 
 

@@ -24,6 +24,10 @@ from telemetrykit import (
 )
 
 from engine.server.signatures import sign
+from engine.tls import tls_context
+
+TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
+
 
 SENDER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SENDER_SPAN = "00f067aa0ba902b7"
@@ -155,7 +159,7 @@ def test_a_worker_executing_later_continues_the_trace_of_the_delivery(tmp_path: 
                            "--no-workers", env=env)
         worker = None
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            with httpx.Client(verify=TLS, base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
                 until(lambda: _ready(http))
                 run_id = delivery(http, "/hooks/order", {"id": "w-1", "note": "x"},
                                   traceparent=SENDER)

@@ -19,6 +19,7 @@ from engine.commands.runs import load_project_plan
 from engine.errors import UsageError
 from engine.runtime import Runtime
 from engine.store import open_store
+from engine.tls import tls_context
 
 
 async def reconcile_local(
@@ -47,7 +48,8 @@ async def reconcile_remote(
     """Ask the server at `url` to run `name` now (POST /api/v1/reconciliations/NAME/run), for
     `reason` (kept in the audit trail)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=600) as http:
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=600,
+                                 verify=tls_context()) as http:
         try:
             response = await http.post(f"/api/v1/reconciliations/{quote(name, safe='')}/run",
                                        json={"reason": reason} if reason else None)

@@ -18,6 +18,7 @@ from engine.errors import UsageError
 from engine.runtime.actions import ACTIONS
 from engine.runtime.runtime import MISSING
 from engine.store import RunQuery
+from engine.tls import tls_context
 
 
 class HttpRunsClient:
@@ -34,7 +35,8 @@ class HttpRunsClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport,
+            verify=tls_context(),
         )
 
     async def __aenter__(self) -> HttpRunsClient:

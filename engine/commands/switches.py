@@ -13,6 +13,7 @@ from engine.compiler.plan import Plan
 from engine.errors import StateConflict, UsageError
 from engine.runtime.runtime import Runtime
 from engine.store import open_store
+from engine.tls import tls_context
 
 
 async def switch_local(
@@ -41,7 +42,8 @@ async def switch_remote(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     path = f"/api/v1/{kind}s/{quote(name, safe='')}/{action}"
-    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=30,
+                                 verify=tls_context()) as http:
         try:
             response = await http.post(path, json={"reason": reason})
         except httpx.HTTPError as exc:

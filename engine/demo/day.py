@@ -20,6 +20,7 @@ import httpx
 from engine.demo.scenario import Scenario
 from engine.demo.stack import Stack
 from engine.errors import SynclineError
+from engine.tls import tls_context
 
 CRM_API = "/services/data/v60.0"
 PARALLEL = 8  # requests the "people" of the day make at once
@@ -95,11 +96,13 @@ class Day:
             self.clients[name] = httpx.AsyncClient(
                 base_url=url,
                 timeout=30.0,
+                verify=tls_context(),
                 headers={"Authorization": f"Bearer {token}"} if token else {},
             )
         self.clients["syncline"] = httpx.AsyncClient(
             base_url=self.stack.url,
             timeout=30.0,
+            verify=tls_context(),
             headers={"Authorization": f"Bearer {self.stack.tokens['demo-operator']}"},
         )
         return self

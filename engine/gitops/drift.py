@@ -16,6 +16,7 @@ import httpx
 
 from engine.compiler.plan import Plan
 from engine.errors import UsageError
+from engine.tls import tls_context
 
 STATUS_PATH = "/api/v1/status"
 
@@ -59,7 +60,9 @@ def fetch_status(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     target = url.rstrip("/") + STATUS_PATH
     try:
-        with httpx.Client(headers=headers, timeout=timeout, transport=transport) as client:
+        with httpx.Client(
+            headers=headers, timeout=timeout, transport=transport, verify=tls_context()
+        ) as client:
             response = client.get(target)
     except httpx.HTTPError as exc:
         raise StatusUnavailable(f"cannot reach {target}: {exc}") from exc

@@ -24,6 +24,7 @@ import httpx
 from engine.compiler.compiled import CompiledSystem
 from engine.compiler.interpolate import resolve_secrets
 from engine.errors import CallError, UsageError
+from engine.tls import tls_context
 
 
 class ClientCredentials(httpx.Auth):
@@ -68,7 +69,9 @@ class ClientCredentials(httpx.Auth):
         form = {"grant_type": "client_credentials", **({"scope": self.scope} if self.scope else {})}
         started = self._clock()
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as c:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, transport=self._transport, verify=tls_context()
+            ) as c:
                 response = await c.post(self.token_url, data=form, auth=self._credentials,
                                         headers={"Accept": "application/json"})
         except httpx.TimeoutException as exc:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from engine.compiler.compiled import CompiledSystem
+from engine.tls import tls_context
 
 # Connections per System: by default one for each run the Runtime executes at once, all kept
 # alive between calls; an idle one is dropped after 5 s, before common server keep-alive timeouts
@@ -31,7 +32,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         one = httpx.Limits(
             max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY
         )
-        tls = httpx.create_ssl_context()  # loading CA certificates is slow: once per System
+        tls = tls_context()
         self._pools = [
             httpx.AsyncHTTPTransport(verify=tls, limits=one, proxy=proxy)
             for _ in range(max(1, connections))

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from engine.sandbox.common import JSON, dumps, iso_now, not_found
+from engine.tls import tls_context
 
 # --------------------------------------------------------------------------------------------
 # webhook signing and delivery
@@ -195,7 +196,7 @@ class WebhookSender:
         return headers
 
     def _run(self, lane: queue.Queue[JSON | None]) -> None:
-        with httpx.Client(timeout=self.timeout) as client:
+        with httpx.Client(timeout=self.timeout, verify=tls_context()) as client:
             while True:
                 job = lane.get()
                 if job is None:
