@@ -29,7 +29,6 @@ from engine.tls import tls_context
 from tests.projectkit import write_files
 
 TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
-HTTP = httpx.Client(verify=TLS)
 
 
 TOKEN = "echo-admin-token"
@@ -192,13 +191,14 @@ class Stack:
     def account(self, **fields: Any) -> str:
         """An account created in the CRM by a person (no webhook: creates send none)."""
         body = {"Name": "Initech", "BillingCity": "Austin", **fields}
-        answer = HTTP.post(self.servers[0].url + "/services/data/v60.0/sobjects/Account",
-                            json=body)
+        answer = httpx.post(self.servers[0].url + "/services/data/v60.0/sobjects/Account",
+                            json=body, verify=TLS)
         return str(answer.json()["id"])
 
     def person_edits(self, account: str, **fields: Any) -> None:
-        answer = HTTP.patch(
-            f"{self.servers[0].url}/services/data/v60.0/sobjects/Account/{account}", json=fields)
+        answer = httpx.patch(
+            f"{self.servers[0].url}/services/data/v60.0/sobjects/Account/{account}", json=fields,
+            verify=TLS)
         assert answer.status_code == 204, answer.text
 
     def syncline_writes(self, account: str, **fields: Any) -> str:
@@ -284,8 +284,8 @@ def test_a_change_only_in_fields_no_flow_reads_is_still_an_echo(stack: Stack) ->
 
 def test_a_write_whose_answer_was_lost_still_counts(stack: Stack) -> None:
     account = stack.account()
-    HTTP.post(stack.servers[0].url + "/sandbox/faults",
-               json={"status": 502, "count": 1, "phase": "after", "method": "PATCH"})
+    httpx.post(stack.servers[0].url + "/sandbox/faults",
+               json={"status": 502, "count": 1, "phase": "after", "method": "PATCH"}, verify=TLS)
     with stack.http as http:
         answer = http.post("/api/account", json={"id": account, "fields": {"Status__c": "Lost"}})
     writer = answer.headers["x-syncline-run-id"]
@@ -303,7 +303,8 @@ def test_a_fingerprint_outlives_the_server_that_wrote_it(tmp_path: Path,
         stack.stop_syncline()
         stack.start()  # another process, the same store
         [delivery] = stack.crm.webhooks.snapshot()["deliveries"] if stack.crm.webhooks else []
-        HTTP.post(f"{stack.servers[0].url}/sandbox/webhooks/{delivery['id']}/redeliver")
+        redeliver = f"{stack.servers[0].url}/sandbox/webhooks/{delivery['id']}/redeliver"
+        httpx.post(redeliver, verify=TLS)
         [run] = stack.runs("crm-accounts", 1)
         assert writer in (_echo_of(run) or "")
 
@@ -316,23 +317,24 @@ def test_a_fingerprint_expires_with_the_window(tmp_path: Path) -> None:
         time.sleep(1.2)  # past the window
         stack.crm.configure_webhook(url=stack.http.base_url.join("/hooks/crm").__str__())
         [delivery] = stack.crm.webhooks.snapshot()["deliveries"] if stack.crm.webhooks else []
-        HTTP.post(f"{stack.servers[0].url}/sandbox/webhooks/{delivery['id']}/redeliver")
+        redeliver = f"{stack.servers[0].url}/sandbox/webhooks/{delivery['id']}/redeliver"
+        httpx.post(redeliver, verify=TLS)
         [run] = stack.runs("crm-accounts", 1)
         assert run["state"] == "succeeded" and run["reason"] is None
 
 
 def test_the_billing_round_trip_is_an_echo_and_an_amendment_runs(stack: Stack) -> None:
     billing = stack.servers[1].url
-    customer = HTTP.post(billing + "/v1/customers", json={"name": "Initech"}).json()
-    subscription = HTTP.post(billing + "/v1/subscriptions", json={
+    customer = httpx.post(billing + "/v1/customers", json={"name": "Initech"}, verify=TLS).json()
+    subscription = httpx.post(billing + "/v1/subscriptions", json={
         "customer": customer["id"], "metadata": {"account_id": "001A"},
-        "items": [{"price": "price_seat_std_yearly", "quantity": 20}]}).json()
+        "items": [{"price": "price_seat_std_yearly", "quantity": 20}]}, verify=TLS).json()
     with stack.http as http:
         answer = http.post("/api/subscription", json={"id": subscription["id"], "fields": {
             "cancel_at_period_end": False, "metadata": {"current_term_end": "2027-01-30"}}})
     writer = answer.headers["x-syncline-run-id"]
-    HTTP.post(f"{billing}/sandbox/subscriptions/{subscription['id']}/update",
-               json={"quantity": 30})  # a person upgrades the subscription in billing
+    httpx.post(f"{billing}/sandbox/subscriptions/{subscription['id']}/update",
+               json={"quantity": 30}, verify=TLS)  # a person upgrades the subscription in billing
     runs = [r for r in stack.runs("billing-subscriptions", 3) if r["state"] != "filtered"
             or _echo_of(r)]
     echo, amendment = runs[-2:]

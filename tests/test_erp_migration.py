@@ -23,7 +23,6 @@ from engine.sandbox.serving import ServerThread
 from engine.tls import tls_context
 
 TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
-HTTP = httpx.Client(verify=TLS)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,14 +154,14 @@ def test_the_two_erps_round_tax_differently_by_a_cent() -> None:
              {"sku": "SVC-ONBOARD", "quantity": 1, "unit_price": 3000}]
     old, new = ErpSandbox(rate_limit=None), ErpCloudSandbox(rate_limit=None, clients={})
     with old.serve() as a, new.serve() as b:
-        sold = HTTP.post(a.url + "/sales-orders", json={
+        sold = httpx.post(a.url + "/sales-orders", json={
             "external_id": "006US9", "subsidiary": "US", "currency": "USD", "tax_nexus": "US",
             "customer": {"account_id": "001US9", "name": "Initech", "bill_to": {
                 "street": "1 Main", "city": "Austin", "postal_code": "78701", "country": "US"}},
-            "lines": lines}).json()
-        booked = HTTP.post(b.url + "/api/v2/orders", json=_order("US", "006US9", orderLines=[
+            "lines": lines}, verify=TLS).json()
+        booked = httpx.post(b.url + "/api/v2/orders", json=_order("US", "006US9", orderLines=[
             {"itemNumber": li["sku"], "quantity": li["quantity"], "unitPrice": li["unit_price"]}
-            for li in lines])).json()
+            for li in lines]), verify=TLS).json()
     assert sold["total"] == booked["totals"]["net"] == 30200
     assert (sold["tax_amount"], booked["totals"]["tax"]) == (2132.89, 2132.88)
 

@@ -21,7 +21,6 @@ from tests.gitops_kit import FILES, FLOW, MAPPING, SYSTEM, run, write
 from tests.test_gitops_drift import free_port
 
 TLS = tls_context()  # one CA load for the module, not one per client (50-80 ms each)
-HTTP = httpx.Client(verify=TLS)
 
 
 PROJECT = """\
@@ -190,7 +189,7 @@ def served_prod(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
             assert proc.poll() is None, proc.communicate()[0].decode()
             assert time.monotonic() < deadline, "serve did not become ready"
             try:
-                if HTTP.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/readyz", timeout=1, verify=TLS).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -201,8 +200,9 @@ def served_prod(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 
 
 def test_serve_runs_the_environment_it_is_given(project: Path, served_prod: str) -> None:
-    status = HTTP.get(
-        f"{served_prod}/api/v1/status", headers={"Authorization": "Bearer env-test-token"}
+    status = httpx.get(
+        f"{served_prod}/api/v1/status", headers={"Authorization": "Bearer env-test-token"},
+        verify=TLS,
     ).json()
     assert status["environment"] == "prod"
     assert status["flows"]["order-flow"]["version"] == 1  # prod's pin, not dev's newest

@@ -90,7 +90,8 @@ def test_the_thread_checkpoints_as_writes_commit(
         while thread.checkpoints == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert thread.checkpoints >= 1
-        # what it copied is in the database file itself
+        thread.close()  # no checkpoint may be writing the file while it is read as immutable
+        # what it copied is in the database file itself (the writer's connection never copies)
         with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as raw:
             assert raw.execute("SELECT count(*) FROM events").fetchone()[0] > 0
         raw.close()

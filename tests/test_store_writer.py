@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StoreError
-from engine.store import EventRecord, NewRun, SQLiteStore
+from engine.store import EventRecord, NewRun, SQLiteStore, writer_forkserver
 
 pytestmark = pytest.mark.anyio
 
@@ -103,7 +103,7 @@ async def test_an_unknown_write_fails_alone(tmp_path: Path) -> None:
 
 PARENT = """
 import asyncio, sys
-from engine.store import EventRecord, NewRun, SQLiteStore
+from engine.store import EventRecord, NewRun, SQLiteStore, writer_forkserver
 
 async def main():
     store = SQLiteStore(sys.argv[1])
@@ -137,18 +137,55 @@ async def test_a_failed_open_leaves_no_writer_behind(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    before = live_children()
+    before = live_writers()
     store = SQLiteStore(path)
     with pytest.raises(StoreError, match="newer than this Syncline understands"):
         await store.open()
     assert store._writer is None
     await asyncio.sleep(0.3)  # no replacement writer is started for a refused open
-    assert live_children() - before == set()
+    assert live_writers() - before == set()
 
 
-def live_children() -> set[int]:
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+def live_writers() -> set[int]:
+    """The writer processes alive: the fork server's children (none before it started)."""
+    server = writer_forkserver.server_pid()
+    if server is None:
+        return set()
+    children = Path(f"/proc/{server}/task/{server}/children").read_text().split()
     return {int(pid) for pid in children if not gone(int(pid))}
+
+
+async def test_writers_are_forked_by_one_server_that_ends_with_its_parent(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "a.db") as a, SQLiteStore(tmp_path / "b.db") as b:
+        server = writer_forkserver.server_pid()
+        assert server is not None
+        writers = {writer_pid(a), writer_pid(b)}
+        assert len(writers) == 2 and writers <= live_writers()
+        assert {parent_of(pid) for pid in writers} == {server}
+    assert not writers & live_writers()  # closed, and reaped
+    # A process that opened stores and exits leaves neither the server nor a writer behind.
+    parent = subprocess.run([sys.executable, "-c", SERVER_OF, str(tmp_path / "c.db")],
+                            capture_output=True, text=True, check=True, timeout=60)
+    pids = [int(pid) for pid in parent.stdout.split()]
+    await wait_until(lambda: all(gone(pid) for pid in pids))
+
+
+SERVER_OF = """
+import asyncio, sys
+from engine.store import SQLiteStore
+from engine.store import writer_forkserver
+
+async def main():
+    store = SQLiteStore(sys.argv[1])
+    await store.open()  # and never closed: the process just exits
+    print(writer_forkserver.server_pid(), store._writer.pid)
+
+asyncio.run(main())
+"""
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 class Opaque:

@@ -36,16 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import pickle
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.errors import StoreError
+from engine.store.writer_forkserver import ForkedWriter, fork_writer
 from engine.store.writer_frames import Frames, Unreadable, frame
 
 log = logging.getLogger("syncline.store")
@@ -72,7 +70,7 @@ class WriterProcess:
         self.commits = 0  # transactions committed
         self.writes = 0  # writes those transactions carried
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ForkedWriter | None = None
         self._transport: asyncio.Transport | None = None
         self._hello: asyncio.Future[Any] | None = None
         self._gone: asyncio.Future[None] | None = None
@@ -151,18 +149,13 @@ class WriterProcess:
             with contextlib.suppress(OSError):
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-        root = str(Path(__file__).resolve().parents[2])  # the folder holding `engine`
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
-        code = "from engine.store.writer_child import main; main()"
-        argv = [sys.executable, "-c", code, self._module, str(child.fileno()), str(self._path)]
         try:
-            self._proc = subprocess.Popen(
-                [*argv, str(self._max_batch)], pass_fds=(child.fileno(),), env=env
+            self._proc = await asyncio.to_thread(
+                fork_writer, self._module, child.fileno(), self._path, self._max_batch
             )
-        except OSError as exc:
+        except StoreError:
             parent.close()
-            raise StoreError(f"cannot start the SQLite writer process: {exc}") from exc
+            raise
         finally:
             child.close()
         self._hello = loop.create_future()
@@ -259,9 +252,9 @@ class WriterProcess:
             return
         try:
             await asyncio.to_thread(proc.wait, _STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             proc.kill()
-            await asyncio.to_thread(proc.wait)
+            await asyncio.to_thread(proc.wait, None)
 
 
 def _picklable(

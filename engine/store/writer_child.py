@@ -1,8 +1,6 @@
-"""The writer process's side (see engine/store/writer.py): ``python -c "from
-engine.store.writer_child import main; main()" MODULE FD PATH MAX_BATCH``. Of the engine it
-imports only the store module it runs (and what that needs), not the parent's side: each store
-that opens starts one, and a start cost 0.25 s of CPU when it imported asyncio and the store
-classes too (0.19 s now)."""
+"""The writer process's side (see engine/store/writer.py): `run`, in a process the fork server
+forked (engine/store/writer_forkserver.py). Of the engine it imports only the store module it runs
+(and what that needs), not the parent's side."""
 
 from __future__ import annotations
 
@@ -38,13 +36,13 @@ class Job:
         self.error: BaseException | None = None
 
 
-def main() -> None:
-    """The writer process: ``MODULE FD PATH MAX_BATCH`` after the interpreter's ``-c`` code."""
+def run(module_name: str, fd: int, path: str, max_batch: int) -> None:
+    """Be the writer of store module `module_name` on database `path`, talking on the socket
+    `fd`, until the parent asks it to stop or goes away. Exits 1 if the store cannot open."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    module_name, fd, path, max_batch = sys.argv[1:5]
     module = importlib.import_module(module_name)
-    channel = _Channel(socket.socket(fileno=int(fd)))
+    channel = _Channel(socket.socket(fileno=fd))
     try:
         conn, applied = module.open_writer(Path(path))
     except Exception as exc:  # noqa: BLE001 - whatever it is, the parent reports it
@@ -52,7 +50,7 @@ def main() -> None:
         sys.exit(1)
     channel.send(frame(("ready", applied)))
     try:
-        _serve(channel, module, conn, int(max_batch))
+        _serve(channel, module, conn, max_batch)
     finally:
         module.close_writer(conn)
 
