@@ -95,6 +95,6 @@ def backbone() -> Iterator[dict[str, str]]:
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: twice the cores (at most 8), since most tests wait on sockets, servers, the
-    databases and the browser rather than the CPU (on 2 cores: 2m33s with 4 workers, 3m36s with
-    2)."""
+    databases and the browser rather than the CPU (on 2 cores, measured back to back: 2m20s with
+    4 workers, 2m41s with 3, 3m10s with 6, whose contention cost 45% more CPU)."""
     return max(2, min(2 * (os.cpu_count() or 1), 8))
