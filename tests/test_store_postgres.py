@@ -8,7 +8,9 @@ stores in test_store.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +26,8 @@ from engine.errors import StoreError
 from engine.store import Acceptance, Checkpoint, EventRecord, NewRun
 from engine.store.postgres import PostgresStore
 from engine.store.postgres_schema import MIGRATIONS
+from engine.store.postgres_sql import AcceptItem, accept_many
+from engine.store.rows import event_row
 
 pytestmark = pytest.mark.anyio
 
@@ -110,6 +114,54 @@ async def test_a_batch_of_accepts_answers_and_stores_what_one_by_one_would(
         "M", None, None,
     )  # fmt: skip
     assert stored_event is not None and stored_event.data == {"n": "a"}
+
+
+async def test_accepts_look_keys_up_by_the_dedup_index_however_small_the_table_was(
+    postgres_url: str,
+) -> None:
+    # Without statistics (a new database, or a server without autovacuum, like this machine's)
+    # a plan made while `runs` held a hundred rows may find a key's holder through runs_flow: a
+    # walk over every run of the flow, per key of every batch. Cached for the connection's life,
+    # it made one replica's accepts five times slower than the others'. Each connection here
+    # makes its accepts' plans at another size of the table; all must probe runs_dedup later.
+    def items(start: int, count: int) -> list[AcceptItem]:
+        return [
+            (event_row(event(f"e{n}"), 0.0),
+             (new_run(f"r{n}", f"opportunity-{n:024}", f"acct{n % 97}"),))
+            for n in range(start, start + count)
+        ]  # fmt: skip
+
+    plans: list[str] = []
+    async with PostgresStore(postgres_url), contextlib.AsyncExitStack() as stack:
+        connections = [
+            await stack.enter_async_context(
+                await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+            )
+            for _ in range(9)
+        ]
+        grower, planners = connections[0], connections[1:]
+        at = 0
+        for size, conn in zip(range(0, 800, 100), planners, strict=True):
+            if size > at:
+                await accept_many(grower, items(at, size - at))
+                at = size
+            for _ in range(12):  # past psycopg's and PostgreSQL's thresholds for plan caching
+                await accept_many(conn, items(at, 8))
+                at += 8
+        await accept_many(grower, items(at, 3000))
+        at += 3000
+        for conn in planners:
+            conn.add_notice_handler(lambda diagnostic: plans.append(diagnostic.message_primary))
+            for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                            "SET auto_explain.log_nested_statements = on",
+                            "SET client_min_messages = log"):  # fmt: skip
+                await conn.execute(setting)
+            [[answer]] = await accept_many(conn, items(at, 1))
+            at += 1
+            assert answer.status == "accepted"
+    probes = [re.findall(r"Scan using (\w+) on runs ", text) for text in plans
+              if "INSERT INTO runs" in text]  # fmt: skip
+    assert probes == [["runs_dedup"]] * len(planners)
 
 
 async def test_a_newer_schema_is_refused(postgres_url: str) -> None:

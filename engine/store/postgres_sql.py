@@ -53,10 +53,16 @@ def settle(future: asyncio.Future[Any], result: Any = None, error: Exception | N
         future.set_result(result)
 
 
-# One index probe (runs_dedup) per (flow, key), whatever the statistics say. Written as an IN,
-# the planner went by the row count it last saw (a new or fast-growing table's is far too low)
-# and hashed a scan of every run, once per accept batch: 3.3 ms at 6,000 runs, and growing. The
-# LIMIT (runs_dedup holds one run a key) keeps the subquery from being flattened into that join.
+# The statements that look keys up are planned at every execution, never prepared: without
+# statistics (a new database, a server without autovacuum), a plan cached while `runs` held a
+# hundred rows may probe runs_flow instead of runs_dedup (the costs tie at that size), then walk
+# every run of the flow per key for the connection's life: one replica's accepts ran 5x slower
+# (20 ms a batch against 4). Planning costs 0.5 ms of the server's CPU a batch of 20 accepts.
+_REPLANNED = False
+# An index probe per (flow, key), not a join: written as an IN, the planner went by the row
+# count it last saw (a new or fast-growing table's is far too low) and hashed a scan of every
+# run, once per accept batch: 3.3 ms at 6,000 runs, and growing. The LIMIT (runs_dedup holds
+# one run a key) keeps the subquery from being flattened into that join.
 _HOLDERS = (
     "SELECT u.flow, u.key, r.id, r.correlation_id "
     "FROM unnest(%s::text[], %s::text[]) AS u (flow, key) CROSS JOIN LATERAL "
@@ -87,7 +93,7 @@ async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acce
     rows = [row[:15] for _, item_rows in run_rows(items) for row in item_rows]
     # Ordering keys are locked in one sorted order, so two accepts cannot deadlock on them.
     locks = sorted({run.ordering_key for run in runs if run.ordering_key})
-    found = await conn.execute(_ACCEPT, [*events, locks, *_columns(rows)])
+    found = await conn.execute(_ACCEPT, [*events, locks, *_columns(rows)], prepare=_REPLANNED)
     answers: list[tuple[str, str, str]] = []
     lost: dict[tuple[str, str], str] = {}
     for run_id, flow, key, state, corr, held_id, held_corr, first_id, first_corr, first_i, i, \
@@ -232,7 +238,8 @@ async def _key_holders(
     pairs = list(keys)
     if not pairs:
         return {}
-    found = await conn.execute(_HOLDERS, ([f for f, _ in pairs], [k for _, k in pairs]))
+    columns = ([flow for flow, _ in pairs], [key for _, key in pairs])
+    found = await conn.execute(_HOLDERS, columns, prepare=_REPLANNED)
     return {(flow, key): (run_id, corr) for flow, key, run_id, corr in await found.fetchall()}
 
 
