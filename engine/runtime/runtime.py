@@ -107,7 +107,7 @@ class Runtime:
             store, self._plans, executor, self._waiters, self.clock,
             lambda item: self._ingest.dispatch(item),
             worker_id=self.worker_id, concurrency=concurrency, lease=lease, poll=poll,
-            gates=self.gates,
+            gates=self.gates, busy=lambda: self._ingest.busy(),
         )  # fmt: skip
         self._ingest = Ingest(store, self._plans, self.clock, ids, self._workers.accepted,
                               EchoGuard(echoes, self.clock.now), observer.echo)

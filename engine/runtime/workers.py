@@ -32,12 +32,14 @@ from engine.store.controls import FLOW_PAUSED, HELD
 log = logging.getLogger("syncline.runtime")
 IDLE_POLL = 0.02  # seconds between looks while `idle` waits
 FLOW_BACKSTOP = 3600.0  # a run held for a paused flow looks again this late if no resume wakes it
+GIVE_WAY = 8  # while ingest is busy (Ingest.busy), concurrency // GIVE_WAY runs execute (>= 1)
 
 
 class Workers:
     """Executes up to `concurrency` runs at once for `worker_id`; `lease` is how long a claimed
     run is reserved (renewed every lease/3 while it executes); `poll` bounds every sleep;
-    `dispatch` turns an emitted event from the outbox into runs."""
+    `dispatch` turns an emitted event from the outbox into runs; `busy` says whether this
+    process's deliveries are waiting for their accepts (then fewer runs execute: GIVE_WAY)."""
 
     def __init__(
         self,
@@ -53,8 +55,10 @@ class Workers:
         lease: float,
         poll: float,
         gates: Gates,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store, self.plans, self.executor = store, plans, executor
+        self.busy = busy
         self.waiters, self.clock = waiters, clock
         self.worker_id, self.concurrency = worker_id, concurrency
         self.lease, self.poll = lease, poll
@@ -123,7 +127,7 @@ class Workers:
     async def _claim_loop(self) -> None:
         while not self.stopping:
             self._wakeup.clear()
-            free = self.concurrency - len(self._active)
+            free = self._limit() - len(self._active)
             claimed: list[RunRecord] = []
             if free > 0:
                 try:
@@ -137,6 +141,12 @@ class Workers:
                 await self._wakeup.wait()  # every slot is busy: wait for one to free up
             elif not claimed:
                 await self._sleep()
+
+    def _limit(self) -> int:
+        """How many runs may execute at once now: fewer while deliveries wait."""
+        if self.busy():
+            return max(1, self.concurrency // GIVE_WAY)
+        return self.concurrency
 
     async def _sleep(self) -> None:
         """Until woken, or a local retry is due, or the poll interval passed."""

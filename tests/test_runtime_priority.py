@@ -1,0 +1,80 @@
+"""Deliveries come first: while a process's deliveries wait for their accepts (their senders wait
+for the 202), its workers execute a few runs at once, and all `concurrency` of them once the
+deliveries slow down. Through a real store and a real local HTTP target."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runtime_kit import LiveTarget, Seen, flow, meta, running, until, write_project
+
+from engine.runtime.ingest import BUSY_DELIVERIES, BUSY_HOLD
+from engine.runtime.workers import GIVE_WAY
+from engine.store.base import Store
+
+pytestmark = pytest.mark.anyio
+
+HOOK = "{webhook: {path: /hooks/y, system: erp}}"
+FLOWS = (
+    flow("slow", '- id: call\n  call: {system: erp, operation: slow, body: "{n: data.n}"}')
+    + "---\n"
+    + flow("hook", "- id: note\n  set: {n: data.n}", trigger=HOOK)
+)
+CONCURRENCY = 16
+
+
+class HeldAccepts:
+    """The store, except that accepts of the `hook` flow's runs wait until `gate` is set."""
+
+    def __init__(self, inner: Store, gate: asyncio.Event) -> None:
+        self.inner, self.gate = inner, gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def accept(self, event: Any, runs: Any) -> Any:
+        if runs and runs[0].flow == "hook":
+            await self.gate.wait()
+        return await self.inner.accept(event, runs)
+
+
+def peak(requests: list[Seen]) -> int:
+    """The most requests in flight at once (one still in flight: until now)."""
+    edges = sorted([(r.at, 1) for r in requests] + [(r.done or math.inf, -1) for r in requests])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+async def test_runs_give_way_while_deliveries_wait_for_their_accepts(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    live = LiveTarget()
+    with live as target:
+        target.delay["/slow"] = 0.2
+        root = write_project(tmp_path, live.url, FLOWS)
+        wrap: Any = lambda store: HeldAccepts(store, gate)  # noqa: E731
+        async with running(root, wrap=wrap, concurrency=CONCURRENCY) as (runtime, plan):
+            held = [
+                asyncio.create_task(runtime.ingest(plan.flows["hook"], {"n": n}, meta(f"h{n}")))
+                for n in range(BUSY_DELIVERIES)
+            ]
+            await asyncio.sleep(0.05)  # every one of them waits at the gate
+            runs = [
+                (await runtime.ingest(plan.flows["slow"], {"n": n}, meta(n))).run_id
+                for n in range(3 * CONCURRENCY)
+            ]
+            await until(lambda: len(target.to("/slow")) >= 3 * CONCURRENCY // GIVE_WAY, 10)
+            while_busy = peak(target.to("/slow"))
+            gate.set()
+            assert all(a.status == "accepted" for a in await asyncio.gather(*held))
+            await asyncio.sleep(BUSY_HOLD)
+            finished = [await runtime.wait(run_id, 20) for run_id in runs]
+    assert {run.state for run in finished} == {"succeeded"}
+    assert while_busy <= CONCURRENCY // GIVE_WAY
+    assert peak(target.to("/slow")) >= CONCURRENCY // 2  # the backlog at full concurrency
