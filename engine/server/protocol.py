@@ -7,7 +7,9 @@ client may make it hold before a request reaches the application.
 - A request (head and body) must arrive within `request_timeout` seconds of its first byte
   (ServerConfig's head_timeout + body_timeout); a connection that stalls is closed (slowloris),
   and the application, waiting for the body, sees the client gone and frees its admission slot.
-  One timer per request, in the protocol: no deadline machinery on the application's hot path.
+  No timer per request: each connection notes when its request began, and one sweep per event
+  loop (every quarter of the timeout) closes those past it; the application's hot path has no
+  deadline machinery.
 - A connection closed while the client is still sending the body of a request answered early
   (413, 401, 415 to a client that said `Connection: close`) lingers: what arrives is discarded
   until the client pauses (`LINGER_IDLE`), stops, or sends `LINGER_BYTES` (at most
@@ -80,13 +82,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     request_timeout = REQUEST_TIMEOUT
     _head_bytes = 0
     _in_head = True        # until a request's headers are complete, and again after it ends
-    _head_timer: asyncio.TimerHandle | None = None
+    _began: float | None = None  # the loop time of the current request's first bytes
     _lingering: tuple[_LingeringTransport, float] | None = None   # (transport, deadline)
     _linger_left = 0
     _linger_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
+        self._sweep = _Sweep.of(self.loop, self.request_timeout)
+        self._sweep.connections.add(self)
 
     def body_pending(self) -> bool:
         """Whether the current request's body is still arriving."""
@@ -118,9 +122,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._linger_again()
             return
         if self._in_head:
-            if self._head_timer is None:   # the first bytes of a request
-                self._head_timer = asyncio.get_running_loop().call_later(
-                    self.request_timeout, self._stalled)
+            if self._began is None:   # the first bytes of a request
+                self._began = self.loop.time()
             self._head_bytes += len(data)
         super().data_received(data)
         if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
@@ -136,6 +139,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head, self._head_bytes = True, 0
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._sweep.connections.discard(self)
         self._end_head()
         self._in_head = True    # nothing arrives any more: closing must not linger
         if self._linger_timer is not None:
@@ -144,13 +148,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _end_head(self) -> None:
         self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._began = None
 
-    def _stalled(self) -> None:
-        self._head_timer = None
+    def stalled(self, now: float) -> bool:
+        """Close the connection if its request began more than `request_timeout` ago."""
+        if self._began is None or now - self._began < self.request_timeout:
+            return False
+        self._began = None
         self._close_now()
+        return True
 
     def _close_now(self) -> None:
         transport = self.transport
@@ -164,6 +170,37 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(message), message))
         self._close_now()
+
+
+class _Sweep:
+    """The connections of one event loop (and request timeout), looked at every quarter of
+    the timeout while any is open: one timer for them all instead of one per request."""
+
+    _sweeps: dict[tuple[asyncio.AbstractEventLoop, float], _Sweep] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop, self.timeout = loop, timeout
+        self.connections: set[BoundedHttpToolsProtocol] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, timeout: float) -> _Sweep:
+        sweep = cls._sweeps.get((loop, timeout))
+        if sweep is None:
+            sweep = cls._sweeps[(loop, timeout)] = cls(loop, timeout)
+        if sweep._timer is None:
+            sweep._timer = loop.call_later(timeout / 4, sweep._run)
+        return sweep
+
+    def _run(self) -> None:
+        now = self.loop.time()
+        for connection in [c for c in self.connections if c.stalled(now)]:
+            self.connections.discard(connection)
+        if self.connections:
+            self._timer = self.loop.call_later(self.timeout / 4, self._run)
+        else:  # none open: the next connection starts it again, and a closed loop is let go
+            self._timer = None
+            del self._sweeps[(self.loop, self.timeout)]
 
 
 def uvicorn_options(request_timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
