@@ -127,7 +127,9 @@ class Workers:
     async def _claim_loop(self) -> None:
         while not self.stopping:
             self._wakeup.clear()
-            free = self._limit() - len(self._active)
+            # fewer runs at once while deliveries wait for their accepts (GIVE_WAY)
+            limit = max(1, self.concurrency // GIVE_WAY) if self.busy() else self.concurrency
+            free = limit - len(self._active)
             claimed: list[RunRecord] = []
             if free > 0:
                 try:
@@ -141,12 +143,6 @@ class Workers:
                 await self._wakeup.wait()  # every slot is busy: wait for one to free up
             elif not claimed:
                 await self._sleep()
-
-    def _limit(self) -> int:
-        """How many runs may execute at once now: fewer while deliveries wait."""
-        if self.busy():
-            return max(1, self.concurrency // GIVE_WAY)
-        return self.concurrency
 
     async def _sleep(self) -> None:
         """Until woken, or a local retry is due, or the poll interval passed."""
