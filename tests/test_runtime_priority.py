@@ -1,6 +1,7 @@
-"""Deliveries come first: while a process's deliveries wait for their accepts (their senders wait
-for the 202), its workers execute a few runs at once, and all `concurrency` of them once the
-deliveries slow down. Through a real store and a real local HTTP target."""
+"""Ingest under load. Deliveries come first: while a process's deliveries wait for their
+accepts (their senders wait for the 202), its workers execute a few runs at once, and all
+`concurrency` of them once the deliveries slow down. Through a real store and a real local HTTP
+target."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_kit import LiveTarget, Seen, flow, meta, running, until, write_project
+from runtime_kit import FakeClock, LiveTarget, Seen, flow, meta, running, until, write_project
 
 from engine.runtime.ingest import BUSY_DELIVERIES, BUSY_HOLD
 from engine.runtime.workers import GIVE_WAY
@@ -78,3 +79,23 @@ async def test_runs_give_way_while_deliveries_wait_for_their_accepts(tmp_path: P
     assert {run.state for run in finished} == {"succeeded"}
     assert while_busy <= CONCURRENCY // GIVE_WAY
     assert peak(target.to("/slow")) >= CONCURRENCY // 2  # the backlog at full concurrency
+
+
+async def test_a_delivery_without_a_time_is_stamped_with_the_second_it_was_accepted(
+    tmp_path: Path,
+) -> None:
+    # The stamp is formatted once a second (strftime was ~2 us of every accept): the second
+    # must still be the clock's, and the next second's stamp a new one.
+    clock = FakeClock(1_796_448_600.7)
+    live = LiveTarget()
+    with live:
+        root = write_project(tmp_path, live.url, FLOWS)
+        async with running(root, clock=clock) as (runtime, plan):
+            first = await runtime.ingest(plan.flows["hook"], {"n": 1}, meta(1))
+            clock.t += 0.2
+            second = await runtime.ingest(plan.flows["hook"], {"n": 2}, meta(2))
+            clock.t += 0.2
+            third = await runtime.ingest(plan.flows["hook"], {"n": 3}, meta(3))
+            times = [(await runtime.store.get_event(f"ev-{n}")).time for n in (1, 2, 3)]
+    assert {first.status, second.status, third.status} == {"accepted"}
+    assert times == ["2026-12-05T05:30:00Z", "2026-12-05T05:30:00Z", "2026-12-05T05:30:01Z"]

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.compiler.compiled import CompiledFlow
-from engine.runtime.clock import Clock
+from engine.runtime.clock import Clock, utc_second
 from engine.runtime.echo import ECHO, EchoGuard
 from engine.runtime.executor import DONE, event_context, run_context
 from engine.runtime.plans import Plans
@@ -138,7 +137,7 @@ class Ingest:
 
     def event(self, meta: EventMeta, data: Any) -> EventRecord:
         """The event record of a delivery (id and time filled in when the sender gave none)."""
-        when = meta.time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.now()))
+        when = meta.time or utc_second(self.clock.now())
         return EventRecord(
             meta.id or self.new_id(),
             meta.type,

@@ -7,7 +7,6 @@ of stream triggers (engine/runtime/streams.py) and the evaluation of Alerts
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ from engine.compiler.compiled import CompiledFlow
 from engine.compiler.plan import Plan
 from engine.runtime.alerting import EVERY as ALERT_EVERY
 from engine.runtime.alerting import Alerting
-from engine.runtime.clock import Clock
+from engine.runtime.clock import Clock, utc_second
 from engine.runtime.ingest import EventMeta, Ingest
 from engine.runtime.plans import Plans
 from engine.runtime.polling import Polls
@@ -90,6 +89,6 @@ class Timers:
     async def _emit_event(self, type_: str, event_id: str, data: Any) -> list[Acceptance]:
         """A CloudEvent from inside the runtime (a reconciliation's mismatch)."""
         source = "syncline/reconciliation"
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock.now()))
+        when = utc_second(self._clock.now())
         event = EventRecord(event_id, type_, source, data, None, when, {})
         return await self._ingest.ingest_event(event, EventMeta(event_id, type_, source))
