@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -26,7 +27,7 @@ from engine.errors import StoreError
 from engine.store import Acceptance, Checkpoint, EventRecord, NewRun
 from engine.store.postgres import PostgresStore
 from engine.store.postgres_schema import MIGRATIONS
-from engine.store.postgres_sql import AcceptItem, accept_many
+from engine.store.postgres_sql import PLAN_ONCE_PAST, AcceptItem, accept_many
 from engine.store.rows import event_row
 
 pytestmark = pytest.mark.anyio
@@ -116,6 +117,49 @@ async def test_a_batch_of_accepts_answers_and_stores_what_one_by_one_would(
     assert stored_event is not None and stored_event.data == {"n": "a"}
 
 
+def _items(start: int, count: int) -> list[AcceptItem]:
+    return [
+        (event_row(event(f"e{n}"), 0.0),
+         (new_run(f"r{n}", f"opportunity-{n:024}", f"acct{n % 97}"),))
+        for n in range(start, start + count)
+    ]  # fmt: skip
+
+
+async def _probes(postgres_url: str, sizes: range, prepare: bool | None) -> list[list[str]]:
+    """The index each of len(sizes) connections' accepts look keys up with once `runs` is
+    large, each connection having accepted 12 batches (`prepare` as given) at one of `sizes`."""
+    plans: list[str] = []
+    async with PostgresStore(postgres_url), contextlib.AsyncExitStack() as stack:
+        connections = [
+            await stack.enter_async_context(
+                await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
+            )
+            for _ in range(len(sizes) + 1)
+        ]
+        grower, planners = connections[0], connections[1:]
+        at = 0
+        for size, conn in zip(sizes, planners, strict=True):
+            if size > at:
+                await accept_many(grower, _items(at, size - at))
+                at = size
+            for _ in range(12):  # past psycopg's and PostgreSQL's thresholds for plan caching
+                await accept_many(conn, _items(at, 8), prepare)
+                at += 8
+        await accept_many(grower, _items(at, 3000))
+        at += 3000
+        for conn in planners:
+            conn.add_notice_handler(lambda diagnostic: plans.append(diagnostic.message_primary))
+            for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                            "SET auto_explain.log_nested_statements = on",
+                            "SET client_min_messages = log"):  # fmt: skip
+                await conn.execute(setting)
+            [[answer]] = await accept_many(conn, _items(at, 1), prepare)
+            at += 1
+            assert answer.status == "accepted"
+    return [re.findall(r"Scan using (\w+) on runs ", text) for text in plans
+            if "INSERT INTO runs" in text]  # fmt: skip
+
+
 async def test_accepts_look_keys_up_by_the_dedup_index_however_small_the_table_was(
     postgres_url: str,
 ) -> None:
@@ -124,44 +168,32 @@ async def test_accepts_look_keys_up_by_the_dedup_index_however_small_the_table_w
     # walk over every run of the flow, per key of every batch. Cached for the connection's life,
     # it made one replica's accepts five times slower than the others'. Each connection here
     # makes its accepts' plans at another size of the table; all must probe runs_dedup later.
-    def items(start: int, count: int) -> list[AcceptItem]:
-        return [
-            (event_row(event(f"e{n}"), 0.0),
-             (new_run(f"r{n}", f"opportunity-{n:024}", f"acct{n % 97}"),))
-            for n in range(start, start + count)
-        ]  # fmt: skip
+    sizes = range(0, 800, 100)
+    assert await _probes(postgres_url, sizes, prepare=False) == [["runs_dedup"]] * len(sizes)
 
-    plans: list[str] = []
-    async with PostgresStore(postgres_url), contextlib.AsyncExitStack() as stack:
-        connections = [
-            await stack.enter_async_context(
-                await psycopg.AsyncConnection.connect(postgres_url, autocommit=True)
-            )
-            for _ in range(9)
-        ]
-        grower, planners = connections[0], connections[1:]
-        at = 0
-        for size, conn in zip(range(0, 800, 100), planners, strict=True):
-            if size > at:
-                await accept_many(grower, items(at, size - at))
-                at = size
-            for _ in range(12):  # past psycopg's and PostgreSQL's thresholds for plan caching
-                await accept_many(conn, items(at, 8))
-                at += 8
-        await accept_many(grower, items(at, 3000))
-        at += 3000
-        for conn in planners:
-            conn.add_notice_handler(lambda diagnostic: plans.append(diagnostic.message_primary))
-            for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                            "SET auto_explain.log_nested_statements = on",
-                            "SET client_min_messages = log"):  # fmt: skip
-                await conn.execute(setting)
-            [[answer]] = await accept_many(conn, items(at, 1))
-            at += 1
-            assert answer.status == "accepted"
-    probes = [re.findall(r"Scan using (\w+) on runs ", text) for text in plans
-              if "INSERT INTO runs" in text]  # fmt: skip
-    assert probes == [["runs_dedup"]] * len(planners)
+
+async def test_a_plan_cached_once_the_table_is_large_looks_keys_up_by_the_dedup_index(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past PLAN_ONCE_PAST runs the store lets psycopg prepare the accept (planning each batch
+    # cost the server 0.45 ms): a plan PostgreSQL caches then must still probe runs_dedup.
+    sizes = range(PLAN_ONCE_PAST, PLAN_ONCE_PAST + 400, 100)
+    assert await _probes(postgres_url, sizes, prepare=None) == [["runs_dedup"]] * len(sizes)
+    # and the store prepares only once it has inserted that many runs
+    passed: list[bool | None] = []
+
+    async def recording(conn: Any, items: Any, prepare: bool | None = False) -> Any:
+        passed.append(prepare)
+        return await accept_many(conn, items, prepare)
+
+    monkeypatch.setattr("engine.store.postgres.execution.accept_many", recording)
+    monkeypatch.setattr("engine.store.postgres.execution.PLAN_ONCE_PAST", 3)
+    async with PostgresStore(postgres_url) as store:
+        await store.accept(event("p0"), [new_run("p0", "key-0")])
+        await store.accept(event("p0"), [new_run("dup", "key-0")])  # a duplicate inserts nothing
+        for n in range(1, 5):
+            await store.accept(event(f"p{n}"), [new_run(f"p{n}", f"key-{n}")])
+    assert passed == [False, False, False, False, None, None]
 
 
 async def test_a_newer_schema_is_refused(postgres_url: str) -> None:

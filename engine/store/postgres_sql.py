@@ -53,12 +53,15 @@ def settle(future: asyncio.Future[Any], result: Any = None, error: Exception | N
         future.set_result(result)
 
 
-# The statements that look keys up are planned at every execution, never prepared: without
-# statistics (a new database, a server without autovacuum), a plan cached while `runs` held a
-# hundred rows may probe runs_flow instead of runs_dedup (the costs tie at that size), then walk
-# every run of the flow per key for the connection's life: one replica's accepts ran 5x slower
-# (20 ms a batch against 4). Planning costs 0.5 ms of the server's CPU a batch of 20 accepts.
-_REPLANNED = False
+# Until a store has accepted PLAN_ONCE_PAST runs, the statements that look keys up are planned at
+# every execution: without statistics (a new database, a server without autovacuum) a plan
+# cached while `runs` held a hundred rows may probe runs_flow instead of runs_dedup (their costs
+# tie at that size), then walk every run of the flow per key for the connection's life: one
+# replica's accepts ran 5x slower (20 ms a batch against 4). Past it, the table is large enough
+# that a cached plan can only be the runs_dedup probe (runs_flow's estimate grows with the
+# table, runs_dedup's is one row), and psycopg prepares them: planning every batch cost the
+# server 0.45 ms of CPU a batch of 20 accepts.
+PLAN_ONCE_PAST = 10_000
 # An index probe per (flow, key), not a join: written as an IN, the planner went by the row
 # count it last saw (a new or fast-growing table's is far too low) and hashed a scan of every
 # run, once per accept batch: 3.3 ms at 6,000 runs, and growing. The LIMIT (runs_dedup holds
@@ -71,7 +74,9 @@ _HOLDERS = (
 )
 
 
-async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acceptance]]:
+async def accept_many(
+    conn: Conn, items: Sequence[AcceptItem], prepare: bool | None = False
+) -> list[list[Acceptance]]:
     """Accept every item, in order, with the result of accepting them one after the other: an
     event id stored once, the first run of a (flow, key) accepted and every later one a
     duplicate naming it, a filtered run recorded without holding its key.
@@ -85,7 +90,7 @@ async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acce
     runs = [run for _, item_runs in items for run in item_runs]
     if any(run.labels is not None for run in runs):
         async with conn.transaction():
-            return await _accept_in_steps(conn, items)
+            return await _accept_in_steps(conn, items, prepare)
     events = _columns([event for event, _ in items])
     if not runs:  # no flow wanted these events: they are stored all the same
         await conn.execute(_INSERT_EVENTS, events)
@@ -93,7 +98,7 @@ async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acce
     rows = [row[:15] for _, item_rows in run_rows(items) for row in item_rows]
     # Ordering keys are locked in one sorted order, so two accepts cannot deadlock on them.
     locks = sorted({run.ordering_key for run in runs if run.ordering_key})
-    found = await conn.execute(_ACCEPT, [*events, locks, *_columns(rows)], prepare=_REPLANNED)
+    found = await conn.execute(_ACCEPT, [*events, locks, *_columns(rows)], prepare=prepare)
     answers: list[tuple[str, str, str]] = []
     lost: dict[tuple[str, str], str] = {}
     for run_id, flow, key, state, corr, held_id, held_corr, first_id, first_corr, first_i, i, \
@@ -110,10 +115,12 @@ async def accept_many(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acce
     for _, item_runs in items:
         grouped.append(answers[at : at + len(item_runs)])
         at += len(item_runs)
-    return await _settled(conn, grouped, lost)
+    return await _settled(conn, grouped, lost, prepare)
 
 
-async def _accept_in_steps(conn: Conn, items: Sequence[AcceptItem]) -> list[list[Acceptance]]:
+async def _accept_in_steps(
+    conn: Conn, items: Sequence[AcceptItem], prepare: bool | None
+) -> list[list[Acceptance]]:
     """`accept_many` in the caller's transaction, a statement at a time: the key holders are
     read first, so that only the runs inserted have their metric labels admitted."""
     runs = [run for _, item_runs in items for run in item_runs]
@@ -121,22 +128,25 @@ async def _accept_in_steps(conn: Conn, items: Sequence[AcceptItem]) -> list[list
     locks = sorted({run.ordering_key for run in runs if run.ordering_key})
     if locks:
         await conn.execute(_LOCK_KEYS, (locks,))
-    holders = await _key_holders(conn, {(run.flow, run.key) for run in runs})
+    holders = await _key_holders(conn, {(run.flow, run.key) for run in runs}, prepare)
     results, rows = accept_rows(run_rows(items), holders)
     rows = [row if row[15] is None else (*row[:15], await admit_postgres(conn, row[15]))
             for row in rows]
-    return await _settled(conn, results, await _insert_runs(conn, rows))
+    return await _settled(conn, results, await _insert_runs(conn, rows), prepare)
 
 
 async def _settled(
-    conn: Conn, answers: list[list[tuple[str, str, str]]], lost: dict[tuple[str, str], str]
+    conn: Conn,
+    answers: list[list[tuple[str, str, str]]],
+    lost: dict[tuple[str, str], str],
+    prepare: bool | None,
 ) -> list[list[Acceptance]]:
     """Each item's (run id, status, correlation id) answers as Acceptances, a run that `lost`
     its (flow, key) to another replica (it committed the key after we looked) answered as a
     duplicate of the replica's run, which holds the key."""
     renamed = {}  # our run id -> (the holder's id, its correlation id)
     if lost:
-        taken = await _key_holders(conn, lost.keys())
+        taken = await _key_holders(conn, lost.keys(), prepare)
         renamed = {lost[key]: taken[key] for key in lost}
     return [
         [
@@ -232,14 +242,14 @@ _LOCK_KEYS = "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%
 
 
 async def _key_holders(
-    conn: Conn, keys: Iterable[tuple[str, str]]
+    conn: Conn, keys: Iterable[tuple[str, str]], prepare: bool | None
 ) -> dict[tuple[str, str], tuple[str, str]]:
     """(flow, key) -> (id, correlation id) of the run holding each of `keys`, if any."""
     pairs = list(keys)
     if not pairs:
         return {}
     columns = ([flow for flow, _ in pairs], [key for _, key in pairs])
-    found = await conn.execute(_HOLDERS, columns, prepare=_REPLANNED)
+    found = await conn.execute(_HOLDERS, columns, prepare=prepare)
     return {(flow, key): (run_id, corr) for flow, key, run_id, corr in await found.fetchall()}
 
 

@@ -31,6 +31,7 @@ class PostgresCore(Lifecycle):
         self._pool: AsyncConnectionPool | None = None
         self._accepts: list[tuple[AcceptItem, asyncio.Future[Any]]] = []  # queued for a batch
         self._batchers: set[asyncio.Future[None]] = set()  # the tasks committing them
+        self._accepted_runs = 0  # runs this store inserted (see postgres_sql.PLAN_ONCE_PAST)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redacted(self.url)!r})"

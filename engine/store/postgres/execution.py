@@ -13,6 +13,7 @@ from engine.errors import StoreError
 from engine.store.interface.execution import Execution
 from engine.store.postgres.core import BATCHES_IN_FLIGHT, PostgresCore
 from engine.store.postgres_sql import (
+    PLAN_ONCE_PAST,
     AcceptItem,
     accept_many,
     checkpoint,
@@ -69,8 +70,10 @@ class PostgresExecution(PostgresCore, Execution):
         while self._accepts:
             batch, self._accepts = self._accepts, []
             try:
+                # psycopg prepares the accept once this store's runs make the table large
+                prepare = None if self._accepted_runs >= PLAN_ONCE_PAST else False
                 async with self._connection() as conn:
-                    results = await accept_many(conn, [item for item, _ in batch])
+                    results = await accept_many(conn, [item for item, _ in batch], prepare)
             except Exception as exc:  # noqa: BLE001 - each accept's caller sees its own outcome
                 if len(batch) == 1:
                     settle(batch[0][1], error=exc)
@@ -79,6 +82,7 @@ class PostgresExecution(PostgresCore, Execution):
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 settle(future, result)
+                self._accepted_runs += sum(a.status != "duplicate" for a in result)
 
     async def _accept_alone(self, item: AcceptItem, future: asyncio.Future[Any]) -> None:
         try:
