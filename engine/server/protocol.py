@@ -139,7 +139,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head, self._head_bytes = True, 0
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._sweep.connections.discard(self)
+        self._sweep.leave(self)
         self._end_head()
         self._in_head = True    # nothing arrives any more: closing must not linger
         if self._linger_timer is not None:
@@ -192,15 +192,22 @@ class _Sweep:
             sweep._timer = loop.call_later(timeout / 4, sweep._run)
         return sweep
 
+    def leave(self, connection: BoundedHttpToolsProtocol) -> None:
+        """`connection` is closed; with none left open, the sweep stops and is forgotten (the
+        next connection starts another, and a closed loop is let go)."""
+        self.connections.discard(connection)
+        if not self.connections:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._sweeps.get((self.loop, self.timeout)) is self:
+                del self._sweeps[(self.loop, self.timeout)]
+
     def _run(self) -> None:
         now = self.loop.time()
         for connection in [c for c in self.connections if c.stalled(now)]:
-            self.connections.discard(connection)
-        if self.connections:
-            self._timer = self.loop.call_later(self.timeout / 4, self._run)
-        else:  # none open: the next connection starts it again, and a closed loop is let go
-            self._timer = None
-            del self._sweeps[(self.loop, self.timeout)]
+            self.connections.discard(connection)  # its connection_lost comes later
+        self._timer = self.loop.call_later(self.timeout / 4, self._run)
 
 
 def uvicorn_options(request_timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
