@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from runtime_kit import FakeClock, LiveTarget, Seen, flow, meta, running, until, write_project
 
-from engine.runtime.ingest import BUSY_DELIVERIES, BUSY_HOLD
+from engine.runtime.ingest import BUSY_DELIVERIES
 from engine.runtime.workers import GIVE_WAY
 from engine.store.base import Store
 
@@ -53,19 +55,28 @@ def peak(requests: list[Seen]) -> int:
     return most
 
 
-async def test_runs_give_way_while_deliveries_wait_for_their_accepts(tmp_path: Path) -> None:
+async def _peaks(tmp_path: Path, cpu: Callable[[], float]) -> tuple[int, int]:
+    """The most `slow` runs executing at once while held deliveries keep arriving (the
+    process's CPU time read from `cpu`), and over the whole test, once they stopped."""
     gate = asyncio.Event()
     live = LiveTarget()
-    with live as target:
+    with live as target, pytest.MonkeyPatch.context() as patch:
+        patch.setattr("engine.runtime.ingest.process_time", cpu)
         target.delay["/slow"] = 0.2
         root = write_project(tmp_path, live.url, FLOWS)
         wrap: Any = lambda store: HeldAccepts(store, gate)  # noqa: E731
         async with running(root, wrap=wrap, concurrency=CONCURRENCY) as (runtime, plan):
-            held = [
-                asyncio.create_task(runtime.ingest(plan.flows["hook"], {"n": n}, meta(f"h{n}")))
-                for n in range(BUSY_DELIVERIES)
-            ]
-            await asyncio.sleep(0.05)  # every one of them waits at the gate
+            held: list[asyncio.Task[Any]] = []
+
+            async def deliver() -> None:  # a delivery every 20 ms, each waiting at the gate
+                while not gate.is_set():
+                    n = len(held)
+                    hook = runtime.ingest(plan.flows["hook"], {"n": n}, meta(f"h{n}"))
+                    held.append(asyncio.create_task(hook))
+                    await asyncio.sleep(0.02)
+
+            sender = asyncio.create_task(deliver())
+            await until(lambda: len(held) > BUSY_DELIVERIES)
             runs = [
                 (await runtime.ingest(plan.flows["slow"], {"n": n}, meta(n))).run_id
                 for n in range(3 * CONCURRENCY)
@@ -73,12 +84,29 @@ async def test_runs_give_way_while_deliveries_wait_for_their_accepts(tmp_path: P
             await until(lambda: len(target.to("/slow")) >= 3 * CONCURRENCY // GIVE_WAY, 10)
             while_busy = peak(target.to("/slow"))
             gate.set()
+            await sender
             assert all(a.status == "accepted" for a in await asyncio.gather(*held))
-            await asyncio.sleep(BUSY_HOLD)
             finished = [await runtime.wait(run_id, 20) for run_id in runs]
     assert {run.state for run in finished} == {"succeeded"}
+    return while_busy, peak(target.to("/slow"))
+
+
+async def test_runs_give_way_while_deliveries_wait_for_a_saturated_process(
+    tmp_path: Path,
+) -> None:
+    saturated = time.monotonic  # a second of CPU time every second
+    while_busy, overall = await _peaks(tmp_path, saturated)
     assert while_busy <= CONCURRENCY // GIVE_WAY
-    assert peak(target.to("/slow")) >= CONCURRENCY // 2  # the backlog at full concurrency
+    assert overall >= CONCURRENCY // 2  # the backlog at full concurrency, after BUSY_HOLD
+
+
+async def test_deliveries_waiting_for_a_slow_store_take_no_concurrency_from_runs(
+    tmp_path: Path,
+) -> None:
+    # The same deliveries held, but the process idles: what they wait for is the store, and
+    # fewer runs would only make the backlog grow.
+    while_busy, _ = await _peaks(tmp_path, lambda: 0.0)
+    assert while_busy > CONCURRENCY // GIVE_WAY
 
 
 async def test_a_delivery_without_a_time_is_stamped_with_the_second_it_was_accepted(

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from time import monotonic, process_time
 from typing import Any
 
 from engine.compiler.compiled import CompiledFlow
@@ -27,12 +28,15 @@ from engine.store.base import (
     Store,
 )
 
-# Deliveries come first: while ingest is busy (BUSY_DELIVERIES deliveries waiting for their
-# accept at once, within the last BUSY_HOLD seconds), this process's workers execute fewer runs
-# at once (workers.GIVE_WAY), so the event loop's time goes to accepting: each sender waits for
-# its 202, and one that times out sends again. The backlog runs at full concurrency after.
+# Deliveries come first. Ingest is busy when BUSY_DELIVERIES deliveries wait for their accepts
+# at once while this process uses BUSY_CPU of a core (what they wait for is its event loop, not a
+# slow store), and for BUSY_HOLD seconds after. Meanwhile its workers execute fewer runs at once
+# (workers.GIVE_WAY), so that the loop's time goes to accepting: each sender waits for its 202,
+# and one that times out sends again. The backlog runs at full concurrency after.
 BUSY_DELIVERIES = 8
+BUSY_CPU = 0.8
 BUSY_HOLD = 0.25
+_CPU_SAMPLE = 0.1  # seconds between looks at the process's CPU time
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Ingest:
         self.echoes, self.on_echo = echoes, on_echo
         self.waiting = 0  # deliveries whose accept is committing: their senders wait for it
         self.busy_until = 0.0  # see `busy`
+        self._cpu = (monotonic(), process_time(), False)  # (looked at, CPU time, saturated)
 
     async def ingest(self, flow: CompiledFlow, data: Any, meta: EventMeta) -> Acceptance:
         """Durably accept one delivery for `flow`: filtered (by the filter, or as the echo of
@@ -107,14 +112,25 @@ class Ingest:
         return acceptances
 
     def busy(self) -> bool:
-        """Whether deliveries arrive faster than accepts commit: at least BUSY_DELIVERIES of
-        them wait together, or did in the last BUSY_HOLD seconds. (A moment's reading alone
-        would say no each time a batch commits and its senders are answered.)"""
-        return self.waiting >= BUSY_DELIVERIES or self.clock.now() < self.busy_until
+        """Whether deliveries arrive faster than this process's event loop accepts them: within
+        the last BUSY_HOLD seconds, BUSY_DELIVERIES of them waited together while it used
+        BUSY_CPU of a core. (A moment's reading would say no each time a batch commits and its
+        senders are answered.)"""
+        return self.clock.now() < self.busy_until
+
+    def _saturated(self) -> bool:
+        """Whether this process used BUSY_CPU of a core since its CPU time was last read."""
+        now = monotonic()
+        then, cpu, saturated = self._cpu
+        if now - then >= _CPU_SAMPLE:
+            used = process_time()
+            saturated = (used - cpu) / (now - then) >= BUSY_CPU
+            self._cpu = (now, used, saturated)
+        return saturated
 
     async def _accept(self, event: EventRecord, runs: list[NewRun]) -> list[Acceptance]:
         self.waiting += 1
-        if self.waiting >= BUSY_DELIVERIES:
+        if self.waiting >= BUSY_DELIVERIES and self._saturated():
             self.busy_until = self.clock.now() + BUSY_HOLD
         try:
             return await self.store.accept(event, runs)
