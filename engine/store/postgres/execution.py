@@ -82,7 +82,8 @@ class PostgresExecution(PostgresCore, Execution):
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 settle(future, result)
-                self._accepted_runs += sum(a.status != "duplicate" for a in result)
+            if prepare is False:  # counted until the table is large enough
+                self._accepted_runs += sum(a.status != "duplicate" for r in results for a in r)
 
     async def _accept_alone(self, item: AcceptItem, future: asyncio.Future[Any]) -> None:
         try:
