@@ -1,8 +1,10 @@
-"""A Store that delegates to a real one and fails chosen methods on chosen calls: the seam the
-tests use to make the store misbehave (instead of patching a store's methods)."""
+"""A Store that delegates to a real one and fails chosen methods on chosen calls, or holds them
+until an event is set: the seam the tests use to make the store misbehave (instead of patching a
+store's methods)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ class _FaultyStore(Store):
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.faults: dict[str, Fault] = {}
+        self.holds: dict[str, tuple[asyncio.Event, Callable[..., bool]]] = {}
         self.calls: Counter[str] = Counter()  # method -> calls so far
 
     def fail(
@@ -38,6 +41,13 @@ class _FaultyStore(Store):
         self.faults[method] = Fault(error, calls)
         self.calls[method] = 0
 
+    def hold(self, method: str, until: asyncio.Event, when: Callable[..., bool]) -> None:
+        """From now on, the calls of `method` whose arguments `when` accepts wait until `until`
+        is set (a slow store, or one a test keeps busy)."""
+        if method not in Store.__abstractmethods__:
+            raise AttributeError(f"Store has no method {method!r}")
+        self.holds[method] = (until, when)
+
     def heal(self, method: str | None = None) -> None:
         """Stop failing `method` (None: every method)."""
         if method is None:
@@ -51,6 +61,9 @@ class _FaultyStore(Store):
         if fault is not None and (fault.calls is None or self.calls[method] in fault.calls):
             error = fault.error
             raise error if isinstance(error, BaseException) else error()
+        held = self.holds.get(method)
+        if held is not None and held[1](*args, **kwargs):
+            await held[0].wait()
         return await getattr(self.inner, method)(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:  # commits, path, ...: the real store's

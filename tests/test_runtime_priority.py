@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faults import FaultyStore
 from runtime_kit import FakeClock, LiveTarget, Seen, flow, meta, running, until, write_project
 
 from engine.runtime.ingest import BUSY_DELIVERIES
 from engine.runtime.workers import GIVE_WAY
-from engine.store.base import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -28,21 +28,6 @@ FLOWS = (
     + flow("hook", "- id: note\n  set: {n: data.n}", trigger=HOOK)
 )
 CONCURRENCY = 16
-
-
-class HeldAccepts:
-    """The store, except that accepts of the `hook` flow's runs wait until `gate` is set."""
-
-    def __init__(self, inner: Store, gate: asyncio.Event) -> None:
-        self.inner, self.gate = inner, gate
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def accept(self, event: Any, runs: Any) -> Any:
-        if runs and runs[0].flow == "hook":
-            await self.gate.wait()
-        return await self.inner.accept(event, runs)
 
 
 def peak(requests: list[Seen]) -> int:
@@ -64,8 +49,9 @@ async def _peaks(tmp_path: Path, cpu: Callable[[], float]) -> tuple[int, int]:
         patch.setattr("engine.runtime.ingest.process_time", cpu)
         target.delay["/slow"] = 0.2
         root = write_project(tmp_path, live.url, FLOWS)
-        wrap: Any = lambda store: HeldAccepts(store, gate)  # noqa: E731
-        async with running(root, wrap=wrap, concurrency=CONCURRENCY) as (runtime, plan):
+        async with running(root, wrap=FaultyStore, concurrency=CONCURRENCY) as (runtime, plan):
+            # the hook flow's deliveries wait for their accepts until the gate opens
+            runtime.store.hold("accept", gate, lambda event, runs: runs[0].flow == "hook")
             held: list[asyncio.Task[Any]] = []
 
             async def deliver() -> None:  # a delivery every 20 ms, each waiting at the gate
