@@ -91,6 +91,17 @@ async def test_the_writer_ignores_sigint_and_sigterm(tmp_path: Path) -> None:
     assert gone(pid)  # closing the store ends it
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+async def test_the_writer_and_its_threads_run_as_a_batch_process(tmp_path: Path) -> None:
+    # Waking up, the writer must not preempt the event loop that answers deliveries.
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        pid = writer_pid(store)
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert len(threads) >= 2  # the writer and the thread that checkpoints its WAL
+        assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_BATCH}
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the parent keeps its own
+
+
 async def test_an_unknown_write_fails_alone(tmp_path: Path) -> None:
     def _tx_nonsense(conn: sqlite3.Connection) -> None:
         raise AssertionError("never runs: the writer only runs its own writes")

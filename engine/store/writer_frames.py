@@ -31,7 +31,7 @@ class Frames:
     def __init__(self) -> None:
         self.buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: bytes | memoryview) -> list[Any]:
         buffer = self.buffer
         buffer += data
         frames, start = [], 0
