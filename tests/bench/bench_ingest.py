@@ -29,7 +29,9 @@ accepted event, never a duplicate; any answer other than 2xx is counted and repo
 syncline server stops, the runs in its database are counted against the 202s wrk received
 (`lost`; should a request set ever wrap around, the round says so and skips that count).
 
-The flow has `orderingKey: data.AccountId` (~1,000 accounts; --no-ordering-key drops it). The
+The flow has `orderingKey: data.AccountId` (~1,000 accounts; --no-ordering-key drops it).
+--metric-labels adds a Metric gauge of its runs labelled by currency and stage, so that each
+accept also resolves and counts the run's labels. The
 executing modes also time how long the backlog takes to drain once the load stops. --baseline DIR
 adds each mode run from another checkout (`git worktree add /tmp/old COMMIT`) to every round,
 so two commits are compared under the same load and noise.
@@ -90,6 +92,19 @@ spec:
   steps:
     - id: order
       set: {{order_id: data.Id, account: data.AccountId, amount: data.Amount}}
+"""
+
+# --metric-labels: a gauge of the flow's runs labelled from their data, so that every accept
+# also resolves the labels and counts the run under them (label_tallies).
+METRIC = """\
+---
+apiVersion: syncline/v1
+kind: Metric
+metadata: {name: deals-awaiting-erp, owner: bench}
+spec:
+  help: Closed-won deals not executed yet
+  gauge: {flow: opportunity, states: [pending, running, waiting, parked]}
+  labels: {currency: data.CurrencyIsoCode, stage: data.StageName}
 """
 
 BARE_APP = """\
@@ -219,7 +234,8 @@ def start_syncline(
     (project / "flows").mkdir(parents=True)
     (project / "syncline.yaml").write_text(PROJECT)
     ordering = "  orderingKey: data.AccountId\n" if args.ordering_key else ""
-    (project / "flows" / "crm.yaml").write_text(FLOWS.replace("  steps:", ordering + "  steps:"))
+    flows = FLOWS.replace("  steps:", ordering + "  steps:")
+    (project / "flows" / "crm.yaml").write_text(flows + (METRIC if args.metric_labels else ""))
     env = {**os.environ, "SYNCLINE_SECRET_CRM_HOOK": SECRET}
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
@@ -437,6 +453,11 @@ def main() -> None:
         dest="ordering_key",
         action="store_false",
         help="the flow without `orderingKey: data.AccountId` (~1,000 accounts)",
+    )
+    parser.add_argument(
+        "--metric-labels",
+        action="store_true",
+        help="add a Metric whose labels read each run's data (its currency and stage)",
     )
     parser.add_argument(
         "--baseline",
