@@ -170,6 +170,61 @@ async def test_past_the_bound_a_label_value_is_other_and_stays_so(store: Store) 
     assert ("region-new",) not in found
 
 
+async def test_accepts_batched_together_admit_the_first_values_to_arrive(store: Store) -> None:
+    await store.sync_metrics(BY_REGION)
+    extra = 10
+    await asyncio.gather(*(add_labelled(store, f"r{i}", f"region-{i:02d}")  # one or few batches
+                           for i in range(MAX_LABEL_VALUES + extra)))
+    # r3 delivered again (its values all seen before): a duplicate, not counted again
+    again = NewRun(id="r3-again", flow="orders", flow_version=1, plan_digest="sha256:p",
+                   key="r3", ordering_key=None, correlation_id="c",
+                   labels=((REGIONS, ("region-03",)),))
+    event = EventRecord(id="ev-r3-again", type="t", source="t", data={})
+    assert [a.status for a in await store.accept(event, [again])] == ["duplicate"]
+    found = labelled(await store.read_aggregates(), "pending")
+    assert found == {**{(f"region-{i:02d}",): 1 for i in range(MAX_LABEL_VALUES)},
+                     ("other",): extra}
+
+
+async def test_postgres_asks_about_a_label_value_once(postgres_url: str) -> None:
+    # Accepts with metric labels: a batch whose values were all seen costs one query (the keys),
+    # however many runs it holds; only new values are looked up, each once.
+    import psycopg
+
+    from engine.store.label_tallies import admit_postgres_many
+    from engine.store.postgres import PostgresStore
+
+    async with PostgresStore(postgres_url) as store:
+        await store.sync_metrics(BY_REGION)
+    statements: list[str] = []
+
+    class Counted(psycopg.AsyncConnection):
+        async def execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def]
+            statements.append(str(query))
+            return await super().execute(query, params, **kwargs)
+
+    async with await Counted.connect(postgres_url) as conn:
+        runs = [((REGIONS, (region,)),) for region in ("EU", "US", "EU", "EU")] + [None]
+        first = await admit_postgres_many(conn, runs)
+        asked = len(statements)
+        statements.clear()
+        again = await admit_postgres_many(conn, runs)
+    key = await store_key(postgres_url)
+    assert first == again == [f'{{"{key}":["EU"]}}', f'{{"{key}":["US"]}}',
+                              f'{{"{key}":["EU"]}}', f'{{"{key}":["EU"]}}', None]
+    assert asked == 1 + 2 * 4  # the keys; per new value: count, lock, count again, insert
+    assert len(statements) == 1
+
+
+async def store_key(postgres_url: str) -> str:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        row = await (await conn.execute("SELECT key FROM metric_labels")).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 async def test_metrics_of_one_label_set_share_its_counts(store: Store) -> None:
     # by-region and by-region-again resolve the same labels: a run carries one entry for both
     await store.sync_metrics(MetricConfig(labels=(("by-region", REGIONS),

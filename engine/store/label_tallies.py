@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the writer process imports this module: it must not load the compiler
@@ -145,6 +145,24 @@ CREATE TRIGGER tally_labels_update AFTER UPDATE OF state, reason, labels ON runs
     EXECUTE FUNCTION syncline_tally_labels();
 """
 
+# New runs' labels tallied once per insert statement (an accept batch), not once per row: the
+# row trigger's PL/pgSQL ran for each run of a batch (the accept's CPU in the database doubled).
+POSTGRES_NEW_LABELS_MIGRATION = """
+DROP TRIGGER tally_labels_insert ON runs;
+CREATE FUNCTION syncline_tally_new_labels() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO label_tally_deltas
+        SELECT j.key, n.flow, n.state, coalesce(n.reason::jsonb ->> 'code', ''),
+               coalesce(n.reason::jsonb ->> 'step', ''), j.value, count(*), count(*)
+        FROM new_runs AS n CROSS JOIN LATERAL jsonb_each_text(n.labels::jsonb) AS j
+        WHERE n.labels IS NOT NULL
+        GROUP BY 1, 2, 3, 4, 5, 6;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tally_new_labels AFTER INSERT ON runs REFERENCING NEW TABLE AS new_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION syncline_tally_new_labels();
+"""
+
 # -- admitting values (in the writing transaction) -------------------------------------------
 _KEYS = "SELECT DISTINCT signature, key FROM metric_labels WHERE signature IS NOT NULL"
 _KNOWN = ("SELECT count(*), count(*) FILTER (WHERE value = {0}) FROM label_values "
@@ -179,61 +197,89 @@ def admit_sqlite(conn: Any, labels: RunLabels | None) -> str | None:
     keys = _sqlite_keys
     if keys is None:
         keys = _sqlite_keys = dict(conn.execute(_KEYS).fetchall())
-    out: dict[str, list[str]] = {}
-    for name, values in labels:
-        key = keys.get(name)
-        if key is None:  # not synced (yet): nothing would read it
-            continue
-        admitted = []
-        for i, value in enumerate(values):
-            if value not in ALWAYS and (key, i, value) not in _ADMITTED:
-                value = _admit_sqlite(conn, key, i, value)
-            admitted.append(value)
-        out[key] = admitted
-    return _dumps(out)
+    refused = {value for value in _unseen(keys, labels) if not _admit_sqlite(conn, *value)}
+    return _labels_json(keys, labels, refused)
 
 
-def _admit_sqlite(conn: Any, key: str, label: int, value: str) -> str:
+def _admit_sqlite(conn: Any, key: str, label: int, value: str) -> bool:
     count, known = conn.execute(_KNOWN.format("?"), (value, key, label)).fetchone()
     if not known and count >= MAX_LABEL_VALUES:
-        return "other"
+        return False
     if not known:
         conn.execute("INSERT INTO label_values VALUES (?, ?, ?)", (key, label, value))
-    if len(_ADMITTED) < 100_000:  # the keys of many generations: past that, ask the store
-        _ADMITTED.add((key, label, value))
-    return value
+    _remember(key, label, value)
+    return True
 
 
 async def admit_postgres(conn: Any, labels: RunLabels | None) -> str | None:
-    """`labels` as the run's JSON, each value admitted (PostgreSQL: the caller's transaction;
-    a value not seen yet is admitted under LABEL_LOCK, so that replicas never pass the bound)."""
-    if labels is None:
+    """`labels` as the run's JSON, each value admitted (PostgreSQL: the caller's transaction)."""
+    return (await admit_postgres_many(conn, [labels]))[0]
+
+
+async def admit_postgres_many(conn: Any, labelled: Sequence[RunLabels | None]
+                              ) -> list[str | None]:
+    """`admit_postgres` of each run's labels in one transaction: the keys read once, and each
+    value not seen yet asked about once, under LABEL_LOCK if new (so that replicas never pass
+    the bound). Runs whose values were all seen before cost one query together."""
+    if all(labels is None for labels in labelled):
+        return [None] * len(labelled)
+    keys = await _postgres_keys(conn)
+    unseen = dict.fromkeys(value for labels in labelled if labels  # in arrival order: the
+                           for value in _unseen(keys, labels))    # first ones are admitted
+    refused = {value for value in unseen if not await _admit_postgres(conn, *value)}
+    return [None if labels is None else _labels_json(keys, labels, refused)
+            for labels in labelled]
+
+
+async def labels_if_seen(conn: Any, labelled: Sequence[RunLabels | None]
+                         ) -> list[str | None] | None:
+    """Each run's labels JSON if all their values were seen admitted (so that nothing is
+    written for them: the keys are read, nothing else), else None (`admit_postgres_many`)."""
+    keys = await _postgres_keys(conn)
+    if any(_unseen(keys, labels) for labels in labelled if labels):
         return None
-    keys = dict(await (await conn.execute(_KEYS)).fetchall())
-    out: dict[str, list[str]] = {}
-    for name, values in labels:
-        key = keys.get(name)
-        if key is None:
-            continue
-        admitted = []
-        for i, value in enumerate(values):
-            if value not in ALWAYS and not await _admit_postgres(conn, key, i, value):
-                value = "other"
-            admitted.append(value)
-        out[key] = admitted
-    return _dumps(out)
+    return [None if labels is None else _labels_json(keys, labels, set())
+            for labels in labelled]
+
+
+async def _postgres_keys(conn: Any) -> dict[str, str]:
+    return dict(await (await conn.execute(_KEYS)).fetchall())
 
 
 async def _admit_postgres(conn: Any, key: str, label: int, value: str) -> bool:
     count, known = await (await conn.execute(_KNOWN.format("%s"), (value, key, label))).fetchone()
-    if known or count >= MAX_LABEL_VALUES:
-        return bool(known)
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LABEL_LOCK,))
-    count, known = await (await conn.execute(_KNOWN.format("%s"), (value, key, label))).fetchone()
     if not known and count < MAX_LABEL_VALUES:
-        await conn.execute("INSERT INTO label_values VALUES (%s, %s, %s)", (key, label, value))
-        return True
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LABEL_LOCK,))
+        count, known = await (await conn.execute(_KNOWN.format("%s"), (value, key, label))
+                              ).fetchone()
+        if not known and count < MAX_LABEL_VALUES:
+            await conn.execute("INSERT INTO label_values VALUES (%s, %s, %s)", (key, label, value))
+            known = True
+    if known:
+        _remember(key, label, value)
     return bool(known)
+
+
+def _unseen(keys: Mapping[str, str], labels: RunLabels) -> list[tuple[str, int, str]]:
+    """(key, label, value) of each value of `labels` the store must be asked about: not one of
+    ALWAYS, and not seen admitted by this process. (A set whose key is not synced yet has
+    nothing to ask: nothing would read it.)"""
+    return [(key, i, value) for name, values in labels if (key := keys.get(name)) is not None
+            for i, value in enumerate(values)
+            if value not in ALWAYS and (key, i, value) not in _ADMITTED]
+
+
+def _labels_json(keys: Mapping[str, str], labels: RunLabels,
+                 refused: set[tuple[str, int, str]]) -> str:
+    """The run's labels JSON: {key: [values]}, a refused value written as `other`."""
+    return _dumps({key: ["other" if (key, i, value) in refused else value
+                         for i, value in enumerate(values)]
+                   for name, values in labels if (key := keys.get(name)) is not None})
+
+
+def _remember(key: str, label: int, value: str) -> None:
+    if len(_ADMITTED) < 100_000:  # the keys of many generations: past that, ask the store
+        _ADMITTED.add((key, label, value))
 
 
 # -- syncing definitions and reading ---------------------------------------------------------

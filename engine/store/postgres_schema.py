@@ -18,7 +18,7 @@ from engine.store.alerts import MIGRATION as ALERTS_MIGRATION
 from engine.store.controls import MIGRATION as CONTROLS_MIGRATION
 from engine.store.echoes import ANSWERS_MIGRATION as ECHO_ANSWERS_MIGRATION
 from engine.store.echoes import MIGRATION as ECHOES_MIGRATION
-from engine.store.label_tallies import POSTGRES_LABELS_MIGRATION
+from engine.store.label_tallies import POSTGRES_LABELS_MIGRATION, POSTGRES_NEW_LABELS_MIGRATION
 from engine.store.quotas import MIGRATION as QUOTAS_MIGRATION
 
 MIGRATION_LOCK = 0x53594E43  # "SYNC": the advisory lock replicas migrate under
@@ -153,6 +153,8 @@ MIGRATIONS: tuple[str, ...] = (
     postgres_claims.MIGRATION,
     # 15: new runs tallied once per insert statement (an accept batch), not once per row.
     POSTGRES_NEW_RUNS_MIGRATION,
+    # 16: new runs' metric labels tallied once per insert statement too.
+    POSTGRES_NEW_LABELS_MIGRATION,
 )
 
 

@@ -23,7 +23,7 @@ from engine.store.base import (
     StateChange,
 )
 from engine.store.controls import run_statements_async
-from engine.store.label_tallies import admit_postgres
+from engine.store.label_tallies import admit_postgres, admit_postgres_many, labels_if_seen
 from engine.store.postgres_claims import lease_runs, window
 from engine.store.rows import (
     EVENT_COLUMNS,
@@ -85,17 +85,23 @@ async def accept_many(
     holders, the decisions of `rows.accept_rows` and the runs inserted), so a batch is one
     round trip, its own transaction on an autocommit connection. Per statement, psycopg's
     waiting and parameter work was most of an accept's CPU in the node (6 round trips a batch
-    before). Runs with metric labels take `_accept_in_steps`: their labels are admitted one by
-    one, only for the runs inserted."""
+    before). Runs with metric labels whose values were all admitted before take the same
+    statement (their keys read first); a new value takes `_accept_in_steps`, which admits it
+    for the runs inserted only."""
     runs = [run for _, item_runs in items for run in item_runs]
+    labels: list[str | None] = [None] * len(runs)
     if any(run.labels is not None for run in runs):
-        async with conn.transaction():
-            return await _accept_in_steps(conn, items, prepare)
+        seen = await labels_if_seen(conn, [run.labels for run in runs])
+        if seen is None:  # a label value not admitted yet: admitted with the runs inserted
+            async with conn.transaction():
+                return await _accept_in_steps(conn, items, prepare)
+        labels = seen
     events = _columns([event for event, _ in items])
     if not runs:  # no flow wanted these events: they are stored all the same
         await conn.execute(_INSERT_EVENTS, events)
         return [[] for _ in items]
-    rows = [row[:15] for _, item_rows in run_rows(items) for row in item_rows]
+    rows = [row for _, item_rows in run_rows(items) for row in item_rows]
+    rows = [(*row[:15], label) for row, label in zip(rows, labels, strict=True)]  # admitted
     # Ordering keys are locked in one sorted order, so two accepts cannot deadlock on them.
     locks = sorted({run.ordering_key for run in runs if run.ordering_key})
     found = await conn.execute(_ACCEPT, [*events, locks, *_columns(rows)], prepare=prepare)
@@ -130,8 +136,8 @@ async def _accept_in_steps(
         await conn.execute(_LOCK_KEYS, (locks,))
     holders = await _key_holders(conn, {(run.flow, run.key) for run in runs}, prepare)
     results, rows = accept_rows(run_rows(items), holders)
-    rows = [row if row[15] is None else (*row[:15], await admit_postgres(conn, row[15]))
-            for row in rows]
+    labels = await admit_postgres_many(conn, [row[15] for row in rows])
+    rows = [(*row[:15], admitted) for row, admitted in zip(rows, labels, strict=True)]
     return await _settled(conn, results, await _insert_runs(conn, rows), prepare)
 
 
@@ -201,7 +207,7 @@ _INSERT_RUNS = (
 )
 _RUN_NAMES = (
     "id, flow, flow_version, plan_digest, event_id, state, key, ordering_key, correlation_id, "
-    "traceparent, created_at, updated_at, replay_of, parked_holds_key, reason"
+    "traceparent, created_at, updated_at, replay_of, parked_holds_key, reason, labels"
 )
 # `accept_many` in one statement. `lk` takes the ordering keys' locks (in the array's sorted
 # order) before the first run is inserted, so one key's runs get their seq in commit order;
@@ -214,7 +220,7 @@ WITH ev AS (
     SELECT * FROM {_unnest(_EVENT_TYPES)} ON CONFLICT (id) DO NOTHING),
 lk AS (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) AS n
        FROM unnest(%b::text[]) AS k),
-b AS (SELECT * FROM {_unnest(_RUN_TYPES[:15])} WITH ORDINALITY AS b ({_RUN_NAMES}, i)),
+b AS (SELECT * FROM {_unnest(_RUN_TYPES)} WITH ORDINALITY AS b ({_RUN_NAMES}, i)),
 held AS (
     SELECT u.flow, u.key, r.id, r.correlation_id FROM (SELECT DISTINCT flow, key FROM b) AS u
     CROSS JOIN LATERAL (SELECT id, correlation_id FROM runs
