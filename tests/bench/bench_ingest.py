@@ -520,7 +520,8 @@ def report(bare: list[dict], sync: dict[str, list[dict]], connections: int) -> N
         )
         print(
             f"  syncline {mode:<18} {median(rows, 'rps'):8.0f} req/s ({spread(rows, 'rps')})  "
-            f"p99 {p99:6.1f} ms  cpu {median(rows, 'cpu_us'):4.0f} us/req  ratio {ratio:.2f}  "
+            f"p99 {p99:6.1f} ms (worst round {max(row['p99_ms'] for row in rows):.1f})  "
+            f"cpu {median(rows, 'cpu_us'):4.0f} us/req  ratio {ratio:.2f}  "
             f"non-2xx {failed}  lost {lost}"
             + (f"  drained <= {drained:.1f} s" if drained else "")
             + f"  {'PASS' if met else 'BELOW TARGET'}"
