@@ -5,6 +5,8 @@ whole JSON, the state an action leaves."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -131,3 +133,12 @@ def test_runs_list_show_and_cancel(tmp_path: Path) -> None:
     assert code == 0, out
     assert out.splitlines()[0] == f"cancel: run {parked[0]} is now pending"
     assert "a worker compensates its completed steps, then it ends cancelled" in out
+
+
+def test_help_does_not_wait_for_the_compiler() -> None:
+    # `syncline --help` and the commands that read the store answer without importing the
+    # compiler (0.33 s of imports); the commands that compile import it themselves.
+    code = ("import sys, engine.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('engine.compiler')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

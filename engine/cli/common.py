@@ -9,15 +9,16 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine.compiler import compile_loaded
-from engine.compiler.plan import Plan
 from engine.errors import DefinitionErrors
 from engine.loader import load_project
 from engine.source import Diagnostic
+
+if TYPE_CHECKING:  # the compiler is imported by the commands that compile: --help need not wait
+    from engine.compiler.plan import Plan
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
                       show_default=True, help="Output format.")
@@ -46,6 +47,8 @@ SECRETS = click.option(
 def compile_or_report(project: Path, environment: str | None, fmt: str = "text"
                       ) -> tuple[Plan | None, list[Diagnostic]]:
     """Compile a project; on failure print every diagnostic and return (None, diagnostics)."""
+    from engine.compiler import compile_loaded
+
     loaded = load_project(project)
     try:
         plan = compile_loaded(loaded, environment=environment, environ=os.environ)

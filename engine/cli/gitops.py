@@ -19,11 +19,11 @@ from engine.cli.common import (
     emit_json,
     print_diagnostics,
 )
-from engine.compiler.plan import Plan
 from engine.errors import DefinitionErrors
 from engine.loader import load_project
 
 if TYPE_CHECKING:
+    from engine.compiler.plan import Plan
     from engine.gitops.preview import Preview
     from engine.gitops.samples import Redactor, Sample
 
